@@ -1,0 +1,104 @@
+package io.rund.ttrpc;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.ReadableByteChannel;
+
+/**
+ * Cuts frames out of a byte stream, however the stream splits or joins them. Used by one
+ * thread at a time (each connection has one reader).
+ *
+ * <p>A payload is allocated only after its length passed the size check; an oversized
+ * payload is read through a fixed buffer and dropped.
+ */
+public final class FrameReader {
+
+    private static final int BUFFER_SIZE = 64 * 1024;
+
+    private final ReadableByteChannel in;
+    private final ByteBuffer buffer = ByteBuffer.allocate(BUFFER_SIZE).flip();
+
+    public FrameReader(ReadableByteChannel in) {
+        this.in = in;
+    }
+
+    /**
+     * The next frame, or null when the peer closed the stream between two frames.
+     *
+     * @throws EOFException when the stream ends inside a frame
+     * @throws OversizedFrameException when a frame was too large; it has been skipped and
+     *     the next call reads the frame after it
+     */
+    public Frame read() throws IOException {
+        if (!fill(Frame.HEADER_LENGTH, true)) {
+            return null;
+        }
+        long length = Integer.toUnsignedLong(buffer.getInt());
+        int streamId = buffer.getInt();
+        byte type = buffer.get();
+        byte flags = buffer.get();
+        if (length > Frame.MAX_PAYLOAD) {
+            skip(length);
+            throw new OversizedFrameException(streamId, type, length);
+        }
+        byte[] payload = new byte[(int) length];
+        int copied = Math.min(payload.length, buffer.remaining());
+        buffer.get(payload, 0, copied);
+        if (copied < payload.length) {
+            ByteBuffer rest = ByteBuffer.wrap(payload, copied, payload.length - copied);
+            while (rest.hasRemaining()) {
+                if (in.read(rest) < 0) {
+                    throw truncated(length);
+                }
+            }
+        }
+        return new Frame(streamId, type, flags, payload);
+    }
+
+    /** Makes at least {@code n} bytes readable; false on a clean end before any byte. */
+    private boolean fill(int n, boolean atBoundary) throws IOException {
+        while (buffer.remaining() < n) {
+            buffer.compact();
+            int r;
+            try {
+                r = in.read(buffer);
+            } finally {
+                buffer.flip();
+            }
+            if (r < 0) {
+                if (atBoundary && !buffer.hasRemaining()) {
+                    return false;
+                }
+                throw new EOFException("stream ended inside a frame header after "
+                        + buffer.remaining() + " of " + Frame.HEADER_LENGTH + " bytes");
+            }
+        }
+        return true;
+    }
+
+    private void skip(long length) throws IOException {
+        long left = length;
+        while (left > 0) {
+            if (!buffer.hasRemaining()) {
+                buffer.clear();
+                int r;
+                try {
+                    r = in.read(buffer);
+                } finally {
+                    buffer.flip();
+                }
+                if (r < 0) {
+                    throw truncated(length);
+                }
+            }
+            int n = (int) Math.min(left, buffer.remaining());
+            buffer.position(buffer.position() + n);
+            left -= n;
+        }
+    }
+
+    private static EOFException truncated(long length) {
+        return new EOFException("stream ended inside a frame of " + length + " bytes");
+    }
+}
