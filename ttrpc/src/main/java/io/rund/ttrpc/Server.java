@@ -202,7 +202,7 @@ public final class Server implements AutoCloseable {
             c.close();
         }
         timers.shutdownNow();
-        if (!clean) {
+        if (!clean && grace.isPositive()) {
             LOG.log(Level.WARNING, "ttrpc {0}: {1} connection(s) still busy after {2}, closed them",
                     name, open.size(), grace);
         }
