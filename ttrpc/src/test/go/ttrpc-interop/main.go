@@ -3,6 +3,8 @@
 //
 //	ttrpc-interop server SOCKET   serve rund.ttrpc.test.Echo on SOCKET until stdin closes
 //	ttrpc-interop client SOCKET   call the Echo service on SOCKET and report what came back
+//	ttrpc-interop bench SOCKET CALLS WORKERS BYTES
+//	                              time CALLS Echo calls of BYTES each, WORKERS at a time
 //
 // The messages are declared here by hand with protobuf struct tags, as ttrpc's own
 // types.go does, so that no code generator is needed; their numbers match
@@ -16,6 +18,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,12 +53,14 @@ func (m *EchoResponse) String() string { return fmt.Sprintf("%+v", *m) }
 func (*EchoResponse) ProtoMessage()    {}
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: ttrpc-interop server|client SOCKET")
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: ttrpc-interop server|client SOCKET | bench SOCKET CALLS WORKERS BYTES")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "bench":
+		err = bench(os.Args[2:])
 	case "server":
 		err = serve(os.Args[2])
 	case "client":
@@ -173,5 +179,69 @@ func call(socket string) error {
 		failed++
 	}
 	fmt.Printf("concurrent calls=200 failed=%d\n", failed)
+	return nil
+}
+
+// bench prints "p50_us=… p99_us=… calls_per_s=…" for CALLS echo calls of BYTES bytes each,
+// made by WORKERS goroutines sharing one connection, after a warm-up of CALLS/10.
+func bench(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("bench needs SOCKET CALLS WORKERS BYTES")
+	}
+	calls, _ := strconv.Atoi(args[1])
+	workers, _ := strconv.Atoi(args[2])
+	size, _ := strconv.Atoi(args[3])
+	conn, err := net.Dial("unix", args[0])
+	if err != nil {
+		return err
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	req := &EchoRequest{Blob: make([]byte, size)}
+	run := func(n int) ([]time.Duration, time.Duration, error) {
+		lat := make([]time.Duration, n)
+		var next int64 = -1
+		var mu sync.Mutex
+		var firstErr error
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					mu.Lock()
+					next++
+					i := next
+					mu.Unlock()
+					if i >= int64(n) {
+						return
+					}
+					var resp EchoResponse
+					t := time.Now()
+					if err := c.Call(context.Background(), service, "Echo", req, &resp); err != nil {
+						mu.Lock()
+						firstErr = err
+						mu.Unlock()
+						return
+					}
+					lat[i] = time.Since(t)
+				}
+			}()
+		}
+		wg.Wait()
+		return lat, time.Since(start), firstErr
+	}
+	if _, _, err := run(calls / 10); err != nil {
+		return err
+	}
+	lat, total, err := run(calls)
+	if err != nil {
+		return err
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	fmt.Printf("p50_us=%.1f p99_us=%.1f calls_per_s=%.0f\n",
+		float64(lat[len(lat)/2].Nanoseconds())/1000, float64(lat[len(lat)*99/100].Nanoseconds())/1000,
+		float64(calls)/total.Seconds())
 	return nil
 }

@@ -20,8 +20,8 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * A ttrpc client: one connection, many calls in flight on it at once.
@@ -39,7 +39,9 @@ public final class Client implements AutoCloseable {
     private final SocketChannel channel;
     private final FrameWriter writer;
     private final Map<Integer, Pending> pending = new ConcurrentHashMap<>();
-    private final AtomicLong nextStreamId = new AtomicLong(1);
+    private final ReentrantLock sendLock = new ReentrantLock();
+    // guarded by sendLock; the next stream id to use (odd, unsigned 32-bit on the wire)
+    private long nextStreamId = 1;
     private final AtomicReference<String> closedBecause = new AtomicReference<>();
 
     private Client(String name, SocketChannel channel) {
@@ -92,11 +94,6 @@ public final class Client implements AutoCloseable {
     public <R> CompletableFuture<R> callAsync(String service, String method, MessageLite request,
             Parser<R> responseParser, CallOptions options) {
         String what = service + "/" + method;
-        long id = nextStreamId.getAndAdd(2);
-        if (id > MAX_STREAM_ID) {
-            return CompletableFuture.failedFuture(new TtrpcException(Code.RESOURCE_EXHAUSTED,
-                    what + ": this connection has used all its stream ids; open a new one"));
-        }
         Request.Builder builder = Request.newBuilder()
                 .setService(service)
                 .setMethod(method)
@@ -111,24 +108,41 @@ public final class Client implements AutoCloseable {
                     "%s: request of %d bytes exceeds the maximum message size of %d", what, bytes.length,
                     Frame.MAX_PAYLOAD)));
         }
-        int streamId = (int) id;
         CompletableFuture<Response> answer = new CompletableFuture<>();
-        pending.put(streamId, new Pending(what, answer));
-        // Checked after registering, so a concurrent failAll either sees this call or we see it.
-        String closed = closedBecause.get();
-        if (closed != null) {
-            pending.remove(streamId);
-            return CompletableFuture.failedFuture(unavailable(what, closed));
+        int streamId;
+        String writeFailure = null;
+        // Servers refuse a stream id lower than one they have seen, so ids are taken and
+        // written under one lock: the order on the wire is the order of the ids.
+        sendLock.lock();
+        try {
+            if (nextStreamId > MAX_STREAM_ID) {
+                return CompletableFuture.failedFuture(new TtrpcException(Code.RESOURCE_EXHAUSTED,
+                        what + ": this connection has used all its stream ids; open a new one"));
+            }
+            streamId = (int) nextStreamId;
+            nextStreamId += 2;
+            pending.put(streamId, new Pending(what, answer));
+            // Checked after registering, so a concurrent failAll either sees this call or we see it.
+            String closed = closedBecause.get();
+            if (closed != null) {
+                pending.remove(streamId);
+                return CompletableFuture.failedFuture(unavailable(what, closed));
+            }
+            try {
+                writer.write(streamId, Frame.TYPE_REQUEST, (byte) 0, bytes);
+            } catch (IOException e) {
+                writeFailure = "write failed: " + e.getMessage();
+            }
+        } finally {
+            sendLock.unlock();
+        }
+        if (writeFailure != null) {
+            failAll(writeFailure);
         }
         if (options.timeout() != null) {
             answer.orTimeout(saturatedNanos(options), TimeUnit.NANOSECONDS);
         }
         answer.whenComplete((r, e) -> pending.remove(streamId));
-        try {
-            writer.write(streamId, Frame.TYPE_REQUEST, (byte) 0, bytes);
-        } catch (IOException e) {
-            failAll("write failed: " + e.getMessage());
-        }
         CompletableFuture<R> result = answer.handle((response, failure) -> {
             if (failure != null) {
                 throw new CompletionException(translate(what, options, failure));
