@@ -31,7 +31,7 @@ public final class FrameReader {
      *     the next call reads the frame after it
      */
     public Frame read() throws IOException {
-        if (!fill(Frame.HEADER_LENGTH, true)) {
+        if (!fillHeader()) {
             return null;
         }
         long length = Integer.toUnsignedLong(buffer.getInt());
@@ -56,18 +56,11 @@ public final class FrameReader {
         return new Frame(streamId, type, flags, payload);
     }
 
-    /** Makes at least {@code n} bytes readable; false on a clean end before any byte. */
-    private boolean fill(int n, boolean atBoundary) throws IOException {
-        while (buffer.remaining() < n) {
-            buffer.compact();
-            int r;
-            try {
-                r = in.read(buffer);
-            } finally {
-                buffer.flip();
-            }
-            if (r < 0) {
-                if (atBoundary && !buffer.hasRemaining()) {
+    /** Makes a whole header readable; false on a clean end before its first byte. */
+    private boolean fillHeader() throws IOException {
+        while (buffer.remaining() < Frame.HEADER_LENGTH) {
+            if (readMore() < 0) {
+                if (!buffer.hasRemaining()) {
                     return false;
                 }
                 throw new EOFException("stream ended inside a frame header after "
@@ -80,21 +73,22 @@ public final class FrameReader {
     private void skip(long length) throws IOException {
         long left = length;
         while (left > 0) {
-            if (!buffer.hasRemaining()) {
-                buffer.clear();
-                int r;
-                try {
-                    r = in.read(buffer);
-                } finally {
-                    buffer.flip();
-                }
-                if (r < 0) {
-                    throw truncated(length);
-                }
+            if (!buffer.hasRemaining() && readMore() < 0) {
+                throw truncated(length);
             }
             int n = (int) Math.min(left, buffer.remaining());
             buffer.position(buffer.position() + n);
             left -= n;
+        }
+    }
+
+    /** Appends what the channel has to the unread bytes; the channel's count, -1 at its end. */
+    private int readMore() throws IOException {
+        buffer.compact();
+        try {
+            return in.read(buffer);
+        } finally {
+            buffer.flip();
         }
     }
 

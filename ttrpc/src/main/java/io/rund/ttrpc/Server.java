@@ -1,5 +1,6 @@
 package io.rund.ttrpc;
 
+import com.google.protobuf.ByteString;
 import com.google.protobuf.InvalidProtocolBufferException;
 import io.rund.ttrpc.wire.Request;
 import io.rund.ttrpc.wire.Response;
@@ -19,6 +20,8 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.OptionalLong;
 import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.Semaphore;
@@ -46,7 +49,6 @@ import jdk.net.UnixDomainPrincipal;
 public final class Server implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(Server.class.getName());
-    private static final byte[] EMPTY = new byte[0];
     private static final Duration MAX_ACCEPT_BACKOFF = Duration.ofSeconds(1);
 
     private final String name;
@@ -253,8 +255,13 @@ public final class Server implements AutoCloseable {
         // Calls whose handler has not returned yet; any thread.
         final AtomicInteger inFlight = new AtomicInteger();
         final AtomicBoolean closed = new AtomicBoolean();
+        // Calls whose handler runs; interrupted when the connection closes, as the peer
+        // that would read their answers is gone (containerd's ttrpc cancels their context).
+        final Set<Call> calls = ConcurrentHashMap.newKeySet();
         // Set once by shutdown; read by the reader and by finishing calls.
         volatile boolean draining;
+        // The reader thread, interrupted at close in case it waits for a call slot.
+        volatile Thread reader;
         // The highest stream id accepted so far (unsigned); reader thread only.
         int lastStreamId;
 
@@ -266,6 +273,7 @@ public final class Server implements AutoCloseable {
         }
 
         void readLoop() {
+            reader = Thread.currentThread();
             FrameReader reader = new FrameReader(channel);
             try {
                 while (true) {
@@ -277,7 +285,7 @@ public final class Server implements AutoCloseable {
                         // this one request and keep the connection.
                         LOG.log(Level.DEBUG, "ttrpc {0} conn {1}: {2}", name, id, e.getMessage());
                         if (e.type() == Frame.TYPE_REQUEST) {
-                            answer(e.streamId(), new Status(Code.RESOURCE_EXHAUSTED, e.getMessage()), EMPTY);
+                            answer(e.streamId(), new Status(Code.RESOURCE_EXHAUSTED, e.getMessage()), ByteString.EMPTY);
                         }
                         continue;
                     }
@@ -312,13 +320,13 @@ public final class Server implements AutoCloseable {
             int streamId = frame.streamId();
             if ((streamId & 1) == 0) {
                 answer(streamId, Status.of(Code.INVALID_ARGUMENT,
-                        "stream id %d is even: client-initiated streams must be odd", frame.unsignedStreamId()), EMPTY);
+                        "stream id %d is even: client-initiated streams must be odd", frame.unsignedStreamId()), ByteString.EMPTY);
                 return;
             }
             if (Integer.compareUnsigned(streamId, lastStreamId) <= 0) {
                 answer(streamId, Status.of(Code.INVALID_ARGUMENT,
                         "stream id %d cannot be reused: ids must increase (last was %d)",
-                        frame.unsignedStreamId(), Integer.toUnsignedLong(lastStreamId)), EMPTY);
+                        frame.unsignedStreamId(), Integer.toUnsignedLong(lastStreamId)), ByteString.EMPTY);
                 return;
             }
             lastStreamId = streamId;
@@ -327,11 +335,11 @@ public final class Server implements AutoCloseable {
                 request = Request.parseFrom(frame.payload());
             } catch (InvalidProtocolBufferException e) {
                 answer(streamId, Status.of(Code.INVALID_ARGUMENT,
-                        "malformed request on stream %d: %s", frame.unsignedStreamId(), e.getMessage()), EMPTY);
+                        "malformed request on stream %d: %s", frame.unsignedStreamId(), e.getMessage()), ByteString.EMPTY);
                 return;
             }
             if (draining) {
-                answer(streamId, Status.of(Code.UNAVAILABLE, "ttrpc server %s is shutting down", name), EMPTY);
+                answer(streamId, Status.of(Code.UNAVAILABLE, "ttrpc server %s is shutting down", name), ByteString.EMPTY);
                 return;
             }
             // Backpressure: with every slot busy, stop reading until a call finishes.
@@ -342,17 +350,30 @@ public final class Server implements AutoCloseable {
                     .name("ttrpc-" + name + "-conn-" + id + "-stream-" + frame.unsignedStreamId())
                     .unstarted(call);
             call.thread = thread;
+            calls.add(call);
             if (request.getTimeoutNano() > 0) {
-                call.timer = timers.schedule(call::expire, request.getTimeoutNano(), TimeUnit.NANOSECONDS);
+                try {
+                    call.timer = timers.schedule(call::expire, request.getTimeoutNano(), TimeUnit.NANOSECONDS);
+                } catch (RejectedExecutionException e) {
+                    // Shutdown stopped the timer while this request was being read.
+                    calls.remove(call);
+                    callEnded();
+                    answer(streamId, Status.of(Code.UNAVAILABLE, "ttrpc server %s is shutting down", name),
+                            ByteString.EMPTY);
+                    return;
+                }
             }
             thread.start();
+            if (closed.get()) {
+                call.thread.interrupt();
+            }
         }
 
         /** Sends the one response of a stream; a failed write ends the connection. */
-        void answer(int streamId, Status status, byte[] payload) {
+        void answer(int streamId, Status status, ByteString payload) {
             byte[] bytes = Response.newBuilder()
                     .setStatus(status.toWire())
-                    .setPayload(com.google.protobuf.ByteString.copyFrom(payload))
+                    .setPayload(payload)
                     .build()
                     .toByteArray();
             if (bytes.length > Frame.MAX_PAYLOAD) {
@@ -368,6 +389,11 @@ public final class Server implements AutoCloseable {
                 }
                 close();
             }
+        }
+
+        void callEnded(Call call) {
+            calls.remove(call);
+            callEnded();
         }
 
         void callEnded() {
@@ -387,6 +413,13 @@ public final class Server implements AutoCloseable {
         void close() {
             if (closed.compareAndSet(false, true)) {
                 closeQuietly(channel);
+                for (Call call : calls) {
+                    call.thread.interrupt();
+                }
+                Thread r = reader;
+                if (r != null && r != Thread.currentThread()) {
+                    r.interrupt();
+                }
                 forget(this);
             }
         }
@@ -410,15 +443,14 @@ public final class Server implements AutoCloseable {
         @Override
         public void run() {
             try {
-                byte[] payload = invoke();
-                finish(Status.OK, payload);
+                finish(Status.OK, invoke());
             } catch (Throwable failure) {
                 Status status = errorMapper.resolve(failure);
                 if (status.code() == Code.UNKNOWN && !answered.get()) {
                     LOG.log(Level.WARNING, "ttrpc " + name + ": " + request.getService() + "/"
                             + request.getMethod() + " failed unexpectedly", failure);
                 }
-                finish(status, EMPTY);
+                finish(status, ByteString.EMPTY);
                 if (failure instanceof VirtualMachineError e) {
                     throw e;
                 }
@@ -427,11 +459,11 @@ public final class Server implements AutoCloseable {
                 if (t != null) {
                     t.cancel(false);
                 }
-                connection.callEnded();
+                connection.callEnded(this);
             }
         }
 
-        private byte[] invoke() throws Exception {
+        private ByteString invoke() throws Exception {
             ServiceDefinition service = services.get(request.getService());
             if (service == null) {
                 throw new TtrpcException(Code.UNIMPLEMENTED, "service " + request.getService());
@@ -454,7 +486,7 @@ public final class Server implements AutoCloseable {
             if (answered.compareAndSet(false, true)) {
                 connection.answer(streamId, Status.of(Code.DEADLINE_EXCEEDED,
                         "%s/%s: deadline of %d ns exceeded", request.getService(), request.getMethod(),
-                        request.getTimeoutNano()), EMPTY);
+                        request.getTimeoutNano()), ByteString.EMPTY);
                 Thread t = thread;
                 if (t != null) {
                     t.interrupt();
@@ -462,7 +494,7 @@ public final class Server implements AutoCloseable {
             }
         }
 
-        private void finish(Status status, byte[] payload) {
+        private void finish(Status status, ByteString payload) {
             if (answered.compareAndSet(false, true)) {
                 connection.answer(streamId, status, payload);
             }

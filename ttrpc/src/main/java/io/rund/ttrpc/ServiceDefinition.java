@@ -20,10 +20,10 @@ public final class ServiceDefinition {
         R handle(CallContext context, Q request) throws Exception;
     }
 
-    /** A method with its decoding bound in: payload bytes in, payload bytes out. */
+    /** A method with its decoding bound in: payload in, payload out. */
     @FunctionalInterface
     interface Invoker {
-        byte[] invoke(CallContext context, ByteString payload) throws Exception;
+        ByteString invoke(CallContext context, ByteString payload) throws Exception;
     }
 
     private final String name;
@@ -76,7 +76,7 @@ public final class ServiceDefinition {
                 if (response == null) {
                     throw new TtrpcException(Code.INTERNAL, name + "/" + method + " returned no response");
                 }
-                return response.toByteArray();
+                return response.toByteString();
             };
             if (methods.putIfAbsent(method, invoker) != null) {
                 throw new IllegalArgumentException("method " + name + "/" + method + " registered twice");

@@ -157,14 +157,15 @@ class WireTest {
     }
 
     @Test
-    void aPeerThatLeavesMidCallDoesNotHurtTheServer() throws Exception {
+    void aPeerThatLeavesMidCallHasItsCallsInterruptedAndTheServerCarriesOn() throws Exception {
         try (EchoFixture f = new EchoFixture("leaves")) {
             try (RawPeer p = new RawPeer(f.socket)) {
-                p.write(request(1, "Echo", EchoRequest.newBuilder().setSleepMs(300).build()));
-                assertTrue(Poll.until(BOUND, () -> f.running.get() == 1));
+                p.write(request(1, "Block", text("b")));
+                assertTrue(f.blocked.await(10, java.util.concurrent.TimeUnit.SECONDS));
             }
-            // The handler finishes, its answer has nowhere to go, and the server carries on.
-            assertTrue(Poll.until(BOUND, () -> f.finished.get() == 1));
+            // Nobody is left to read the answer: the handler is told, like a Go handler's
+            // context is cancelled, and the connection is gone.
+            assertTrue(Poll.until(BOUND, () -> f.interrupted.get() == 1), "the orphaned call was not interrupted");
             assertTrue(Poll.until(BOUND, () -> f.server.connectionCount() == 0));
             assertStillServing(f);
         }
