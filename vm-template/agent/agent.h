@@ -1,0 +1,96 @@
+/* rund-agent: PID 1 of every rund guest. See agent.proto for the API it serves. */
+#ifndef RUND_AGENT_H
+#define RUND_AGENT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent.pb-c.h"
+
+#define AGENT_VERSION "rund-agent 0.1.0"
+#define MAX_ID_LEN 64
+#define MAX_STREAM_CHUNK (1u << 20)
+
+/* A failed call: a ttrpc code and a message for the host. */
+struct fault {
+    int code;
+    char message[512];
+};
+
+/* Sets f (when it is still clear) and returns -1, so callers can `return fail(...)`. */
+int fail(struct fault *f, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Validation of what the host sends. */
+int check_id(struct fault *f, const char *what, const char *id, bool may_be_empty);
+int check_path(struct fault *f, const char *what, const char *path);
+
+enum proc_state { PROC_CREATED, PROC_RUNNING, PROC_EXITED };
+
+struct container;
+
+/* One process the agent runs: a container's init (exec_id "") or an exec. Guarded by
+ * g_lock, except the fds, which only change under g_lock but are used outside it. */
+struct proc {
+    struct container *c;
+    char exec_id[MAX_ID_LEN + 1];
+    enum proc_state state;
+    pid_t pid;
+    bool terminal;
+    int stdin_fd;   /* agent's end: pipe write end, or the pty master (dup) */
+    int stdout_fd;  /* pipe read end, or the pty master */
+    int stderr_fd;  /* pipe read end; -1 with a terminal */
+    int start_fd;   /* init only: writing a byte lets the created process exec */
+    int error_fd;   /* reads the child's setup/exec error; EOF means exec happened */
+    uint8_t *spec;  /* packed Rund__Agent__V1__Process, for execs until started */
+    size_t spec_len;
+    int exit_status;
+    int64_t exited_at_ns;
+    int users;      /* calls using the fds right now; delete waits for 0 */
+    struct proc *next;
+};
+
+struct container {
+    char id[MAX_ID_LEN + 1];
+    char cgroup[256];
+    int mnt_ns, uts_ns, ipc_ns;
+    struct proc *procs;     /* init first */
+    uint64_t oom_kills;
+    int oom_watch;
+    struct container *next;
+};
+
+extern pthread_mutex_t g_lock;
+extern pthread_cond_t g_changed;  /* broadcast when a process exits or a table changes */
+extern struct container *g_containers;
+
+/* process.c */
+void procs_init(void);
+struct container *find_container(const char *id);
+struct proc *find_proc(struct container *c, const char *exec_id);
+int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f);
+int proc_start(const char *cid, const char *eid, pid_t *pid, struct fault *f);
+int proc_exec(const Rund__Agent__V1__ExecProcessRequest *req, struct fault *f);
+int proc_signal(const char *cid, const char *eid, int sig, bool all, struct fault *f);
+int proc_wait(const char *cid, const char *eid, int *status, int64_t *at, struct fault *f);
+int proc_delete(const char *cid, const char *eid, struct fault *f);
+int proc_write_stdin(const char *cid, const char *eid, const uint8_t *data, size_t len, size_t *written, struct fault *f);
+int proc_close_stdin(const char *cid, const char *eid, struct fault *f);
+int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uint8_t *buf, size_t *n, bool *eof, struct fault *f);
+int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, struct fault *f);
+int container_pids(const char *cid, uint32_t **pids, size_t *n, struct fault *f);
+int container_stats(const char *cid, Rund__Agent__V1__StatsResponse *out, struct fault *f);
+int container_freeze(const char *cid, bool freeze, struct fault *f);
+int container_update(const Rund__Agent__V1__UpdateResourcesRequest *req, struct fault *f);
+int container_wait_oom(char *cid_out, size_t cap, struct fault *f);
+int container_remove(const char *cid, struct fault *f);
+void agent_counts(uint32_t *containers, uint32_t *procs);
+
+/* Logs a line to the kernel log (and so the serial console), prefixed with the agent's name. */
+void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int64_t realtime_ns(void);
+
+#endif

@@ -1,0 +1,771 @@
+/* rund-agent main: sets up the guest as PID 1, finds the virtio-serial port
+ * "rund.agent", and serves the Agent API on it over ttrpc, one thread per call. The
+ * host may disconnect and reconnect (a template clone gets a new host socket): the agent
+ * then drops any half-read frame and serves the next connection. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/random.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "ttrpc.h"
+
+#define PORT_NAME "rund.agent"
+#define MAX_CALLS 256
+#define SERVICE "rund.agent.v1.Agent"
+
+static int g_port = -1;
+static pthread_mutex_t g_write_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_calls_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_calls;
+/* Bumped at every host reconnect: answers of calls from an earlier connection are dropped. */
+static volatile unsigned g_generation;
+
+void alog(const char *fmt, ...)
+{
+    /* Through the kernel log, at "notice": printk writes the serial console itself,
+     * while user-space writes to the console's tty were seen to stall on microvm. Boot
+     * with loglevel=6 to see these lines and not the kernel's informational ones. */
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "<5>rund-agent: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof(line) - 1)
+        len = sizeof(line) - 1;
+    int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!write(fd, line, len);
+        close(fd);
+    }
+}
+
+int fail(struct fault *f, int code, const char *fmt, ...)
+{
+    if (f->code == CODE_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(f->message, sizeof(f->message), fmt, ap);
+        va_end(ap);
+        f->code = code;
+    }
+    return -1;
+}
+
+int check_id(struct fault *f, const char *what, const char *id, bool may_be_empty)
+{
+    size_t n = strlen(id);
+    if (n == 0)
+        return may_be_empty ? 0 : fail(f, CODE_INVALID_ARGUMENT, "%s is empty", what);
+    if (n > MAX_ID_LEN)
+        return fail(f, CODE_INVALID_ARGUMENT, "%s of %zu characters is longer than %d", what, n, MAX_ID_LEN);
+    if (id[0] == '.')
+        return fail(f, CODE_INVALID_ARGUMENT, "%s %.64s starts with '.'", what, id);
+    for (size_t i = 0; i < n; i++) {
+        char ch = id[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '-' || ch == '.'))
+            return fail(f, CODE_INVALID_ARGUMENT, "%s %.64s has a character outside [A-Za-z0-9_.-]", what, id);
+    }
+    return 0;
+}
+
+int check_path(struct fault *f, const char *what, const char *path)
+{
+    size_t n = strlen(path);
+    if (n == 0 || path[0] != '/')
+        return fail(f, CODE_INVALID_ARGUMENT, "%s %.200s is not an absolute path", what, path);
+    if (n > 1024)
+        return fail(f, CODE_INVALID_ARGUMENT, "%s of %zu bytes is too long", what, n);
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2) {
+        bool starts = p == path || p[-1] == '/';
+        bool ends = p[2] == 0 || p[2] == '/';
+        if (starts && ends)
+            return fail(f, CODE_INVALID_ARGUMENT, "%s %.200s contains '..'", what, path);
+    }
+    return 0;
+}
+
+int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- PID 1 ------------------------------------------------------------------------ */
+
+static void mount_or_log(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
+{
+    mkdir(dst, 0755);
+    if (mount(src, dst, type, flags, data) && errno != EBUSY)
+        alog("mount %s on %s: %s", type, dst, strerror(errno));
+}
+
+static void setup_guest(void)
+{
+    mount_or_log("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_or_log("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_or_log("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_or_log("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    mount_or_log("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    mount_or_log("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    /* Containers get cpu, memory, pids and io limits; the agent stays in the root group. */
+    int fd = open("/sys/fs/cgroup/cgroup.subtree_control", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        const char *ctl[] = {"+cpu", "+memory", "+pids", "+io", "+cpuset"};
+        for (size_t i = 0; i < sizeof(ctl) / sizeof(ctl[0]); i++)
+            if (write(fd, ctl[i], strlen(ctl[i])) < 0)
+                alog("enable controller %s: %s", ctl[i], strerror(errno));
+        close(fd);
+    }
+    mkdir("/run/rund", 0700);
+}
+
+/* The /dev node of the virtio-serial port whose name is PORT_NAME, or -1. */
+static int open_port(void)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        DIR *d = opendir("/sys/class/virtio-ports");
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (e->d_name[0] == '.')
+                    continue;
+                char path[300], name[64] = {0};
+                snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", e->d_name);
+                int fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                    continue;
+                ssize_t n = read(fd, name, sizeof(name) - 1);
+                close(fd);
+                while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == 0))
+                    name[--n] = 0;
+                if (strcmp(name, PORT_NAME) == 0) {
+                    snprintf(path, sizeof(path), "/dev/%s", e->d_name);
+                    closedir(d);
+                    int port = open(path, O_RDWR | O_CLOEXEC);
+                    if (port < 0)
+                        alog("open %s: %s", path, strerror(errno));
+                    return port;
+                }
+            }
+            closedir(d);
+        }
+        usleep(10000); /* the device may still be probing */
+    }
+    return -1;
+}
+
+/* ---- answering ---------------------------------------------------------------------- */
+
+static void send_response(unsigned generation, uint32_t stream_id, int code, const char *message,
+                          const uint8_t *payload, size_t payload_len)
+{
+    uint8_t *buf;
+    size_t len = ttrpc_encode_response(&buf, code, message, payload, payload_len);
+    if (len == 0)
+        return;
+    if (len > TTRPC_MAX_PAYLOAD) {
+        free(buf);
+        len = ttrpc_encode_response(&buf, CODE_RESOURCE_EXHAUSTED, "response exceeds the maximum message size", NULL, 0);
+        if (len == 0)
+            return;
+    }
+    ttrpc_put_header(buf, (uint32_t)len, stream_id, TTRPC_TYPE_RESPONSE, 0);
+    pthread_mutex_lock(&g_write_lock);
+    if (generation == g_generation) {
+        size_t off = 0, total = TTRPC_HEADER_LEN + len;
+        while (off < total) {
+            ssize_t w = write(g_port, buf + off, total - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break; /* the host went away; the next connection starts afresh */
+            off += (size_t)w;
+        }
+    }
+    pthread_mutex_unlock(&g_write_lock);
+    free(buf);
+}
+
+/* ---- methods ----------------------------------------------------------------------- */
+
+/* Each handler decodes its request, does the work and packs its response into *out
+ * (malloc'd). Returns 0 or -1 with f set. */
+typedef int (*handler_fn)(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f);
+
+#define UNPACK(type, fn, var)                                                                             \
+    type *var = fn(NULL, in_len, in);                                                                     \
+    if (!var)                                                                                             \
+        return fail(f, CODE_INVALID_ARGUMENT, "malformed %s", #type);
+
+#define PACK(fn, size_fn, msg)                                                                            \
+    do {                                                                                                  \
+        *out_len = size_fn(msg);                                                                          \
+        *out = malloc(*out_len ? *out_len : 1);                                                           \
+        if (!*out)                                                                                        \
+            return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");                                     \
+        fn(msg, *out);                                                                                    \
+    } while (0)
+
+static int empty_answer(uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    return 0;
+}
+
+static int h_health(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__HealthRequest, rund__agent__v1__health_request__unpack, req);
+    rund__agent__v1__health_request__free_unpacked(req, NULL);
+    struct utsname u;
+    uname(&u);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    Rund__Agent__V1__HealthResponse resp = RUND__AGENT__V1__HEALTH_RESPONSE__INIT;
+    resp.version = AGENT_VERSION;
+    resp.kernel_release = u.release;
+    resp.monotonic_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    PACK(rund__agent__v1__health_response__pack, rund__agent__v1__health_response__get_packed_size, &resp);
+    return 0;
+}
+
+static int h_set_time(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__SetTimeRequest, rund__agent__v1__set_time_request__unpack, req);
+    int64_t ns = req->realtime_ns;
+    rund__agent__v1__set_time_request__free_unpacked(req, NULL);
+    if (ns <= 0)
+        return fail(f, CODE_INVALID_ARGUMENT, "realtime_ns %lld is not a time after the epoch", (long long)ns);
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    if (clock_settime(CLOCK_REALTIME, &ts))
+        return fail(f, CODE_INTERNAL, "clock_settime: %s", strerror(errno));
+    return empty_answer(out, out_len);
+}
+
+static int h_reseed(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ReseedRandomRequest, rund__agent__v1__reseed_random_request__unpack, req);
+    size_t n = req->seed.len;
+    if (n < 16 || n > 512) {
+        rund__agent__v1__reseed_random_request__free_unpacked(req, NULL);
+        return fail(f, CODE_INVALID_ARGUMENT, "seed of %zu bytes is outside 16..512", n);
+    }
+    struct {
+        int entropy_count;
+        int buf_size;
+        uint8_t buf[512];
+    } info;
+    info.entropy_count = (int)(n * 8);
+    info.buf_size = (int)n;
+    memcpy(info.buf, req->seed.data, n);
+    rund__agent__v1__reseed_random_request__free_unpacked(req, NULL);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(f, CODE_INTERNAL, "open /dev/urandom: %s", strerror(errno));
+    int rc = ioctl(fd, RNDADDENTROPY, &info);
+    int e = errno;
+    close(fd);
+    if (rc)
+        return fail(f, CODE_INTERNAL, "RNDADDENTROPY: %s", strerror(e));
+    return empty_answer(out, out_len);
+}
+
+static int h_create(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__CreateContainerRequest, rund__agent__v1__create_container_request__unpack, req);
+    int rc = container_create(req, f);
+    rund__agent__v1__create_container_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_start(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__StartProcessRequest, rund__agent__v1__start_process_request__unpack, req);
+    pid_t pid = 0;
+    int rc = proc_start(req->container_id, req->exec_id, &pid, f);
+    rund__agent__v1__start_process_request__free_unpacked(req, NULL);
+    if (rc)
+        return rc;
+    Rund__Agent__V1__StartProcessResponse resp = RUND__AGENT__V1__START_PROCESS_RESPONSE__INIT;
+    resp.pid = (uint32_t)pid;
+    PACK(rund__agent__v1__start_process_response__pack, rund__agent__v1__start_process_response__get_packed_size,
+         &resp);
+    return 0;
+}
+
+static int h_exec(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ExecProcessRequest, rund__agent__v1__exec_process_request__unpack, req);
+    int rc = proc_exec(req, f);
+    rund__agent__v1__exec_process_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_signal(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__SignalProcessRequest, rund__agent__v1__signal_process_request__unpack, req);
+    int rc = proc_signal(req->container_id, req->exec_id, (int)req->signal, req->all, f);
+    rund__agent__v1__signal_process_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_wait(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__WaitProcessRequest, rund__agent__v1__wait_process_request__unpack, req);
+    int status = 0;
+    int64_t at = 0;
+    int rc = proc_wait(req->container_id, req->exec_id, &status, &at, f);
+    rund__agent__v1__wait_process_request__free_unpacked(req, NULL);
+    if (rc)
+        return rc;
+    Rund__Agent__V1__WaitProcessResponse resp = RUND__AGENT__V1__WAIT_PROCESS_RESPONSE__INIT;
+    resp.exit_status = (uint32_t)status;
+    resp.exited_at_ns = at;
+    PACK(rund__agent__v1__wait_process_response__pack, rund__agent__v1__wait_process_response__get_packed_size,
+         &resp);
+    return 0;
+}
+
+static int h_delete(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__DeleteProcessRequest, rund__agent__v1__delete_process_request__unpack, req);
+    int rc = proc_delete(req->container_id, req->exec_id, f);
+    rund__agent__v1__delete_process_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_write_stdin(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__WriteStreamRequest, rund__agent__v1__write_stream_request__unpack, req);
+    size_t written = 0;
+    int rc = req->data.len > MAX_STREAM_CHUNK
+                 ? fail(f, CODE_INVALID_ARGUMENT, "stdin chunk of %zu bytes is over 1 MiB", req->data.len)
+                 : proc_write_stdin(req->container_id, req->exec_id, req->data.data, req->data.len, &written, f);
+    rund__agent__v1__write_stream_request__free_unpacked(req, NULL);
+    if (rc)
+        return rc;
+    Rund__Agent__V1__WriteStreamResponse resp = RUND__AGENT__V1__WRITE_STREAM_RESPONSE__INIT;
+    resp.written = (uint32_t)written;
+    PACK(rund__agent__v1__write_stream_response__pack, rund__agent__v1__write_stream_response__get_packed_size,
+         &resp);
+    return 0;
+}
+
+static int h_close_stdin(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__CloseStdinRequest, rund__agent__v1__close_stdin_request__unpack, req);
+    int rc = proc_close_stdin(req->container_id, req->exec_id, f);
+    rund__agent__v1__close_stdin_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int read_stream(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f, bool err)
+{
+    UNPACK(Rund__Agent__V1__ReadStreamRequest, rund__agent__v1__read_stream_request__unpack, req);
+    size_t max = req->max_bytes ? req->max_bytes : 64 * 1024;
+    if (max > MAX_STREAM_CHUNK) {
+        rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
+        return fail(f, CODE_INVALID_ARGUMENT, "max_bytes %zu is over 1 MiB", max);
+    }
+    uint8_t *buf = malloc(max);
+    if (!buf) {
+        rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    size_t n = 0;
+    bool eof = false;
+    int rc = proc_read(req->container_id, req->exec_id, err, max, buf, &n, &eof, f);
+    rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    Rund__Agent__V1__ReadStreamResponse resp = RUND__AGENT__V1__READ_STREAM_RESPONSE__INIT;
+    resp.data.data = buf;
+    resp.data.len = n;
+    resp.eof = eof;
+    *out_len = rund__agent__v1__read_stream_response__get_packed_size(&resp);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (*out)
+        rund__agent__v1__read_stream_response__pack(&resp, *out);
+    free(buf);
+    return *out ? 0 : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+static int h_read_stdout(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    return read_stream(in, in_len, out, out_len, f, false);
+}
+
+static int h_read_stderr(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    return read_stream(in, in_len, out, out_len, f, true);
+}
+
+static int h_resize(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ResizePtyRequest, rund__agent__v1__resize_pty_request__unpack, req);
+    int rc = proc_resize(req->container_id, req->exec_id, req->rows, req->cols, f);
+    rund__agent__v1__resize_pty_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_pids(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
+    uint32_t *pids = NULL;
+    size_t n = 0;
+    int rc = container_pids(req->container_id, &pids, &n, f);
+    rund__agent__v1__container_request__free_unpacked(req, NULL);
+    if (rc)
+        return rc;
+    Rund__Agent__V1__ListPidsResponse resp = RUND__AGENT__V1__LIST_PIDS_RESPONSE__INIT;
+    resp.pids = pids;
+    resp.n_pids = n;
+    *out_len = rund__agent__v1__list_pids_response__get_packed_size(&resp);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (*out)
+        rund__agent__v1__list_pids_response__pack(&resp, *out);
+    free(pids);
+    return *out ? 0 : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+static int h_stats(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
+    Rund__Agent__V1__StatsResponse resp = RUND__AGENT__V1__STATS_RESPONSE__INIT;
+    int rc = container_stats(req->container_id, &resp, f);
+    rund__agent__v1__container_request__free_unpacked(req, NULL);
+    if (rc)
+        return rc;
+    PACK(rund__agent__v1__stats_response__pack, rund__agent__v1__stats_response__get_packed_size, &resp);
+    return 0;
+}
+
+static int freeze(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f, bool on)
+{
+    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
+    int rc = container_freeze(req->container_id, on, f);
+    rund__agent__v1__container_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_pause(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    return freeze(in, in_len, out, out_len, f, true);
+}
+
+static int h_resume(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    return freeze(in, in_len, out, out_len, f, false);
+}
+
+static int h_update(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__UpdateResourcesRequest, rund__agent__v1__update_resources_request__unpack, req);
+    int rc = container_update(req, f);
+    rund__agent__v1__update_resources_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static int h_wait_oom(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__Empty, rund__agent__v1__empty__unpack, req);
+    rund__agent__v1__empty__free_unpacked(req, NULL);
+    char cid[MAX_ID_LEN + 1];
+    if (container_wait_oom(cid, sizeof(cid), f))
+        return -1;
+    Rund__Agent__V1__OOMEvent resp = RUND__AGENT__V1__OOMEVENT__INIT;
+    resp.container_id = cid;
+    PACK(rund__agent__v1__oomevent__pack, rund__agent__v1__oomevent__get_packed_size, &resp);
+    return 0;
+}
+
+static int h_remove(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
+    int rc = container_remove(req->container_id, f);
+    rund__agent__v1__container_request__free_unpacked(req, NULL);
+    return rc ? rc : empty_answer(out, out_len);
+}
+
+static uint32_t count_entries(const char *dir, bool numeric_only)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint32_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (numeric_only && (e->d_name[0] < '0' || e->d_name[0] > '9'))
+            continue;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int h_agent_info(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+{
+    UNPACK(Rund__Agent__V1__Empty, rund__agent__v1__empty__unpack, req);
+    rund__agent__v1__empty__free_unpacked(req, NULL);
+    Rund__Agent__V1__AgentInfoResponse resp = RUND__AGENT__V1__AGENT_INFO_RESPONSE__INIT;
+    resp.guest_processes = count_entries("/proc", true);
+    /* opendir itself holds one descriptor while counting. */
+    uint32_t fds = count_entries("/proc/self/fd", false);
+    resp.agent_open_fds = fds ? fds - 1 : 0;
+    agent_counts(&resp.containers, &resp.processes);
+    PACK(rund__agent__v1__agent_info_response__pack, rund__agent__v1__agent_info_response__get_packed_size, &resp);
+    return 0;
+}
+
+static const struct method {
+    const char *name;
+    handler_fn fn;
+} METHODS[] = {
+    {"Health", h_health},
+    {"SetTime", h_set_time},
+    {"ReseedRandom", h_reseed},
+    {"CreateContainer", h_create},
+    {"StartProcess", h_start},
+    {"ExecProcess", h_exec},
+    {"SignalProcess", h_signal},
+    {"WaitProcess", h_wait},
+    {"DeleteProcess", h_delete},
+    {"WriteStdin", h_write_stdin},
+    {"CloseStdin", h_close_stdin},
+    {"ReadStdout", h_read_stdout},
+    {"ReadStderr", h_read_stderr},
+    {"ResizePty", h_resize},
+    {"ListPids", h_pids},
+    {"Stats", h_stats},
+    {"PauseContainer", h_pause},
+    {"ResumeContainer", h_resume},
+    {"UpdateResources", h_update},
+    {"WaitOOM", h_wait_oom},
+    {"RemoveContainer", h_remove},
+    {"AgentInfo", h_agent_info},
+};
+
+/* ---- calls ---------------------------------------------------------------------------- */
+
+struct call {
+    unsigned generation;
+    uint32_t stream_id;
+    handler_fn fn;
+    uint8_t *payload;
+    size_t payload_len;
+};
+
+static void *run_call(void *arg)
+{
+    struct call *c = arg;
+    struct fault f = {0};
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    if (c->fn(c->payload, c->payload_len, &out, &out_len, &f) == 0)
+        send_response(c->generation, c->stream_id, CODE_OK, NULL, out, out_len);
+    else
+        send_response(c->generation, c->stream_id, f.code ? f.code : CODE_UNKNOWN, f.message, NULL, 0);
+    free(out);
+    free(c->payload);
+    free(c);
+    pthread_mutex_lock(&g_calls_lock);
+    g_calls--;
+    pthread_mutex_unlock(&g_calls_lock);
+    return NULL;
+}
+
+static void dispatch(unsigned generation, uint32_t stream_id, const uint8_t *frame, size_t len)
+{
+    char err[256];
+    struct ttrpc_request req;
+    if (ttrpc_decode_request(frame, len, &req, err, sizeof(err))) {
+        send_response(generation, stream_id, CODE_INVALID_ARGUMENT, err, NULL, 0);
+        return;
+    }
+    if (strcmp(req.service, SERVICE) != 0) {
+        snprintf(err, sizeof(err), "service %.100s", req.service);
+        send_response(generation, stream_id, CODE_UNIMPLEMENTED, err, NULL, 0);
+        return;
+    }
+    handler_fn fn = NULL;
+    for (size_t i = 0; i < sizeof(METHODS) / sizeof(METHODS[0]); i++)
+        if (strcmp(METHODS[i].name, req.method) == 0)
+            fn = METHODS[i].fn;
+    if (!fn) {
+        snprintf(err, sizeof(err), "method %s/%.60s", SERVICE, req.method);
+        send_response(generation, stream_id, CODE_UNIMPLEMENTED, err, NULL, 0);
+        return;
+    }
+    pthread_mutex_lock(&g_calls_lock);
+    bool room = g_calls < MAX_CALLS;
+    if (room)
+        g_calls++;
+    pthread_mutex_unlock(&g_calls_lock);
+    if (!room) {
+        send_response(generation, stream_id, CODE_RESOURCE_EXHAUSTED, "the agent is serving its maximum of calls", NULL,
+                      0);
+        return;
+    }
+    struct call *c = calloc(1, sizeof(*c));
+    uint8_t *payload = malloc(req.payload_len ? req.payload_len : 1);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    if (c && payload) {
+        memcpy(payload, req.payload, req.payload_len);
+        *c = (struct call){generation, stream_id, fn, payload, req.payload_len};
+        if (pthread_create(&t, &attr, run_call, c) == 0) {
+            pthread_attr_destroy(&attr);
+            return;
+        }
+    }
+    pthread_attr_destroy(&attr);
+    free(c);
+    free(payload);
+    pthread_mutex_lock(&g_calls_lock);
+    g_calls--;
+    pthread_mutex_unlock(&g_calls_lock);
+    send_response(generation, stream_id, CODE_RESOURCE_EXHAUSTED, "cannot start a thread for the call", NULL, 0);
+}
+
+/* ---- the connection --------------------------------------------------------------- */
+
+/* Reads exactly n bytes; 0 on success, -1 when the host went away (or the port failed). */
+static int read_full(uint8_t *buf, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t r = read(g_port, buf + off, n - off);
+        if (r > 0) {
+            off += (size_t)r;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Waits until the host is connected again: a read of a disconnected port returns 0 at
+ * once, and poll reports it readable, so the only way to wait is to look again later. */
+static void wait_for_host(void)
+{
+    for (;;) {
+        struct pollfd p = {.fd = g_port, .events = POLLIN};
+        if (poll(&p, 1, -1) > 0 && !(p.revents & POLLHUP))
+            return;
+        usleep(10000);
+    }
+}
+
+static void serve(void)
+{
+    static uint8_t discard[64 * 1024];
+    for (;;) {
+        uint32_t last_stream = 0;
+        unsigned generation = g_generation;
+        alog("serving the host (connection %u)", generation);
+        for (;;) {
+            uint8_t h[TTRPC_HEADER_LEN];
+            if (read_full(h, sizeof(h)))
+                break;
+            uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+            uint32_t sid = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+            uint8_t type = h[8];
+            if (len > TTRPC_MAX_PAYLOAD) {
+                /* Skip it in step, answer, and keep the connection. */
+                uint32_t left = len;
+                int broken = 0;
+                while (left && !broken) {
+                    uint32_t n = left < sizeof(discard) ? left : sizeof(discard);
+                    broken = read_full(discard, n);
+                    left -= n;
+                }
+                if (broken)
+                    break;
+                if (type == TTRPC_TYPE_REQUEST) {
+                    char msg[128];
+                    snprintf(msg, sizeof(msg), "message length %u exceeds the maximum message size of %u", len,
+                             TTRPC_MAX_PAYLOAD);
+                    send_response(generation, sid, CODE_RESOURCE_EXHAUSTED, msg, NULL, 0);
+                }
+                continue;
+            }
+            uint8_t *frame = malloc(len ? len : 1);
+            if (!frame || read_full(frame, len)) {
+                free(frame);
+                break;
+            }
+            if (type != TTRPC_TYPE_REQUEST) {
+                free(frame);
+                continue;
+            }
+            if ((sid & 1) == 0) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "stream id %u is even: client-initiated streams must be odd", sid);
+                send_response(generation, sid, CODE_INVALID_ARGUMENT, msg, NULL, 0);
+            } else if (sid <= last_stream) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "stream id %u cannot be reused: ids must increase (last was %u)", sid,
+                         last_stream);
+                send_response(generation, sid, CODE_INVALID_ARGUMENT, msg, NULL, 0);
+            } else {
+                last_stream = sid;
+                dispatch(generation, sid, frame, len);
+            }
+            free(frame);
+        }
+        /* The host left, or sent a frame that ended early: answers still in flight
+         * belong to that connection and are dropped. */
+        pthread_mutex_lock(&g_write_lock);
+        g_generation++;
+        pthread_mutex_unlock(&g_write_lock);
+        alog("host disconnected; waiting for it to come back");
+        wait_for_host();
+    }
+}
+
+int main(void)
+{
+    if (getpid() == 1)
+        setup_guest();
+    /* Calls run on threads; children are reaped by one thread (process.c). SIGPIPE would
+     * kill PID 1 when a process closes its stdin early. */
+    signal(SIGPIPE, SIG_IGN);
+    procs_init();
+    g_port = open_port();
+    if (g_port < 0) {
+        alog("no virtio-serial port named %s; nothing to serve", PORT_NAME);
+        for (;;)
+            pause();
+    }
+    serve();
+    return 0;
+}

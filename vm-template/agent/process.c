@@ -1,0 +1,1469 @@
+/* Containers and processes: rootfs assembly, namespaces, cgroups, spawning, stdio,
+ * signals, reaping.
+ *
+ * Threads: every call runs on its own thread and takes g_lock to touch the tables; one
+ * reaper thread waits for children (PID 1 reaps every orphan in the guest), one watcher
+ * thread follows memory.events for OOM kills. Children are forked while g_lock is held,
+ * so the reaper cannot see a pid before its record has it. Between fork and exec a child
+ * does only system calls on data prepared before the fork. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "ttrpc.h"
+
+pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t g_changed = PTHREAD_COND_INITIALIZER;
+struct container *g_containers;
+
+static unsigned g_spawn_seq;              /* guarded by g_lock; bumped at every fork */
+static int g_inotify = -1;
+static char g_oom_queue[32][MAX_ID_LEN + 1]; /* guarded by g_lock */
+static unsigned g_oom_head, g_oom_tail;
+static int g_cap_last = 40;
+
+#define MAX_ARGS 4096
+#define MAX_ENV 4096
+#define MAX_GROUPS 64
+#define MAX_MOUNTS 128
+
+/* ---- what a child needs, prepared before fork --------------------------------------- */
+
+struct rlim {
+    int resource;
+    struct rlimit value;
+};
+
+struct plan {
+    char **argv;
+    char **envp;
+    char cwd[1025];
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[MAX_GROUPS];
+    size_t ngroups;
+    struct rlim rlimits[RLIM_NLIMITS];
+    size_t nrlimits;
+    bool no_new_privs;
+    uint64_t bounding, effective, permitted, inheritable, ambient;
+    bool terminal;
+};
+
+static void plan_free(struct plan *p)
+{
+    if (p->argv) {
+        for (char **a = p->argv; *a; a++)
+            free(*a);
+        free(p->argv);
+    }
+    if (p->envp) {
+        for (char **e = p->envp; *e; e++)
+            free(*e);
+        free(p->envp);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+static const char *CAPS[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+};
+
+static int cap_mask(struct fault *f, const char *set, char **names, size_t n, uint64_t *mask)
+{
+    *mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t c = 0;
+        while (c < sizeof(CAPS) / sizeof(CAPS[0]) && strcmp(CAPS[c], names[i]) != 0)
+            c++;
+        if (c == sizeof(CAPS) / sizeof(CAPS[0]))
+            return fail(f, CODE_INVALID_ARGUMENT, "%s capability %.64s is unknown", set, names[i]);
+        if ((int)c <= g_cap_last)
+            *mask |= 1ull << c;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int resource;
+} RLIMITS[] = {
+    {"RLIMIT_CPU", RLIMIT_CPU},         {"RLIMIT_FSIZE", RLIMIT_FSIZE},   {"RLIMIT_DATA", RLIMIT_DATA},
+    {"RLIMIT_STACK", RLIMIT_STACK},     {"RLIMIT_CORE", RLIMIT_CORE},     {"RLIMIT_RSS", RLIMIT_RSS},
+    {"RLIMIT_NPROC", RLIMIT_NPROC},     {"RLIMIT_NOFILE", RLIMIT_NOFILE}, {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},
+    {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_LOCKS", RLIMIT_LOCKS},   {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+    {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},   {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},
+    {"RLIMIT_RTTIME", RLIMIT_RTTIME},
+};
+
+static char **copy_strings(char **src, size_t n)
+{
+    char **out = calloc(n + 1, sizeof(char *));
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!(out[i] = strdup(src[i]))) {
+            for (size_t j = 0; j < i; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
+    return out;
+}
+
+/* Checks an OCI process description and turns it into a plan. */
+static int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, struct plan *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!p)
+        return fail(f, CODE_INVALID_ARGUMENT, "process is missing");
+    if (p->n_args == 0 || p->args[0][0] == 0)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.args is empty");
+    if (p->n_args > MAX_ARGS)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.args has %zu entries, more than %d", p->n_args, MAX_ARGS);
+    if (p->n_env > MAX_ENV)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.env has %zu entries, more than %d", p->n_env, MAX_ENV);
+    for (size_t i = 0; i < p->n_env; i++)
+        if (!strchr(p->env[i], '=') || p->env[i][0] == '=')
+            return fail(f, CODE_INVALID_ARGUMENT, "process.env entry %.64s is not NAME=value", p->env[i]);
+    const char *cwd = p->cwd[0] ? p->cwd : "/";
+    if (check_path(f, "process.cwd", cwd))
+        return -1;
+    if (p->n_additional_gids > MAX_GROUPS)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.additional_gids has %zu entries, more than %d",
+                    p->n_additional_gids, MAX_GROUPS);
+    for (size_t i = 0; i < p->n_rlimits; i++) {
+        size_t r = 0;
+        while (r < sizeof(RLIMITS) / sizeof(RLIMITS[0]) && strcmp(RLIMITS[r].name, p->rlimits[i]->type) != 0)
+            r++;
+        if (r == sizeof(RLIMITS) / sizeof(RLIMITS[0]))
+            return fail(f, CODE_INVALID_ARGUMENT, "rlimit %.64s is unknown", p->rlimits[i]->type);
+        if (p->rlimits[i]->soft > p->rlimits[i]->hard)
+            return fail(f, CODE_INVALID_ARGUMENT, "rlimit %s: soft %llu is above hard %llu", p->rlimits[i]->type,
+                        (unsigned long long)p->rlimits[i]->soft, (unsigned long long)p->rlimits[i]->hard);
+        if (out->nrlimits < RLIM_NLIMITS)
+            out->rlimits[out->nrlimits++] =
+                (struct rlim){RLIMITS[r].resource, {p->rlimits[i]->soft, p->rlimits[i]->hard}};
+    }
+    if (cap_mask(f, "bounding", p->bounding, p->n_bounding, &out->bounding) ||
+        cap_mask(f, "effective", p->effective, p->n_effective, &out->effective) ||
+        cap_mask(f, "permitted", p->permitted, p->n_permitted, &out->permitted) ||
+        cap_mask(f, "inheritable", p->inheritable, p->n_inheritable, &out->inheritable) ||
+        cap_mask(f, "ambient", p->ambient, p->n_ambient, &out->ambient))
+        return -1;
+    out->argv = copy_strings(p->args, p->n_args);
+    out->envp = copy_strings(p->env, p->n_env);
+    if (!out->argv || !out->envp) {
+        plan_free(out);
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    snprintf(out->cwd, sizeof(out->cwd), "%s", cwd);
+    out->uid = p->uid;
+    out->gid = p->gid;
+    for (size_t i = 0; i < p->n_additional_gids; i++)
+        out->groups[i] = p->additional_gids[i];
+    out->ngroups = p->n_additional_gids;
+    out->no_new_privs = p->no_new_privileges;
+    out->terminal = p->terminal;
+    return 0;
+}
+
+/* ---- in the child: only system calls from here --------------------------------------- */
+
+/* What a child tells its parent over the report pipe. */
+struct report {
+    int stage; /* 1: set up and waiting for start; 2: failed */
+    int err;
+    char what[240];
+};
+
+static void child_fail(int fd, const char *what, int err)
+{
+    struct report r = {.stage = 2, .err = err};
+    snprintf(r.what, sizeof(r.what), "%s", what);
+    (void)!write(fd, &r, sizeof(r));
+    _exit(127);
+}
+
+static void child_stdio(int report, const struct plan *p, int in, int out, int err, const char *pty_slave)
+{
+    if (setsid() < 0)
+        child_fail(report, "setsid", errno);
+    if (p->terminal) {
+        int t = open(pty_slave, O_RDWR);
+        if (t < 0)
+            child_fail(report, "open the terminal", errno);
+        if (ioctl(t, TIOCSCTTY, 0) < 0)
+            child_fail(report, "make the terminal controlling", errno);
+        in = out = err = t;
+    }
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+        child_fail(report, "set up stdio", errno);
+}
+
+static void child_exec(int report, const struct plan *p, int cgroup_procs)
+{
+    if (cgroup_procs >= 0 && write(cgroup_procs, "0", 1) < 0)
+        child_fail(report, "join the container's cgroup", errno);
+    for (size_t i = 0; i < p->nrlimits; i++)
+        if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].value) < 0)
+            child_fail(report, "setrlimit", errno);
+    for (int c = 0; c <= g_cap_last; c++)
+        if (!(p->bounding & (1ull << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
+            child_fail(report, "drop a capability from the bounding set", errno);
+    if (setgroups(p->ngroups, p->groups) < 0)
+        child_fail(report, "setgroups", errno);
+    if (setresgid(p->gid, p->gid, p->gid) < 0)
+        child_fail(report, "setresgid", errno);
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        child_fail(report, "keep capabilities across setuid", errno);
+    if (setresuid(p->uid, p->uid, p->uid) < 0)
+        child_fail(report, "setresuid", errno);
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[2] = {
+        {(uint32_t)p->effective, (uint32_t)p->permitted, (uint32_t)p->inheritable},
+        {(uint32_t)(p->effective >> 32), (uint32_t)(p->permitted >> 32), (uint32_t)(p->inheritable >> 32)},
+    };
+    if (syscall(SYS_capset, &h, d) < 0)
+        child_fail(report, "capset", errno);
+    for (int c = 0; c <= g_cap_last; c++)
+        if ((p->ambient & (1ull << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            child_fail(report, "raise an ambient capability", errno);
+    if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(report, "set no_new_privs", errno);
+    if (chdir(p->cwd) < 0)
+        child_fail(report, "chdir to the process's cwd", errno);
+    environ = p->envp;
+    execvp(p->argv[0], p->argv);
+    child_fail(report, "exec", errno);
+}
+
+static void child_reset_signals(void)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++)
+        signal(s, SIG_DFL);
+}
+
+/* ---- the rootfs ------------------------------------------------------------------------ */
+
+struct mount_spec {
+    char target[1200];
+    char source[1100];
+    char type[32];
+    unsigned long flags;
+    bool bind, readonly_bind;
+    char data[512];
+};
+
+struct rootfs_plan {
+    char dir[256];          /* /run/rund/c/<id> */
+    char lower[300], disk[300], rootfs[300];
+    char lower_tag[64];
+    char disk_dev[300];
+    char overlay_data[1900];
+    char upper[600], work[600];
+    char hostname[65];
+    struct mount_spec mounts[MAX_MOUNTS];
+    size_t nmounts;
+    char masked[64][1200];
+    size_t nmasked;
+    char readonly[64][1200];
+    size_t nreadonly;
+};
+
+static const struct {
+    const char *name;
+    unsigned long set, clear;
+} MOUNT_FLAGS[] = {
+    {"ro", MS_RDONLY, 0},       {"rw", 0, MS_RDONLY},         {"nosuid", MS_NOSUID, 0},   {"suid", 0, MS_NOSUID},
+    {"nodev", MS_NODEV, 0},     {"dev", 0, MS_NODEV},         {"noexec", MS_NOEXEC, 0},   {"exec", 0, MS_NOEXEC},
+    {"relatime", MS_RELATIME, 0}, {"noatime", MS_NOATIME, 0}, {"strictatime", MS_STRICTATIME, 0},
+    {"sync", MS_SYNCHRONOUS, 0}, {"bind", MS_BIND, 0},        {"rbind", MS_BIND | MS_REC, 0},
+    {"private", 0, 0},          {"rprivate", 0, 0},
+};
+
+static int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount *m, struct mount_spec *out)
+{
+    if (check_path(f, "mount destination", m->destination))
+        return -1;
+    if (strlen(m->type) >= sizeof(out->type) || strlen(m->source) >= sizeof(out->source))
+        return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: type or source too long", m->destination);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->target, sizeof(out->target), "%s%s", root, m->destination);
+    snprintf(out->type, sizeof(out->type), "%s", m->type);
+    snprintf(out->source, sizeof(out->source), "%s", m->source[0] ? m->source : m->type);
+    for (size_t i = 0; i < m->n_options; i++) {
+        const char *o = m->options[i];
+        size_t k = 0;
+        while (k < sizeof(MOUNT_FLAGS) / sizeof(MOUNT_FLAGS[0]) && strcmp(MOUNT_FLAGS[k].name, o) != 0)
+            k++;
+        if (k < sizeof(MOUNT_FLAGS) / sizeof(MOUNT_FLAGS[0])) {
+            out->flags = (out->flags | MOUNT_FLAGS[k].set) & ~MOUNT_FLAGS[k].clear;
+            continue;
+        }
+        if (strchr(o, ',') || strlen(out->data) + strlen(o) + 2 > sizeof(out->data))
+            return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: option %.64s is not acceptable", m->destination, o);
+        if (out->data[0])
+            strcat(out->data, ",");
+        strcat(out->data, o);
+    }
+    if (strcmp(out->type, "bind") == 0)
+        out->flags |= MS_BIND;
+    out->bind = out->flags & MS_BIND;
+    if (out->bind) {
+        if (check_path(f, "bind mount source", out->source))
+            return -1;
+        out->readonly_bind = out->flags & MS_RDONLY;
+    }
+    return 0;
+}
+
+/* The /dev/vdX whose virtio-blk serial is `serial`. */
+static int find_disk(struct fault *f, const char *serial, char *dev, size_t cap)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        DIR *d = opendir("/sys/block");
+        if (!d)
+            return fail(f, CODE_INTERNAL, "open /sys/block: %s", strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[300], s[64] = {0};
+            snprintf(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            ssize_t n = read(fd, s, sizeof(s) - 1);
+            close(fd);
+            while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+                s[--n] = 0;
+            if (n > 0 && strcmp(s, serial) == 0) {
+                snprintf(dev, cap, "/dev/%s", e->d_name);
+                closedir(d);
+                return 0;
+            }
+        }
+        closedir(d);
+        usleep(10000); /* a hot-plugged disk may still be probing */
+    }
+    return fail(f, CODE_NOT_FOUND, "no virtio-blk disk with serial %.64s", serial);
+}
+
+static void mkdirs(char *path)
+{
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    mkdir(path, 0755);
+}
+
+static void child_mount(int report, const char *src, const char *dst, const char *type, unsigned long flags,
+                        const char *data, const char *what)
+{
+    if (mount(src, dst, type, flags, data) < 0)
+        child_fail(report, what, errno);
+}
+
+/* Assembles the rootfs in a new mount namespace and pivots into it. */
+static void child_rootfs(int report, struct rootfs_plan *r)
+{
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+        child_fail(report, "unshare mount, uts and ipc namespaces", errno);
+    child_mount(report, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "make / private");
+    child_mount(report, r->lower_tag, r->lower, "virtiofs", MS_RDONLY | MS_NODEV, NULL,
+                "mount the read-only layer (virtio-fs)");
+    child_mount(report, r->disk_dev, r->disk, "ext4", MS_NODEV, NULL, "mount the writable layer (ext4)");
+    mkdirs(r->upper);
+    mkdirs(r->work);
+    child_mount(report, "overlay", r->rootfs, "overlay", 0, r->overlay_data, "mount the overlay rootfs");
+    for (size_t i = 0; i < r->nmounts; i++) {
+        struct mount_spec *m = &r->mounts[i];
+        struct stat st;
+        if (m->bind && stat(m->source, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            int fd = open(m->target, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd >= 0)
+                close(fd);
+        } else {
+            mkdirs(m->target);
+        }
+        child_mount(report, m->source, m->target, m->bind ? NULL : m->type, m->flags & ~(m->bind ? MS_RDONLY : 0),
+                    m->data[0] ? m->data : NULL, m->target);
+        if (m->readonly_bind)
+            child_mount(report, NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | (m->flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                        NULL, "remount a bind mount read-only");
+        if (strcmp(m->type, "tmpfs") == 0 && strcmp(m->target + strlen(r->rootfs), "/dev") == 0) {
+            /* A tmpfs /dev gets the usual device nodes, bound from the guest's /dev. */
+            static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+            char src[64], dst[1300];
+            for (size_t n = 0; n < sizeof(nodes) / sizeof(nodes[0]); n++) {
+                snprintf(src, sizeof(src), "/dev/%s", nodes[n]);
+                snprintf(dst, sizeof(dst), "%s/dev/%s", r->rootfs, nodes[n]);
+                int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+                if (fd >= 0)
+                    close(fd);
+                child_mount(report, src, dst, NULL, MS_BIND, NULL, "bind a device node");
+            }
+            snprintf(dst, sizeof(dst), "%s/dev/ptmx", r->rootfs);
+            (void)!symlink("pts/ptmx", dst);
+            snprintf(dst, sizeof(dst), "%s/dev/fd", r->rootfs);
+            (void)!symlink("/proc/self/fd", dst);
+        }
+    }
+    for (size_t i = 0; i < r->nmasked; i++) {
+        struct stat st;
+        if (stat(r->masked[i], &st) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode))
+            child_mount(report, "tmpfs", r->masked[i], "tmpfs", MS_RDONLY, NULL, "mask a directory");
+        else
+            child_mount(report, "/dev/null", r->masked[i], NULL, MS_BIND, NULL, "mask a file");
+    }
+    for (size_t i = 0; i < r->nreadonly; i++) {
+        if (mount(r->readonly[i], r->readonly[i], NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (errno == ENOENT)
+                continue;
+            child_fail(report, "bind a read-only path", errno);
+        }
+        child_mount(report, NULL, r->readonly[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
+                    "remount a path read-only");
+    }
+    if (r->hostname[0] && sethostname(r->hostname, strlen(r->hostname)) < 0)
+        child_fail(report, "sethostname", errno);
+    if (chdir(r->rootfs) < 0)
+        child_fail(report, "chdir to the rootfs", errno);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        child_fail(report, "pivot_root", errno);
+    if (umount2(".", MNT_DETACH) < 0)
+        child_fail(report, "detach the old root", errno);
+    if (chdir("/") < 0)
+        child_fail(report, "chdir to the new root", errno);
+}
+
+/* ---- tables ----------------------------------------------------------------------------- */
+
+struct container *find_container(const char *id)
+{
+    for (struct container *c = g_containers; c; c = c->next)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    return NULL;
+}
+
+struct proc *find_proc(struct container *c, const char *exec_id)
+{
+    for (struct proc *p = c->procs; p; p = p->next)
+        if (strcmp(p->exec_id, exec_id) == 0)
+            return p;
+    return NULL;
+}
+
+/* Looks up a process under g_lock, with NOT_FOUND naming what is missing. */
+static struct proc *lookup(struct fault *f, const char *cid, const char *eid)
+{
+    if (check_id(f, "container_id", cid, false) || check_id(f, "exec_id", eid, true))
+        return NULL;
+    struct container *c = find_container(cid);
+    if (!c) {
+        fail(f, CODE_NOT_FOUND, "container %s", cid);
+        return NULL;
+    }
+    struct proc *p = find_proc(c, eid);
+    if (!p)
+        fail(f, CODE_NOT_FOUND, "process %s in container %s", eid, cid);
+    return p;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void proc_free(struct proc *p)
+{
+    close_fd(&p->stdin_fd);
+    close_fd(&p->stdout_fd);
+    close_fd(&p->stderr_fd);
+    close_fd(&p->start_fd);
+    close_fd(&p->error_fd);
+    free(p->spec);
+    free(p);
+}
+
+static struct proc *proc_new(struct container *c, const char *exec_id)
+{
+    struct proc *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->c = c;
+    snprintf(p->exec_id, sizeof(p->exec_id), "%s", exec_id);
+    p->stdin_fd = p->stdout_fd = p->stderr_fd = p->start_fd = p->error_fd = -1;
+    return p;
+}
+
+void agent_counts(uint32_t *containers, uint32_t *procs)
+{
+    pthread_mutex_lock(&g_lock);
+    *containers = *procs = 0;
+    for (struct container *c = g_containers; c; c = c->next) {
+        (*containers)++;
+        for (struct proc *p = c->procs; p; p = p->next)
+            (*procs)++;
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- stdio set-up, shared by init and execs ------------------------------------------ */
+
+struct stdio {
+    int child_in, child_out, child_err; /* the child's ends */
+    char slave[64];
+};
+
+static int stdio_open(struct fault *f, struct proc *p, bool terminal, struct stdio *s)
+{
+    s->child_in = s->child_out = s->child_err = -1;
+    if (terminal) {
+        int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (m < 0 || grantpt(m) || unlockpt(m) || ptsname_r(m, s->slave, sizeof(s->slave))) {
+            if (m >= 0)
+                close(m);
+            return fail(f, CODE_INTERNAL, "open a pseudo-terminal: %s", strerror(errno));
+        }
+        p->stdout_fd = m;
+        p->stdin_fd = fcntl(m, F_DUPFD_CLOEXEC, 3);
+        p->terminal = true;
+        return 0;
+    }
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC))
+        return fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
+    if (pipe2(out, O_CLOEXEC)) {
+        close(in[0]), close(in[1]);
+        return fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
+    }
+    if (pipe2(err, O_CLOEXEC)) {
+        close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+        return fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
+    }
+    s->child_in = in[0], p->stdin_fd = in[1];
+    p->stdout_fd = out[0], s->child_out = out[1];
+    p->stderr_fd = err[0], s->child_err = err[1];
+    return 0;
+}
+
+static void stdio_close_child_ends(struct stdio *s)
+{
+    close_fd(&s->child_in);
+    close_fd(&s->child_out);
+    close_fd(&s->child_err);
+}
+
+/* Reads the child's report: 0 and *stage on success, -1 on a child failure or EOF. */
+static int read_report(int fd, struct report *r)
+{
+    memset(r, 0, sizeof(*r));
+    ssize_t n;
+    do {
+        n = read(fd, r, sizeof(*r));
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(*r) ? 0 : -1;
+}
+
+static int open_cgroup_procs(struct fault *f, struct container *c)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/cgroup.procs", c->cgroup);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(f, CODE_INTERNAL, "open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+/* ---- create ------------------------------------------------------------------------- */
+
+static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContainerRequest *req, struct rootfs_plan *r)
+{
+    const Rund__Agent__V1__Rootfs *rf = req->rootfs;
+    if (!rf || !rf->lower_tag[0] || !rf->upper_disk_serial[0])
+        return fail(f, CODE_INVALID_ARGUMENT, "rootfs needs lower_tag and upper_disk_serial");
+    if (check_id(f, "rootfs.lower_tag", rf->lower_tag, false) ||
+        check_id(f, "rootfs.upper_disk_serial", rf->upper_disk_serial, false))
+        return -1;
+    if (rf->upper_dir[0] && check_path(f, "rootfs.upper_dir", rf->upper_dir))
+        return -1;
+    if (strlen(req->hostname) > 64)
+        return fail(f, CODE_INVALID_ARGUMENT, "hostname of %zu characters is longer than 64", strlen(req->hostname));
+    if (req->n_mounts > MAX_MOUNTS || req->n_masked_paths > 64 || req->n_readonly_paths > 64)
+        return fail(f, CODE_INVALID_ARGUMENT, "too many mounts, masked or read-only paths");
+    snprintf(r->dir, sizeof(r->dir), "/run/rund/c/%s", req->container_id);
+    snprintf(r->lower, sizeof(r->lower), "%s/lower", r->dir);
+    snprintf(r->disk, sizeof(r->disk), "%s/disk", r->dir);
+    snprintf(r->rootfs, sizeof(r->rootfs), "%s/rootfs", r->dir);
+    snprintf(r->lower_tag, sizeof(r->lower_tag), "%s", rf->lower_tag);
+    snprintf(r->upper, sizeof(r->upper), "%s%s/upper", r->disk, rf->upper_dir);
+    snprintf(r->work, sizeof(r->work), "%s%s/work", r->disk, rf->upper_dir);
+    snprintf(r->overlay_data, sizeof(r->overlay_data), "lowerdir=%s,upperdir=%s,workdir=%s", r->lower, r->upper,
+             r->work);
+    snprintf(r->hostname, sizeof(r->hostname), "%s", req->hostname);
+    if (find_disk(f, rf->upper_disk_serial, r->disk_dev, sizeof(r->disk_dev)))
+        return -1;
+    for (size_t i = 0; i < req->n_mounts; i++)
+        if (parse_mount(f, r->rootfs, req->mounts[i], &r->mounts[r->nmounts++]))
+            return -1;
+    for (size_t i = 0; i < req->n_masked_paths; i++) {
+        if (check_path(f, "masked path", req->masked_paths[i]))
+            return -1;
+        snprintf(r->masked[r->nmasked++], sizeof(r->masked[0]), "%s%s", r->rootfs, req->masked_paths[i]);
+    }
+    for (size_t i = 0; i < req->n_readonly_paths; i++) {
+        if (check_path(f, "read-only path", req->readonly_paths[i]))
+            return -1;
+        snprintf(r->readonly[r->nreadonly++], sizeof(r->readonly[0]), "%s%s", r->rootfs, req->readonly_paths[i]);
+    }
+    return 0;
+}
+
+static int open_ns(struct fault *f, pid_t pid, const char *ns)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, ns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(f, CODE_INTERNAL, "open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f)
+{
+    if (check_id(f, "container_id", req->container_id, false))
+        return -1;
+    struct plan plan;
+    if (plan_make(f, req->process, &plan))
+        return -1;
+    struct rootfs_plan *r = calloc(1, sizeof(*r));
+    if (!r) {
+        plan_free(&plan);
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    struct container *c = NULL;
+    struct proc *init = NULL;
+    struct stdio s = {-1, -1, -1, {0}};
+    int report[2] = {-1, -1}, start[2] = {-1, -1}, procs_fd = -1;
+    bool cgroup_made = false;
+
+    pthread_mutex_lock(&g_lock);
+    if (find_container(req->container_id)) {
+        pthread_mutex_unlock(&g_lock);
+        free(r);
+        plan_free(&plan);
+        return fail(f, CODE_ALREADY_EXISTS, "container %s", req->container_id);
+    }
+    /* Reserve the id while the rootfs is prepared without the lock. */
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        pthread_mutex_unlock(&g_lock);
+        free(r);
+        plan_free(&plan);
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    snprintf(c->id, sizeof(c->id), "%s", req->container_id);
+    snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/%s", req->container_id);
+    c->mnt_ns = c->uts_ns = c->ipc_ns = c->oom_watch = -1;
+    c->next = g_containers;
+    g_containers = c;
+    pthread_mutex_unlock(&g_lock);
+
+    if (rootfs_plan_make(f, req, r))
+        goto fail;
+    mkdirs(r->lower);
+    mkdirs(r->disk);
+    mkdirs(r->rootfs);
+    if (mkdir(c->cgroup, 0755) < 0) {
+        fail(f, CODE_INTERNAL, "create cgroup %s: %s", c->cgroup, strerror(errno));
+        goto fail;
+    }
+    cgroup_made = true;
+    if ((procs_fd = open_cgroup_procs(f, c)) < 0)
+        goto fail;
+    if (!(init = proc_new(c, "")) || stdio_open(f, init, plan.terminal, &s))
+        goto fail;
+    if (pipe2(report, O_CLOEXEC) || pipe2(start, O_CLOEXEC)) {
+        fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+
+    pthread_mutex_lock(&g_lock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_reset_signals();
+        child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
+        child_rootfs(report[1], r);
+        struct report ready = {.stage = 1};
+        (void)!write(report[1], &ready, sizeof(ready));
+        char go;
+        if (read(start[0], &go, 1) != 1)
+            _exit(127); /* removed before it was started */
+        child_exec(report[1], &plan, procs_fd);
+    }
+    if (pid < 0) {
+        pthread_mutex_unlock(&g_lock);
+        fail(f, CODE_INTERNAL, "fork: %s", strerror(errno));
+        goto fail;
+    }
+    g_spawn_seq++;
+    init->pid = pid;
+    init->state = PROC_CREATED;
+    init->next = c->procs;
+    c->procs = init;
+    pthread_cond_broadcast(&g_changed);
+    pthread_mutex_unlock(&g_lock);
+
+    stdio_close_child_ends(&s);
+    close_fd(&report[1]);
+    close_fd(&start[0]);
+    struct report rep;
+    if (read_report(report[0], &rep) || rep.stage != 1) {
+        fail(f, CODE_FAILED_PRECONDITION, "set up container %s: %s: %s", c->id, rep.stage ? rep.what : "the child died",
+             rep.stage ? strerror(rep.err) : "no report");
+        kill(pid, SIGKILL);
+        init = NULL; /* now in the table: removal below frees it */
+        goto fail;
+    }
+    if ((c->mnt_ns = open_ns(f, pid, "mnt")) < 0 || (c->uts_ns = open_ns(f, pid, "uts")) < 0 ||
+        (c->ipc_ns = open_ns(f, pid, "ipc")) < 0) {
+        kill(pid, SIGKILL);
+        init = NULL;
+        goto fail;
+    }
+    char events[300];
+    snprintf(events, sizeof(events), "%s/memory.events", c->cgroup);
+    pthread_mutex_lock(&g_lock);
+    init->start_fd = start[1];
+    init->error_fd = report[0];
+    c->oom_watch = inotify_add_watch(g_inotify, events, IN_MODIFY);
+    pthread_mutex_unlock(&g_lock);
+    close(procs_fd);
+    free(r);
+    plan_free(&plan);
+    alog("container %s created, init pid %d", c->id, pid);
+    return 0;
+
+fail:
+    stdio_close_child_ends(&s);
+    close_fd(&report[0]);
+    close_fd(&report[1]);
+    close_fd(&start[0]);
+    close_fd(&start[1]);
+    close_fd(&procs_fd);
+    if (init)
+        proc_free(init);
+    free(r);
+    plan_free(&plan);
+    {
+        struct fault ignored = {0};
+        if (cgroup_made || c->procs)
+            container_remove(c->id, &ignored);
+        else {
+            pthread_mutex_lock(&g_lock);
+            for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next)
+                if (*pp == c) {
+                    *pp = c->next;
+                    break;
+                }
+            pthread_mutex_unlock(&g_lock);
+            free(c);
+        }
+    }
+    return -1;
+}
+
+/* ---- start, exec ------------------------------------------------------------------------ */
+
+static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_t *out_pid);
+
+int proc_start(const char *cid, const char *eid, pid_t *out_pid, struct fault *f)
+{
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    if (!p) {
+        pthread_mutex_unlock(&g_lock);
+        return -1;
+    }
+    if (p->state != PROC_CREATED || p->users) {
+        pthread_mutex_unlock(&g_lock);
+        return fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s is not in the created state", eid, cid);
+    }
+    if (eid[0]) {
+        int rc = start_exec(f, p->c, p, out_pid);
+        pthread_mutex_unlock(&g_lock);
+        return rc;
+    }
+    /* The init process: let it exec, then learn from the report pipe whether it did. */
+    int start_fd = p->start_fd, error_fd = p->error_fd;
+    p->start_fd = p->error_fd = -1;
+    p->state = PROC_RUNNING;
+    pid_t pid = p->pid;
+    pthread_mutex_unlock(&g_lock);
+    if (write(start_fd, "s", 1) != 1) {
+        close(start_fd);
+        close(error_fd);
+        return fail(f, CODE_FAILED_PRECONDITION, "start container %s: its init process is gone", cid);
+    }
+    close(start_fd);
+    struct report rep;
+    int failed = read_report(error_fd, &rep) == 0;
+    close(error_fd);
+    if (failed)
+        return fail(f, CODE_FAILED_PRECONDITION, "start container %s: %s: %s", cid, rep.what, strerror(rep.err));
+    *out_pid = pid;
+    alog("container %s started, pid %d", cid, pid);
+    return 0;
+}
+
+int proc_exec(const Rund__Agent__V1__ExecProcessRequest *req, struct fault *f)
+{
+    if (check_id(f, "container_id", req->container_id, false) || check_id(f, "exec_id", req->exec_id, false))
+        return -1;
+    struct plan plan;
+    if (plan_make(f, req->process, &plan))
+        return -1;
+    plan_free(&plan); /* checked now; made again at start from the packed copy */
+    size_t len = rund__agent__v1__process__get_packed_size(req->process);
+    uint8_t *spec = malloc(len ? len : 1);
+    if (!spec)
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    rund__agent__v1__process__pack(req->process, spec);
+    pthread_mutex_lock(&g_lock);
+    struct container *c = find_container(req->container_id);
+    struct proc *p = NULL;
+    if (!c)
+        fail(f, CODE_NOT_FOUND, "container %s", req->container_id);
+    else if (c->mnt_ns < 0)
+        fail(f, CODE_FAILED_PRECONDITION, "container %s is still being created", req->container_id);
+    else if (find_proc(c, req->exec_id))
+        fail(f, CODE_ALREADY_EXISTS, "process %s in container %s", req->exec_id, req->container_id);
+    else if (!(p = proc_new(c, req->exec_id)))
+        fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    if (!p) {
+        pthread_mutex_unlock(&g_lock);
+        free(spec);
+        return -1;
+    }
+    p->spec = spec;
+    p->spec_len = len;
+    p->state = PROC_CREATED;
+    /* After init, so that init stays first. */
+    p->next = c->procs ? c->procs->next : NULL;
+    if (c->procs)
+        c->procs->next = p;
+    else
+        c->procs = p;
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+/* Forks an exec into the container's namespaces. Called with g_lock held. */
+static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_t *out_pid)
+{
+    Rund__Agent__V1__Process *spec = rund__agent__v1__process__unpack(NULL, p->spec_len, p->spec);
+    struct plan plan;
+    int rc = spec ? plan_make(f, spec, &plan) : fail(f, CODE_INTERNAL, "stored process spec is unreadable");
+    if (spec)
+        rund__agent__v1__process__free_unpacked(spec, NULL);
+    if (rc)
+        return -1;
+    struct stdio s = {-1, -1, -1, {0}};
+    int report[2] = {-1, -1};
+    int procs_fd = open_cgroup_procs(f, c);
+    if (procs_fd < 0 || stdio_open(f, p, plan.terminal, &s) || pipe2(report, O_CLOEXEC)) {
+        fail(f, CODE_INTERNAL, "prepare exec %s: %s", p->exec_id, strerror(errno));
+        close_fd(&procs_fd);
+        stdio_close_child_ends(&s);
+        plan_free(&plan);
+        return -1;
+    }
+    int mnt = c->mnt_ns, uts = c->uts_ns, ipc = c->ipc_ns;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_reset_signals();
+        child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
+        if (setns(ipc, CLONE_NEWIPC) < 0 || setns(uts, CLONE_NEWUTS) < 0 || setns(mnt, CLONE_NEWNS) < 0)
+            child_fail(report[1], "enter the container's namespaces", errno);
+        child_exec(report[1], &plan, procs_fd);
+    }
+    int fork_errno = errno;
+    stdio_close_child_ends(&s);
+    close(report[1]);
+    close(procs_fd);
+    plan_free(&plan);
+    if (pid < 0) {
+        close(report[0]);
+        return fail(f, CODE_INTERNAL, "fork: %s", strerror(fork_errno));
+    }
+    g_spawn_seq++;
+    p->pid = pid;
+    p->state = PROC_RUNNING;
+    pthread_cond_broadcast(&g_changed);
+    /* Wait for exec (EOF) or a failure report, without the lock: the child may block on
+     * nothing but its own set-up, which is bounded. */
+    pthread_mutex_unlock(&g_lock);
+    struct report rep;
+    int failed = read_report(report[0], &rep) == 0;
+    close(report[0]);
+    pthread_mutex_lock(&g_lock);
+    if (failed)
+        return fail(f, CODE_FAILED_PRECONDITION, "start process %s in container %s: %s: %s", p->exec_id, c->id,
+                    rep.what, strerror(rep.err));
+    *out_pid = pid;
+    return 0;
+}
+
+/* ---- signals, waiting, deleting ----------------------------------------------------- */
+
+int proc_signal(const char *cid, const char *eid, int sig, bool all, struct fault *f)
+{
+    if (sig < 1 || sig > 64)
+        return fail(f, CODE_INVALID_ARGUMENT, "signal %d is outside 1..64", sig);
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    int rc = 0;
+    if (!p) {
+        rc = -1;
+    } else if (all) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/cgroup.procs", p->c->cgroup);
+        FILE *in = fopen(path, "re");
+        if (!in)
+            rc = fail(f, CODE_INTERNAL, "read %s: %s", path, strerror(errno));
+        else {
+            int pid;
+            while (fscanf(in, "%d", &pid) == 1)
+                kill(pid, sig);
+            fclose(in);
+        }
+    } else if (p->state != PROC_RUNNING) {
+        rc = fail(f, CODE_NOT_FOUND, "process %s in container %s is not running", eid, cid);
+    } else if (kill(p->pid, sig) < 0) {
+        rc = fail(f, CODE_INTERNAL, "kill %d: %s", p->pid, strerror(errno));
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+int proc_wait(const char *cid, const char *eid, int *status, int64_t *at, struct fault *f)
+{
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    if (!p) {
+        pthread_mutex_unlock(&g_lock);
+        return -1;
+    }
+    p->users++;
+    while (p->state != PROC_EXITED)
+        pthread_cond_wait(&g_changed, &g_lock);
+    *status = p->exit_status;
+    *at = p->exited_at_ns;
+    p->users--;
+    pthread_cond_broadcast(&g_changed);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+/* Unlinks and frees a process once no call uses it. Called with g_lock held. */
+static void proc_unlink(struct proc *p)
+{
+    /* Wake readers blocked in poll (they look at the state and the fds every 200 ms). */
+    p->state = PROC_EXITED;
+    while (p->users)
+        pthread_cond_wait(&g_changed, &g_lock);
+    for (struct proc **pp = &p->c->procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    proc_free(p);
+}
+
+int proc_delete(const char *cid, const char *eid, struct fault *f)
+{
+    if (!eid[0])
+        return fail(f, CODE_FAILED_PRECONDITION, "the init process of %s goes with RemoveContainer", cid);
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    int rc = 0;
+    if (!p)
+        rc = -1;
+    else if (p->state == PROC_RUNNING)
+        rc = fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s is still running", eid, cid);
+    else
+        proc_unlink(p);
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+/* ---- stdio ----------------------------------------------------------------------------- */
+
+/* Takes a use of one of a process's fds; -1 with f set when there is none. */
+static int use_fd(struct fault *f, const char *cid, const char *eid, int which, struct proc **out)
+{
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    int fd = -1;
+    if (p) {
+        fd = which == 0 ? p->stdin_fd : which == 1 ? p->stdout_fd : p->stderr_fd;
+        if (fd < 0)
+            fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s has no %s", eid, cid,
+                 which == 0 ? "open stdin" : which == 1 ? "stdout" : "separate stderr");
+        else
+            p->users++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    *out = p;
+    return fd;
+}
+
+static void release_fd(struct proc *p)
+{
+    pthread_mutex_lock(&g_lock);
+    p->users--;
+    pthread_cond_broadcast(&g_changed);
+    pthread_mutex_unlock(&g_lock);
+}
+
+int proc_write_stdin(const char *cid, const char *eid, const uint8_t *data, size_t len, size_t *written,
+                     struct fault *f)
+{
+    struct proc *p;
+    int fd = use_fd(f, cid, eid, 0, &p);
+    if (fd < 0)
+        return -1;
+    ssize_t n;
+    do {
+        n = write(fd, data, len);
+    } while (n < 0 && errno == EINTR);
+    int e = errno;
+    release_fd(p);
+    if (n < 0)
+        return fail(f, e == EPIPE ? CODE_FAILED_PRECONDITION : CODE_INTERNAL, "write stdin of %s/%s: %s", cid, eid,
+                    strerror(e));
+    *written = (size_t)n;
+    return 0;
+}
+
+int proc_close_stdin(const char *cid, const char *eid, struct fault *f)
+{
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    int rc = p ? 0 : -1;
+    if (p && p->terminal && p->stdin_fd >= 0) {
+        /* A terminal has no end of input of its own: send its EOF character. */
+        struct termios t;
+        char eof = tcgetattr(p->stdin_fd, &t) == 0 ? (char)t.c_cc[VEOF] : 4;
+        (void)!write(p->stdin_fd, &eof, 1);
+    }
+    if (p && !p->users)
+        close_fd(&p->stdin_fd);
+    else if (p) {
+        /* A write is in progress: close once it is done. */
+        while (p->users)
+            pthread_cond_wait(&g_changed, &g_lock);
+        close_fd(&p->stdin_fd);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uint8_t *buf, size_t *n, bool *eof,
+              struct fault *f)
+{
+    struct proc *p;
+    int fd = use_fd(f, cid, eid, err_stream ? 2 : 1, &p);
+    if (fd < 0)
+        return -1;
+    *n = 0;
+    *eof = false;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, 200);
+        if (r > 0) {
+            ssize_t got = read(fd, buf, max);
+            if (got > 0) {
+                *n = (size_t)got;
+                break;
+            }
+            if (got == 0 || errno == EIO) {
+                /* EIO: a terminal whose last user is gone. */
+                *eof = true;
+                break;
+            }
+            if (errno != EINTR && errno != EAGAIN) {
+                int e = errno;
+                release_fd(p);
+                return fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(e));
+            }
+        }
+        pthread_mutex_lock(&g_lock);
+        /* Deleted, or its container removed, while we waited. */
+        bool gone = p->state == PROC_EXITED && !find_container(cid);
+        pthread_mutex_unlock(&g_lock);
+        if (gone) {
+            *eof = true;
+            break;
+        }
+    }
+    release_fd(p);
+    return 0;
+}
+
+int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, struct fault *f)
+{
+    if (rows == 0 || cols == 0 || rows > 65535 || cols > 65535)
+        return fail(f, CODE_INVALID_ARGUMENT, "window size %ux%u is outside 1..65535", rows, cols);
+    pthread_mutex_lock(&g_lock);
+    struct proc *p = lookup(f, cid, eid);
+    int rc = p ? 0 : -1;
+    if (p && !p->terminal)
+        rc = fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s has no terminal", eid, cid);
+    else if (p) {
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        if (ioctl(p->stdout_fd, TIOCSWINSZ, &ws) < 0)
+            rc = fail(f, CODE_INTERNAL, "TIOCSWINSZ: %s", strerror(errno));
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+/* ---- cgroup-backed calls --------------------------------------------------------------- */
+
+/* The cgroup directory of a container, copied out under the lock. */
+static int cgroup_of(struct fault *f, const char *cid, char *out, size_t cap)
+{
+    if (check_id(f, "container_id", cid, false))
+        return -1;
+    pthread_mutex_lock(&g_lock);
+    struct container *c = find_container(cid);
+    if (c)
+        snprintf(out, cap, "%s", c->cgroup);
+    pthread_mutex_unlock(&g_lock);
+    return c ? 0 : fail(f, CODE_NOT_FOUND, "container %s", cid);
+}
+
+static int read_file(const char *dir, const char *name, char *buf, size_t cap)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = 0;
+    return 0;
+}
+
+static int write_file(const char *dir, const char *name, const char *value)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, value, strlen(value));
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n < 0 ? -1 : 0;
+}
+
+/* A single number ("max" is 0), or the value of `key` in a "key value" file. */
+static uint64_t number(const char *dir, const char *name, const char *key)
+{
+    char buf[4096];
+    if (read_file(dir, name, buf, sizeof(buf)))
+        return 0;
+    const char *p = buf;
+    if (key) {
+        size_t kl = strlen(key);
+        for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+            if (strncmp(p, key, kl) == 0 && p[kl] == ' ')
+                break;
+        if (!p || !*p)
+            return 0;
+        p += kl + 1;
+    }
+    return strncmp(p, "max", 3) == 0 ? 0 : strtoull(p, NULL, 10);
+}
+
+int container_pids(const char *cid, uint32_t **pids, size_t *n, struct fault *f)
+{
+    char cg[256], buf[65536];
+    if (cgroup_of(f, cid, cg, sizeof(cg)))
+        return -1;
+    if (read_file(cg, "cgroup.procs", buf, sizeof(buf)))
+        return fail(f, CODE_INTERNAL, "read %s/cgroup.procs: %s", cg, strerror(errno));
+    size_t cap = 16;
+    *pids = malloc(cap * sizeof(uint32_t));
+    *n = 0;
+    for (char *p = buf; *p;) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p)
+            break;
+        if (*n == cap)
+            *pids = realloc(*pids, (cap *= 2) * sizeof(uint32_t));
+        (*pids)[(*n)++] = (uint32_t)v;
+        p = end;
+        while (*p == '\n')
+            p++;
+    }
+    return 0;
+}
+
+int container_stats(const char *cid, Rund__Agent__V1__StatsResponse *out, struct fault *f)
+{
+    char cg[256];
+    if (cgroup_of(f, cid, cg, sizeof(cg)))
+        return -1;
+    out->cpu_usage_usec = number(cg, "cpu.stat", "usage_usec");
+    out->cpu_user_usec = number(cg, "cpu.stat", "user_usec");
+    out->cpu_system_usec = number(cg, "cpu.stat", "system_usec");
+    out->memory_usage_bytes = number(cg, "memory.current", NULL);
+    out->memory_limit_bytes = number(cg, "memory.max", NULL);
+    out->pids_current = number(cg, "pids.current", NULL);
+    out->pids_limit = number(cg, "pids.max", NULL);
+    out->oom_kills = number(cg, "memory.events", "oom_kill");
+    return 0;
+}
+
+int container_freeze(const char *cid, bool freeze, struct fault *f)
+{
+    char cg[256];
+    if (cgroup_of(f, cid, cg, sizeof(cg)))
+        return -1;
+    if (write_file(cg, "cgroup.freeze", freeze ? "1" : "0"))
+        return fail(f, CODE_INTERNAL, "write %s/cgroup.freeze: %s", cg, strerror(errno));
+    /* Freezing completes asynchronously; wait until cgroup.events says so (bounded). */
+    for (int i = 0; i < 500; i++) {
+        if (number(cg, "cgroup.events", "frozen") == (freeze ? 1u : 0u))
+            return 0;
+        usleep(10000);
+    }
+    return fail(f, CODE_DEADLINE_EXCEEDED, "container %s did not %s within 5 s", cid, freeze ? "freeze" : "thaw");
+}
+
+int container_update(const Rund__Agent__V1__UpdateResourcesRequest *req, struct fault *f)
+{
+    char cg[256], v[64];
+    if (cgroup_of(f, req->container_id, cg, sizeof(cg)))
+        return -1;
+    if (req->memory_limit_bytes) {
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)req->memory_limit_bytes);
+        if (write_file(cg, "memory.max", v))
+            return fail(f, CODE_INVALID_ARGUMENT, "memory.max %s: %s", v, strerror(errno));
+    }
+    if (req->cpu_quota_usec || req->cpu_period_usec) {
+        if (req->cpu_quota_usec)
+            snprintf(v, sizeof(v), "%llu %llu", (unsigned long long)req->cpu_quota_usec,
+                     (unsigned long long)(req->cpu_period_usec ? req->cpu_period_usec : 100000));
+        else
+            snprintf(v, sizeof(v), "max %llu", (unsigned long long)req->cpu_period_usec);
+        if (write_file(cg, "cpu.max", v))
+            return fail(f, CODE_INVALID_ARGUMENT, "cpu.max %s: %s", v, strerror(errno));
+    }
+    if (req->pids_limit) {
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)req->pids_limit);
+        if (write_file(cg, "pids.max", v))
+            return fail(f, CODE_INVALID_ARGUMENT, "pids.max %s: %s", v, strerror(errno));
+    }
+    return 0;
+}
+
+int container_wait_oom(char *cid_out, size_t cap, struct fault *f)
+{
+    (void)f;
+    pthread_mutex_lock(&g_lock);
+    while (g_oom_head == g_oom_tail)
+        pthread_cond_wait(&g_changed, &g_lock);
+    snprintf(cid_out, cap, "%s", g_oom_queue[g_oom_tail++ % 32]);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+int container_remove(const char *cid, struct fault *f)
+{
+    if (check_id(f, "container_id", cid, false))
+        return -1;
+    pthread_mutex_lock(&g_lock);
+    struct container *c = find_container(cid);
+    if (!c) {
+        pthread_mutex_unlock(&g_lock);
+        return fail(f, CODE_NOT_FOUND, "container %s", cid);
+    }
+    /* Everything in the cgroup dies; so does an init that has not joined it yet. */
+    write_file(c->cgroup, "cgroup.kill", "1");
+    for (struct proc *p = c->procs; p; p = p->next)
+        if (p->state != PROC_EXITED && p->pid > 0)
+            kill(p->pid, SIGKILL);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    for (;;) {
+        bool running = false;
+        for (struct proc *p = c->procs; p; p = p->next)
+            running |= p->state != PROC_EXITED && p->pid > 0;
+        if (!running || pthread_cond_timedwait(&g_changed, &g_lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    while (c->procs)
+        proc_unlink(c->procs);
+    if (c->oom_watch >= 0)
+        inotify_rm_watch(g_inotify, c->oom_watch);
+    close_fd(&c->mnt_ns);
+    close_fd(&c->uts_ns);
+    close_fd(&c->ipc_ns);
+    for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&g_lock);
+    /* The cgroup empties asynchronously after the last process is reaped. */
+    int rc = -1;
+    for (int i = 0; i < 500 && (rc = rmdir(c->cgroup)) < 0 && errno == EBUSY; i++)
+        usleep(10000);
+    if (rc < 0 && errno != ENOENT)
+        alog("remove cgroup %s: %s", c->cgroup, strerror(errno));
+    char dir[300];
+    snprintf(dir, sizeof(dir), "/run/rund/c/%s", c->id);
+    const char *sub[] = {"lower", "disk", "rootfs"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[320];
+        snprintf(path, sizeof(path), "%s/%s", dir, sub[i]);
+        rmdir(path);
+    }
+    rmdir(dir);
+    alog("container %s removed", c->id);
+    free(c);
+    return 0;
+}
+
+/* ---- background threads ------------------------------------------------------------- */
+
+static void *reaper(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&g_lock);
+        unsigned seen = g_spawn_seq;
+        pthread_mutex_unlock(&g_lock);
+        int st;
+        pid_t pid = waitpid(-1, &st, 0);
+        if (pid < 0) {
+            if (errno == ECHILD) {
+                pthread_mutex_lock(&g_lock);
+                while (g_spawn_seq == seen)
+                    pthread_cond_wait(&g_changed, &g_lock);
+                pthread_mutex_unlock(&g_lock);
+            }
+            continue;
+        }
+        int64_t now = realtime_ns();
+        pthread_mutex_lock(&g_lock);
+        for (struct container *c = g_containers; c; c = c->next)
+            for (struct proc *p = c->procs; p; p = p->next)
+                if (p->pid == pid && p->state != PROC_EXITED) {
+                    p->state = PROC_EXITED;
+                    p->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                    p->exited_at_ns = now;
+                }
+        pthread_cond_broadcast(&g_changed);
+        pthread_mutex_unlock(&g_lock);
+    }
+    return NULL;
+}
+
+static void *oom_watcher(void *arg)
+{
+    (void)arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(g_inotify, buf, sizeof(buf));
+        if (n <= 0) {
+            if (n < 0 && errno != EINTR)
+                usleep(100000);
+            continue;
+        }
+        pthread_mutex_lock(&g_lock);
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            for (struct container *c = g_containers; c; c = c->next)
+                if (c->oom_watch == e->wd) {
+                    uint64_t kills = number(c->cgroup, "memory.events", "oom_kill");
+                    if (kills > c->oom_kills) {
+                        c->oom_kills = kills;
+                        if (g_oom_head - g_oom_tail < 32)
+                            snprintf(g_oom_queue[g_oom_head++ % 32], MAX_ID_LEN + 1, "%s", c->id);
+                        pthread_cond_broadcast(&g_changed);
+                    }
+                }
+            p += sizeof(struct inotify_event) + e->len;
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    return NULL;
+}
+
+void procs_init(void)
+{
+    char buf[16];
+    if (read_file("/proc/sys/kernel", "cap_last_cap", buf, sizeof(buf)) == 0)
+        g_cap_last = atoi(buf);
+    if (g_cap_last > 63)
+        g_cap_last = 63;
+    g_inotify = inotify_init1(IN_CLOEXEC);
+    pthread_t t;
+    pthread_create(&t, NULL, reaper, NULL);
+    pthread_detach(t);
+    if (g_inotify >= 0) {
+        pthread_create(&t, NULL, oom_watcher, NULL);
+        pthread_detach(t);
+    }
+}
