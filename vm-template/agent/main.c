@@ -15,7 +15,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,12 @@ static int g_port = -1;
 static pthread_mutex_t g_write_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t g_calls_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_calls;
+/* Stream ids of the calls in flight (guarded by g_calls_lock). A stream id may not be
+ * reused while its call runs. The agent does not insist that ids increase, as the Java
+ * library's server does: it cannot always tell when the host reconnected (a quick
+ * reconnect is invisible through virtio-serial), and a new host connection starts its
+ * ids afresh. */
+static uint32_t g_active[MAX_CALLS];
 /* Bumped at every host reconnect: answers of calls from an earlier connection are dropped. */
 static volatile unsigned g_generation;
 
@@ -137,6 +145,47 @@ static void setup_guest(void)
         close(fd);
     }
     mkdir("/run/rund", 0700);
+}
+
+/* pivot_root(2) refuses to move the initial ramfs, and containers are entered with
+ * pivot_root; so PID 1 first moves itself onto a tmpfs (switch_root, as an initramfs'
+ * /init usually does before starting the real system) and executes itself again there.
+ * The agent's file in the ramfs is removed so its memory is not held twice. */
+static void leave_initramfs(char **argv)
+{
+    struct statfs fs;
+    if (statfs("/", &fs) || (fs.f_type != RAMFS_MAGIC && fs.f_type != TMPFS_MAGIC))
+        return;
+    if (access("/.rund-root", F_OK) == 0)
+        return; /* already on our tmpfs */
+    if (mkdir("/newroot", 0755) && errno != EEXIST)
+        return;
+    if (mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")) {
+        alog("mount the agent's tmpfs root: %s", strerror(errno));
+        return;
+    }
+    static const char *dirs[] = {"/newroot/dev", "/newroot/proc", "/newroot/sys", "/newroot/run", "/newroot/tmp"};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        mkdir(dirs[i], 0755);
+    chmod("/newroot/tmp", 01777);
+    int in = open("/init", O_RDONLY | O_CLOEXEC);
+    int out = open("/newroot/init", O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+    char buf[65536];
+    ssize_t n;
+    while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+        if (write(out, buf, (size_t)n) != n)
+            break;
+    close(in);
+    close(out);
+    int marker = open("/newroot/.rund-root", O_WRONLY | O_CREAT | O_CLOEXEC, 0444);
+    close(marker);
+    unlink("/init");
+    if (chdir("/newroot") || mount(".", "/", NULL, MS_MOVE, NULL) || chroot(".") || chdir("/")) {
+        alog("switch to the agent's tmpfs root: %s", strerror(errno));
+        return;
+    }
+    execv("/init", argv);
+    alog("re-exec /init: %s", strerror(errno));
 }
 
 /* The /dev node of the virtio-serial port whose name is PORT_NAME, or -1. */
@@ -509,19 +558,47 @@ static int h_remove(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out
     return rc ? rc : empty_answer(out, out_len);
 }
 
-static uint32_t count_entries(const char *dir, bool numeric_only)
+static uint32_t count_fds(void)
 {
-    DIR *d = opendir(dir);
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    uint32_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n ? n - 1 : 0; /* opendir itself holds one while counting */
+}
+
+/* User-space processes: kernel threads (kthreadd, pid 2, and its children) come and go
+ * on their own and say nothing about what the agent leaks. */
+static uint32_t count_processes(void)
+{
+    DIR *d = opendir("/proc");
     if (!d)
         return 0;
     uint32_t n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || strcmp(e->d_name, "2") == 0)
             continue;
-        if (numeric_only && (e->d_name[0] < '0' || e->d_name[0] > '9'))
+        char path[300], stat[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
             continue;
-        n++;
+        ssize_t len = read(fd, stat, sizeof(stat) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        stat[len] = 0;
+        /* "pid (comm) state ppid ...": comm may hold spaces, so start after its ')'. */
+        char *close_paren = strrchr(stat, ')');
+        int ppid = -1;
+        if (close_paren && sscanf(close_paren + 1, " %*c %d", &ppid) == 1 && ppid != 2)
+            n++;
     }
     closedir(d);
     return n;
@@ -532,10 +609,8 @@ static int h_agent_info(const uint8_t *in, size_t in_len, uint8_t **out, size_t 
     UNPACK(Rund__Agent__V1__Empty, rund__agent__v1__empty__unpack, req);
     rund__agent__v1__empty__free_unpacked(req, NULL);
     Rund__Agent__V1__AgentInfoResponse resp = RUND__AGENT__V1__AGENT_INFO_RESPONSE__INIT;
-    resp.guest_processes = count_entries("/proc", true);
-    /* opendir itself holds one descriptor while counting. */
-    uint32_t fds = count_entries("/proc/self/fd", false);
-    resp.agent_open_fds = fds ? fds - 1 : 0;
+    resp.guest_processes = count_processes();
+    resp.agent_open_fds = count_fds();
     agent_counts(&resp.containers, &resp.processes);
     PACK(rund__agent__v1__agent_info_response__pack, rund__agent__v1__agent_info_response__get_packed_size, &resp);
     return 0;
@@ -591,10 +666,15 @@ static void *run_call(void *arg)
         send_response(c->generation, c->stream_id, f.code ? f.code : CODE_UNKNOWN, f.message, NULL, 0);
     free(out);
     free(c->payload);
-    free(c);
     pthread_mutex_lock(&g_calls_lock);
+    for (int i = 0; i < MAX_CALLS; i++)
+        if (g_active[i] == c->stream_id) {
+            g_active[i] = 0;
+            break;
+        }
     g_calls--;
     pthread_mutex_unlock(&g_calls_lock);
+    free(c);
     return NULL;
 }
 
@@ -621,10 +701,24 @@ static void dispatch(unsigned generation, uint32_t stream_id, const uint8_t *fra
         return;
     }
     pthread_mutex_lock(&g_calls_lock);
-    bool room = g_calls < MAX_CALLS;
-    if (room)
+    bool busy = false;
+    for (int i = 0; i < MAX_CALLS; i++)
+        busy |= g_active[i] == stream_id;
+    bool room = !busy && g_calls < MAX_CALLS;
+    if (room) {
         g_calls++;
+        for (int i = 0; i < MAX_CALLS; i++)
+            if (g_active[i] == 0) {
+                g_active[i] = stream_id;
+                break;
+            }
+    }
     pthread_mutex_unlock(&g_calls_lock);
+    if (busy) {
+        snprintf(err, sizeof(err), "stream id %u is in use by a call in flight", stream_id);
+        send_response(generation, stream_id, CODE_INVALID_ARGUMENT, err, NULL, 0);
+        return;
+    }
     if (!room) {
         send_response(generation, stream_id, CODE_RESOURCE_EXHAUSTED, "the agent is serving its maximum of calls", NULL,
                       0);
@@ -649,6 +743,11 @@ static void dispatch(unsigned generation, uint32_t stream_id, const uint8_t *fra
     free(c);
     free(payload);
     pthread_mutex_lock(&g_calls_lock);
+    for (int i = 0; i < MAX_CALLS; i++)
+        if (g_active[i] == stream_id) {
+            g_active[i] = 0;
+            break;
+        }
     g_calls--;
     pthread_mutex_unlock(&g_calls_lock);
     send_response(generation, stream_id, CODE_RESOURCE_EXHAUSTED, "cannot start a thread for the call", NULL, 0);
@@ -689,7 +788,6 @@ static void serve(void)
 {
     static uint8_t discard[64 * 1024];
     for (;;) {
-        uint32_t last_stream = 0;
         unsigned generation = g_generation;
         alog("serving the host (connection %u)", generation);
         for (;;) {
@@ -731,13 +829,7 @@ static void serve(void)
                 char msg[96];
                 snprintf(msg, sizeof(msg), "stream id %u is even: client-initiated streams must be odd", sid);
                 send_response(generation, sid, CODE_INVALID_ARGUMENT, msg, NULL, 0);
-            } else if (sid <= last_stream) {
-                char msg[128];
-                snprintf(msg, sizeof(msg), "stream id %u cannot be reused: ids must increase (last was %u)", sid,
-                         last_stream);
-                send_response(generation, sid, CODE_INVALID_ARGUMENT, msg, NULL, 0);
             } else {
-                last_stream = sid;
                 dispatch(generation, sid, frame, len);
             }
             free(frame);
@@ -752,10 +844,13 @@ static void serve(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (getpid() == 1)
+    (void)argc;
+    if (getpid() == 1) {
+        leave_initramfs(argv);
         setup_guest();
+    }
     /* Calls run on threads; children are reaped by one thread (process.c). SIGPIPE would
      * kill PID 1 when a process closes its stdin early. */
     signal(SIGPIPE, SIG_IGN);

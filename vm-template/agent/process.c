@@ -555,16 +555,23 @@ struct stdio {
     char slave[64];
 };
 
-static int stdio_open(struct fault *f, struct proc *p, bool terminal, struct stdio *s)
+/* Opens the process's stdio. A terminal comes from `ptmx`: for an exec, the container's
+ * own devpts instance (reached through /proc/<init>/root), so that the process finds
+ * its terminal under its /dev/pts; s->slave is then the path as the child sees it. */
+static int stdio_open(struct fault *f, struct proc *p, bool terminal, const char *ptmx, struct stdio *s)
 {
     s->child_in = s->child_out = s->child_err = -1;
     if (terminal) {
-        int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (m < 0 || grantpt(m) || unlockpt(m) || ptsname_r(m, s->slave, sizeof(s->slave))) {
+        int m = ptmx ? open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC) : posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        unsigned int n = 0;
+        int unlock = 0;
+        if (m < 0 || ioctl(m, TIOCSPTLCK, &unlock) || ioctl(m, TIOCGPTN, &n)) {
             if (m >= 0)
                 close(m);
-            return fail(f, CODE_INTERNAL, "open a pseudo-terminal: %s", strerror(errno));
+            return fail(f, CODE_INTERNAL, "open a pseudo-terminal%s%s: %s", ptmx ? " at " : "", ptmx ? ptmx : "",
+                        strerror(errno));
         }
+        snprintf(s->slave, sizeof(s->slave), "/dev/pts/%u", n);
         p->stdout_fd = m;
         p->stdin_fd = fcntl(m, F_DUPFD_CLOEXEC, 3);
         p->terminal = true;
@@ -721,7 +728,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     cgroup_made = true;
     if ((procs_fd = open_cgroup_procs(f, c)) < 0)
         goto fail;
-    if (!(init = proc_new(c, "")) || stdio_open(f, init, plan.terminal, &s))
+    if (!(init = proc_new(c, "")) || stdio_open(f, init, plan.terminal, NULL, &s))
         goto fail;
     if (pipe2(report, O_CLOEXEC) || pipe2(start, O_CLOEXEC)) {
         fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
@@ -910,8 +917,11 @@ static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_
         return -1;
     struct stdio s = {-1, -1, -1, {0}};
     int report[2] = {-1, -1};
+    char ptmx[64];
+    snprintf(ptmx, sizeof(ptmx), "/proc/%d/root/dev/pts/ptmx", c->procs ? c->procs->pid : 0);
+    bool own_pts = plan.terminal && access(ptmx, F_OK) == 0;
     int procs_fd = open_cgroup_procs(f, c);
-    if (procs_fd < 0 || stdio_open(f, p, plan.terminal, &s) || pipe2(report, O_CLOEXEC)) {
+    if (procs_fd < 0 || stdio_open(f, p, plan.terminal, own_pts ? ptmx : NULL, &s) || pipe2(report, O_CLOEXEC)) {
         fail(f, CODE_INTERNAL, "prepare exec %s: %s", p->exec_id, strerror(errno));
         close_fd(&procs_fd);
         stdio_close_child_ends(&s);
@@ -922,9 +932,10 @@ static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_
     pid_t pid = fork();
     if (pid == 0) {
         child_reset_signals();
-        child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
         if (setns(ipc, CLONE_NEWIPC) < 0 || setns(uts, CLONE_NEWUTS) < 0 || setns(mnt, CLONE_NEWNS) < 0)
             child_fail(report[1], "enter the container's namespaces", errno);
+        /* After setns, so that a terminal's /dev/pts/N is the container's. */
+        child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
         child_exec(report[1], &plan, procs_fd);
     }
     int fork_errno = errno;

@@ -1,8 +1,8 @@
 /* ttrpc for the guest agent: framing and the Request/Response envelope, by the same
  * wire rules as rund's Java library (ttrpc/ in this repository): a 10-byte big-endian
- * header (payload length, stream id, type, flags), payloads of at most 4 MiB, odd and
- * increasing client stream ids. The envelope is encoded by hand, so the agent needs no
- * generated code for it. */
+ * header (payload length, stream id, type, flags), payloads of at most 4 MiB, odd client
+ * stream ids, unique among the calls in flight (main.c says why they need not increase).
+ * The envelope is encoded by hand, so the agent needs no generated code for it. */
 #ifndef RUND_TTRPC_H
 #define RUND_TTRPC_H
 

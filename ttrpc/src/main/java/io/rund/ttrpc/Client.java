@@ -41,10 +41,14 @@ public final class Client implements AutoCloseable {
     private final Map<Integer, Pending> pending = new ConcurrentHashMap<>();
     private final ReentrantLock sendLock = new ReentrantLock();
     // guarded by sendLock; the next stream id to use (odd, unsigned 32-bit on the wire)
-    private long nextStreamId = 1;
+    private long nextStreamId;
     private final AtomicReference<String> closedBecause = new AtomicReference<>();
 
-    private Client(String name, SocketChannel channel) {
+    private Client(String name, SocketChannel channel, long firstStreamId) {
+        if ((firstStreamId & 1) == 0 || firstStreamId < 1 || firstStreamId > MAX_STREAM_ID) {
+            throw new IllegalArgumentException("the first stream id must be odd and fit 32 bits, got " + firstStreamId);
+        }
+        this.nextStreamId = firstStreamId;
         this.name = name;
         this.channel = channel;
         this.writer = new FrameWriter(channel);
@@ -53,6 +57,15 @@ public final class Client implements AutoCloseable {
 
     /** Connects to the ttrpc server listening on a unix socket. */
     public static Client connect(Path socket) throws IOException {
+        return connect(socket, 1);
+    }
+
+    /**
+     * Connects, numbering streams from {@code firstStreamId} (odd) instead of 1: for a peer
+     * that may not notice a reconnect and could still answer calls of the connection
+     * before (rund-agent behind virtio-serial), so that old answers cannot match new calls.
+     */
+    public static Client connect(Path socket, long firstStreamId) throws IOException {
         SocketChannel channel = SocketChannel.open(StandardProtocolFamily.UNIX);
         try {
             channel.connect(UnixDomainSocketAddress.of(socket));
@@ -60,12 +73,12 @@ public final class Client implements AutoCloseable {
             channel.close();
             throw new IOException("connect to ttrpc server at " + socket + ": " + e.getMessage(), e);
         }
-        return new Client(socket.toString(), channel);
+        return new Client(socket.toString(), channel, firstStreamId);
     }
 
     /** Speaks ttrpc over a channel that is already connected; the client owns it from now on. */
     public static Client over(SocketChannel connected, String name) {
-        return new Client(name, connected);
+        return new Client(name, connected, 1);
     }
 
     /** Calls {@code service/method} and waits for the answer. */

@@ -1,0 +1,278 @@
+package io.rund.sandbox.agent;
+
+import com.google.protobuf.ByteString;
+import com.google.protobuf.MessageLite;
+import com.google.protobuf.Parser;
+import io.rund.agent.v1.AgentInfoResponse;
+import io.rund.agent.v1.CloseStdinRequest;
+import io.rund.agent.v1.ContainerRequest;
+import io.rund.agent.v1.CreateContainerRequest;
+import io.rund.agent.v1.DeleteProcessRequest;
+import io.rund.agent.v1.Empty;
+import io.rund.agent.v1.ExecProcessRequest;
+import io.rund.agent.v1.HealthRequest;
+import io.rund.agent.v1.HealthResponse;
+import io.rund.agent.v1.ListPidsResponse;
+import io.rund.agent.v1.OOMEvent;
+import io.rund.agent.v1.ReadStreamRequest;
+import io.rund.agent.v1.ReadStreamResponse;
+import io.rund.agent.v1.ReseedRandomRequest;
+import io.rund.agent.v1.ResizePtyRequest;
+import io.rund.agent.v1.SetTimeRequest;
+import io.rund.agent.v1.SignalProcessRequest;
+import io.rund.agent.v1.StartProcessRequest;
+import io.rund.agent.v1.StartProcessResponse;
+import io.rund.agent.v1.StatsResponse;
+import io.rund.agent.v1.UpdateResourcesRequest;
+import io.rund.agent.v1.WaitProcessRequest;
+import io.rund.agent.v1.WaitProcessResponse;
+import io.rund.agent.v1.WriteStreamRequest;
+import io.rund.agent.v1.WriteStreamResponse;
+import io.rund.ttrpc.CallOptions;
+import io.rund.ttrpc.Client;
+import io.rund.ttrpc.TtrpcException;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+
+/**
+ * The host's side of agent.proto: typed calls to rund-agent in one guest, over ttrpc on
+ * the unix socket where QEMU exposes the virtio-serial port "rund.agent".
+ *
+ * <p>Calls that return at once get {@link #callTimeout}; calls that block by design (wait,
+ * read, WaitOOM) get no deadline unless the caller passes one. Every answer is checked
+ * before it is believed: the guest is not trusted.
+ */
+public final class AgentClient implements AutoCloseable {
+
+    static final String SERVICE = "rund.agent.v1.Agent";
+    /** The agent refuses reads over this many bytes; so do we. */
+    public static final int MAX_CHUNK = 1 << 20;
+
+    private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
+
+    private final Client client;
+    private final Duration callTimeout;
+
+    private AgentClient(Client client, Duration callTimeout) {
+        this.client = client;
+        this.callTimeout = callTimeout;
+    }
+
+    /**
+     * Connects to the agent's socket and waits until the agent answers Health, retrying
+     * (every 20 ms) until {@code deadline} passes: QEMU creates the socket at start, but
+     * the guest needs time to boot.
+     */
+    public static AgentClient connect(Path socket, Duration deadline, Duration callTimeout)
+            throws AgentException, InterruptedException {
+        long end = System.nanoTime() + deadline.toNanos();
+        Exception last = null;
+        while (System.nanoTime() < end) {
+            Client c = null;
+            try {
+                // A fresh random start per connection: the agent may not have noticed that
+                // the previous host connection went away, and may still answer its calls.
+                c = Client.connect(socket, (RANDOM.nextLong(1L << 30) << 1) | 1);
+                long left = Math.max(1, end - System.nanoTime());
+                c.call(SERVICE, "Health", HealthRequest.getDefaultInstance(), HealthResponse.parser(),
+                        CallOptions.DEFAULT.withTimeout(Duration.ofNanos(Math.min(left, callTimeout.toNanos()))));
+                return new AgentClient(c, callTimeout);
+            } catch (IOException | TtrpcException e) {
+                last = e;
+                if (c != null) {
+                    c.close();
+                }
+            }
+            Thread.sleep(20);
+        }
+        throw new AgentException(AgentException.Kind.UNAVAILABLE,
+                "agent at " + socket + " did not answer within " + deadline + ": " + last, last);
+    }
+
+    private <R> R call(String method, MessageLite request, Parser<R> parser, Duration timeout) throws AgentException {
+        CallOptions options = timeout == null ? CallOptions.DEFAULT : CallOptions.DEFAULT.withTimeout(timeout);
+        try {
+            return client.call(SERVICE, method, request, parser, options);
+        } catch (TtrpcException e) {
+            throw AgentException.from(method, e);
+        }
+    }
+
+    private <R> R call(String method, MessageLite request, Parser<R> parser) throws AgentException {
+        return call(method, request, parser, callTimeout);
+    }
+
+    /** What the agent says about itself. */
+    public record Health(String version, String kernelRelease, long monotonicNanos) {}
+
+    public Health health() throws AgentException {
+        HealthResponse r = call("Health", HealthRequest.getDefaultInstance(), HealthResponse.parser());
+        return new Health(r.getVersion(), r.getKernelRelease(), r.getMonotonicNs());
+    }
+
+    public void setTime(Instant now) throws AgentException {
+        long ns = Math.addExact(Math.multiplyExact(now.getEpochSecond(), 1_000_000_000L), now.getNano());
+        call("SetTime", SetTimeRequest.newBuilder().setRealtimeNs(ns).build(), Empty.parser());
+    }
+
+    public void reseedRandom(byte[] seed) throws AgentException {
+        call("ReseedRandom", ReseedRandomRequest.newBuilder().setSeed(ByteString.copyFrom(seed)).build(),
+                Empty.parser());
+    }
+
+    public void createContainer(CreateContainerRequest request) throws AgentException {
+        call("CreateContainer", request, Empty.parser());
+    }
+
+    /** Starts a created process and returns its pid in the guest. */
+    public int startProcess(String containerId, String execId) throws AgentException {
+        StartProcessResponse r = call("StartProcess",
+                StartProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId).build(),
+                StartProcessResponse.parser());
+        if (r.getPid() <= 1 || r.getPid() > 4_194_304) {
+            throw AgentException.badAnswer("StartProcess", "pid " + Integer.toUnsignedString(r.getPid()));
+        }
+        return r.getPid();
+    }
+
+    public void execProcess(String containerId, String execId, io.rund.agent.v1.Process process)
+            throws AgentException {
+        call("ExecProcess", ExecProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId)
+                .setProcess(process).build(), Empty.parser());
+    }
+
+    public void signal(String containerId, String execId, int signal, boolean all) throws AgentException {
+        call("SignalProcess", SignalProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId)
+                .setSignal(signal).setAll(all).build(), Empty.parser());
+    }
+
+    /** How a process ended: its exit code, or 128 + the signal that killed it. */
+    public record Exit(int status, Instant exitedAt) {}
+
+    /** Blocks until the process exits, or until {@code timeout} (null: no limit). */
+    public Exit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
+        WaitProcessResponse r = call("WaitProcess",
+                WaitProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId).build(),
+                WaitProcessResponse.parser(), timeout);
+        if (r.getExitStatus() > 255) {
+            throw AgentException.badAnswer("WaitProcess", "exit status " + Integer.toUnsignedString(r.getExitStatus()));
+        }
+        long ns = r.getExitedAtNs();
+        return new Exit(r.getExitStatus(), Instant.ofEpochSecond(Math.floorDiv(ns, 1_000_000_000L),
+                Math.floorMod(ns, 1_000_000_000L)));
+    }
+
+    public void deleteProcess(String containerId, String execId) throws AgentException {
+        call("DeleteProcess", DeleteProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId).build(),
+                Empty.parser());
+    }
+
+    /** Writes to stdin; returns how many bytes the process took (possibly fewer). */
+    public int writeStdin(String containerId, String execId, byte[] data) throws AgentException {
+        if (data.length > MAX_CHUNK) {
+            throw new IllegalArgumentException("stdin chunk of " + data.length + " bytes is over " + MAX_CHUNK);
+        }
+        WriteStreamResponse r = call("WriteStdin", WriteStreamRequest.newBuilder().setContainerId(containerId)
+                .setExecId(execId).setData(ByteString.copyFrom(data)).build(), WriteStreamResponse.parser());
+        if (Integer.compareUnsigned(r.getWritten(), data.length) > 0) {
+            throw AgentException.badAnswer("WriteStdin", "wrote " + Integer.toUnsignedString(r.getWritten())
+                    + " of " + data.length + " bytes");
+        }
+        return r.getWritten();
+    }
+
+    public void closeStdin(String containerId, String execId) throws AgentException {
+        call("CloseStdin", CloseStdinRequest.newBuilder().setContainerId(containerId).setExecId(execId).build(),
+                Empty.parser());
+    }
+
+    /** Output read from a process: some bytes, or the end of the stream. */
+    public record Chunk(byte[] data, boolean eof) {}
+
+    /** Blocks until stdout has bytes or ended (or {@code timeout}; null waits for ever). */
+    public Chunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
+        return read("ReadStdout", containerId, execId, maxBytes, timeout);
+    }
+
+    public Chunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
+        return read("ReadStderr", containerId, execId, maxBytes, timeout);
+    }
+
+    private Chunk read(String method, String containerId, String execId, int maxBytes, Duration timeout)
+            throws AgentException {
+        if (maxBytes < 1 || maxBytes > MAX_CHUNK) {
+            throw new IllegalArgumentException("maxBytes " + maxBytes + " is outside 1.." + MAX_CHUNK);
+        }
+        ReadStreamResponse r = call(method, ReadStreamRequest.newBuilder().setContainerId(containerId)
+                .setExecId(execId).setMaxBytes(maxBytes).build(), ReadStreamResponse.parser(), timeout);
+        if (r.getData().size() > maxBytes) {
+            throw AgentException.badAnswer(method, r.getData().size() + " bytes where at most " + maxBytes + " were asked");
+        }
+        return new Chunk(r.getData().toByteArray(), r.getEof());
+    }
+
+    public void resizePty(String containerId, String execId, int rows, int cols) throws AgentException {
+        call("ResizePty", ResizePtyRequest.newBuilder().setContainerId(containerId).setExecId(execId).setRows(rows)
+                .setCols(cols).build(), Empty.parser());
+    }
+
+    public List<Integer> pids(String containerId) throws AgentException {
+        ListPidsResponse r = call("ListPids", container(containerId), ListPidsResponse.parser());
+        return r.getPidsList();
+    }
+
+    /** Resource use of a container's guest cgroup. */
+    public record Stats(long cpuUsageMicros, long cpuUserMicros, long cpuSystemMicros, long memoryBytes,
+            long memoryLimitBytes, long pids, long pidsLimit, long oomKills) {}
+
+    public Stats stats(String containerId) throws AgentException {
+        StatsResponse r = call("Stats", container(containerId), StatsResponse.parser());
+        return new Stats(r.getCpuUsageUsec(), r.getCpuUserUsec(), r.getCpuSystemUsec(), r.getMemoryUsageBytes(),
+                r.getMemoryLimitBytes(), r.getPidsCurrent(), r.getPidsLimit(), r.getOomKills());
+    }
+
+    public void pause(String containerId) throws AgentException {
+        call("PauseContainer", container(containerId), Empty.parser());
+    }
+
+    public void resume(String containerId) throws AgentException {
+        call("ResumeContainer", container(containerId), Empty.parser());
+    }
+
+    public void updateResources(UpdateResourcesRequest request) throws AgentException {
+        call("UpdateResources", request, Empty.parser());
+    }
+
+    /** Blocks until some container of the guest has an OOM kill; returns its id. */
+    public String waitOom(Duration timeout) throws AgentException {
+        return call("WaitOOM", Empty.getDefaultInstance(), OOMEvent.parser(), timeout).getContainerId();
+    }
+
+    public void removeContainer(String containerId) throws AgentException {
+        call("RemoveContainer", container(containerId), Empty.parser());
+    }
+
+    /** What the agent holds: guest processes, its open fds, containers, processes. */
+    public record Info(int guestProcesses, int agentOpenFds, int containers, int processes) {}
+
+    public Info info() throws AgentException {
+        AgentInfoResponse r = call("AgentInfo", Empty.getDefaultInstance(), AgentInfoResponse.parser());
+        return new Info(r.getGuestProcesses(), r.getAgentOpenFds(), r.getContainers(), r.getProcesses());
+    }
+
+    private static ContainerRequest container(String containerId) {
+        return ContainerRequest.newBuilder().setContainerId(containerId).build();
+    }
+
+    public boolean isConnected() {
+        return client.isOpen();
+    }
+
+    @Override
+    public void close() {
+        client.close();
+    }
+}

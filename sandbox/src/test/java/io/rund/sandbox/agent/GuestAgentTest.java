@@ -1,0 +1,393 @@
+package io.rund.sandbox.agent;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.agent.v1.CreateContainerRequest;
+import io.rund.agent.v1.Mount;
+import io.rund.agent.v1.Process;
+import io.rund.agent.v1.Rootfs;
+import io.rund.ttrpc.Frame;
+import io.rund.ttrpc.FrameReader;
+import io.rund.ttrpc.wire.Request;
+import io.rund.ttrpc.wire.Response;
+import java.io.ByteArrayOutputStream;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtensionContext;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.extension.TestWatcher;
+
+/**
+ * rund-agent in a real guest: the trimmed kernel and initramfs from hack/build-guest,
+ * booted by QEMU under TCG, with a container whose rootfs is an overlay of a virtio-fs
+ * lower layer and an ext4 upper layer on virtio-blk. One guest serves the whole class;
+ * each test uses its own container or processes. The serial console, QEMU's and
+ * virtiofsd's output are printed when a test fails.
+ */
+@Timeout(180)
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
+class GuestAgentTest {
+
+    private static final String C = "c1";
+    private static final Duration T = Duration.ofSeconds(30);
+    private static final List<String> CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
+            "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
+
+    private static TestGuest guest;
+    private static AgentClient agent;
+    private static final AtomicInteger EXECS = new AtomicInteger();
+
+    @RegisterExtension
+    static final TestWatcher DUMP_ON_FAILURE = new TestWatcher() {
+        @Override
+        public void testFailed(ExtensionContext context, Throwable cause) {
+            if (guest != null) {
+                System.err.println("=== " + context.getDisplayName() + " failed; guest output:\n" + guest.diagnostics());
+            }
+        }
+    };
+
+    @BeforeAll
+    static void bootAndCreateContainer() throws Exception {
+        guest = TestGuest.boot("agent");
+        try {
+            agent = guest.connect();
+            agent.createContainer(container(C, "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"));
+            assertTrue(agent.startProcess(C, "") > 1);
+        } catch (Throwable t) {
+            System.err.println("guest did not come up:\n" + guest.diagnostics());
+            throw t;
+        }
+    }
+
+    @AfterAll
+    static void shutDown() throws Exception {
+        if (agent != null) {
+            agent.close();
+        }
+        if (guest != null) {
+            guest.close();
+        }
+    }
+
+    static Process process(boolean terminal, String... args) {
+        return Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").addEnv("HOME=/").setCwd("/")
+                .addAllBounding(CAPS).addAllEffective(CAPS).addAllPermitted(CAPS).setTerminal(terminal).build();
+    }
+
+    static CreateContainerRequest container(String id, String... args) {
+        return CreateContainerRequest.newBuilder()
+                .setContainerId(id)
+                .setRootfs(Rootfs.newBuilder().setLowerTag(TestGuest.LOWER_TAG)
+                        .setUpperDiskSerial(TestGuest.UPPER_SERIAL).setUpperDir("/" + id))
+                .setHostname(id + "-host")
+                .addMounts(Mount.newBuilder().setDestination("/proc").setType("proc").setSource("proc"))
+                .addMounts(Mount.newBuilder().setDestination("/dev").setType("tmpfs").setSource("tmpfs")
+                        .addAllOptions(List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
+                .addMounts(Mount.newBuilder().setDestination("/dev/pts").setType("devpts").setSource("devpts")
+                        .addAllOptions(List.of("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")))
+                .addMounts(Mount.newBuilder().setDestination("/dev/shm").setType("tmpfs").setSource("shm")
+                        .addAllOptions(List.of("nosuid", "nodev", "noexec", "mode=1777", "size=65536k")))
+                .addMounts(Mount.newBuilder().setDestination("/sys").setType("sysfs").setSource("sysfs")
+                        .addAllOptions(List.of("nosuid", "noexec", "nodev", "ro")))
+                .addMaskedPaths("/proc/kcore")
+                .addReadonlyPaths("/proc/sys")
+                .setProcess(process(false, args))
+                .build();
+    }
+
+    /** Runs a process to its end: its exit, its stdout and its stderr. */
+    record Run(int status, String out, String err) {}
+
+    static String newExec() {
+        return "e" + EXECS.incrementAndGet();
+    }
+
+    static String readAll(String exec, boolean stderr) throws AgentException {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        while (true) {
+            AgentClient.Chunk c = stderr ? agent.readStderr(C, exec, 65536, T) : agent.readStdout(C, exec, 65536, T);
+            out.writeBytes(c.data());
+            if (c.eof()) {
+                return out.toString(StandardCharsets.UTF_8);
+            }
+        }
+    }
+
+    static Run run(String... args) throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(false, args));
+        agent.startProcess(C, exec);
+        agent.closeStdin(C, exec);
+        String out = readAll(exec, false);
+        String err = readAll(exec, true);
+        AgentClient.Exit exit = agent.waitProcess(C, exec, T);
+        agent.deleteProcess(C, exec);
+        return new Run(exit.status(), out, err);
+    }
+
+    @Test
+    @Order(1)
+    void healthNamesTheAgentAndTheGuestKernel() throws Exception {
+        AgentClient.Health h = agent.health();
+        assertEquals("rund-agent 0.1.0", h.version());
+        assertTrue(h.kernelRelease().startsWith("6.1."), h.kernelRelease());
+        assertTrue(h.monotonicNanos() > 0);
+    }
+
+    @Test
+    @Order(2)
+    void stdinComesBackOnStdoutThroughCat() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(false, "cat"));
+        agent.startProcess(C, exec);
+        byte[] hello = "hello through the guest\n".getBytes(StandardCharsets.UTF_8);
+        assertEquals(hello.length, agent.writeStdin(C, exec, hello));
+        agent.closeStdin(C, exec);
+        assertEquals("hello through the guest\n", readAll(exec, false));
+        assertEquals(0, agent.waitProcess(C, exec, T).status());
+        agent.deleteProcess(C, exec);
+    }
+
+    @Test
+    @Order(3)
+    void exitCodesAndStreamsComeBackSeparately() throws Exception {
+        assertEquals(0, run("true").status());
+        assertEquals(1, run("sh", "-c", "exit 1").status());
+        assertEquals(137, run("sh", "-c", "kill -9 $$").status());
+        Run both = run("sh", "-c", "echo to-out; echo to-err >&2; exit 3");
+        assertEquals(new Run(3, "to-out\n", "to-err\n"), both);
+    }
+
+    @Test
+    @Order(4)
+    void aSignalReachesTheProcess() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(false, "sh", "-c",
+                "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done"));
+        agent.startProcess(C, exec);
+        AgentClient.Chunk first = agent.readStdout(C, exec, 64, T);
+        assertEquals("ready\n", new String(first.data(), StandardCharsets.UTF_8));
+        agent.signal(C, exec, 15, false);
+        assertEquals("got TERM\n", readAll(exec, false));
+        AgentClient.Exit exit = agent.waitProcess(C, exec, T);
+        assertEquals(3, exit.status());
+        assertTrue(exit.exitedAt().isAfter(Instant.EPOCH));
+        agent.deleteProcess(C, exec);
+    }
+
+    @Test
+    @Order(5)
+    void aTerminalSessionSeesItsNewWindowSize() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(true, "sh", "-c", "read line; stty size; tty"));
+        agent.startProcess(C, exec);
+        agent.resizePty(C, exec, 41, 123);
+        agent.writeStdin(C, exec, "go\n".getBytes(StandardCharsets.UTF_8));
+        String screen = readAll(exec, false);
+        assertTrue(screen.contains("41 123"), screen);
+        assertTrue(screen.contains("/dev/pts/"), screen);
+        assertEquals(0, agent.waitProcess(C, exec, T).status());
+        AgentException noStderr = assertThrows(AgentException.class, () -> agent.readStderr(C, exec, 10, T));
+        assertEquals(AgentException.Kind.FAILED_PRECONDITION, noStderr.kind());
+        agent.deleteProcess(C, exec);
+    }
+
+    @Test
+    @Order(6)
+    void theContainerHasItsOwnRootfsHostnameAndWritableLayer() throws Exception {
+        assertEquals(new Run(0, "c1-host\n", ""), run("hostname"));
+        assertEquals(new Run(0, "from the image\n", ""), run("cat", "/etc/image-file"));
+        assertEquals(0, run("sh", "-c", "echo written > /data.txt").status());
+        assertEquals(new Run(0, "written\n", ""), run("cat", "/data.txt"));
+        // The upper layer is ext4 on the virtio-blk disk; the lower one is virtio-fs.
+        Run mounts = run("cat", "/proc/mounts");
+        assertTrue(mounts.out().startsWith("overlay / overlay"), mounts.out());
+        // Masked and read-only paths.
+        assertEquals("", run("cat", "/proc/kcore").out());
+        assertTrue(run("sh", "-c", "echo 1 > /proc/sys/kernel/printk").status() != 0);
+    }
+
+    @Test
+    @Order(7)
+    void aHundredExecsLeaveNoProcessOrDescriptorBehind() throws Exception {
+        AgentClient.Info before = agent.info();
+        for (int i = 0; i < 100; i++) {
+            assertEquals(0, run("true").status());
+        }
+        AgentClient.Info after = agent.info();
+        assertEquals(before, after, "guest processes, agent fds, containers and processes must be as before");
+    }
+
+    @Test
+    @Order(8)
+    void clockAndRandomnessCanBeSetFromTheHost() throws Exception {
+        agent.setTime(Instant.parse("2031-05-06T07:08:09Z"));
+        assertEquals("2031\n", run("date", "-u", "+%Y").out());
+        agent.setTime(Instant.now());
+        agent.reseedRandom(new byte[64]);
+        AgentException tooShort = assertThrows(AgentException.class, () -> agent.reseedRandom(new byte[8]));
+        assertEquals(AgentException.Kind.INVALID_ARGUMENT, tooShort.kind());
+        assertTrue(tooShort.getMessage().contains("8 bytes"), tooShort.getMessage());
+    }
+
+    @Test
+    @Order(9)
+    void pidsStatsPauseAndResume() throws Exception {
+        List<Integer> pids = agent.pids(C);
+        assertFalse(pids.isEmpty());
+        AgentClient.Stats stats = agent.stats(C);
+        assertTrue(stats.memoryBytes() > 0, stats.toString());
+        assertTrue(stats.pids() >= 1, stats.toString());
+        agent.pause(C);
+        agent.resume(C);
+        assertEquals(0, run("true").status());
+    }
+
+    @Test
+    @Order(10)
+    void badRequestsAreRefusedNamingTheBadValue() throws Exception {
+        AgentException badId = assertThrows(AgentException.class,
+                () -> agent.createContainer(container("../escape", "true")));
+        assertEquals(AgentException.Kind.INVALID_ARGUMENT, badId.kind());
+        assertTrue(badId.getMessage().contains("../escape"), badId.getMessage());
+
+        AgentException unknown = assertThrows(AgentException.class,
+                () -> agent.execProcess("nope", "e", process(false, "true")));
+        assertEquals(AgentException.Kind.NOT_FOUND, unknown.kind());
+        assertTrue(unknown.getMessage().contains("nope"), unknown.getMessage());
+
+        AgentException dup = assertThrows(AgentException.class, () -> agent.createContainer(container(C, "true")));
+        assertEquals(AgentException.Kind.ALREADY_EXISTS, dup.kind());
+
+        AgentException missingBinary = assertThrows(AgentException.class, () -> {
+            String exec = newExec();
+            agent.execProcess(C, exec, process(false, "/bin/does-not-exist"));
+            agent.startProcess(C, exec);
+        });
+        assertEquals(AgentException.Kind.FAILED_PRECONDITION, missingBinary.kind());
+        assertTrue(missingBinary.getMessage().contains("exec"), missingBinary.getMessage());
+        String failedExec = "e" + EXECS.get();
+        assertEquals(127, agent.waitProcess(C, failedExec, T).status());
+        agent.deleteProcess(C, failedExec);
+
+        // A container whose disk does not exist is refused and leaves nothing behind.
+        AgentClient.Info before = agent.info();
+        CreateContainerRequest noDisk = container("c2", "true").toBuilder()
+                .setRootfs(Rootfs.newBuilder().setLowerTag(TestGuest.LOWER_TAG).setUpperDiskSerial("no-such-disk"))
+                .build();
+        AgentException missing = assertThrows(AgentException.class, () -> agent.createContainer(noDisk));
+        assertEquals(AgentException.Kind.NOT_FOUND, missing.kind());
+        assertTrue(missing.getMessage().contains("no-such-disk"), missing.getMessage());
+        AgentClient.Info after = agent.info();
+        assertEquals(before.containers(), after.containers());
+        assertEquals(before.guestProcesses(), after.guestProcesses());
+    }
+
+    @Test
+    @Order(11)
+    void aSecondContainerStartsAndIsRemovedCleanly() throws Exception {
+        AgentClient.Info before = agent.info();
+        agent.createContainer(container("c3", "sh", "-c", "echo second > /mine; cat /mine; sleep 1000"));
+        agent.startProcess("c3", "");
+        assertEquals("second\n", new String(agent.readStdout("c3", "", 64, T).data(), StandardCharsets.UTF_8));
+        assertEquals(new Run(1, "", "cat: can't open '/mine': No such file or directory\n"), run("cat", "/mine"),
+                "c1 must not see c3's writable layer");
+        agent.removeContainer("c3");
+        AgentException gone = assertThrows(AgentException.class, () -> agent.pids("c3"));
+        assertEquals(AgentException.Kind.NOT_FOUND, gone.kind());
+        assertEquals(before, agent.info());
+    }
+
+    @Test
+    @Order(12)
+    void malformedFramesGetErrorsAndTheAgentServesTheNextConnection() throws Exception {
+        agent.close();
+        // The chardev takes one connection at a time: wait for QEMU to see ours close.
+        try (SocketChannel raw = connectRaw()) {
+            FrameReader in = new FrameReader(raw);
+            // Not a Request envelope at all.
+            send(raw, 1, new byte[] {0x0a, 100, 1});
+            assertEquals(3, status(in, 1));
+            // A Health request whose payload is garbage.
+            send(raw, 3, Request.newBuilder().setService(AgentClient.SERVICE).setMethod("Health")
+                    .setPayload(com.google.protobuf.ByteString.copyFrom(new byte[] {(byte) 0xff, (byte) 0xff}))
+                    .build().toByteArray());
+            assertEquals(3, status(in, 3));
+            // An even stream id, an unknown method and an unknown service.
+            send(raw, 4, Request.newBuilder().setService(AgentClient.SERVICE).setMethod("Health").build().toByteArray());
+            assertEquals(3, status(in, 4));
+            send(raw, 5, Request.newBuilder().setService(AgentClient.SERVICE).setMethod("Explode").build().toByteArray());
+            assertEquals(12, status(in, 5));
+            send(raw, 9, Request.newBuilder().setService("other.Service").setMethod("Health").build().toByteArray());
+            assertEquals(12, status(in, 9));
+            // An oversized frame is skipped and answered.
+            ByteBuffer big = ByteBuffer.allocate(Frame.HEADER_LENGTH + Frame.MAX_PAYLOAD + 1);
+            big.putInt(Frame.MAX_PAYLOAD + 1).putInt(7).put((byte) 1).put((byte) 0).position(big.capacity()).flip();
+            while (big.hasRemaining()) {
+                raw.write(big);
+            }
+            assertEquals(8, status(in, 7));
+            // After all of that, the same connection is still served.
+            send(raw, 11, Request.newBuilder().setService(AgentClient.SERVICE).setMethod("Health").build().toByteArray());
+            Frame ok = in.read();
+            assertEquals(11, ok.streamId());
+            assertEquals(0, Response.parseFrom(ok.payload()).getStatus().getCode());
+        }
+        agent = guest.connect();
+        assertEquals("rund-agent 0.1.0", agent.health().version());
+    }
+
+    private static SocketChannel connectRaw() throws Exception {
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (true) {
+            SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+            try {
+                ch.connect(UnixDomainSocketAddress.of(guest.agentSocket));
+                return ch;
+            } catch (java.io.IOException e) {
+                ch.close();
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(20);
+            }
+        }
+    }
+
+    private static void send(SocketChannel ch, int streamId, byte[] payload) throws Exception {
+        ByteBuffer b = ByteBuffer.allocate(Frame.HEADER_LENGTH + payload.length)
+                .putInt(payload.length).putInt(streamId).put((byte) 1).put((byte) 0).put(payload).flip();
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
+    }
+
+    /** The code of the next response, which must be for {@code streamId}; the message must name something. */
+    private static int status(FrameReader in, int streamId) throws Exception {
+        Frame f = in.read();
+        assertEquals(streamId, f.streamId());
+        assertEquals(Frame.TYPE_RESPONSE, f.type());
+        Response r = Response.parseFrom(f.payload());
+        assertFalse(r.getStatus().getMessage().isEmpty(), "an error without a message on stream " + streamId);
+        return r.getStatus().getCode();
+    }
+}
