@@ -263,6 +263,54 @@ class GuestAgentTest {
     }
 
     @Test
+    @Order(9)
+    void userGroupsRlimitsNoNewPrivsAndCapabilitiesAreApplied() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, Process.newBuilder()
+                .addAllArgs(List.of("sh", "-c", "id -u; id -g; id -G; ulimit -n; grep NoNewPrivs /proc/self/status;"
+                        + " grep CapEff /proc/self/status; grep CapBnd /proc/self/status; pwd"))
+                .addEnv("PATH=/bin").setCwd("/etc").setUid(1000).setGid(1001).addAdditionalGids(1002)
+                .addRlimits(io.rund.agent.v1.Rlimit.newBuilder().setType("RLIMIT_NOFILE").setSoft(123).setHard(456))
+                .setNoNewPrivileges(true).addBounding("CAP_KILL").build());
+        agent.startProcess(C, exec);
+        agent.closeStdin(C, exec);
+        String out = readAll(exec, false);
+        String err = readAll(exec, true);
+        assertEquals(0, agent.waitProcess(C, exec, T).status(), out + err);
+        agent.deleteProcess(C, exec);
+        // CAP_KILL is capability 5: the bounding set keeps only it; uid 1000 has none in effect.
+        assertEquals("1000\n1001\n1001 1002\n123\nNoNewPrivs:\t1\nCapEff:\t0000000000000000\n"
+                + "CapBnd:\t0000000000000020\n/etc\n", out);
+    }
+
+    @Test
+    @Order(10)
+    void aMemoryLimitFromTheHostEndsInAnOomEvent() throws Exception {
+        agent.createContainer(container("oom", "sleep", "1000"));
+        agent.startProcess("oom", "");
+        agent.updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId("oom")
+                .setMemoryLimitBytes(16L << 20).setPidsLimit(64).build());
+        AgentClient.Stats limited = agent.stats("oom");
+        assertEquals(16L << 20, limited.memoryLimitBytes());
+        assertEquals(64, limited.pidsLimit());
+        java.util.concurrent.CompletableFuture<String> oom = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return agent.waitOom(T);
+            } catch (AgentException e) {
+                throw new java.util.concurrent.CompletionException(e);
+            }
+        });
+        String exec = newExec();
+        agent.execProcess("oom", exec, process(false, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"));
+        agent.startProcess("oom", exec);
+        agent.closeStdin("oom", exec);
+        assertEquals(137, agent.waitProcess("oom", exec, T).status(), "the memory hog must be OOM-killed");
+        assertEquals("oom", oom.get(30, java.util.concurrent.TimeUnit.SECONDS));
+        assertTrue(agent.stats("oom").oomKills() >= 1);
+        agent.removeContainer("oom");
+    }
+
+    @Test
     @Order(10)
     void badRequestsAreRefusedNamingTheBadValue() throws Exception {
         AgentException badId = assertThrows(AgentException.class,
