@@ -257,68 +257,49 @@ static void send_response(unsigned generation, uint32_t stream_id, int code, con
 
 /* ---- methods ----------------------------------------------------------------------- */
 
-/* Each handler decodes its request, does the work and packs its response into *out
- * (malloc'd). Returns 0 or -1 with f set. */
-typedef int (*handler_fn)(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f);
+/* Each handler gets its decoded request and a response message, already initialised, to
+ * fill in. Memory the response points to (strings, arrays) is allocated by the handler
+ * and handed over through `keep`, freed once the response is packed. Returns 0, or -1
+ * with f set. */
+typedef int (*handler_fn)(const void *in, void *out, void **keep, struct fault *f);
 
-#define UNPACK(type, fn, var)                                                                             \
-    type *var = fn(NULL, in_len, in);                                                                     \
-    if (!var)                                                                                             \
-        return fail(f, CODE_INVALID_ARGUMENT, "malformed %s", #type);
+#define REQ(type) const type *req = in
+#define RESP(type) type *resp = out
 
-#define PACK(fn, size_fn, msg)                                                                            \
-    do {                                                                                                  \
-        *out_len = size_fn(msg);                                                                          \
-        *out = malloc(*out_len ? *out_len : 1);                                                           \
-        if (!*out)                                                                                        \
-            return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");                                     \
-        fn(msg, *out);                                                                                    \
-    } while (0)
-
-static int empty_answer(uint8_t **out, size_t *out_len)
+static int h_health(const void *in, void *out, void **keep, struct fault *f)
 {
-    *out = NULL;
-    *out_len = 0;
-    return 0;
-}
-
-static int h_health(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__HealthRequest, rund__agent__v1__health_request__unpack, req);
-    rund__agent__v1__health_request__free_unpacked(req, NULL);
-    struct utsname u;
-    uname(&u);
+    RESP(Rund__Agent__V1__HealthResponse);
+    struct utsname *u = malloc(sizeof(*u));
+    if (!u)
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    uname(u);
+    *keep = u;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    Rund__Agent__V1__HealthResponse resp = RUND__AGENT__V1__HEALTH_RESPONSE__INIT;
-    resp.version = AGENT_VERSION;
-    resp.kernel_release = u.release;
-    resp.monotonic_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    PACK(rund__agent__v1__health_response__pack, rund__agent__v1__health_response__get_packed_size, &resp);
+    resp->version = AGENT_VERSION;
+    resp->kernel_release = u->release;
+    resp->monotonic_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     return 0;
 }
 
-static int h_set_time(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_set_time(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__SetTimeRequest, rund__agent__v1__set_time_request__unpack, req);
+    REQ(Rund__Agent__V1__SetTimeRequest);
     int64_t ns = req->realtime_ns;
-    rund__agent__v1__set_time_request__free_unpacked(req, NULL);
     if (ns <= 0)
         return fail(f, CODE_INVALID_ARGUMENT, "realtime_ns %lld is not a time after the epoch", (long long)ns);
     struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
     if (clock_settime(CLOCK_REALTIME, &ts))
         return fail(f, CODE_INTERNAL, "clock_settime: %s", strerror(errno));
-    return empty_answer(out, out_len);
+    return 0;
 }
 
-static int h_reseed(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_reseed(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__ReseedRandomRequest, rund__agent__v1__reseed_random_request__unpack, req);
+    REQ(Rund__Agent__V1__ReseedRandomRequest);
     size_t n = req->seed.len;
-    if (n < 16 || n > 512) {
-        rund__agent__v1__reseed_random_request__free_unpacked(req, NULL);
+    if (n < 16 || n > 512)
         return fail(f, CODE_INVALID_ARGUMENT, "seed of %zu bytes is outside 16..512", n);
-    }
     struct {
         int entropy_count;
         int buf_size;
@@ -327,235 +308,161 @@ static int h_reseed(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out
     info.entropy_count = (int)(n * 8);
     info.buf_size = (int)n;
     memcpy(info.buf, req->seed.data, n);
-    rund__agent__v1__reseed_random_request__free_unpacked(req, NULL);
     int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return fail(f, CODE_INTERNAL, "open /dev/urandom: %s", strerror(errno));
     int rc = ioctl(fd, RNDADDENTROPY, &info);
     int e = errno;
     close(fd);
-    if (rc)
-        return fail(f, CODE_INTERNAL, "RNDADDENTROPY: %s", strerror(e));
-    return empty_answer(out, out_len);
+    return rc ? fail(f, CODE_INTERNAL, "RNDADDENTROPY: %s", strerror(e)) : 0;
 }
 
-static int h_create(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_create(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__CreateContainerRequest, rund__agent__v1__create_container_request__unpack, req);
-    int rc = container_create(req, f);
-    rund__agent__v1__create_container_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
+    return container_create(in, f);
 }
 
-static int h_start(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_start(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__StartProcessRequest, rund__agent__v1__start_process_request__unpack, req);
+    REQ(Rund__Agent__V1__StartProcessRequest);
+    RESP(Rund__Agent__V1__StartProcessResponse);
     pid_t pid = 0;
-    int rc = proc_start(req->container_id, req->exec_id, &pid, f);
-    rund__agent__v1__start_process_request__free_unpacked(req, NULL);
-    if (rc)
-        return rc;
-    Rund__Agent__V1__StartProcessResponse resp = RUND__AGENT__V1__START_PROCESS_RESPONSE__INIT;
-    resp.pid = (uint32_t)pid;
-    PACK(rund__agent__v1__start_process_response__pack, rund__agent__v1__start_process_response__get_packed_size,
-         &resp);
-    return 0;
-}
-
-static int h_exec(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__ExecProcessRequest, rund__agent__v1__exec_process_request__unpack, req);
-    int rc = proc_exec(req, f);
-    rund__agent__v1__exec_process_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_signal(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__SignalProcessRequest, rund__agent__v1__signal_process_request__unpack, req);
-    int rc = proc_signal(req->container_id, req->exec_id, (int)req->signal, req->all, f);
-    rund__agent__v1__signal_process_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_wait(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__WaitProcessRequest, rund__agent__v1__wait_process_request__unpack, req);
-    int status = 0;
-    int64_t at = 0;
-    int rc = proc_wait(req->container_id, req->exec_id, &status, &at, f);
-    rund__agent__v1__wait_process_request__free_unpacked(req, NULL);
-    if (rc)
-        return rc;
-    Rund__Agent__V1__WaitProcessResponse resp = RUND__AGENT__V1__WAIT_PROCESS_RESPONSE__INIT;
-    resp.exit_status = (uint32_t)status;
-    resp.exited_at_ns = at;
-    PACK(rund__agent__v1__wait_process_response__pack, rund__agent__v1__wait_process_response__get_packed_size,
-         &resp);
-    return 0;
-}
-
-static int h_delete(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__DeleteProcessRequest, rund__agent__v1__delete_process_request__unpack, req);
-    int rc = proc_delete(req->container_id, req->exec_id, f);
-    rund__agent__v1__delete_process_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_write_stdin(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__WriteStreamRequest, rund__agent__v1__write_stream_request__unpack, req);
-    size_t written = 0;
-    int rc = req->data.len > MAX_STREAM_CHUNK
-                 ? fail(f, CODE_INVALID_ARGUMENT, "stdin chunk of %zu bytes is over 1 MiB", req->data.len)
-                 : proc_write_stdin(req->container_id, req->exec_id, req->data.data, req->data.len, &written, f);
-    rund__agent__v1__write_stream_request__free_unpacked(req, NULL);
-    if (rc)
-        return rc;
-    Rund__Agent__V1__WriteStreamResponse resp = RUND__AGENT__V1__WRITE_STREAM_RESPONSE__INIT;
-    resp.written = (uint32_t)written;
-    PACK(rund__agent__v1__write_stream_response__pack, rund__agent__v1__write_stream_response__get_packed_size,
-         &resp);
-    return 0;
-}
-
-static int h_close_stdin(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__CloseStdinRequest, rund__agent__v1__close_stdin_request__unpack, req);
-    int rc = proc_close_stdin(req->container_id, req->exec_id, f);
-    rund__agent__v1__close_stdin_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int read_stream(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f, bool err)
-{
-    UNPACK(Rund__Agent__V1__ReadStreamRequest, rund__agent__v1__read_stream_request__unpack, req);
-    size_t max = req->max_bytes ? req->max_bytes : 64 * 1024;
-    if (max > MAX_STREAM_CHUNK) {
-        rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
-        return fail(f, CODE_INVALID_ARGUMENT, "max_bytes %zu is over 1 MiB", max);
-    }
-    uint8_t *buf = malloc(max);
-    if (!buf) {
-        rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
-        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    size_t n = 0;
-    bool eof = false;
-    int rc = proc_read(req->container_id, req->exec_id, err, max, buf, &n, &eof, f);
-    rund__agent__v1__read_stream_request__free_unpacked(req, NULL);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    Rund__Agent__V1__ReadStreamResponse resp = RUND__AGENT__V1__READ_STREAM_RESPONSE__INIT;
-    resp.data.data = buf;
-    resp.data.len = n;
-    resp.eof = eof;
-    *out_len = rund__agent__v1__read_stream_response__get_packed_size(&resp);
-    *out = malloc(*out_len ? *out_len : 1);
-    if (*out)
-        rund__agent__v1__read_stream_response__pack(&resp, *out);
-    free(buf);
-    return *out ? 0 : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
-}
-
-static int h_read_stdout(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    return read_stream(in, in_len, out, out_len, f, false);
-}
-
-static int h_read_stderr(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    return read_stream(in, in_len, out, out_len, f, true);
-}
-
-static int h_resize(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__ResizePtyRequest, rund__agent__v1__resize_pty_request__unpack, req);
-    int rc = proc_resize(req->container_id, req->exec_id, req->rows, req->cols, f);
-    rund__agent__v1__resize_pty_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_pids(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
-    uint32_t *pids = NULL;
-    size_t n = 0;
-    int rc = container_pids(req->container_id, &pids, &n, f);
-    rund__agent__v1__container_request__free_unpacked(req, NULL);
-    if (rc)
-        return rc;
-    Rund__Agent__V1__ListPidsResponse resp = RUND__AGENT__V1__LIST_PIDS_RESPONSE__INIT;
-    resp.pids = pids;
-    resp.n_pids = n;
-    *out_len = rund__agent__v1__list_pids_response__get_packed_size(&resp);
-    *out = malloc(*out_len ? *out_len : 1);
-    if (*out)
-        rund__agent__v1__list_pids_response__pack(&resp, *out);
-    free(pids);
-    return *out ? 0 : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
-}
-
-static int h_stats(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
-    Rund__Agent__V1__StatsResponse resp = RUND__AGENT__V1__STATS_RESPONSE__INIT;
-    int rc = container_stats(req->container_id, &resp, f);
-    rund__agent__v1__container_request__free_unpacked(req, NULL);
-    if (rc)
-        return rc;
-    PACK(rund__agent__v1__stats_response__pack, rund__agent__v1__stats_response__get_packed_size, &resp);
-    return 0;
-}
-
-static int freeze(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f, bool on)
-{
-    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
-    int rc = container_freeze(req->container_id, on, f);
-    rund__agent__v1__container_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_pause(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    return freeze(in, in_len, out, out_len, f, true);
-}
-
-static int h_resume(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    return freeze(in, in_len, out, out_len, f, false);
-}
-
-static int h_update(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__UpdateResourcesRequest, rund__agent__v1__update_resources_request__unpack, req);
-    int rc = container_update(req, f);
-    rund__agent__v1__update_resources_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
-}
-
-static int h_wait_oom(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
-{
-    UNPACK(Rund__Agent__V1__Empty, rund__agent__v1__empty__unpack, req);
-    rund__agent__v1__empty__free_unpacked(req, NULL);
-    char cid[MAX_ID_LEN + 1];
-    if (container_wait_oom(cid, sizeof(cid), f))
+    if (proc_start(req->container_id, req->exec_id, &pid, f))
         return -1;
-    Rund__Agent__V1__OOMEvent resp = RUND__AGENT__V1__OOMEVENT__INIT;
-    resp.container_id = cid;
-    PACK(rund__agent__v1__oomevent__pack, rund__agent__v1__oomevent__get_packed_size, &resp);
+    resp->pid = (uint32_t)pid;
     return 0;
 }
 
-static int h_remove(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_exec(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__ContainerRequest, rund__agent__v1__container_request__unpack, req);
-    int rc = container_remove(req->container_id, f);
-    rund__agent__v1__container_request__free_unpacked(req, NULL);
-    return rc ? rc : empty_answer(out, out_len);
+    return proc_exec(in, f);
+}
+
+static int h_signal(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__SignalProcessRequest);
+    return proc_signal(req->container_id, req->exec_id, (int)req->signal, req->all, f);
+}
+
+static int h_wait(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__WaitProcessRequest);
+    RESP(Rund__Agent__V1__WaitProcessResponse);
+    int status = 0;
+    if (proc_wait(req->container_id, req->exec_id, &status, &resp->exited_at_ns, f))
+        return -1;
+    resp->exit_status = (uint32_t)status;
+    return 0;
+}
+
+static int h_delete(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__DeleteProcessRequest);
+    return proc_delete(req->container_id, req->exec_id, f);
+}
+
+static int h_write_stdin(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__WriteStreamRequest);
+    RESP(Rund__Agent__V1__WriteStreamResponse);
+    if (req->data.len > MAX_STREAM_CHUNK)
+        return fail(f, CODE_INVALID_ARGUMENT, "stdin chunk of %zu bytes is over 1 MiB", req->data.len);
+    size_t written = 0;
+    if (proc_write_stdin(req->container_id, req->exec_id, req->data.data, req->data.len, &written, f))
+        return -1;
+    resp->written = (uint32_t)written;
+    return 0;
+}
+
+static int h_close_stdin(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__CloseStdinRequest);
+    return proc_close_stdin(req->container_id, req->exec_id, f);
+}
+
+static int read_stream(const void *in, void *out, void **keep, struct fault *f, bool err)
+{
+    REQ(Rund__Agent__V1__ReadStreamRequest);
+    RESP(Rund__Agent__V1__ReadStreamResponse);
+    size_t max = req->max_bytes ? req->max_bytes : 64 * 1024;
+    if (max > MAX_STREAM_CHUNK)
+        return fail(f, CODE_INVALID_ARGUMENT, "max_bytes %zu is over 1 MiB", max);
+    uint8_t *buf = malloc(max);
+    if (!buf)
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    *keep = buf;
+    resp->data.data = buf;
+    bool eof = false;
+    if (proc_read(req->container_id, req->exec_id, err, max, buf, &resp->data.len, &eof, f))
+        return -1;
+    resp->eof = eof;
+    return 0;
+}
+
+static int h_read_stdout(const void *in, void *out, void **keep, struct fault *f)
+{
+    return read_stream(in, out, keep, f, false);
+}
+
+static int h_read_stderr(const void *in, void *out, void **keep, struct fault *f)
+{
+    return read_stream(in, out, keep, f, true);
+}
+
+static int h_resize(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ResizePtyRequest);
+    return proc_resize(req->container_id, req->exec_id, req->rows, req->cols, f);
+}
+
+static int h_pids(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ContainerRequest);
+    RESP(Rund__Agent__V1__ListPidsResponse);
+    if (container_pids(req->container_id, &resp->pids, &resp->n_pids, f))
+        return -1;
+    *keep = resp->pids;
+    return 0;
+}
+
+static int h_stats(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ContainerRequest);
+    return container_stats(req->container_id, out, f);
+}
+
+static int h_pause(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ContainerRequest);
+    return container_freeze(req->container_id, true, f);
+}
+
+static int h_resume(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ContainerRequest);
+    return container_freeze(req->container_id, false, f);
+}
+
+static int h_update(const void *in, void *out, void **keep, struct fault *f)
+{
+    return container_update(in, f);
+}
+
+static int h_wait_oom(const void *in, void *out, void **keep, struct fault *f)
+{
+    RESP(Rund__Agent__V1__OOMEvent);
+    char *cid = malloc(MAX_ID_LEN + 1);
+    if (!cid)
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    *keep = cid;
+    resp->container_id = cid;
+    return container_wait_oom(cid, MAX_ID_LEN + 1, f);
+}
+
+static int h_remove(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__ContainerRequest);
+    return container_remove(req->container_id, f);
 }
 
 static uint32_t count_fds(void)
@@ -604,52 +511,85 @@ static uint32_t count_processes(void)
     return n;
 }
 
-static int h_agent_info(const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len, struct fault *f)
+static int h_agent_info(const void *in, void *out, void **keep, struct fault *f)
 {
-    UNPACK(Rund__Agent__V1__Empty, rund__agent__v1__empty__unpack, req);
-    rund__agent__v1__empty__free_unpacked(req, NULL);
-    Rund__Agent__V1__AgentInfoResponse resp = RUND__AGENT__V1__AGENT_INFO_RESPONSE__INIT;
-    resp.guest_processes = count_processes();
-    resp.agent_open_fds = count_fds();
-    agent_counts(&resp.containers, &resp.processes);
-    PACK(rund__agent__v1__agent_info_response__pack, rund__agent__v1__agent_info_response__get_packed_size, &resp);
+    RESP(Rund__Agent__V1__AgentInfoResponse);
+    resp->guest_processes = count_processes();
+    resp->agent_open_fds = count_fds();
+    agent_counts(&resp->containers, &resp->processes);
     return 0;
 }
 
+#define EMPTY_MSG rund__agent__v1__empty__descriptor
 static const struct method {
     const char *name;
+    const ProtobufCMessageDescriptor *in, *out;
     handler_fn fn;
 } METHODS[] = {
-    {"Health", h_health},
-    {"SetTime", h_set_time},
-    {"ReseedRandom", h_reseed},
-    {"CreateContainer", h_create},
-    {"StartProcess", h_start},
-    {"ExecProcess", h_exec},
-    {"SignalProcess", h_signal},
-    {"WaitProcess", h_wait},
-    {"DeleteProcess", h_delete},
-    {"WriteStdin", h_write_stdin},
-    {"CloseStdin", h_close_stdin},
-    {"ReadStdout", h_read_stdout},
-    {"ReadStderr", h_read_stderr},
-    {"ResizePty", h_resize},
-    {"ListPids", h_pids},
-    {"Stats", h_stats},
-    {"PauseContainer", h_pause},
-    {"ResumeContainer", h_resume},
-    {"UpdateResources", h_update},
-    {"WaitOOM", h_wait_oom},
-    {"RemoveContainer", h_remove},
-    {"AgentInfo", h_agent_info},
+    {"Health", &rund__agent__v1__health_request__descriptor, &rund__agent__v1__health_response__descriptor, h_health},
+    {"SetTime", &rund__agent__v1__set_time_request__descriptor, &EMPTY_MSG, h_set_time},
+    {"ReseedRandom", &rund__agent__v1__reseed_random_request__descriptor, &EMPTY_MSG, h_reseed},
+    {"CreateContainer", &rund__agent__v1__create_container_request__descriptor, &EMPTY_MSG, h_create},
+    {"StartProcess", &rund__agent__v1__start_process_request__descriptor,
+     &rund__agent__v1__start_process_response__descriptor, h_start},
+    {"ExecProcess", &rund__agent__v1__exec_process_request__descriptor, &EMPTY_MSG, h_exec},
+    {"SignalProcess", &rund__agent__v1__signal_process_request__descriptor, &EMPTY_MSG, h_signal},
+    {"WaitProcess", &rund__agent__v1__wait_process_request__descriptor,
+     &rund__agent__v1__wait_process_response__descriptor, h_wait},
+    {"DeleteProcess", &rund__agent__v1__delete_process_request__descriptor, &EMPTY_MSG, h_delete},
+    {"WriteStdin", &rund__agent__v1__write_stream_request__descriptor,
+     &rund__agent__v1__write_stream_response__descriptor, h_write_stdin},
+    {"CloseStdin", &rund__agent__v1__close_stdin_request__descriptor, &EMPTY_MSG, h_close_stdin},
+    {"ReadStdout", &rund__agent__v1__read_stream_request__descriptor,
+     &rund__agent__v1__read_stream_response__descriptor, h_read_stdout},
+    {"ReadStderr", &rund__agent__v1__read_stream_request__descriptor,
+     &rund__agent__v1__read_stream_response__descriptor, h_read_stderr},
+    {"ResizePty", &rund__agent__v1__resize_pty_request__descriptor, &EMPTY_MSG, h_resize},
+    {"ListPids", &rund__agent__v1__container_request__descriptor, &rund__agent__v1__list_pids_response__descriptor,
+     h_pids},
+    {"Stats", &rund__agent__v1__container_request__descriptor, &rund__agent__v1__stats_response__descriptor, h_stats},
+    {"PauseContainer", &rund__agent__v1__container_request__descriptor, &EMPTY_MSG, h_pause},
+    {"ResumeContainer", &rund__agent__v1__container_request__descriptor, &EMPTY_MSG, h_resume},
+    {"UpdateResources", &rund__agent__v1__update_resources_request__descriptor, &EMPTY_MSG, h_update},
+    {"WaitOOM", &EMPTY_MSG, &rund__agent__v1__oomevent__descriptor, h_wait_oom},
+    {"RemoveContainer", &rund__agent__v1__container_request__descriptor, &EMPTY_MSG, h_remove},
+    {"AgentInfo", &EMPTY_MSG, &rund__agent__v1__agent_info_response__descriptor, h_agent_info},
 };
+
+/* Decodes, serves and encodes one call; returns 0 with the packed response in *out. */
+static int invoke(const struct method *m, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len,
+                  struct fault *f)
+{
+    ProtobufCMessage *req = protobuf_c_message_unpack(m->in, NULL, len, payload);
+    if (!req)
+        return fail(f, CODE_INVALID_ARGUMENT, "malformed %s", m->in->name);
+    ProtobufCMessage *resp = calloc(1, m->out->sizeof_message);
+    void *keep = NULL;
+    int rc = resp ? 0 : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    if (rc == 0) {
+        protobuf_c_message_init(m->out, resp);
+        rc = m->fn(req, resp, &keep, f);
+    }
+    if (rc == 0) {
+        *out_len = protobuf_c_message_get_packed_size(resp);
+        *out = malloc(*out_len ? *out_len : 1);
+        if (*out)
+            protobuf_c_message_pack(resp, *out);
+        else
+            rc = fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    free(keep);
+    free(resp);
+    protobuf_c_message_free_unpacked(req, NULL);
+    return rc;
+}
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
 struct call {
     unsigned generation;
     uint32_t stream_id;
-    handler_fn fn;
+    const struct method *method;
     uint8_t *payload;
     size_t payload_len;
 };
@@ -660,7 +600,7 @@ static void *run_call(void *arg)
     struct fault f = {0};
     uint8_t *out = NULL;
     size_t out_len = 0;
-    if (c->fn(c->payload, c->payload_len, &out, &out_len, &f) == 0)
+    if (invoke(c->method, c->payload, c->payload_len, &out, &out_len, &f) == 0)
         send_response(c->generation, c->stream_id, CODE_OK, NULL, out, out_len);
     else
         send_response(c->generation, c->stream_id, f.code ? f.code : CODE_UNKNOWN, f.message, NULL, 0);
@@ -691,11 +631,11 @@ static void dispatch(unsigned generation, uint32_t stream_id, const uint8_t *fra
         send_response(generation, stream_id, CODE_UNIMPLEMENTED, err, NULL, 0);
         return;
     }
-    handler_fn fn = NULL;
+    const struct method *m = NULL;
     for (size_t i = 0; i < sizeof(METHODS) / sizeof(METHODS[0]); i++)
         if (strcmp(METHODS[i].name, req.method) == 0)
-            fn = METHODS[i].fn;
-    if (!fn) {
+            m = &METHODS[i];
+    if (!m) {
         snprintf(err, sizeof(err), "method %s/%.60s", SERVICE, req.method);
         send_response(generation, stream_id, CODE_UNIMPLEMENTED, err, NULL, 0);
         return;
@@ -733,7 +673,7 @@ static void dispatch(unsigned generation, uint32_t stream_id, const uint8_t *fra
     pthread_attr_setstacksize(&attr, 256 * 1024);
     if (c && payload) {
         memcpy(payload, req.payload, req.payload_len);
-        *c = (struct call){generation, stream_id, fn, payload, req.payload_len};
+        *c = (struct call){generation, stream_id, m, payload, req.payload_len};
         if (pthread_create(&t, &attr, run_call, c) == 0) {
             pthread_attr_destroy(&attr);
             return;
