@@ -1,11 +1,15 @@
 package io.rund.sandbox.agent;
 
+import io.rund.sandbox.hypervisor.AcceleratorProbe;
+import io.rund.sandbox.hypervisor.HypervisorException;
+import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -17,8 +21,7 @@ import java.util.stream.Stream;
  * busybox tree served over virtio-fs by Debian's virtiofsd as the read-only layer (tag
  * "lower"), and an ext4 image on virtio-blk (serial "upper0") as the writable layer.
  *
- * <p>This is a test harness, not the hypervisor driver (issue 4 builds that): it pins TCG
- * because this host's /dev/kvm (PVM) cannot run a standard guest kernel.
+ * <p>The VM is launched by rund's own QEMU driver with the accelerator its probe picks.
  */
 final class TestGuest implements AutoCloseable {
 
@@ -28,15 +31,19 @@ final class TestGuest implements AutoCloseable {
     final Path dir;
     final Path agentSocket;
     final Path console;
-    private final Process virtiofsd;
-    private final Process qemu;
+    /** The accelerator the probe picks on this host: TCG here, KVM where it can run the guest. */
+    static final QemuHypervisor HYPERVISOR =
+            new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
 
-    private TestGuest(Path dir, Process virtiofsd, Process qemu) {
+    private final Process virtiofsd;
+    final Vm vm;
+
+    private TestGuest(Path dir, Process virtiofsd, Vm vm) {
         this.dir = dir;
         this.agentSocket = dir.resolve("agent.sock");
         this.console = dir.resolve("console.log");
         this.virtiofsd = virtiofsd;
-        this.qemu = qemu;
+        this.vm = vm;
     }
 
     static Path guestDir() {
@@ -70,37 +77,17 @@ final class TestGuest implements AutoCloseable {
             }
             Thread.sleep(10);
         }
-        // rtc=on: without an RTC the guest kernel polls the absent CMOS clock for a second.
-        List<String> argv = new ArrayList<>(List.of("qemu-system-x86_64",
-                "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem",
-                "-accel", "tcg", "-cpu", "max", "-m", "256M", "-smp", "1",
-                "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
-                "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-                "-global", "virtio-mmio.force-legacy=false",
-                "-kernel", guest.resolve("vmlinux").toString(),
-                "-initrd", guest.resolve("initramfs.cpio").toString(),
-                "-append", "console=ttyS0 loglevel=6 panic=-1 tsc=reliable tsc_early_khz=" + tscKhz(),
-                "-serial", "file:" + dir.resolve("console.log"),
-                "-device", "virtio-serial-device",
-                "-chardev", "socket,id=agent,path=" + dir.resolve("agent.sock") + ",server=on,wait=off",
-                "-device", "virtserialport,chardev=agent,name=rund.agent",
-                "-chardev", "socket,id=fs,path=" + fsSocket,
-                "-device", "vhost-user-fs-device,chardev=fs,tag=" + LOWER_TAG,
-                "-drive", "file=" + upper + ",if=none,id=upper,format=raw",
-                "-device", "virtio-blk-device,drive=upper,serial=" + UPPER_SERIAL));
-        Process qemu = new ProcessBuilder(argv).redirectErrorStream(true)
-                .redirectOutput(dir.resolve("qemu.log").toFile()).start();
-        return new TestGuest(dir, virtiofsd, qemu);
-    }
-
-    /** The host's TSC frequency: pinning it keeps microvm guests from hanging in early boot under TCG. */
-    private static long tscKhz() throws IOException {
-        for (String line : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
-            if (line.startsWith("cpu MHz")) {
-                return Math.round(Double.parseDouble(line.substring(line.indexOf(':') + 1).trim()) * 1000);
-            }
+        VmConfig config = new VmConfig(name, dir, guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, "",
+                List.of(new VmConfig.Disk(UPPER_SERIAL, upper, false)),
+                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)));
+        Vm vm;
+        try {
+            vm = HYPERVISOR.launch(config);
+        } catch (HypervisorException e) {
+            virtiofsd.destroyForcibly().waitFor();
+            throw new AssertionError(e.getMessage(), e);
         }
-        throw new AssertionError("no cpu MHz in /proc/cpuinfo");
+        return new TestGuest(dir, virtiofsd, vm);
     }
 
     private static void makeBusyboxTree(Path root) throws IOException, InterruptedException {
@@ -146,10 +133,7 @@ final class TestGuest implements AutoCloseable {
 
     @Override
     public void close() throws IOException, InterruptedException {
-        qemu.destroy();
-        if (!qemu.waitFor(10, TimeUnit.SECONDS)) {
-            qemu.destroyForcibly().waitFor();
-        }
+        vm.stop(Duration.ofSeconds(5));
         virtiofsd.destroy();
         if (!virtiofsd.waitFor(10, TimeUnit.SECONDS)) {
             virtiofsd.destroyForcibly().waitFor();

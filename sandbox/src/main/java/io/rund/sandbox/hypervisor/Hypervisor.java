@@ -1,0 +1,20 @@
+package io.rund.sandbox.hypervisor;
+
+/**
+ * Runs VMs. The only type the rest of rund sees of QEMU: another VMM (cloud-hypervisor,
+ * Firecracker, Dragonball) is another implementation of this interface.
+ */
+public interface Hypervisor {
+
+    /** e.g. "qemu". */
+    String name();
+
+    /** How this hypervisor runs guests on this host, and why. */
+    Accelerator accelerator();
+
+    /**
+     * Starts a VM and returns once the hypervisor answers on its control channel (the guest
+     * may still be booting). On failure nothing is left running.
+     */
+    Vm launch(VmConfig config) throws HypervisorException;
+}

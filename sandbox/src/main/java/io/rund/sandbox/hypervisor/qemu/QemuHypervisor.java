@@ -1,0 +1,106 @@
+package io.rund.sandbox.hypervisor.qemu;
+
+import io.rund.sandbox.hypervisor.Accelerator;
+import io.rund.sandbox.hypervisor.Hypervisor;
+import io.rund.sandbox.hypervisor.HypervisorException;
+import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.hypervisor.VmConfig;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+
+/** Runs VMs with qemu-system-x86_64 on the microvm machine, controlled over QMP. */
+public final class QemuHypervisor implements Hypervisor {
+
+    private static final System.Logger LOG = System.getLogger(QemuHypervisor.class.getName());
+    private static final Duration QMP_DEADLINE = Duration.ofSeconds(10);
+
+    private final Path qemu;
+    private final Accelerator accelerator;
+    private final String baseCmdline;
+
+    public QemuHypervisor(Path qemu, Accelerator accelerator) {
+        this.qemu = qemu;
+        this.accelerator = accelerator;
+        this.baseCmdline = baseCmdline(accelerator);
+        LOG.log(Level.INFO, "hypervisor qemu: {0}, accelerator {1}", qemu, accelerator);
+    }
+
+    /**
+     * The guest kernel command line. Under TCG the TSC frequency is pinned to the host's:
+     * microvm guests sometimes hang in early TSC calibration otherwise (DESIGN.md's quirks).
+     * Kernel messages below "notice" stay off the console; the agent logs at notice.
+     */
+    static String baseCmdline(Accelerator accelerator) {
+        String common = "console=ttyS0 loglevel=6 panic=-1";
+        return accelerator.kind() == Accelerator.Kind.KVM ? common
+                : common + " tsc=reliable tsc_early_khz=" + hostTscKhz();
+    }
+
+    private static long hostTscKhz() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/cpuinfo"))) {
+                if (line.startsWith("cpu MHz")) {
+                    return Math.round(Double.parseDouble(line.substring(line.indexOf(':') + 1).trim()) * 1000);
+                }
+            }
+        } catch (IOException | NumberFormatException e) {
+            throw new IllegalStateException("read the host's CPU frequency from /proc/cpuinfo: " + e, e);
+        }
+        throw new IllegalStateException("/proc/cpuinfo has no cpu MHz line");
+    }
+
+    @Override
+    public String name() {
+        return "qemu";
+    }
+
+    @Override
+    public Accelerator accelerator() {
+        return accelerator;
+    }
+
+    public List<String> argv(VmConfig config) {
+        return QemuCommandLine.argv(qemu, config, accelerator, baseCmdline);
+    }
+
+    @Override
+    public Vm launch(VmConfig config) throws HypervisorException {
+        String id = config.sandboxId();
+        Path log = config.dir().resolve("qemu.log");
+        Process process;
+        try {
+            process = new ProcessBuilder(argv(config)).redirectErrorStream(true)
+                    .redirectOutput(log.toFile()).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
+                    .start();
+        } catch (IOException e) {
+            throw new HypervisorException("launch vm sandbox=" + id + ": start " + qemu + ": " + e.getMessage(), e);
+        }
+        try {
+            QmpClient qmp = QmpClient.connect(config.qmpSocket(), id, QMP_DEADLINE, process.toHandle());
+            LOG.log(Level.INFO, "vm sandbox={0}: launched, pid {1}, {2}", id, process.pid(), accelerator.kind());
+            return new QemuVm(id, process, qmp);
+        } catch (HypervisorException | InterruptedException | RuntimeException e) {
+            process.destroyForcibly();
+            try {
+                process.waitFor();
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+            }
+            throw new HypervisorException("launch vm sandbox=" + id + ": " + e.getMessage() + "; qemu said: "
+                    + tail(log), e);
+        }
+    }
+
+    private static String tail(Path log) {
+        try {
+            String s = Files.readString(log).strip();
+            return s.isEmpty() ? "(nothing)" : s.length() > 2000 ? s.substring(s.length() - 2000) : s;
+        } catch (IOException e) {
+            return "(no log: " + e.getMessage() + ")";
+        }
+    }
+}

@@ -1,0 +1,72 @@
+package io.rund.sandbox.hypervisor.qemu;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.sandbox.hypervisor.Accelerator;
+import io.rund.sandbox.hypervisor.VmConfig;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** QEMU's argv as strings, without starting QEMU. */
+class QemuCommandLineTest {
+
+    private static final Accelerator TCG = new Accelerator(Accelerator.Kind.TCG, "test");
+    private static final Accelerator KVM = new Accelerator(Accelerator.Kind.KVM, "test");
+
+    private static VmConfig config(List<VmConfig.Disk> disks, List<VmConfig.SharedDir> dirs) {
+        return new VmConfig("sb1", Path.of("/run/rund/sandboxes/sb1"), Path.of("/g/vmlinux"), Path.of("/g/init.cpio"),
+                2, 512, "quiet", disks, dirs);
+    }
+
+    @Test
+    void aTcgVmWithADiskAndASharedDirectory() {
+        List<String> argv = QemuCommandLine.argv(Path.of("/usr/bin/qemu-system-x86_64"),
+                config(List.of(new VmConfig.Disk("upper0", Path.of("/proc/self/fd/7"), false)),
+                        List.of(new VmConfig.SharedDir("lower", Path.of("/run/rund/sandboxes/sb1/virtiofsd.sock")))),
+                TCG, "console=ttyS0");
+        assertEquals(String.join(" ", List.of("/usr/bin/qemu-system-x86_64", "-name", "rund-sb1",
+                "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+                "-global", "virtio-mmio.force-legacy=false",
+                "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem",
+                "-accel", "tcg,tb-size=16", "-cpu", "max",
+                "-m", "512M", "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
+                "-smp", "2",
+                "-kernel", "/g/vmlinux", "-initrd", "/g/init.cpio", "-append", "console=ttyS0 quiet",
+                "-serial", "file:/run/rund/sandboxes/sb1/console.log",
+                "-qmp", "unix:/run/rund/sandboxes/sb1/qmp.sock,server=on,wait=off",
+                "-device", "virtio-serial-device",
+                "-chardev", "socket,id=agent,path=/run/rund/sandboxes/sb1/agent.sock,server=on,wait=off",
+                "-device", "virtserialport,chardev=agent,name=rund.agent",
+                "-chardev", "socket,id=fs0,path=/run/rund/sandboxes/sb1/virtiofsd.sock",
+                "-device", "vhost-user-fs-device,chardev=fs0,tag=lower",
+                "-drive", "file=/proc/self/fd/7,if=none,id=disk0,format=raw",
+                "-device", "virtio-blk-device,drive=disk0,serial=upper0")), String.join(" ", argv));
+    }
+
+    @Test
+    void kvmUsesTheHostCpuAndReadOnlyDisksSaySo() {
+        List<String> argv = QemuCommandLine.argv(Path.of("qemu"),
+                config(List.of(new VmConfig.Disk("ro0", Path.of("/img"), true)), List.of()), KVM, "console=ttyS0");
+        String s = String.join(" ", argv);
+        assertTrue(s.contains("-accel kvm -cpu host"), s);
+        assertTrue(s.contains("-drive file=/img,if=none,id=disk0,format=raw,readonly=on"), s);
+    }
+
+    @Test
+    void commasAndOddNamesAreRefusedBeforeQemuSeesThem() {
+        IllegalArgumentException comma = assertThrows(IllegalArgumentException.class, () -> QemuCommandLine.argv(
+                Path.of("qemu"), config(List.of(new VmConfig.Disk("d", Path.of("/a,b"), false)), List.of()), TCG, ""));
+        assertTrue(comma.getMessage().contains("/a,b"), comma.getMessage());
+        IllegalArgumentException serial = assertThrows(IllegalArgumentException.class, () -> QemuCommandLine.argv(
+                Path.of("qemu"), config(List.of(new VmConfig.Disk("bad serial", Path.of("/a"), false)), List.of()), TCG,
+                ""));
+        assertTrue(serial.getMessage().contains("bad serial"), serial.getMessage());
+        IllegalArgumentException tooLong = assertThrows(IllegalArgumentException.class, () -> QemuCommandLine.argv(
+                Path.of("qemu"), config(List.of(new VmConfig.Disk("x".repeat(21), Path.of("/a"), false)), List.of()),
+                TCG, ""));
+        assertTrue(tooLong.getMessage().contains("1-20"), tooLong.getMessage());
+    }
+}
