@@ -1,0 +1,427 @@
+package io.rund.sandbox.cgroup;
+
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * Pre-created cgroups, so that a sandbox start never creates or removes one.
+ *
+ * <p>At open the pool reads what is on disk: {@code free-K} directories are free; on v1
+ * any other directory is a sandbox's (renamed to its id), which the daemon re-adopts or
+ * releases. {@link #claim} takes a free cgroup from an in-memory list under one short
+ * lock and renames it to the sandbox id (v1) or records the claim in {@code claimsDir}
+ * (v2, which refuses rename). {@link #release} resets limits and renames it back. A
+ * virtual thread refills the pool to its size in the background.
+ */
+public final class CgroupPool implements AutoCloseable {
+
+    private static final System.Logger LOG = System.getLogger(CgroupPool.class.getName());
+    private static final String FREE = "free-";
+    private static final Pattern SANDBOX_ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,127}");
+
+    private final CgroupLayout layout;
+    private final Path claimsDir;
+    private final int size;
+    private final AtomicLong nextSlot = new AtomicLong();
+    private final AtomicLong createdOnStartPath = new AtomicLong();
+
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition belowSize = lock.newCondition();
+    // guarded by lock
+    private final Deque<String> free = new ArrayDeque<>();
+    // guarded by lock: sandbox id -> cgroup
+    private final Map<String, Cgroup> claimed = new HashMap<>();
+    // guarded by lock
+    private boolean closed;
+    private final Thread refiller;
+
+    private CgroupPool(CgroupLayout layout, Path claimsDir, int size) {
+        this.layout = layout;
+        this.claimsDir = claimsDir;
+        this.size = size;
+        this.refiller = Thread.ofVirtual().name("cgroup-pool-refill").unstarted(this::refillLoop);
+    }
+
+    /** Opens the pool: reads what exists, fills it to {@code size}, starts the refiller. */
+    public static CgroupPool open(CgroupLayout layout, Path claimsDir, int size) throws CgroupException {
+        if (size < 1) {
+            throw new IllegalArgumentException("pool size must be at least 1, got " + size);
+        }
+        CgroupPool pool = new CgroupPool(layout, claimsDir, size);
+        pool.rebuild();
+        while (pool.freeCount() < size) {
+            pool.addFree();
+        }
+        pool.refiller.start();
+        LOG.log(Level.INFO, "cgroup pool: {0} {1}, {2} free, {3} claimed", layout.version(), layout.roots().values(),
+                pool.freeCount(), pool.claimed().size());
+        return pool;
+    }
+
+    private void rebuild() throws CgroupException {
+        try {
+            for (Path root : layout.roots().values()) {
+                Files.createDirectories(root);
+            }
+            if (layout.version() == CgroupLayout.Version.V2) {
+                enableV2Controllers();
+                Files.createDirectories(claimsDir);
+            }
+            Path first = layout.roots().values().iterator().next();
+            long maxSlot = -1;
+            try (Stream<Path> entries = Files.list(first)) {
+                for (Path e : entries.filter(Files::isDirectory).toList()) {
+                    String name = e.getFileName().toString();
+                    if (name.startsWith(FREE)) {
+                        maxSlot = Math.max(maxSlot, slotNumber(name));
+                        Path claim = claimsDir.resolve(name);
+                        if (layout.version() == CgroupLayout.Version.V2 && Files.exists(claim)) {
+                            String id = Files.readString(claim).trim();
+                            claimed.put(id, new Cgroup(layout, id, name, dirs(name)));
+                        } else {
+                            free.add(name);
+                        }
+                    } else if (layout.version() == CgroupLayout.Version.V1) {
+                        claimed.put(name, new Cgroup(layout, name, name, dirs(name)));
+                    }
+                }
+            }
+            nextSlot.set(maxSlot + 1);
+        } catch (IOException e) {
+            throw new CgroupException("read the cgroup pool at " + layout.roots().values() + ": " + e.getMessage(), e);
+        }
+    }
+
+    private void enableV2Controllers() throws IOException {
+        Path root = layout.roots().get("");
+        StringBuilder enable = new StringBuilder();
+        for (String c : CgroupLayout.V2_CONTROLLERS) {
+            if (layout.controllers().contains(c)) {
+                enable.append(enable.isEmpty() ? "" : " ").append('+').append(c);
+            }
+        }
+        if (!enable.isEmpty()) {
+            Files.writeString(root.getParent().resolve("cgroup.subtree_control"), enable);
+            Files.writeString(root.resolve("cgroup.subtree_control"), enable);
+        }
+    }
+
+    private static long slotNumber(String name) {
+        try {
+            return Long.parseLong(name.substring(FREE.length()));
+        } catch (NumberFormatException e) {
+            return -1;
+        }
+    }
+
+    private Map<String, Path> dirs(String name) {
+        Map<String, Path> d = new LinkedHashMap<>();
+        layout.roots().forEach((controller, root) -> d.put(controller, root.resolve(name)));
+        return d;
+    }
+
+    /** Creates one free cgroup in every hierarchy; a partial one is removed again. */
+    private void addFree() throws CgroupException {
+        String name = FREE + nextSlot.getAndIncrement();
+        List<Path> made = new ArrayList<>();
+        try {
+            for (Path dir : dirs(name).values()) {
+                Files.createDirectory(dir);
+                made.add(dir);
+            }
+        } catch (IOException e) {
+            for (Path dir : made.reversed()) {
+                try {
+                    Files.deleteIfExists(dir);
+                } catch (IOException ignored) {
+                    // reported below; the next open finds and reuses it
+                }
+            }
+            throw new CgroupException("create pool cgroup " + name + ": " + e.getMessage(), e);
+        }
+        lock.lock();
+        try {
+            free.add(name);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Takes a free cgroup for {@code sandboxId}: renamed to the id on v1, recorded in the
+     * claims directory on v2. No cgroup is created here unless the pool ran dry.
+     */
+    public Cgroup claim(String sandboxId) throws CgroupException {
+        if (!SANDBOX_ID.matcher(sandboxId).matches() || sandboxId.startsWith(FREE)) {
+            throw new CgroupException("sandbox id " + sandboxId + " cannot name a cgroup: it must be 1-128 characters"
+                    + " of [A-Za-z0-9_.-], start with a letter or digit and not with " + FREE);
+        }
+        String slot;
+        lock.lock();
+        try {
+            if (claimed.containsKey(sandboxId)) {
+                throw new CgroupException("sandbox " + sandboxId + " already holds a cgroup");
+            }
+            slot = free.pollFirst();
+            claimed.put(sandboxId, null); // reserved while renaming below
+            belowSize.signal();
+        } finally {
+            lock.unlock();
+        }
+        try {
+            if (slot == null) {
+                // The refiller could not keep up: pay for one mkdir here rather than fail.
+                createdOnStartPath.incrementAndGet();
+                LOG.log(Level.WARNING, "cgroup pool: empty, creating a cgroup on the start path of {0}", sandboxId);
+                addFree();
+                lock.lock();
+                try {
+                    slot = free.pollFirst();
+                } finally {
+                    lock.unlock();
+                }
+            }
+            Cgroup cgroup = take(slot, sandboxId);
+            lock.lock();
+            try {
+                claimed.put(sandboxId, cgroup);
+            } finally {
+                lock.unlock();
+            }
+            return cgroup;
+        } catch (CgroupException | RuntimeException e) {
+            lock.lock();
+            try {
+                claimed.remove(sandboxId);
+            } finally {
+                lock.unlock();
+            }
+            throw e;
+        }
+    }
+
+    private Cgroup take(String slot, String sandboxId) throws CgroupException {
+        if (layout.version() == CgroupLayout.Version.V2) {
+            try {
+                Path tmp = claimsDir.resolve(slot + ".tmp");
+                Files.writeString(tmp, sandboxId);
+                Files.move(tmp, claimsDir.resolve(slot), StandardCopyOption.ATOMIC_MOVE);
+            } catch (IOException e) {
+                returnFree(slot);
+                throw new CgroupException("record claim of " + slot + " for " + sandboxId + ": " + e.getMessage(), e);
+            }
+            return new Cgroup(layout, sandboxId, slot, dirs(slot));
+        }
+        List<Path> renamed = new ArrayList<>();
+        Map<String, Path> from = dirs(slot);
+        Map<String, Path> to = dirs(sandboxId);
+        try {
+            for (String controller : from.keySet()) {
+                Files.move(from.get(controller), to.get(controller), StandardCopyOption.ATOMIC_MOVE);
+                renamed.add(from.get(controller));
+            }
+        } catch (FileAlreadyExistsException e) {
+            undo(renamed, to, from);
+            returnFree(slot);
+            throw new CgroupException("claim a cgroup for sandbox " + sandboxId + ": " + e.getFile() + " already exists", e);
+        } catch (IOException e) {
+            undo(renamed, to, from);
+            returnFree(slot);
+            throw new CgroupException("rename " + slot + " to " + sandboxId + ": " + e.getMessage(), e);
+        }
+        return new Cgroup(layout, sandboxId, sandboxId, to);
+    }
+
+    private void undo(List<Path> renamed, Map<String, Path> to, Map<String, Path> from) {
+        for (String controller : from.keySet()) {
+            if (renamed.contains(from.get(controller))) {
+                try {
+                    Files.move(to.get(controller), from.get(controller), StandardCopyOption.ATOMIC_MOVE);
+                } catch (IOException e) {
+                    LOG.log(Level.WARNING, "cgroup pool: could not rename {0} back: {1}", to.get(controller), e.getMessage());
+                }
+            }
+        }
+    }
+
+    private void returnFree(String slot) {
+        lock.lock();
+        try {
+            free.addFirst(slot);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Gives a sandbox's cgroup back: it must hold no process any more. Limits are reset and
+     * the directory is renamed back to a free name (v1) or the claim is dropped (v2).
+     * Releasing a cgroup the pool does not hold is a no-op, so release is idempotent.
+     */
+    public void release(Cgroup cgroup) throws CgroupException {
+        lock.lock();
+        try {
+            if (claimed.get(cgroup.sandboxId()) != cgroup) {
+                return;
+            }
+        } finally {
+            lock.unlock();
+        }
+        List<Long> left = cgroup.pids();
+        if (!left.isEmpty()) {
+            throw new CgroupException(cgroup + " still holds processes " + left);
+        }
+        cgroup.setLimits(Cgroup.Limits.NONE);
+        String slot = cgroup.slot();
+        if (layout.version() == CgroupLayout.Version.V2) {
+            try {
+                Files.deleteIfExists(claimsDir.resolve(slot));
+            } catch (IOException e) {
+                throw new CgroupException("drop the claim of " + slot + ": " + e.getMessage(), e);
+            }
+        } else {
+            slot = FREE + nextSlot.getAndIncrement();
+            Map<String, Path> from = dirs(cgroup.slot());
+            Map<String, Path> to = dirs(slot);
+            for (String controller : from.keySet()) {
+                try {
+                    Files.move(from.get(controller), to.get(controller), StandardCopyOption.ATOMIC_MOVE);
+                } catch (NoSuchFileException e) {
+                    // Already renamed by an earlier, interrupted release.
+                } catch (AtomicMoveNotSupportedException e) {
+                    throw new CgroupException("rename " + from.get(controller) + ": " + e.getMessage(), e);
+                } catch (IOException e) {
+                    throw new CgroupException("rename " + from.get(controller) + " to " + slot + ": " + e.getMessage(), e);
+                }
+            }
+        }
+        lock.lock();
+        try {
+            claimed.remove(cgroup.sandboxId());
+            free.addLast(slot);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The cgroups held by sandboxes, as found at open or claimed since. */
+    public Map<String, Cgroup> claimed() {
+        lock.lock();
+        try {
+            Map<String, Cgroup> out = new HashMap<>(claimed);
+            out.values().removeIf(c -> c == null);
+            return out;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    public int freeCount() {
+        lock.lock();
+        try {
+            return free.size();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** How many cgroups had to be created on a start path because the pool was empty. */
+    public long createdOnStartPath() {
+        return createdOnStartPath.get();
+    }
+
+    public CgroupLayout layout() {
+        return layout;
+    }
+
+    private void refillLoop() {
+        while (true) {
+            lock.lock();
+            try {
+                while (!closed && free.size() >= size) {
+                    belowSize.await();
+                }
+                if (closed) {
+                    return;
+                }
+            } catch (InterruptedException e) {
+                return;
+            } finally {
+                lock.unlock();
+            }
+            try {
+                addFree();
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "cgroup pool: refill failed: {0}", e.getMessage());
+                try {
+                    Thread.sleep(1000);
+                } catch (InterruptedException ie) {
+                    return;
+                }
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        lock.lock();
+        try {
+            closed = true;
+            belowSize.signalAll();
+        } finally {
+            lock.unlock();
+        }
+        try {
+            refiller.join(5000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Closes the pool and removes its free cgroups and roots (uninstall, tests). Claimed ones stay. */
+    public void destroy() throws CgroupException {
+        close();
+        lock.lock();
+        try {
+            for (String name : free) {
+                for (Path dir : dirs(name).values()) {
+                    try {
+                        Files.deleteIfExists(dir);
+                    } catch (IOException e) {
+                        throw new CgroupException("remove " + dir + ": " + e.getMessage(), e);
+                    }
+                }
+            }
+            free.clear();
+            if (claimed.isEmpty()) {
+                for (Path root : layout.roots().values()) {
+                    try {
+                        Files.deleteIfExists(root);
+                    } catch (IOException e) {
+                        throw new CgroupException("remove " + root + ": " + e.getMessage(), e);
+                    }
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+}
