@@ -23,6 +23,20 @@ class CgroupPoolTest {
         return "rund-test-" + test + "-" + ProcessHandle.current().pid();
     }
 
+    /** Whatever a failed test left: its pool's cgroups (emptied of processes first) and roots. */
+    private static void removeAll(CgroupLayout layout) {
+        for (Path root : layout.roots().values()) {
+            try (Stream<Path> s = Files.exists(root) ? Files.list(root) : Stream.empty()) {
+                for (Path dir : s.filter(Files::isDirectory).toList()) {
+                    Files.deleteIfExists(dir);
+                }
+                Files.deleteIfExists(root);
+            } catch (Exception e) {
+                System.err.println("could not clean " + root + ": " + e);
+            }
+        }
+    }
+
     private static Process sleeper() throws Exception {
         return new ProcessBuilder("sleep", "60").start();
     }
@@ -115,7 +129,9 @@ class CgroupPoolTest {
                 assertFalse(Files.exists(root), root + " must be gone after destroy");
             }
         } finally {
-            p.destroyForcibly();
+            p.destroyForcibly().waitFor();
+            pool.close();
+            removeAll(layout);
         }
     }
 
@@ -154,7 +170,9 @@ class CgroupPoolTest {
             reopened.destroy();
             assertFalse(Files.exists(layout.roots().get("")));
         } finally {
-            p.destroyForcibly();
+            p.destroyForcibly().waitFor();
+            pool.close();
+            removeAll(layout);
         }
     }
 }
