@@ -1,13 +1,6 @@
 package io.rund.sandbox.hypervisor;
 
-import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.StructLayout;
-import java.lang.foreign.ValueLayout;
-import java.lang.invoke.MethodHandle;
-import java.lang.invoke.VarHandle;
+import io.rund.rootfs.Syscalls;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
@@ -23,8 +16,6 @@ public final class AcceleratorProbe {
     static final int KVM_API_VERSION = 12;
     /** _IO(KVMIO, 0x00) */
     static final long KVM_GET_API_VERSION = 0xAE00;
-    private static final int O_RDWR = 2;
-    private static final int O_CLOEXEC = 0x80000;
 
     private final Path kvm;
     private final Path sysModule;
@@ -67,43 +58,18 @@ public final class AcceleratorProbe {
                 return new Accelerator(Accelerator.Kind.TCG,
                         kvm + " reports KVM API version " + version + ", not " + KVM_API_VERSION);
             }
-        } catch (Throwable e) {
+        } catch (Syscalls.SyscallException e) {
             return new Accelerator(Accelerator.Kind.TCG, "cannot use " + kvm + ": " + e.getMessage());
         }
         return new Accelerator(Accelerator.Kind.KVM, kvm + " answers KVM API version " + KVM_API_VERSION);
     }
 
-    private static int apiVersion(Path device) throws Throwable {
-        Linker linker = Linker.nativeLinker();
-        StructLayout state = Linker.Option.captureStateLayout();
-        VarHandle errnoHandle = state.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
-        Linker.Option errno = Linker.Option.captureCallState("errno");
-        MethodHandle open = linker.downcallHandle(linker.defaultLookup().find("open").orElseThrow(),
-                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), errno);
-        MethodHandle ioctl = linker.downcallHandle(linker.defaultLookup().find("ioctl").orElseThrow(),
-                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG), errno,
-                Linker.Option.firstVariadicArg(2));
-        MethodHandle close = linker.downcallHandle(linker.defaultLookup().find("close").orElseThrow(),
-                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment callState = arena.allocate(state);
-            // SAFETY: open(2) reads the NUL-terminated path, which lives in this arena.
-            int fd = (int) open.invokeExact(callState, arena.allocateFrom(device.toString()), O_RDWR | O_CLOEXEC);
-            if (fd < 0) {
-                throw new IllegalStateException("open failed with errno " + (int) errnoHandle.get(callState, 0L));
-            }
-            try {
-                // SAFETY: KVM_GET_API_VERSION takes no argument and touches no memory of ours.
-                int version = (int) ioctl.invokeExact(callState, fd, KVM_GET_API_VERSION);
-                if (version < 0) {
-                    throw new IllegalStateException("KVM_GET_API_VERSION failed with errno "
-                            + (int) errnoHandle.get(callState, 0L));
-                }
-                return version;
-            } finally {
-                // SAFETY: fd was opened above and is closed once.
-                int ignored = (int) close.invokeExact(fd);
-            }
+    private static int apiVersion(Path device) throws Syscalls.SyscallException {
+        int fd = Syscalls.open(device, Syscalls.O_RDWR | Syscalls.O_CLOEXEC, 0);
+        try {
+            return Syscalls.ioctl(fd, KVM_GET_API_VERSION, 0);
+        } finally {
+            Syscalls.close(fd);
         }
     }
 }

@@ -1,0 +1,137 @@
+package io.rund.rootfs;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+import java.nio.file.Path;
+
+/**
+ * The few system calls the JDK does not offer, through the FFM API: open(2) with flags,
+ * ioctl(2) with an integer argument, unlink(2), close(2). Failures become
+ * {@link SyscallException} carrying errno and the call that failed. Thread-safe.
+ */
+public final class Syscalls {
+
+    public static final int O_RDONLY = 0;
+    public static final int O_RDWR = 2;
+    public static final int O_CREAT = 0x40;
+    public static final int O_EXCL = 0x80;
+    public static final int O_CLOEXEC = 0x80000;
+
+    /** A system call failed with errno. */
+    public static final class SyscallException extends Exception {
+        private static final long serialVersionUID = 1L;
+        private final int errno;
+
+        SyscallException(String call, int errno) {
+            super(call + " failed with error(" + errno + "): " + strerror(errno));
+            this.errno = errno;
+        }
+
+        public int errno() {
+            return errno;
+        }
+    }
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final StructLayout STATE = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = STATE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
+    private static final Linker.Option CAPTURE = Linker.Option.captureCallState("errno");
+    private static final MethodHandle OPEN = handle("open",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT),
+            CAPTURE, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle IOCTL = handle("ioctl",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG),
+            CAPTURE, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle UNLINK = handle("unlink",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
+    private static final MethodHandle CLOSE = handle("close",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
+    private static final MethodHandle STRERROR = handle("strerror",
+            FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
+                    ValueLayout.JAVA_INT));
+
+    private Syscalls() {}
+
+    private static MethodHandle handle(String name, FunctionDescriptor fd, Linker.Option... options) {
+        return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(), fd, options);
+    }
+
+    public static int open(Path path, int flags, int mode) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: open(2) reads the NUL-terminated path, which lives in this arena until the call returns.
+            int fd = (int) OPEN.invokeExact(state, arena.allocateFrom(path.toString()), flags, mode);
+            if (fd < 0) {
+                throw new SyscallException("open(" + path + ")", (int) ERRNO.get(state, 0L));
+            }
+            return fd;
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("open downcall", t);
+        }
+    }
+
+    /** ioctl(fd, request, arg) for requests whose argument is an integer (e.g. FICLONE's fd). */
+    public static int ioctl(int fd, long request, long arg) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: the requests used with this method take an integer, never a pointer into our memory.
+            int r = (int) IOCTL.invokeExact(state, fd, request, arg);
+            if (r < 0) {
+                throw new SyscallException("ioctl(" + fd + ", 0x" + Long.toHexString(request) + ")",
+                        (int) ERRNO.get(state, 0L));
+            }
+            return r;
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("ioctl downcall", t);
+        }
+    }
+
+    public static void unlink(Path path) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: unlink(2) reads the NUL-terminated path, which lives in this arena until the call returns.
+            if ((int) UNLINK.invokeExact(state, arena.allocateFrom(path.toString())) < 0) {
+                throw new SyscallException("unlink(" + path + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("unlink downcall", t);
+        }
+    }
+
+    public static void close(int fd) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: closes a descriptor this process opened; callers close each once.
+            if ((int) CLOSE.invokeExact(state, fd) < 0) {
+                throw new SyscallException("close(" + fd + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("close downcall", t);
+        }
+    }
+
+    static String strerror(int errno) {
+        try {
+            // SAFETY: strerror returns a pointer to a static NUL-terminated string shorter than 256 bytes.
+            MemorySegment s = (MemorySegment) STRERROR.invokeExact(errno);
+            return s.getString(0);
+        } catch (Throwable t) {
+            return "errno " + errno;
+        }
+    }
+}
