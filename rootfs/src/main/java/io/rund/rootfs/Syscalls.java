@@ -24,6 +24,17 @@ public final class Syscalls {
     public static final int O_EXCL = 0x80;
     public static final int O_CLOEXEC = 0x80000;
 
+    public static final long MS_RDONLY = 1;
+    public static final long MS_NOSUID = 2;
+    public static final long MS_NODEV = 4;
+    public static final long MS_REMOUNT = 32;
+    public static final long MS_BIND = 4096;
+    public static final long MS_REC = 16384;
+    public static final long MS_PRIVATE = 1 << 18;
+    public static final int MNT_DETACH = 2;
+    public static final int EINVAL = 22;
+    public static final int ENOENT = 2;
+
     /** A system call failed with errno. */
     public static final class SyscallException extends Exception {
         private static final long serialVersionUID = 1L;
@@ -51,6 +62,11 @@ public final class Syscalls {
             CAPTURE, Linker.Option.firstVariadicArg(2));
     private static final MethodHandle UNLINK = handle("unlink",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
+    private static final MethodHandle MOUNT = handle("mount",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                    ValueLayout.JAVA_LONG, ValueLayout.ADDRESS), CAPTURE);
+    private static final MethodHandle UMOUNT2 = handle("umount2",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle CLOSE = handle("close",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle STRERROR = handle("strerror",
@@ -109,6 +125,41 @@ public final class Syscalls {
         } catch (Throwable t) {
             throw new IllegalStateException("unlink downcall", t);
         }
+    }
+
+    /** mount(2); null source, type or data are passed as NULL. */
+    public static void mount(String source, Path target, String type, long flags, String data) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: every pointer is a NUL-terminated string in this arena, or NULL, for the duration of the call.
+            int r = (int) MOUNT.invokeExact(state, str(arena, source), arena.allocateFrom(target.toString()),
+                    str(arena, type), flags, str(arena, data));
+            if (r < 0) {
+                throw new SyscallException("mount(" + source + ", " + target + ", " + type + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("mount downcall", t);
+        }
+    }
+
+    public static void umount2(Path target, int flags) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: the path is a NUL-terminated string in this arena for the duration of the call.
+            if ((int) UMOUNT2.invokeExact(state, arena.allocateFrom(target.toString()), flags) < 0) {
+                throw new SyscallException("umount2(" + target + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("umount2 downcall", t);
+        }
+    }
+
+    private static MemorySegment str(Arena arena, String s) {
+        return s == null ? MemorySegment.NULL : arena.allocateFrom(s);
     }
 
     public static void close(int fd) throws SyscallException {

@@ -10,12 +10,12 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 /** A real XFS with reflink=1 on a loop device, mounted in a temporary directory. */
-final class XfsLoop implements AutoCloseable {
+public final class XfsLoop implements AutoCloseable {
 
-    final Path base;
-    final Path mount;
+    public final Path base;
+    public final Path mount;
 
-    XfsLoop(long sizeMiB) throws Exception {
+    public XfsLoop(long sizeMiB) throws Exception {
         base = Files.createTempDirectory("rund-xfs-");
         Path image = base.resolve("xfs.img");
         mount = base.resolve("mnt");
@@ -27,7 +27,7 @@ final class XfsLoop implements AutoCloseable {
         run("mount", "-o", "loop", image.toString(), mount.toString());
     }
 
-    static String run(String... argv) throws IOException, InterruptedException {
+    public static String run(String... argv) throws IOException, InterruptedException {
         Process p = new ProcessBuilder(List.of(argv)).redirectErrorStream(true).start();
         String out = new String(p.getInputStream().readAllBytes());
         if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
@@ -37,7 +37,7 @@ final class XfsLoop implements AutoCloseable {
     }
 
     /** Blocks in use on the filesystem, from df. */
-    long usedKiB() throws Exception {
+    public long usedKiB() throws Exception {
         String[] lines = run("df", "-k", "--output=used", mount.toString()).strip().split("\n");
         return Long.parseLong(lines[lines.length - 1].trim());
     }

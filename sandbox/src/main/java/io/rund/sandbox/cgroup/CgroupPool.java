@@ -29,7 +29,8 @@ import java.util.stream.Stream;
  * releases. {@link #claim} takes a free cgroup from an in-memory list under one short
  * lock and renames it to the sandbox id (v1) or records the claim in {@code claimsDir}
  * (v2, which refuses rename). {@link #release} resets limits and renames it back. A
- * virtual thread refills the pool to its size in the background.
+ * virtual thread keeps the free list at the pool's size in the background, creating or
+ * removing cgroups off the start path.
  */
 public final class CgroupPool implements AutoCloseable {
 
@@ -44,7 +45,7 @@ public final class CgroupPool implements AutoCloseable {
     private final AtomicLong createdOnStartPath = new AtomicLong();
 
     private final ReentrantLock lock = new ReentrantLock();
-    private final Condition belowSize = lock.newCondition();
+    private final Condition sizeChanged = lock.newCondition();
     // guarded by lock
     private final Deque<String> free = new ArrayDeque<>();
     // guarded by lock: sandbox id -> cgroup
@@ -182,7 +183,7 @@ public final class CgroupPool implements AutoCloseable {
             }
             slot = free.pollFirst();
             claimed.put(sandboxId, null); // reserved while renaming below
-            belowSize.signal();
+            sizeChanged.signal();
         } finally {
             lock.unlock();
         }
@@ -317,6 +318,7 @@ public final class CgroupPool implements AutoCloseable {
         try {
             claimed.remove(cgroup.sandboxId());
             free.addLast(slot);
+            sizeChanged.signal();
         } finally {
             lock.unlock();
         }
@@ -352,15 +354,23 @@ public final class CgroupPool implements AutoCloseable {
         return layout;
     }
 
+    /**
+     * Keeps the free list at the pool's size: creates cgroups when claims took them, and
+     * removes the surplus when releases brought back more than were taken since the refill.
+     */
     private void refillLoop() {
         while (true) {
+            String surplus = null;
             lock.lock();
             try {
-                while (!closed && free.size() >= size) {
-                    belowSize.await();
+                while (!closed && free.size() == size) {
+                    sizeChanged.await();
                 }
                 if (closed) {
                     return;
+                }
+                if (free.size() > size) {
+                    surplus = free.pollLast();
                 }
             } catch (InterruptedException e) {
                 return;
@@ -368,9 +378,13 @@ public final class CgroupPool implements AutoCloseable {
                 lock.unlock();
             }
             try {
-                addFree();
+                if (surplus != null) {
+                    removeFree(surplus);
+                } else {
+                    addFree();
+                }
             } catch (CgroupException e) {
-                LOG.log(Level.WARNING, "cgroup pool: refill failed: {0}", e.getMessage());
+                LOG.log(Level.WARNING, "cgroup pool: keeping its size failed: {0}", e.getMessage());
                 try {
                     Thread.sleep(1000);
                 } catch (InterruptedException ie) {
@@ -380,12 +394,22 @@ public final class CgroupPool implements AutoCloseable {
         }
     }
 
+    private void removeFree(String name) throws CgroupException {
+        for (Path dir : dirs(name).values()) {
+            try {
+                Files.deleteIfExists(dir);
+            } catch (IOException e) {
+                throw new CgroupException("remove surplus pool cgroup " + dir + ": " + e.getMessage(), e);
+            }
+        }
+    }
+
     @Override
     public void close() {
         lock.lock();
         try {
             closed = true;
-            belowSize.signalAll();
+            sizeChanged.signalAll();
         } finally {
             lock.unlock();
         }
@@ -402,13 +426,7 @@ public final class CgroupPool implements AutoCloseable {
         lock.lock();
         try {
             for (String name : free) {
-                for (Path dir : dirs(name).values()) {
-                    try {
-                        Files.deleteIfExists(dir);
-                    } catch (IOException e) {
-                        throw new CgroupException("remove " + dir + ": " + e.getMessage(), e);
-                    }
-                }
+                removeFree(name);
             }
             free.clear();
             if (claimed.isEmpty()) {

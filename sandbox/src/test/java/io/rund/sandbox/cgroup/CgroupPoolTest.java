@@ -115,6 +115,7 @@ class CgroupPoolTest {
             reopened.release(found);
             reopened.release(found); // idempotent
             assertTrue(reopened.claimed().isEmpty());
+            assertTrue(poll(() -> reopened.freeCount() == 4), "the surplus from the release must be removed");
             for (Path root : layout.roots().values()) {
                 assertFalse(names(root).contains("sb-1"), root + " still has sb-1");
                 assertTrue(names(root).stream().allMatch(n -> n.startsWith("free-")), names(root).toString());

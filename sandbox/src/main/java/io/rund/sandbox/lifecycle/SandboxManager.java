@@ -1,0 +1,296 @@
+package io.rund.sandbox.lifecycle;
+
+import io.rund.agent.v1.CreateContainerRequest;
+import io.rund.agent.v1.Mount;
+import io.rund.agent.v1.Process;
+import io.rund.agent.v1.Rootfs;
+import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.rootfs.StoreException;
+import io.rund.rootfs.WritableLayer;
+import io.rund.rootfs.WritableLayerStore;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.cgroup.Cgroup;
+import io.rund.sandbox.cgroup.CgroupException;
+import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.hypervisor.Hypervisor;
+import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.hypervisor.VmConfig;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.List;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * Starts and stops sandboxes, and cleans up after a daemon that died.
+ *
+ * <p>A start is one linear script, each step named, each undone in reverse order if a
+ * later one fails: state directory → cgroup from the pool → read-only layer (mount +
+ * virtiofsd) → writable layer → VM → agent (deadline) → container. The state file is
+ * rewritten after each step, so that {@link #recover()} finds what a crash left.
+ */
+public final class SandboxManager {
+
+    private static final System.Logger LOG = System.getLogger(SandboxManager.class.getName());
+    private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+    /** Host memory a VM costs beyond its guest RAM: QEMU itself, TCG's code cache, virtiofsd. */
+    static final long VM_OVERHEAD_BYTES = 160L << 20;
+    static final String LOWER_TAG = "lower";
+    static final String UPPER_SERIAL = "upper0";
+    private static final List<String> DEFAULT_CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",
+            "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
+
+    /** Where things are and how large a VM is. */
+    public record Config(Path stateRoot, Path kernel, Path initramfs, Path virtiofsd, int vcpus, int vmMemoryMiB,
+            Duration agentDeadline) {}
+
+    private final Config config;
+    private final Hypervisor hypervisor;
+    private final CgroupPool pool;
+    private final WritableLayerStore store;
+    private final SecureRandom random = new SecureRandom();
+
+    public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store)
+            throws IOException {
+        this.config = config;
+        this.hypervisor = hypervisor;
+        this.pool = pool;
+        this.store = store;
+        Files.createDirectories(config.stateRoot());
+    }
+
+    /** An undo step of a start. */
+    private interface Undo {
+        void run() throws Exception;
+    }
+
+    public Sandbox start(SandboxSpec spec) throws SandboxException {
+        String id = spec.sandboxId();
+        if (!ID.matcher(id).matches()) {
+            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
+                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
+        }
+        Path dir = config.stateRoot().resolve(id);
+        Deque<Undo> undo = new ArrayDeque<>();
+        String step = "create its state directory";
+        long started = System.nanoTime();
+        try {
+            Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            undo.push(() -> deleteTree(dir));
+            SandboxState state = new SandboxState(id, "starting", "", 0, 0, hypervisor.accelerator().kind().name());
+            state.write(dir);
+
+            step = "claim a cgroup";
+            Cgroup cgroup = pool.claim(id);
+            undo.push(() -> killAndRelease(cgroup));
+            cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
+                    spec.cpuQuotaMicros(), 100_000, 512));
+            state = new SandboxState(id, "starting", cgroup.slot(), 0, 0, state.accelerator());
+            state.write(dir);
+
+            step = "prepare the read-only layer";
+            ReadOnlyLayer readOnly = ReadOnlyLayer.prepare(id, spec.rootfs(), dir, config.virtiofsd());
+            undo.push(readOnly::close);
+            cgroup.bind(readOnly.virtiofsdPid());
+            state = new SandboxState(id, "starting", cgroup.slot(), readOnly.virtiofsdPid(), 0, state.accelerator());
+            state.write(dir);
+
+            step = "create the writable layer";
+            Vm vm;
+            try (WritableLayer writable = store.create(id)) {
+                step = "launch the VM";
+                vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
+                        config.vmMemoryMiB(), "", List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
+                        List.of(new VmConfig.SharedDir(LOWER_TAG, readOnly.socket()))));
+                // QEMU has opened the layer by the time QMP answered; ours closes here.
+            }
+            undo.push(vm::close);
+            cgroup.bind(vm.pid());
+            state = new SandboxState(id, "starting", cgroup.slot(), readOnly.virtiofsdPid(), vm.pid(), state.accelerator());
+            state.write(dir);
+
+            step = "wait for the agent";
+            AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
+            undo.push(agent::close);
+            byte[] seed = new byte[64];
+            random.nextBytes(seed);
+            agent.setTime(Instant.now());
+            agent.reseedRandom(seed);
+
+            step = "create the container";
+            agent.createContainer(containerRequest(spec));
+            state.with("running").write(dir);
+            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2})", id, (System.nanoTime() - started) / 1_000_000,
+                    hypervisor.accelerator().kind());
+            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent);
+        } catch (FileAlreadyExistsException e) {
+            throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
+        } catch (Exception e) {
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+            }
+            rollback(id, undo);
+            SandboxException.Kind kind = e instanceof StoreException && step.contains("read-only")
+                    ? SandboxException.Kind.INVALID_ARGUMENT : SandboxException.Kind.FAILED;
+            throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static void rollback(String id, Deque<Undo> undo) {
+        while (!undo.isEmpty()) {
+            try {
+                undo.pop().run();
+            } catch (Exception e) {
+                LOG.log(Level.WARNING, "sandbox={0}: undo failed: {1}", id, e.getMessage());
+            }
+        }
+    }
+
+    static CreateContainerRequest containerRequest(SandboxSpec spec) {
+        Process process = Process.newBuilder().addAllArgs(spec.args()).addAllEnv(spec.env()).setCwd(spec.cwd())
+                .addAllBounding(DEFAULT_CAPS).addAllEffective(DEFAULT_CAPS).addAllPermitted(DEFAULT_CAPS)
+                .setTerminal(spec.terminal()).build();
+        return CreateContainerRequest.newBuilder()
+                .setContainerId(spec.sandboxId())
+                .setRootfs(Rootfs.newBuilder().setLowerTag(LOWER_TAG).setUpperDiskSerial(UPPER_SERIAL))
+                .setHostname(spec.hostname())
+                .addMounts(mount("/proc", "proc", "proc", List.of("nosuid", "noexec", "nodev")))
+                .addMounts(mount("/dev", "tmpfs", "tmpfs", List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
+                .addMounts(mount("/dev/pts", "devpts", "devpts",
+                        List.of("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")))
+                .addMounts(mount("/dev/shm", "tmpfs", "shm", List.of("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")))
+                .addMounts(mount("/dev/mqueue", "mqueue", "mqueue", List.of("nosuid", "noexec", "nodev")))
+                .addMounts(mount("/sys", "sysfs", "sysfs", List.of("nosuid", "noexec", "nodev", "ro")))
+                .addAllMaskedPaths(List.of("/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"))
+                .addAllReadonlyPaths(List.of("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"))
+                .setProcess(process)
+                .build();
+    }
+
+    private static Mount mount(String destination, String type, String source, List<String> options) {
+        return Mount.newBuilder().setDestination(destination).setType(type).setSource(source).addAllOptions(options)
+                .build();
+    }
+
+    /** The last steps of a stop, shared with recovery: cgroup back to the pool, state removed. */
+    void release(String id, Path dir, Cgroup cgroup) {
+        try {
+            killAndRelease(cgroup);
+        } catch (CgroupException e) {
+            LOG.log(Level.WARNING, "sandbox={0}: release cgroup: {1}", id, e.getMessage());
+        }
+        try {
+            deleteTree(dir);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "sandbox={0}: remove {1}: {2}", id, dir, e.getMessage());
+        }
+        LOG.log(Level.INFO, "sandbox={0}: stopped", id);
+    }
+
+    /** Kills whatever is left in the cgroup (bounded wait) and gives it back to the pool. */
+    private void killAndRelease(Cgroup cgroup) throws CgroupException {
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        List<Long> left;
+        while (!(left = cgroup.pids()).isEmpty()) {
+            for (long pid : left) {
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+            if (System.nanoTime() > end) {
+                throw new CgroupException(cgroup + " still holds " + left + " after SIGKILL");
+            }
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new CgroupException("interrupted while emptying " + cgroup);
+            }
+        }
+        pool.release(cgroup);
+    }
+
+    /**
+     * Cleans everything a previous daemon left: for each state directory, its processes
+     * (found through its cgroup, and through the state file for those not yet bound), its
+     * image mount, its cgroup and the directory; then cgroups claimed with no directory.
+     * Re-adopting running sandboxes instead is left to the shim (issue 5), which knows
+     * whether containerd still wants them.
+     *
+     * @return the ids cleaned
+     */
+    public List<String> recover() throws IOException {
+        List<String> cleaned = new java.util.ArrayList<>();
+        try (Stream<Path> dirs = Files.list(config.stateRoot())) {
+            for (Path dir : dirs.filter(Files::isDirectory).toList()) {
+                String id = dir.getFileName().toString();
+                try {
+                    SandboxState state = SandboxState.read(dir);
+                    killIfOurs(state.vmPid(), dir);
+                    killIfOurs(state.virtiofsdPid(), dir);
+                } catch (IOException e) {
+                    LOG.log(Level.INFO, "sandbox={0}: no readable state ({1}); cleaning what is there", id, e.getMessage());
+                }
+                Cgroup cgroup = pool.claimed().get(id);
+                if (cgroup != null) {
+                    try {
+                        killAndRelease(cgroup);
+                    } catch (CgroupException e) {
+                        LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
+                    }
+                }
+                ReadOnlyLayer.unmount(dir.resolve("lower"));
+                deleteTree(dir);
+                cleaned.add(id);
+                LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
+            }
+        }
+        for (Cgroup orphan : pool.claimed().values()) {
+            try {
+                killAndRelease(orphan);
+                cleaned.add(orphan.sandboxId());
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "{0}: {1}", orphan, e.getMessage());
+            }
+        }
+        return cleaned;
+    }
+
+    /** Kills {@code pid} only if its command line names the sandbox directory: pids get reused. */
+    private static void killIfOurs(long pid, Path dir) {
+        if (pid <= 0) {
+            return;
+        }
+        ProcessHandle.of(pid).ifPresent(p -> {
+            if (p.info().commandLine().orElse("").contains(dir.toString())) {
+                p.destroyForcibly();
+                p.onExit().join();
+            }
+        });
+    }
+
+    /**
+     * Removes a sandbox directory: its files, and its empty subdirectories (the image's
+     * mountpoint). It never descends: were an image still mounted below, walking into it
+     * would delete the image.
+     */
+    static void deleteTree(Path dir) throws IOException {
+        if (!Files.exists(dir)) {
+            return;
+        }
+        try (Stream<Path> s = Files.list(dir)) {
+            for (Path p : s.toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+        Files.deleteIfExists(dir);
+    }
+}

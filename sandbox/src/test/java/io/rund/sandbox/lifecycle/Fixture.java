@@ -1,0 +1,136 @@
+package io.rund.sandbox.lifecycle;
+
+import io.rund.rootfs.RootfsMount;
+import io.rund.rootfs.WritableLayerStore;
+import io.rund.rootfs.XfsLoop;
+import io.rund.sandbox.cgroup.CgroupLayout;
+import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.hypervisor.AcceleratorProbe;
+import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.stream.Stream;
+
+/**
+ * Everything a sandbox needs, real and private to one test class: an image of two layers
+ * (busybox, then /etc), a writable-layer store on a loop-mounted XFS, a cgroup pool under a
+ * root of its own, a state root, and rund's QEMU driver with the probed accelerator.
+ */
+final class Fixture implements AutoCloseable {
+
+    static final Path GUEST = Path.of(System.getProperty("rund.guest.dir", "/var/lib/rund/guest"));
+    static final int POOL_SIZE = 4;
+
+    final Path base;
+    final Path layerBin;
+    final Path layerEtc;
+    final Path stateRoot;
+    final XfsLoop xfs;
+    final Path storeDir;
+    final CgroupLayout layout;
+    final String poolName;
+    CgroupPool pool;
+    final WritableLayerStore store;
+    final QemuHypervisor hypervisor;
+
+    Fixture(String name) throws Exception {
+        base = Files.createTempDirectory("rund-sandbox-" + name + "-");
+        layerBin = base.resolve("layers/1");
+        layerEtc = base.resolve("layers/2");
+        Files.createDirectories(layerBin.resolve("bin"));
+        Files.createDirectories(layerEtc.resolve("etc"));
+        Files.copy(Path.of("/bin/busybox"), layerBin.resolve("bin/busybox"));
+        Process list = new ProcessBuilder("/bin/busybox", "--list").start();
+        for (String applet : new String(list.getInputStream().readAllBytes()).split("\n")) {
+            if (!applet.isBlank() && !applet.equals("busybox")) {
+                Files.createSymbolicLink(layerBin.resolve("bin").resolve(applet.trim()), Path.of("busybox"));
+            }
+        }
+        list.waitFor();
+        Files.writeString(layerEtc.resolve("etc/image-file"), "from the top layer\n");
+        stateRoot = Files.createTempDirectory(Path.of("/run"), "rund-test-sandboxes-");
+        xfs = new XfsLoop(1024);
+        storeDir = xfs.mount.resolve("scratch");
+        store = WritableLayerStore.open(storeDir, 128);
+        poolName = "rund-test-" + name + "-" + ProcessHandle.current().pid();
+        layout = CgroupLayout.detect(poolName);
+        pool = CgroupPool.open(layout, base.resolve("claims"), POOL_SIZE);
+        hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+    }
+
+    SandboxManager.Config config() {
+        return new SandboxManager.Config(stateRoot, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"),
+                Path.of("/usr/lib/qemu/virtiofsd"), 1, 128, Duration.ofSeconds(60));
+    }
+
+    SandboxManager manager() throws IOException {
+        return new SandboxManager(config(), hypervisor, pool, store);
+    }
+
+    /** containerd's rootfs mount for the image: an overlay whose lowerdirs are the layers, top first. */
+    List<RootfsMount> image() {
+        return List.of(new RootfsMount("overlay", "overlay", List.of(
+                "workdir=/nonexistent/work", "upperdir=/nonexistent/upper", "lowerdir=" + layerEtc + ":" + layerBin)));
+    }
+
+    SandboxSpec spec(String id, String... args) {
+        return new SandboxSpec(id, image(), List.of(args), List.of("PATH=/bin"), "/", id + "-host", false, 0, 0);
+    }
+
+    /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */
+    void assertNothingLeft() throws Exception {
+        try (Stream<Path> s = Files.list(stateRoot)) {
+            List<Path> left = s.toList();
+            if (!left.isEmpty()) {
+                throw new AssertionError("state directories left: " + left);
+            }
+        }
+        String mounts = Files.readString(Path.of("/proc/self/mountinfo"));
+        if (mounts.contains(stateRoot.toString())) {
+            throw new AssertionError("mounts left under " + stateRoot + ":\n" + mounts);
+        }
+        try (Stream<Path> s = Files.list(storeDir)) {
+            List<String> files = s.map(p -> p.getFileName().toString()).toList();
+            if (!files.equals(List.of("ext4-128M.img"))) {
+                throw new AssertionError("store holds " + files);
+            }
+        }
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (pool.freeCount() != POOL_SIZE && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        if (!pool.claimed().isEmpty() || pool.freeCount() != POOL_SIZE) {
+            throw new AssertionError("pool not whole: claimed " + pool.claimed().keySet() + ", free " + pool.freeCount());
+        }
+        for (Path root : layout.roots().values()) {
+            try (Stream<Path> s = Files.list(root)) {
+                List<String> names = s.filter(Files::isDirectory).map(p -> p.getFileName().toString()).toList();
+                if (names.size() != POOL_SIZE || !names.stream().allMatch(n -> n.startsWith("free-"))) {
+                    throw new AssertionError("cgroups under " + root + ": " + names);
+                }
+            }
+        }
+        List<String> ours = ProcessHandle.allProcesses()
+                .map(p -> p.info().commandLine().orElse(""))
+                .filter(c -> c.contains(stateRoot.toString()))
+                .toList();
+        if (!ours.isEmpty()) {
+            throw new AssertionError("processes left: " + ours);
+        }
+    }
+
+    @Override
+    public void close() throws Exception {
+        pool.destroy();
+        xfs.close();
+        Files.deleteIfExists(stateRoot);
+        try (Stream<Path> s = Files.walk(base)) {
+            for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+}

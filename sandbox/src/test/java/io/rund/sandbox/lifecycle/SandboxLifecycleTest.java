@@ -1,0 +1,116 @@
+package io.rund.sandbox.lifecycle;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.agent.v1.Process;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.AgentException;
+import java.io.ByteArrayOutputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** Whole sandboxes: real QEMU, guest, virtiofsd, XFS reflink store and cgroupfs. */
+@Timeout(600)
+class SandboxLifecycleTest {
+
+    private static final Duration T = Duration.ofSeconds(30);
+    private static Fixture fx;
+    private static SandboxManager manager;
+    private static final AtomicInteger EXECS = new AtomicInteger();
+
+    @BeforeAll
+    static void setUp() throws Exception {
+        fx = new Fixture("life");
+        manager = fx.manager();
+    }
+
+    @AfterAll
+    static void tearDown() throws Exception {
+        if (fx != null) {
+            fx.close();
+        }
+    }
+
+    static String run(Sandbox sb, String... args) throws AgentException {
+        AgentClient agent = sb.agent();
+        String exec = "e" + EXECS.incrementAndGet();
+        agent.execProcess(sb.id(), exec, Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").setCwd("/")
+                .addAllBounding(List.of("CAP_DAC_OVERRIDE")).addAllEffective(List.of("CAP_DAC_OVERRIDE"))
+                .addAllPermitted(List.of("CAP_DAC_OVERRIDE")).build());
+        agent.startProcess(sb.id(), exec);
+        agent.closeStdin(sb.id(), exec);
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        AgentClient.Chunk c;
+        do {
+            c = agent.readStdout(sb.id(), exec, 65536, T);
+            out.writeBytes(c.data());
+        } while (!c.eof());
+        int status = agent.waitProcess(sb.id(), exec, T).status();
+        agent.deleteProcess(sb.id(), exec);
+        return status + ":" + out.toString(StandardCharsets.UTF_8);
+    }
+
+    @Test
+    void aSandboxRunsShFromTheImageAndItsWritesStayInItsOwnLayer() throws Exception {
+        String imageBefore = listing();
+        Sandbox sb = manager.start(fx.spec("sb-one", "sh", "-c", "while :; do sleep 1; done"));
+        try {
+            assertTrue(sb.agent().startProcess("sb-one", "") > 1);
+            assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
+            assertEquals("0:", run(sb, "sh", "-c", "echo written > /data.txt"));
+            assertEquals("0:written\n", run(sb, "cat", "/data.txt"));
+            assertEquals("0:sb-one-host\n", run(sb, "hostname"));
+            assertTrue(Files.exists(sb.dir().resolve("state.json")));
+            assertEquals(List.of(), fx.pool.claimed().get("sb-one") == null ? List.of("missing") : List.of());
+            assertTrue(sb.cgroup().pids().contains(sb.vm().pid()), "QEMU must be in the sandbox's cgroup");
+        } finally {
+            sb.stop(Duration.ofSeconds(5));
+        }
+        sb.stop(Duration.ofSeconds(5)); // idempotent
+        assertEquals(imageBefore, listing(), "the image's layers must be unchanged");
+        assertFalse(Files.exists(fx.layerBin.resolve("data.txt")));
+        fx.assertNothingLeft();
+    }
+
+    @Test
+    void fiftyStartsAndStopsLeaveNothingBehind() throws Exception {
+        for (int i = 0; i < 50; i++) {
+            Sandbox sb = manager.start(fx.spec("cycle-" + i, "true"));
+            try {
+                assertEquals("0:ok\n", run(sb, "echo", "ok"));
+            } finally {
+                sb.stop(Duration.ofSeconds(5));
+            }
+        }
+        fx.assertNothingLeft();
+    }
+
+    @Test
+    void aBadImageIsRefusedNamingItAndLeavesNothing() throws Exception {
+        SandboxSpec bad = new SandboxSpec("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
+                List.of("lowerdir=/no/such/layer"))), List.of("true"), List.of(), "/", "", false, 0, 0);
+        SandboxException e = assertThrows(SandboxException.class, () -> manager.start(bad));
+        assertEquals(SandboxException.Kind.INVALID_ARGUMENT, e.kind());
+        assertTrue(e.getMessage().contains("/no/such/layer"), e.getMessage());
+        assertTrue(e.getMessage().contains("sandbox=sb-bad"), e.getMessage());
+        SandboxException badId = assertThrows(SandboxException.class, () -> manager.start(fx.spec("../x", "true")));
+        assertEquals(SandboxException.Kind.INVALID_ARGUMENT, badId.kind());
+        fx.assertNothingLeft();
+    }
+
+    private static String listing() throws Exception {
+        try (var s = Files.walk(fx.base.resolve("layers"))) {
+            return String.join("\n", s.map(p -> fx.base.relativize(p).toString()).sorted().toList());
+        }
+    }
+}
