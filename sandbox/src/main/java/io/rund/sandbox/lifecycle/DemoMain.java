@@ -29,7 +29,7 @@ public final class DemoMain {
         Path stateRoot = Path.of(args[1]);
         Path storeDir = Path.of(args[2]);
         Path guest = Path.of(args[3]);
-        CgroupPool pool = CgroupPool.open(CgroupLayout.detect("rund-demo"), stateRoot.resolve(".claims"), 2);
+        CgroupPool pool = CgroupPool.open(CgroupLayout.detect("rund-demo"), Path.of("/var/lib/rund/cgroup-claims"), 2);
         WritableLayerStore store = WritableLayerStore.open(storeDir, 256);
         QemuHypervisor qemu = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(stateRoot, guest.resolve("vmlinux"),

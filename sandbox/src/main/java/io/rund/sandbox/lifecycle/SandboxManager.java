@@ -232,6 +232,9 @@ public final class SandboxManager {
         try (Stream<Path> dirs = Files.list(config.stateRoot())) {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
+                if (!ID.matcher(id).matches()) {
+                    continue; // not a sandbox's: no sandbox id has this form
+                }
                 try {
                     SandboxState state = SandboxState.read(dir);
                     killIfOurs(state.vmPid(), dir);
