@@ -165,6 +165,76 @@ size_t ttrpc_encode_response(uint8_t **out, int code, const char *message, const
     return total;
 }
 
+static uint8_t *put_bytes(uint8_t *p, int field, const void *data, size_t len)
+{
+    *p++ = (uint8_t)(field << 3 | WT_LEN);
+    p = put_varint(p, len);
+    memcpy(p, data, len);
+    return p + len;
+}
+
+size_t ttrpc_encode_request(uint8_t **out, const char *service, const char *method, const uint8_t *payload,
+                            size_t payload_len)
+{
+    size_t sl = strlen(service), ml = strlen(method);
+    size_t total = 1 + varint_len(sl) + sl + 1 + varint_len(ml) + ml + 1 + varint_len(payload_len) + payload_len;
+    uint8_t *buf = malloc(TTRPC_HEADER_LEN + total);
+    if (!buf)
+        return 0;
+    uint8_t *p = buf + TTRPC_HEADER_LEN;
+    p = put_bytes(p, 1, service, sl);
+    p = put_bytes(p, 2, method, ml);
+    put_bytes(p, 3, payload, payload_len);
+    *out = buf;
+    return total;
+}
+
+int ttrpc_decode_response(const uint8_t *buf, size_t len, struct ttrpc_response *resp)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    memset(resp, 0, sizeof(*resp));
+    while (p < end) {
+        uint64_t key, n;
+        if (read_varint(&p, end, &key))
+            return -1;
+        int field = (int)(key >> 3), wt = (int)(key & 7);
+        if (wt != WT_LEN) {
+            if (skip_field(&p, end, wt))
+                return -1;
+            continue;
+        }
+        if (read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+            return -1;
+        if (field == 1) {
+            /* Status { int32 code = 1; string message = 2; ... } */
+            const uint8_t *q = p, *qend = p + n;
+            while (q < qend) {
+                uint64_t k, v;
+                if (read_varint(&q, qend, &k))
+                    return -1;
+                if ((k >> 3) == 1 && (k & 7) == WT_VARINT) {
+                    if (read_varint(&q, qend, &v))
+                        return -1;
+                    resp->code = (int)v;
+                } else if ((k >> 3) == 2 && (k & 7) == WT_LEN) {
+                    if (read_varint(&q, qend, &v) || v > (uint64_t)(qend - q))
+                        return -1;
+                    resp->message = q;
+                    resp->message_len = v;
+                    q += v;
+                } else if (skip_field(&q, qend, (int)(k & 7))) {
+                    return -1;
+                }
+            }
+        } else if (field == 2) {
+            resp->payload = p;
+            resp->payload_len = n;
+        }
+        p += n;
+    }
+    return 0;
+}
+
 void ttrpc_put_header(uint8_t *h, uint32_t length, uint32_t stream_id, uint8_t type, uint8_t flags)
 {
     h[0] = length >> 24;

@@ -51,6 +51,22 @@ int ttrpc_decode_request(const uint8_t *buf, size_t len, struct ttrpc_request *r
  * or 0 when out of memory. */
 size_t ttrpc_encode_response(uint8_t **out, int code, const char *message, const uint8_t *payload, size_t payload_len);
 
+/* A client's side: encodes a Request envelope (malloc'd, TTRPC_HEADER_LEN bytes of room in
+ * front) and decodes a Response. Returns the envelope length, or 0 when out of memory. */
+size_t ttrpc_encode_request(uint8_t **out, const char *service, const char *method, const uint8_t *payload,
+                            size_t payload_len);
+
+/* A decoded Response; message and payload point into the decoded buffer. */
+struct ttrpc_response {
+    int code;
+    const uint8_t *message;
+    size_t message_len;
+    const uint8_t *payload;
+    size_t payload_len;
+};
+
+int ttrpc_decode_response(const uint8_t *buf, size_t len, struct ttrpc_response *resp);
+
 /* Fills the 10-byte frame header. */
 void ttrpc_put_header(uint8_t *h, uint32_t length, uint32_t stream_id, uint8_t type, uint8_t flags);
 

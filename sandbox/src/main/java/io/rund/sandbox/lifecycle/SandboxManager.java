@@ -157,9 +157,10 @@ public final class SandboxManager {
     }
 
     static CreateContainerRequest containerRequest(SandboxSpec spec) {
-        Process process = Process.newBuilder().addAllArgs(spec.args()).addAllEnv(spec.env()).setCwd(spec.cwd())
-                .addAllBounding(DEFAULT_CAPS).addAllEffective(DEFAULT_CAPS).addAllPermitted(DEFAULT_CAPS)
-                .setTerminal(spec.terminal()).build();
+        Process process = spec.process() != null ? spec.process()
+                : Process.newBuilder().addAllArgs(spec.args()).addAllEnv(spec.env()).setCwd(spec.cwd())
+                        .addAllBounding(DEFAULT_CAPS).addAllEffective(DEFAULT_CAPS).addAllPermitted(DEFAULT_CAPS)
+                        .setTerminal(spec.terminal()).build();
         return CreateContainerRequest.newBuilder()
                 .setContainerId(spec.sandboxId())
                 .setRootfs(Rootfs.newBuilder().setLowerTag(LOWER_TAG).setUpperDiskSerial(UPPER_SERIAL))
@@ -235,23 +236,7 @@ public final class SandboxManager {
                 if (!ID.matcher(id).matches()) {
                     continue; // not a sandbox's: no sandbox id has this form
                 }
-                try {
-                    SandboxState state = SandboxState.read(dir);
-                    killIfOurs(state.vmPid(), dir);
-                    killIfOurs(state.virtiofsdPid(), dir);
-                } catch (IOException e) {
-                    LOG.log(Level.INFO, "sandbox={0}: no readable state ({1}); cleaning what is there", id, e.getMessage());
-                }
-                Cgroup cgroup = pool.claimed().get(id);
-                if (cgroup != null) {
-                    try {
-                        killAndRelease(cgroup);
-                    } catch (CgroupException e) {
-                        LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
-                    }
-                }
-                ReadOnlyLayer.unmount(dir.resolve("lower"));
-                deleteTree(dir);
+                cleanup(id);
                 cleaned.add(id);
                 LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
             }
@@ -265,6 +250,38 @@ public final class SandboxManager {
             }
         }
         return cleaned;
+    }
+
+    /**
+     * Cleans one sandbox from what is on disk: its processes (through its cgroup, and
+     * through the state file for those not yet bound), its image mount, its cgroup and its
+     * directory. For a sandbox whose daemon-side object is gone (a crash, or containerd's
+     * last-resort delete). Cleaning a sandbox that does not exist is a no-op.
+     */
+    public void cleanup(String id) throws IOException {
+        if (!ID.matcher(id).matches()) {
+            throw new IllegalArgumentException("sandbox id " + id + " is not valid");
+        }
+        Path dir = config.stateRoot().resolve(id);
+        if (Files.isDirectory(dir)) {
+            try {
+                SandboxState state = SandboxState.read(dir);
+                killIfOurs(state.vmPid(), dir);
+                killIfOurs(state.virtiofsdPid(), dir);
+            } catch (IOException e) {
+                LOG.log(Level.INFO, "sandbox={0}: no readable state ({1}); cleaning what is there", id, e.getMessage());
+            }
+        }
+        Cgroup cgroup = pool.claimed().get(id);
+        if (cgroup != null) {
+            try {
+                killAndRelease(cgroup);
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
+            }
+        }
+        ReadOnlyLayer.unmount(dir.resolve("lower"));
+        deleteTree(dir);
     }
 
     /** Kills {@code pid} only if its command line names the sandbox directory: pids get reused. */

@@ -10,9 +10,17 @@ import java.util.Objects;
  *
  * @param memoryLimitBytes the container's memory limit; 0 for none
  * @param cpuQuotaMicros per 100 ms period; 0 for none
+ * @param process the container's process in full (from an OCI spec); when null, one is
+ *     made from args, env, cwd and terminal with a default capability set
  */
 public record SandboxSpec(String sandboxId, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
-        String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros) {
+        String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros,
+        io.rund.agent.v1.Process process) {
+
+    public SandboxSpec(String sandboxId, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
+            String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros) {
+        this(sandboxId, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null);
+    }
 
     public SandboxSpec {
         Objects.requireNonNull(sandboxId, "sandboxId");

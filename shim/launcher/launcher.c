@@ -1,0 +1,292 @@
+/* containerd-shim-rund-v2: what containerd executes for every rund task.
+ *
+ *   containerd-shim-rund-v2 -namespace NS -address A -publish-binary B -id ID start
+ *   containerd-shim-rund-v2 -namespace NS -address A -publish-binary B -id ID -bundle DIR delete
+ *
+ * It holds no state and runs no sandbox: it asks the node's rund daemon (over ttrpc on
+ * its control socket, starting the daemon when none answers) for the task's endpoint,
+ * prints that address (start) or the DeleteResponse bytes (delete), and exits. containerd
+ * reads stdout and stderr together, so nothing else is printed on success.
+ *
+ * Environment: TTRPC_ADDRESS (from containerd); RUND_CONTROL_SOCKET, RUND_DAEMON and
+ * RUND_LOG override the control socket (/run/rund/rund.sock), the daemon command
+ * (/usr/local/lib/rund/rund-daemon) and its log file (/var/log/rund/daemon.log). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ttrpc.h"
+
+#define CONTROL_SERVICE "rund.control.v1.Control"
+#define MAX_OPTIONS (1 << 20)
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+static void die(const char *fmt, const char *a)
+{
+    fprintf(stderr, "containerd-shim-rund-v2: ");
+    fprintf(stderr, fmt, a);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+/* containerd's ids: letters, digits and . _ - , starting with a letter or digit. */
+static int valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return 0;
+    }
+    return 1;
+}
+
+static int try_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        die("control socket path %s is too long", path);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    close(fd);
+    return -1;
+}
+
+/* Starts the daemon detached from us and from containerd: double fork, setsid, its
+ * output to the log file. */
+static void start_daemon(void)
+{
+    const char *daemon = env_or("RUND_DAEMON", "/usr/local/lib/rund/rund-daemon");
+    const char *log = env_or("RUND_LOG", "/var/log/rund/daemon.log");
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        if (setsid() < 0)
+            _exit(1);
+        if (fork() != 0)
+            _exit(0);
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", log);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = 0;
+            mkdir(dir, 0755);
+        }
+        int null = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0640);
+        if (null < 0 || out < 0)
+            _exit(1);
+        dup2(null, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        if (chdir("/") < 0)
+            _exit(1);
+        execl("/bin/sh", "sh", "-c", daemon, (char *)NULL);
+        _exit(127);
+    }
+    waitpid(pid, NULL, 0);
+}
+
+/* Connects to the daemon, starting it if nobody answers; gives up after 60 s. */
+static int connect_daemon(void)
+{
+    const char *path = env_or("RUND_CONTROL_SOCKET", "/run/rund/rund.sock");
+    int fd = try_connect(path);
+    if (fd >= 0)
+        return fd;
+    start_daemon();
+    for (int i = 0; i < 6000; i++) {
+        fd = try_connect(path);
+        if (fd >= 0)
+            return fd;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    die("the rund daemon did not answer on %s within 60 s", path);
+    return -1;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* One ttrpc call on stream 1; returns the response payload (malloc'd) or dies with the
+ * daemon's message. */
+static uint8_t *call(int fd, const char *method, const uint8_t *payload, size_t len, size_t *out_len)
+{
+    uint8_t *req;
+    size_t n = ttrpc_encode_request(&req, CONTROL_SERVICE, method, payload, len);
+    if (!n || n > TTRPC_MAX_PAYLOAD)
+        die("request %s is too large", method);
+    ttrpc_put_header(req, (uint32_t)n, 1, TTRPC_TYPE_REQUEST, 0);
+    if (write_all(fd, req, TTRPC_HEADER_LEN + n))
+        die("send %s to the rund daemon failed", method);
+    free(req);
+    uint8_t h[TTRPC_HEADER_LEN];
+    if (read_all(fd, h, sizeof(h)))
+        die("the rund daemon closed the connection during %s", method);
+    uint32_t rl = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    if (rl > TTRPC_MAX_PAYLOAD)
+        die("the rund daemon's answer to %s is too large", method);
+    uint8_t *body = malloc(rl ? rl : 1);
+    if (!body || read_all(fd, body, rl))
+        die("short answer from the rund daemon to %s", method);
+    struct ttrpc_response resp;
+    if (ttrpc_decode_response(body, rl, &resp))
+        die("malformed answer from the rund daemon to %s", method);
+    if (resp.code != 0) {
+        fprintf(stderr, "containerd-shim-rund-v2: %s: %.*s\n", method, (int)resp.message_len, (const char *)resp.message);
+        exit(1);
+    }
+    uint8_t *out = malloc(resp.payload_len ? resp.payload_len : 1);
+    memcpy(out, resp.payload, resp.payload_len);
+    *out_len = resp.payload_len;
+    free(body);
+    return out;
+}
+
+/* Appends a length-delimited protobuf field. */
+static size_t put_field(uint8_t *buf, size_t at, size_t cap, int field, const void *data, size_t len)
+{
+    uint8_t tmp[16];
+    size_t k = 0;
+    tmp[k++] = (uint8_t)(field << 3 | 2);
+    size_t v = len;
+    while (v >= 0x80) {
+        tmp[k++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[k++] = (uint8_t)v;
+    if (at + k + len > cap)
+        die("%s", "request too large");
+    memcpy(buf + at, tmp, k);
+    memcpy(buf + at + k, data, len);
+    return at + k + len;
+}
+
+int main(int argc, char **argv)
+{
+    const char *ns = "", *address = "", *publish = "", *id = "", *bundle = NULL, *verb = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] == '-' && a[1] == '-')
+            a++;
+        if (!strcmp(a, "-namespace") && i + 1 < argc)
+            ns = argv[++i];
+        else if (!strcmp(a, "-address") && i + 1 < argc)
+            address = argv[++i];
+        else if (!strcmp(a, "-publish-binary") && i + 1 < argc)
+            publish = argv[++i];
+        else if (!strcmp(a, "-id") && i + 1 < argc)
+            id = argv[++i];
+        else if (!strcmp(a, "-bundle") && i + 1 < argc)
+            bundle = argv[++i];
+        else if (!strcmp(a, "-debug") || !strcmp(a, "-v"))
+            continue;
+        else if (a[0] != '-')
+            verb = a;
+        else
+            die("unknown flag %s", argv[i]);
+    }
+    if (!verb || (strcmp(verb, "start") && strcmp(verb, "delete")))
+        die("usage: containerd-shim-rund-v2 [flags] start|delete (got %s)", verb ? verb : "nothing");
+    if (!valid_id(id))
+        die("task id '%s' is not 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", id);
+    char cwd[4096];
+    if (!bundle) {
+        if (!getcwd(cwd, sizeof(cwd)))
+            die("getcwd: %s", strerror(errno));
+        bundle = cwd;
+    }
+    static uint8_t req[2 * MAX_OPTIONS];
+    size_t n = 0;
+    n = put_field(req, n, sizeof(req), 1, id, strlen(id));
+    n = put_field(req, n, sizeof(req), 2, ns, strlen(ns));
+    n = put_field(req, n, sizeof(req), 3, bundle, strlen(bundle));
+    int fd = connect_daemon();
+    size_t out_len = 0;
+    uint8_t *out;
+    if (!strcmp(verb, "start")) {
+        const char *ttrpc = env_or("TTRPC_ADDRESS", "");
+        n = put_field(req, n, sizeof(req), 4, address, strlen(address));
+        n = put_field(req, n, sizeof(req), 5, ttrpc, strlen(ttrpc));
+        n = put_field(req, n, sizeof(req), 6, publish, strlen(publish));
+        /* The runtime options containerd writes on stdin (a protobuf Any), passed on as is. */
+        static uint8_t opts[MAX_OPTIONS];
+        size_t ol = 0;
+        if (!isatty(0)) {
+            ssize_t r;
+            while (ol < sizeof(opts) && (r = read(0, opts + ol, sizeof(opts) - ol)) > 0)
+                ol += (size_t)r;
+        }
+        if (ol)
+            n = put_field(req, n, sizeof(req), 7, opts, ol);
+        out = call(fd, "Start", req, n, &out_len);
+        /* StartResponse { string address = 1; } */
+        if (out_len < 2 || out[0] != ((1 << 3) | 2))
+            die("%s", "the rund daemon answered Start without an address");
+        size_t al = 0, shift = 0, k = 1;
+        while (k < out_len) {
+            al |= (size_t)(out[k] & 0x7f) << shift;
+            shift += 7;
+            if (!(out[k++] & 0x80))
+                break;
+        }
+        if (k + al > out_len)
+            die("%s", "malformed Start answer");
+        fwrite(out + k, 1, al, stdout);
+    } else {
+        out = call(fd, "Delete", req, n, &out_len);
+        fwrite(out, 1, out_len, stdout);
+    }
+    fflush(stdout);
+    return 0;
+}

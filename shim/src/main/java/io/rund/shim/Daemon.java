@@ -1,0 +1,185 @@
+package io.rund.shim;
+
+import io.rund.containerd.task.v2.DeleteResponse;
+import io.rund.control.v1.DeleteRequest;
+import io.rund.control.v1.StartRequest;
+import io.rund.control.v1.StartResponse;
+import io.rund.rootfs.WritableLayerStore;
+import io.rund.sandbox.cgroup.CgroupLayout;
+import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.hypervisor.AcceleratorProbe;
+import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.ttrpc.PeerPolicy;
+import io.rund.ttrpc.Server;
+import io.rund.ttrpc.ServiceDefinition;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.HexFormat;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.regex.Pattern;
+
+/**
+ * The node's rund daemon: the control socket the launcher talks to, and one ttrpc task
+ * endpoint per containerd task. Holds the node-wide parts: cgroup pool, writable-layer
+ * store, hypervisor, sandbox manager.
+ *
+ * <p>Threads: ttrpc's (a virtual thread per call); nothing here blocks the accept loops.
+ */
+final class Daemon implements AutoCloseable {
+
+    private static final System.Logger LOG = System.getLogger(Daemon.class.getName());
+    private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+    private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
+
+    /** Where things are. Every path has a default for a normal install. */
+    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String accelerator) {
+        static Config fromEnvironment() {
+            Map<String, String> env = System.getenv();
+            return new Config(Path.of(env.getOrDefault("RUND_STATE_DIR", "/run/rund")),
+                    Path.of(env.getOrDefault("RUND_GUEST_DIR", "/var/lib/rund/guest")),
+                    Path.of(env.getOrDefault("RUND_SCRATCH", "/var/lib/rund/scratch")),
+                    Integer.parseInt(env.getOrDefault("RUND_POOL_SIZE", "8")),
+                    env.get("RUND_ACCELERATOR"));
+        }
+    }
+
+    private final Config config;
+    private final CgroupPool pool;
+    private final SandboxManager manager;
+    private final Server control;
+    private final Map<String, Endpoint> tasks = new ConcurrentHashMap<>();
+
+    /** A task's service with its own ttrpc server and socket. */
+    private record Endpoint(TaskService service, Server server, Path socket) {}
+
+    Daemon(Config config) throws Exception {
+        this.config = config;
+        Files.createDirectories(config.stateDir(), PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        Files.createDirectories(config.stateDir().resolve("t"));
+        QemuHypervisor hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"),
+                new AcceleratorProbe().choose(config.accelerator()));
+        pool = CgroupPool.open(CgroupLayout.detect("rund"), config.stateDir().resolve("cgroup-claims"), config.poolSize());
+        WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
+        manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
+                config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
+                Path.of("/usr/lib/qemu/virtiofsd"), 1, 256, Duration.ofSeconds(60)), hypervisor, pool, store);
+        for (String id : manager.recover()) {
+            LOG.log(Level.INFO, "daemon: cleaned sandbox {0} left by a previous daemon", id);
+        }
+        control = Server.builder().name("control").peerPolicy(PeerPolicy.sameUser()).errorMapper(StatusMapper.MAPPER)
+                .register(ServiceDefinition.builder("rund.control.v1.Control")
+                        .unary("Start", StartRequest.parser(), (c, r) -> start(r))
+                        .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r))
+                        .build())
+                .build();
+        control.serve(listen(config.stateDir().resolve("rund.sock")));
+        LOG.log(Level.INFO, "daemon: serving on {0}, accelerator {1}", config.stateDir().resolve("rund.sock"),
+                hypervisor.accelerator());
+    }
+
+    private static ServerSocketChannel listen(Path socket) throws IOException {
+        Files.deleteIfExists(socket);
+        ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        ch.bind(UnixDomainSocketAddress.of(socket));
+        Files.setPosixFilePermissions(socket, PosixFilePermissions.fromString("rw-------"));
+        return ch;
+    }
+
+    private static void checkIds(String namespace, String id) throws TaskFault {
+        if (!ID.matcher(id).matches()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task id " + id
+                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit");
+        }
+        if (!NAMESPACE.matcher(namespace).matches()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "namespace " + namespace + " is not valid");
+        }
+    }
+
+    private static String key(String namespace, String id) {
+        return namespace + "/" + id;
+    }
+
+    private StartResponse start(StartRequest r) throws Exception {
+        checkIds(r.getNamespace(), r.getId());
+        String key = key(r.getNamespace(), r.getId());
+        Endpoint existing = tasks.get(key);
+        if (existing != null) {
+            return StartResponse.newBuilder().setAddress("unix://" + existing.socket()).build();
+        }
+        Path socket = config.stateDir().resolve("t").resolve(shortName(key) + ".sock");
+        EventPublisher events = new EventPublisher(r.getTtrpcAddress(), r.getNamespace());
+        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager, events, () -> forget(key));
+        Server server = Server.builder().name("task-" + r.getId()).peerPolicy(PeerPolicy.sameUser())
+                .errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
+        Endpoint endpoint = new Endpoint(service, server, socket);
+        if (tasks.putIfAbsent(key, endpoint) != null) {
+            server.close();
+            events.close();
+            return StartResponse.newBuilder().setAddress("unix://" + tasks.get(key).socket()).build();
+        }
+        server.serve(listen(socket));
+        LOG.log(Level.INFO, "task {0}: endpoint {1}", key, socket);
+        return StartResponse.newBuilder().setAddress("unix://" + socket).build();
+    }
+
+    private DeleteResponse delete(DeleteRequest r) throws Exception {
+        checkIds(r.getNamespace(), r.getId());
+        Endpoint e = tasks.get(key(r.getNamespace(), r.getId()));
+        if (e != null) {
+            return e.service().forceDelete();
+        }
+        manager.cleanup(r.getId());
+        Instant now = Instant.now();
+        return DeleteResponse.newBuilder().setExitStatus(137)
+                .setExitedAt(com.google.protobuf.Timestamp.newBuilder().setSeconds(now.getEpochSecond())
+                        .setNanos(now.getNano())).build();
+    }
+
+    private void forget(String key) {
+        Endpoint e = tasks.remove(key);
+        if (e != null) {
+            e.server().shutdown(Duration.ofSeconds(2));
+            try {
+                Files.deleteIfExists(e.socket());
+            } catch (IOException ex) {
+                LOG.log(Level.WARNING, "task {0}: remove {1}: {2}", key, e.socket(), ex.getMessage());
+            }
+            LOG.log(Level.INFO, "task {0}: endpoint closed", key);
+        }
+    }
+
+    /** A short, stable socket name: unix socket paths are limited to 107 bytes. */
+    private static String shortName(String key) {
+        try {
+            byte[] h = MessageDigest.getInstance("SHA-256").digest(key.getBytes(StandardCharsets.UTF_8));
+            return HexFormat.of().formatHex(h, 0, 8);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    @Override
+    public void close() {
+        control.shutdown(Duration.ofSeconds(2));
+        for (String key : tasks.keySet()) {
+            Endpoint e = tasks.get(key);
+            if (e != null) {
+                e.service().close();
+            }
+        }
+        pool.close();
+    }
+}

@@ -1,0 +1,113 @@
+package io.rund.shim;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.rund.agent.v1.Process;
+import io.rund.agent.v1.Rlimit;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * What rund takes from an OCI runtime spec: the process (for the init process from the
+ * bundle's config.json, for an exec from the JSON in ExecProcessRequest.spec), the
+ * hostname and the resources. Every field is checked; errors name the field and value.
+ */
+final class OciSpec {
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros) {}
+
+    private OciSpec() {}
+
+    static Bundle readBundle(Path bundle) throws TaskFault {
+        Path config = bundle.resolve("config.json");
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readString(config));
+        } catch (IOException e) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "read " + config + ": " + e.getMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, config + " is not a JSON object");
+        }
+        Process process = process(config + " process", root.path("process"));
+        JsonNode resources = root.path("linux").path("resources");
+        long memory = resources.path("memory").path("limit").asLong(0);
+        long quota = resources.path("cpu").path("quota").asLong(0);
+        long period = resources.path("cpu").path("period").asLong(100_000);
+        long quotaPer100ms = quota > 0 && period > 0 ? quota * 100_000 / period : 0;
+        return new Bundle(process, root.path("hostname").asText(""), Math.max(0, memory), quotaPer100ms);
+    }
+
+    static Process execProcess(byte[] json) throws TaskFault {
+        try {
+            return process("exec spec", JSON.readTree(json));
+        } catch (IOException e) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "exec spec is not JSON: " + e.getMessage());
+        }
+    }
+
+    private static Process process(String where, JsonNode p) throws TaskFault {
+        if (!p.isObject()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " is missing");
+        }
+        List<String> args = strings(where + ".args", p.path("args"));
+        if (args.isEmpty()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + ".args is empty");
+        }
+        Process.Builder b = Process.newBuilder()
+                .addAllArgs(args)
+                .addAllEnv(strings(where + ".env", p.path("env")))
+                .setCwd(p.path("cwd").asText("/"))
+                .setTerminal(p.path("terminal").asBoolean(false))
+                .setNoNewPrivileges(p.path("noNewPrivileges").asBoolean(false));
+        JsonNode user = p.path("user");
+        b.setUid(uint(where + ".user.uid", user.path("uid")));
+        b.setGid(uint(where + ".user.gid", user.path("gid")));
+        for (JsonNode g : user.path("additionalGids")) {
+            b.addAdditionalGids(uint(where + ".user.additionalGids", g));
+        }
+        for (JsonNode r : p.path("rlimits")) {
+            b.addRlimits(Rlimit.newBuilder().setType(r.path("type").asText())
+                    .setSoft(r.path("soft").asLong()).setHard(r.path("hard").asLong()));
+        }
+        JsonNode caps = p.path("capabilities");
+        b.addAllBounding(strings(where + ".capabilities.bounding", caps.path("bounding")));
+        b.addAllEffective(strings(where + ".capabilities.effective", caps.path("effective")));
+        b.addAllPermitted(strings(where + ".capabilities.permitted", caps.path("permitted")));
+        b.addAllInheritable(strings(where + ".capabilities.inheritable", caps.path("inheritable")));
+        b.addAllAmbient(strings(where + ".capabilities.ambient", caps.path("ambient")));
+        return b.build();
+    }
+
+    private static int uint(String where, JsonNode n) throws TaskFault {
+        if (n.isMissingNode() || n.isNull()) {
+            return 0;
+        }
+        if (!n.canConvertToLong() || n.asLong() < 0 || n.asLong() > 0xFFFF_FFFFL) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " " + n + " is not a uid/gid");
+        }
+        return (int) n.asLong();
+    }
+
+    private static List<String> strings(String where, JsonNode n) throws TaskFault {
+        List<String> out = new ArrayList<>();
+        if (n.isMissingNode() || n.isNull()) {
+            return out;
+        }
+        if (!n.isArray()) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " is not a list: " + n);
+        }
+        for (JsonNode e : n) {
+            if (!e.isTextual()) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " has a non-string entry " + e);
+            }
+            out.add(e.asText());
+        }
+        return out;
+    }
+}
