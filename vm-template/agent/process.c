@@ -832,7 +832,7 @@ int proc_start(const char *cid, const char *eid, pid_t *out_pid, struct fault *f
         pthread_mutex_unlock(&g_lock);
         return -1;
     }
-    if (p->state != PROC_CREATED || p->users) {
+    if (p->state != PROC_CREATED) {
         pthread_mutex_unlock(&g_lock);
         return fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s is not in the created state", eid, cid);
     }

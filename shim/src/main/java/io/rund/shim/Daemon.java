@@ -17,7 +17,10 @@ import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
 import java.nio.channels.ServerSocketChannel;
+import java.nio.file.StandardOpenOption;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -45,13 +48,14 @@ final class Daemon implements AutoCloseable {
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
     /** Where things are. Every path has a default for a normal install. */
-    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String accelerator) {
+    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator) {
         static Config fromEnvironment() {
             Map<String, String> env = System.getenv();
             return new Config(Path.of(env.getOrDefault("RUND_STATE_DIR", "/run/rund")),
                     Path.of(env.getOrDefault("RUND_GUEST_DIR", "/var/lib/rund/guest")),
                     Path.of(env.getOrDefault("RUND_SCRATCH", "/var/lib/rund/scratch")),
                     Integer.parseInt(env.getOrDefault("RUND_POOL_SIZE", "8")),
+                    env.getOrDefault("RUND_CGROUP_POOL", "rund"),
                     env.get("RUND_ACCELERATOR"));
         }
     }
@@ -65,13 +69,27 @@ final class Daemon implements AutoCloseable {
     /** A task's service with its own ttrpc server and socket. */
     private record Endpoint(TaskService service, Server server, Path socket) {}
 
+    /**
+     * Takes the node's daemon lock, or returns null when another daemon holds it. Two
+     * launchers that find no daemon at the same moment both start one; the loser must go
+     * before it touches the socket, the pool or any sandbox.
+     */
+    static FileLock lock(Path stateDir) throws IOException {
+        Files.createDirectories(stateDir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        FileChannel ch = FileChannel.open(stateDir.resolve("rund.lock"), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        FileLock lock = ch.tryLock();
+        if (lock == null) {
+            ch.close();
+        }
+        return lock;
+    }
+
     Daemon(Config config) throws Exception {
         this.config = config;
-        Files.createDirectories(config.stateDir(), PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
         Files.createDirectories(config.stateDir().resolve("t"));
         QemuHypervisor hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"),
                 new AcceleratorProbe().choose(config.accelerator()));
-        pool = CgroupPool.open(CgroupLayout.detect("rund"), config.stateDir().resolve("cgroup-claims"), config.poolSize());
+        pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
@@ -86,6 +104,7 @@ final class Daemon implements AutoCloseable {
                         .build())
                 .build();
         control.serve(listen(config.stateDir().resolve("rund.sock")));
+        Files.writeString(config.stateDir().resolve("rund.pid"), Long.toString(ProcessHandle.current().pid()));
         LOG.log(Level.INFO, "daemon: serving on {0}, accelerator {1}", config.stateDir().resolve("rund.sock"),
                 hypervisor.accelerator());
     }

@@ -8,7 +8,13 @@ public final class Main {
     private Main() {}
 
     public static void main(String[] args) throws Exception {
-        Daemon daemon = new Daemon(Daemon.Config.fromEnvironment());
+        Daemon.Config config = Daemon.Config.fromEnvironment();
+        java.nio.channels.FileLock lock = Daemon.lock(config.stateDir());
+        if (lock == null) {
+            System.err.println("rund: another daemon holds " + config.stateDir().resolve("rund.lock") + "; leaving it to serve");
+            return;
+        }
+        Daemon daemon = new Daemon(config);
         CountDownLatch stop = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(Thread.ofPlatform().unstarted(() -> {
             daemon.close();

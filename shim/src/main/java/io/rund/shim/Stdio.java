@@ -1,5 +1,6 @@
 package io.rund.shim;
 
+import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import java.io.IOException;
@@ -12,9 +13,14 @@ import java.util.Arrays;
 import java.util.concurrent.CompletableFuture;
 
 /**
- * Carries a process's stdio between containerd's endpoints and the guest agent: a virtual
- * thread per stream. An endpoint is a fifo path (containerd's default) or a file:// URI
+ * Carries a process's stdio between containerd's endpoints and the guest agent: a thread
+ * per stream. An endpoint is a fifo path (containerd's default) or a file:// URI
  * (appended to); an empty one means the stream is not wanted.
+ *
+ * <p>The threads are platform threads: opening a fifo blocks in the kernel until the other
+ * side opens it, and a virtual thread blocked there pins its carrier; with two cores two
+ * such opens stopped every other virtual thread of the daemon. (Non-blocking fifos through
+ * FFM and one poller would be lighter; noted for later.)
  */
 final class Stdio {
 
@@ -50,7 +56,7 @@ final class Stdio {
             done.complete(null);
             return done;
         }
-        Thread.ofVirtual().name("stdio-" + containerId + "-" + execId + (stderr ? "-err" : "-out")).start(() -> {
+        Thread.ofPlatform().daemon().name("stdio-" + containerId + "-" + execId + (stderr ? "-err" : "-out")).start(() -> {
             try (FileChannel out = openOut(uri)) {
                 while (true) {
                     AgentClient.Chunk c = stderr ? agent.readStderr(containerId, execId, CHUNK, null)
@@ -72,25 +78,59 @@ final class Stdio {
         return done;
     }
 
-    /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
-    static void pumpIn(AgentClient agent, String containerId, String execId, String uri) {
-        if (uri.isEmpty()) {
-            return;
+    /** A running stdin pump; {@link #cancel} ends it even while containerd never opened the fifo. */
+    static final class Input {
+        private final String fifo;
+        private volatile boolean cancelled;
+
+        private Input(String fifo) {
+            this.fifo = fifo;
         }
-        Thread.ofVirtual().name("stdio-" + containerId + "-" + execId + "-in").start(() -> {
+
+        /**
+         * Ends the pump: if it is still waiting in open(2) for containerd to open the fifo's
+         * write end, opening that end here (non-blocking, at once closed) releases it.
+         */
+        void cancel() {
+            cancelled = true;
+            if (fifo == null) {
+                return;
+            }
+            try {
+                int fd = Syscalls.open(Path.of(fifo), O_WRONLY | O_NONBLOCK | Syscalls.O_CLOEXEC, 0);
+                Syscalls.close(fd);
+            } catch (Syscalls.SyscallException e) {
+                // ENXIO: nobody reads it any more, so nobody waits for it either.
+            }
+        }
+    }
+
+    private static final int O_WRONLY = 1;
+    private static final int O_NONBLOCK = 0x800;
+
+    /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
+    static Input pumpIn(AgentClient agent, String containerId, String execId, String uri) {
+        if (uri.isEmpty()) {
+            return new Input(null);
+        }
+        Input input = new Input(uri);
+        Thread.ofPlatform().daemon().name("stdio-" + containerId + "-" + execId + "-in").start(() -> {
             try (FileChannel in = FileChannel.open(Path.of(uri), StandardOpenOption.READ)) {
                 ByteBuffer b = ByteBuffer.allocate(CHUNK);
-                while (in.read(b.clear()) >= 0) {
+                while (!input.cancelled && in.read(b.clear()) >= 0) {
                     byte[] data = Arrays.copyOf(b.array(), b.position());
                     int off = 0;
                     while (off < data.length) {
                         off += agent.writeStdin(containerId, execId, Arrays.copyOfRange(data, off, data.length));
                     }
                 }
-                agent.closeStdin(containerId, execId);
+                if (!input.cancelled) {
+                    agent.closeStdin(containerId, execId);
+                }
             } catch (IOException | AgentException e) {
                 LOG.log(Level.DEBUG, "stdin {0}/{1}: {2}", containerId, execId, e.getMessage());
             }
         });
+        return input;
     }
 }

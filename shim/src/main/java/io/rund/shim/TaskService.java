@@ -220,12 +220,12 @@ final class TaskService {
             CompletableFuture<Void> err = p.terminal ? CompletableFuture.completedFuture(null)
                     : Stdio.pumpOut(agent, id, p.execId, p.stderr, true);
             int guestPid = agent.startProcess(id, p.execId);
-            Stdio.pumpIn(agent, id, p.execId, p.stdin);
+            Stdio.Input input = Stdio.pumpIn(agent, id, p.execId, p.stdin);
             if (!p.execId.isEmpty()) {
                 p.pid = guestPid;
             }
             p.state = State.RUNNING;
-            watchExit(agent, p, CompletableFuture.allOf(out, err));
+            watchExit(agent, p, CompletableFuture.allOf(out, err), input);
         }
         if (p.execId.isEmpty()) {
             events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(id).setPid(p.pid).build());
@@ -237,7 +237,7 @@ final class TaskService {
     }
 
     /** Waits (on a virtual thread) for the process to exit and its output to drain, then reports it. */
-    private void watchExit(AgentClient agent, Proc p, CompletableFuture<Void> output) {
+    private void watchExit(AgentClient agent, Proc p, CompletableFuture<Void> output, Stdio.Input input) {
         Thread.ofVirtual().name("exit-" + id + "-" + p.execId).start(() -> {
             Exit exit;
             try {
@@ -252,6 +252,7 @@ final class TaskService {
             } catch (InterruptedException | ExecutionException | TimeoutException e) {
                 LOG.log(Level.DEBUG, "task {0}: output of {1} still open after exit", id, label(p));
             }
+            input.cancel();
             p.state = State.STOPPED;
             p.exit.complete(exit);
             events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(id)

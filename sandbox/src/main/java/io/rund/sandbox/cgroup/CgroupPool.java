@@ -87,6 +87,7 @@ public final class CgroupPool implements AutoCloseable {
                 Files.createDirectories(claimsDir);
             }
             Path first = layout.roots().values().iterator().next();
+            repairHierarchies();
             long maxSlot = -1;
             try (Stream<Path> entries = Files.list(first)) {
                 for (Path e : entries.filter(Files::isDirectory).toList()) {
@@ -108,6 +109,43 @@ public final class CgroupPool implements AutoCloseable {
             nextSlot.set(maxSlot + 1);
         } catch (IOException e) {
             throw new CgroupException("read the cgroup pool at " + layout.roots().values() + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * A daemon killed between the renames (or mkdirs) of one cgroup in several v1
+     * hierarchies leaves it in some of them only. A free cgroup missing anywhere is removed
+     * everywhere; a sandbox's is completed, so that it can be emptied and released.
+     */
+    private void repairHierarchies() throws IOException {
+        if (layout.roots().size() < 2) {
+            return;
+        }
+        java.util.Set<String> names = new java.util.TreeSet<>();
+        for (Path root : layout.roots().values()) {
+            try (Stream<Path> entries = Files.list(root)) {
+                entries.filter(Files::isDirectory).forEach(p -> names.add(p.getFileName().toString()));
+            }
+        }
+        for (String name : names) {
+            List<Path> present = new ArrayList<>();
+            List<Path> missing = new ArrayList<>();
+            for (Path dir : dirs(name).values()) {
+                (Files.isDirectory(dir) ? present : missing).add(dir);
+            }
+            if (missing.isEmpty()) {
+                continue;
+            }
+            LOG.log(Level.WARNING, "cgroup pool: {0} exists in only some hierarchies; repairing", name);
+            if (name.startsWith(FREE)) {
+                for (Path dir : present) {
+                    Files.deleteIfExists(dir);
+                }
+            } else {
+                for (Path dir : missing) {
+                    Files.createDirectory(dir);
+                }
+            }
         }
     }
 

@@ -1,0 +1,217 @@
+package io.rund.test;
+
+import io.rund.rootfs.XfsLoop;
+import io.rund.testing.Command;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * A real containerd (Debian's 1.6) of the test's own: private root, state and sockets,
+ * with rund's launcher on its PATH and the launcher pointed at a daemon of the test's own
+ * (state dir, cgroup pool, store on a loop XFS, log). The daemon runs from this JVM's
+ * classpath, so it is exactly the code under test. {@link #close} stops both and removes
+ * what containerd's runc shim and ctr leave under /run/containerd.
+ */
+final class Containerd implements AutoCloseable {
+
+    static final String IMAGE = "docker.io/rund/busybox:latest";
+    static final Path REPO = Path.of("").toAbsolutePath().getParent();
+
+    final Path dir;
+    final Path socket;
+    final Path rundState;
+    final Path daemonLog;
+    final String pool;
+    final XfsLoop scratch;
+    private final Process containerd;
+
+    Containerd(String name) throws Exception {
+        dir = Files.createTempDirectory(Path.of("/tmp"), "rund-e2e-");
+        socket = dir.resolve("containerd.sock");
+        rundState = dir.resolve("rund");
+        daemonLog = dir.resolve("rund-daemon.log");
+        pool = "rund-e2e-" + name + "-" + ProcessHandle.current().pid();
+        scratch = new XfsLoop(2048);
+
+        Path bin = Files.createDirectories(dir.resolve("bin"));
+        Command.run(Duration.ofMinutes(2), REPO.resolve("shim/launcher"), Map.of(),
+                List.of("make", "-s", "OUT=" + bin)).ok();
+        Path daemon = dir.resolve("rund-daemon");
+        Files.writeString(daemon, "#!/bin/sh\nexec " + Path.of(System.getProperty("java.home"), "bin", "java")
+                + " @" + System.getProperty("rund.jvm.argfile") + " -cp '" + System.getProperty("java.class.path")
+                + "' io.rund.shim.Main\n");
+        Files.setPosixFilePermissions(daemon, PosixFilePermissions.fromString("rwxr-xr-x"));
+
+        Path config = dir.resolve("config.toml");
+        Files.writeString(config, """
+                version = 2
+                root = "%1$s/root"
+                state = "%1$s/state"
+                [grpc]
+                  address = "%1$s/containerd.sock"
+                [ttrpc]
+                  address = "%1$s/containerd.sock.ttrpc"
+                [plugins."io.containerd.grpc.v1.cri"]
+                  disable_cgroup = false
+                """.formatted(dir));
+        ProcessBuilder pb = new ProcessBuilder("containerd", "--config", config.toString())
+                .redirectErrorStream(true).redirectOutput(dir.resolve("containerd.log").toFile());
+        Map<String, String> env = pb.environment();
+        env.put("PATH", bin + ":" + env.getOrDefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"));
+        env.put("RUND_DAEMON", daemon.toString());
+        env.put("RUND_CONTROL_SOCKET", rundState.resolve("rund.sock").toString());
+        env.put("RUND_STATE_DIR", rundState.toString());
+        env.put("RUND_LOG", daemonLog.toString());
+        env.put("RUND_SCRATCH", scratch.mount.resolve("scratch").toString());
+        env.put("RUND_CGROUP_POOL", pool);
+        env.put("RUND_POOL_SIZE", "4");
+        containerd = pb.start();
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!Files.exists(socket)) {
+            if (!containerd.isAlive() || System.nanoTime() > end) {
+                throw new AssertionError("containerd did not start: " + Files.readString(dir.resolve("containerd.log")));
+            }
+            Thread.sleep(20);
+        }
+        Path image = dir.resolve("busybox.tar");
+        Command.run(Duration.ofMinutes(1), REPO, Map.of(), List.of("hack/make-image", image.toString(), IMAGE)).ok();
+        ctr(Duration.ofMinutes(1), "images", "import", image.toString()).ok();
+    }
+
+    Command.Result ctr(Duration bound, String... args) throws IOException, InterruptedException {
+        List<String> argv = new ArrayList<>(List.of("ctr", "-a", socket.toString()));
+        argv.addAll(List.of(args));
+        return Command.run(bound, null, Map.of(), argv);
+    }
+
+    /** Like {@link #ctr} with stdin fed from {@code input}. */
+    Command.Result ctrWithInput(Duration bound, String input, String... args) throws Exception {
+        Path in = Files.writeString(dir.resolve("stdin-" + System.nanoTime()), input);
+        List<String> argv = new ArrayList<>(List.of("ctr", "-a", socket.toString()));
+        argv.addAll(List.of(args));
+        Process p = new ProcessBuilder(argv).redirectInput(in.toFile()).start();
+        var out = Command.drain(p.getInputStream());
+        var err = Command.drain(p.getErrorStream());
+        if (!p.waitFor(bound.toMillis(), TimeUnit.MILLISECONDS)) {
+            p.destroyForcibly();
+            throw new AssertionError("ctr did not finish within " + bound);
+        }
+        return new Command.Result(argv, p.exitValue(), out.join(), err.join());
+    }
+
+    /** Everything that explains a failure: containerd's log, the daemon's log. */
+    String diagnostics() {
+        StringBuilder b = new StringBuilder();
+        for (Path p : List.of(dir.resolve("containerd.log"), daemonLog)) {
+            b.append("--- ").append(p).append('\n');
+            try {
+                String s = Files.readString(p);
+                b.append(s.length() > 20000 ? s.substring(s.length() - 20000) : s);
+            } catch (IOException e) {
+                b.append('<').append(e).append(">\n");
+            }
+        }
+        return b.toString();
+    }
+
+    /** No sandbox, task endpoint, VM, virtiofsd, mount or claimed cgroup is left. */
+    void assertNothingLeft() throws Exception {
+        Path sandboxes = rundState.resolve("sandboxes");
+        if (Files.exists(sandboxes)) {
+            try (Stream<Path> s = Files.list(sandboxes)) {
+                List<Path> left = s.toList();
+                if (!left.isEmpty()) {
+                    throw new AssertionError("sandboxes left: " + left);
+                }
+            }
+        }
+        try (Stream<Path> s = Files.list(rundState.resolve("t"))) {
+            List<Path> left = s.toList();
+            if (!left.isEmpty()) {
+                throw new AssertionError("task endpoints left: " + left);
+            }
+        }
+        String mounts = Files.readString(Path.of("/proc/self/mountinfo"));
+        if (mounts.contains(rundState.toString())) {
+            throw new AssertionError("mounts left under " + rundState);
+        }
+        List<String> vms = ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
+                .filter(c -> c.contains(rundState.resolve("sandboxes").toString())).toList();
+        if (!vms.isEmpty()) {
+            throw new AssertionError("processes left: " + vms);
+        }
+        try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
+            List<String> files = s.map(p -> p.getFileName().toString()).toList();
+            if (!files.equals(List.of("ext4-256M.img"))) {
+                throw new AssertionError("store holds " + files);
+            }
+        }
+        for (String hierarchy : List.of("memory", "cpu", "pids", "cpuacct")) {
+            Path root = Path.of("/sys/fs/cgroup", hierarchy, pool);
+            if (Files.isDirectory(root)) {
+                try (Stream<Path> s = Files.list(root)) {
+                    List<String> claimed = s.filter(Files::isDirectory).map(p -> p.getFileName().toString())
+                            .filter(n -> !n.startsWith("free-")).toList();
+                    if (!claimed.isEmpty()) {
+                        throw new AssertionError("cgroups outside the pool in " + root + ": " + claimed);
+                    }
+                }
+            }
+        }
+    }
+
+    @Override
+    public void close() throws Exception {
+        containerd.destroy();
+        containerd.waitFor(10, TimeUnit.SECONDS);
+        containerd.destroyForcibly().waitFor();
+        Path pid = rundState.resolve("rund.pid");
+        if (Files.exists(pid)) {
+            ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(d -> {
+                d.destroy();
+                d.onExit().orTimeout(20, TimeUnit.SECONDS).exceptionally(t -> null).join();
+                d.destroyForcibly();
+            });
+        }
+        for (String hierarchy : List.of("memory", "cpu", "pids", "cpuacct")) {
+            Path root = Path.of("/sys/fs/cgroup", hierarchy, pool);
+            if (Files.isDirectory(root)) {
+                try (Stream<Path> s = Files.list(root)) {
+                    for (Path d : s.filter(Files::isDirectory).toList()) {
+                        Files.deleteIfExists(d);
+                    }
+                }
+                Files.deleteIfExists(root);
+            }
+        }
+        // containerd's own leftovers (DESIGN.md's quirks).
+        for (String leftover : List.of("/run/containerd/fifo", "/run/containerd/s", "/run/containerd/runc")) {
+            deleteTree(Path.of(leftover));
+        }
+        Command.run(Duration.ofSeconds(30), null, Map.of(), List.of("sh", "-c",
+                "grep ' " + dir + "/' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l"));
+        scratch.close();
+        deleteTree(dir);
+    }
+
+    private static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        try (Stream<Path> s = Files.walk(p)) {
+            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(q);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+package io.rund.test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.testing.Command;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtensionContext;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.extension.TestWatcher;
+
+/**
+ * `ctr run --runtime io.containerd.rund.v2` against Debian's containerd 1.6: the launcher
+ * starts the daemon, the daemon boots a microVM per task. containerd's and the daemon's
+ * logs are printed when a test fails.
+ */
+@Timeout(600)
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
+class CtrRunTest {
+
+    private static final Duration T = Duration.ofSeconds(120);
+    private static final String RUNTIME = "io.containerd.rund.v2";
+    private static Containerd ctd;
+
+    @RegisterExtension
+    static final TestWatcher DUMP = new TestWatcher() {
+        @Override
+        public void testFailed(ExtensionContext context, Throwable cause) {
+            if (ctd != null) {
+                System.err.println("=== " + context.getDisplayName() + " failed\n" + ctd.diagnostics());
+            }
+        }
+    };
+
+    @BeforeAll
+    static void start() throws Exception {
+        ctd = new Containerd("ctr");
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        if (ctd != null) {
+            ctd.close();
+        }
+    }
+
+    private static Command.Result run(String id, String... cmd) throws Exception {
+        List<String> args = new ArrayList<>(List.of("run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, id));
+        args.addAll(List.of(cmd));
+        return ctd.ctr(T, args.toArray(String[]::new));
+    }
+
+    @Test
+    @Order(1)
+    void exitCodesComeBackAndTheGuestKernelIsNotTheHosts() throws Exception {
+        Command.Result ok = run("exit0", "sh", "-c", "uname -r");
+        assertEquals(0, ok.exitCode(), ok.toString());
+        assertEquals("6.1.192", ok.stdout().strip(), "the container runs on rund's guest kernel");
+        assertNotEquals(Files.readString(Path.of("/proc/sys/kernel/osrelease")).strip(), ok.stdout().strip());
+        assertEquals(3, run("exit3", "sh", "-c", "exit 3").exitCode());
+        assertEquals(137, run("exit137", "sh", "-c", "kill -9 $$").exitCode());
+    }
+
+    @Test
+    @Order(2)
+    void stdoutAndStderrStaySeparateAndStdinFlowsIn() throws Exception {
+        Command.Result r = run("streams", "sh", "-c", "echo to-out; echo to-err >&2");
+        assertEquals(0, r.exitCode(), r.toString());
+        assertEquals("to-out\n", r.stdout());
+        assertEquals("to-err\n", r.stderr());
+        Command.Result in = ctd.ctrWithInput(T, "line one\nline two\n", "run", "--rm", "-i", "--runtime", RUNTIME,
+                Containerd.IMAGE, "stdin", "sh", "-c", "wc -l; cat >/dev/null");
+        assertEquals(0, in.exitCode(), in.toString());
+        assertEquals("2", in.stdout().strip());
+    }
+
+    @Test
+    @Order(3)
+    void execKillPsPauseResumeOnARunningTask() throws Exception {
+        Command.Result started = ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "svc", "sh", "-c",
+                "trap 'exit 7' TERM; while :; do sleep 1; done");
+        assertEquals(0, started.exitCode(), started.toString());
+        try {
+            Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "svc", "sh", "-c", "echo from-exec; exit 4");
+            assertEquals(4, exec.exitCode(), exec.toString());
+            assertEquals("from-exec\n", exec.stdout());
+            Command.Result ps = ctd.ctr(T, "task", "ps", "svc");
+            assertEquals(0, ps.exitCode(), ps.toString());
+            assertTrue(ps.stdout().lines().count() >= 2, ps.stdout());
+            assertEquals(0, ctd.ctr(T, "task", "pause", "svc").exitCode());
+            assertTrue(ctd.ctr(T, "task", "ls").stdout().contains("PAUSED"));
+            assertEquals(0, ctd.ctr(T, "task", "resume", "svc").exitCode());
+            assertTrue(ctd.ctr(T, "task", "ls").stdout().contains("RUNNING"));
+            Command.Result metrics = ctd.ctr(T, "task", "metrics", "svc");
+            assertEquals(0, metrics.exitCode(), metrics.toString());
+            assertTrue(metrics.stdout().contains("memory.usage_in_bytes"), metrics.stdout());
+            CompletableFuture<Command.Result> waited = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return ctd.ctr(T, "task", "wait", "svc");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(500);
+            assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "TERM", "svc").exitCode());
+            Command.Result w = waited.get(60, TimeUnit.SECONDS);
+            assertTrue(w.stdout().contains("7"), "the TERM trap's exit code: " + w);
+        } finally {
+            ctd.ctr(T, "task", "kill", "-s", "KILL", "svc");
+            ctd.ctr(T, "task", "delete", "svc");
+            ctd.ctr(T, "container", "delete", "svc");
+        }
+    }
+
+    @Test
+    @Order(4)
+    void sequentialAndConcurrentRunsLeaveNothingBehind() throws Exception {
+        for (int i = 0; i < 5; i++) {
+            Command.Result r = run("seq-" + i, "echo", "n" + i);
+            assertEquals("n" + i + "\n", r.stdout(), r.toString());
+        }
+        List<CompletableFuture<Command.Result>> runs = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            String id = "par-" + i;
+            runs.add(CompletableFuture.supplyAsync(() -> {
+                try {
+                    return run(id, "echo", id);
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            }));
+        }
+        for (int i = 0; i < runs.size(); i++) {
+            Command.Result r = runs.get(i).get(180, TimeUnit.SECONDS);
+            assertEquals(0, r.exitCode(), r.toString());
+            assertEquals("par-" + i + "\n", r.stdout());
+        }
+        ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(5)
+    void badIdsAreRefusedClearly() throws Exception {
+        Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "a..b/../x", "true");
+        assertNotEquals(0, r.exitCode());
+        ctd.assertNothingLeft();
+    }
+}
