@@ -49,6 +49,7 @@ struct proc {
     int exit_status;
     int64_t exited_at_ns;
     int users;      /* calls using the fds right now; delete waits for 0 */
+    int stdin_users; /* of those, writers to stdin; closing stdin waits for 0 */
     struct proc *next;
 };
 

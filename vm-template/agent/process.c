@@ -1061,18 +1061,23 @@ static int use_fd(struct fault *f, const char *cid, const char *eid, int which, 
         if (fd < 0)
             fail(f, CODE_FAILED_PRECONDITION, "process %s in container %s has no %s", eid, cid,
                  which == 0 ? "open stdin" : which == 1 ? "stdout" : "separate stderr");
-        else
+        else {
             p->users++;
+            if (which == 0)
+                p->stdin_users++;
+        }
     }
     pthread_mutex_unlock(&g_lock);
     *out = p;
     return fd;
 }
 
-static void release_fd(struct proc *p)
+static void release_fd(struct proc *p, int which)
 {
     pthread_mutex_lock(&g_lock);
     p->users--;
+    if (which == 0)
+        p->stdin_users--;
     pthread_cond_broadcast(&g_changed);
     pthread_mutex_unlock(&g_lock);
 }
@@ -1089,7 +1094,7 @@ int proc_write_stdin(const char *cid, const char *eid, const uint8_t *data, size
         n = write(fd, data, len);
     } while (n < 0 && errno == EINTR);
     int e = errno;
-    release_fd(p);
+    release_fd(p, 0);
     if (n < 0)
         return fail(f, e == EPIPE ? CODE_FAILED_PRECONDITION : CODE_INTERNAL, "write stdin of %s/%s: %s", cid, eid,
                     strerror(e));
@@ -1108,11 +1113,10 @@ int proc_close_stdin(const char *cid, const char *eid, struct fault *f)
         char eof = tcgetattr(p->stdin_fd, &t) == 0 ? (char)t.c_cc[VEOF] : 4;
         (void)!write(p->stdin_fd, &eof, 1);
     }
-    if (p && !p->users)
-        close_fd(&p->stdin_fd);
-    else if (p) {
-        /* A write is in progress: close once it is done. */
-        while (p->users)
+    if (p) {
+        /* A write may be in progress: close once it is done. Readers of stdout and stderr
+         * do not count: they may be waiting for exactly this end of input. */
+        while (p->stdin_users)
             pthread_cond_wait(&g_changed, &g_lock);
         close_fd(&p->stdin_fd);
     }
@@ -1145,7 +1149,7 @@ int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uin
             }
             if (errno != EINTR && errno != EAGAIN) {
                 int e = errno;
-                release_fd(p);
+                release_fd(p, err_stream ? 2 : 1);
                 return fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(e));
             }
         }
@@ -1158,7 +1162,7 @@ int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uin
             break;
         }
     }
-    release_fd(p);
+    release_fd(p, err_stream ? 2 : 1);
     return 0;
 }
 

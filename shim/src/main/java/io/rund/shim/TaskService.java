@@ -111,6 +111,7 @@ final class TaskService {
     private final Runnable onShutdown;
     private final Map<String, Proc> procs = new ConcurrentHashMap<>();
     private volatile Sandbox sandbox;
+    private volatile boolean paused;
     private volatile Path bundle;
 
     TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Runnable onShutdown) {
@@ -216,10 +217,12 @@ final class TaskService {
                         "process " + label(p) + " is " + p.state.name().toLowerCase() + ", not created");
             }
             AgentClient agent = sandbox().agent();
+            // An exec's pipes exist only once it is started; whatever it writes before the
+            // pumps read stays in them.
+            int guestPid = agent.startProcess(id, p.execId);
             CompletableFuture<Void> out = Stdio.pumpOut(agent, id, p.execId, p.stdout, false);
             CompletableFuture<Void> err = p.terminal ? CompletableFuture.completedFuture(null)
                     : Stdio.pumpOut(agent, id, p.execId, p.stderr, true);
-            int guestPid = agent.startProcess(id, p.execId);
             Stdio.Input input = Stdio.pumpIn(agent, id, p.execId, p.stdin);
             if (!p.execId.isEmpty()) {
                 p.pid = guestPid;
@@ -273,7 +276,7 @@ final class TaskService {
                 .setExecId(r.getExecId())
                 .setStatus(switch (p.state) {
                     case CREATED -> Status.CREATED;
-                    case RUNNING -> Status.RUNNING;
+                    case RUNNING -> paused ? Status.PAUSED : Status.RUNNING;
                     case STOPPED -> Status.STOPPED;
                 });
         Exit e = p.exit.getNow(null);
@@ -388,9 +391,11 @@ final class TaskService {
         checkId(requestedId);
         if (pause) {
             sandbox().agent().pause(id);
+            paused = true;
             events.publish("/tasks/paused", TaskPaused.newBuilder().setContainerId(id).build());
         } else {
             sandbox().agent().resume(id);
+            paused = false;
             events.publish("/tasks/resumed", TaskResumed.newBuilder().setContainerId(id).build());
         }
         return Empty.getDefaultInstance();

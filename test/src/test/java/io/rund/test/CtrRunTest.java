@@ -82,7 +82,7 @@ class CtrRunTest {
         assertEquals(0, r.exitCode(), r.toString());
         assertEquals("to-out\n", r.stdout());
         assertEquals("to-err\n", r.stderr());
-        Command.Result in = ctd.ctrWithInput(T, "line one\nline two\n", "run", "--rm", "-i", "--runtime", RUNTIME,
+        Command.Result in = ctd.ctrWithInput(T, "line one\nline two\n", "run", "--rm", "--runtime", RUNTIME,
                 Containerd.IMAGE, "stdin", "sh", "-c", "wc -l; cat >/dev/null");
         assertEquals(0, in.exitCode(), in.toString());
         assertEquals("2", in.stdout().strip());
@@ -91,10 +91,20 @@ class CtrRunTest {
     @Test
     @Order(3)
     void execKillPsPauseResumeOnARunningTask() throws Exception {
-        Command.Result started = ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "svc", "sh", "-c",
-                "trap 'exit 7' TERM; while :; do sleep 1; done");
-        assertEquals(0, started.exitCode(), started.toString());
+        // ctr 1.6 has no `task wait`: a foreground `ctr run` waits, and returns the exit code.
+        CompletableFuture<Command.Result> svc = CompletableFuture.supplyAsync(() -> {
+            try {
+                return run("svc", "sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done");
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
         try {
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (!ctd.ctr(T, "task", "ls").stdout().matches("(?s).*svc\\s+\\d+\\s+RUNNING.*")) {
+                assertTrue(System.nanoTime() < end, "svc did not start");
+                Thread.sleep(100);
+            }
             Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "svc", "sh", "-c", "echo from-exec; exit 4");
             assertEquals(4, exec.exitCode(), exec.toString());
             assertEquals("from-exec\n", exec.stdout());
@@ -108,21 +118,15 @@ class CtrRunTest {
             Command.Result metrics = ctd.ctr(T, "task", "metrics", "svc");
             assertEquals(0, metrics.exitCode(), metrics.toString());
             assertTrue(metrics.stdout().contains("memory.usage_in_bytes"), metrics.stdout());
-            CompletableFuture<Command.Result> waited = CompletableFuture.supplyAsync(() -> {
-                try {
-                    return ctd.ctr(T, "task", "wait", "svc");
-                } catch (Exception e) {
-                    throw new RuntimeException(e);
-                }
-            });
-            Thread.sleep(500);
             assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "TERM", "svc").exitCode());
-            Command.Result w = waited.get(60, TimeUnit.SECONDS);
-            assertTrue(w.stdout().contains("7"), "the TERM trap's exit code: " + w);
+            Command.Result done = svc.get(60, TimeUnit.SECONDS);
+            assertEquals(7, done.exitCode(), "the TERM trap's exit code: " + done);
+            assertEquals("ready\n", done.stdout());
         } finally {
-            ctd.ctr(T, "task", "kill", "-s", "KILL", "svc");
-            ctd.ctr(T, "task", "delete", "svc");
-            ctd.ctr(T, "container", "delete", "svc");
+            if (!svc.isDone()) {
+                ctd.ctr(T, "task", "kill", "-s", "KILL", "svc");
+                svc.get(60, TimeUnit.SECONDS);
+            }
         }
     }
 
