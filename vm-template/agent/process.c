@@ -23,6 +23,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -225,6 +227,67 @@ static void child_stdio(int report, const struct plan *p, int in, int out, int e
     }
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         child_fail(report, "set up stdio", errno);
+}
+
+/* In a new container: opens a pty from the container's /dev/pts, sends the master to the
+ * agent over `sock` (SCM_RIGHTS) and makes the slave this process's controlling terminal
+ * and stdio. */
+static void child_terminal(int report, int sock)
+{
+    int m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        child_fail(report, "open the container's /dev/pts/ptmx", errno);
+    int unlock = 0;
+    unsigned int n = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCGPTN, &n) < 0)
+        child_fail(report, "unlock the pseudo-terminal", errno);
+    char byte = 't';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &m, sizeof(int));
+    if (sendmsg(sock, &msg, 0) != 1)
+        child_fail(report, "hand the terminal to the agent", errno);
+    close(m);
+    if (setsid() < 0)
+        child_fail(report, "setsid", errno);
+    char slave[32];
+    snprintf(slave, sizeof(slave), "/dev/pts/%u", n);
+    int t = open(slave, O_RDWR);
+    if (t < 0)
+        child_fail(report, "open the terminal", errno);
+    if (ioctl(t, TIOCSCTTY, 0) < 0)
+        child_fail(report, "make the terminal controlling", errno);
+    if (dup2(t, 0) < 0 || dup2(t, 1) < 0 || dup2(t, 2) < 0)
+        child_fail(report, "set up stdio", errno);
+}
+
+/* Receives the pty master a child sent with child_terminal; -1 on failure. */
+static int receive_terminal(int sock)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
 }
 
 static void child_exec(int report, const struct plan *p, int cgroup_procs)
@@ -691,7 +754,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     struct container *c = NULL;
     struct proc *init = NULL;
     struct stdio s = {-1, -1, -1, {0}};
-    int report[2] = {-1, -1}, start[2] = {-1, -1}, procs_fd = -1;
+    int report[2] = {-1, -1}, start[2] = {-1, -1}, ptysock[2] = {-1, -1}, procs_fd = -1;
     bool cgroup_made = false;
 
     pthread_mutex_lock(&g_lock);
@@ -728,8 +791,16 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     cgroup_made = true;
     if ((procs_fd = open_cgroup_procs(f, c)) < 0)
         goto fail;
-    if (!(init = proc_new(c, "")) || stdio_open(f, init, plan.terminal, NULL, &s))
+    if (!(init = proc_new(c, "")))
         goto fail;
+    if (plan.terminal) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ptysock)) {
+            fail(f, CODE_INTERNAL, "socketpair: %s", strerror(errno));
+            goto fail;
+        }
+    } else if (stdio_open(f, init, false, NULL, &s)) {
+        goto fail;
+    }
     if (pipe2(report, O_CLOEXEC) || pipe2(start, O_CLOEXEC)) {
         fail(f, CODE_INTERNAL, "pipe: %s", strerror(errno));
         goto fail;
@@ -739,8 +810,15 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     pid_t pid = fork();
     if (pid == 0) {
         child_reset_signals();
-        child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
-        child_rootfs(report[1], r);
+        if (plan.terminal) {
+            /* The terminal must come from the container's own devpts, which exists only
+             * once the rootfs is set up: allocate it there, hand the master to the agent. */
+            child_rootfs(report[1], r);
+            child_terminal(report[1], ptysock[1]);
+        } else {
+            child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
+            child_rootfs(report[1], r);
+        }
         struct report ready = {.stage = 1};
         (void)!write(report[1], &ready, sizeof(ready));
         char go;
@@ -764,6 +842,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     stdio_close_child_ends(&s);
     close_fd(&report[1]);
     close_fd(&start[0]);
+    close_fd(&ptysock[1]);
     struct report rep;
     if (read_report(report[0], &rep) || rep.stage != 1) {
         fail(f, CODE_FAILED_PRECONDITION, "set up container %s: %s: %s", c->id, rep.stage ? rep.what : "the child died",
@@ -778,6 +857,21 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         init = NULL;
         goto fail;
     }
+    if (plan.terminal) {
+        int master = receive_terminal(ptysock[0]);
+        if (master < 0) {
+            fail(f, CODE_INTERNAL, "set up container %s: no terminal came back from its init", c->id);
+            kill(pid, SIGKILL);
+            init = NULL;
+            goto fail;
+        }
+        pthread_mutex_lock(&g_lock);
+        init->stdout_fd = master;
+        init->stdin_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+        init->terminal = true;
+        pthread_mutex_unlock(&g_lock);
+    }
+    close_fd(&ptysock[0]);
     char events[300];
     snprintf(events, sizeof(events), "%s/memory.events", c->cgroup);
     pthread_mutex_lock(&g_lock);
@@ -793,6 +887,8 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
 
 fail:
     stdio_close_child_ends(&s);
+    close_fd(&ptysock[0]);
+    close_fd(&ptysock[1]);
     close_fd(&report[0]);
     close_fd(&report[1]);
     close_fd(&start[0]);
@@ -1168,8 +1264,9 @@ int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uin
 
 int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, struct fault *f)
 {
-    if (rows == 0 || cols == 0 || rows > 65535 || cols > 65535)
-        return fail(f, CODE_INVALID_ARGUMENT, "window size %ux%u is outside 1..65535", rows, cols);
+    /* 0 is a legal size: "unknown" (a terminal that was never sized, as script(1) makes). */
+    if (rows > 65535 || cols > 65535)
+        return fail(f, CODE_INVALID_ARGUMENT, "window size %ux%u is outside 0..65535", rows, cols);
     pthread_mutex_lock(&g_lock);
     struct proc *p = lookup(f, cid, eid);
     int rc = p ? 0 : -1;

@@ -87,6 +87,13 @@ final class Daemon implements AutoCloseable {
     Daemon(Config config) throws Exception {
         this.config = config;
         Files.createDirectories(config.stateDir().resolve("t"));
+        // No task endpoint outlives the daemon that served it: containerd reconnects through
+        // the launcher, which gets a new one.
+        try (var stale = Files.list(config.stateDir().resolve("t"))) {
+            for (Path p : stale.toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
         QemuHypervisor hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"),
                 new AcceleratorProbe().choose(config.accelerator()));
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());

@@ -33,6 +33,8 @@ final class Containerd implements AutoCloseable {
     final Path daemonLog;
     final String pool;
     final XfsLoop scratch;
+    final Path launcher;
+    final Map<String, String> rundEnv = new HashMap<>();
     private final Process containerd;
 
     Containerd(String name) throws Exception {
@@ -75,6 +77,12 @@ final class Containerd implements AutoCloseable {
         env.put("RUND_SCRATCH", scratch.mount.resolve("scratch").toString());
         env.put("RUND_CGROUP_POOL", pool);
         env.put("RUND_POOL_SIZE", "4");
+        for (String k : env.keySet()) {
+            if (k.startsWith("RUND_")) {
+                rundEnv.put(k, env.get(k));
+            }
+        }
+        launcher = bin.resolve("containerd-shim-rund-v2");
         containerd = pb.start();
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (!Files.exists(socket)) {
@@ -188,7 +196,20 @@ final class Containerd implements AutoCloseable {
             if (Files.isDirectory(root)) {
                 try (Stream<Path> s = Files.list(root)) {
                     for (Path d : s.filter(Files::isDirectory).toList()) {
-                        Files.deleteIfExists(d);
+                        // A failed test may leave a sandbox's processes: kill them first.
+                        for (String left : Files.readAllLines(d.resolve("cgroup.procs"))) {
+                            ProcessHandle.of(Long.parseLong(left.trim())).ifPresent(p -> {
+                                p.destroyForcibly();
+                                p.onExit().orTimeout(10, TimeUnit.SECONDS).exceptionally(t -> null).join();
+                            });
+                        }
+                        for (int i = 0; i < 100 && Files.exists(d); i++) {
+                            try {
+                                Files.deleteIfExists(d);
+                            } catch (IOException busy) {
+                                Thread.sleep(50);
+                            }
+                        }
                     }
                 }
                 Files.deleteIfExists(root);

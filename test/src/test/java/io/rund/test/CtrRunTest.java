@@ -133,12 +133,12 @@ class CtrRunTest {
     @Test
     @Order(4)
     void sequentialAndConcurrentRunsLeaveNothingBehind() throws Exception {
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < 20; i++) {
             Command.Result r = run("seq-" + i, "echo", "n" + i);
             assertEquals("n" + i + "\n", r.stdout(), r.toString());
         }
         List<CompletableFuture<Command.Result>> runs = new ArrayList<>();
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 10; i++) {
             String id = "par-" + i;
             runs.add(CompletableFuture.supplyAsync(() -> {
                 try {
@@ -161,6 +161,86 @@ class CtrRunTest {
     void badIdsAreRefusedClearly() throws Exception {
         Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "a..b/../x", "true");
         assertNotEquals(0, r.exitCode());
+        ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(6)
+    void aMalformedConfigIsRefusedNamingTheField() throws Exception {
+        Path spec = ctd.dir.resolve("bad-config.json");
+        Files.writeString(spec, "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[],\"cwd\":\"/\"},"
+                + "\"root\":{\"path\":\"rootfs\"}}");
+        Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, "--config", spec.toString(), "badcfg");
+        assertNotEquals(0, r.exitCode());
+        assertTrue(r.stderr().contains("process.args is empty"), r.toString());
+        ctd.ctr(T, "container", "delete", "badcfg");
+        ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(7)
+    void eventsArriveInTheOrderContainerdRequires() throws Exception {
+        List<String> argv = List.of("ctr", "-a", ctd.socket.toString(), "events");
+        Process events = new ProcessBuilder(argv).start();
+        var out = Command.drain(events.getInputStream());
+        try {
+            Thread.sleep(500);
+            assertEquals(0, run("evt", "true").exitCode());
+            Thread.sleep(1000);
+        } finally {
+            events.destroy();
+            events.waitFor(10, TimeUnit.SECONDS);
+        }
+        List<String> topics = out.get(10, TimeUnit.SECONDS).lines()
+                .filter(l -> l.contains("\"evt\"") || l.contains("container_id:\"evt\"") || l.contains("evt"))
+                .map(l -> l.replaceAll(".*?(/tasks/[a-z-]+).*", "$1"))
+                .filter(t -> t.startsWith("/tasks/"))
+                .toList();
+        assertEquals(List.of("/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"), topics,
+                "events of task evt");
+    }
+
+    @Test
+    @Order(8)
+    void aTerminalSessionWorks() throws Exception {
+        // ctr -t wants a terminal on its stdin: script(1) gives it one.
+        Command.Result r = Command.run(T, null, java.util.Map.of(), List.of("script", "-qec",
+                "ctr -a " + ctd.socket + " run --rm -t --runtime " + RUNTIME + " " + Containerd.IMAGE
+                        + " tty sh -c 'tty; echo done'", "/dev/null"));
+        assertEquals(0, r.exitCode(), r.toString());
+        assertTrue(r.stdout().contains("/dev/pts/0"), "the init's terminal is the container's own: " + r);
+        assertTrue(r.stdout().contains("done"), r.toString());
+        ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(9)
+    void theLaunchersDeleteCleansUpWhenTheDaemonWasKilled() throws Exception {
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "orphan", "sleep", "1000")
+                .exitCode());
+        long daemon = Long.parseLong(Files.readString(ctd.rundState.resolve("rund.pid")).trim());
+        ProcessHandle.of(daemon).ifPresent(ProcessHandle::destroyForcibly);
+        ProcessHandle.of(daemon).ifPresent(p -> p.onExit().join());
+        // What containerd runs for a task whose shim died: the launcher's delete. With no
+        // daemon it starts one, which cleans what the dead one left, and answers.
+        List<String> argv = List.of(ctd.launcher.toString(), "-namespace", "default", "-address",
+                ctd.socket.toString(), "-publish-binary", "/usr/bin/containerd", "-id", "orphan", "-bundle",
+                ctd.dir.resolve("state/io.containerd.runtime.v2.task/default/orphan").toString(), "delete");
+        ProcessBuilder pb = new ProcessBuilder(argv);
+        pb.environment().putAll(ctd.rundEnv);
+        Process delete = pb.start();
+        byte[] out = delete.getInputStream().readAllBytes();
+        String err = new String(delete.getErrorStream().readAllBytes());
+        assertTrue(delete.waitFor(90, TimeUnit.SECONDS));
+        assertEquals(0, delete.exitValue(), err);
+        io.rund.containerd.task.v2.DeleteResponse response = io.rund.containerd.task.v2.DeleteResponse.parseFrom(out);
+        assertEquals(137, response.getExitStatus(), "a task that died with its daemon ends as killed");
+        assertTrue(response.getExitedAt().getSeconds() > 0);
+        ctd.assertNothingLeft();
+        // containerd's own bookkeeping, then a run on the new daemon.
+        ctd.ctr(T, "task", "delete", "--force", "orphan");
+        ctd.ctr(T, "container", "delete", "orphan");
+        assertEquals("after\n", run("after-crash", "echo", "after").stdout());
         ctd.assertNothingLeft();
     }
 }
