@@ -47,18 +47,8 @@ final class Daemon implements AutoCloseable {
     private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
-    /** Where things are. Every path has a default for a normal install. */
-    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator) {
-        static Config fromEnvironment() {
-            Map<String, String> env = System.getenv();
-            return new Config(Path.of(env.getOrDefault("RUND_STATE_DIR", "/run/rund")),
-                    Path.of(env.getOrDefault("RUND_GUEST_DIR", "/var/lib/rund/guest")),
-                    Path.of(env.getOrDefault("RUND_SCRATCH", "/var/lib/rund/scratch")),
-                    Integer.parseInt(env.getOrDefault("RUND_POOL_SIZE", "8")),
-                    env.getOrDefault("RUND_CGROUP_POOL", "rund"),
-                    env.get("RUND_ACCELERATOR"));
-        }
-    }
+    /** Where things are; see {@link RundConfig} for where the values come from. */
+    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator) {}
 
     private final Config config;
     private final CgroupPool pool;

@@ -8,7 +8,14 @@ public final class Main {
     private Main() {}
 
     public static void main(String[] args) throws Exception {
-        Daemon.Config config = Daemon.Config.fromEnvironment();
+        Daemon.Config config;
+        try {
+            config = RundConfig.load(System.getenv());
+        } catch (java.io.IOException | NumberFormatException e) {
+            System.err.println("rund: configuration: " + e.getMessage());
+            System.exit(2);
+            return;
+        }
         java.nio.channels.FileLock lock = Daemon.lock(config.stateDir());
         if (lock == null) {
             System.err.println("rund: another daemon holds " + config.stateDir().resolve("rund.lock") + "; leaving it to serve");

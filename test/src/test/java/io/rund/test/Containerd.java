@@ -77,6 +77,7 @@ final class Containerd implements AutoCloseable {
         env.put("RUND_SCRATCH", scratch.mount.resolve("scratch").toString());
         env.put("RUND_CGROUP_POOL", pool);
         env.put("RUND_POOL_SIZE", "4");
+        env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
         for (String k : env.keySet()) {
             if (k.startsWith("RUND_")) {
                 rundEnv.put(k, env.get(k));

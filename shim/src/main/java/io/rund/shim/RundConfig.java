@@ -1,0 +1,81 @@
+package io.rund.shim;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.exc.UnrecognizedPropertyException;
+import com.fasterxml.jackson.dataformat.toml.TomlMapper;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+
+/**
+ * The daemon's configuration: defaults, then /etc/rund/rund.toml (RUND_CONFIG names
+ * another file), then RUND_* environment variables. A key the file does not know is an
+ * error naming the key: a misspelt setting must not be silently ignored.
+ *
+ * <pre>
+ * state_dir = "/run/rund"              # control socket, task sockets, sandbox state
+ * guest_dir = "/var/lib/rund/guest"    # vmlinux, initramfs.cpio (hack/build-guest)
+ * scratch = "/var/lib/rund/scratch"    # writable-layer store, must clone (hack/setup-store)
+ * pool_size = 8                        # pre-created cgroups
+ * cgroup_pool = "rund"                 # the pool's directory in each cgroup hierarchy
+ * accelerator = "auto"                 # auto, kvm or tcg
+ * </pre>
+ */
+final class RundConfig {
+
+    /** The file's shape; every field optional. */
+    static final class File {
+        @JsonProperty("state_dir")
+        String stateDir;
+        @JsonProperty("guest_dir")
+        String guestDir;
+        @JsonProperty("scratch")
+        String scratch;
+        @JsonProperty("pool_size")
+        Integer poolSize;
+        @JsonProperty("cgroup_pool")
+        String cgroupPool;
+        @JsonProperty("accelerator")
+        String accelerator;
+    }
+
+    private RundConfig() {}
+
+    static Daemon.Config load(Map<String, String> env) throws IOException {
+        Path path = Path.of(env.getOrDefault("RUND_CONFIG", "/etc/rund/rund.toml"));
+        File f = Files.exists(path) ? parse(path) : new File();
+        String accel = pick(env, "RUND_ACCELERATOR", f.accelerator, "auto");
+        if (!accel.equals("auto") && !accel.equals("kvm") && !accel.equals("tcg")) {
+            throw new IOException(path + ": accelerator " + accel + " is not auto, kvm or tcg");
+        }
+        int pool = env.containsKey("RUND_POOL_SIZE") ? Integer.parseInt(env.get("RUND_POOL_SIZE"))
+                : f.poolSize != null ? f.poolSize : 8;
+        if (pool < 1 || pool > 4096) {
+            throw new IOException(path + ": pool_size " + pool + " is outside 1..4096");
+        }
+        return new Daemon.Config(Path.of(pick(env, "RUND_STATE_DIR", f.stateDir, "/run/rund")),
+                Path.of(pick(env, "RUND_GUEST_DIR", f.guestDir, "/var/lib/rund/guest")),
+                Path.of(pick(env, "RUND_SCRATCH", f.scratch, "/var/lib/rund/scratch")),
+                pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
+                accel.equals("auto") ? null : accel);
+    }
+
+    static File parse(Path path) throws IOException {
+        TomlMapper toml = TomlMapper.builder().enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES).build();
+        try {
+            return toml.readValue(path.toFile(), File.class);
+        } catch (UnrecognizedPropertyException e) {
+            throw new IOException(path + ": unknown key " + e.getPropertyName()
+                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator)", e);
+        } catch (com.fasterxml.jackson.core.JacksonException e) {
+            throw new IOException(path + ": " + e.getOriginalMessage(), e);
+        }
+    }
+
+    private static String pick(Map<String, String> env, String var, String fromFile, String fallback) {
+        String v = env.get(var);
+        return v != null ? v : fromFile != null ? fromFile : fallback;
+    }
+}

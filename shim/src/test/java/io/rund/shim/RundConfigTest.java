@@ -1,0 +1,60 @@
+package io.rund.shim;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** rund.toml: defaults, the file, then the environment; unknown keys and bad values refused by name. */
+class RundConfigTest {
+
+    @Test
+    void defaultsWhenThereIsNoFile(@TempDir Path dir) throws Exception {
+        Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", dir.resolve("none.toml").toString()));
+        assertEquals(Path.of("/run/rund"), c.stateDir());
+        assertEquals(8, c.poolSize());
+        assertEquals("rund", c.cgroupPool());
+        assertNull(c.accelerator(), "automatic");
+    }
+
+    @Test
+    void theFileThenTheEnvironment(@TempDir Path dir) throws Exception {
+        Path f = Files.writeString(dir.resolve("rund.toml"), """
+                state_dir = "/run/rund-x"
+                pool_size = 16
+                accelerator = "tcg"
+                """);
+        Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_POOL_SIZE", "3"));
+        assertEquals(Path.of("/run/rund-x"), c.stateDir());
+        assertEquals(3, c.poolSize(), "the environment wins");
+        assertEquals("tcg", c.accelerator());
+    }
+
+    @Test
+    void anUnknownKeyIsAnErrorNamingIt(@TempDir Path dir) throws Exception {
+        Path f = Files.writeString(dir.resolve("rund.toml"), "pool_sise = 4\n");
+        IOException e = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", f.toString())));
+        assertTrue(e.getMessage().contains("unknown key pool_sise"), e.getMessage());
+        assertTrue(e.getMessage().contains(f.toString()), e.getMessage());
+    }
+
+    @Test
+    void badValuesAreErrorsNamingThem(@TempDir Path dir) throws Exception {
+        Path accel = Files.writeString(dir.resolve("a.toml"), "accelerator = \"xen\"\n");
+        IOException a = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", accel.toString())));
+        assertTrue(a.getMessage().contains("xen"), a.getMessage());
+        Path pool = Files.writeString(dir.resolve("p.toml"), "pool_size = 0\n");
+        IOException p = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", pool.toString())));
+        assertTrue(p.getMessage().contains("pool_size 0"), p.getMessage());
+        Path broken = Files.writeString(dir.resolve("b.toml"), "pool_size = = 3\n");
+        IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", broken.toString())));
+        assertTrue(b.getMessage().contains(broken.toString()), b.getMessage());
+    }
+}
