@@ -19,7 +19,9 @@ import java.nio.file.Path;
 public final class Syscalls {
 
     public static final int O_RDONLY = 0;
+    public static final int O_WRONLY = 1;
     public static final int O_RDWR = 2;
+    public static final int O_NONBLOCK = 0x800;
     public static final int O_CREAT = 0x40;
     public static final int O_EXCL = 0x80;
     public static final int O_CLOEXEC = 0x80000;

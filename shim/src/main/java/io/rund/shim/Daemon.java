@@ -44,7 +44,6 @@ import java.util.regex.Pattern;
 final class Daemon implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(Daemon.class.getName());
-    private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
     /** Where things are; see {@link RundConfig} for where the values come from. */
@@ -115,7 +114,7 @@ final class Daemon implements AutoCloseable {
     }
 
     private static void checkIds(String namespace, String id) throws TaskFault {
-        if (!ID.matcher(id).matches()) {
+        if (!SandboxManager.isValidId(id)) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task id " + id
                     + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit");
         }

@@ -21,6 +21,31 @@ final class OciSpec {
 
     record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros) {}
 
+    /** An OCI LinuxResources, the parts rund applies; 0 means "not set". */
+    record Resources(long memoryLimitBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pidsLimit) {
+
+        /** The quota per 100 ms period, the unit the sandbox's limits use. */
+        long quotaPer100ms() {
+            long period = cpuPeriodMicros > 0 ? cpuPeriodMicros : 100_000;
+            return cpuQuotaMicros > 0 ? cpuQuotaMicros * 100_000 / period : 0;
+        }
+    }
+
+    static Resources resources(JsonNode r) {
+        return new Resources(Math.max(0, r.path("memory").path("limit").asLong(0)),
+                Math.max(0, r.path("cpu").path("quota").asLong(0)), Math.max(0, r.path("cpu").path("period").asLong(0)),
+                Math.max(0, r.path("pids").path("limit").asLong(0)));
+    }
+
+    /** The LinuxResources JSON of an Update call. */
+    static Resources resources(byte[] json) throws TaskFault {
+        try {
+            return resources(JSON.readTree(json));
+        } catch (IOException e) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
+        }
+    }
+
     private OciSpec() {}
 
     static Bundle readBundle(Path bundle) throws TaskFault {
@@ -35,12 +60,8 @@ final class OciSpec {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, config + " is not a JSON object");
         }
         Process process = process(config + " process", root.path("process"));
-        JsonNode resources = root.path("linux").path("resources");
-        long memory = resources.path("memory").path("limit").asLong(0);
-        long quota = resources.path("cpu").path("quota").asLong(0);
-        long period = resources.path("cpu").path("period").asLong(100_000);
-        long quotaPer100ms = quota > 0 && period > 0 ? quota * 100_000 / period : 0;
-        return new Bundle(process, root.path("hostname").asText(""), Math.max(0, memory), quotaPer100ms);
+        Resources res = resources(root.path("linux").path("resources"));
+        return new Bundle(process, root.path("hostname").asText(""), res.memoryLimitBytes(), res.quotaPer100ms());
     }
 
     static Process execProcess(byte[] json) throws TaskFault {

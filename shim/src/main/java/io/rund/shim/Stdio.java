@@ -29,8 +29,14 @@ final class Stdio {
 
     private Stdio() {}
 
-    /** Checks an endpoint before anything starts; empty is fine. */
-    static void check(String what, String uri) throws TaskFault {
+    /** Checks a process's three endpoints before anything starts; empty ones are fine. */
+    static void check(String stdin, String stdout, String stderr) throws TaskFault {
+        check("stdin", stdin);
+        check("stdout", stdout);
+        check("stderr", stderr);
+    }
+
+    private static void check(String what, String uri) throws TaskFault {
         if (uri.isEmpty() || uri.startsWith("/") || uri.startsWith("file:///")) {
             return;
         }
@@ -97,16 +103,13 @@ final class Stdio {
                 return;
             }
             try {
-                int fd = Syscalls.open(Path.of(fifo), O_WRONLY | O_NONBLOCK | Syscalls.O_CLOEXEC, 0);
+                int fd = Syscalls.open(Path.of(fifo), Syscalls.O_WRONLY | Syscalls.O_NONBLOCK | Syscalls.O_CLOEXEC, 0);
                 Syscalls.close(fd);
             } catch (Syscalls.SyscallException e) {
                 // ENXIO: nobody reads it any more, so nobody waits for it either.
             }
         }
     }
-
-    private static final int O_WRONLY = 1;
-    private static final int O_NONBLOCK = 0x800;
 
     /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
     static Input pumpIn(AgentClient agent, String containerId, String execId, String uri) {

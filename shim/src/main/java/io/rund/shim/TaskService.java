@@ -179,9 +179,7 @@ final class TaskService {
         if (!r.getCheckpoint().isEmpty()) {
             throw new TaskFault(TaskFault.Kind.UNIMPLEMENTED, "restore from checkpoint is not supported");
         }
-        Stdio.check("stdin", r.getStdin());
-        Stdio.check("stdout", r.getStdout());
-        Stdio.check("stderr", r.getStderr());
+        Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
         if (procs.putIfAbsent("", init) != null) {
             throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "task " + id);
@@ -340,9 +338,7 @@ final class TaskService {
         if (r.getExecId().isEmpty()) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "exec_id is empty");
         }
-        Stdio.check("stdin", r.getStdin());
-        Stdio.check("stdout", r.getStdout());
-        Stdio.check("stderr", r.getStderr());
+        Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Proc init = proc(r.getId(), "");
         if (init.state != State.RUNNING) {
             throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + id + " is not running");
@@ -403,18 +399,10 @@ final class TaskService {
 
     private Empty update(UpdateTaskRequest r) throws Exception {
         checkId(r.getId());
-        com.fasterxml.jackson.databind.JsonNode res;
-        try {
-            res = new com.fasterxml.jackson.databind.ObjectMapper().readTree(r.getResources().getValue().toByteArray());
-        } catch (java.io.IOException e) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
-        }
-        long quota = res.path("cpu").path("quota").asLong(0);
-        long period = res.path("cpu").path("period").asLong(0);
+        OciSpec.Resources res = OciSpec.resources(r.getResources().getValue().toByteArray());
         sandbox().agent().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(id)
-                .setMemoryLimitBytes(Math.max(0, res.path("memory").path("limit").asLong(0)))
-                .setCpuQuotaUsec(Math.max(0, quota)).setCpuPeriodUsec(Math.max(0, period))
-                .setPidsLimit(Math.max(0, res.path("pids").path("limit").asLong(0))).build());
+                .setMemoryLimitBytes(res.memoryLimitBytes()).setCpuQuotaUsec(res.cpuQuotaMicros())
+                .setCpuPeriodUsec(res.cpuPeriodMicros()).setPidsLimit(res.pidsLimit()).build());
         return Empty.getDefaultInstance();
     }
 

@@ -42,6 +42,11 @@ public final class SandboxManager {
 
     private static final System.Logger LOG = System.getLogger(SandboxManager.class.getName());
     private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+
+    /** The one rule for sandbox (and task) ids on the host: it names directories and cgroups. */
+    public static boolean isValidId(String id) {
+        return ID.matcher(id).matches();
+    }
     /** Host memory a VM costs beyond its guest RAM: QEMU itself, TCG's code cache, virtiofsd. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
     static final String LOWER_TAG = "lower";
@@ -76,7 +81,7 @@ public final class SandboxManager {
 
     public Sandbox start(SandboxSpec spec) throws SandboxException {
         String id = spec.sandboxId();
-        if (!ID.matcher(id).matches()) {
+        if (!isValidId(id)) {
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
                     + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
         }
@@ -233,7 +238,7 @@ public final class SandboxManager {
         try (Stream<Path> dirs = Files.list(config.stateRoot())) {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
-                if (!ID.matcher(id).matches()) {
+                if (!isValidId(id)) {
                     continue; // not a sandbox's: no sandbox id has this form
                 }
                 cleanup(id);
@@ -259,7 +264,7 @@ public final class SandboxManager {
      * last-resort delete). Cleaning a sandbox that does not exist is a no-op.
      */
     public void cleanup(String id) throws IOException {
-        if (!ID.matcher(id).matches()) {
+        if (!isValidId(id)) {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
         Path dir = config.stateRoot().resolve(id);

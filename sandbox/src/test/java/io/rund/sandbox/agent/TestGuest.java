@@ -23,7 +23,7 @@ import java.util.stream.Stream;
  *
  * <p>The VM is launched by rund's own QEMU driver with the accelerator its probe picks.
  */
-final class TestGuest implements AutoCloseable {
+public final class TestGuest implements AutoCloseable {
 
     static final String LOWER_TAG = "lower";
     static final String UPPER_SERIAL = "upper0";
@@ -91,9 +91,15 @@ final class TestGuest implements AutoCloseable {
     }
 
     private static void makeBusyboxTree(Path root) throws IOException, InterruptedException {
+        installBusybox(root);
+        Files.createDirectories(root.resolve("etc"));
+        Files.writeString(root.resolve("etc/image-file"), "from the image\n");
+    }
+
+    /** Debian's busybox-static as {@code root/bin/busybox}, with a link for each of its applets. */
+    public static void installBusybox(Path root) throws IOException, InterruptedException {
         Path bin = root.resolve("bin");
         Files.createDirectories(bin);
-        Files.createDirectories(root.resolve("etc"));
         Files.copy(Path.of("/bin/busybox"), bin.resolve("busybox"));
         String list = run(List.of("/bin/busybox", "--list"));
         for (String applet : list.split("\n")) {
@@ -101,7 +107,6 @@ final class TestGuest implements AutoCloseable {
                 Files.createSymbolicLink(bin.resolve(applet.trim()), Path.of("busybox"));
             }
         }
-        Files.writeString(root.resolve("etc/image-file"), "from the image\n");
     }
 
     private static String run(List<String> argv) throws IOException, InterruptedException {

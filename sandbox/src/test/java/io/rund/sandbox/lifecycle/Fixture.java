@@ -3,6 +3,7 @@ package io.rund.sandbox.lifecycle;
 import io.rund.rootfs.RootfsMount;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.rootfs.XfsLoop;
+import io.rund.sandbox.agent.TestGuest;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
@@ -40,16 +41,8 @@ final class Fixture implements AutoCloseable {
         base = Files.createTempDirectory("rund-sandbox-" + name + "-");
         layerBin = base.resolve("layers/1");
         layerEtc = base.resolve("layers/2");
-        Files.createDirectories(layerBin.resolve("bin"));
+        TestGuest.installBusybox(layerBin);
         Files.createDirectories(layerEtc.resolve("etc"));
-        Files.copy(Path.of("/bin/busybox"), layerBin.resolve("bin/busybox"));
-        Process list = new ProcessBuilder("/bin/busybox", "--list").start();
-        for (String applet : new String(list.getInputStream().readAllBytes()).split("\n")) {
-            if (!applet.isBlank() && !applet.equals("busybox")) {
-                Files.createSymbolicLink(layerBin.resolve("bin").resolve(applet.trim()), Path.of("busybox"));
-            }
-        }
-        list.waitFor();
         Files.writeString(layerEtc.resolve("etc/image-file"), "from the top layer\n");
         stateRoot = Files.createTempDirectory(Path.of("/run"), "rund-test-sandboxes-");
         xfs = new XfsLoop(1024);
