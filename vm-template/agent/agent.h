@@ -56,6 +56,7 @@ struct proc {
 struct container {
     char id[MAX_ID_LEN + 1];
     char cgroup[256];
+    char upper_root[600];   /* its own directory on the pod's disk, deleted at removal; "" for the disk's root */
     int mnt_ns, uts_ns, ipc_ns;
     struct proc *procs;     /* init first */
     uint64_t oom_kills;

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <poll.h>
@@ -349,11 +350,12 @@ struct mount_spec {
 
 struct rootfs_plan {
     char dir[256];          /* /run/rund/c/<id> */
-    char lower[300], disk[300], rootfs[300];
+    char share[128], disk[128]; /* the pod's mounts: /run/rund/shares/<tag>, /run/rund/disks/<serial> */
+    char lower[600], rootfs[300];
     char lower_tag[64];
     char disk_dev[300];
     char overlay_data[1900];
-    char upper[600], work[600];
+    char upper_root[600], upper[620], work[620];
     char hostname[65];
     struct mount_spec mounts[MAX_MOUNTS];
     size_t nmounts;
@@ -460,17 +462,45 @@ static void child_mount(int report, const char *src, const char *dst, const char
         child_fail(report, what, errno);
 }
 
+/* ---- the pod's mounts ------------------------------------------------------------------ */
+
+/* The virtio-fs share and the writable disk are mounted once, in the agent's own mount
+ * namespace, and every container of the pod takes its own directory of each: a second
+ * mount of either would only return the same superblock, and one mount here lets the
+ * agent delete a removed container's upper directory without entering its namespace. */
+static pthread_mutex_t g_mounts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int ensure_mounted(struct fault *f, const char *src, char *target, const char *type, unsigned long flags,
+                          const char *what)
+{
+    int rc = 0;
+    pthread_mutex_lock(&g_mounts_lock);
+    mkdirs(target);
+    char up[160];
+    snprintf(up, sizeof(up), "%s/..", target);
+    struct stat here, parent;
+    bool mounted = stat(target, &here) == 0 && stat(up, &parent) == 0 && here.st_dev != parent.st_dev;
+    if (!mounted && mount(src, target, type, flags, NULL) < 0)
+        rc = fail(f, CODE_INTERNAL, "mount %s %s at %s: %s", what, src, target, strerror(errno));
+    pthread_mutex_unlock(&g_mounts_lock);
+    return rc;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+        alog("remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
 /* Assembles the rootfs in a new mount namespace and pivots into it. */
 static void child_rootfs(int report, struct rootfs_plan *r)
 {
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
         child_fail(report, "unshare mount, uts and ipc namespaces", errno);
     child_mount(report, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "make / private");
-    child_mount(report, r->lower_tag, r->lower, "virtiofs", MS_RDONLY | MS_NODEV, NULL,
-                "mount the read-only layer (virtio-fs)");
-    child_mount(report, r->disk_dev, r->disk, "ext4", MS_NODEV, NULL, "mount the writable layer (ext4)");
-    mkdirs(r->upper);
-    mkdirs(r->work);
     child_mount(report, "overlay", r->rootfs, "overlay", 0, r->overlay_data, "mount the overlay rootfs");
     for (size_t i = 0; i < r->nmounts; i++) {
         struct mount_spec *m = &r->mounts[i];
@@ -697,15 +727,23 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
         return -1;
     if (rf->upper_dir[0] && check_path(f, "rootfs.upper_dir", rf->upper_dir))
         return -1;
+    if (rf->lower_dir[0] && check_path(f, "rootfs.lower_dir", rf->lower_dir))
+        return -1;
+    if (strlen(rf->upper_dir) > 256 || strlen(rf->lower_dir) > 256)
+        return fail(f, CODE_INVALID_ARGUMENT, "rootfs.upper_dir and rootfs.lower_dir are limited to 256 bytes");
     if (strlen(req->hostname) > 64)
         return fail(f, CODE_INVALID_ARGUMENT, "hostname of %zu characters is longer than 64", strlen(req->hostname));
     if (req->n_mounts > MAX_MOUNTS || req->n_masked_paths > 64 || req->n_readonly_paths > 64)
         return fail(f, CODE_INVALID_ARGUMENT, "too many mounts, masked or read-only paths");
     snprintf(r->dir, sizeof(r->dir), "/run/rund/c/%s", req->container_id);
-    snprintf(r->lower, sizeof(r->lower), "%s/lower", r->dir);
-    snprintf(r->disk, sizeof(r->disk), "%s/disk", r->dir);
+    snprintf(r->share, sizeof(r->share), "/run/rund/shares/%s", rf->lower_tag);
+    snprintf(r->disk, sizeof(r->disk), "/run/rund/disks/%s", rf->upper_disk_serial);
+    snprintf(r->lower, sizeof(r->lower), "%s%s", r->share, rf->lower_dir);
     snprintf(r->rootfs, sizeof(r->rootfs), "%s/rootfs", r->dir);
     snprintf(r->lower_tag, sizeof(r->lower_tag), "%s", rf->lower_tag);
+    /* The disk's root is the sandbox's; only a directory of it is the container's own. */
+    if (rf->upper_dir[0])
+        snprintf(r->upper_root, sizeof(r->upper_root), "%s%s", r->disk, rf->upper_dir);
     snprintf(r->upper, sizeof(r->upper), "%s%s/upper", r->disk, rf->upper_dir);
     snprintf(r->work, sizeof(r->work), "%s%s/work", r->disk, rf->upper_dir);
     snprintf(r->overlay_data, sizeof(r->overlay_data), "lowerdir=%s,upperdir=%s,workdir=%s", r->lower, r->upper,
@@ -713,6 +751,15 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     snprintf(r->hostname, sizeof(r->hostname), "%s", req->hostname);
     if (find_disk(f, rf->upper_disk_serial, r->disk_dev, sizeof(r->disk_dev)))
         return -1;
+    if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, "the read-only layer (virtio-fs)") ||
+        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "the writable layer (ext4)"))
+        return -1;
+    struct stat st;
+    if (stat(r->lower, &st) < 0 || !S_ISDIR(st.st_mode))
+        return fail(f, CODE_NOT_FOUND, "rootfs.lower_dir %.256s is not a directory of virtio-fs share %s",
+                    rf->lower_dir[0] ? rf->lower_dir : "/", rf->lower_tag);
+    mkdirs(r->upper);
+    mkdirs(r->work);
     for (size_t i = 0; i < req->n_mounts; i++)
         if (parse_mount(f, r->rootfs, req->mounts[i], &r->mounts[r->nmounts++]))
             return -1;
@@ -781,8 +828,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
 
     if (rootfs_plan_make(f, req, r))
         goto fail;
-    mkdirs(r->lower);
-    mkdirs(r->disk);
+    snprintf(c->upper_root, sizeof(c->upper_root), "%s", r->upper_root);
     mkdirs(r->rootfs);
     if (mkdir(c->cgroup, 0755) < 0) {
         fail(f, CODE_INTERNAL, "create cgroup %s: %s", c->cgroup, strerror(errno));
@@ -1483,15 +1529,14 @@ int container_remove(const char *cid, struct fault *f)
         usleep(10000);
     if (rc < 0 && errno != ENOENT)
         alog("remove cgroup %s: %s", c->cgroup, strerror(errno));
-    char dir[300];
+    char dir[300], rootfs[320];
     snprintf(dir, sizeof(dir), "/run/rund/c/%s", c->id);
-    const char *sub[] = {"lower", "disk", "rootfs"};
-    for (size_t i = 0; i < 3; i++) {
-        char path[320];
-        snprintf(path, sizeof(path), "%s/%s", dir, sub[i]);
-        rmdir(path);
-    }
+    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", dir);
+    rmdir(rootfs);
     rmdir(dir);
+    /* Its processes are gone and its namespace with them: its writes go too. */
+    if (c->upper_root[0])
+        nftw(c->upper_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
     alog("container %s removed", c->id);
     free(c);
     return 0;

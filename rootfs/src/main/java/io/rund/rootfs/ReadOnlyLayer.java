@@ -7,38 +7,47 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * A sandbox's read-only layer: the image's layers, joined read-only on the host and served
- * to the guest over virtio-fs by virtiofsd.
+ * A sandbox's read-only layers: each container's image, joined read-only on the host in
+ * its own directory of one share, served to the guest over virtio-fs by one virtiofsd.
  *
  * <p>From containerd's rootfs mount only the lower directories are used: an overlay's
  * {@code lowerdir=} (its upperdir and workdir, the host-side writable snapshot, are not:
  * writes go to the sandbox's writable layer), or a bind mount's source. Several lowers are
  * joined by an overlay without an upper directory, which the kernel makes read-only; one
- * lower is bind-mounted and remounted read-only. Either way the mount lies at
- * {@code <sandbox dir>/lower}, and virtiofsd serves it with cache=always, as an image
- * layer never changes under a running sandbox.
+ * lower is bind-mounted and remounted read-only.
+ *
+ * <p>The share is a small tmpfs at {@code <sandbox dir>/shared}, read-only except while a
+ * directory is made or removed, with shared mount propagation: virtiofsd's private mount
+ * namespace is a slave of ours, so an image mounted under the share after virtiofsd
+ * started (the next container of a pod) appears to the guest, and one unmounted here
+ * disappears there. Each image gets a directory name never used before in this sandbox,
+ * so the guest, which caches with cache=always (an image never changes under a running
+ * sandbox), cannot find a removed container's files under a new container's name.
  */
 public final class ReadOnlyLayer implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(ReadOnlyLayer.class.getName());
+    private static final long SHARE_FLAGS = Syscalls.MS_NOSUID | Syscalls.MS_NODEV | Syscalls.MS_NOEXEC;
 
     private final String sandboxId;
-    private final Path mountpoint;
+    private final Path share;
     private final Path socket;
     private final Process virtiofsd;
+    private final AtomicInteger sequence = new AtomicInteger();
 
-    private ReadOnlyLayer(String sandboxId, Path mountpoint, Path socket, Process virtiofsd) {
+    private ReadOnlyLayer(String sandboxId, Path share, Path socket, Process virtiofsd) {
         this.sandboxId = sandboxId;
-        this.mountpoint = mountpoint;
+        this.share = share;
         this.socket = socket;
         this.virtiofsd = virtiofsd;
     }
 
     /** The image's lower directories, top first, from containerd's rootfs mounts. */
-    public static List<Path> lowerDirs(String sandboxId, List<RootfsMount> mounts) throws StoreException {
-        String what = "read-only layer sandbox=" + sandboxId + ": ";
+    public static List<Path> lowerDirs(String containerId, List<RootfsMount> mounts) throws StoreException {
+        String what = "read-only layer of container " + containerId + ": ";
         if (mounts.size() != 1) {
             throw new StoreException(what + "expected one rootfs mount, got " + mounts.size());
         }
@@ -71,15 +80,62 @@ public final class ReadOnlyLayer implements AutoCloseable {
         return lowers;
     }
 
-    /** Mounts the lowers read-only at {@code dir/lower} and starts virtiofsd on {@code dir/virtiofsd.sock}. */
-    public static ReadOnlyLayer prepare(String sandboxId, List<RootfsMount> mounts, Path dir, Path virtiofsdBinary)
-            throws StoreException {
-        List<Path> lowers = lowerDirs(sandboxId, mounts);
-        Path mountpoint = dir.resolve("lower");
+    /** Mounts the share at {@code dir/shared} and starts virtiofsd on {@code dir/virtiofsd.sock}. */
+    public static ReadOnlyLayer start(String sandboxId, Path dir, Path virtiofsdBinary) throws StoreException {
+        Path share = dir.resolve("shared");
         Path socket = dir.resolve("virtiofsd.sock");
         String what = "read-only layer sandbox=" + sandboxId + ": ";
         try {
-            Files.createDirectories(mountpoint);
+            Files.createDirectories(share);
+            Syscalls.mount("rund-share", share, "tmpfs", SHARE_FLAGS | Syscalls.MS_RDONLY, "size=64k,nr_inodes=4096,mode=0755");
+            Syscalls.mount(null, share, null, Syscalls.MS_SHARED, null);
+        } catch (IOException | Syscalls.SyscallException e) {
+            unmount(share);
+            throw new StoreException(what + "mount the share at " + share + ": " + e.getMessage(), e);
+        }
+        Process virtiofsd;
+        try {
+            virtiofsd = new ProcessBuilder(virtiofsdBinary.toString(), "--socket-path=" + socket,
+                    "-o", "source=" + share, "-o", "cache=always", "-o", "sandbox=namespace", "-o", "no_xattr")
+                    .redirectErrorStream(true).redirectOutput(dir.resolve("virtiofsd.log").toFile()).start();
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (!Files.exists(socket)) {
+                if (!virtiofsd.isAlive() || System.nanoTime() > end) {
+                    virtiofsd.destroyForcibly().waitFor();
+                    throw new StoreException(what + "virtiofsd did not start: "
+                            + Files.readString(dir.resolve("virtiofsd.log")).strip());
+                }
+                Thread.sleep(5);
+            }
+        } catch (IOException | InterruptedException | StoreException e) {
+            unmount(share);
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+            }
+            throw e instanceof StoreException se ? se : new StoreException(what + "start virtiofsd: " + e.getMessage(), e);
+        }
+        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1}, virtiofsd pid {2}", sandboxId, share,
+                virtiofsd.pid());
+        return new ReadOnlyLayer(sandboxId, share, socket, virtiofsd);
+    }
+
+    /**
+     * Mounts a container's image read-only in a new directory of the share.
+     *
+     * @return the directory's path within the share, as the guest sees it ("/name")
+     */
+    public synchronized String add(String containerId, List<RootfsMount> mounts) throws StoreException {
+        List<Path> lowers = lowerDirs(containerId, mounts);
+        String name = containerId + "." + sequence.incrementAndGet();
+        Path mountpoint = share.resolve(name);
+        String what = "read-only layer sandbox=" + sandboxId + " container=" + containerId + ": ";
+        try {
+            writable(true);
+            try {
+                Files.createDirectory(mountpoint);
+            } finally {
+                writable(false);
+            }
             if (lowers.size() == 1) {
                 Syscalls.mount(lowers.getFirst().toString(), mountpoint, null, Syscalls.MS_BIND, null);
                 Syscalls.mount(null, mountpoint, null,
@@ -93,33 +149,35 @@ public final class ReadOnlyLayer implements AutoCloseable {
                         lower.toString());
             }
         } catch (IOException | Syscalls.SyscallException e) {
-            unmount(mountpoint);
+            remove(name);
             throw new StoreException(what + "mount " + lowers + " at " + mountpoint + ": " + e.getMessage(), e);
         }
-        Process virtiofsd;
-        try {
-            virtiofsd = new ProcessBuilder(virtiofsdBinary.toString(), "--socket-path=" + socket,
-                    "-o", "source=" + mountpoint, "-o", "cache=always", "-o", "sandbox=namespace", "-o", "no_xattr")
-                    .redirectErrorStream(true).redirectOutput(dir.resolve("virtiofsd.log").toFile()).start();
-            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            while (!Files.exists(socket)) {
-                if (!virtiofsd.isAlive() || System.nanoTime() > end) {
-                    virtiofsd.destroyForcibly().waitFor();
-                    throw new StoreException(what + "virtiofsd did not start: "
-                            + Files.readString(dir.resolve("virtiofsd.log")).strip());
-                }
-                Thread.sleep(5);
-            }
-        } catch (IOException | InterruptedException | StoreException e) {
-            unmount(mountpoint);
-            if (e instanceof InterruptedException) {
-                Thread.currentThread().interrupt();
-            }
-            throw e instanceof StoreException se ? se : new StoreException(what + "start virtiofsd: " + e.getMessage(), e);
+        LOG.log(Level.DEBUG, "read-only layer sandbox={0}: {1} lower(s) at {2}", sandboxId, lowers.size(), mountpoint);
+        return "/" + name;
+    }
+
+    /** Unmounts an image {@link #add} returned and removes its directory; idempotent. */
+    public synchronized void remove(String name) {
+        Path mountpoint = share.resolve(name.startsWith("/") ? name.substring(1) : name);
+        if (!mountpoint.getParent().equals(share)) {
+            throw new IllegalArgumentException("image directory " + name + " is not one of the share's");
         }
-        LOG.log(Level.INFO, "read-only layer sandbox={0}: {1} lower(s) at {2}, virtiofsd pid {3}", sandboxId,
-                lowers.size(), mountpoint, virtiofsd.pid());
-        return new ReadOnlyLayer(sandboxId, mountpoint, socket, virtiofsd);
+        detach(mountpoint);
+        try {
+            writable(true);
+            try {
+                Files.deleteIfExists(mountpoint);
+            } finally {
+                writable(false);
+            }
+        } catch (IOException | Syscalls.SyscallException e) {
+            LOG.log(Level.WARNING, "read-only layer sandbox={0}: remove {1}: {2}", sandboxId, mountpoint, e.getMessage());
+        }
+    }
+
+    /** Remounts the share's superblock read-write or read-only; its submounts keep their own flags. */
+    private void writable(boolean rw) throws Syscalls.SyscallException {
+        Syscalls.mount(null, share, null, Syscalls.MS_REMOUNT | SHARE_FLAGS | (rw ? 0 : Syscalls.MS_RDONLY), null);
     }
 
     public Path socket() {
@@ -130,7 +188,7 @@ public final class ReadOnlyLayer implements AutoCloseable {
         return virtiofsd.pid();
     }
 
-    /** Stops virtiofsd and unmounts; idempotent. */
+    /** Stops virtiofsd and unmounts the share with every image on it; idempotent. */
     @Override
     public void close() {
         virtiofsd.destroy();
@@ -141,26 +199,31 @@ public final class ReadOnlyLayer implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        unmount(mountpoint);
+        unmount(share);
         LOG.log(Level.DEBUG, "read-only layer sandbox={0}: released", sandboxId);
     }
 
     /**
-     * Detaches whatever is mounted at {@code mountpoint} and removes the directory; for
-     * release and for cleaning up after a crashed daemon. Nothing mounted is fine.
+     * Detaches whatever is mounted at {@code mountpoint}, with everything mounted below it,
+     * and removes the directory; for release and for cleaning up after a crashed daemon
+     * (the share of a sandbox directory is {@code <dir>/shared}). Nothing mounted is fine.
      */
     public static void unmount(Path mountpoint) {
+        detach(mountpoint);
+        try {
+            Files.deleteIfExists(mountpoint);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "remove {0}: {1}", mountpoint, e.getMessage());
+        }
+    }
+
+    private static void detach(Path mountpoint) {
         try {
             Syscalls.umount2(mountpoint, Syscalls.MNT_DETACH);
         } catch (Syscalls.SyscallException e) {
             if (e.errno() != Syscalls.EINVAL && e.errno() != Syscalls.ENOENT) {
                 LOG.log(Level.WARNING, "unmount {0}: {1}", mountpoint, e.getMessage());
             }
-        }
-        try {
-            Files.deleteIfExists(mountpoint);
-        } catch (IOException e) {
-            LOG.log(Level.WARNING, "remove {0}: {1}", mountpoint, e.getMessage());
         }
     }
 }

@@ -33,6 +33,8 @@ public final class Syscalls {
     public static final long MS_BIND = 4096;
     public static final long MS_REC = 16384;
     public static final long MS_PRIVATE = 1 << 18;
+    public static final long MS_SHARED = 1 << 20;
+    public static final long MS_NOEXEC = 8;
     public static final int MNT_DETACH = 2;
     public static final int EINVAL = 22;
     public static final int ENOENT = 2;
@@ -68,6 +70,8 @@ public final class Syscalls {
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
                     ValueLayout.JAVA_LONG, ValueLayout.ADDRESS), CAPTURE);
     private static final MethodHandle UMOUNT2 = handle("umount2",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    private static final MethodHandle MKFIFO = handle("mkfifo",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle CLOSE = handle("close",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
@@ -126,6 +130,20 @@ public final class Syscalls {
             throw e;
         } catch (Throwable t) {
             throw new IllegalStateException("unlink downcall", t);
+        }
+    }
+
+    public static void mkfifo(Path path, int mode) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: mkfifo(3) reads the NUL-terminated path, which lives in this arena until the call returns.
+            if ((int) MKFIFO.invokeExact(state, arena.allocateFrom(path.toString()), mode) < 0) {
+                throw new SyscallException("mkfifo(" + path + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("mkfifo downcall", t);
         }
     }
 

@@ -36,8 +36,10 @@ import java.util.regex.Pattern;
 
 /**
  * The node's rund daemon: the control socket the launcher talks to, and one ttrpc task
- * endpoint per containerd task. Holds the node-wide parts: cgroup pool, writable-layer
- * store, hypervisor, sandbox manager.
+ * endpoint per sandbox. A task is its own sandbox, except a container of a CRI pod
+ * (annotated with the pod's sandbox id), which is routed to its pod's endpoint and runs
+ * in its VM. Holds the node-wide parts: cgroup pool, writable-layer store, hypervisor,
+ * sandbox manager.
  *
  * <p>Threads: ttrpc's (a virtual thread per call); nothing here blocks the accept loops.
  */
@@ -53,9 +55,10 @@ final class Daemon implements AutoCloseable {
     private final CgroupPool pool;
     private final SandboxManager manager;
     private final Server control;
+    /** namespace/task id → the endpoint serving it; a pod's containers share their pod's. */
     private final Map<String, Endpoint> tasks = new ConcurrentHashMap<>();
 
-    /** A task's service with its own ttrpc server and socket. */
+    /** A sandbox's service with its own ttrpc server and socket. */
     private record Endpoint(TaskService service, Server server, Path socket) {}
 
     /**
@@ -134,9 +137,23 @@ final class Daemon implements AutoCloseable {
         if (existing != null) {
             return StartResponse.newBuilder().setAddress("unix://" + existing.socket()).build();
         }
+        OciSpec.PodMember member = r.getBundle().isEmpty() ? null : OciSpec.podMember(Path.of(r.getBundle()));
+        if (member != null && !member.sandboxId().equals(r.getId())) {
+            return join(r, key, member.sandboxId());
+        }
         Path socket = config.stateDir().resolve("t").resolve(shortName(key) + ".sock");
         EventPublisher events = new EventPublisher(r.getTtrpcAddress(), r.getNamespace());
-        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager, events, () -> forget(key));
+        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager, events, new TaskService.Owner() {
+            @Override
+            public void containerGone(String containerId) {
+                tasks.remove(key(r.getNamespace(), containerId));
+            }
+
+            @Override
+            public void closed() {
+                forget(key);
+            }
+        });
         Server server = Server.builder().name("task-" + r.getId()).peerPolicy(PeerPolicy.sameUser())
                 .errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
         Endpoint endpoint = new Endpoint(service, server, socket);
@@ -150,11 +167,28 @@ final class Daemon implements AutoCloseable {
         return StartResponse.newBuilder().setAddress("unix://" + socket).build();
     }
 
+    /** Routes a container of a pod to the endpoint of the pod's sandbox, whose VM it will run in. */
+    private StartResponse join(StartRequest r, String key, String sandboxId) throws TaskFault {
+        if (!SandboxManager.isValidId(sandboxId)) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task " + r.getId() + ": annotation "
+                    + OciSpec.SANDBOX_ID + " " + sandboxId + " is not a valid sandbox id");
+        }
+        Endpoint pod = tasks.get(key(r.getNamespace(), sandboxId));
+        if (pod == null || !pod.service().id.equals(sandboxId) || !pod.service().route(r.getId())) {
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + r.getId() + " joins pod " + sandboxId
+                    + ", which has no sandbox on this node (" + OciSpec.SANDBOX_ID + ")");
+        }
+        Endpoint raced = tasks.putIfAbsent(key, pod);
+        Endpoint serving = raced == null ? pod : raced;
+        LOG.log(Level.INFO, "task {0}: joins pod {1} at {2}", key, sandboxId, serving.socket());
+        return StartResponse.newBuilder().setAddress("unix://" + serving.socket()).build();
+    }
+
     private DeleteResponse delete(DeleteRequest r) throws Exception {
         checkIds(r.getNamespace(), r.getId());
         Endpoint e = tasks.get(key(r.getNamespace(), r.getId()));
         if (e != null) {
-            return e.service().forceDelete();
+            return e.service().forceDelete(r.getId());
         }
         manager.cleanup(r.getId());
         Instant now = Instant.now();
@@ -163,9 +197,11 @@ final class Daemon implements AutoCloseable {
                         .setNanos(now.getNano())).build();
     }
 
+    /** Closes a sandbox's endpoint, and unroutes every task that was routed to it. */
     private void forget(String key) {
         Endpoint e = tasks.remove(key);
         if (e != null) {
+            tasks.values().removeIf(other -> other == e);
             e.server().shutdown(Duration.ofSeconds(2));
             try {
                 Files.deleteIfExists(e.socket());

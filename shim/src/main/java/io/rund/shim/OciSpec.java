@@ -48,6 +48,30 @@ final class OciSpec {
 
     private OciSpec() {}
 
+    /** containerd's CRI plugin marks each container of a pod with these annotations. */
+    static final String CONTAINER_TYPE = "io.kubernetes.cri.container-type";
+    static final String SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
+
+    /** A container that joins the pod {@code sandboxId}, whose sandbox container made the VM. */
+    record PodMember(String sandboxId) {}
+
+    /**
+     * The pod a bundle's container joins, from its CRI annotations: present only for
+     * container-type "container" (the sandbox container, type "sandbox", makes the pod).
+     * A bundle that cannot be read is no pod member; Create reports what is wrong with it.
+     */
+    static PodMember podMember(Path bundle) {
+        try {
+            JsonNode a = JSON.readTree(Files.readString(bundle.resolve("config.json"))).path("annotations");
+            if ("container".equals(a.path(CONTAINER_TYPE).asText()) && !a.path(SANDBOX_ID).asText().isEmpty()) {
+                return new PodMember(a.path(SANDBOX_ID).asText());
+            }
+        } catch (IOException | RuntimeException e) {
+            // not readable as a spec: no pod
+        }
+        return null;
+    }
+
     static Bundle readBundle(Path bundle) throws TaskFault {
         Path config = bundle.resolve("config.json");
         JsonNode root;

@@ -29,6 +29,7 @@ final class StatusMapper {
             case SandboxException e -> new Status(switch (e.kind()) {
                 case INVALID_ARGUMENT -> Code.INVALID_ARGUMENT;
                 case ALREADY_EXISTS -> Code.ALREADY_EXISTS;
+                case NOT_FOUND -> Code.NOT_FOUND;
                 case FAILED -> Code.INTERNAL;
             }, e.getMessage());
             case AgentException e -> new Status(switch (e.kind()) {

@@ -48,9 +48,9 @@ import io.rund.containerd.types.task.Status;
 import io.rund.rootfs.RootfsMount;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.sandbox.lifecycle.Sandbox;
 import io.rund.sandbox.lifecycle.SandboxManager;
-import io.rund.sandbox.lifecycle.SandboxSpec;
 import io.rund.ttrpc.ServiceDefinition;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
@@ -59,16 +59,19 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 
 /**
- * containerd.task.v2.Task for one task (one sandbox, one container): each RPC checks the
- * id, looks the process up, delegates to the sandbox's agent, publishes its event and
- * builds the reply. Processes move CREATED → RUNNING → STOPPED.
+ * containerd.task.v2.Task for one sandbox: its first container (a task of its own, or a
+ * pod's sandbox container) and, in a pod, the containers that join it. Each RPC finds the
+ * container by the request's id, looks the process up, delegates to the sandbox's agent,
+ * publishes its event and builds the reply. Processes move CREATED → RUNNING → STOPPED.
+ *
+ * <p>The sandbox (the VM) is made by the first container's Create and stopped by its
+ * Delete, which waits until no other container of the pod still runs.
  */
 final class TaskService {
 
@@ -84,7 +87,16 @@ final class TaskService {
 
     record Exit(int status, Instant at) {}
 
-    /** A process of the task: the init process (execId "") or an exec. */
+    /** What the daemon hears from an endpoint. */
+    interface Owner {
+        /** A container that joined the pod was deleted: its id no longer routes here. */
+        void containerGone(String containerId);
+
+        /** The endpoint serves nothing any more. */
+        void closed();
+    }
+
+    /** A process of a container: the init process (execId "") or an exec. */
     static final class Proc {
         final String execId;
         final String stdin;
@@ -104,22 +116,54 @@ final class TaskService {
         }
     }
 
+    /** A container (a containerd task) of this sandbox. */
+    static final class Container {
+        final String id;
+        final Path bundle;
+        final Map<String, Proc> procs = new ConcurrentHashMap<>();
+        volatile boolean paused;
+
+        Container(String id, Path bundle) {
+            this.id = id;
+            this.bundle = bundle;
+        }
+
+        boolean running() {
+            return procs.values().stream().anyMatch(p -> p.state == State.RUNNING);
+        }
+    }
+
     final String namespace;
+    /** The sandbox's id: its first container's. */
     final String id;
     private final SandboxManager manager;
     private final EventPublisher events;
-    private final Runnable onShutdown;
-    private final Map<String, Proc> procs = new ConcurrentHashMap<>();
+    private final Owner owner;
+    /** Ids containerd was given this endpoint for, whether created yet or not. */
+    private final Set<String> routed = ConcurrentHashMap.newKeySet();
+    private final Map<String, Container> containers = new ConcurrentHashMap<>();
+    private final Object lifecycle = new Object();
     private volatile Sandbox sandbox;
-    private volatile boolean paused;
-    private volatile Path bundle;
+    private volatile boolean closed;
 
-    TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Runnable onShutdown) {
+    TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Owner owner) {
         this.namespace = namespace;
         this.id = id;
         this.manager = manager;
         this.events = events;
-        this.onShutdown = onShutdown;
+        this.owner = owner;
+        routed.add(id);
+    }
+
+    /** Lets a container of the pod be created here; false once the endpoint is closing. */
+    boolean route(String containerId) {
+        synchronized (lifecycle) {
+            if (closed) {
+                return false;
+            }
+            routed.add(containerId);
+            return true;
+        }
     }
 
     ServiceDefinition definition() {
@@ -146,18 +190,20 @@ final class TaskService {
                 .build();
     }
 
-    private void checkId(String requested) throws TaskFault {
-        if (!id.equals(requested)) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + requested + " (this endpoint serves " + id + ")");
+    private Container container(String requested) throws TaskFault {
+        Container c = containers.get(requested);
+        if (c == null) {
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, routed.contains(requested) ? "task " + requested + " is not created"
+                    : "task " + requested + " (this endpoint serves sandbox " + id + ")");
         }
+        return c;
     }
 
-    private Proc proc(String requestedId, String execId) throws TaskFault {
-        checkId(requestedId);
-        Proc p = procs.get(execId);
+    private Proc proc(Container c, String execId) throws TaskFault {
+        Proc p = c.procs.get(execId);
         if (p == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, execId.isEmpty() ? "task " + id + " is not created"
-                    : "process " + execId + " of task " + id);
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, execId.isEmpty() ? "task " + c.id + " is not created"
+                    : "process " + execId + " of task " + c.id);
         }
         return p;
     }
@@ -165,7 +211,7 @@ final class TaskService {
     private Sandbox sandbox() throws TaskFault {
         Sandbox s = sandbox;
         if (s == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + id + " is not created");
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "sandbox " + id + " is not created");
         }
         return s;
     }
@@ -175,31 +221,41 @@ final class TaskService {
     }
 
     private CreateTaskResponse create(CreateTaskRequest r) throws Exception {
-        checkId(r.getId());
+        String cid = r.getId();
+        if (!routed.contains(cid)) {
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id + ")");
+        }
         if (!r.getCheckpoint().isEmpty()) {
             throw new TaskFault(TaskFault.Kind.UNIMPLEMENTED, "restore from checkpoint is not supported");
         }
         Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
+        Path bundlePath = Path.of(r.getBundle());
+        Container c = new Container(cid, bundlePath);
         Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
-        if (procs.putIfAbsent("", init) != null) {
-            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "task " + id);
+        c.procs.put("", init);
+        if (containers.putIfAbsent(cid, c) != null) {
+            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "task " + cid);
         }
         try {
-            Path bundlePath = Path.of(r.getBundle());
             OciSpec.Bundle spec = OciSpec.readBundle(bundlePath);
             List<RootfsMount> rootfs = new ArrayList<>();
             r.getRootfsList().forEach(m -> rootfs.add(new RootfsMount(m.getType(), m.getSource(), m.getOptionsList())));
             io.rund.agent.v1.Process process = spec.process().toBuilder().setTerminal(r.getTerminal()).build();
-            sandbox = manager.start(new SandboxSpec(id, rootfs, process.getArgsList(), process.getEnvList(),
+            ContainerSpec cs = new ContainerSpec(cid, rootfs, process.getArgsList(), process.getEnvList(),
                     process.getCwd(), spec.hostname(), r.getTerminal(), spec.memoryLimitBytes(), spec.cpuQuotaMicros(),
-                    process));
-            bundle = bundlePath;
+                    process);
+            if (cid.equals(id)) {
+                sandbox = manager.start(cs);
+            } else {
+                sandbox().addContainer(cs);
+            }
         } catch (Exception e) {
-            procs.remove("");
+            containers.remove(cid);
             throw e;
         }
+        // The task's pid is the VM's on the host: containerd and its users look pids up there.
         init.pid = (int) sandbox.vm().pid();
-        events.publish("/tasks/create", TaskCreate.newBuilder().setContainerId(id).setBundle(r.getBundle())
+        events.publish("/tasks/create", TaskCreate.newBuilder().setContainerId(cid).setBundle(r.getBundle())
                 .addAllRootfs(r.getRootfsList())
                 .setIo(TaskIO.newBuilder().setStdin(r.getStdin()).setStdout(r.getStdout()).setStderr(r.getStderr())
                         .setTerminal(r.getTerminal()))
@@ -208,73 +264,76 @@ final class TaskService {
     }
 
     private StartResponse start(StartRequest r) throws Exception {
-        Proc p = proc(r.getId(), r.getExecId());
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
         synchronized (p) {
             if (p.state != State.CREATED) {
                 throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION,
-                        "process " + label(p) + " is " + p.state.name().toLowerCase() + ", not created");
+                        "process " + label(c, p) + " is " + p.state.name().toLowerCase() + ", not created");
             }
             AgentClient agent = sandbox().agent();
+            Stdio.Output output = Stdio.output(sandbox().dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
             // An exec's pipes exist only once it is started; whatever it writes before the
             // pumps read stays in them.
-            int guestPid = agent.startProcess(id, p.execId);
-            CompletableFuture<Void> out = Stdio.pumpOut(agent, id, p.execId, p.stdout, false);
-            CompletableFuture<Void> err = p.terminal ? CompletableFuture.completedFuture(null)
-                    : Stdio.pumpOut(agent, id, p.execId, p.stderr, true);
-            Stdio.Input input = Stdio.pumpIn(agent, id, p.execId, p.stdin);
+            int guestPid;
+            try {
+                guestPid = agent.startProcess(c.id, p.execId);
+            } catch (AgentException e) {
+                output.abandon();
+                throw e;
+            }
+            output.begin(agent);
+            Stdio.Input input = Stdio.pumpIn(agent, c.id, p.execId, p.stdin);
             if (!p.execId.isEmpty()) {
                 p.pid = guestPid;
             }
             p.state = State.RUNNING;
-            watchExit(agent, p, CompletableFuture.allOf(out, err), input);
+            watchExit(agent, c, p, output, input);
         }
         if (p.execId.isEmpty()) {
-            events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(id).setPid(p.pid).build());
+            events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(c.id).setPid(p.pid).build());
         } else {
-            events.publish("/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(id)
+            events.publish("/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
                     .setExecId(p.execId).setPid(p.pid).build());
         }
         return StartResponse.newBuilder().setPid(p.pid).build();
     }
 
     /** Waits (on a virtual thread) for the process to exit and its output to drain, then reports it. */
-    private void watchExit(AgentClient agent, Proc p, CompletableFuture<Void> output, Stdio.Input input) {
-        Thread.ofVirtual().name("exit-" + id + "-" + p.execId).start(() -> {
+    private void watchExit(AgentClient agent, Container c, Proc p, Stdio.Output output, Stdio.Input input) {
+        Thread.ofVirtual().name("exit-" + c.id + "-" + p.execId).start(() -> {
             Exit exit;
             try {
-                AgentClient.Exit e = agent.waitProcess(id, p.execId, null);
+                AgentClient.Exit e = agent.waitProcess(c.id, p.execId, null);
                 exit = new Exit(e.status(), e.exitedAt());
             } catch (AgentException e) {
-                LOG.log(Level.WARNING, "task {0}: lost process {1}: {2}", id, label(p), e.getMessage());
+                LOG.log(Level.WARNING, "task {0}: lost process {1}: {2}", c.id, label(c, p), e.getMessage());
                 exit = new Exit(255, Instant.now());
             }
-            try {
-                output.get(10, TimeUnit.SECONDS);
-            } catch (InterruptedException | ExecutionException | TimeoutException e) {
-                LOG.log(Level.DEBUG, "task {0}: output of {1} still open after exit", id, label(p));
-            }
+            output.awaitDrained(Duration.ofSeconds(10));
             input.cancel();
             p.state = State.STOPPED;
             p.exit.complete(exit);
-            events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(id)
-                    .setId(p.execId.isEmpty() ? id : p.execId).setPid(p.pid).setExitStatus(exit.status())
+            events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
+                    .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(exit.status())
                     .setExitedAt(ts(exit.at())).build());
         });
     }
 
-    private String label(Proc p) {
-        return p.execId.isEmpty() ? id : id + "/" + p.execId;
+    private static String label(Container c, Proc p) {
+        return p.execId.isEmpty() ? c.id : c.id + "/" + p.execId;
     }
 
     private StateResponse state(StateRequest r) throws TaskFault {
-        Proc p = proc(r.getId(), r.getExecId());
-        StateResponse.Builder b = StateResponse.newBuilder().setId(r.getExecId().isEmpty() ? id : r.getExecId())
-                .setBundle(bundle == null ? "" : bundle.toString()).setPid(p.pid)
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
+        StateResponse.Builder b = StateResponse.newBuilder().setId(r.getExecId().isEmpty() ? c.id : r.getExecId())
+                .setBundle(c.bundle.toString()).setPid(p.pid)
                 .setStdin(p.stdin).setStdout(p.stdout).setStderr(p.stderr).setTerminal(p.terminal)
                 .setExecId(r.getExecId())
                 .setStatus(switch (p.state) {
                     case CREATED -> Status.CREATED;
-                    case RUNNING -> paused ? Status.PAUSED : Status.RUNNING;
+                    case RUNNING -> c.paused ? Status.PAUSED : Status.RUNNING;
                     case STOPPED -> Status.STOPPED;
                 });
         Exit e = p.exit.getNow(null);
@@ -285,130 +344,159 @@ final class TaskService {
     }
 
     private WaitResponse waitFor(WaitRequest r) throws Exception {
-        Proc p = proc(r.getId(), r.getExecId());
+        Proc p = proc(container(r.getId()), r.getExecId());
         Exit e = p.exit.get();
         return WaitResponse.newBuilder().setExitStatus(e.status()).setExitedAt(ts(e.at())).build();
     }
 
     private Empty kill(KillRequest r) throws Exception {
-        Proc p = proc(r.getId(), r.getExecId());
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
         if (r.getSignal() < 1 || r.getSignal() > 64) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "signal " + r.getSignal() + " is outside 1..64");
         }
         if (p.state == State.CREATED && p.execId.isEmpty()) {
-            // Killing a created task ends it without running: remove the container's init.
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + id + " is not started");
+            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " is not started");
         }
         if (p.state == State.STOPPED && !r.getAll()) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "process " + label(p) + " already finished");
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
-        sandbox().agent().signal(id, p.execId, r.getSignal(), r.getAll());
+        sandbox().agent().signal(c.id, p.execId, r.getSignal(), r.getAll());
         return Empty.getDefaultInstance();
     }
 
-    private DeleteResponse delete(String requestedId, String execId) throws Exception {
-        Proc p = proc(requestedId, execId);
+    private DeleteResponse delete(String cid, String execId) throws Exception {
+        Container c = container(cid);
+        Proc p = proc(c, execId);
         if (p.state == State.RUNNING) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "process " + label(p) + " is still running");
+            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "process " + label(c, p) + " is still running");
         }
         Exit e = p.exit.getNow(new Exit(0, Instant.now()));
         if (execId.isEmpty()) {
-            if (procs.values().stream().anyMatch(q -> q.state == State.RUNNING)) {
-                throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + id + " still has running execs");
+            if (c.running()) {
+                throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " still has running execs");
             }
-            Sandbox s = sandbox;
-            if (s != null) {
-                s.stop(STOP_GRACE);
-            }
+            removeContainer(c);
         } else {
             try {
-                sandbox().agent().deleteProcess(id, execId);
+                sandbox().agent().deleteProcess(c.id, execId);
             } catch (AgentException ignored) {
                 // the process record in the guest is gone already
             }
+            c.procs.remove(execId);
         }
-        procs.remove(execId);
-        events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(id).setPid(p.pid)
-                .setExitStatus(e.status()).setExitedAt(ts(e.at())).setId(execId.isEmpty() ? id : execId).build());
+        events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setPid(p.pid)
+                .setExitStatus(e.status()).setExitedAt(ts(e.at())).setId(execId.isEmpty() ? c.id : execId).build());
         return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(e.status()).setExitedAt(ts(e.at())).build();
     }
 
+    /**
+     * Removes a container whose processes have all ended. The first container takes the
+     * sandbox with it, and so waits for every other container of the pod to be stopped.
+     */
+    private void removeContainer(Container c) throws Exception {
+        if (!c.id.equals(id)) {
+            sandbox().removeContainer(c.id);
+            containers.remove(c.id);
+            routed.remove(c.id);
+            owner.containerGone(c.id);
+            return;
+        }
+        List<String> running = containers.values().stream().filter(o -> o != c && o.running()).map(o -> o.id).toList();
+        if (!running.isEmpty()) {
+            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "sandbox task " + id
+                    + " is the pod's; its containers " + running + " still run");
+        }
+        Sandbox s = sandbox;
+        if (s != null) {
+            s.stop(STOP_GRACE);
+        }
+        for (Container o : containers.values()) {
+            if (o != c) {
+                owner.containerGone(o.id);
+            }
+        }
+        containers.clear();
+    }
+
     private Empty exec(ExecProcessRequest r) throws Exception {
-        checkId(r.getId());
+        Container c = container(r.getId());
         if (r.getExecId().isEmpty()) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "exec_id is empty");
         }
         Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
-        Proc init = proc(r.getId(), "");
+        Proc init = proc(c, "");
         if (init.state != State.RUNNING) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + id + " is not running");
+            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " is not running");
         }
         io.rund.agent.v1.Process process = OciSpec.execProcess(r.getSpec().getValue().toByteArray()).toBuilder()
                 .setTerminal(r.getTerminal()).build();
         Proc p = new Proc(r.getExecId(), r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
-        if (procs.putIfAbsent(r.getExecId(), p) != null) {
-            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + id);
+        if (c.procs.putIfAbsent(r.getExecId(), p) != null) {
+            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
         }
         try {
-            sandbox().agent().execProcess(id, r.getExecId(), process);
+            sandbox().agent().execProcess(c.id, r.getExecId(), process);
         } catch (AgentException e) {
-            procs.remove(r.getExecId());
+            c.procs.remove(r.getExecId());
             throw e;
         }
-        events.publish("/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(id).setExecId(r.getExecId()).build());
+        events.publish("/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(c.id).setExecId(r.getExecId()).build());
         return Empty.getDefaultInstance();
     }
 
     private Empty resize(ResizePtyRequest r) throws Exception {
-        Proc p = proc(r.getId(), r.getExecId());
-        sandbox().agent().resizePty(id, p.execId, r.getHeight(), r.getWidth());
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
+        sandbox().agent().resizePty(c.id, p.execId, r.getHeight(), r.getWidth());
         return Empty.getDefaultInstance();
     }
 
     private Empty closeIO(CloseIORequest r) throws Exception {
-        Proc p = proc(r.getId(), r.getExecId());
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
         if (r.getStdin() && p.stdin.isEmpty()) {
-            sandbox().agent().closeStdin(id, p.execId);
+            sandbox().agent().closeStdin(c.id, p.execId);
         }
         // With a stdin fifo, the pump closes the process's stdin when containerd closes the fifo.
         return Empty.getDefaultInstance();
     }
 
     private PidsResponse pids(PidsRequest r) throws Exception {
-        checkId(r.getId());
+        Container c = container(r.getId());
         PidsResponse.Builder b = PidsResponse.newBuilder();
-        for (int pid : sandbox().agent().pids(id)) {
+        for (int pid : sandbox().agent().pids(c.id)) {
             b.addProcesses(ProcessInfo.newBuilder().setPid(pid));
         }
         return b.build();
     }
 
-    private Empty pause(String requestedId, boolean pause) throws Exception {
-        checkId(requestedId);
+    private Empty pause(String cid, boolean pause) throws Exception {
+        Container c = container(cid);
         if (pause) {
-            sandbox().agent().pause(id);
-            paused = true;
-            events.publish("/tasks/paused", TaskPaused.newBuilder().setContainerId(id).build());
+            sandbox().agent().pause(c.id);
+            c.paused = true;
+            events.publish("/tasks/paused", TaskPaused.newBuilder().setContainerId(c.id).build());
         } else {
-            sandbox().agent().resume(id);
-            paused = false;
-            events.publish("/tasks/resumed", TaskResumed.newBuilder().setContainerId(id).build());
+            sandbox().agent().resume(c.id);
+            c.paused = false;
+            events.publish("/tasks/resumed", TaskResumed.newBuilder().setContainerId(c.id).build());
         }
         return Empty.getDefaultInstance();
     }
 
     private Empty update(UpdateTaskRequest r) throws Exception {
-        checkId(r.getId());
+        Container c = container(r.getId());
         OciSpec.Resources res = OciSpec.resources(r.getResources().getValue().toByteArray());
-        sandbox().agent().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(id)
+        sandbox().agent().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(c.id)
                 .setMemoryLimitBytes(res.memoryLimitBytes()).setCpuQuotaUsec(res.cpuQuotaMicros())
                 .setCpuPeriodUsec(res.cpuPeriodMicros()).setPidsLimit(res.pidsLimit()).build());
         return Empty.getDefaultInstance();
     }
 
     private StatsResponse stats(StatsRequest r) throws Exception {
-        checkId(r.getId());
-        AgentClient.Stats s = sandbox().agent().stats(id);
+        Container c = container(r.getId());
+        AgentClient.Stats s = sandbox().agent().stats(c.id);
         Metrics m = Metrics.newBuilder()
                 .setCpu(CPUStat.newBuilder().setUsage(CPUUsage.newBuilder().setTotal(s.cpuUsageMicros() * 1000)
                         .setUser(s.cpuUserMicros() * 1000).setKernel(s.cpuSystemMicros() * 1000)))
@@ -421,37 +509,70 @@ final class TaskService {
     }
 
     private ConnectResponse connect(ConnectRequest r) throws TaskFault {
-        checkId(r.getId());
-        Proc init = procs.get("");
+        if (!routed.contains(r.getId())) {
+            container(r.getId());
+        }
+        Container c = containers.get(r.getId());
+        Proc init = c == null ? null : c.procs.get("");
         return ConnectResponse.newBuilder().setShimPid((int) ProcessHandle.current().pid())
                 .setTaskPid(init == null ? 0 : init.pid).setVersion("rund 0.1.0").build();
     }
 
+    /**
+     * containerd asks the shim to go after each task's delete; this endpoint goes only once
+     * it serves no container (with {@code now}, at once, stopping the sandbox).
+     */
     private Empty shutdown(ShutdownRequest r) throws TaskFault {
-        checkId(r.getId());
-        if (!r.getNow() && procs.values().stream().anyMatch(p -> p.state == State.RUNNING)) {
-            return Empty.getDefaultInstance(); // still serving a running task
+        if (!routed.contains(r.getId()) && !containers.containsKey(r.getId())) {
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + r.getId() + " (this endpoint serves sandbox " + id + ")");
         }
-        // After the answer has gone out: close this task's endpoint.
+        synchronized (lifecycle) {
+            if (!r.getNow() && !containers.isEmpty()) {
+                return Empty.getDefaultInstance();
+            }
+            closed = true;
+        }
+        // After the answer has gone out: close this endpoint.
         CompletableFuture.delayedExecutor(100, TimeUnit.MILLISECONDS).execute(this::close);
         return Empty.getDefaultInstance();
     }
 
     /** Stops the sandbox if it still runs and ends this endpoint. */
     void close() {
+        synchronized (lifecycle) {
+            closed = true;
+        }
         Sandbox s = sandbox;
         if (s != null) {
             s.stop(STOP_GRACE);
         }
         events.close();
-        onShutdown.run();
+        owner.closed();
     }
 
-    /** For the launcher's delete: the init's exit, or a kill's if it never said. */
-    DeleteResponse forceDelete() {
-        Proc p = procs.get("");
+    /**
+     * For the launcher's delete (containerd's last word on a task whose shim it lost): the
+     * init's exit, or a kill's if it never said. The sandbox's own task ends the endpoint;
+     * a joined container is removed from the sandbox.
+     */
+    DeleteResponse forceDelete(String cid) {
+        Container c = containers.get(cid);
+        Proc p = c == null ? null : c.procs.get("");
         Exit e = p == null ? new Exit(137, Instant.now()) : p.exit.getNow(new Exit(137, Instant.now()));
-        close();
+        if (cid.equals(id)) {
+            close();
+        } else {
+            try {
+                if (c != null) {
+                    sandbox().removeContainer(cid);
+                }
+            } catch (Exception ex) {
+                LOG.log(Level.WARNING, "task {0}: remove from sandbox {1}: {2}", cid, id, ex.getMessage());
+            }
+            containers.remove(cid);
+            routed.remove(cid);
+            owner.containerGone(cid);
+        }
         return DeleteResponse.newBuilder().setPid(p == null ? 0 : p.pid).setExitStatus(e.status())
                 .setExitedAt(ts(e.at())).build();
     }

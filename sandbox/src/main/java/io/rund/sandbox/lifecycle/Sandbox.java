@@ -1,16 +1,25 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.rootfs.StoreException;
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.hypervisor.Vm;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
- * A started sandbox: its VM with the agent connected and its container created. Stop
+ * A started sandbox: its VM with the agent connected and its containers: the first, whose
+ * id the sandbox has, and any that joined later (the other containers of a pod). Stop
  * undoes the start in reverse order and may be called more than once.
+ *
+ * <p>Threads: any; adding and removing containers may run concurrently with each other
+ * and with the agent's other calls.
  */
 public final class Sandbox implements AutoCloseable {
 
@@ -22,9 +31,11 @@ public final class Sandbox implements AutoCloseable {
     private final Vm vm;
     private final AgentClient agent;
     private final AtomicBoolean stopped = new AtomicBoolean();
+    /** Container id → its image's directory on the share. */
+    private final Map<String, String> images = new ConcurrentHashMap<>();
 
     Sandbox(SandboxManager manager, String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm,
-            AgentClient agent) {
+            AgentClient agent, String firstImage) {
         this.manager = manager;
         this.id = id;
         this.dir = dir;
@@ -32,6 +43,69 @@ public final class Sandbox implements AutoCloseable {
         this.readOnly = readOnly;
         this.vm = vm;
         this.agent = agent;
+        images.put(id, firstImage);
+    }
+
+    /**
+     * Creates another container in this sandbox: its image goes on the share, its writes to
+     * its own directory of the sandbox's disk, which the guest deletes when it is removed.
+     */
+    public void addContainer(ContainerSpec spec) throws SandboxException {
+        String cid = spec.id();
+        if (!SandboxManager.isValidId(cid)) {
+            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "container id " + cid
+                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
+        }
+        if (stopped.get()) {
+            throw new SandboxException(SandboxException.Kind.FAILED, "sandbox=" + id + " is stopped", null);
+        }
+        if (images.putIfAbsent(cid, "") != null) {
+            throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
+        }
+        String image = null;
+        try {
+            image = readOnly.add(cid, spec.rootfs());
+            images.put(cid, image);
+            agent.createContainer(SandboxManager.containerRequest(spec, image, image));
+        } catch (StoreException e) {
+            images.remove(cid);
+            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox=" + id + ": " + e.getMessage(), e);
+        } catch (AgentException e) {
+            images.remove(cid);
+            readOnly.remove(image);
+            throw new SandboxException(e.kind() == AgentException.Kind.ALREADY_EXISTS ? SandboxException.Kind.ALREADY_EXISTS
+                    : SandboxException.Kind.FAILED, "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Removes a container that joined the sandbox: its processes are killed, its writes
+     * deleted, its image unmounted. The first container goes only with the sandbox.
+     */
+    public void removeContainer(String cid) throws SandboxException {
+        if (cid.equals(id)) {
+            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT,
+                    "container " + cid + " is sandbox=" + id + "'s first: it goes when the sandbox stops", null);
+        }
+        String image = images.get(cid);
+        if (image == null) {
+            throw new SandboxException(SandboxException.Kind.NOT_FOUND, "container " + cid + " in sandbox=" + id, null);
+        }
+        try {
+            agent.removeContainer(cid);
+        } catch (AgentException e) {
+            if (e.kind() != AgentException.Kind.NOT_FOUND) {
+                throw new SandboxException(SandboxException.Kind.FAILED, "sandbox=" + id + ": remove container " + cid
+                        + ": " + e.getMessage(), e);
+            }
+        }
+        images.remove(cid);
+        readOnly.remove(image);
+    }
+
+    /** The ids of the sandbox's containers, the first included. */
+    public Set<String> containers() {
+        return Set.copyOf(images.keySet());
     }
 
     public String id() {
@@ -63,10 +137,12 @@ public final class Sandbox implements AutoCloseable {
         if (!stopped.compareAndSet(false, true)) {
             return;
         }
-        try {
-            agent.removeContainer(id);
-        } catch (Exception e) {
-            // The VM is about to go anyway; removing first only makes the guest's exit tidy.
+        for (String cid : images.keySet()) {
+            try {
+                agent.removeContainer(cid);
+            } catch (Exception e) {
+                // The VM is about to go anyway; removing first only makes the guest's exit tidy.
+            }
         }
         agent.close();
         vm.stop(grace);

@@ -9,6 +9,7 @@ public final class SandboxException extends Exception {
     public enum Kind {
         INVALID_ARGUMENT,
         ALREADY_EXISTS,
+        NOT_FOUND,
         FAILED
     }
 

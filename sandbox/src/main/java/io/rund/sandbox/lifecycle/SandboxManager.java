@@ -34,9 +34,10 @@ import java.util.stream.Stream;
  * Starts and stops sandboxes, and cleans up after a daemon that died.
  *
  * <p>A start is one linear script, each step named, each undone in reverse order if a
- * later one fails: state directory → cgroup from the pool → read-only layer (mount +
- * virtiofsd) → writable layer → VM → agent (deadline) → container. The state file is
- * rewritten after each step, so that {@link #recover()} finds what a crash left.
+ * later one fails: state directory → cgroup from the pool → read-only layer (share +
+ * virtiofsd, then the first container's image on it) → writable layer → VM → agent
+ * (deadline) → first container. The state file is rewritten after each step, so that
+ * {@link #recover()} finds what a crash left.
  */
 public final class SandboxManager {
 
@@ -79,8 +80,9 @@ public final class SandboxManager {
         void run() throws Exception;
     }
 
-    public Sandbox start(SandboxSpec spec) throws SandboxException {
-        String id = spec.sandboxId();
+    /** Starts a sandbox with its first container, whose id becomes the sandbox's. */
+    public Sandbox start(ContainerSpec spec) throws SandboxException {
+        String id = spec.id();
         if (!isValidId(id)) {
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
                     + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
@@ -104,8 +106,9 @@ public final class SandboxManager {
             state.write(dir);
 
             step = "prepare the read-only layer";
-            ReadOnlyLayer readOnly = ReadOnlyLayer.prepare(id, spec.rootfs(), dir, config.virtiofsd());
+            ReadOnlyLayer readOnly = ReadOnlyLayer.start(id, dir, config.virtiofsd());
             undo.push(readOnly::close);
+            String image = readOnly.add(id, spec.rootfs());
             cgroup.bind(readOnly.virtiofsdPid());
             state = new SandboxState(id, "starting", cgroup.slot(), readOnly.virtiofsdPid(), 0, state.accelerator());
             state.write(dir);
@@ -133,11 +136,11 @@ public final class SandboxManager {
             agent.reseedRandom(seed);
 
             step = "create the container";
-            agent.createContainer(containerRequest(spec));
+            agent.createContainer(containerRequest(spec, image, ""));
             state.with("running").write(dir);
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind());
-            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent);
+            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -161,14 +164,20 @@ public final class SandboxManager {
         }
     }
 
-    static CreateContainerRequest containerRequest(SandboxSpec spec) {
+    /**
+     * The agent's request for a container whose image is at {@code lowerDir} of the share
+     * and whose writes go to {@code upperDir} of the disk ("" for the disk's root: the
+     * sandbox's first container, whose writes live as long as the sandbox).
+     */
+    static CreateContainerRequest containerRequest(ContainerSpec spec, String lowerDir, String upperDir) {
         Process process = spec.process() != null ? spec.process()
                 : Process.newBuilder().addAllArgs(spec.args()).addAllEnv(spec.env()).setCwd(spec.cwd())
                         .addAllBounding(DEFAULT_CAPS).addAllEffective(DEFAULT_CAPS).addAllPermitted(DEFAULT_CAPS)
                         .setTerminal(spec.terminal()).build();
         return CreateContainerRequest.newBuilder()
-                .setContainerId(spec.sandboxId())
-                .setRootfs(Rootfs.newBuilder().setLowerTag(LOWER_TAG).setUpperDiskSerial(UPPER_SERIAL))
+                .setContainerId(spec.id())
+                .setRootfs(Rootfs.newBuilder().setLowerTag(LOWER_TAG).setLowerDir(lowerDir)
+                        .setUpperDiskSerial(UPPER_SERIAL).setUpperDir(upperDir))
                 .setHostname(spec.hostname())
                 .addMounts(mount("/proc", "proc", "proc", List.of("nosuid", "noexec", "nodev")))
                 .addMounts(mount("/dev", "tmpfs", "tmpfs", List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
@@ -285,7 +294,7 @@ public final class SandboxManager {
                 LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
             }
         }
-        ReadOnlyLayer.unmount(dir.resolve("lower"));
+        ReadOnlyLayer.unmount(dir.resolve("shared"));
         deleteTree(dir);
     }
 

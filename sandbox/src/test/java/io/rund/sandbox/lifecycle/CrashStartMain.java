@@ -26,7 +26,7 @@ public final class CrashStartMain {
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(Path.of(a[0]), guest.resolve("vmlinux"),
                 guest.resolve("initramfs.cpio"), Path.of("/usr/lib/qemu/virtiofsd"), 1, 128, Duration.ofSeconds(60)),
                 new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect()), pool, store);
-        manager.start(new SandboxSpec(a[6], List.of(new RootfsMount("overlay", "overlay",
+        manager.start(new ContainerSpec(a[6], List.of(new RootfsMount("overlay", "overlay",
                 List.of("lowerdir=" + a[4] + ":" + a[5]))), List.of("sleep", "1000"), List.of("PATH=/bin"), "/", "", false,
                 0, 0));
         System.out.println("started");

@@ -69,8 +69,8 @@ final class Fixture implements AutoCloseable {
                 "workdir=/nonexistent/work", "upperdir=/nonexistent/upper", "lowerdir=" + layerEtc + ":" + layerBin)));
     }
 
-    SandboxSpec spec(String id, String... args) {
-        return new SandboxSpec(id, image(), List.of(args), List.of("PATH=/bin"), "/", id + "-host", false, 0, 0);
+    ContainerSpec spec(String id, String... args) {
+        return new ContainerSpec(id, image(), List.of(args), List.of("PATH=/bin"), "/", id + "-host", false, 0, 0);
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */

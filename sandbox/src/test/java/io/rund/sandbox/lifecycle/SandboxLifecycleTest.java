@@ -6,13 +6,16 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.agent.v1.Process;
+import io.rund.rootfs.RootfsMount;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -42,21 +45,26 @@ class SandboxLifecycleTest {
     }
 
     static String run(Sandbox sb, String... args) throws AgentException {
+        return runIn(sb, sb.id(), args);
+    }
+
+    /** Runs a command in one container of the sandbox: "status:stdout". */
+    static String runIn(Sandbox sb, String cid, String... args) throws AgentException {
         AgentClient agent = sb.agent();
         String exec = "e" + EXECS.incrementAndGet();
-        agent.execProcess(sb.id(), exec, Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").setCwd("/")
+        agent.execProcess(cid, exec, Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").setCwd("/")
                 .addAllBounding(List.of("CAP_DAC_OVERRIDE")).addAllEffective(List.of("CAP_DAC_OVERRIDE"))
                 .addAllPermitted(List.of("CAP_DAC_OVERRIDE")).build());
-        agent.startProcess(sb.id(), exec);
-        agent.closeStdin(sb.id(), exec);
+        agent.startProcess(cid, exec);
+        agent.closeStdin(cid, exec);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         AgentClient.Chunk c;
         do {
-            c = agent.readStdout(sb.id(), exec, 65536, T);
+            c = agent.readStdout(cid, exec, 65536, T);
             out.writeBytes(c.data());
         } while (!c.eof());
-        int status = agent.waitProcess(sb.id(), exec, T).status();
-        agent.deleteProcess(sb.id(), exec);
+        int status = agent.waitProcess(cid, exec, T).status();
+        agent.deleteProcess(cid, exec);
         return status + ":" + out.toString(StandardCharsets.UTF_8);
     }
 
@@ -83,6 +91,64 @@ class SandboxLifecycleTest {
     }
 
     @Test
+    void containersOfAPodShareItsVmButNotTheirImagesOrWrites() throws Exception {
+        Path other = fx.base.resolve("layers/other");
+        io.rund.sandbox.agent.TestGuest.installBusybox(other);
+        Files.createDirectories(other.resolve("etc"));
+        Files.writeString(other.resolve("etc/image-file"), "from the other image\n");
+        List<RootfsMount> otherImage = List.of(new RootfsMount("bind", other.toString(), List.of("rbind", "ro")));
+        String loop = "while :; do sleep 1; done";
+        Sandbox sb = manager.start(fx.spec("pod-a", "sh", "-c", loop));
+        try {
+            sb.agent().startProcess("pod-a", "");
+            sb.addContainer(new ContainerSpec("app", otherImage, List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
+                    "pod-a-host", false, 0, 0));
+            assertTrue(sb.agent().startProcess("app", "") > 1);
+            assertEquals(Set.of("pod-a", "app"), sb.containers());
+            assertEquals("0:from the other image\n", runIn(sb, "app", "cat", "/etc/image-file"));
+            assertEquals("0:from the top layer\n", runIn(sb, "pod-a", "cat", "/etc/image-file"));
+            assertEquals("0:", runIn(sb, "app", "sh", "-c", "echo app > /data.txt"));
+            assertEquals("0:app\n", runIn(sb, "app", "cat", "/data.txt"));
+            assertTrue(runIn(sb, "pod-a", "cat", "/data.txt").startsWith("1:"), "the pod's first container sees app's write");
+            assertTrue(mountinfo().contains(sb.dir().resolve("shared") + "/app."), "app's image is on the share");
+
+            SandboxException dup = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("app",
+                    otherImage, List.of("true"), List.of(), "/", "", false, 0, 0)));
+            assertEquals(SandboxException.Kind.ALREADY_EXISTS, dup.kind());
+            SandboxException bad = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("bad",
+                    List.of(new RootfsMount("bind", "/no/such/layer", List.of())), List.of("true"), List.of(), "/", "",
+                    false, 0, 0)));
+            assertEquals(SandboxException.Kind.INVALID_ARGUMENT, bad.kind());
+            assertTrue(bad.getMessage().contains("/no/such/layer"), bad.getMessage());
+            SandboxException first = assertThrows(SandboxException.class, () -> sb.removeContainer("pod-a"));
+            assertEquals(SandboxException.Kind.INVALID_ARGUMENT, first.kind());
+
+            sb.removeContainer("app");
+            assertEquals(Set.of("pod-a"), sb.containers());
+            assertFalse(mountinfo().contains(sb.dir().resolve("shared") + "/app."), "app's image left the share");
+            try (var left = Files.list(sb.dir().resolve("shared"))) {
+                assertEquals(List.of("pod-a.1"), left.map(p -> p.getFileName().toString()).toList());
+            }
+            SandboxException gone = assertThrows(SandboxException.class, () -> sb.removeContainer("app"));
+            assertEquals(SandboxException.Kind.NOT_FOUND, gone.kind());
+
+            // The same id again, on the first image: its files, and none of the old app's writes.
+            sb.addContainer(new ContainerSpec("app", fx.image(), List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
+                    "", false, 0, 0));
+            sb.agent().startProcess("app", "");
+            assertEquals("0:from the top layer\n", runIn(sb, "app", "cat", "/etc/image-file"));
+            assertTrue(runIn(sb, "app", "cat", "/data.txt").startsWith("1:"), "a removed container's writes are gone");
+        } finally {
+            sb.stop(Duration.ofSeconds(5));
+        }
+        fx.assertNothingLeft();
+    }
+
+    private static String mountinfo() throws Exception {
+        return Files.readString(Path.of("/proc/self/mountinfo"));
+    }
+
+    @Test
     void fiftyStartsAndStopsLeaveNothingBehind() throws Exception {
         for (int i = 0; i < 50; i++) {
             Sandbox sb = manager.start(fx.spec("cycle-" + i, "true"));
@@ -97,7 +163,7 @@ class SandboxLifecycleTest {
 
     @Test
     void aBadImageIsRefusedNamingItAndLeavesNothing() throws Exception {
-        SandboxSpec bad = new SandboxSpec("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
+        ContainerSpec bad = new ContainerSpec("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
                 List.of("lowerdir=/no/such/layer"))), List.of("true"), List.of(), "/", "", false, 0, 0);
         SandboxException e = assertThrows(SandboxException.class, () -> manager.start(bad));
         assertEquals(SandboxException.Kind.INVALID_ARGUMENT, e.kind());

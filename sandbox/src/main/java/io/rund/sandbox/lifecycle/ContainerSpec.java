@@ -5,25 +5,27 @@ import java.util.List;
 import java.util.Objects;
 
 /**
- * What a sandbox runs: its image (containerd's rootfs mounts), its one container's
- * process, and its resources. Issue 5 fills it from an OCI bundle.
+ * One container of a sandbox: its image (containerd's rootfs mounts), its init process and
+ * its resources. A sandbox starts with its first container, whose id it takes (in a pod,
+ * the pause container's id is the pod's); later ones join through
+ * {@link Sandbox#addContainer}. The shim fills it from an OCI bundle.
  *
  * @param memoryLimitBytes the container's memory limit; 0 for none
  * @param cpuQuotaMicros per 100 ms period; 0 for none
  * @param process the container's process in full (from an OCI spec); when null, one is
  *     made from args, env, cwd and terminal with a default capability set
  */
-public record SandboxSpec(String sandboxId, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
+public record ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
         String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros,
         io.rund.agent.v1.Process process) {
 
-    public SandboxSpec(String sandboxId, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
+    public ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
             String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros) {
-        this(sandboxId, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null);
+        this(id, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null);
     }
 
-    public SandboxSpec {
-        Objects.requireNonNull(sandboxId, "sandboxId");
+    public ContainerSpec {
+        Objects.requireNonNull(id, "id");
         rootfs = List.copyOf(rootfs);
         args = List.copyOf(args);
         env = List.copyOf(env);
