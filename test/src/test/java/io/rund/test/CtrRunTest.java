@@ -243,4 +243,97 @@ class CtrRunTest {
         assertEquals("after\n", run("after-crash", "echo", "after").stdout());
         ctd.assertNothingLeft();
     }
+
+    @Test
+    @Order(10)
+    void aBinaryLoggerGetsBothStreamsAndABadOneIsRefused() throws Exception {
+        Path logs = Files.createDirectories(ctd.dir.resolve("logs"));
+        Path logger = ctd.dir.resolve("logger.sh");
+        // Closes fd 5 (ready) first: children started after would hold it open.
+        Files.writeString(logger, """
+                #!/bin/sh
+                exec 5>&-
+                echo "$CONTAINER_ID $CONTAINER_NAMESPACE $1" > "$2/env"
+                cat <&3 > "$2/out" &
+                cat <&4 > "$2/err"
+                wait
+                """);
+        Files.setPosixFilePermissions(logger, java.nio.file.attribute.PosixFilePermissions.fromString("rwx------"));
+        Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, "--log-uri",
+                "binary://" + logger + "?dir=" + logs, Containerd.IMAGE, "logged", "sh", "-c",
+                "echo to-out; echo to-err >&2; exit 5");
+        assertEquals(5, r.exitCode(), r.toString());
+        assertEquals("", r.stdout(), "output goes to the logger, not to ctr");
+        assertEquals("to-out\n", Files.readString(logs.resolve("out")));
+        assertEquals("to-err\n", Files.readString(logs.resolve("err")));
+        assertEquals("logged default dir\n", Files.readString(logs.resolve("env")));
+
+        Command.Result bad = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, "--log-uri", "binary:///no/such/logger",
+                Containerd.IMAGE, "badlog", "true");
+        assertNotEquals(0, bad.exitCode());
+        assertTrue(bad.stderr().contains("/no/such/logger is not an executable file"), bad.toString());
+        ctd.ctr(T, "container", "delete", "badlog");
+        ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(11)
+    void theContainersOfAPodRunInItsVm() throws Exception {
+        String loop = "while :; do sleep 1; done";
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, "--annotation", TYPE + "=sandbox",
+                "--annotation", POD + "=pod1", Containerd.IMAGE, "pod1", "sh", "-c", "echo pod > /who; " + loop)
+                .exitCode());
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, "--annotation", TYPE + "=container",
+                "--annotation", POD + "=pod1", Containerd.IMAGE, "app1", "sh", "-c", loop).exitCode());
+        String tasks = ctd.ctr(T, "task", "ls").stdout();
+        assertEquals(taskPid(tasks, "pod1"), taskPid(tasks, "app1"), "one VM serves both: " + tasks);
+        List<String> vms = ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
+                .filter(c -> c.contains("qemu-system") && c.contains(ctd.rundState.toString())).toList();
+        assertEquals(1, vms.size(), "VMs: " + vms);
+
+        Command.Result own = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "app1", "sh", "-c", "cat /who; echo app > /who2; cat /who2");
+        assertEquals("app\n", own.stdout(), "app1 has its own rootfs: " + own);
+        Command.Result ps = ctd.ctr(T, "task", "ps", "app1");
+        assertEquals(0, ps.exitCode(), ps.toString());
+
+        Command.Result stray = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, "--annotation", TYPE + "=container",
+                "--annotation", POD + "=nopod", Containerd.IMAGE, "stray", "true");
+        assertNotEquals(0, stray.exitCode());
+        assertTrue(stray.stderr().contains("nopod"), "the error names the missing pod: " + stray);
+        ctd.ctr(T, "container", "delete", "stray");
+
+        assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "app1").exitCode());
+        awaitStopped("app1");
+        assertKilled(ctd.ctr(T, "task", "delete", "app1"));
+        Command.Result still = ctd.ctr(T, "task", "exec", "--exec-id", "x2", "pod1", "cat", "/who");
+        assertEquals("pod\n", still.stdout(), "the pod outlives its container: " + still);
+
+        assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "pod1").exitCode());
+        awaitStopped("pod1");
+        assertKilled(ctd.ctr(T, "task", "delete", "pod1"));
+        ctd.ctr(T, "container", "delete", "pod1", "app1");
+        ctd.assertNothingLeft();
+    }
+
+    private static final String TYPE = "io.kubernetes.cri.container-type";
+    private static final String POD = "io.kubernetes.cri.sandbox-id";
+
+    private static String taskPid(String taskLs, String id) {
+        return taskLs.lines().filter(l -> l.startsWith(id + " ")).map(l -> l.split("\\s+")[1]).findFirst()
+                .orElseThrow(() -> new AssertionError("no task " + id + " in " + taskLs));
+    }
+
+    /** ctr's task delete succeeds and warns with the exit status: SIGKILL's 137. */
+    private static void assertKilled(Command.Result delete) {
+        assertEquals(0, delete.exitCode(), delete.toString());
+        assertTrue(delete.stderr().contains("non-zero exit code 137"), delete.toString());
+    }
+
+    private static void awaitStopped(String id) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+STOPPED.*")) {
+            assertTrue(System.nanoTime() < end, id + " did not stop");
+            Thread.sleep(100);
+        }
+    }
 }
