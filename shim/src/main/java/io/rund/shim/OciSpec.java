@@ -62,7 +62,11 @@ final class OciSpec {
      */
     static PodMember podMember(Path bundle) {
         try {
-            JsonNode a = JSON.readTree(Files.readString(bundle.resolve("config.json"))).path("annotations");
+            String text = Files.readString(bundle.resolve("config.json"));
+            if (!text.contains(SANDBOX_ID)) {
+                return null; // most tasks: no need to parse the spec here, Create does
+            }
+            JsonNode a = JSON.readTree(text).path("annotations");
             if ("container".equals(a.path(CONTAINER_TYPE).asText()) && !a.path(SANDBOX_ID).asText().isEmpty()) {
                 return new PodMember(a.path(SANDBOX_ID).asText());
             }
