@@ -190,7 +190,11 @@ final class Daemon implements AutoCloseable {
         if (e != null) {
             return e.service().forceDelete(r.getId());
         }
-        manager.cleanup(r.getId());
+        // Sandboxes are named by task id alone: the same id in another namespace may be
+        // running here, and must not be cleaned for this one.
+        if (tasks.values().stream().noneMatch(other -> other.service().id.equals(r.getId()))) {
+            manager.cleanup(r.getId());
+        }
         Instant now = Instant.now();
         return DeleteResponse.newBuilder().setExitStatus(137)
                 .setExitedAt(com.google.protobuf.Timestamp.newBuilder().setSeconds(now.getEpochSecond())

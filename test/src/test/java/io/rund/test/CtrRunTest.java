@@ -223,12 +223,7 @@ class CtrRunTest {
         ProcessHandle.of(daemon).ifPresent(p -> p.onExit().join());
         // What containerd runs for a task whose shim died: the launcher's delete. With no
         // daemon it starts one, which cleans what the dead one left, and answers.
-        List<String> argv = List.of(ctd.launcher.toString(), "-namespace", "default", "-address",
-                ctd.socket.toString(), "-publish-binary", "/usr/bin/containerd", "-id", "orphan", "-bundle",
-                ctd.dir.resolve("state/io.containerd.runtime.v2.task/default/orphan").toString(), "delete");
-        ProcessBuilder pb = new ProcessBuilder(argv);
-        pb.environment().putAll(ctd.rundEnv);
-        Process delete = pb.start();
+        Process delete = launcherDelete("default", "orphan");
         byte[] out = delete.getInputStream().readAllBytes();
         String err = new String(delete.getErrorStream().readAllBytes());
         assertTrue(delete.waitFor(90, TimeUnit.SECONDS));
@@ -313,6 +308,41 @@ class CtrRunTest {
         assertKilled(ctd.ctr(T, "task", "delete", "pod1"));
         ctd.ctr(T, "container", "delete", "pod1", "app1");
         ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(12)
+    void theSameIdInAnotherNamespaceIsRefusedWithoutHarmingTheFirst() throws Exception {
+        ctd.ctr(T, "-n", "other", "images", "import", ctd.dir.resolve("busybox.tar").toString()).ok();
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "dup", "sleep", "1000")
+                .exitCode());
+        Command.Result second = ctd.ctr(T, "-n", "other", "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "dup",
+                "true");
+        assertNotEquals(0, second.exitCode());
+        assertTrue(second.stderr().contains("dup"), second.toString());
+        // containerd runs the launcher's delete for other/dup when its shim connection closes,
+        // maybe before our endpoint has gone; run it once more, after, as containerd may.
+        Thread.sleep(300);
+        assertEquals(0, launcherDelete("other", "dup").waitFor());
+        // default/dup must not have been cleaned for it.
+        Command.Result alive = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "dup", "echo", "alive");
+        assertEquals("alive\n", alive.stdout(), alive.toString());
+        ctd.ctr(T, "-n", "other", "container", "delete", "dup");
+        assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "dup").exitCode());
+        awaitStopped("dup");
+        assertKilled(ctd.ctr(T, "task", "delete", "dup"));
+        ctd.ctr(T, "container", "delete", "dup");
+        ctd.assertNothingLeft();
+    }
+
+    /** What containerd runs when it lost a task's shim connection: the launcher's delete. */
+    private static Process launcherDelete(String namespace, String id) throws Exception {
+        List<String> argv = List.of(ctd.launcher.toString(), "-namespace", namespace, "-address",
+                ctd.socket.toString(), "-publish-binary", "/usr/bin/containerd", "-id", id, "-bundle",
+                ctd.dir.resolve("state/io.containerd.runtime.v2.task/" + namespace + "/" + id).toString(), "delete");
+        ProcessBuilder pb = new ProcessBuilder(argv).redirectOutput(ProcessBuilder.Redirect.PIPE);
+        pb.environment().putAll(ctd.rundEnv);
+        return pb.start();
     }
 
     private static final String TYPE = "io.kubernetes.cri.container-type";
