@@ -1,5 +1,6 @@
 package io.rund.sandbox.hypervisor;
 
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 
@@ -21,6 +22,13 @@ public interface Vm extends AutoCloseable {
 
     /** Thaws the vCPUs. */
     void resume() throws HypervisorException;
+
+    /**
+     * Makes this VM a template: pauses it and writes its device state to {@code state};
+     * its RAM, in the file it was launched with ({@link VmConfig.Ram#template}), is the
+     * rest. The VM stays paused.
+     */
+    void saveTemplate(Path state) throws HypervisorException;
 
     /** Ends the VM: the hypervisor's own quit first, then kill after {@code grace}. */
     void stop(Duration grace);

@@ -16,9 +16,48 @@ import java.util.Objects;
  * @param kernelArgs appended to the hypervisor's own kernel command line; may be empty
  * @param disks virtio-blk disks, found in the guest by serial
  * @param sharedDirs virtio-fs devices, each served by a vhost-user backend on a socket
+ * @param ram where guest RAM lives: anonymous and shareable (the default), a template's
+ *     file being built, or a template's file mapped privately by a clone
  */
 public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
-        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs) {
+        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram) {
+
+    /** A VM that boots, its RAM an anonymous shareable memfd. */
+    public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
+            String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs) {
+        this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, Ram.ANONYMOUS);
+    }
+
+    /**
+     * Guest RAM. {@code file} null: an anonymous memfd. Otherwise a file (on tmpfs) mapped
+     * shared (a template being built: what the guest writes lands in the file) or
+     * privately (a clone: it reads the template's pages and copies only those it writes),
+     * in which case {@code incomingState} holds the template's device state, loaded before
+     * the clone runs.
+     */
+    public record Ram(Path file, boolean shared, Path incomingState) {
+        public static final Ram ANONYMOUS = new Ram(null, true, null);
+
+        public Ram {
+            if (incomingState != null && (file == null || shared)) {
+                throw new IllegalArgumentException("a clone maps its template's RAM file privately");
+            }
+        }
+
+        /** A template being built: its RAM in {@code file}, which every clone will map. */
+        public static Ram template(Path file) {
+            return new Ram(file, true, null);
+        }
+
+        /** A clone of the template whose RAM is {@code file} and device state {@code state}. */
+        public static Ram cloneOf(Path file, Path state) {
+            return new Ram(file, false, state);
+        }
+
+        public boolean isClone() {
+            return incomingState != null;
+        }
+    }
 
     /** A virtio-blk disk: a file (or /proc/self/fd/N path of an open, unlinked file). */
     public record Disk(String serial, Path file, boolean readOnly) {
@@ -50,6 +89,7 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
         kernelArgs = kernelArgs == null ? "" : kernelArgs;
         disks = List.copyOf(disks);
         sharedDirs = List.copyOf(sharedDirs);
+        ram = ram == null ? Ram.ANONYMOUS : ram;
     }
 
     public Path qmpSocket() {

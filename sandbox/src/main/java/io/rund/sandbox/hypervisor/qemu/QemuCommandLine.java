@@ -13,7 +13,8 @@ import java.util.List;
 public final class QemuCommandLine {
 
     /** One group of QEMU arguments. */
-    sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk {
+    sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk,
+            Incoming {
         List<String> args();
     }
 
@@ -46,9 +47,21 @@ public final class QemuCommandLine {
         }
     }
 
-    record Memory(int mib) implements Group {
+    /** Guest RAM "mem": a shared memfd, or a template's file mapped shared (building) or privately (a clone). */
+    record Memory(int mib, VmConfig.Ram ram) implements Group {
         public List<String> args() {
-            return List.of("-m", mib + "M", "-object", "memory-backend-memfd,id=mem,size=" + mib + "M,share=on");
+            if (ram.file() == null) {
+                return List.of("-m", mib + "M", "-object", "memory-backend-memfd,id=mem,size=" + mib + "M,share=on");
+            }
+            return List.of("-m", mib + "M", "-object", "memory-backend-file,id=mem,size=" + mib + "M,mem-path="
+                    + opt(ram.file()) + ",share=" + (ram.shared() ? "on" : "off"));
+        }
+    }
+
+    /** A clone waits for its template's device state, given over QMP (migrate-incoming). */
+    record Incoming() implements Group {
+        public List<String> args() {
+            return List.of("-incoming", "defer");
         }
     }
 
@@ -115,7 +128,7 @@ public final class QemuCommandLine {
     /** The groups for a VM, in the order QEMU gets them. */
     static List<Group> groups(VmConfig c, Accelerator accel, String baseCmdline) {
         List<Group> g = new ArrayList<>(List.of(new Base(), new Machine(), new Accel(accel.kind(), 16),
-                new Memory(c.memoryMiB()), new Smp(c.vcpus()),
+                new Memory(c.memoryMiB(), c.ram()), new Smp(c.vcpus()),
                 new Boot(c.kernel(), c.initramfs(),
                         c.kernelArgs().isEmpty() ? baseCmdline : baseCmdline + " " + c.kernelArgs()),
                 new Console(c.consoleLog()), new Qmp(c.qmpSocket()), new AgentPort(c.agentSocket())));
@@ -126,6 +139,9 @@ public final class QemuCommandLine {
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);
             g.add(new Disk(i, checkName("disk serial", d.serial()), d.file(), d.readOnly()));
+        }
+        if (c.ram().isClone()) {
+            g.add(new Incoming());
         }
         return g;
     }

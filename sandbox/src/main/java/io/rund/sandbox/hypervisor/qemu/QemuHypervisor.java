@@ -81,7 +81,16 @@ public final class QemuHypervisor implements Hypervisor {
         }
         try {
             QmpClient qmp = QmpClient.connect(config.qmpSocket(), id, QMP_DEADLINE, process.toHandle());
-            LOG.log(Level.INFO, "vm sandbox={0}: launched, pid {1}, {2}", id, process.pid(), accelerator.kind());
+            if (config.ram().isClone()) {
+                // The template's device state; its RAM is the file QEMU already mapped.
+                qmp.execute(new QmpCommand.IgnoreShared(), QMP_DEADLINE);
+                qmp.execute(new QmpCommand.MigrateIncoming("exec:cat " + shellSafe(config.ram().incomingState())),
+                        QMP_DEADLINE);
+                awaitMigration(qmp, id, QMP_DEADLINE);
+                qmp.execute(new QmpCommand.Cont(), QMP_DEADLINE);
+            }
+            LOG.log(Level.INFO, "vm sandbox={0}: launched, pid {1}, {2}{3}", id, process.pid(), accelerator.kind(),
+                    config.ram().isClone() ? ", cloned from " + config.ram().file().getParent() : "");
             return new QemuVm(id, process, qmp);
         } catch (HypervisorException | InterruptedException | RuntimeException e) {
             process.destroyForcibly();
@@ -92,6 +101,36 @@ public final class QemuHypervisor implements Hypervisor {
             }
             throw new HypervisorException("launch vm sandbox=" + id + ": " + e.getMessage() + "; qemu said: "
                     + tail(log), e);
+        }
+    }
+
+    /** A path QEMU hands to /bin/sh in an exec: URI; only plain characters pass. */
+    static String shellSafe(Path p) {
+        String s = p.toString();
+        if (!s.matches("[A-Za-z0-9/_.+-]+")) {
+            throw new IllegalArgumentException("path " + s + " has characters a migration exec: URI cannot carry");
+        }
+        return s;
+    }
+
+    /** Waits until a migration, outgoing or incoming, has completed; fails naming its status otherwise. */
+    static void awaitMigration(QmpClient qmp, String id, Duration deadline) throws HypervisorException {
+        long end = System.nanoTime() + deadline.toNanos();
+        while (true) {
+            String status = qmp.execute(new QmpCommand.QueryMigrate(), deadline).path("status").asText("");
+            if (status.equals("completed")) {
+                return;
+            }
+            if (status.equals("failed") || status.equals("cancelled") || System.nanoTime() > end) {
+                throw new HypervisorException("vm sandbox=" + id + ": migration " + (status.isEmpty() ? "did not start" : status)
+                        + " (" + qmp.execute(new QmpCommand.QueryMigrate(), deadline) + ")", null);
+            }
+            try {
+                Thread.sleep(2);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new HypervisorException("vm sandbox=" + id + ": interrupted waiting for migration", e);
+            }
         }
     }
 

@@ -3,6 +3,7 @@ package io.rund.sandbox.hypervisor.qemu;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import java.lang.System.Logger.Level;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -43,6 +44,14 @@ final class QemuVm implements Vm {
     @Override
     public void pause() throws HypervisorException {
         qmp.execute(new QmpCommand.Stop(), QMP_TIMEOUT);
+    }
+
+    @Override
+    public void saveTemplate(Path state) throws HypervisorException {
+        qmp.execute(new QmpCommand.Stop(), QMP_TIMEOUT);
+        qmp.execute(new QmpCommand.IgnoreShared(), QMP_TIMEOUT);
+        qmp.execute(new QmpCommand.Migrate("exec:cat > " + QemuHypervisor.shellSafe(state)), QMP_TIMEOUT);
+        QemuHypervisor.awaitMigration(qmp, sandboxId, Duration.ofSeconds(60));
     }
 
     @Override

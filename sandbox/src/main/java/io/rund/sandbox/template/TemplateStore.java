@@ -1,0 +1,221 @@
+package io.rund.sandbox.template;
+
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.hypervisor.Hypervisor;
+import io.rund.sandbox.hypervisor.HypervisorException;
+import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.hypervisor.VmConfig;
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.System.Logger.Level;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.stream.Stream;
+
+/**
+ * VM templates: a guest booted once to a ready agent, paused, and saved as its RAM (a
+ * file on tmpfs) and its device state. A clone maps the RAM privately, so the kernel text
+ * the boot patched and every page the clone does not write stay shared between clones,
+ * and loads the device state instead of booting.
+ *
+ * <p>A template is keyed by a hash of what makes it: the kernel's and initramfs's bytes,
+ * vCPUs, memory, the accelerator and the machine's options ({@link #MACHINE}). A changed
+ * key is a new template; the old one is removed when asked, safely under running clones:
+ * its files are unlinked, and a clone's mapping keeps the RAM's pages until it exits.
+ * Templates are built into a private directory and renamed into place, so a crash leaves
+ * no half template that could be used.
+ *
+ * <p>Threads: any; one build per key at a time.
+ */
+public final class TemplateStore {
+
+    private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
+    /** Bumped whenever what a template holds changes in a way its inputs do not show. */
+    static final String MACHINE = "microvm,rtc=on,isa-serial=on;agent=virtio-serial;no-disks;no-fs;v1";
+
+    /** What a template is made of. */
+    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB) {}
+
+    /** A built template: clone it with {@link VmConfig.Ram#cloneOf}({@code ram}, {@code state}). */
+    public record Template(String key, Path dir, Path ram, Path state) {
+        public VmConfig.Ram cloneRam() {
+            return VmConfig.Ram.cloneOf(ram, state);
+        }
+    }
+
+    private final Path root;
+    private final Hypervisor hypervisor;
+    private final Duration agentDeadline;
+    private final Map<String, Object> building = new ConcurrentHashMap<>();
+
+    private TemplateStore(Path root, Hypervisor hypervisor, Duration agentDeadline) {
+        this.root = root;
+        this.hypervisor = hypervisor;
+        this.agentDeadline = agentDeadline;
+    }
+
+    /**
+     * Opens the store at {@code root} (which should be tmpfs or hugetlbfs: clones map RAM
+     * from it), removing what interrupted builds and removals left.
+     */
+    public static TemplateStore open(Path root, Hypervisor hypervisor, Duration agentDeadline) throws IOException {
+        Files.createDirectories(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        try (Stream<Path> s = Files.list(root)) {
+            for (Path p : s.toList()) {
+                if (p.getFileName().toString().contains(".")) {
+                    deleteDir(p); // <key>.building-N or <key>.removed-N
+                }
+            }
+        }
+        return new TemplateStore(root, hypervisor, agentDeadline);
+    }
+
+    /** The key of a template: a hash of everything that makes it. */
+    public String key(Spec spec) throws IOException {
+        MessageDigest d = sha256();
+        for (Path p : List.of(spec.kernel(), spec.initramfs())) {
+            try (InputStream in = Files.newInputStream(p)) {
+                byte[] buf = new byte[1 << 16];
+                for (int n; (n = in.read(buf)) > 0; ) {
+                    d.update(buf, 0, n);
+                }
+            }
+        }
+        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + hypervisor.name() + ";"
+                + hypervisor.accelerator().kind() + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
+        return HexFormat.of().formatHex(d.digest(), 0, 12);
+    }
+
+    /** The template for {@code spec}, built now if there is none. */
+    public Template get(Spec spec) throws TemplateException {
+        String key;
+        try {
+            key = key(spec);
+        } catch (IOException e) {
+            throw new TemplateException("template: read " + spec.kernel() + " and " + spec.initramfs() + ": " + e.getMessage(), e);
+        }
+        Template t = existing(key);
+        if (t != null) {
+            return t;
+        }
+        synchronized (building.computeIfAbsent(key, k -> new Object())) {
+            t = existing(key);
+            return t != null ? t : build(key, spec);
+        }
+    }
+
+    /** The built template with this key, or null. */
+    public Template existing(String key) {
+        Path dir = root.resolve(key);
+        Template t = new Template(key, dir, dir.resolve("ram"), dir.resolve("state"));
+        return Files.isRegularFile(t.state()) && Files.isRegularFile(t.ram()) ? t : null;
+    }
+
+    private Template build(String key, Spec spec) throws TemplateException {
+        long started = System.nanoTime();
+        Path work = root.resolve(key + ".building-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        String what = "template " + key + ": ";
+        Vm vm = null;
+        try {
+            Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            vm = hypervisor.launch(new VmConfig("template-" + key, work, spec.kernel(), spec.initramfs(), spec.vcpus(),
+                    spec.memoryMiB(), "", List.of(), List.of(), VmConfig.Ram.template(work.resolve("ram"))));
+            // Ready means the agent answered; it then waits for the next host, which is a clone's.
+            try (AgentClient agent = AgentClient.connect(work.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
+                agent.health();
+            }
+            vm.saveTemplate(work.resolve("state"));
+            vm.stop(Duration.ofSeconds(5));
+            vm = null;
+            for (String leftover : List.of("agent.sock", "qmp.sock")) {
+                Files.deleteIfExists(work.resolve(leftover));
+            }
+            Files.writeString(work.resolve("template.json"), """
+                    {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"machine":"%s","buildMillis":%d}
+                    """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), MACHINE,
+                    (System.nanoTime() - started) / 1_000_000));
+            try {
+                Files.move(work, root.resolve(key), StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                throw new IOException("rename " + work + " into place: " + e.getMessage(), e);
+            }
+            LOG.log(Level.INFO, "template {0}: built in {1} ms ({2} vCPU, {3} MiB, {4})", key,
+                    (System.nanoTime() - started) / 1_000_000, spec.vcpus(), spec.memoryMiB(),
+                    hypervisor.accelerator().kind());
+            return existing(key);
+        } catch (IOException | HypervisorException | AgentException | InterruptedException | RuntimeException e) {
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+            }
+            if (vm != null) {
+                vm.close();
+            }
+            deleteDirQuietly(work);
+            throw new TemplateException(what + "build: " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Removes a template. Running clones keep working: the files are only unlinked (first
+     * renamed, so no new clone can find a half-removed template), and their RAM lives on
+     * in the clones' mappings until they exit.
+     */
+    public void remove(String key) throws IOException {
+        Path dir = root.resolve(key);
+        if (!Files.isDirectory(dir)) {
+            return;
+        }
+        Path gone = root.resolve(key + ".removed-" + System.nanoTime());
+        Files.move(dir, gone, StandardCopyOption.ATOMIC_MOVE);
+        deleteDir(gone);
+        LOG.log(Level.INFO, "template {0}: removed", key);
+    }
+
+    /** The keys of the built templates. */
+    public List<String> keys() throws IOException {
+        try (Stream<Path> s = Files.list(root)) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> !n.contains(".")).sorted().toList();
+        }
+    }
+
+    private static void deleteDirQuietly(Path dir) {
+        try {
+            deleteDir(dir);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "template: remove {0}: {1}", dir, e.getMessage());
+        }
+    }
+
+    /** A template directory holds only files: removal never descends further. */
+    private static void deleteDir(Path dir) throws IOException {
+        if (!Files.exists(dir)) {
+            return;
+        }
+        try (Stream<Path> s = Files.list(dir)) {
+            for (Path p : s.toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+        Files.deleteIfExists(dir);
+    }
+
+    private static MessageDigest sha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}
