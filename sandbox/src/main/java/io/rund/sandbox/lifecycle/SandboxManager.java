@@ -316,7 +316,7 @@ public final class SandboxManager {
      * mountpoint). It never descends: were an image still mounted below, walking into it
      * would delete the image.
      */
-    static void deleteTree(Path dir) throws IOException {
+    public static void deleteTree(Path dir) throws IOException {
         if (!Files.exists(dir)) {
             return;
         }

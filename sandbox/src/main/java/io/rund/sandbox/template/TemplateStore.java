@@ -6,6 +6,7 @@ import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.lifecycle.SandboxManager;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.System.Logger.Level;
@@ -200,15 +201,7 @@ public final class TemplateStore {
 
     /** A template directory holds only files: removal never descends further. */
     private static void deleteDir(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> s = Files.list(dir)) {
-            for (Path p : s.toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
-        Files.deleteIfExists(dir);
+        SandboxManager.deleteTree(dir);
     }
 
     private static MessageDigest sha256() {
