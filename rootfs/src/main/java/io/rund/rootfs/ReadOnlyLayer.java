@@ -130,12 +130,7 @@ public final class ReadOnlyLayer implements AutoCloseable {
         Path mountpoint = share.resolve(name);
         String what = "read-only layer sandbox=" + sandboxId + " container=" + containerId + ": ";
         try {
-            writable(true);
-            try {
-                Files.createDirectory(mountpoint);
-            } finally {
-                writable(false);
-            }
+            whileWritable(() -> Files.createDirectory(mountpoint));
             if (lowers.size() == 1) {
                 Syscalls.mount(lowers.getFirst().toString(), mountpoint, null, Syscalls.MS_BIND, null);
                 Syscalls.mount(null, mountpoint, null,
@@ -164,20 +159,27 @@ public final class ReadOnlyLayer implements AutoCloseable {
         }
         detach(mountpoint);
         try {
-            writable(true);
-            try {
-                Files.deleteIfExists(mountpoint);
-            } finally {
-                writable(false);
-            }
+            whileWritable(() -> Files.deleteIfExists(mountpoint));
         } catch (IOException | Syscalls.SyscallException e) {
             LOG.log(Level.WARNING, "read-only layer sandbox={0}: remove {1}: {2}", sandboxId, mountpoint, e.getMessage());
         }
     }
 
-    /** Remounts the share's superblock read-write or read-only; its submounts keep their own flags. */
-    private void writable(boolean rw) throws Syscalls.SyscallException {
-        Syscalls.mount(null, share, null, Syscalls.MS_REMOUNT | SHARE_FLAGS | (rw ? 0 : Syscalls.MS_RDONLY), null);
+    private interface ShareChange {
+        void run() throws IOException;
+    }
+
+    /**
+     * Changes the share's own directory: its superblock is remounted read-write for the
+     * change and read-only after; the images mounted on it keep their own flags.
+     */
+    private void whileWritable(ShareChange change) throws IOException, Syscalls.SyscallException {
+        Syscalls.mount(null, share, null, Syscalls.MS_REMOUNT | SHARE_FLAGS, null);
+        try {
+            change.run();
+        } finally {
+            Syscalls.mount(null, share, null, Syscalls.MS_REMOUNT | SHARE_FLAGS | Syscalls.MS_RDONLY, null);
+        }
     }
 
     public Path socket() {

@@ -3,6 +3,7 @@ package io.rund.shim;
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.lifecycle.SandboxManager;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.ByteBuffer;
@@ -255,9 +256,6 @@ final class Stdio {
                 try (FileChannel r = FileChannel.open(ready, StandardOpenOption.READ)) {
                     r.read(ByteBuffer.allocate(1)); // EOF once it closed fd 5 (or died)
                 }
-                synchronized (unblockers) {
-                    settled.set(true);
-                }
                 if (!p.isAlive() && p.exitValue() != 0) {
                     o.close();
                     e.close();
@@ -288,11 +286,8 @@ final class Stdio {
                     }
                 }
                 if (dir != null) {
-                    try (var files = Files.list(dir)) {
-                        for (Path f : files.toList()) {
-                            Files.deleteIfExists(f);
-                        }
-                        Files.deleteIfExists(dir);
+                    try {
+                        SandboxManager.deleteTree(dir);
                     } catch (IOException e) {
                         LOG.log(Level.WARNING, "stdio: remove {0}: {1}", dir, e.getMessage());
                     }

@@ -190,13 +190,27 @@ final class TaskService {
                 .build();
     }
 
+    /** Refuses a task id containerd was not given this endpoint for. */
+    private void checkServed(String requested) throws TaskFault {
+        if (!routed.contains(requested)) {
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + requested + " (this endpoint serves sandbox " + id + ")");
+        }
+    }
+
     private Container container(String requested) throws TaskFault {
+        checkServed(requested);
         Container c = containers.get(requested);
         if (c == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, routed.contains(requested) ? "task " + requested + " is not created"
-                    : "task " + requested + " (this endpoint serves sandbox " + id + ")");
+            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + requested + " is not created");
         }
         return c;
+    }
+
+    /** A joined container is gone from the sandbox: its id no longer routes here. */
+    private void forgetJoined(String cid) {
+        containers.remove(cid);
+        routed.remove(cid);
+        owner.containerGone(cid);
     }
 
     private Proc proc(Container c, String execId) throws TaskFault {
@@ -397,9 +411,7 @@ final class TaskService {
     private void removeContainer(Container c) throws Exception {
         if (!c.id.equals(id)) {
             sandbox().removeContainer(c.id);
-            containers.remove(c.id);
-            routed.remove(c.id);
-            owner.containerGone(c.id);
+            forgetJoined(c.id);
             return;
         }
         List<String> running = containers.values().stream().filter(o -> o != c && o.running()).map(o -> o.id).toList();
@@ -509,9 +521,7 @@ final class TaskService {
     }
 
     private ConnectResponse connect(ConnectRequest r) throws TaskFault {
-        if (!routed.contains(r.getId())) {
-            container(r.getId());
-        }
+        checkServed(r.getId());
         Container c = containers.get(r.getId());
         Proc init = c == null ? null : c.procs.get("");
         return ConnectResponse.newBuilder().setShimPid((int) ProcessHandle.current().pid())
@@ -523,9 +533,7 @@ final class TaskService {
      * it serves no container (with {@code now}, at once, stopping the sandbox).
      */
     private Empty shutdown(ShutdownRequest r) throws TaskFault {
-        if (!routed.contains(r.getId()) && !containers.containsKey(r.getId())) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + r.getId() + " (this endpoint serves sandbox " + id + ")");
-        }
+        checkServed(r.getId());
         synchronized (lifecycle) {
             if (!r.getNow() && !containers.isEmpty()) {
                 return Empty.getDefaultInstance();
@@ -569,9 +577,7 @@ final class TaskService {
             } catch (Exception ex) {
                 LOG.log(Level.WARNING, "task {0}: remove from sandbox {1}: {2}", cid, id, ex.getMessage());
             }
-            containers.remove(cid);
-            routed.remove(cid);
-            owner.containerGone(cid);
+            forgetJoined(cid);
         }
         return DeleteResponse.newBuilder().setPid(p == null ? 0 : p.pid).setExitStatus(e.status())
                 .setExitedAt(ts(e.at())).build();
