@@ -15,6 +15,7 @@ import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
@@ -23,6 +24,7 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 /**
@@ -60,6 +62,8 @@ public final class TemplateStore {
     private final Hypervisor hypervisor;
     private final Duration agentDeadline;
     private final Map<String, Object> building = new ConcurrentHashMap<>();
+    /** Keys computed so far, by spec and the stamps of its files. */
+    private final Map<String, String> keys = new ConcurrentHashMap<>();
 
     private TemplateStore(Path root, Hypervisor hypervisor, Duration agentDeadline) {
         this.root = root;
@@ -85,6 +89,12 @@ public final class TemplateStore {
 
     /** The key of a template: a hash of everything that makes it. */
     public String key(Spec spec) throws IOException {
+        // Hashing 20 MB of kernel belongs to the first use, not to every clone's start.
+        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs());
+        String known = keys.get(stamp);
+        if (known != null) {
+            return known;
+        }
         MessageDigest d = sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             try (InputStream in = Files.newInputStream(p)) {
@@ -96,7 +106,15 @@ public final class TemplateStore {
         }
         d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + hypervisor.name() + ";"
                 + hypervisor.accelerator().kind() + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
-        return HexFormat.of().formatHex(d.digest(), 0, 12);
+        String key = HexFormat.of().formatHex(d.digest(), 0, 12);
+        keys.put(stamp, key);
+        return key;
+    }
+
+    /** A file's identity and version: replaced or rewritten, it reads differently. */
+    private static String stamp(Path p) throws IOException {
+        BasicFileAttributes a = Files.readAttributes(p, BasicFileAttributes.class);
+        return a.fileKey() + ":" + a.size() + ":" + a.lastModifiedTime().to(TimeUnit.NANOSECONDS);
     }
 
     /** The template for {@code spec}, built now if there is none. */
