@@ -33,6 +33,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef BLKFLSBUF
+#define BLKFLSBUF _IO(0x12, 97)
+#endif
+
 #include "agent.h"
 #include "ttrpc.h"
 
@@ -480,7 +484,16 @@ static int ensure_mounted(struct fault *f, const char *src, char *target, const 
     snprintf(up, sizeof(up), "%s/..", target);
     struct stat here, parent;
     bool mounted = stat(target, &here) == 0 && stat(up, &parent) == 0 && here.st_dev != parent.st_dev;
-    if (!mounted && mount(src, target, type, flags, NULL) < 0)
+    if (!mounted && strncmp(src, "/dev/", 5) == 0) {
+        /* A clone's disk is not its template's: blocks the template's kernel read at probe
+         * (the partition scan) may still be cached, and would shadow the clone's own. */
+        int fd = open(src, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || ioctl(fd, BLKFLSBUF, 0) < 0)
+            rc = fail(f, CODE_INTERNAL, "drop cached blocks of %s %s: %s", what, src, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!mounted && rc == 0 && mount(src, target, type, flags, NULL) < 0)
         rc = fail(f, CODE_INTERNAL, "mount %s %s at %s: %s", what, src, target, strerror(errno));
     pthread_mutex_unlock(&g_mounts_lock);
     return rc;

@@ -2,16 +2,17 @@ package io.rund.rootfs;
 
 import java.io.IOException;
 import java.lang.System.Logger.Level;
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * A sandbox's read-only layers: each container's image, joined read-only on the host in
- * its own directory of one share, served to the guest over virtio-fs by one virtiofsd.
+ * its own directory of one share, served to the guest over virtio-fs by the daemon's own
+ * vhost-user-fs back-end ({@link VhostUserFs}).
  *
  * <p>From containerd's rootfs mount only the lower directories are used: an overlay's
  * {@code lowerdir=} (its upperdir and workdir, the host-side writable snapshot, are not:
@@ -20,9 +21,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * lower is bind-mounted and remounted read-only.
  *
  * <p>The share is a small tmpfs at {@code <sandbox dir>/shared}, read-only except while a
- * directory is made or removed, with shared mount propagation: virtiofsd's private mount
- * namespace is a slave of ours, so an image mounted under the share after virtiofsd
- * started (the next container of a pod) appears to the guest, and one unmounted here
+ * directory is made or removed. The back-end runs in the daemon's own mount namespace and
+ * resolves every name when the guest looks it up, so an image mounted under the share
+ * later (the next container of a pod) appears to the guest, and one unmounted here
  * disappears there. Each image gets a directory name never used before in this sandbox,
  * so the guest, which caches with cache=always (an image never changes under a running
  * sandbox), cannot find a removed container's files under a new container's name.
@@ -34,15 +35,13 @@ public final class ReadOnlyLayer implements AutoCloseable {
 
     private final String sandboxId;
     private final Path share;
-    private final Path socket;
-    private final Process virtiofsd;
+    private final VhostUserFs server;
     private final AtomicInteger sequence = new AtomicInteger();
 
-    private ReadOnlyLayer(String sandboxId, Path share, Path socket, Process virtiofsd) {
+    private ReadOnlyLayer(String sandboxId, Path share, VhostUserFs server) {
         this.sandboxId = sandboxId;
         this.share = share;
-        this.socket = socket;
-        this.virtiofsd = virtiofsd;
+        this.server = server;
     }
 
     /** The image's lower directories, top first, from containerd's rootfs mounts. */
@@ -80,43 +79,30 @@ public final class ReadOnlyLayer implements AutoCloseable {
         return lowers;
     }
 
-    /** Mounts the share at {@code dir/shared} and starts virtiofsd on {@code dir/virtiofsd.sock}. */
-    public static ReadOnlyLayer start(String sandboxId, Path dir, Path virtiofsdBinary) throws StoreException {
+    /**
+     * Mounts the share at {@code dir/shared} and serves it on {@code dir/virtiofs.sock}
+     * with the daemon's own vhost-user-fs back-end.
+     */
+    public static ReadOnlyLayer start(String sandboxId, Path dir) throws StoreException {
         Path share = dir.resolve("shared");
-        Path socket = dir.resolve("virtiofsd.sock");
+        Path socket = dir.resolve("virtiofs.sock");
         String what = "read-only layer sandbox=" + sandboxId + ": ";
         try {
             Files.createDirectories(share);
             Syscalls.mount("rund-share", share, "tmpfs", SHARE_FLAGS | Syscalls.MS_RDONLY, "size=64k,nr_inodes=4096,mode=0755");
-            Syscalls.mount(null, share, null, Syscalls.MS_SHARED, null);
         } catch (IOException | Syscalls.SyscallException e) {
             unmount(share);
             throw new StoreException(what + "mount the share at " + share + ": " + e.getMessage(), e);
         }
-        Process virtiofsd;
+        VhostUserFs server;
         try {
-            virtiofsd = new ProcessBuilder(virtiofsdBinary.toString(), "--socket-path=" + socket,
-                    "-o", "source=" + share, "-o", "cache=always", "-o", "sandbox=namespace", "-o", "no_xattr")
-                    .redirectErrorStream(true).redirectOutput(dir.resolve("virtiofsd.log").toFile()).start();
-            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-            while (!Files.exists(socket)) {
-                if (!virtiofsd.isAlive() || System.nanoTime() > end) {
-                    virtiofsd.destroyForcibly().waitFor();
-                    throw new StoreException(what + "virtiofsd did not start: "
-                            + Files.readString(dir.resolve("virtiofsd.log")).strip());
-                }
-                Thread.sleep(5);
-            }
-        } catch (IOException | InterruptedException | StoreException e) {
+            server = VhostUserFs.start(sandboxId, socket, share);
+        } catch (StoreException e) {
             unmount(share);
-            if (e instanceof InterruptedException) {
-                Thread.currentThread().interrupt();
-            }
-            throw e instanceof StoreException se ? se : new StoreException(what + "start virtiofsd: " + e.getMessage(), e);
+            throw e;
         }
-        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1}, virtiofsd pid {2}", sandboxId, share,
-                virtiofsd.pid());
-        return new ReadOnlyLayer(sandboxId, share, socket, virtiofsd);
+        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1} served on {2}", sandboxId, share, socket);
+        return new ReadOnlyLayer(sandboxId, share, server);
     }
 
     /**
@@ -183,24 +169,13 @@ public final class ReadOnlyLayer implements AutoCloseable {
     }
 
     public Path socket() {
-        return socket;
+        return server.socket();
     }
 
-    public long virtiofsdPid() {
-        return virtiofsd.pid();
-    }
-
-    /** Stops virtiofsd and unmounts the share with every image on it; idempotent. */
+    /** Stops serving and unmounts the share with every image on it; idempotent. */
     @Override
     public void close() {
-        virtiofsd.destroy();
-        try {
-            if (!virtiofsd.waitFor(5, TimeUnit.SECONDS)) {
-                virtiofsd.destroyForcibly().waitFor();
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        server.close();
         unmount(share);
         LOG.log(Level.DEBUG, "read-only layer sandbox={0}: released", sandboxId);
     }

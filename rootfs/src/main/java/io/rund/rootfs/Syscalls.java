@@ -44,7 +44,7 @@ public final class Syscalls {
         private static final long serialVersionUID = 1L;
         private final int errno;
 
-        SyscallException(String call, int errno) {
+        public SyscallException(String call, int errno) {
             super(call + " failed with error(" + errno + "): " + strerror(errno));
             this.errno = errno;
         }

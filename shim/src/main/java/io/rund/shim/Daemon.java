@@ -92,7 +92,7 @@ final class Daemon implements AutoCloseable {
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
-                Path.of("/usr/lib/qemu/virtiofsd"), 1, 256, Duration.ofSeconds(60)), hypervisor, pool, store);
+                1, 256, Duration.ofSeconds(60)), hypervisor, pool, store);
         for (String id : manager.recover()) {
             LOG.log(Level.INFO, "daemon: cleaned sandbox {0} left by a previous daemon", id);
         }

@@ -30,12 +30,13 @@ public final class Sandbox implements AutoCloseable {
     private final ReadOnlyLayer readOnly;
     private final Vm vm;
     private final AgentClient agent;
+    private final String boot;
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
 
     Sandbox(SandboxManager manager, String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm,
-            AgentClient agent, String firstImage) {
+            AgentClient agent, String firstImage, String boot) {
         this.manager = manager;
         this.id = id;
         this.dir = dir;
@@ -43,6 +44,7 @@ public final class Sandbox implements AutoCloseable {
         this.readOnly = readOnly;
         this.vm = vm;
         this.agent = agent;
+        this.boot = boot;
         images.put(id, firstImage);
     }
 
@@ -120,6 +122,11 @@ public final class Sandbox implements AutoCloseable {
         return agent;
     }
 
+    /** How the VM started: "cold", or "clone " and the template's key. */
+    public String boot() {
+        return boot;
+    }
+
     public Vm vm() {
         return vm;
     }
@@ -130,7 +137,7 @@ public final class Sandbox implements AutoCloseable {
 
     /**
      * Stops the sandbox: the container is removed in the guest (best effort), the VM ends
-     * (quit, then kill after {@code grace}), virtiofsd stops, the image is unmounted, the
+     * (quit, then kill after {@code grace}), the virtio-fs back-end stops, the image is unmounted, the
      * cgroup goes back to the pool and the state directory is removed.
      */
     public void stop(Duration grace) {

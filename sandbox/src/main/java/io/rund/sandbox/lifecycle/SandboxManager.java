@@ -13,8 +13,11 @@ import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.Hypervisor;
+import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.template.TemplateException;
+import io.rund.sandbox.template.TemplateStore;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.FileAlreadyExistsException;
@@ -34,8 +37,9 @@ import java.util.stream.Stream;
  * Starts and stops sandboxes, and cleans up after a daemon that died.
  *
  * <p>A start is one linear script, each step named, each undone in reverse order if a
- * later one fails: state directory → cgroup from the pool → read-only layer (share +
- * virtiofsd, then the first container's image on it) → writable layer → VM → agent
+ * later one fails: state directory → cgroup from the pool → read-only layer (share and
+ * its vhost-user-fs back-end, then the first container's image on it) → writable layer →
+ * VM, cloned from a template or booted cold → agent
  * (deadline) → first container. The state file is rewritten after each step, so that
  * {@link #recover()} finds what a crash left.
  */
@@ -48,31 +52,49 @@ public final class SandboxManager {
     public static boolean isValidId(String id) {
         return ID.matcher(id).matches();
     }
-    /** Host memory a VM costs beyond its guest RAM: QEMU itself, TCG's code cache, virtiofsd. */
+    /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
-    static final String LOWER_TAG = "lower";
-    static final String UPPER_SERIAL = "upper0";
+    public static final String LOWER_TAG = "lower";
+    public static final String UPPER_SERIAL = "upper0";
     private static final List<String> DEFAULT_CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",
             "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
             "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
 
     /** Where things are and how large a VM is. */
-    public record Config(Path stateRoot, Path kernel, Path initramfs, Path virtiofsd, int vcpus, int vmMemoryMiB,
+    public record Config(Path stateRoot, Path kernel, Path initramfs, int vcpus, int vmMemoryMiB,
             Duration agentDeadline) {}
 
     private final Config config;
     private final Hypervisor hypervisor;
     private final CgroupPool pool;
     private final WritableLayerStore store;
+    private final TemplateStore templates;
     private final SecureRandom random = new SecureRandom();
 
+    /** A manager that cold-boots every VM. */
     public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store)
             throws IOException {
+        this(config, hypervisor, pool, store, null);
+    }
+
+    /**
+     * A manager that clones VMs from {@code templates} (built on first need), and
+     * cold-boots when there is no template store (null) or a clone fails.
+     */
+    public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store,
+            TemplateStore templates) throws IOException {
         this.config = config;
         this.hypervisor = hypervisor;
         this.pool = pool;
         this.store = store;
+        this.templates = templates;
         Files.createDirectories(config.stateRoot());
+    }
+
+    /** What a template for this manager's VMs is made of: the same kernel, size and disk as a cold boot. */
+    public TemplateStore.Spec templateSpec() throws IOException {
+        return new TemplateStore.Spec(config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(),
+                Files.size(store.template()));
     }
 
     /** An undo step of a start. */
@@ -94,7 +116,7 @@ public final class SandboxManager {
         try {
             Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             undo.push(() -> deleteTree(dir));
-            SandboxState state = new SandboxState(id, "starting", "", 0, 0, hypervisor.accelerator().kind().name());
+            SandboxState state = new SandboxState(id, "starting", "", 0, hypervisor.accelerator().kind().name(), "");
             state.write(dir);
 
             step = "claim a cgroup";
@@ -102,29 +124,26 @@ public final class SandboxManager {
             undo.push(() -> killAndRelease(cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
                     spec.cpuQuotaMicros(), 100_000, 512));
-            state = new SandboxState(id, "starting", cgroup.slot(), 0, 0, state.accelerator());
+            state = new SandboxState(id, "starting", cgroup.slot(), 0, state.accelerator(), "");
             state.write(dir);
 
             step = "prepare the read-only layer";
-            ReadOnlyLayer readOnly = ReadOnlyLayer.start(id, dir, config.virtiofsd());
+            ReadOnlyLayer readOnly = ReadOnlyLayer.start(id, dir);
             undo.push(readOnly::close);
             String image = readOnly.add(id, spec.rootfs());
-            cgroup.bind(readOnly.virtiofsdPid());
-            state = new SandboxState(id, "starting", cgroup.slot(), readOnly.virtiofsdPid(), 0, state.accelerator());
-            state.write(dir);
 
             step = "create the writable layer";
-            Vm vm;
+            Launched launched;
             try (WritableLayer writable = store.create(id)) {
                 step = "launch the VM";
-                vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
-                        config.vmMemoryMiB(), "", List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
-                        List.of(new VmConfig.SharedDir(LOWER_TAG, readOnly.socket()))));
+                launched = launch(id, dir, List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
+                        List.of(new VmConfig.SharedDir(LOWER_TAG, readOnly.socket())));
                 // QEMU has opened the layer by the time QMP answered; ours closes here.
             }
+            Vm vm = launched.vm();
             undo.push(vm::close);
             cgroup.bind(vm.pid());
-            state = new SandboxState(id, "starting", cgroup.slot(), readOnly.virtiofsdPid(), vm.pid(), state.accelerator());
+            state = new SandboxState(id, "starting", cgroup.slot(), vm.pid(), state.accelerator(), launched.boot());
             state.write(dir);
 
             step = "wait for the agent";
@@ -138,9 +157,9 @@ public final class SandboxManager {
             step = "create the container";
             agent.createContainer(containerRequest(spec, image, ""));
             state.with("running").write(dir);
-            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2})", id, (System.nanoTime() - started) / 1_000_000,
-                    hypervisor.accelerator().kind());
-            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image);
+            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3})", id, (System.nanoTime() - started) / 1_000_000,
+                    hypervisor.accelerator().kind(), launched.boot());
+            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, launched.boot());
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -152,6 +171,34 @@ public final class SandboxManager {
                     ? SandboxException.Kind.INVALID_ARGUMENT : SandboxException.Kind.FAILED;
             throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
         }
+    }
+
+    /** A launched VM and how it started: "cold" or "clone <template key>". */
+    private record Launched(Vm vm, String boot) {}
+
+    /**
+     * Clones the VM from its template when there is a template store, and boots it cold
+     * when there is none or the clone fails (the failure is logged). Template and cold
+     * boot have the same devices in the same order, so the guest finds the same disk and
+     * file system either way.
+     */
+    private Launched launch(String id, Path dir, List<VmConfig.Disk> disks, List<VmConfig.SharedDir> shared)
+            throws HypervisorException {
+        if (templates != null) {
+            String key = "?";
+            try {
+                TemplateStore.Template t = templates.get(templateSpec());
+                key = t.key();
+                Vm vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
+                        config.vmMemoryMiB(), "", disks, shared, t.cloneRam()));
+                return new Launched(vm, "clone " + t.key());
+            } catch (TemplateException | HypervisorException | IOException e) {
+                LOG.log(Level.WARNING, "sandbox={0}: clone of template {1} failed, booting cold: {2}", id, key,
+                        e.getMessage());
+            }
+        }
+        return new Launched(hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
+                config.vmMemoryMiB(), "", disks, shared)), "cold");
     }
 
     private static void rollback(String id, Deque<Undo> undo) {
@@ -281,7 +328,6 @@ public final class SandboxManager {
             try {
                 SandboxState state = SandboxState.read(dir);
                 killIfOurs(state.vmPid(), dir);
-                killIfOurs(state.virtiofsdPid(), dir);
             } catch (IOException e) {
                 LOG.log(Level.INFO, "sandbox={0}: no readable state ({1}); cleaning what is there", id, e.getMessage());
             }

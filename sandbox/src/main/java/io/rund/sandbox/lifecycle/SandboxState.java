@@ -1,5 +1,6 @@
 package io.rund.sandbox.lifecycle;
 
+import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -9,17 +10,19 @@ import java.nio.file.StandardCopyOption;
 /**
  * What a restarted daemon needs to find and clean a sandbox, in
  * {@code <state root>/<id>/state.json}, rewritten (atomically) at each step of a start.
- * A value of 0 means "not yet".
+ * A value of 0 means "not yet". {@code boot} says how the VM started: "cold", or
+ * "clone &lt;template key&gt;".
  */
-public record SandboxState(String sandboxId, String phase, String cgroupSlot, long virtiofsdPid, long vmPid,
-        String accelerator) {
+@JsonIgnoreProperties(ignoreUnknown = true)
+public record SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator,
+        String boot) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static final String FILE = "state.json";
 
     SandboxState with(String newPhase) {
-        return new SandboxState(sandboxId, newPhase, cgroupSlot, virtiofsdPid, vmPid, accelerator);
+        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot);
     }
 
     void write(Path dir) throws IOException {

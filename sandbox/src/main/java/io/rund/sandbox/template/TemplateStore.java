@@ -1,5 +1,7 @@
 package io.rund.sandbox.template;
 
+import io.rund.rootfs.StoreException;
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.hypervisor.Hypervisor;
@@ -9,6 +11,7 @@ import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.RandomAccessFile;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
@@ -46,10 +49,17 @@ public final class TemplateStore {
 
     private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
     /** Bumped whenever what a template holds changes in a way its inputs do not show. */
-    static final String MACHINE = "microvm,rtc=on,isa-serial=on;agent=virtio-serial;no-disks;no-fs;v1";
+    static final String MACHINE = "microvm,rtc=on,isa-serial=on;agent=virtio-serial;fs=vhost-user-fs:"
+            + SandboxManager.LOWER_TAG + ";disk=virtio-blk:" + SandboxManager.UPPER_SERIAL + ";v2";
 
-    /** What a template is made of. */
-    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB) {}
+    /**
+     * What a template is made of. Its VM has the devices of a sandbox's, in the same
+     * order: the agent's port, a virtio-fs device (served by an in-daemon back-end over an
+     * empty directory; the guest does not mount it before a clone does) and a virtio-blk
+     * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
+     * disk before it mounts a clone's own).
+     */
+    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes) {}
 
     /** A built template: clone it with {@link VmConfig.Ram#cloneOf}({@code ram}, {@code state}). */
     public record Template(String key, Path dir, Path ram, Path state) {
@@ -104,7 +114,7 @@ public final class TemplateStore {
                 }
             }
         }
-        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + hypervisor.name() + ";"
+        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + spec.diskBytes() + ";" + hypervisor.name() + ";"
                 + hypervisor.accelerator().kind() + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
         String key = HexFormat.of().formatHex(d.digest(), 0, 12);
         keys.put(stamp, key);
@@ -147,10 +157,19 @@ public final class TemplateStore {
         Path work = root.resolve(key + ".building-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
         String what = "template " + key + ": ";
         Vm vm = null;
+        VhostUserFs fs = null;
         try {
             Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            Path empty = Files.createDirectory(work.resolve("empty"));
+            Path disk = work.resolve("disk");
+            try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
+                f.setLength(spec.diskBytes());
+            }
+            fs = VhostUserFs.start("template-" + key, work.resolve("virtiofs.sock"), empty);
             vm = hypervisor.launch(new VmConfig("template-" + key, work, spec.kernel(), spec.initramfs(), spec.vcpus(),
-                    spec.memoryMiB(), "", List.of(), List.of(), VmConfig.Ram.template(work.resolve("ram"))));
+                    spec.memoryMiB(), "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
+                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())),
+                    VmConfig.Ram.template(work.resolve("ram"))));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             try (AgentClient agent = AgentClient.connect(work.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
                 agent.health();
@@ -158,7 +177,9 @@ public final class TemplateStore {
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
             vm = null;
-            for (String leftover : List.of("agent.sock", "qmp.sock")) {
+            fs.close();
+            fs = null;
+            for (String leftover : List.of("agent.sock", "qmp.sock", "disk", "empty")) {
                 Files.deleteIfExists(work.resolve(leftover));
             }
             Files.writeString(work.resolve("template.json"), """
@@ -174,12 +195,21 @@ public final class TemplateStore {
                     (System.nanoTime() - started) / 1_000_000, spec.vcpus(), spec.memoryMiB(),
                     hypervisor.accelerator().kind());
             return existing(key);
-        } catch (IOException | HypervisorException | AgentException | InterruptedException | RuntimeException e) {
+        } catch (IOException | HypervisorException | AgentException | StoreException | InterruptedException
+                | RuntimeException e) {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
             if (vm != null) {
                 vm.close();
+            }
+            if (fs != null) {
+                fs.close();
+            }
+            try {
+                Files.deleteIfExists(work.resolve("empty"));
+            } catch (IOException ignored) {
+                // deleteDirQuietly below names what is left
             }
             deleteDirQuietly(work);
             throw new TemplateException(what + "build: " + e.getMessage(), e);

@@ -39,7 +39,7 @@ import org.junit.jupiter.api.extension.TestWatcher;
  * booted by QEMU under TCG, with a container whose rootfs is an overlay of a virtio-fs
  * lower layer and an ext4 upper layer on virtio-blk. One guest serves the whole class;
  * each test uses its own container or processes. The serial console, QEMU's and
- * virtiofsd's output are printed when a test fails.
+ * QEMU's output are printed when a test fails.
  */
 @Timeout(180)
 @TestMethodOrder(MethodOrderer.OrderAnnotation.class)

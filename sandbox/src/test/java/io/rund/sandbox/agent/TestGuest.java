@@ -5,6 +5,8 @@ import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import io.rund.rootfs.StoreException;
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
@@ -18,7 +20,7 @@ import java.util.stream.Stream;
 /**
  * A real guest for tests: QEMU (microvm, TCG) booting the kernel and initramfs that
  * hack/build-guest installed, with the agent's virtio-serial port on a unix socket, a
- * busybox tree served over virtio-fs by Debian's virtiofsd as the read-only layer (tag
+ * busybox tree served over virtio-fs by rund's in-daemon back-end as the read-only layer (tag
  * "lower"), and an ext4 image on virtio-blk (serial "upper0") as the writable layer.
  *
  * <p>The VM is launched by rund's own QEMU driver with the accelerator its probe picks.
@@ -35,14 +37,14 @@ public final class TestGuest implements AutoCloseable {
     static final QemuHypervisor HYPERVISOR =
             new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
 
-    private final Process virtiofsd;
+    private final VhostUserFs virtiofs;
     final Vm vm;
 
-    private TestGuest(Path dir, Process virtiofsd, Vm vm) {
+    private TestGuest(Path dir, VhostUserFs virtiofs, Vm vm) {
         this.dir = dir;
         this.agentSocket = dir.resolve("agent.sock");
         this.console = dir.resolve("console.log");
-        this.virtiofsd = virtiofsd;
+        this.virtiofs = virtiofs;
         this.vm = vm;
     }
 
@@ -65,18 +67,13 @@ public final class TestGuest implements AutoCloseable {
         }
         run(List.of("mkfs.ext4", "-q", "-F", upper.toString()));
 
-        Path fsSocket = dir.resolve("virtiofsd.sock");
-        Process virtiofsd = new ProcessBuilder("/usr/lib/qemu/virtiofsd", "--socket-path=" + fsSocket,
-                "-o", "source=" + lower, "-o", "cache=always", "-o", "sandbox=chroot")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("virtiofsd.log").toFile()).start();
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (!Files.exists(fsSocket)) {
-            if (System.nanoTime() > end || !virtiofsd.isAlive()) {
-                virtiofsd.destroyForcibly();
-                throw new AssertionError("virtiofsd did not start: " + Files.readString(dir.resolve("virtiofsd.log")));
-            }
-            Thread.sleep(10);
+        VhostUserFs virtiofs;
+        try {
+            virtiofs = VhostUserFs.start(name, dir.resolve("virtiofs.sock"), lower);
+        } catch (StoreException e) {
+            throw new AssertionError(e.getMessage(), e);
         }
+        Path fsSocket = virtiofs.socket();
         VmConfig config = new VmConfig(name, dir, guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, "",
                 List.of(new VmConfig.Disk(UPPER_SERIAL, upper, false)),
                 List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)));
@@ -84,10 +81,10 @@ public final class TestGuest implements AutoCloseable {
         try {
             vm = HYPERVISOR.launch(config);
         } catch (HypervisorException e) {
-            virtiofsd.destroyForcibly().waitFor();
+            virtiofs.close();
             throw new AssertionError(e.getMessage(), e);
         }
-        return new TestGuest(dir, virtiofsd, vm);
+        return new TestGuest(dir, virtiofs, vm);
     }
 
     private static void makeBusyboxTree(Path root) throws IOException, InterruptedException {
@@ -125,7 +122,7 @@ public final class TestGuest implements AutoCloseable {
     /** The serial console and QEMU's own output, for failure reports. */
     String diagnostics() {
         StringBuilder b = new StringBuilder();
-        for (String name : List.of("console.log", "qemu.log", "virtiofsd.log")) {
+        for (String name : List.of("console.log", "qemu.log")) {
             b.append("--- ").append(name).append('\n');
             try {
                 b.append(Files.readString(dir.resolve(name)));
@@ -139,10 +136,7 @@ public final class TestGuest implements AutoCloseable {
     @Override
     public void close() throws IOException, InterruptedException {
         vm.stop(Duration.ofSeconds(5));
-        virtiofsd.destroy();
-        if (!virtiofsd.waitFor(10, TimeUnit.SECONDS)) {
-            virtiofsd.destroyForcibly().waitFor();
-        }
+        virtiofs.close();
         try (Stream<Path> files = Files.walk(dir)) {
             for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
                 Files.deleteIfExists(p);

@@ -35,7 +35,7 @@ public final class TemplateBench {
         Path store = Path.of("/dev/shm/rund-bench-templates-" + ProcessHandle.current().pid());
         try {
             TemplateStore templates = TemplateStore.open(store, hypervisor, Duration.ofSeconds(60));
-            TemplateStore.Spec spec = new TemplateStore.Spec(GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB);
+            TemplateStore.Spec spec = new TemplateStore.Spec(GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB, 64L << 20);
             long b0 = System.nanoTime();
             TemplateStore.Template t = templates.get(spec);
             double buildMs = (System.nanoTime() - b0) / 1e6;

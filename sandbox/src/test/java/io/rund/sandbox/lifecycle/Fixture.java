@@ -56,7 +56,7 @@ final class Fixture implements AutoCloseable {
 
     SandboxManager.Config config() {
         return new SandboxManager.Config(stateRoot, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"),
-                Path.of("/usr/lib/qemu/virtiofsd"), 1, 128, Duration.ofSeconds(60));
+                1, 128, Duration.ofSeconds(60));
     }
 
     SandboxManager manager() throws IOException {

@@ -14,14 +14,19 @@ import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import java.io.InputStream;
+import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.sandbox.lifecycle.SandboxManager;
+import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -32,7 +37,7 @@ class TemplateStoreTest {
 
     private static final Path GUEST = Path.of(System.getProperty("rund.guest.dir", "/var/lib/rund/guest"));
     private static final TemplateStore.Spec SPEC = new TemplateStore.Spec(GUEST.resolve("vmlinux"),
-            GUEST.resolve("initramfs.cpio"), 1, 128);
+            GUEST.resolve("initramfs.cpio"), 1, 128, 64L << 20);
     private static Path root;
     private static Path work;
     private static QemuHypervisor hypervisor;
@@ -59,10 +64,26 @@ class TemplateStoreTest {
         }
     }
 
-    private static Vm launchClone(TemplateStore.Template t, String id) throws Exception {
+    /** The clones' virtio-fs back-ends, closed after each test. */
+    private final List<VhostUserFs> backEnds = new ArrayList<>();
+
+    @AfterEach
+    void closeBackEnds() {
+        backEnds.forEach(VhostUserFs::close);
+    }
+
+    /** A clone with the devices a template holds: a virtio-fs share (empty here) and a disk of the spec's size. */
+    private Vm launchClone(TemplateStore.Template t, String id) throws Exception {
         Path dir = Files.createDirectories(work.resolve(id));
+        Path disk = dir.resolve("disk");
+        try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
+            f.setLength(SPEC.diskBytes());
+        }
+        VhostUserFs fs = VhostUserFs.start(id, dir.resolve("virtiofs.sock"), Files.createDirectories(dir.resolve("share")));
+        backEnds.add(fs);
         return hypervisor.launch(new VmConfig(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
-                "", List.of(), List.of(), t.cloneRam()));
+                "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
+                List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), t.cloneRam()));
     }
 
     private static AgentClient agentOf(String id) throws Exception {
@@ -133,10 +154,10 @@ class TemplateStoreTest {
     void theKeyFollowsTheInputsAndBadInputIsNamed() throws Exception {
         String k = store.key(SPEC);
         assertEquals(k, store.key(SPEC));
-        assertNotEquals(k, store.key(new TemplateStore.Spec(SPEC.kernel(), SPEC.initramfs(), 1, 160)));
-        assertNotEquals(k, store.key(new TemplateStore.Spec(SPEC.kernel(), GUEST.resolve("initramfs-debug.cpio"), 1, 128)));
+        assertNotEquals(k, store.key(new TemplateStore.Spec(SPEC.kernel(), SPEC.initramfs(), 1, 160, 64L << 20)));
+        assertNotEquals(k, store.key(new TemplateStore.Spec(SPEC.kernel(), GUEST.resolve("initramfs-debug.cpio"), 1, 128, 64L << 20)));
         TemplateException e = assertThrows(TemplateException.class,
-                () -> store.get(new TemplateStore.Spec(Path.of("/no/such/vmlinux"), SPEC.initramfs(), 1, 128)));
+                () -> store.get(new TemplateStore.Spec(Path.of("/no/such/vmlinux"), SPEC.initramfs(), 1, 128, 64L << 20)));
         assertTrue(e.getMessage().contains("/no/such/vmlinux"), e.getMessage());
         try (Stream<Path> s = Files.list(root)) {
             assertTrue(s.noneMatch(p -> p.getFileName().toString().contains(".")), "no half-built template is left");

@@ -25,12 +25,12 @@ class QemuCommandLineTest {
     void aTcgVmWithADiskAndASharedDirectory() {
         List<String> argv = QemuCommandLine.argv(Path.of("/usr/bin/qemu-system-x86_64"),
                 config(List.of(new VmConfig.Disk("upper0", Path.of("/proc/self/fd/7"), false)),
-                        List.of(new VmConfig.SharedDir("lower", Path.of("/run/rund/sandboxes/sb1/virtiofsd.sock")))),
+                        List.of(new VmConfig.SharedDir("lower", Path.of("/run/rund/sandboxes/sb1/virtiofs.sock")))),
                 TCG, "console=ttyS0");
         assertEquals(String.join(" ", List.of("/usr/bin/qemu-system-x86_64", "-name", "rund-sb1",
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                 "-global", "virtio-mmio.force-legacy=false",
-                "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem",
+                "-bios", "qboot.rom", "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem",
                 "-accel", "tcg,tb-size=16", "-cpu", "max",
                 "-m", "512M", "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
                 "-smp", "2",
@@ -40,7 +40,7 @@ class QemuCommandLineTest {
                 "-device", "virtio-serial-device",
                 "-chardev", "socket,id=agent,path=/run/rund/sandboxes/sb1/agent.sock,server=on,wait=off",
                 "-device", "virtserialport,chardev=agent,name=rund.agent",
-                "-chardev", "socket,id=fs0,path=/run/rund/sandboxes/sb1/virtiofsd.sock",
+                "-chardev", "socket,id=fs0,path=/run/rund/sandboxes/sb1/virtiofs.sock",
                 "-device", "vhost-user-fs-device,chardev=fs0,tag=lower",
                 "-drive", "file=/proc/self/fd/7,if=none,id=disk0,format=raw",
                 "-device", "virtio-blk-device,drive=disk0,serial=upper0")), String.join(" ", argv));
