@@ -187,8 +187,9 @@ public final class SandboxManager {
         if (templates != null) {
             String key = "?";
             try {
-                TemplateStore.Template t = templates.get(templateSpec());
-                key = t.key();
+                TemplateStore.Spec spec = templateSpec();
+                key = templates.key(spec);
+                TemplateStore.Template t = templates.get(spec);
                 Vm vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
                         config.vmMemoryMiB(), "", disks, shared, t.cloneRam()));
                 return new Launched(vm, "clone " + t.key());

@@ -158,20 +158,23 @@ public final class TemplateStore {
         String what = "template " + key + ": ";
         Vm vm = null;
         VhostUserFs fs = null;
+        // The build VM's sockets and logs: a short path, as unix socket addresses are short.
+        Path run = null;
         try {
             Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
-            Path empty = Files.createDirectory(work.resolve("empty"));
+            run = Files.createTempDirectory("rund-template-");
+            Path empty = Files.createDirectory(run.resolve("empty"));
             Path disk = work.resolve("disk");
             try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
                 f.setLength(spec.diskBytes());
             }
-            fs = VhostUserFs.start("template-" + key, work.resolve("virtiofs.sock"), empty);
-            vm = hypervisor.launch(new VmConfig("template-" + key, work, spec.kernel(), spec.initramfs(), spec.vcpus(),
+            fs = VhostUserFs.start("template-" + key, run.resolve("virtiofs.sock"), empty);
+            vm = hypervisor.launch(new VmConfig("template-" + key, run, spec.kernel(), spec.initramfs(), spec.vcpus(),
                     spec.memoryMiB(), "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
                     List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())),
                     VmConfig.Ram.template(work.resolve("ram"))));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
-            try (AgentClient agent = AgentClient.connect(work.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
+            try (AgentClient agent = AgentClient.connect(run.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
                 agent.health();
             }
             vm.saveTemplate(work.resolve("state"));
@@ -179,9 +182,9 @@ public final class TemplateStore {
             vm = null;
             fs.close();
             fs = null;
-            for (String leftover : List.of("agent.sock", "qmp.sock", "disk", "empty")) {
-                Files.deleteIfExists(work.resolve(leftover));
-            }
+            Files.deleteIfExists(disk);
+            Files.deleteIfExists(empty);
+            deleteDir(run);
             Files.writeString(work.resolve("template.json"), """
                     {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"machine":"%s","buildMillis":%d}
                     """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), MACHINE,
@@ -206,10 +209,13 @@ public final class TemplateStore {
             if (fs != null) {
                 fs.close();
             }
-            try {
-                Files.deleteIfExists(work.resolve("empty"));
-            } catch (IOException ignored) {
-                // deleteDirQuietly below names what is left
+            if (run != null) {
+                try {
+                    Files.deleteIfExists(run.resolve("empty"));
+                } catch (IOException ignored) {
+                    // deleteDirQuietly below names what is left
+                }
+                deleteDirQuietly(run);
             }
             deleteDirQuietly(work);
             throw new TemplateException(what + "build: " + e.getMessage(), e);

@@ -1,0 +1,186 @@
+package io.rund.sandbox.lifecycle;
+
+import static io.rund.sandbox.lifecycle.SandboxLifecycleTest.run;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.sandbox.template.TemplateStore;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * Sandboxes cloned from a VM template: real QEMU, guest, the daemon's virtio-fs back-end
+ * reading each clone's private RAM, the XFS reflink store and cgroupfs.
+ */
+@Timeout(600)
+class CloneSandboxTest {
+
+    private static final String LOOP = "while :; do sleep 1; done";
+    private static Fixture fx;
+    private static Path templateRoot;
+    private static TemplateStore templates;
+    private static SandboxManager manager;
+
+    @BeforeAll
+    static void setUp() throws Exception {
+        fx = new Fixture("clone");
+        templateRoot = Path.of("/dev/shm/rund-test-clone-templates-" + ProcessHandle.current().pid());
+        templates = TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60));
+        manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
+    }
+
+    @AfterAll
+    static void tearDown() throws Exception {
+        if (fx != null) {
+            fx.close();
+        }
+        if (templateRoot != null && Files.exists(templateRoot)) {
+            try (Stream<Path> s = Files.walk(templateRoot)) {
+                for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        }
+    }
+
+    @Test
+    void clonesRunContainersOverVirtioFsWriteTheirOwnDisksAndShareNoMemory() throws Exception {
+        Sandbox a = manager.start(fx.spec("cl-a", "sh", "-c", LOOP));
+        Sandbox b = null;
+        Sandbox c = null;
+        try {
+            b = manager.start(fx.spec("cl-b", "sh", "-c", LOOP));
+            String key = templates.key(manager.templateSpec());
+            assertEquals("clone " + key, a.boot());
+            assertEquals("clone " + key, b.boot());
+            assertTrue(Files.readString(a.dir().resolve("state.json")).contains("\"boot\":\"clone " + key + "\""));
+
+            // The rootfs comes over virtio-fs from the clone's own share; writes land on its own disk.
+            assertEquals("0:from the top layer\n", run(a, "cat", "/etc/image-file"));
+            assertEquals("0:cl-a-host\n", run(a, "hostname"));
+            assertEquals("0:", run(a, "sh", "-c", "echo from-a > /data.txt"));
+            assertEquals("0:from-a\n", run(a, "cat", "/data.txt"));
+            assertTrue(run(b, "cat", "/data.txt").startsWith("1:"), "b must not see a's file");
+            assertEquals("0:from the top layer\n", run(b, "cat", "/etc/image-file"));
+
+            // Memory: a marker a writes into its guest RAM is in a's QEMU, not in b's, not in the template.
+            String marker = "rund-marker-" + HexFormat.of().formatHex(SecureRandom.getSeed(12));
+            assertEquals("0:", run(a, "sh", "-c", "printf '%s%s' " + marker.substring(0, 12) + " "
+                    + marker.substring(12) + " > /dev/shm/m; cat /dev/shm/m > /dev/null"));
+            byte[] needle = marker.getBytes(StandardCharsets.US_ASCII);
+            TemplateStore.Template t = templates.existing(key);
+            assertTrue(guestRamHolds(a.vm().pid(), t.ram(), needle), "a's RAM must hold a's marker (the check works)");
+            assertFalse(guestRamHolds(b.vm().pid(), t.ram(), needle), "b's RAM must not hold a's marker");
+            assertFalse(fileHolds(t.ram(), needle), "the template's RAM must not hold a's marker");
+
+            // A template rebuilt under running clones does not disturb them; new clones use the new one.
+            templates.remove(key);
+            assertFalse(Files.exists(t.dir()));
+            c = manager.start(fx.spec("cl-c", "sh", "-c", LOOP));
+            assertEquals("clone " + key, c.boot(), "rebuilt from the same inputs");
+            assertEquals("0:from-a\n", run(a, "cat", "/data.txt"));
+            assertEquals("0:from the top layer\n", run(b, "cat", "/etc/image-file"));
+            assertEquals("0:from the top layer\n", run(c, "cat", "/etc/image-file"));
+            assertTrue(run(c, "cat", "/data.txt").startsWith("1:"));
+        } finally {
+            a.stop(Duration.ofSeconds(5));
+            if (b != null) {
+                b.stop(Duration.ofSeconds(5));
+            }
+            if (c != null) {
+                c.stop(Duration.ofSeconds(5));
+            }
+        }
+        fx.assertNothingLeft();
+    }
+
+    @Test
+    void coldBootWhenForcedOrWhenTheCloneFails() throws Exception {
+        SandboxManager cold = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, null);
+        Sandbox sb = cold.start(fx.spec("cold-1", "sh", "-c", LOOP));
+        try {
+            assertEquals("cold", sb.boot());
+            assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
+        } finally {
+            sb.stop(Duration.ofSeconds(5));
+        }
+
+        // A template whose device state is damaged: the clone fails, the sandbox boots cold.
+        Path brokenRoot = Path.of(templateRoot + "-broken");
+        TemplateStore broken = TemplateStore.open(brokenRoot, fx.hypervisor, Duration.ofSeconds(60));
+        try {
+            SandboxManager m = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, broken);
+            TemplateStore.Template t = broken.get(m.templateSpec());
+            Files.write(t.state(), "not a migration stream".getBytes(StandardCharsets.US_ASCII));
+            Sandbox fallback = m.start(fx.spec("cold-2", "sh", "-c", LOOP));
+            try {
+                assertEquals("cold", fallback.boot());
+                assertEquals("0:from the top layer\n", run(fallback, "cat", "/etc/image-file"));
+            } finally {
+                fallback.stop(Duration.ofSeconds(5));
+            }
+        } finally {
+            for (String k : broken.keys()) {
+                broken.remove(k);
+            }
+            Files.deleteIfExists(brokenRoot);
+        }
+        fx.assertNothingLeft();
+    }
+
+    /** Whether the guest RAM of QEMU {@code pid} (its mapping of the template's file) holds {@code needle}. */
+    private static boolean guestRamHolds(long pid, Path ramFile, byte[] needle) throws IOException {
+        String file = ramFile.toString();
+        for (String line : Files.readAllLines(Path.of("/proc/" + pid + "/maps"))) {
+            if (!line.endsWith(file)) {
+                continue;
+            }
+            String[] range = line.substring(0, line.indexOf(' ')).split("-");
+            long start = Long.parseUnsignedLong(range[0], 16);
+            long end = Long.parseUnsignedLong(range[1], 16);
+            try (RandomAccessFile mem = new RandomAccessFile("/proc/" + pid + "/mem", "r")) {
+                if (holds(mem, start, end - start, needle)) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    private static boolean fileHolds(Path f, byte[] needle) throws IOException {
+        try (RandomAccessFile r = new RandomAccessFile(f.toFile(), "r")) {
+            return holds(r, 0, r.length(), needle);
+        }
+    }
+
+    private static boolean holds(RandomAccessFile in, long start, long length, byte[] needle) throws IOException {
+        byte[] buf = new byte[(1 << 20) + needle.length];
+        for (long off = 0; off < length; off += 1 << 20) {
+            int n = (int) Math.min(buf.length, length - off);
+            in.seek(start + off);
+            in.readFully(buf, 0, n);
+            outer:
+            for (int i = 0; i + needle.length <= n; i++) {
+                for (int j = 0; j < needle.length; j++) {
+                    if (buf[i + j] != needle[j]) {
+                        continue outer;
+                    }
+                }
+                return true;
+            }
+        }
+        return false;
+    }
+}
