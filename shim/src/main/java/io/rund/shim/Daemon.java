@@ -10,6 +10,7 @@ import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.PeerPolicy;
 import io.rund.ttrpc.Server;
 import io.rund.ttrpc.ServiceDefinition;
@@ -49,7 +50,9 @@ final class Daemon implements AutoCloseable {
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
     /** Where things are; see {@link RundConfig} for where the values come from. */
-    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator) {}
+    /** {@code templates}: the VM template store's directory, or null to boot every VM cold. */
+    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
+            Path templates) {}
 
     private final Config config;
     private final CgroupPool pool;
@@ -92,7 +95,10 @@ final class Daemon implements AutoCloseable {
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
-                1, 256, Duration.ofSeconds(60)), hypervisor, pool, store);
+                1, 256, Duration.ofSeconds(60)), hypervisor, pool, store,
+                config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, Duration.ofSeconds(60)));
+        LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
+                : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
         for (String id : manager.recover()) {
             LOG.log(Level.INFO, "daemon: cleaned sandbox {0} left by a previous daemon", id);
         }

@@ -21,6 +21,7 @@ import java.util.Map;
  * pool_size = 8                        # pre-created cgroups
  * cgroup_pool = "rund"                 # the pool's directory in each cgroup hierarchy
  * accelerator = "auto"                 # auto, kvm or tcg
+ * templates = "/dev/shm/rund/templates" # VM templates (tmpfs); "off" boots every VM cold
  * </pre>
  */
 final class RundConfig {
@@ -39,6 +40,8 @@ final class RundConfig {
         String cgroupPool;
         @JsonProperty("accelerator")
         String accelerator;
+        @JsonProperty("templates")
+        String templates;
     }
 
     private RundConfig() {}
@@ -55,11 +58,15 @@ final class RundConfig {
         if (pool < 1 || pool > 4096) {
             throw new IOException(path + ": pool_size " + pool + " is outside 1..4096");
         }
+        String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
+        if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
+            throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
+        }
         return new Daemon.Config(Path.of(pick(env, "RUND_STATE_DIR", f.stateDir, "/run/rund")),
                 Path.of(pick(env, "RUND_GUEST_DIR", f.guestDir, "/var/lib/rund/guest")),
                 Path.of(pick(env, "RUND_SCRATCH", f.scratch, "/var/lib/rund/scratch")),
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
-                accel.equals("auto") ? null : accel);
+                accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates));
     }
 
     static File parse(Path path) throws IOException {
@@ -68,7 +75,7 @@ final class RundConfig {
             return toml.readValue(path.toFile(), File.class);
         } catch (UnrecognizedPropertyException e) {
             throw new IOException(path + ": unknown key " + e.getPropertyName()
-                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator)", e);
+                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates)", e);
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IOException(path + ": " + e.getOriginalMessage(), e);
         }

@@ -22,6 +22,7 @@ class RundConfigTest {
         assertEquals(8, c.poolSize());
         assertEquals("rund", c.cgroupPool());
         assertNull(c.accelerator(), "automatic");
+        assertEquals(Path.of("/dev/shm/rund/templates"), c.templates(), "VMs are cloned by default");
     }
 
     @Test
@@ -30,8 +31,12 @@ class RundConfigTest {
                 state_dir = "/run/rund-x"
                 pool_size = 16
                 accelerator = "tcg"
+                templates = "off"
                 """);
         Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_POOL_SIZE", "3"));
+        assertNull(c.templates(), "templates = off forces cold boot");
+        assertEquals(Path.of("/tmp/t"), RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_TEMPLATES", "/tmp/t"))
+                .templates());
         assertEquals(Path.of("/run/rund-x"), c.stateDir());
         assertEquals(3, c.poolSize(), "the environment wins");
         assertEquals("tcg", c.accelerator());

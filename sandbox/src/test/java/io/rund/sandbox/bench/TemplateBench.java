@@ -13,20 +13,29 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.io.RandomAccessFile;
+import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.sandbox.lifecycle.SandboxManager;
 import java.util.stream.Stream;
 
 /**
  * Clone vs cold boot, side by side in one run, under the same accelerator: time from
  * launch to the agent's first answer; PSS of the VMs' processes at 1 and 10 idle VMs; and
  * how many pages of the guest kernel's text a clone holds privately. Both kinds carry the
- * same devices (the agent's port only). Run by `hack/bench template`; prints Markdown.
+ * same devices, those of a sandbox: the agent's port, a virtio-fs device served by the
+ * daemon's back-end (over an empty directory here) and a disk. Run by `hack/bench
+ * template`; prints Markdown.
  */
 public final class TemplateBench {
 
     private static final Path GUEST = Path.of(System.getProperty("rund.guest.dir", "/var/lib/rund/guest"));
     private static final int MIB = 128;
+    private static final long DISK_BYTES = 256L << 20;
     private static QemuHypervisor hypervisor;
     private static Path work;
+    private static final Map<Long, VhostUserFs> BACK_ENDS = new ConcurrentHashMap<>();
 
     public static void main(String[] args) throws Exception {
         int runs = args.length > 0 ? Integer.parseInt(args[0]) : 10;
@@ -35,7 +44,7 @@ public final class TemplateBench {
         Path store = Path.of("/dev/shm/rund-bench-templates-" + ProcessHandle.current().pid());
         try {
             TemplateStore templates = TemplateStore.open(store, hypervisor, Duration.ofSeconds(60));
-            TemplateStore.Spec spec = new TemplateStore.Spec(GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB, 64L << 20);
+            TemplateStore.Spec spec = new TemplateStore.Spec(GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB, DISK_BYTES);
             long b0 = System.nanoTime();
             TemplateStore.Template t = templates.get(spec);
             double buildMs = (System.nanoTime() - b0) / 1e6;
@@ -56,7 +65,7 @@ public final class TemplateBench {
 
             System.out.println("| idle VMs | cold: PSS per VM MiB | clone: PSS per VM MiB |");
             System.out.println("|---:|---:|---:|");
-            for (int n : new int[] {1, 10}) {
+            for (int n : new int[] {1, 10, 30}) {
                 System.out.printf("| %d | %.1f | %.1f |%n", n, pssPerVm(n, VmConfig.Ram.ANONYMOUS, "pc"),
                         pssPerVm(n, t.cloneRam(), "pk"));
             }
@@ -70,7 +79,7 @@ public final class TemplateBench {
                         + " its agent answered, %d private (copied on write), %d shared with the template, %d untouched%n",
                         pages[0] + pages[1] + pages[2], pages[0], pages[1], pages[2]);
             } finally {
-                one.forEach(v -> v.stop(Duration.ofSeconds(5)));
+                one.forEach(TemplateBench::stop);
             }
         } finally {
             deleteTree(work);
@@ -80,8 +89,29 @@ public final class TemplateBench {
 
     private static Vm launch(String id, VmConfig.Ram ram) throws Exception {
         Path dir = Files.createDirectories(work.resolve(id));
-        return hypervisor.launch(new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB,
-                "", List.of(), List.of(), ram));
+        Path disk = dir.resolve("disk");
+        try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
+            f.setLength(DISK_BYTES);
+        }
+        VhostUserFs fs = VhostUserFs.start(id, dir.resolve("virtiofs.sock"), Files.createDirectories(dir.resolve("share")));
+        try {
+            Vm vm = hypervisor.launch(new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
+                    MIB, "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
+                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), ram));
+            BACK_ENDS.put(vm.pid(), fs);
+            return vm;
+        } catch (Exception e) {
+            fs.close();
+            throw e;
+        }
+    }
+
+    private static void stop(Vm vm) {
+        vm.stop(Duration.ofSeconds(5));
+        VhostUserFs fs = BACK_ENDS.remove(vm.pid());
+        if (fs != null) {
+            fs.close();
+        }
     }
 
     private static AgentClient agent(String id) throws Exception {
@@ -97,7 +127,7 @@ public final class TemplateBench {
             return (System.nanoTime() - t0) / 1e6;
         } finally {
             if (stop) {
-                vm.stop(Duration.ofSeconds(5));
+                stop(vm);
                 deleteTree(work.resolve(id));
             }
         }
@@ -122,7 +152,7 @@ public final class TemplateBench {
             }
             return kib / 1024.0 / n;
         } finally {
-            vms.forEach(v -> v.stop(Duration.ofSeconds(5)));
+            vms.forEach(TemplateBench::stop);
             for (int i = 0; i < n; i++) {
                 deleteTree(work.resolve(prefix + n + "-" + i));
             }
