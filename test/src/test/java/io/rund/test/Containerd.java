@@ -77,6 +77,8 @@ final class Containerd implements AutoCloseable {
         env.put("RUND_SCRATCH", scratch.mount.resolve("scratch").toString());
         env.put("RUND_CGROUP_POOL", pool);
         env.put("RUND_POOL_SIZE", "4");
+        // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
+        env.put("RUND_TEMPLATES", "/dev/shm/rund-test-templates");
         env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
         for (String k : env.keySet()) {
             if (k.startsWith("RUND_")) {
