@@ -200,7 +200,6 @@ public final class VhostUserFs implements AutoCloseable {
                     } finally {
                         lock.unlock();
                     }
-                    received = new int[0]; // handed over
                     wake();
                     if (reply != null) {
                         send(fd, request, reply);
@@ -209,7 +208,7 @@ public final class VhostUserFs implements AutoCloseable {
                     }
                 } finally {
                     for (int r : received) {
-                        Posix.closeQuietly(r);
+                        Posix.closeQuietly(r); // those the handler did not take (taken ones are -1)
                     }
                 }
             }
@@ -241,18 +240,23 @@ public final class VhostUserFs implements AutoCloseable {
         }
     }
 
+    /** Takes the message's first descriptor (the caller closes those not taken), or -1. */
+    private static int take(int[] fds) {
+        if (fds.length == 0 || fds[0] < 0) {
+            return -1;
+        }
+        int fd = fds[0];
+        fds[0] = -1;
+        return fd;
+    }
+
     /**
-     * Handles one message, taking ownership of {@code fds}.
+     * Handles one message. A descriptor the message keeps is taken from {@code fds} with
+     * {@link #take}; the caller closes the rest, whatever happens here.
      *
      * @return the reply's words, or null for messages without a reply
      */
     private long[] handle(int request, ByteBuffer p, int[] fds, int pid) throws ProtocolException, SyscallException {
-        int fd = fds.length > 0 ? fds[0] : -1;
-        for (int i = 1; i < fds.length; i++) {
-            if (request != SET_MEM_TABLE) {
-                Posix.closeQuietly(fds[i]);
-            }
-        }
         switch (request) {
             case GET_FEATURES -> {
                 return new long[] {FEATURES};
@@ -287,9 +291,7 @@ public final class VhostUserFs implements AutoCloseable {
                 return null;
             }
             case SET_MEM_TABLE -> {
-                for (int f : fds) {
-                    Posix.closeQuietly(f); // memory is reached through the front-end process, not these files
-                }
+                // The region files are not taken: memory is reached through the front-end process.
                 memory = memTable(p, pid);
                 return null;
             }
@@ -327,12 +329,12 @@ public final class VhostUserFs implements AutoCloseable {
             case SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR -> {
                 long v = u64(p, request);
                 Virtqueue q = queue((int) (v & 0xff), request);
-                if ((v & 0x100) != 0 || fd < 0) {
-                    Posix.closeQuietly(fd);
-                    if (request == SET_VRING_KICK) {
-                        throw new ProtocolException("queue " + q.index + " has no kick eventfd; polling is not supported");
-                    }
-                    fd = -1;
+                if (request == SET_VRING_ERR) {
+                    return null; // errors are reported in the log, not to the front-end; its eventfd is closed
+                }
+                int fd = (v & 0x100) != 0 ? -1 : take(fds);
+                if (fd < 0 && request == SET_VRING_KICK) {
+                    throw new ProtocolException("queue " + q.index + " has no kick eventfd; polling is not supported");
                 }
                 if (request == SET_VRING_KICK) {
                     Posix.closeQuietly(q.kickFd);
@@ -340,11 +342,9 @@ public final class VhostUserFs implements AutoCloseable {
                     if ((ackedFeatures & F_PROTOCOL_FEATURES) == 0) {
                         q.enabled = true;
                     }
-                } else if (request == SET_VRING_CALL) {
+                } else {
                     Posix.closeQuietly(q.callFd);
                     q.callFd = fd;
-                } else {
-                    Posix.closeQuietly(fd); // errors are reported in the log, not to the front-end
                 }
                 return null;
             }
@@ -361,11 +361,11 @@ public final class VhostUserFs implements AutoCloseable {
                 need(p, 8, request);
                 int direction = p.getInt();
                 int phase = p.getInt();
-                if (fd < 0 || phase != 0 || direction > 1) {
-                    Posix.closeQuietly(fd);
+                if (fds.length == 0 || phase != 0 || direction < 0 || direction > 1) {
                     throw new ProtocolException("device state transfer direction " + direction + " phase " + phase
-                            + (fd < 0 ? " without a descriptor" : " is not supported"));
+                            + (fds.length == 0 ? " without a descriptor" : " is not supported"));
                 }
+                int fd = take(fds);
                 if (direction == 0) {
                     try {
                         if (fuse.initialized()) {
@@ -408,12 +408,10 @@ public final class VhostUserFs implements AutoCloseable {
                 }
             }
             case SET_LOG_BASE, SET_LOG_FD -> {
-                Posix.closeQuietly(fd);
                 throw new ProtocolException("front-end asked for dirty logging (request " + request
                         + "), which only a running VM's live migration needs");
             }
             default -> {
-                Posix.closeQuietly(fd);
                 throw new ProtocolException("request " + request + " is not supported");
             }
         }
