@@ -108,14 +108,7 @@ class CloneSandboxTest {
 
     @Test
     void coldBootWhenForcedOrWhenTheCloneFails() throws Exception {
-        SandboxManager cold = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, null);
-        Sandbox sb = cold.start(fx.spec("cold-1", "sh", "-c", LOOP));
-        try {
-            assertEquals("cold", sb.boot());
-            assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
-        } finally {
-            sb.stop(Duration.ofSeconds(5));
-        }
+        assertBootsColdAndRuns(new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, null), "cold-1");
 
         // A template whose device state is damaged: the clone fails, the sandbox boots cold.
         Path brokenRoot = Path.of(templateRoot + "-broken");
@@ -124,13 +117,7 @@ class CloneSandboxTest {
             SandboxManager m = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, broken);
             TemplateStore.Template t = broken.get(m.templateSpec());
             Files.write(t.state(), "not a migration stream".getBytes(StandardCharsets.US_ASCII));
-            Sandbox fallback = m.start(fx.spec("cold-2", "sh", "-c", LOOP));
-            try {
-                assertEquals("cold", fallback.boot());
-                assertEquals("0:from the top layer\n", run(fallback, "cat", "/etc/image-file"));
-            } finally {
-                fallback.stop(Duration.ofSeconds(5));
-            }
+            assertBootsColdAndRuns(m, "cold-2");
         } finally {
             for (String k : broken.keys()) {
                 broken.remove(k);
@@ -138,6 +125,16 @@ class CloneSandboxTest {
             Files.deleteIfExists(brokenRoot);
         }
         fx.assertNothingLeft();
+    }
+
+    private static void assertBootsColdAndRuns(SandboxManager m, String id) throws Exception {
+        Sandbox sb = m.start(fx.spec(id, "sh", "-c", LOOP));
+        try {
+            assertEquals("cold", sb.boot());
+            assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
+        } finally {
+            sb.stop(Duration.ofSeconds(5));
+        }
     }
 
     /** Whether the guest RAM of QEMU {@code pid} (its mapping of the template's file) holds {@code needle}. */
