@@ -52,6 +52,7 @@ final class FuseServer implements Virtqueue.Handler {
             ERANGE = 34, ENOSYS = 38, EROFS = 30, EPROTO = 71;
     private static final int O_ACCMODE = 3, O_TRUNC = 0x200, O_CREAT = 0x40;
     private static final int FOPEN_KEEP_CACHE = 2;
+    private static final int S_IFMT = 0170000, S_IFDIR = 0040000;
     private static final long ENTRY_SECONDS = 3600;
     private static final int MAX_READ = 1 << 20;
 
@@ -341,11 +342,11 @@ final class FuseServer implements Virtqueue.Handler {
     private record Entry(String name, long ino, int type) {}
 
     private ByteBuffer opendir(Node n) throws IOException, FuseError {
-        if (!Files.isDirectory(n.path(), LinkOption.NOFOLLOW_LINKS)) {
+        Map<String, Object> self = stat(n.path());
+        if (((Integer) self.get("mode") & S_IFMT) != S_IFDIR) {
             throw new FuseError(ENOTDIR);
         }
         List<Entry> entries = new ArrayList<>();
-        Map<String, Object> self = stat(n.path());
         entries.add(new Entry(".", (Long) self.get("ino"), 4));
         entries.add(new Entry("..", 1, 4));
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(n.path())) {
@@ -380,9 +381,7 @@ final class FuseServer implements Virtqueue.Handler {
             out.putLong(e.ino()).putLong(i + 1).putInt(name.length).putInt(e.type()).put(name);
             out.position(start + rec);
         }
-        ByteBuffer exact = reply(out.position());
-        exact.put(out.array(), 0, out.position());
-        return exact;
+        return out; // the reply is what was written: handle() sends up to the position
     }
 
     private ByteBuffer statfs() throws IOException {

@@ -311,11 +311,13 @@ public final class VhostUserFs implements AutoCloseable {
                 q.descHva = p.getLong();
                 q.usedHva = p.getLong();
                 q.availHva = p.getLong();
+                q.usedIdx = -1;
                 return null;
             }
             case SET_VRING_BASE -> {
                 Virtqueue q = queue(p.getInt(), request);
                 q.lastAvail = p.getInt() & 0xffff;
+                q.usedIdx = -1;
                 return null;
             }
             case GET_VRING_BASE -> {
@@ -339,6 +341,7 @@ public final class VhostUserFs implements AutoCloseable {
                 if (request == SET_VRING_KICK) {
                     Posix.closeQuietly(q.kickFd);
                     q.kickFd = fd;
+                    q.pending = true; // a kick may have come before this eventfd
                     if ((ackedFeatures & F_PROTOCOL_FEATURES) == 0) {
                         q.enabled = true;
                     }
@@ -353,7 +356,7 @@ public final class VhostUserFs implements AutoCloseable {
                 q.enabled = p.getInt() != 0;
                 if (q.enabled) {
                     q.broken = false;
-                    Posix.signal(wakeFd); // serve what the guest queued before we listened
+                    q.pending = true; // serve what the guest queued before we listened (every message wakes the worker)
                 }
                 return null;
             }
@@ -465,9 +468,11 @@ public final class VhostUserFs implements AutoCloseable {
         q.callFd = -1;
         q.enabled = false;
         q.broken = false;
+        q.pending = false;
         q.size = 0;
         q.descHva = q.availHva = q.usedHva = 0;
         q.lastAvail = 0;
+        q.usedIdx = -1;
     }
 
     // ---- the queues ----
@@ -498,9 +503,11 @@ public final class VhostUserFs implements AutoCloseable {
                 for (int i = 0; i < polled.length; i++) {
                     fds[i + 1] = polled[i].kickFd;
                 }
-                // A queue just enabled may hold requests whose kick came before we had its eventfd.
                 for (Virtqueue q : polled) {
-                    serveQueue(q);
+                    if (q.pending) {
+                        q.pending = false;
+                        serveQueue(q);
+                    }
                 }
             } finally {
                 lock.unlock();
@@ -516,6 +523,7 @@ public final class VhostUserFs implements AutoCloseable {
                         try {
                             if (polled[i - 1].kickFd == fds[i]) {
                                 Posix.drain(fds[i]);
+                                polled[i - 1].pending = true;
                             }
                         } finally {
                             lock.unlock();

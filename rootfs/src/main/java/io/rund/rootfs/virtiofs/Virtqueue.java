@@ -40,10 +40,14 @@ final class Virtqueue {
     long availHva;
     long usedHva;
     int lastAvail;
+    /** The used ring's index as we last wrote it; -1: read it from the ring when serving next (after a (re)start). */
+    int usedIdx = -1;
     int kickFd = -1;
     int callFd = -1;
     boolean enabled;
     boolean broken;
+    /** Kicked, or just given its kick eventfd or enabled, and not served since. */
+    boolean pending;
 
     Virtqueue(int index) {
         this.index = index;
@@ -70,6 +74,10 @@ final class Virtqueue {
                 throw new BadChainException("queue " + index + ": available index " + availIdx + " is more than "
                         + size + " ahead of " + lastAvail);
             }
+            if (usedIdx < 0) {
+                mem.readHva(usedHva + 2, u16);
+                usedIdx = Short.toUnsignedInt(u16.get(ValueLayout.JAVA_SHORT, 0));
+            }
             int served = 0;
             while (lastAvail != availIdx) {
                 mem.readHva(availHva + 4 + 2L * (lastAvail % size), u16);
@@ -78,12 +86,11 @@ final class Virtqueue {
                 try (Arena request = Arena.ofConfined()) {
                     written = serve(mem, request, desc, head, handler);
                 }
-                mem.readHva(usedHva + 2, u16);
-                int usedIdx = Short.toUnsignedInt(u16.get(ValueLayout.JAVA_SHORT, 0));
                 elem.set(ValueLayout.JAVA_INT, 0, head);
                 elem.set(ValueLayout.JAVA_INT, 4, written);
                 mem.writeHva(usedHva + 4 + 8L * (usedIdx % size), elem);
-                u16.set(ValueLayout.JAVA_SHORT, 0, (short) (usedIdx + 1));
+                usedIdx = (usedIdx + 1) & 0xffff;
+                u16.set(ValueLayout.JAVA_SHORT, 0, (short) usedIdx);
                 mem.writeHva(usedHva + 2, u16); // after the element: the guest reads idx, then the element
                 lastAvail = (lastAvail + 1) & 0xffff;
                 served++;
@@ -104,7 +111,7 @@ final class Virtqueue {
         if (head >= size) {
             throw new BadChainException("queue " + index + ": head descriptor " + head + " is outside the table of " + size);
         }
-        long[] addr = new long[size];
+        long[] hva = new long[size]; // each buffer's front-end address, checked against the memory table
         int[] len = new int[size];
         boolean[] writable = new boolean[size];
         int n = 0;
@@ -120,13 +127,13 @@ final class Virtqueue {
             if ((flags & F_INDIRECT) != 0) {
                 throw new BadChainException("queue " + index + ": descriptor " + i + " is indirect, which was not offered");
             }
-            addr[n] = desc.get(ValueLayout.JAVA_LONG, 0);
+            long gpa = desc.get(ValueLayout.JAVA_LONG, 0);
             len[n] = desc.get(ValueLayout.JAVA_INT, 8);
             writable[n] = (flags & F_WRITE) != 0;
             if (len[n] < 0) {
                 throw new BadChainException("queue " + index + ": descriptor " + i + " has length " + Integer.toUnsignedString(len[n]));
             }
-            mem.translate(addr[n], len[n]);
+            hva[n] = mem.translate(gpa, len[n]);
             if (writable[n]) {
                 capacity += len[n];
             } else if (capacity > 0) {
@@ -151,7 +158,7 @@ final class Virtqueue {
         long off = 0;
         for (int k = 0; k < n && !writable[k]; k++) {
             if (len[k] > 0) {
-                mem.readHva(mem.translate(addr[k], len[k]), in.asSlice(off, len[k]));
+                mem.readHva(hva[k], in.asSlice(off, len[k]));
             }
             off += len[k];
         }
@@ -169,7 +176,7 @@ final class Virtqueue {
                 continue;
             }
             int chunk = (int) Math.min(len[k], reply.length - off);
-            mem.writeHva(mem.translate(addr[k], chunk), out.asSlice(off, chunk));
+            mem.writeHva(hva[k], out.asSlice(off, chunk));
             off += chunk;
         }
         return reply.length;
