@@ -1,8 +1,8 @@
 package io.rund.rootfs;
 
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
-import io.rund.rootfs.virtiofs.VhostUserFs;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;

@@ -33,7 +33,6 @@ public final class Syscalls {
     public static final long MS_BIND = 4096;
     public static final long MS_REC = 16384;
     public static final long MS_PRIVATE = 1 << 18;
-    public static final long MS_SHARED = 1 << 20;
     public static final long MS_NOEXEC = 8;
     public static final int MNT_DETACH = 2;
     public static final int EINVAL = 22;

@@ -1,5 +1,6 @@
 package io.rund.rootfs.virtiofs;
 
+import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.Syscalls.SyscallException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
@@ -49,7 +50,6 @@ final class Posix {
     private static final MethodHandle RECVMSG = handle("recvmsg", FunctionDescriptor.of(L, I, P, I));
     private static final MethodHandle READ = handle("read", FunctionDescriptor.of(L, I, P, L));
     private static final MethodHandle WRITE = handle("write", FunctionDescriptor.of(L, I, P, L));
-    private static final MethodHandle CLOSE = handle("close", FunctionDescriptor.of(I, I));
     private static final MethodHandle POLL = handle("poll", FunctionDescriptor.of(I, P, L, I));
     private static final MethodHandle EVENTFD = handle("eventfd", FunctionDescriptor.of(I, I, I));
     private static final MethodHandle GETSOCKOPT = handle("getsockopt", FunctionDescriptor.of(I, I, I, I, P, P));
@@ -363,15 +363,15 @@ final class Posix {
         }
     }
 
+    /** Closes a descriptor this process owns (once); -1 is nothing, and a failed close has nothing to undo. */
     static void closeQuietly(int fd) {
         if (fd < 0) {
             return;
         }
-        try (Arena arena = Arena.ofConfined()) {
-            // SAFETY: closes a descriptor this process owns, once.
-            int ignored = (int) CLOSE.invokeExact(arena.allocate(STATE), fd);
-        } catch (Throwable t) {
-            throw downcall("close", t);
+        try {
+            Syscalls.close(fd);
+        } catch (SyscallException ignored) {
+            // Linux releases the descriptor even when close reports an error
         }
     }
 }

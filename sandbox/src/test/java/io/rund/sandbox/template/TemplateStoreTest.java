@@ -8,14 +8,14 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
-import java.io.InputStream;
-import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import java.io.InputStream;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
