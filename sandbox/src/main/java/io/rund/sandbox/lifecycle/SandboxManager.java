@@ -185,17 +185,16 @@ public final class SandboxManager {
     private Launched launch(String id, Path dir, List<VmConfig.Disk> disks, List<VmConfig.SharedDir> shared)
             throws HypervisorException {
         if (templates != null) {
-            String key = "?";
+            TemplateStore.Template t = null;
             try {
-                TemplateStore.Spec spec = templateSpec();
-                key = templates.key(spec);
-                TemplateStore.Template t = templates.get(spec);
+                t = templates.get(templateSpec());
                 Vm vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
                         config.vmMemoryMiB(), "", disks, shared, t.cloneRam()));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
-                LOG.log(Level.WARNING, "sandbox={0}: clone of template {1} failed, booting cold: {2}", id, key,
-                        e.getMessage());
+                // A template's own failures name its key; a failed launch names it here.
+                LOG.log(Level.WARNING, "sandbox={0}: clone {1}failed, booting cold: {2}", id,
+                        t == null ? "" : "of template " + t.key() + " ", e.getMessage());
             }
         }
         return new Launched(hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),

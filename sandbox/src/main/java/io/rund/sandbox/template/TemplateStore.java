@@ -180,11 +180,7 @@ public final class TemplateStore {
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
             vm = null;
-            fs.close();
-            fs = null;
             Files.deleteIfExists(disk);
-            Files.deleteIfExists(empty);
-            deleteDir(run);
             Files.writeString(work.resolve("template.json"), """
                     {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"machine":"%s","buildMillis":%d}
                     """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), MACHINE,
@@ -206,19 +202,20 @@ public final class TemplateStore {
             if (vm != null) {
                 vm.close();
             }
+            deleteDirQuietly(work);
+            throw new TemplateException(what + "build: " + e.getMessage(), e);
+        } finally {
             if (fs != null) {
                 fs.close();
             }
             if (run != null) {
                 try {
-                    Files.deleteIfExists(run.resolve("empty"));
-                } catch (IOException ignored) {
-                    // deleteDirQuietly below names what is left
+                    Files.deleteIfExists(run.resolve("empty")); // the one directory in it: removal does not descend
+                } catch (IOException e) {
+                    LOG.log(Level.WARNING, "template: remove {0}: {1}", run.resolve("empty"), e.getMessage());
                 }
                 deleteDirQuietly(run);
             }
-            deleteDirQuietly(work);
-            throw new TemplateException(what + "build: " + e.getMessage(), e);
         }
     }
 
