@@ -84,24 +84,32 @@ public final class ReadOnlyLayer implements AutoCloseable {
      * with the daemon's own vhost-user-fs back-end.
      */
     public static ReadOnlyLayer start(String sandboxId, Path dir) throws StoreException {
+        return start(sandboxId, dir, VhostUserFs.listen(sandboxId, socket(dir)));
+    }
+
+    /** Where a sandbox directory's back-end listens. */
+    public static Path socket(Path dir) {
+        return dir.resolve("virtiofs.sock");
+    }
+
+    /**
+     * Mounts the share at {@code dir/shared} and has {@code server}, a back-end listening
+     * with no root yet ({@link VhostUserFs#listen}), serve it. The layer owns the server
+     * from here, and closes it on failure too.
+     */
+    public static ReadOnlyLayer start(String sandboxId, Path dir, VhostUserFs server) throws StoreException {
         Path share = dir.resolve("shared");
-        Path socket = dir.resolve("virtiofs.sock");
         String what = "read-only layer sandbox=" + sandboxId + ": ";
         try {
             Files.createDirectories(share);
             Syscalls.mount("rund-share", share, "tmpfs", SHARE_FLAGS | Syscalls.MS_RDONLY, "size=64k,nr_inodes=4096,mode=0755");
-        } catch (IOException | Syscalls.SyscallException e) {
+            server.share(share);
+        } catch (IOException | Syscalls.SyscallException | StoreException e) {
+            server.close();
             unmount(share);
-            throw new StoreException(what + "mount the share at " + share + ": " + e.getMessage(), e);
+            throw new StoreException(what + "serve the share at " + share + ": " + e.getMessage(), e);
         }
-        VhostUserFs server;
-        try {
-            server = VhostUserFs.start(sandboxId, socket, share);
-        } catch (StoreException e) {
-            unmount(share);
-            throw e;
-        }
-        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1} served on {2}", sandboxId, share, socket);
+        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1} served on {2}", sandboxId, share, socket(dir));
         return new ReadOnlyLayer(sandboxId, share, server);
     }
 

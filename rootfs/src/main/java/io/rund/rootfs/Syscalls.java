@@ -37,6 +37,9 @@ public final class Syscalls {
     public static final int MNT_DETACH = 2;
     public static final int EINVAL = 22;
     public static final int ENOENT = 2;
+    public static final int EEXIST = 17;
+    private static final int AT_FDCWD = -100;
+    private static final int RENAME_NOREPLACE = 1;
 
     /** A system call failed with errno. */
     public static final class SyscallException extends Exception {
@@ -72,6 +75,9 @@ public final class Syscalls {
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle MKFIFO = handle("mkfifo",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    private static final MethodHandle RENAMEAT2 = handle("renameat2",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                    ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle CLOSE = handle("close",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle STRERROR = handle("strerror",
@@ -174,6 +180,25 @@ public final class Syscalls {
             throw e;
         } catch (Throwable t) {
             throw new IllegalStateException("umount2 downcall", t);
+        }
+    }
+
+    /**
+     * Renames {@code from} to {@code to}, failing with EEXIST when {@code to} exists, even
+     * as an empty directory (which rename(2) would replace).
+     */
+    public static void renameNoReplace(Path from, Path to) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.
+            if ((int) RENAMEAT2.invokeExact(state, AT_FDCWD, arena.allocateFrom(from.toString()), AT_FDCWD,
+                    arena.allocateFrom(to.toString()), RENAME_NOREPLACE) < 0) {
+                throw new SyscallException("renameat2(" + from + ", " + to + ", RENAME_NOREPLACE)", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("renameat2 downcall", t);
         }
     }
 

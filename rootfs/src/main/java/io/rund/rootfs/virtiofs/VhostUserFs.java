@@ -64,7 +64,8 @@ public final class VhostUserFs implements AutoCloseable {
     private final Path socket;
     private final int listenFd;
     private final int wakeFd;
-    private final FuseServer fuse;
+    /** Null until {@link #share} names the root: a spare VM's back-end is listening before it knows its share. */
+    private volatile FuseServer fuse;
     private final ReentrantLock lock = new ReentrantLock();
     private final Virtqueue[] queues = new Virtqueue[QUEUES];
     private final Thread control;
@@ -76,12 +77,11 @@ public final class VhostUserFs implements AutoCloseable {
     private long ackedProtocolFeatures;
     private int loadFd = -1;
 
-    private VhostUserFs(String name, Path socket, Path root, int listenFd, int wakeFd) {
+    private VhostUserFs(String name, Path socket, int listenFd, int wakeFd) {
         this.name = name;
         this.socket = socket;
         this.listenFd = listenFd;
         this.wakeFd = wakeFd;
-        this.fuse = new FuseServer(root);
         for (int i = 0; i < QUEUES; i++) {
             queues[i] = new Virtqueue(i);
         }
@@ -95,12 +95,24 @@ public final class VhostUserFs implements AutoCloseable {
      * @param name names the back-end in logs and thread names (the sandbox's id)
      */
     public static VhostUserFs start(String name, Path socket, Path root) throws StoreException {
+        VhostUserFs fs = listen(name, socket);
+        try {
+            fs.share(root);
+        } catch (StoreException e) {
+            fs.close();
+            throw e;
+        }
+        return fs;
+    }
+
+    /**
+     * A back-end that accepts QEMU's connection on {@code socket} and speaks vhost-user
+     * before it has a root; requests that reach it before {@link #share} wait in their queue.
+     */
+    public static VhostUserFs listen(String name, Path socket) throws StoreException {
         int listenFd = -1;
         int wakeFd = -1;
         try {
-            if (!Files.isDirectory(root)) {
-                throw new StoreException("virtio-fs " + name + ": root " + root + " is not a directory");
-            }
             Files.deleteIfExists(socket);
             listenFd = Posix.listenUnix(socket);
             wakeFd = Posix.eventfd();
@@ -108,10 +120,27 @@ public final class VhostUserFs implements AutoCloseable {
             Posix.closeQuietly(listenFd);
             throw new StoreException("virtio-fs " + name + ": listen on " + socket + ": " + e.getMessage(), e);
         }
-        VhostUserFs fs = new VhostUserFs(name, socket, root, listenFd, wakeFd);
+        VhostUserFs fs = new VhostUserFs(name, socket, listenFd, wakeFd);
         fs.control.start();
         fs.worker.start();
         return fs;
+    }
+
+    /** Serves {@code root} read-only from now on; once only. */
+    public void share(Path root) throws StoreException {
+        if (!Files.isDirectory(root)) {
+            throw new StoreException("virtio-fs " + name + ": root " + root + " is not a directory");
+        }
+        lock.lock();
+        try {
+            if (fuse != null) {
+                throw new IllegalStateException("virtio-fs " + name + " already serves a root");
+            }
+            fuse = new FuseServer(root);
+        } finally {
+            lock.unlock();
+        }
+        wake(); // requests may be waiting
     }
 
     public Path socket() {
@@ -371,7 +400,8 @@ public final class VhostUserFs implements AutoCloseable {
                 int fd = take(fds);
                 if (direction == 0) {
                     try {
-                        if (fuse.initialized()) {
+                        FuseServer f = fuse;
+                        if (f != null && f.initialized()) {
                             LOG.log(Level.WARNING, "virtio-fs {0}: refusing to save state: the guest has mounted the"
                                     + " file system, and a FUSE session cannot move to a clone", name);
                             return new long[] {0x100 | 1};
@@ -504,7 +534,7 @@ public final class VhostUserFs implements AutoCloseable {
                     fds[i + 1] = polled[i].kickFd;
                 }
                 for (Virtqueue q : polled) {
-                    if (q.pending) {
+                    if (q.pending && fuse != null) {
                         q.pending = false;
                         serveQueue(q);
                     }
@@ -544,9 +574,10 @@ public final class VhostUserFs implements AutoCloseable {
         } catch (Virtqueue.BadChainException | GuestMemory.BadAddressException e) {
             q.broken = true;
             LOG.log(Level.WARNING, "virtio-fs {0}: guest broke queue {1}: {2}; the queue stops", name, q.index, e.getMessage());
-        } catch (SyscallException e) {
+        } catch (SyscallException | RuntimeException e) {
+            // A RuntimeException is a bug of ours; it stops this queue, not the worker serving the others.
             q.broken = true;
-            LOG.log(Level.WARNING, "virtio-fs {0}: queue {1}: {2}; the queue stops", name, q.index, e.getMessage());
+            LOG.log(Level.WARNING, "virtio-fs {0}: queue {1}: {2}; the queue stops", name, q.index, e.toString());
         }
     }
 
