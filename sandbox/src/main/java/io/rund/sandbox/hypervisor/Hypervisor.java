@@ -17,4 +17,11 @@ public interface Hypervisor {
      * may still be booting). On failure nothing is left running.
      */
     Vm launch(VmConfig config) throws HypervisorException;
+
+    /**
+     * Starts a clone ({@link VmConfig.Ram#isClone}) with the template's state loaded and
+     * its vCPUs stopped: {@link Vm#resume} runs it. What {@link #launch} does in one step,
+     * split so that the slow half can happen before anybody waits for the VM.
+     */
+    Vm launchPaused(VmConfig config) throws HypervisorException;
 }

@@ -6,8 +6,10 @@ import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rootfs;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.StoreException;
+import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
+import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
@@ -41,9 +43,12 @@ import java.util.stream.Stream;
  * its vhost-user-fs back-end, then the first container's image on it) → writable layer →
  * VM, cloned from a template or booted cold → agent
  * (deadline) → first container. The state file is rewritten after each step, so that
- * {@link #recover()} finds what a crash left.
+ * {@link #recover()} finds what a crash left. With spare VMs ({@link #startSpares}), a
+ * start that finds one ready begins with it instead: the spare's directory becomes the
+ * sandbox's, it already has its disk and a back-end waiting for the share, and "launch
+ * the VM" is a resume.
  */
-public final class SandboxManager {
+public final class SandboxManager implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(SandboxManager.class.getName());
     private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
@@ -70,6 +75,11 @@ public final class SandboxManager {
     private final WritableLayerStore store;
     private final TemplateStore templates;
     private final SecureRandom random = new SecureRandom();
+    private volatile SparePool spares;
+    /** The key of the template last cloned. */
+    private volatile String lastKey;
+    /** Sandbox starts under way; spare VMs are launched only when there are none. */
+    private final java.util.concurrent.atomic.AtomicInteger starting = new java.util.concurrent.atomic.AtomicInteger();
 
     /** A manager that cold-boots every VM. */
     public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store)
@@ -97,6 +107,170 @@ public final class SandboxManager {
                 Files.size(store.template()));
     }
 
+    /**
+     * Keeps {@code count} paused clones of the current template ready for sandbox starts
+     * (nothing without a template store, or for 0). Call after {@link #recover}, which
+     * removes the spares a previous daemon left.
+     */
+    public void startSpares(int count) {
+        if (templates == null || count == 0 || spares != null) {
+            return;
+        }
+        spares = new SparePool(count, this::makeSpare, () -> starting.get() > 0);
+        LOG.log(Level.INFO, "spare VMs: keeping {0} paused clone(s) ready", count);
+    }
+
+    /**
+     * The template for this manager's VMs, built if need be. When its key differs from the
+     * one used before (the guest was rebuilt), the old template is removed: nothing here
+     * will clone it again, and its RAM would hold tmpfs memory for good.
+     */
+    private TemplateStore.Template template() throws TemplateException, IOException {
+        TemplateStore.Template t = templates.get(templateSpec());
+        String before = lastKey;
+        lastKey = t.key();
+        if (before != null && !before.equals(t.key())) {
+            try {
+                templates.remove(before);
+                LOG.log(Level.INFO, "template {0}: replaced by {1}, removed", before, t.key());
+            } catch (IOException e) {
+                LOG.log(Level.WARNING, "template {0}: remove after {1} replaced it: {2}", before, t.key(), e.getMessage());
+            }
+        }
+        return t;
+    }
+
+    /** The template store, or null when every VM boots cold. */
+    public TemplateStore templates() {
+        return templates;
+    }
+
+    /** The key of the template for this manager's VMs (built or not); null without a store. */
+    public String templateKey() throws IOException {
+        return templates == null ? null : templates.key(templateSpec());
+    }
+
+    /** What {@link #buildTemplate} did. */
+    public record Built(TemplateStore.Template template, boolean built, long millis, List<String> removed) {}
+
+    /**
+     * Builds the template for this manager's VMs unless it exists, then removes every other
+     * template in the store (their running clones keep their RAM).
+     */
+    public Built buildTemplate() throws TemplateException, IOException {
+        if (templates == null) {
+            throw new TemplateException("templates are off: every VM boots cold", null);
+        }
+        String key = templates.key(templateSpec());
+        boolean existed = templates.existing(key) != null;
+        long t0 = System.nanoTime();
+        TemplateStore.Template t = templates.get(templateSpec());
+        long millis = (System.nanoTime() - t0) / 1_000_000;
+        return new Built(t, !existed, millis, templates.prune(t.key()));
+    }
+
+    /** The state of every sandbox in the state root, by id. */
+    public List<SandboxState> list() throws IOException {
+        List<SandboxState> states = new java.util.ArrayList<>();
+        try (Stream<Path> dirs = Files.list(config.stateRoot())) {
+            for (Path dir : dirs.sorted().toList()) {
+                if (isValidId(dir.getFileName().toString())) {
+                    try {
+                        states.add(SandboxState.read(dir));
+                    } catch (IOException e) {
+                        // a start that has not written its first state yet, or one being removed
+                    }
+                }
+            }
+        }
+        return states;
+    }
+
+    /** How many spare VMs are kept ready (0: none). */
+    public int spareVms() {
+        SparePool p = spares;
+        return p == null ? 0 : p.size();
+    }
+
+    /** How many spare VMs are ready now. */
+    public int sparesReady() {
+        SparePool p = spares;
+        return p == null ? 0 : p.ready();
+    }
+
+    private SparePool.Spare makeSpare(String name) throws Exception {
+        Path dir = config.stateRoot().resolve(name);
+        Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        VhostUserFs fs = null;
+        WritableLayer writable = null;
+        Vm vm = null;
+        try {
+            TemplateStore.Template t = template();
+            SandboxState state = new SandboxState(name, "spare", "", 0, hypervisor.accelerator().kind().name(),
+                    "clone " + t.key(), dir.toString());
+            state.write(dir);
+            fs = VhostUserFs.listen(name, ReadOnlyLayer.socket(dir));
+            writable = store.create(name);
+            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, fs.socket(), t.cloneRam()));
+            new SandboxState(name, "spare", "", vm.pid(), state.accelerator(), state.boot(), state.vmDir()).write(dir);
+            return new SparePool.Spare(name, dir, t.key(), vm, fs, writable);
+        } catch (Exception e) {
+            if (vm != null) {
+                vm.close();
+            }
+            if (fs != null) {
+                fs.close();
+            }
+            if (writable != null) {
+                writable.close();
+            }
+            deleteTree(dir);
+            throw e;
+        }
+    }
+
+    /** A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end at {@code fsSocket}. */
+    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, Path fsSocket, VmConfig.Ram ram) {
+        return new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(), "",
+                List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
+                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)), ram);
+    }
+
+    /**
+     * A ready spare of the current template, its directory renamed to {@code dir}; null
+     * when there is none (or no current template key can be had).
+     *
+     * @throws FileAlreadyExistsException when {@code dir} exists (the spare is discarded)
+     */
+    private SparePool.Spare takeSpare(String id, Path dir) throws IOException {
+        SparePool p = spares;
+        if (p == null || Files.exists(dir)) {
+            return null; // an existing sandbox fails the plain path, and costs no spare
+        }
+        SparePool.Spare spare;
+        try {
+            spare = p.take(templates.key(templateSpec()));
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "sandbox={0}: no spare VM: template key: {1}", id, e.getMessage());
+            return null;
+        }
+        if (spare == null) {
+            return null;
+        }
+        try {
+            Syscalls.renameNoReplace(spare.dir(), dir);
+        } catch (Syscalls.SyscallException e) {
+            spare.close();
+            deleteTree(spare.dir());
+            if (e.errno() == Syscalls.EEXIST) {
+                throw new FileAlreadyExistsException(dir.toString());
+            }
+            throw new IOException("take spare VM " + spare.name() + ": " + e.getMessage(), e);
+        }
+        LOG.log(Level.INFO, "sandbox={0}: takes spare VM {1} (pid {2})", id, spare.name(), spare.vm().pid());
+        return spare;
+    }
+
     /** An undo step of a start. */
     private interface Undo {
         void run() throws Exception;
@@ -104,6 +278,15 @@ public final class SandboxManager {
 
     /** Starts a sandbox with its first container, whose id becomes the sandbox's. */
     public Sandbox start(ContainerSpec spec) throws SandboxException {
+        starting.incrementAndGet();
+        try {
+            return startCounted(spec);
+        } finally {
+            starting.decrementAndGet();
+        }
+    }
+
+    private Sandbox startCounted(ContainerSpec spec) throws SandboxException {
         String id = spec.id();
         if (!isValidId(id)) {
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
@@ -114,9 +297,20 @@ public final class SandboxManager {
         String step = "create its state directory";
         long started = System.nanoTime();
         try {
-            Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            SparePool.Spare spare = takeSpare(id, dir);
+            if (spare == null) {
+                Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            }
             undo.push(() -> deleteTree(dir));
-            SandboxState state = new SandboxState(id, "starting", "", 0, hypervisor.accelerator().kind().name(), "");
+            if (spare != null) {
+                undo.push(spare::close);
+            }
+            String accelerator = hypervisor.accelerator().kind().name();
+            // A spare's VM runs from the start; its command line names the spare's directory.
+            long vmPid = spare == null ? 0 : spare.vm().pid();
+            String boot = spare == null ? "" : "clone " + spare.key();
+            String vmDir = spare == null ? dir.toString() : spare.dir().toString();
+            SandboxState state = new SandboxState(id, "starting", "", vmPid, accelerator, boot, vmDir);
             state.write(dir);
 
             step = "claim a cgroup";
@@ -124,27 +318,37 @@ public final class SandboxManager {
             undo.push(() -> killAndRelease(cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
                     spec.cpuQuotaMicros(), 100_000, 512));
-            state = new SandboxState(id, "starting", cgroup.slot(), 0, state.accelerator(), "");
+            if (spare != null) {
+                cgroup.bind(vmPid);
+            }
+            state = new SandboxState(id, "starting", cgroup.slot(), vmPid, accelerator, boot, vmDir);
             state.write(dir);
 
             step = "prepare the read-only layer";
-            ReadOnlyLayer readOnly = ReadOnlyLayer.start(id, dir);
+            ReadOnlyLayer readOnly = spare == null ? ReadOnlyLayer.start(id, dir) : ReadOnlyLayer.start(id, dir, spare.backEnd());
             undo.push(readOnly::close);
             String image = readOnly.add(id, spec.rootfs());
 
-            step = "create the writable layer";
             Launched launched;
-            try (WritableLayer writable = store.create(id)) {
-                step = "launch the VM";
-                launched = launch(id, dir, List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
-                        List.of(new VmConfig.SharedDir(LOWER_TAG, readOnly.socket())));
-                // QEMU has opened the layer by the time QMP answered; ours closes here.
+            if (spare != null) {
+                step = "resume the spare VM";
+                spare.vm().resume();
+                spare.disk().close(); // QEMU has reopened it
+                launched = new Launched(spare.vm(), boot + " (spare)");
+            } else {
+                step = "create the writable layer";
+                try (WritableLayer writable = store.create(id)) {
+                    step = "launch the VM";
+                    launched = launch(id, dir, writable, readOnly.socket());
+                    // QEMU has opened the layer by the time QMP answered; ours closes here.
+                }
+                undo.push(launched.vm()::close);
+                cgroup.bind(launched.vm().pid());
+                state = new SandboxState(id, "starting", cgroup.slot(), launched.vm().pid(), accelerator,
+                        launched.boot(), vmDir);
+                state.write(dir);
             }
             Vm vm = launched.vm();
-            undo.push(vm::close);
-            cgroup.bind(vm.pid());
-            state = new SandboxState(id, "starting", cgroup.slot(), vm.pid(), state.accelerator(), launched.boot());
-            state.write(dir);
 
             step = "wait for the agent";
             AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
@@ -159,7 +363,7 @@ public final class SandboxManager {
             state.with("running").write(dir);
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), launched.boot());
-            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, launched.boot());
+            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot());
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -182,14 +386,12 @@ public final class SandboxManager {
      * boot have the same devices in the same order, so the guest finds the same disk and
      * file system either way.
      */
-    private Launched launch(String id, Path dir, List<VmConfig.Disk> disks, List<VmConfig.SharedDir> shared)
-            throws HypervisorException {
+    private Launched launch(String id, Path dir, WritableLayer writable, Path fsSocket) throws HypervisorException {
         if (templates != null) {
             TemplateStore.Template t = null;
             try {
-                t = templates.get(templateSpec());
-                Vm vm = hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
-                        config.vmMemoryMiB(), "", disks, shared, t.cloneRam()));
+                t = template();
+                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, fsSocket, t.cloneRam()));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
@@ -197,8 +399,7 @@ public final class SandboxManager {
                         t == null ? "" : "of template " + t.key() + " ", e.getMessage());
             }
         }
-        return new Launched(hypervisor.launch(new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(),
-                config.vmMemoryMiB(), "", disks, shared)), "cold");
+        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, fsSocket, VmConfig.Ram.ANONYMOUS)), "cold");
     }
 
     private static void rollback(String id, Deque<Undo> undo) {
@@ -291,9 +492,16 @@ public final class SandboxManager {
      */
     public List<String> recover() throws IOException {
         List<String> cleaned = new java.util.ArrayList<>();
+        killStrays();
         try (Stream<Path> dirs = Files.list(config.stateRoot())) {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
+                if (id.startsWith(SparePool.PREFIX)) {
+                    killRecorded(dir);
+                    deleteTree(dir);
+                    LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
+                    continue;
+                }
                 if (!isValidId(id)) {
                     continue; // not a sandbox's: no sandbox id has this form
                 }
@@ -325,12 +533,7 @@ public final class SandboxManager {
         }
         Path dir = config.stateRoot().resolve(id);
         if (Files.isDirectory(dir)) {
-            try {
-                SandboxState state = SandboxState.read(dir);
-                killIfOurs(state.vmPid(), dir);
-            } catch (IOException e) {
-                LOG.log(Level.INFO, "sandbox={0}: no readable state ({1}); cleaning what is there", id, e.getMessage());
-            }
+            killRecorded(dir);
         }
         Cgroup cgroup = pool.claimed().get(id);
         if (cgroup != null) {
@@ -344,17 +547,56 @@ public final class SandboxManager {
         deleteTree(dir);
     }
 
-    /** Kills {@code pid} only if its command line names the sandbox directory: pids get reused. */
+    /**
+     * Kills every process whose command line names a directory of the state root: QEMUs a
+     * dead daemon launched but had not yet written into a state file or bound to a cgroup
+     * (a spare being launched when it died, a start between launch and its next step).
+     * Only for recovery, which cleans every sandbox.
+     */
+    private void killStrays() {
+        String root = config.stateRoot().toString() + "/";
+        ProcessHandle self = ProcessHandle.current();
+        ProcessHandle.allProcesses().filter(p -> !p.equals(self))
+                .filter(p -> p.info().commandLine().orElse("").contains(root)).forEach(p -> {
+                    LOG.log(Level.INFO, "recover: killing pid {0}, left by a previous daemon: {1}", p.pid(),
+                            p.info().commandLine().orElse(""));
+                    p.destroyForcibly();
+                    p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+                });
+    }
+
+    /** Kills the VM a state directory's file names, if it is still that VM. */
+    private static void killRecorded(Path dir) {
+        try {
+            SandboxState state = SandboxState.read(dir);
+            String vmDir = state.vmDir();
+            killIfOurs(state.vmPid(), vmDir == null || vmDir.isEmpty() ? dir : Path.of(vmDir));
+        } catch (IOException e) {
+            LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
+        }
+    }
+
+    /** Kills {@code pid} only if its command line names the VM's directory: pids get reused. */
     private static void killIfOurs(long pid, Path dir) {
         if (pid <= 0) {
             return;
         }
         ProcessHandle.of(pid).ifPresent(p -> {
-            if (p.info().commandLine().orElse("").contains(dir.toString())) {
+            if (p.info().commandLine().orElse("").contains(dir + "/")) {
                 p.destroyForcibly();
                 p.onExit().join();
             }
         });
+    }
+
+    /** Ends the spare VMs; sandboxes are their owners' to stop. */
+    @Override
+    public void close() {
+        SparePool p = spares;
+        spares = null;
+        if (p != null) {
+            p.close();
+        }
     }
 
     /**

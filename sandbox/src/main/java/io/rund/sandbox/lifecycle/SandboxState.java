@@ -11,18 +11,20 @@ import java.nio.file.StandardCopyOption;
  * What a restarted daemon needs to find and clean a sandbox, in
  * {@code <state root>/<id>/state.json}, rewritten (atomically) at each step of a start.
  * A value of 0 means "not yet". {@code boot} says how the VM started: "cold", or
- * "clone &lt;template key&gt;".
+ * "clone &lt;template key&gt;". {@code vmDir} is the directory the VM was launched in, which its
+ * command line names (how a restarted daemon knows the pid is still that VM's): the
+ * sandbox's own, or the spare VM's it was renamed from; "" in files written before it.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator,
-        String boot) {
+        String boot, String vmDir) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static final String FILE = "state.json";
 
     SandboxState with(String newPhase) {
-        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot);
+        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot, vmDir);
     }
 
     void write(Path dir) throws IOException {

@@ -235,6 +235,18 @@ public final class TemplateStore {
         LOG.log(Level.INFO, "template {0}: removed", key);
     }
 
+    /** Removes every template but {@code keep}'s (safely under their clones, as {@link #remove}); returns their keys. */
+    public List<String> prune(String keep) throws IOException {
+        List<String> removed = new java.util.ArrayList<>();
+        for (String k : keys()) {
+            if (!k.equals(keep)) {
+                remove(k);
+                removed.add(k);
+            }
+        }
+        return removed;
+    }
+
     /** The keys of the built templates. */
     public List<String> keys() throws IOException {
         try (Stream<Path> s = Files.list(root)) {

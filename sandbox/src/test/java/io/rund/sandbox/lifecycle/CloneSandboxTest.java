@@ -3,6 +3,7 @@ package io.rund.sandbox.lifecycle;
 import static io.rund.sandbox.lifecycle.SandboxLifecycleTest.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.template.TemplateStore;
@@ -14,6 +15,7 @@ import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -104,6 +106,79 @@ class CloneSandboxTest {
             }
         }
         fx.assertNothingLeft();
+    }
+
+    @Test
+    void aSpareVmBecomesTheSandboxAndIsReplaced() throws Exception {
+        SandboxManager m = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
+        Sandbox sb = null;
+        try {
+            m.startSpares(1);
+            awaitSpares(m, 1);
+            Path spareDir = spareDirs().getFirst();
+            long sparePid = SandboxState.read(spareDir).vmPid();
+            assertTrue(ProcessHandle.of(sparePid).isPresent(), "the spare's QEMU runs before any start");
+
+            sb = m.start(fx.spec("sp-a", "sh", "-c", LOOP));
+            assertEquals(sparePid, sb.vm().pid(), "the sandbox runs in the spare's VM");
+            assertEquals("clone " + templates.key(m.templateSpec()), sb.boot());
+            assertFalse(Files.exists(spareDir), "the spare's directory became the sandbox's");
+            SandboxState state = SandboxState.read(sb.dir());
+            assertEquals("sp-a", state.sandboxId());
+            assertEquals(spareDir.toString(), state.vmDir());
+            assertTrue(sb.cgroup().pids().contains(sparePid), "the VM moved into the sandbox's cgroup");
+            // The share given after the VM was loaded, the disk it was launched with, the sandbox's identity.
+            assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
+            assertEquals("0:sp-a-host\n", run(sb, "hostname"));
+            assertEquals("0:from-spare\n", run(sb, "sh", "-c", "echo from-spare > /data.txt; cat /data.txt"));
+
+            awaitSpares(m, 1); // the pool launched the next one
+            assertEquals(1, spareDirs().size());
+            assertThrows(SandboxException.class, () -> m.start(fx.spec("sp-a", "true")), "the id is taken");
+            assertEquals(1, m.sparesReady(), "a start that fails on its id costs no spare");
+        } finally {
+            if (sb != null) {
+                sb.stop(Duration.ofSeconds(5));
+            }
+            m.close();
+        }
+        assertEquals(List.of(), spareDirs());
+        fx.assertNothingLeft();
+    }
+
+    @Test
+    void sparesADeadDaemonLeftAreEndedOnRecovery() throws Exception {
+        SandboxManager dead = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
+        try {
+            dead.startSpares(1);
+            awaitSpares(dead, 1);
+            Path spareDir = spareDirs().getFirst();
+            ProcessHandle qemu = ProcessHandle.of(SandboxState.read(spareDir).vmPid()).orElseThrow();
+
+            new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates).recover();
+            qemu.onExit().get(10, java.util.concurrent.TimeUnit.SECONDS);
+            assertFalse(Files.exists(spareDir));
+        } finally {
+            dead.close();
+        }
+        fx.assertNothingLeft();
+    }
+
+    private static List<Path> spareDirs() throws IOException {
+        try (Stream<Path> s = Files.list(fx.stateRoot)) {
+            return s.filter(p -> p.getFileName().toString().startsWith(".spare-")).toList();
+        }
+    }
+
+    /** Waits (up to a minute: the first spare may build the template) until {@code n} spares are ready. */
+    private static void awaitSpares(SandboxManager m, int n) throws InterruptedException {
+        long end = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while (m.sparesReady() < n) {
+            if (System.nanoTime() > end) {
+                throw new AssertionError(m.sparesReady() + " spare VM(s) ready after a minute, not " + n);
+            }
+            Thread.sleep(20);
+        }
     }
 
     @Test

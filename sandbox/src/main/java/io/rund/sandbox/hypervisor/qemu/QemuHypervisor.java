@@ -69,8 +69,21 @@ public final class QemuHypervisor implements Hypervisor {
 
     @Override
     public Vm launch(VmConfig config) throws HypervisorException {
+        return start(config, true);
+    }
+
+    @Override
+    public Vm launchPaused(VmConfig config) throws HypervisorException {
+        if (!config.ram().isClone()) {
+            throw new IllegalArgumentException("vm sandbox=" + config.sandboxId() + ": only a clone can wait paused");
+        }
+        return start(config, false);
+    }
+
+    private Vm start(VmConfig config, boolean run) throws HypervisorException {
         String id = config.sandboxId();
         Path log = config.dir().resolve("qemu.log");
+        long t0 = System.nanoTime();
         Process process;
         try {
             process = new ProcessBuilder(argv(config)).redirectErrorStream(true)
@@ -81,16 +94,22 @@ public final class QemuHypervisor implements Hypervisor {
         }
         try {
             QmpClient qmp = QmpClient.connect(config.qmpSocket(), id, QMP_DEADLINE, process.toHandle());
+            long t1 = System.nanoTime();
+            long t2 = t1;
             if (config.ram().isClone()) {
                 // The template's device state; its RAM is the file QEMU already mapped.
                 qmp.execute(new QmpCommand.IgnoreShared(), QMP_DEADLINE);
                 qmp.execute(new QmpCommand.MigrateIncoming("exec:cat " + shellSafe(config.ram().incomingState())),
                         QMP_DEADLINE);
                 awaitMigration(qmp, id, QMP_DEADLINE);
-                qmp.execute(new QmpCommand.Cont(), QMP_DEADLINE);
+                t2 = System.nanoTime();
+                if (run) {
+                    qmp.execute(new QmpCommand.Cont(), QMP_DEADLINE);
+                }
             }
-            LOG.log(Level.INFO, "vm sandbox={0}: launched, pid {1}, {2}{3}", id, process.pid(), accelerator.kind(),
-                    config.ram().isClone() ? ", cloned from " + config.ram().file().getParent() : "");
+            LOG.log(Level.INFO, "vm sandbox={0}: launched{6}, pid {1}, {2}{3} (QMP up {4} ms{5})", id, process.pid(),
+                    accelerator.kind(), config.ram().isClone() ? ", cloned from " + config.ram().file().getParent() : "",
+                    (t1 - t0) / 1_000_000, config.ram().isClone() ? ", state loaded " + (t2 - t1) / 1_000_000 + " ms" : "", run ? "" : " paused");
             return new QemuVm(id, process, qmp);
         } catch (HypervisorException | InterruptedException | RuntimeException e) {
             process.destroyForcibly();
