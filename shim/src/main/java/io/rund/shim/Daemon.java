@@ -1,7 +1,12 @@
 package io.rund.shim;
 
 import io.rund.containerd.task.v2.DeleteResponse;
+import io.rund.control.v1.BuildTemplateRequest;
+import io.rund.control.v1.BuildTemplateResponse;
 import io.rund.control.v1.DeleteRequest;
+import io.rund.control.v1.SandboxStatus;
+import io.rund.control.v1.StatusRequest;
+import io.rund.control.v1.StatusResponse;
 import io.rund.control.v1.StartRequest;
 import io.rund.control.v1.StartResponse;
 import io.rund.rootfs.WritableLayerStore;
@@ -10,6 +15,7 @@ import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.sandbox.lifecycle.SandboxState;
 import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.PeerPolicy;
 import io.rund.ttrpc.Server;
@@ -50,13 +56,17 @@ final class Daemon implements AutoCloseable {
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
     /** Where things are; see {@link RundConfig} for where the values come from. */
-    /** {@code templates}: the VM template store's directory, or null to boot every VM cold. */
+    /**
+     * {@code templates}: the VM template store's directory, or null to boot every VM cold;
+     * {@code spareVms}: paused clones kept ready (with templates only).
+     */
     record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates) {}
+            Path templates, int spareVms) {}
 
     private final Config config;
     private final CgroupPool pool;
     private final SandboxManager manager;
+    private final String accelerator;
     private final Server control;
     /** namespace/task id → the endpoint serving it; a pod's containers share their pod's. */
     private final Map<String, Endpoint> tasks = new ConcurrentHashMap<>();
@@ -91,6 +101,7 @@ final class Daemon implements AutoCloseable {
         }
         QemuHypervisor hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"),
                 new AcceleratorProbe().choose(config.accelerator()));
+        accelerator = hypervisor.accelerator().toString();
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
@@ -102,10 +113,13 @@ final class Daemon implements AutoCloseable {
         for (String id : manager.recover()) {
             LOG.log(Level.INFO, "daemon: cleaned sandbox {0} left by a previous daemon", id);
         }
+        manager.startSpares(config.spareVms());
         control = Server.builder().name("control").peerPolicy(PeerPolicy.sameUser()).errorMapper(StatusMapper.MAPPER)
                 .register(ServiceDefinition.builder("rund.control.v1.Control")
                         .unary("Start", StartRequest.parser(), (c, r) -> start(r))
                         .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r))
+                        .unary("Status", StatusRequest.parser(), (c, r) -> status())
+                        .unary("BuildTemplate", BuildTemplateRequest.parser(), (c, r) -> buildTemplate())
                         .build())
                 .build();
         control.serve(listen(config.stateDir().resolve("rund.sock")));
@@ -207,6 +221,40 @@ final class Daemon implements AutoCloseable {
                         .setNanos(now.getNano())).build();
     }
 
+    private StatusResponse status() throws IOException {
+        StatusResponse.Builder b = StatusResponse.newBuilder().setPid(ProcessHandle.current().pid())
+                .setAccelerator(accelerator).setSpareVmsReady(manager.sparesReady()).setSpareVms(manager.spareVms());
+        if (config.templates() != null) {
+            String key = manager.templateKey();
+            b.setTemplates(config.templates().toString()).setTemplateKey(key)
+                    .setTemplateBuilt(manager.templates().existing(key) != null);
+        }
+        for (SandboxState s : manager.list()) {
+            SandboxStatus.Builder sb = SandboxStatus.newBuilder().setId(s.sandboxId()).setPhase(s.phase())
+                    .setBoot(s.boot()).setVmPid(s.vmPid()).setCgroup(s.cgroupSlot());
+            Endpoint own = tasks.values().stream().filter(e -> e.service().id.equals(s.sandboxId())).findFirst().orElse(null);
+            if (own != null) {
+                tasks.forEach((task, e) -> {
+                    if (e == own) {
+                        sb.addTasks(task);
+                    }
+                });
+            }
+            b.addSandboxes(sb);
+        }
+        return b.build();
+    }
+
+    private BuildTemplateResponse buildTemplate() throws Exception {
+        if (config.templates() == null) {
+            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "templates = off in the daemon's configuration:"
+                    + " every VM boots cold, there is no template to build");
+        }
+        SandboxManager.Built b = manager.buildTemplate();
+        return BuildTemplateResponse.newBuilder().setKey(b.template().key()).setDir(b.template().dir().toString())
+                .setBuilt(b.built()).setBuildMillis(b.millis()).addAllRemoved(b.removed()).build();
+    }
+
     /** Closes a sandbox's endpoint, and unroutes every task that was routed to it. */
     private void forget(String key) {
         Endpoint e = tasks.remove(key);
@@ -241,6 +289,7 @@ final class Daemon implements AutoCloseable {
                 e.service().close();
             }
         }
+        manager.close();
         pool.close();
     }
 }

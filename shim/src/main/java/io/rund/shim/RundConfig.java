@@ -22,6 +22,7 @@ import java.util.Map;
  * cgroup_pool = "rund"                 # the pool's directory in each cgroup hierarchy
  * accelerator = "auto"                 # auto, kvm or tcg
  * templates = "/dev/shm/rund/templates" # VM templates (tmpfs); "off" boots every VM cold
+ * spare_vms = 2                        # paused clones kept ready for the next starts; 0 for none
  * </pre>
  */
 final class RundConfig {
@@ -42,6 +43,8 @@ final class RundConfig {
         String accelerator;
         @JsonProperty("templates")
         String templates;
+        @JsonProperty("spare_vms")
+        Integer spareVms;
     }
 
     private RundConfig() {}
@@ -58,6 +61,11 @@ final class RundConfig {
         if (pool < 1 || pool > 4096) {
             throw new IOException(path + ": pool_size " + pool + " is outside 1..4096");
         }
+        int spares = env.containsKey("RUND_SPARE_VMS") ? Integer.parseInt(env.get("RUND_SPARE_VMS"))
+                : f.spareVms != null ? f.spareVms : 2;
+        if (spares < 0 || spares > 64) {
+            throw new IOException(path + ": spare_vms " + spares + " is outside 0..64");
+        }
         String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
             throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
@@ -66,7 +74,7 @@ final class RundConfig {
                 Path.of(pick(env, "RUND_GUEST_DIR", f.guestDir, "/var/lib/rund/guest")),
                 Path.of(pick(env, "RUND_SCRATCH", f.scratch, "/var/lib/rund/scratch")),
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
-                accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates));
+                accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares);
     }
 
     static File parse(Path path) throws IOException {
@@ -75,7 +83,7 @@ final class RundConfig {
             return toml.readValue(path.toFile(), File.class);
         } catch (UnrecognizedPropertyException e) {
             throw new IOException(path + ": unknown key " + e.getPropertyName()
-                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates)", e);
+                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates, spare_vms)", e);
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IOException(path + ": " + e.getOriginalMessage(), e);
         }

@@ -23,6 +23,7 @@ class RundConfigTest {
         assertEquals("rund", c.cgroupPool());
         assertNull(c.accelerator(), "automatic");
         assertEquals(Path.of("/dev/shm/rund/templates"), c.templates(), "VMs are cloned by default");
+        assertEquals(2, c.spareVms());
     }
 
     @Test
@@ -32,6 +33,7 @@ class RundConfigTest {
                 pool_size = 16
                 accelerator = "tcg"
                 templates = "off"
+                spare_vms = 5
                 """);
         Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_POOL_SIZE", "3"));
         assertNull(c.templates(), "templates = off forces cold boot");
@@ -40,6 +42,8 @@ class RundConfigTest {
         assertEquals(Path.of("/run/rund-x"), c.stateDir());
         assertEquals(3, c.poolSize(), "the environment wins");
         assertEquals("tcg", c.accelerator());
+        assertEquals(5, c.spareVms());
+        assertEquals(0, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_SPARE_VMS", "0")).spareVms());
     }
 
     @Test
@@ -58,6 +62,9 @@ class RundConfigTest {
         Path pool = Files.writeString(dir.resolve("p.toml"), "pool_size = 0\n");
         IOException p = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", pool.toString())));
         assertTrue(p.getMessage().contains("pool_size 0"), p.getMessage());
+        Path spares = Files.writeString(dir.resolve("s.toml"), "spare_vms = -1\n");
+        IOException s = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", spares.toString())));
+        assertTrue(s.getMessage().contains("spare_vms -1"), s.getMessage());
         Path broken = Files.writeString(dir.resolve("b.toml"), "pool_size = = 3\n");
         IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", broken.toString())));
         assertTrue(b.getMessage().contains(broken.toString()), b.getMessage());

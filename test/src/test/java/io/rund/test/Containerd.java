@@ -26,6 +26,8 @@ final class Containerd implements AutoCloseable {
 
     static final String IMAGE = "docker.io/rund/busybox:latest";
     static final Path REPO = Path.of("").toAbsolutePath().getParent();
+    /** The daemon's spare VMs (the default). */
+    static final int SPARES = 2;
 
     final Path dir;
     final Path socket;
@@ -135,16 +137,33 @@ final class Containerd implements AutoCloseable {
         return b.toString();
     }
 
-    /** No sandbox, task endpoint, VM, virtiofsd, mount or claimed cgroup is left. */
+    /** Runs the `rund` command (this JVM's classes) against the test's daemon. */
+    Command.Result rund(Duration bound, String... args) throws IOException, InterruptedException {
+        List<String> argv = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "@" + System.getProperty("rund.jvm.argfile"), "-cp", System.getProperty("java.class.path"),
+                "io.rund.shim.Cli"));
+        argv.addAll(List.of(args));
+        return Command.run(bound, null, rundEnv, argv);
+    }
+
+    /**
+     * No sandbox, task endpoint, VM, mount or claimed cgroup is left. The daemon's spare VMs
+     * (paused clones in sandboxes/.spare-N, at most {@link #SPARES}) are not leftovers:
+     * their QEMUs are told apart by the pids in their state files.
+     */
     void assertNothingLeft() throws Exception {
         Path sandboxes = rundState.resolve("sandboxes");
         if (Files.exists(sandboxes)) {
             try (Stream<Path> s = Files.list(sandboxes)) {
-                List<Path> left = s.toList();
+                List<Path> left = s.filter(p -> !p.getFileName().toString().startsWith(".spare-")).toList();
                 if (!left.isEmpty()) {
                     throw new AssertionError("sandboxes left: " + left);
                 }
             }
+        }
+        List<Long> sparePids = sparePids();
+        if (sparePids.size() > SPARES) {
+            throw new AssertionError("more spare VMs than the daemon keeps: " + sparePids);
         }
         try (Stream<Path> s = Files.list(rundState.resolve("t"))) {
             List<Path> left = s.toList();
@@ -156,8 +175,7 @@ final class Containerd implements AutoCloseable {
         if (mounts.contains(rundState.toString())) {
             throw new AssertionError("mounts left under " + rundState);
         }
-        List<String> vms = ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
-                .filter(c -> c.contains(rundState.resolve("sandboxes").toString())).toList();
+        List<String> vms = sandboxProcesses();
         if (!vms.isEmpty()) {
             throw new AssertionError("processes left: " + vms);
         }
@@ -179,6 +197,36 @@ final class Containerd implements AutoCloseable {
                 }
             }
         }
+    }
+
+    /** The pids of the daemon's spare VMs, from their state files. */
+    List<Long> sparePids() throws IOException {
+        List<Long> pids = new ArrayList<>();
+        Path sandboxes = rundState.resolve("sandboxes");
+        if (!Files.exists(sandboxes)) {
+            return pids;
+        }
+        try (Stream<Path> s = Files.list(sandboxes)) {
+            for (Path p : s.filter(d -> d.getFileName().toString().startsWith(".spare-")).toList()) {
+                try {
+                    var m = java.util.regex.Pattern.compile("\"vmPid\":(\\d+)").matcher(Files.readString(p.resolve("state.json")));
+                    if (m.find()) {
+                        pids.add(Long.parseLong(m.group(1)));
+                    }
+                } catch (IOException gone) {
+                    // taken by a sandbox, or not written yet
+                }
+            }
+        }
+        return pids;
+    }
+
+    /** The command lines of the processes of the daemon's sandboxes: those naming its state, spares excepted. */
+    List<String> sandboxProcesses() throws IOException {
+        List<Long> spares = sparePids();
+        return ProcessHandle.allProcesses().filter(p -> !spares.contains(p.pid()))
+                .map(p -> p.info().commandLine().orElse(""))
+                .filter(c -> c.contains(rundState.resolve("sandboxes").toString())).toList();
     }
 
     @Override

@@ -1,6 +1,7 @@
 package io.rund.test;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -12,6 +13,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.MethodOrderer;
@@ -74,7 +77,7 @@ class CtrRunTest {
         assertEquals(3, run("exit3", "sh", "-c", "exit 3").exitCode());
         assertEquals(137, run("exit137", "sh", "-c", "kill -9 $$").exitCode());
         String log = Files.readString(ctd.daemonLog);
-        assertTrue(log.matches("(?s).*sandbox=exit3: started in [0-9,]+ ms \\([A-Z]+, clone [0-9a-f]{24}\\).*"),
+        assertTrue(log.matches("(?s).*sandbox=exit3: started in [0-9,]+ ms \\([A-Z]+, clone [0-9a-f]{24}( \\(spare\\))?\\).*"),
                 "the VM was cloned from a template:\n" + log);
     }
 
@@ -285,8 +288,7 @@ class CtrRunTest {
                 "--annotation", POD + "=pod1", Containerd.IMAGE, "app1", "sh", "-c", loop).exitCode());
         String tasks = ctd.ctr(T, "task", "ls").stdout();
         assertEquals(taskPid(tasks, "pod1"), taskPid(tasks, "app1"), "one VM serves both: " + tasks);
-        List<String> vms = ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
-                .filter(c -> c.contains("qemu-system") && c.contains(ctd.rundState.toString())).toList();
+        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.contains("qemu-system")).toList();
         assertEquals(1, vms.size(), "VMs: " + vms);
 
         Command.Result own = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "app1", "sh", "-c", "cat /who; echo app > /who2; cat /who2");
@@ -336,6 +338,69 @@ class CtrRunTest {
         assertKilled(ctd.ctr(T, "task", "delete", "dup"));
         ctd.ctr(T, "container", "delete", "dup");
         ctd.assertNothingLeft();
+    }
+
+    @Test
+    @Order(13)
+    void rundStatusSaysHowVmsStartAndTemplateBuildRemovesOldTemplates() throws Exception {
+        // A template of a key nothing uses any more (its guest was rebuilt): build removes it.
+        Path store = Path.of(ctd.rundEnv.get("RUND_TEMPLATES"));
+        Path stale = Files.createDirectories(store.resolve("0123456789abcdef01234567"));
+        Files.writeString(stale.resolve("ram"), "old");
+        Files.writeString(stale.resolve("state"), "old");
+        Command.Result build = ctd.rund(T, "template", "build");
+        assertEquals(0, build.exitCode(), build.toString());
+        Matcher built = Pattern.compile("template ([0-9a-f]{24}): exists, " + Pattern.quote(store.toString()) + "/\\1\n")
+                .matcher(build.stdout());
+        assertTrue(built.find(), "the e2e daemon has cloned from it since the first test: " + build);
+        String key = built.group(1);
+        assertTrue(build.stdout().contains("template 0123456789abcdef01234567: removed\n"), build.toString());
+        assertFalse(Files.exists(stale));
+        assertTrue(Files.isRegularFile(store.resolve(key).resolve("ram")));
+
+        // The daemon refills its spare VMs between starts; a start takes one.
+        awaitStatus("spare VMs    2 ready of 2");
+        assertEquals("spare\n", run("from-spare", "echo", "spare").stdout());
+        String log = Files.readString(ctd.daemonLog);
+        assertTrue(log.contains("sandbox=from-spare: takes spare VM .spare-"), log);
+        assertTrue(log.matches("(?s).*sandbox=from-spare: started in [0-9,]+ ms \\([A-Z]+, clone " + key
+                + " \\(spare\\)\\).*"), log);
+
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "st", "sleep", "1000")
+                .exitCode());
+        Command.Result status = ctd.rund(T, "status");
+        assertEquals(0, status.exitCode(), status.toString());
+        assertTrue(status.stdout().matches("(?s).*\naccelerator  (kvm|tcg) \\(.+\\)\n.*"), status.stdout());
+        assertTrue(status.stdout().contains("templates    " + store + ", current " + key + "\n"), status.stdout());
+        assertTrue(status.stdout().matches("(?s).*\nst +running +clone " + key + " +[1-9][0-9]* +\\S+ +default/st\n.*"),
+                status.stdout());
+        assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "st").exitCode());
+        awaitStopped("st");
+        assertKilled(ctd.ctr(T, "task", "delete", "st"));
+        ctd.ctr(T, "container", "delete", "st");
+        ctd.assertNothingLeft();
+        assertFalse(ctd.rund(T, "status").stdout().contains("\nst "), "a deleted sandbox is not listed");
+
+        Command.Result bad = ctd.rund(T, "template", "bild");
+        assertEquals(2, bad.exitCode(), bad.toString());
+        assertTrue(bad.stderr().contains("unknown command: template bild"), bad.toString());
+        Path nowhere = ctd.dir.resolve("no-daemon.sock");
+        Command.Result none = Command.run(T, null, java.util.Map.of("RUND_CONTROL_SOCKET", nowhere.toString()),
+                List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                        "@" + System.getProperty("rund.jvm.argfile"), "-cp", System.getProperty("java.class.path"),
+                        "io.rund.shim.Cli", "status"));
+        assertEquals(1, none.exitCode(), none.toString());
+        assertTrue(none.stderr().contains("no daemon answers on " + nowhere), none.toString());
+    }
+
+    /** Polls `rund status` until its output holds {@code line} (a minute at most). */
+    private static void awaitStatus(String line) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        Command.Result r;
+        while (!(r = ctd.rund(T, "status")).stdout().contains(line)) {
+            assertTrue(System.nanoTime() < end, "rund status never said " + line + ":\n" + r);
+            Thread.sleep(200);
+        }
     }
 
     /** What containerd runs when it lost a task's shim connection: the launcher's delete. */
