@@ -139,11 +139,17 @@ final class Containerd implements AutoCloseable {
 
     /** Runs the `rund` command (this JVM's classes) against the test's daemon. */
     Command.Result rund(Duration bound, String... args) throws IOException, InterruptedException {
+        return rund(bound, rundEnv, args);
+    }
+
+    /** Runs the `rund` command with {@code env} as the RUND_* settings. */
+    static Command.Result rund(Duration bound, Map<String, String> env, String... args)
+            throws IOException, InterruptedException {
         List<String> argv = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "@" + System.getProperty("rund.jvm.argfile"), "-cp", System.getProperty("java.class.path"),
                 "io.rund.shim.Cli"));
         argv.addAll(List.of(args));
-        return Command.run(bound, null, rundEnv, argv);
+        return Command.run(bound, null, env, argv);
     }
 
     /**

@@ -385,10 +385,7 @@ class CtrRunTest {
         assertEquals(2, bad.exitCode(), bad.toString());
         assertTrue(bad.stderr().contains("unknown command: template bild"), bad.toString());
         Path nowhere = ctd.dir.resolve("no-daemon.sock");
-        Command.Result none = Command.run(T, null, java.util.Map.of("RUND_CONTROL_SOCKET", nowhere.toString()),
-                List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                        "@" + System.getProperty("rund.jvm.argfile"), "-cp", System.getProperty("java.class.path"),
-                        "io.rund.shim.Cli", "status"));
+        Command.Result none = Containerd.rund(T, java.util.Map.of("RUND_CONTROL_SOCKET", nowhere.toString()), "status");
         assertEquals(1, none.exitCode(), none.toString());
         assertTrue(none.stderr().contains("no daemon answers on " + nowhere), none.toString());
     }
