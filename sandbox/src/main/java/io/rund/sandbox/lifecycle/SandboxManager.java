@@ -57,6 +57,32 @@ public final class SandboxManager implements AutoCloseable {
     public static boolean isValidId(String id) {
         return ID.matcher(id).matches();
     }
+
+    /** Ids up to this long name their directory themselves. */
+    private static final int DIR_NAME_MAX = 40;
+
+    /**
+     * The name of a sandbox's directory: its id, or for a longer id (CRI's are 64 hex
+     * digits) its first 16 characters, a dot and 16 hex digits of its SHA-256, so that the
+     * sockets in the directory stay within the 107 bytes a unix socket address holds. A
+     * directory name is its own name.
+     */
+    static String dirName(String id) {
+        if (id.length() <= DIR_NAME_MAX) {
+            return id;
+        }
+        try {
+            byte[] h = java.security.MessageDigest.getInstance("SHA-256").digest(id.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            return id.substring(0, 16) + "." + java.util.HexFormat.of().formatHex(h, 0, 8);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The state directory of sandbox {@code id}. */
+    public Path dirOf(String id) {
+        return config.stateRoot().resolve(dirName(id));
+    }
     /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
     public static final String LOWER_TAG = "lower";
@@ -292,7 +318,7 @@ public final class SandboxManager implements AutoCloseable {
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
                     + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
         }
-        Path dir = config.stateRoot().resolve(id);
+        Path dir = dirOf(id);
         Deque<Undo> undo = new ArrayDeque<>();
         String step = "create its state directory";
         long started = System.nanoTime();
@@ -505,6 +531,15 @@ public final class SandboxManager implements AutoCloseable {
                 if (!isValidId(id)) {
                     continue; // not a sandbox's: no sandbox id has this form
                 }
+                try {
+                    // A long id's directory is named by its hash; the state file has the id.
+                    String recorded = SandboxState.read(dir).sandboxId();
+                    if (recorded != null && isValidId(recorded) && dirName(recorded).equals(id)) {
+                        id = recorded;
+                    }
+                } catch (IOException e) {
+                    // no state yet: the directory's name is all there is
+                }
                 cleanup(id);
                 cleaned.add(id);
                 LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
@@ -531,7 +566,7 @@ public final class SandboxManager implements AutoCloseable {
         if (!isValidId(id)) {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
-        Path dir = config.stateRoot().resolve(id);
+        Path dir = dirOf(id);
         if (Files.isDirectory(dir)) {
             killRecorded(dir);
         }
