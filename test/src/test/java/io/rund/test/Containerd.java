@@ -25,6 +25,10 @@ import java.util.stream.Stream;
 final class Containerd implements AutoCloseable {
 
     static final String IMAGE = "docker.io/rund/busybox:latest";
+    /** The pods' sandbox image (hack/make-image --pause). */
+    static final String PAUSE = "docker.io/rund/pause:latest";
+    /** The namespace where containerd's CRI plugin keeps its images and containers. */
+    static final String CRI_NAMESPACE = "k8s.io";
     static final Path REPO = Path.of("").toAbsolutePath().getParent();
     /** The daemon's spare VMs (the default). */
     static final int SPARES = 2;
@@ -67,7 +71,12 @@ final class Containerd implements AutoCloseable {
                   address = "%1$s/containerd.sock.ttrpc"
                 [plugins."io.containerd.grpc.v1.cri"]
                   disable_cgroup = false
-                """.formatted(dir));
+                  sandbox_image = "%2$s"
+                [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+                  runtime_type = "io.containerd.runc.v2"
+                [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rund]
+                  runtime_type = "io.containerd.rund.v2"
+                """.formatted(dir, PAUSE));
         ProcessBuilder pb = new ProcessBuilder("containerd", "--config", config.toString())
                 .redirectErrorStream(true).redirectOutput(dir.resolve("containerd.log").toFile());
         Map<String, String> env = pb.environment();
@@ -99,6 +108,14 @@ final class Containerd implements AutoCloseable {
         Path image = dir.resolve("busybox.tar");
         Command.run(Duration.ofMinutes(1), REPO, Map.of(), List.of("hack/make-image", image.toString(), IMAGE)).ok();
         ctr(Duration.ofMinutes(1), "images", "import", image.toString()).ok();
+    }
+
+    /** Imports the busybox and pause images where CRI finds them (offline: they are built here). */
+    void importCriImages() throws IOException, InterruptedException {
+        Path pause = dir.resolve("pause.tar");
+        Command.run(Duration.ofMinutes(1), REPO, Map.of(), List.of("hack/make-image", "--pause", pause.toString(), PAUSE)).ok();
+        ctr(Duration.ofMinutes(1), "-n", CRI_NAMESPACE, "images", "import", pause.toString()).ok();
+        ctr(Duration.ofMinutes(1), "-n", CRI_NAMESPACE, "images", "import", dir.resolve("busybox.tar").toString()).ok();
     }
 
     Command.Result ctr(Duration bound, String... args) throws IOException, InterruptedException {

@@ -1,0 +1,234 @@
+package io.rund.test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.testing.Command;
+import io.rund.test.cri.ContainerConfig;
+import io.rund.test.cri.ContainerFilter;
+import io.rund.test.cri.ContainerMetadata;
+import io.rund.test.cri.ContainerState;
+import io.rund.test.cri.ContainerStatsRequest;
+import io.rund.test.cri.ContainerStatsResponse;
+import io.rund.test.cri.ContainerStatus;
+import io.rund.test.cri.ContainerStatusRequest;
+import io.rund.test.cri.ContainerStatusResponse;
+import io.rund.test.cri.CreateContainerRequest;
+import io.rund.test.cri.CreateContainerResponse;
+import io.rund.test.cri.ExecSyncRequest;
+import io.rund.test.cri.ExecSyncResponse;
+import io.rund.test.cri.ImageSpec;
+import io.rund.test.cri.ImageStatusRequest;
+import io.rund.test.cri.ImageStatusResponse;
+import io.rund.test.cri.LinuxPodSandboxConfig;
+import io.rund.test.cri.LinuxSandboxSecurityContext;
+import io.rund.test.cri.ListContainersRequest;
+import io.rund.test.cri.ListContainersResponse;
+import io.rund.test.cri.NamespaceMode;
+import io.rund.test.cri.NamespaceOption;
+import io.rund.test.cri.PodSandboxConfig;
+import io.rund.test.cri.PodSandboxMetadata;
+import io.rund.test.cri.PodSandboxState;
+import io.rund.test.cri.PodSandboxStatusRequest;
+import io.rund.test.cri.PodSandboxStatusResponse;
+import io.rund.test.cri.RemoveContainerRequest;
+import io.rund.test.cri.RemoveContainerResponse;
+import io.rund.test.cri.RemovePodSandboxRequest;
+import io.rund.test.cri.RemovePodSandboxResponse;
+import io.rund.test.cri.RunPodSandboxRequest;
+import io.rund.test.cri.RunPodSandboxResponse;
+import io.rund.test.cri.StartContainerRequest;
+import io.rund.test.cri.StartContainerResponse;
+import io.rund.test.cri.StopContainerRequest;
+import io.rund.test.cri.StopContainerResponse;
+import io.rund.test.cri.StopPodSandboxRequest;
+import io.rund.test.cri.StopPodSandboxResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtensionContext;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.extension.TestWatcher;
+
+/**
+ * Pods through containerd's CRI plugin with the runtime handler {@code rund}, driven as
+ * the kubelet drives them (gRPC on containerd's socket): the pod's sandbox (pause)
+ * container makes the VM, the pod's containers run in it, and stopping and removing the
+ * pod frees everything. The pods use the node's network here (no CNI yet).
+ */
+@Timeout(600)
+class CriPodTest {
+
+    private static final Duration T = Duration.ofSeconds(120);
+    private static Containerd ctd;
+    private static CriClient cri;
+
+    @RegisterExtension
+    static final TestWatcher DUMP = new TestWatcher() {
+        @Override
+        public void testFailed(ExtensionContext context, Throwable cause) {
+            if (ctd != null) {
+                System.err.println("=== " + context.getDisplayName() + " failed\n" + ctd.diagnostics());
+            }
+        }
+    };
+
+    @BeforeAll
+    static void start() throws Exception {
+        ctd = new Containerd("cri");
+        ctd.importCriImages();
+        cri = new CriClient(ctd.socket);
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        if (cri != null) {
+            cri.close();
+        }
+        if (ctd != null) {
+            ctd.close();
+        }
+    }
+
+    private static PodSandboxConfig pod(String name) throws Exception {
+        Path logs = Files.createDirectories(ctd.dir.resolve("pod-logs").resolve(name));
+        return PodSandboxConfig.newBuilder()
+                .setMetadata(PodSandboxMetadata.newBuilder().setName(name).setUid("uid-" + name).setNamespace("default"))
+                .setLogDirectory(logs.toString())
+                .setLinux(LinuxPodSandboxConfig.newBuilder().setSecurityContext(LinuxSandboxSecurityContext.newBuilder()
+                        .setNamespaceOptions(NamespaceOption.newBuilder().setNetwork(NamespaceMode.NODE)
+                                .setPid(NamespaceMode.CONTAINER).setIpc(NamespaceMode.POD))))
+                .build();
+    }
+
+    private static String createAndStart(String podId, PodSandboxConfig pod, String name, String script) {
+        String id = cri.runtime("CreateContainer", CreateContainerRequest.newBuilder().setPodSandboxId(podId)
+                .setSandboxConfig(pod)
+                .setConfig(ContainerConfig.newBuilder().setMetadata(ContainerMetadata.newBuilder().setName(name))
+                        .setImage(ImageSpec.newBuilder().setImage(Containerd.IMAGE))
+                        .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log"))
+                .build(), CreateContainerResponse.parser()).getContainerId();
+        cri.runtime("StartContainer", StartContainerRequest.newBuilder().setContainerId(id).build(),
+                StartContainerResponse.parser());
+        return id;
+    }
+
+    private static ExecSyncResponse exec(String id, String... cmd) {
+        return cri.runtime("ExecSync", ExecSyncRequest.newBuilder().setContainerId(id).addAllCmd(List.of(cmd))
+                .setTimeout(60).build(), ExecSyncResponse.parser());
+    }
+
+    private static ContainerStatus status(String id) {
+        return cri.runtime("ContainerStatus", ContainerStatusRequest.newBuilder().setContainerId(id).build(),
+                ContainerStatusResponse.parser()).getStatus();
+    }
+
+    private static ContainerStatus awaitExited(String id) throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        ContainerStatus s;
+        while ((s = status(id)).getState() != ContainerState.CONTAINER_EXITED) {
+            assertTrue(System.nanoTime() < end, id + " did not exit: " + s);
+            Thread.sleep(100);
+        }
+        return s;
+    }
+
+    @Test
+    void aPodIsOneVmWhoseContainersRunExecAndExitThroughCri() throws Exception {
+        ImageStatusResponse image = cri.call(CriClient.IMAGES, "ImageStatus", ImageStatusRequest.newBuilder()
+                .setImage(ImageSpec.newBuilder().setImage(Containerd.PAUSE)).build(), ImageStatusResponse.parser(), T);
+        assertTrue(image.getImage().getRepoTagsList().contains(Containerd.PAUSE), "the pause image, built offline: " + image);
+
+        PodSandboxConfig pod = pod("web");
+        String podId = cri.runtime("RunPodSandbox", RunPodSandboxRequest.newBuilder().setConfig(pod)
+                .setRuntimeHandler("rund").build(), RunPodSandboxResponse.parser()).getPodSandboxId();
+        PodSandboxStatusResponse podStatus = cri.runtime("PodSandboxStatus",
+                PodSandboxStatusRequest.newBuilder().setPodSandboxId(podId).build(), PodSandboxStatusResponse.parser());
+        assertEquals(PodSandboxState.SANDBOX_READY, podStatus.getStatus().getState(), podStatus.toString());
+        assertEquals("rund", podStatus.getStatus().getRuntimeHandler());
+        // The pod's sandbox container made a VM: the daemon lists it with how it started.
+        Command.Result rund = ctd.rund(T, "status");
+        assertTrue(rund.stdout().matches("(?s).*\\n" + podId + " +running +(cold|clone [0-9a-f]{24}) .*"), rund.stdout());
+
+        String app = createAndStart(podId, pod, "app", "echo started; echo to-stderr >&2; while :; do sleep 1; done");
+        String side = createAndStart(podId, pod, "side", "while :; do sleep 1; done");
+        String once = createAndStart(podId, pod, "once", "echo bye; exit 7");
+
+        // All of the pod's containers run in its one VM: one guest kernel boot, not the host's.
+        String bootApp = new String(exec(app, "cat", "/proc/sys/kernel/random/boot_id").getStdout().toByteArray(),
+                StandardCharsets.UTF_8);
+        String bootSide = new String(exec(side, "cat", "/proc/sys/kernel/random/boot_id").getStdout().toByteArray(),
+                StandardCharsets.UTF_8);
+        assertEquals(bootApp, bootSide, "one VM serves the pod");
+        assertNotEquals(Files.readString(Path.of("/proc/sys/kernel/random/boot_id")), bootApp, "the VM is not the host");
+        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.contains("qemu-system")).toList();
+        assertEquals(1, vms.size(), "VMs: " + vms);
+        // Each container has its own root file system.
+        assertEquals(0, exec(app, "sh", "-c", "echo mine > /only-app").getExitCode());
+        assertEquals(1, exec(side, "cat", "/only-app").getExitCode());
+
+        ExecSyncResponse ex = exec(app, "sh", "-c", "echo out; echo err >&2; exit 3");
+        assertEquals(3, ex.getExitCode());
+        assertEquals("out\n", ex.getStdout().toStringUtf8());
+        assertEquals("err\n", ex.getStderr().toStringUtf8());
+
+        ContainerStatus done = awaitExited(once);
+        assertEquals(7, done.getExitCode(), done.toString());
+        assertTrue(done.getFinishedAt() > done.getStartedAt(), done.toString());
+        // CRI's log format: "<time> <stream> F <line>".
+        String onceLog = Files.readString(Path.of(pod.getLogDirectory(), "once.log"));
+        assertTrue(onceLog.matches("(?s)\\S+ stdout F bye\\n"), onceLog);
+        String appLog = Files.readString(Path.of(pod.getLogDirectory(), "app.log"));
+        assertTrue(appLog.contains(" stdout F started\n") && appLog.contains(" stderr F to-stderr\n"), appLog);
+
+        ListContainersResponse list = cri.runtime("ListContainers", ListContainersRequest.newBuilder()
+                .setFilter(ContainerFilter.newBuilder().setPodSandboxId(podId)).build(), ListContainersResponse.parser());
+        assertEquals(3, list.getContainersCount(), list.toString());
+        ContainerStatsResponse stats = cri.runtime("ContainerStats",
+                ContainerStatsRequest.newBuilder().setContainerId(app).build(), ContainerStatsResponse.parser());
+        assertEquals(app, stats.getStats().getAttributes().getId());
+
+        cri.runtime("StopContainer", StopContainerRequest.newBuilder().setContainerId(app).setTimeout(2).build(),
+                StopContainerResponse.parser());
+        assertEquals(ContainerState.CONTAINER_EXITED, status(app).getState());
+        for (String c : List.of(app, once)) {
+            cri.runtime("RemoveContainer", RemoveContainerRequest.newBuilder().setContainerId(c).build(),
+                    RemoveContainerResponse.parser());
+        }
+        CriClient.CriException gone = assertThrows(CriClient.CriException.class, () -> status(app));
+        assertEquals(io.grpc.Status.Code.NOT_FOUND, gone.code, gone.getMessage());
+
+        // Stopping the pod stops its remaining container and the VM; removing it frees everything.
+        cri.runtime("StopPodSandbox", StopPodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
+                StopPodSandboxResponse.parser());
+        assertEquals(ContainerState.CONTAINER_EXITED, status(side).getState());
+        cri.runtime("RemovePodSandbox", RemovePodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
+                RemovePodSandboxResponse.parser());
+        awaitNothingLeft();
+    }
+
+    /** The pod's teardown reaches the daemon through containerd's shim calls; give it a bounded while. */
+    private static void awaitNothingLeft() throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (true) {
+            try {
+                ctd.assertNothingLeft();
+                return;
+            } catch (AssertionError e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(200);
+            }
+        }
+    }
+}
