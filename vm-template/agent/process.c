@@ -773,9 +773,19 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
                     rf->lower_dir[0] ? rf->lower_dir : "/", rf->lower_tag);
     mkdirs(r->upper);
     mkdirs(r->work);
-    for (size_t i = 0; i < req->n_mounts; i++)
-        if (parse_mount(f, r->rootfs, req->mounts[i], &r->mounts[r->nmounts++]))
+    char volumes[160];
+    snprintf(volumes, sizeof(volumes), "%s/volumes/", r->disk);
+    for (size_t i = 0; i < req->n_mounts; i++) {
+        struct mount_spec *m = &r->mounts[r->nmounts++];
+        if (parse_mount(f, r->rootfs, req->mounts[i], m))
             return -1;
+        /* A pod volume is a directory of the pod's disk, made when a container first mounts it. */
+        if (m->bind && strncmp(m->source, volumes, strlen(volumes)) == 0) {
+            char dir[sizeof(m->source)];
+            snprintf(dir, sizeof(dir), "%s", m->source);
+            mkdirs(dir);
+        }
+    }
     for (size_t i = 0; i < req->n_masked_paths; i++) {
         if (check_path(f, "masked path", req->masked_paths[i]))
             return -1;

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rlimit;
+import io.rund.sandbox.lifecycle.ContainerSpec;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -19,7 +20,44 @@ final class OciSpec {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros) {}
+    record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros,
+            List<ContainerSpec.Volume> volumes) {}
+
+    /** Where the kubelet keeps a pod's emptyDir volumes: {@code …/volumes/kubernetes.io~empty-dir/<name>}. */
+    static final String EMPTY_DIR = "/volumes/kubernetes.io~empty-dir/";
+    private static final java.util.regex.Pattern VOLUME_NAME = java.util.regex.Pattern.compile("[a-z0-9]([a-z0-9.-]{0,62})");
+
+    /**
+     * The spec's emptyDir volumes: bind mounts of a kubelet emptyDir directory, which live
+     * in the pod's VM (on its disk) instead of on the host. Other mounts of the spec (the
+     * files CRI binds in, host paths) are not brought into the VM.
+     */
+    static List<ContainerSpec.Volume> volumes(String what, JsonNode mounts) throws TaskFault {
+        List<ContainerSpec.Volume> volumes = new ArrayList<>();
+        for (JsonNode m : mounts) {
+            String source = m.path("source").asText("");
+            int at = source.indexOf(EMPTY_DIR);
+            if (at < 0) {
+                continue;
+            }
+            String name = source.substring(at + EMPTY_DIR.length());
+            String destination = m.path("destination").asText("");
+            if (!VOLUME_NAME.matcher(name).matches()) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": emptyDir volume " + source
+                        + " is not named like a Kubernetes volume");
+            }
+            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": mount destination " + destination
+                        + " of volume " + name + " is not an absolute path");
+            }
+            boolean readOnly = false;
+            for (JsonNode o : m.path("options")) {
+                readOnly |= o.asText().equals("ro");
+            }
+            volumes.add(new ContainerSpec.Volume(name, destination, readOnly));
+        }
+        return volumes;
+    }
 
     /** An OCI LinuxResources, the parts rund applies; 0 means "not set". */
     record Resources(long memoryLimitBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pidsLimit) {
@@ -89,7 +127,8 @@ final class OciSpec {
         }
         Process process = process(config + " process", root.path("process"));
         Resources res = resources(root.path("linux").path("resources"));
-        return new Bundle(process, root.path("hostname").asText(""), res.memoryLimitBytes(), res.quotaPer100ms());
+        return new Bundle(process, root.path("hostname").asText(""), res.memoryLimitBytes(), res.quotaPer100ms(),
+                volumes(config + " mounts", root.path("mounts")));
     }
 
     static Process execProcess(byte[] json) throws TaskFault {

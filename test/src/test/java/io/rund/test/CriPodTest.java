@@ -26,6 +26,7 @@ import io.rund.test.cri.LinuxPodSandboxConfig;
 import io.rund.test.cri.LinuxSandboxSecurityContext;
 import io.rund.test.cri.ListContainersRequest;
 import io.rund.test.cri.ListContainersResponse;
+import io.rund.test.cri.Mount;
 import io.rund.test.cri.NamespaceMode;
 import io.rund.test.cri.NamespaceOption;
 import io.rund.test.cri.PodSandboxConfig;
@@ -110,12 +111,14 @@ class CriPodTest {
                 .build();
     }
 
-    private static String createAndStart(String podId, PodSandboxConfig pod, String name, String script) {
+    private static String createAndStart(String podId, PodSandboxConfig pod, String name, String script,
+            Mount... mounts) {
         String id = cri.runtime("CreateContainer", CreateContainerRequest.newBuilder().setPodSandboxId(podId)
                 .setSandboxConfig(pod)
                 .setConfig(ContainerConfig.newBuilder().setMetadata(ContainerMetadata.newBuilder().setName(name))
                         .setImage(ImageSpec.newBuilder().setImage(Containerd.IMAGE))
-                        .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log"))
+                        .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log")
+                        .addAllMounts(List.of(mounts)))
                 .build(), CreateContainerResponse.parser()).getContainerId();
         cri.runtime("StartContainer", StartContainerRequest.newBuilder().setContainerId(id).build(),
                 StartContainerResponse.parser());
@@ -159,8 +162,12 @@ class CriPodTest {
         Command.Result rund = ctd.rund(T, "status");
         assertTrue(rund.stdout().matches("(?s).*\\n" + podId + " +running +(cold|clone [0-9a-f]{24}) .*"), rund.stdout());
 
-        String app = createAndStart(podId, pod, "app", "echo started; echo to-stderr >&2; while :; do sleep 1; done");
-        String side = createAndStart(podId, pod, "side", "while :; do sleep 1; done");
+        // An emptyDir volume, where the kubelet would make it; app mounts it read-write, side read-only.
+        Path cache = Files.createDirectories(ctd.dir.resolve("kubelet/pods/uid-web/volumes/kubernetes.io~empty-dir/cache"));
+        String app = createAndStart(podId, pod, "app", "echo started; echo to-stderr >&2; while :; do sleep 1; done",
+                Mount.newBuilder().setContainerPath("/shared").setHostPath(cache.toString()).build());
+        String side = createAndStart(podId, pod, "side", "while :; do sleep 1; done",
+                Mount.newBuilder().setContainerPath("/data").setHostPath(cache.toString()).setReadonly(true).build());
         String once = createAndStart(podId, pod, "once", "echo bye; exit 7");
 
         // All of the pod's containers run in its one VM: one guest kernel boot, not the host's.
@@ -172,6 +179,13 @@ class CriPodTest {
         assertNotEquals(Files.readString(Path.of("/proc/sys/kernel/random/boot_id")), bootApp, "the VM is not the host");
         List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.contains("qemu-system")).toList();
         assertEquals(1, vms.size(), "VMs: " + vms);
+        // The volume is one directory of the pod, in its VM: what app writes, side reads; not on the host.
+        assertEquals(0, exec(app, "sh", "-c", "echo from-app > /shared/msg").getExitCode());
+        assertEquals("from-app\n", exec(side, "cat", "/data/msg").getStdout().toStringUtf8());
+        assertNotEquals(0, exec(side, "sh", "-c", "echo x > /data/other").getExitCode(), "side's mount is read-only");
+        try (var listed = Files.list(cache)) {
+            assertEquals(0, listed.count(), "the volume lives in the VM, not in the host directory");
+        }
         // Each container has its own root file system.
         assertEquals(0, exec(app, "sh", "-c", "echo mine > /only-app").getExitCode());
         assertEquals(1, exec(side, "cat", "/only-app").getExitCode());

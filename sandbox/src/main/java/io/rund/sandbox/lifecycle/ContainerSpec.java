@@ -14,14 +14,21 @@ import java.util.Objects;
  * @param cpuQuotaMicros per 100 ms period; 0 for none
  * @param process the container's process in full (from an OCI spec); when null, one is
  *     made from args, env, cwd and terminal with a default capability set
+ * @param volumes the pod's volumes this container mounts, kept in the VM
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
         String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros,
-        io.rund.agent.v1.Process process) {
+        io.rund.agent.v1.Process process, List<Volume> volumes) {
+
+    /**
+     * A pod volume (Kubernetes' emptyDir): a directory of the pod's disk in the VM, named
+     * {@code name}, shared by every container of the pod that mounts it, and gone with the pod.
+     */
+    public record Volume(String name, String destination, boolean readOnly) {}
 
     public ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
             String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros) {
-        this(id, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null);
+        this(id, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null, List.of());
     }
 
     public ContainerSpec {
@@ -31,5 +38,6 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, List<String> ar
         env = List.copyOf(env);
         cwd = cwd == null || cwd.isEmpty() ? "/" : cwd;
         hostname = hostname == null ? "" : hostname;
+        volumes = volumes == null ? List.of() : List.copyOf(volumes);
     }
 }

@@ -87,6 +87,8 @@ public final class SandboxManager implements AutoCloseable {
     static final long VM_OVERHEAD_BYTES = 160L << 20;
     public static final String LOWER_TAG = "lower";
     public static final String UPPER_SERIAL = "upper0";
+    /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
+    static final String VOLUMES = "/run/rund/disks/" + UPPER_SERIAL + "/volumes/";
     private static final List<String> DEFAULT_CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",
             "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
             "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
@@ -460,6 +462,8 @@ public final class SandboxManager implements AutoCloseable {
                 .addMounts(mount("/dev/shm", "tmpfs", "shm", List.of("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")))
                 .addMounts(mount("/dev/mqueue", "mqueue", "mqueue", List.of("nosuid", "noexec", "nodev")))
                 .addMounts(mount("/sys", "sysfs", "sysfs", List.of("nosuid", "noexec", "nodev", "ro")))
+                .addAllMounts(spec.volumes().stream().map(v -> mount(v.destination(), "bind", VOLUMES + v.name(),
+                        List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev"))).toList())
                 .addAllMaskedPaths(List.of("/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"))
                 .addAllReadonlyPaths(List.of("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"))
                 .setProcess(process)
