@@ -105,6 +105,8 @@ final class TaskService {
         final boolean terminal;
         volatile State state = State.CREATED;
         volatile int pid;
+        /** When the daemon started it (host clock): no exit is reported as earlier. */
+        volatile Instant started = Instant.EPOCH;
         final CompletableFuture<Exit> exit = new CompletableFuture<>();
 
         Proc(String execId, String stdin, String stdout, String stderr, boolean terminal) {
@@ -302,6 +304,7 @@ final class TaskService {
                 p.pid = guestPid;
             }
             p.state = State.RUNNING;
+            p.started = Instant.now();
             watchExit(agent, c, p, output, input);
         }
         if (p.execId.isEmpty()) {
@@ -319,7 +322,8 @@ final class TaskService {
             Exit exit;
             try {
                 AgentClient.Exit e = agent.waitProcess(c.id, p.execId, null);
-                exit = new Exit(e.status(), e.exitedAt());
+                // The guest's clock may run behind the host's; an exit before the start is that.
+                exit = new Exit(e.status(), e.exitedAt().isBefore(p.started) ? p.started : e.exitedAt());
             } catch (AgentException e) {
                 LOG.log(Level.WARNING, "task {0}: lost process {1}: {2}", c.id, label(c, p), e.getMessage());
                 exit = new Exit(255, Instant.now());
