@@ -244,12 +244,21 @@ final class Containerd implements AutoCloseable {
         return pids;
     }
 
-    /** The command lines of the processes of the daemon's sandboxes: those naming its state, spares excepted. */
+    /**
+     * The command lines of the processes of the daemon's sandboxes: those naming its state,
+     * except the spare VMs, whose command lines name a spare's directory that is still one
+     * (a spare being launched has no pid in its state file yet; a spare a sandbox took has
+     * had its directory renamed to the sandbox's).
+     */
     List<String> sandboxProcesses() throws IOException {
-        List<Long> spares = sparePids();
-        return ProcessHandle.allProcesses().filter(p -> !spares.contains(p.pid()))
-                .map(p -> p.info().commandLine().orElse(""))
-                .filter(c -> c.contains(rundState.resolve("sandboxes").toString())).toList();
+        Path sandboxes = rundState.resolve("sandboxes");
+        var spareDir = java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(sandboxes + "/") + "(\\.spare-[0-9-]+)/");
+        return ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
+                .filter(c -> c.contains(sandboxes.toString()))
+                .filter(c -> {
+                    var m = spareDir.matcher(c);
+                    return !(m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))));
+                }).toList();
     }
 
     @Override

@@ -15,7 +15,7 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * Spare VMs: clones of the current template, launched ahead of need and left paused with
- * the template's state loaded, each in its own directory ({@code <state root>/.spare-N})
+ * the template's state loaded, each in its own directory ({@code <state root>/.spare-<daemon pid>-N})
  * with its own writable disk and a virtio-fs back-end that has no share yet. A sandbox
  * start takes one, renames its directory to the sandbox's, gives it a share, a cgroup and
  * its identity, and resumes it; QEMU's process start and the state load, about half of a
@@ -136,7 +136,8 @@ final class SparePool implements AutoCloseable {
                     return;
                 }
             }
-            String name = PREFIX + sequence.incrementAndGet();
+            // The daemon's pid in the name: a dead daemon's spares never share a name with ours.
+            String name = PREFIX + ProcessHandle.current().pid() + "-" + sequence.incrementAndGet();
             Spare s;
             try {
                 s = maker.make(name);
