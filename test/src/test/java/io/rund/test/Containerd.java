@@ -13,7 +13,10 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
 import java.util.stream.Stream;
+import org.junit.jupiter.api.extension.ExtensionContext;
+import org.junit.jupiter.api.extension.TestWatcher;
 
 /**
  * A real containerd (Debian's 1.6) of the test's own: private root, state and sockets,
@@ -137,6 +140,19 @@ final class Containerd implements AutoCloseable {
             throw new AssertionError("ctr did not finish within " + bound);
         }
         return new Command.Result(argv, p.exitValue(), out.join(), err.join());
+    }
+
+    /** A test class's watcher that prints {@link #diagnostics} of its containerd when a test fails. */
+    static TestWatcher dumpOnFailure(Supplier<Containerd> of) {
+        return new TestWatcher() {
+            @Override
+            public void testFailed(ExtensionContext context, Throwable cause) {
+                Containerd ctd = of.get();
+                if (ctd != null) {
+                    System.err.println("=== " + context.getDisplayName() + " failed\n" + ctd.diagnostics());
+                }
+            }
+        };
     }
 
     /** Everything that explains a failure: containerd's log, the daemon's log. */

@@ -56,7 +56,6 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.extension.ExtensionContext;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.TestWatcher;
 
@@ -74,14 +73,7 @@ class CriPodTest {
     private static CriClient cri;
 
     @RegisterExtension
-    static final TestWatcher DUMP = new TestWatcher() {
-        @Override
-        public void testFailed(ExtensionContext context, Throwable cause) {
-            if (ctd != null) {
-                System.err.println("=== " + context.getDisplayName() + " failed\n" + ctd.diagnostics());
-            }
-        }
-    };
+    static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
 
     @BeforeAll
     static void start() throws Exception {

@@ -22,7 +22,6 @@ import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.extension.ExtensionContext;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.TestWatcher;
 
@@ -40,14 +39,7 @@ class CtrRunTest {
     private static Containerd ctd;
 
     @RegisterExtension
-    static final TestWatcher DUMP = new TestWatcher() {
-        @Override
-        public void testFailed(ExtensionContext context, Throwable cause) {
-            if (ctd != null) {
-                System.err.println("=== " + context.getDisplayName() + " failed\n" + ctd.diagnostics());
-            }
-        }
-    };
+    static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
 
     @BeforeAll
     static void start() throws Exception {
