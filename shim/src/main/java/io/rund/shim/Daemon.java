@@ -55,8 +55,8 @@ final class Daemon implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger(Daemon.class.getName());
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
 
-    /** Where things are; see {@link RundConfig} for where the values come from. */
     /**
+     * Where things are; see {@link RundConfig} for where the values come from.
      * {@code templates}: the VM template store's directory, or null to boot every VM cold;
      * {@code spareVms}: paused clones kept ready (with templates only).
      */

@@ -189,10 +189,10 @@ public final class SandboxManager implements AutoCloseable {
         if (templates == null) {
             throw new TemplateException("templates are off: every VM boots cold", null);
         }
-        String key = templates.key(templateSpec());
-        boolean existed = templates.existing(key) != null;
+        TemplateStore.Spec spec = templateSpec();
+        boolean existed = templates.existing(templates.key(spec)) != null;
         long t0 = System.nanoTime();
-        TemplateStore.Template t = templates.get(templateSpec());
+        TemplateStore.Template t = templates.get(spec);
         long millis = (System.nanoTime() - t0) / 1_000_000;
         return new Built(t, !existed, millis, templates.prune(t.key()));
     }
