@@ -90,6 +90,10 @@ int container_wait_oom(char *cid_out, size_t cap, struct fault *f);
 int container_remove(const char *cid, struct fault *f);
 void agent_counts(uint32_t *containers, uint32_t *procs);
 
+/* net.c */
+void net_loopback_up(void);
+int net_configure(const Rund__Agent__V1__ConfigureNetworkRequest *req, struct fault *f);
+
 /* Logs a line to the kernel log (and so the serial console), prefixed with the agent's name. */
 void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -145,6 +145,7 @@ static void setup_guest(void)
         close(fd);
     }
     mkdir("/run/rund", 0700);
+    net_loopback_up();
 }
 
 /* pivot_root(2) refuses to move the initial ramfs, and containers are entered with
@@ -520,6 +521,11 @@ static int h_agent_info(const void *in, void *out, void **keep, struct fault *f)
     return 0;
 }
 
+static int h_configure_network(const void *in, void *out, void **keep, struct fault *f)
+{
+    return net_configure(in, f);
+}
+
 #define EMPTY_MSG rund__agent__v1__empty__descriptor
 static const struct method {
     const char *name;
@@ -554,6 +560,7 @@ static const struct method {
     {"WaitOOM", &EMPTY_MSG, &rund__agent__v1__oomevent__descriptor, h_wait_oom},
     {"RemoveContainer", &rund__agent__v1__container_request__descriptor, &EMPTY_MSG, h_remove},
     {"AgentInfo", &EMPTY_MSG, &rund__agent__v1__agent_info_response__descriptor, h_agent_info},
+    {"ConfigureNetwork", &rund__agent__v1__configure_network_request__descriptor, &EMPTY_MSG, h_configure_network},
 };
 
 /* Decodes, serves and encodes one call; returns 0 with the packed response in *out. */

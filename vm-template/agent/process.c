@@ -54,6 +54,7 @@ static int g_cap_last = 40;
 #define MAX_ENV 4096
 #define MAX_GROUPS 64
 #define MAX_MOUNTS 128
+#define MAX_FILE_MOUNT (1 << 20)
 
 /* ---- what a child needs, prepared before fork --------------------------------------- */
 
@@ -459,6 +460,41 @@ static void mkdirs(char *path)
     mkdir(path, 0755);
 }
 
+/* A "file" mount: the host's bytes become a file of the container's directory in the
+ * agent's tmpfs, bound onto the destination like any file bind. */
+static int place_file(struct fault *f, struct rootfs_plan *r, size_t index, const Rund__Agent__V1__Mount *in,
+                      struct mount_spec *m)
+{
+    if (in->data.len > MAX_FILE_MOUNT)
+        return fail(f, CODE_INVALID_ARGUMENT, "file mount at %.200s: %zu bytes are more than %d", in->destination,
+                    in->data.len, MAX_FILE_MOUNT);
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/files", r->dir);
+    mkdirs(dir);
+    snprintf(m->source, sizeof(m->source), "%s/%zu", dir, index);
+    int fd = open(m->source, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fail(f, CODE_INTERNAL, "file mount at %.200s: create %s: %s", in->destination, m->source, strerror(errno));
+    size_t done = 0;
+    while (done < in->data.len) {
+        ssize_t n = write(fd, in->data.data + done, in->data.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return fail(f, CODE_INTERNAL, "file mount at %.200s: write %s: %s", in->destination, m->source,
+                        strerror(n < 0 ? errno : ENOSPC));
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    snprintf(m->type, sizeof(m->type), "bind");
+    m->flags |= MS_BIND;
+    m->bind = true;
+    m->readonly_bind = m->flags & MS_RDONLY;
+    return 0;
+}
+
 static void child_mount(int report, const char *src, const char *dst, const char *type, unsigned long flags,
                         const char *data, const char *what)
 {
@@ -506,6 +542,15 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
         alog("remove %s: %s", path, strerror(errno));
     return 0;
+}
+
+/* /run/rund/c/<id>: the rootfs mountpoint (a mount only in the container's namespace,
+ * an empty directory here) and the files of "file" mounts. */
+static void remove_container_dir(const char *id)
+{
+    char dir[300];
+    snprintf(dir, sizeof(dir), "/run/rund/c/%s", id);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 /* Assembles the rootfs in a new mount namespace and pivots into it. */
@@ -779,6 +824,8 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
         struct mount_spec *m = &r->mounts[r->nmounts++];
         if (parse_mount(f, r->rootfs, req->mounts[i], m))
             return -1;
+        if (strcmp(m->type, "file") == 0 && place_file(f, r, i, req->mounts[i], m))
+            return -1;
         /* A pod volume is a directory of the pod's disk, made when a container first mounts it. */
         if (m->bind && strncmp(m->source, volumes, strlen(volumes)) == 0) {
             char dir[sizeof(m->source)];
@@ -979,6 +1026,7 @@ fail:
                     break;
                 }
             pthread_mutex_unlock(&g_lock);
+            remove_container_dir(c->id);
             free(c);
         }
     }
@@ -1552,11 +1600,7 @@ int container_remove(const char *cid, struct fault *f)
         usleep(10000);
     if (rc < 0 && errno != ENOENT)
         alog("remove cgroup %s: %s", c->cgroup, strerror(errno));
-    char dir[300], rootfs[320];
-    snprintf(dir, sizeof(dir), "/run/rund/c/%s", c->id);
-    snprintf(rootfs, sizeof(rootfs), "%s/rootfs", dir);
-    rmdir(rootfs);
-    rmdir(dir);
+    remove_container_dir(c->id);
     /* Its processes are gone and its namespace with them: its writes go too. */
     if (c->upper_root[0])
         nftw(c->upper_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);

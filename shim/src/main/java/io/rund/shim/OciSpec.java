@@ -21,7 +21,66 @@ final class OciSpec {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros,
-            List<ContainerSpec.Volume> volumes) {}
+            List<ContainerSpec.Volume> volumes, List<ContainerSpec.FileMount> files, Path netns) {}
+
+    /** The largest host file a bind brings into the VM (the agent's limit). */
+    static final int MAX_FILE_BIND = 1 << 20;
+
+    /**
+     * The spec's binds of regular host files (CRI's /etc/hosts, /etc/resolv.conf,
+     * /etc/hostname, the kubelet's termination log): their contents now, copied into the
+     * VM. Later changes on the host are not seen, nor writes in the container on the host.
+     */
+    static List<ContainerSpec.FileMount> files(String what, JsonNode mounts) throws TaskFault {
+        List<ContainerSpec.FileMount> files = new ArrayList<>();
+        for (JsonNode m : mounts) {
+            String source = m.path("source").asText("");
+            boolean bind = m.path("type").asText("").equals("bind");
+            boolean readOnly = false;
+            for (JsonNode o : m.path("options")) {
+                bind |= o.asText().equals("bind") || o.asText().equals("rbind");
+                readOnly |= o.asText().equals("ro");
+            }
+            if (!bind || !source.startsWith("/") || source.contains(EMPTY_DIR)) {
+                continue;
+            }
+            Path file = Path.of(source);
+            if (!Files.isRegularFile(file)) {
+                continue; // directories and devices stay on the host (docs/kubernetes.md)
+            }
+            String destination = m.path("destination").asText("");
+            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": mount destination " + destination
+                        + " of file " + source + " is not an absolute path");
+            }
+            try {
+                long size = Files.size(file);
+                if (size > MAX_FILE_BIND) {
+                    throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": file " + source + " of " + size
+                            + " bytes is larger than " + MAX_FILE_BIND + ", the most rund copies into a VM");
+                }
+                files.add(new ContainerSpec.FileMount(destination, Files.readAllBytes(file), readOnly));
+            } catch (IOException e) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": read file " + source + ": " + e.getMessage());
+            }
+        }
+        return files;
+    }
+
+    /** The network namespace the spec joins (a path), or null when it has none or makes a new one. */
+    static Path netns(String what, JsonNode namespaces) throws TaskFault {
+        for (JsonNode ns : namespaces) {
+            if (ns.path("type").asText("").equals("network") && !ns.path("path").asText("").isEmpty()) {
+                String path = ns.path("path").asText();
+                if (!path.startsWith("/") || path.contains("/../")) {
+                    throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": network namespace path " + path
+                            + " is not an absolute path");
+                }
+                return Path.of(path);
+            }
+        }
+        return null;
+    }
 
     /** Where the kubelet keeps a pod's emptyDir volumes: {@code …/volumes/kubernetes.io~empty-dir/<name>}. */
     static final String EMPTY_DIR = "/volumes/kubernetes.io~empty-dir/";
@@ -128,7 +187,8 @@ final class OciSpec {
         Process process = process(config + " process", root.path("process"));
         Resources res = resources(root.path("linux").path("resources"));
         return new Bundle(process, root.path("hostname").asText(""), res.memoryLimitBytes(), res.quotaPer100ms(),
-                volumes(config + " mounts", root.path("mounts")));
+                volumes(config + " mounts", root.path("mounts")), files(config + " mounts", root.path("mounts")),
+                netns(config + " linux.namespaces", root.path("linux").path("namespaces")));
     }
 
     static Process execProcess(byte[] json) throws TaskFault {

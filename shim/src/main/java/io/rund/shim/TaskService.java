@@ -259,7 +259,7 @@ final class TaskService {
             io.rund.agent.v1.Process process = spec.process().toBuilder().setTerminal(r.getTerminal()).build();
             ContainerSpec cs = new ContainerSpec(cid, rootfs, process.getArgsList(), process.getEnvList(),
                     process.getCwd(), spec.hostname(), r.getTerminal(), spec.memoryLimitBytes(), spec.cpuQuotaMicros(),
-                    process, spec.volumes());
+                    process, spec.volumes(), spec.files(), spec.netns());
             if (cid.equals(id)) {
                 sandbox = manager.start(cs);
             } else {

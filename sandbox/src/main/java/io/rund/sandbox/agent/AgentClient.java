@@ -123,6 +123,11 @@ public final class AgentClient implements AutoCloseable {
                 Empty.parser());
     }
 
+    /** Gives the guest's interface the pod interface's identity (once per VM). */
+    public void configureNetwork(io.rund.agent.v1.ConfigureNetworkRequest request) throws AgentException {
+        call("ConfigureNetwork", request, Empty.parser());
+    }
+
     public void createContainer(CreateContainerRequest request) throws AgentException {
         call("CreateContainer", request, Empty.parser());
     }

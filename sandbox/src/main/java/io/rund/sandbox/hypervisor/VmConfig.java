@@ -18,14 +18,31 @@ import java.util.Objects;
  * @param sharedDirs virtio-fs devices, each served by a vhost-user backend on a socket
  * @param ram where guest RAM lives: anonymous and shareable (the default), a template's
  *     file being built, or a template's file mapped privately by a clone
+ * @param tap null for no network device; else the name of the tap device the hypervisor
+ *     creates in the host's network namespace for the VM's virtio-net device (gone when
+ *     the VM ends). A template and its clones must agree on having one.
  */
 public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
-        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram) {
+        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap) {
 
-    /** A VM that boots, its RAM an anonymous shareable memfd. */
+    /** A VM that boots, its RAM an anonymous shareable memfd, without a network device. */
     public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
             String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs) {
-        this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, Ram.ANONYMOUS);
+        this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, Ram.ANONYMOUS, null);
+    }
+
+    /** A VM without a network device. */
+    public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
+            String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram) {
+        this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, ram, null);
+    }
+
+    private static final java.util.regex.Pattern TAP = java.util.regex.Pattern.compile("[A-Za-z0-9_.-]{1,15}");
+    private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
+
+    /** A fresh tap device name, "rt" and 12 random hex digits: unique among the host's interfaces in practice. */
+    public static String newTapName() {
+        return "rt" + java.util.HexFormat.of().toHexDigits(RANDOM.nextLong()).substring(0, 12);
     }
 
     /**
@@ -90,6 +107,9 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
         disks = List.copyOf(disks);
         sharedDirs = List.copyOf(sharedDirs);
         ram = ram == null ? Ram.ANONYMOUS : ram;
+        if (tap != null && !TAP.matcher(tap).matches()) {
+            throw new IllegalArgumentException("tap name " + tap + " is not 1-15 characters of [A-Za-z0-9_.-]");
+        }
     }
 
     public Path qmpSocket() {

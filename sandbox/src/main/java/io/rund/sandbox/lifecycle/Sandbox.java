@@ -6,6 +6,7 @@ import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.network.PodNetwork;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
@@ -31,12 +32,13 @@ public final class Sandbox implements AutoCloseable {
     private final Vm vm;
     private final AgentClient agent;
     private final String boot;
+    private final PodNetwork network;
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
 
     Sandbox(SandboxManager manager, String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm,
-            AgentClient agent, String firstImage, String boot) {
+            AgentClient agent, String firstImage, String boot, PodNetwork network) {
         this.manager = manager;
         this.id = id;
         this.dir = dir;
@@ -45,6 +47,7 @@ public final class Sandbox implements AutoCloseable {
         this.vm = vm;
         this.agent = agent;
         this.boot = boot;
+        this.network = network;
         images.put(id, firstImage);
     }
 
@@ -135,9 +138,15 @@ public final class Sandbox implements AutoCloseable {
         return cgroup;
     }
 
+    /** The pod network the VM is connected to; null for none. */
+    public PodNetwork network() {
+        return network;
+    }
+
     /**
      * Stops the sandbox: the container is removed in the guest (best effort), the VM ends
-     * (quit, then kill after {@code grace}), the virtio-fs back-end stops, the image is unmounted, the
+     * (quit, then kill after {@code grace}; its tap goes with it), the pod interface's
+     * redirect is removed, the virtio-fs back-end stops, the image is unmounted, the
      * cgroup goes back to the pool and the state directory is removed.
      */
     public void stop(Duration grace) {
@@ -153,6 +162,9 @@ public final class Sandbox implements AutoCloseable {
         }
         agent.close();
         vm.stop(grace);
+        if (network != null) {
+            PodNetwork.disconnect(network.netns(), network.ifname());
+        }
         readOnly.close();
         manager.release(id, dir, cgroup);
     }

@@ -18,6 +18,8 @@ import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.network.NetworkException;
+import io.rund.sandbox.network.PodNetwork;
 import io.rund.sandbox.template.TemplateException;
 import io.rund.sandbox.template.TemplateStore;
 import java.io.IOException;
@@ -239,9 +241,10 @@ public final class SandboxManager implements AutoCloseable {
             state.write(dir);
             fs = VhostUserFs.listen(name, ReadOnlyLayer.socket(dir));
             writable = store.create(name);
-            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, fs.socket(), t.cloneRam()));
+            String tap = VmConfig.newTapName();
+            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, fs.socket(), t.cloneRam(), tap));
             new SandboxState(name, "spare", "", vm.pid(), state.accelerator(), state.boot(), state.vmDir()).write(dir);
-            return new SparePool.Spare(name, dir, t.key(), vm, fs, writable);
+            return new SparePool.Spare(name, dir, t.key(), vm, fs, writable, tap);
         } catch (Exception e) {
             if (vm != null) {
                 vm.close();
@@ -257,11 +260,14 @@ public final class SandboxManager implements AutoCloseable {
         }
     }
 
-    /** A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end at {@code fsSocket}. */
-    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, Path fsSocket, VmConfig.Ram ram) {
+    /**
+     * A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end at
+     * {@code fsSocket}, its network device the tap {@code tap}.
+     */
+    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, Path fsSocket, VmConfig.Ram ram, String tap) {
         return new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(), "",
                 List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
-                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)), ram);
+                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)), ram, tap);
     }
 
     /**
@@ -322,9 +328,11 @@ public final class SandboxManager implements AutoCloseable {
         }
         Path dir = dirOf(id);
         Deque<Undo> undo = new ArrayDeque<>();
-        String step = "create its state directory";
+        String step = "read the pod network";
         long started = System.nanoTime();
         try {
+            PodNetwork network = spec.netns() == null ? null : PodNetwork.inspect(spec.netns());
+            step = "create its state directory";
             SparePool.Spare spare = takeSpare(id, dir);
             if (spare == null) {
                 Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
@@ -339,6 +347,9 @@ public final class SandboxManager implements AutoCloseable {
             String boot = spare == null ? "" : "clone " + spare.key();
             String vmDir = spare == null ? dir.toString() : spare.dir().toString();
             SandboxState state = new SandboxState(id, "starting", "", vmPid, accelerator, boot, vmDir);
+            if (network != null) {
+                state = state.withNetwork(network.netns().toString(), network.ifname());
+            }
             state.write(dir);
 
             step = "claim a cgroup";
@@ -349,7 +360,8 @@ public final class SandboxManager implements AutoCloseable {
             if (spare != null) {
                 cgroup.bind(vmPid);
             }
-            state = new SandboxState(id, "starting", cgroup.slot(), vmPid, accelerator, boot, vmDir);
+            state = new SandboxState(id, "starting", cgroup.slot(), vmPid, accelerator, boot, vmDir, state.netns(),
+                    state.podInterface());
             state.write(dir);
 
             step = "prepare the read-only layer";
@@ -358,25 +370,33 @@ public final class SandboxManager implements AutoCloseable {
             String image = readOnly.add(id, spec.rootfs());
 
             Launched launched;
+            String tap;
             if (spare != null) {
+                tap = spare.tap();
                 step = "resume the spare VM";
                 spare.vm().resume();
                 spare.disk().close(); // QEMU has reopened it
                 launched = new Launched(spare.vm(), boot + " (spare)");
             } else {
+                tap = VmConfig.newTapName();
                 step = "create the writable layer";
                 try (WritableLayer writable = store.create(id)) {
                     step = "launch the VM";
-                    launched = launch(id, dir, writable, readOnly.socket());
+                    launched = launch(id, dir, writable, readOnly.socket(), tap);
                     // QEMU has opened the layer by the time QMP answered; ours closes here.
                 }
                 undo.push(launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
                 state = new SandboxState(id, "starting", cgroup.slot(), launched.vm().pid(), accelerator,
-                        launched.boot(), vmDir);
+                        launched.boot(), vmDir, state.netns(), state.podInterface());
                 state.write(dir);
             }
             Vm vm = launched.vm();
+            if (network != null) {
+                step = "connect the VM to the pod network";
+                undo.push(() -> PodNetwork.disconnect(network.netns(), network.ifname()));
+                network.connect(tap);
+            }
 
             step = "wait for the agent";
             AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
@@ -385,13 +405,17 @@ public final class SandboxManager implements AutoCloseable {
             random.nextBytes(seed);
             agent.setTime(Instant.now());
             agent.reseedRandom(seed);
+            if (network != null) {
+                step = "configure the guest's network";
+                agent.configureNetwork(network.request());
+            }
 
             step = "create the container";
             agent.createContainer(containerRequest(spec, image, ""));
             state.with("running").write(dir);
-            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3})", id, (System.nanoTime() - started) / 1_000_000,
-                    hypervisor.accelerator().kind(), launched.boot());
-            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot());
+            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
+                    hypervisor.accelerator().kind(), launched.boot(), network == null ? "" : ", network " + network);
+            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -400,6 +424,7 @@ public final class SandboxManager implements AutoCloseable {
             }
             rollback(id, undo);
             SandboxException.Kind kind = e instanceof StoreException && step.contains("read-only")
+                    || e instanceof NetworkException && step.equals("read the pod network")
                     ? SandboxException.Kind.INVALID_ARGUMENT : SandboxException.Kind.FAILED;
             throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
         }
@@ -414,12 +439,12 @@ public final class SandboxManager implements AutoCloseable {
      * boot have the same devices in the same order, so the guest finds the same disk and
      * file system either way.
      */
-    private Launched launch(String id, Path dir, WritableLayer writable, Path fsSocket) throws HypervisorException {
+    private Launched launch(String id, Path dir, WritableLayer writable, Path fsSocket, String tap) throws HypervisorException {
         if (templates != null) {
             TemplateStore.Template t = null;
             try {
                 t = template();
-                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, fsSocket, t.cloneRam()));
+                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, fsSocket, t.cloneRam(), tap));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
@@ -427,7 +452,7 @@ public final class SandboxManager implements AutoCloseable {
                         t == null ? "" : "of template " + t.key() + " ", e.getMessage());
             }
         }
-        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, fsSocket, VmConfig.Ram.ANONYMOUS)), "cold");
+        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, fsSocket, VmConfig.Ram.ANONYMOUS, tap)), "cold");
     }
 
     private static void rollback(String id, Deque<Undo> undo) {
@@ -464,6 +489,9 @@ public final class SandboxManager implements AutoCloseable {
                 .addMounts(mount("/sys", "sysfs", "sysfs", List.of("nosuid", "noexec", "nodev", "ro")))
                 .addAllMounts(spec.volumes().stream().map(v -> mount(v.destination(), "bind", VOLUMES + v.name(),
                         List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev"))).toList())
+                .addAllMounts(spec.files().stream().map(f -> mount(f.destination(), "file", "",
+                        List.of(f.readOnly() ? "ro" : "rw", "nosuid", "nodev", "noexec")).toBuilder()
+                        .setData(com.google.protobuf.ByteString.copyFrom(f.data())).build()).toList())
                 .addAllMaskedPaths(List.of("/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"))
                 .addAllReadonlyPaths(List.of("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"))
                 .setProcess(process)
@@ -573,6 +601,14 @@ public final class SandboxManager implements AutoCloseable {
         Path dir = dirOf(id);
         if (Files.isDirectory(dir)) {
             killRecorded(dir);
+            try {
+                SandboxState state = SandboxState.read(dir);
+                if (state.netns() != null) {
+                    PodNetwork.disconnect(Path.of(state.netns()), state.podInterface());
+                }
+            } catch (IOException e) {
+                // no state: no network was connected
+            }
         }
         Cgroup cgroup = pool.claimed().get(id);
         if (cgroup != null) {

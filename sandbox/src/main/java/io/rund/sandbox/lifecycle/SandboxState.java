@@ -14,17 +14,29 @@ import java.nio.file.StandardCopyOption;
  * "clone &lt;template key&gt;". {@code vmDir} is the directory the VM was launched in, which its
  * command line names (how a restarted daemon knows the pid is still that VM's): the
  * sandbox's own, or the spare VM's it was renamed from; "" in files written before it.
+ * {@code netns} and {@code podInterface} name the pod interface the VM's tap is connected
+ * to, whose redirect a cleanup removes; null without a pod network.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator,
-        String boot, String vmDir) {
+        String boot, String vmDir, String netns, String podInterface) {
+
+    SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator, String boot,
+            String vmDir) {
+        this(sandboxId, phase, cgroupSlot, vmPid, accelerator, boot, vmDir, null, null);
+    }
+
+    SandboxState withNetwork(String newNetns, String newInterface) {
+        return new SandboxState(sandboxId, phase, cgroupSlot, vmPid, accelerator, boot, vmDir, newNetns, newInterface);
+    }
+
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static final String FILE = "state.json";
 
     SandboxState with(String newPhase) {
-        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot, vmDir);
+        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot, vmDir, netns, podInterface);
     }
 
     void write(Path dir) throws IOException {

@@ -39,7 +39,7 @@ final class SparePool implements AutoCloseable {
      * open until the VM has resumed: QEMU opened it by its /proc path and opens it again
      * when it activates its disks, on resume after an incoming migration.
      */
-    record Spare(String name, Path dir, String key, Vm vm, VhostUserFs backEnd, WritableLayer disk)
+    record Spare(String name, Path dir, String key, Vm vm, VhostUserFs backEnd, WritableLayer disk, String tap)
             implements AutoCloseable {
         @Override
         public void close() {

@@ -50,14 +50,15 @@ public final class TemplateStore {
     private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
     /** Bumped whenever what a template holds changes in a way its inputs do not show. */
     static final String MACHINE = "microvm,rtc=on,isa-serial=on;agent=virtio-serial;fs=vhost-user-fs:"
-            + SandboxManager.LOWER_TAG + ";disk=virtio-blk:" + SandboxManager.UPPER_SERIAL + ";v2";
+            + SandboxManager.LOWER_TAG + ";disk=virtio-blk:" + SandboxManager.UPPER_SERIAL + ";net=virtio-net:tap;v3";
 
     /**
      * What a template is made of. Its VM has the devices of a sandbox's, in the same
      * order: the agent's port, a virtio-fs device (served by an in-daemon back-end over an
-     * empty directory; the guest does not mount it before a clone does) and a virtio-blk
+     * empty directory; the guest does not mount it before a clone does), a virtio-blk
      * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
-     * disk before it mounts a clone's own).
+     * disk before it mounts a clone's own) and a virtio-net device on a tap of its own
+     * (left down: a clone's agent configures it, on the clone's tap).
      */
     public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes) {}
 
@@ -172,7 +173,7 @@ public final class TemplateStore {
             vm = hypervisor.launch(new VmConfig("template-" + key, run, spec.kernel(), spec.initramfs(), spec.vcpus(),
                     spec.memoryMiB(), "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
                     List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())),
-                    VmConfig.Ram.template(work.resolve("ram"))));
+                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName()));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             try (AgentClient agent = AgentClient.connect(run.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
                 agent.health();

@@ -108,7 +108,7 @@ public final class TemplateBench {
         try {
             VmConfig config = new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
                     MIB, "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), ram);
+                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), ram, VmConfig.newTapName());
             Vm vm = paused ? hypervisor.launchPaused(config) : hypervisor.launch(config);
             BACK_ENDS.put(vm.pid(), fs);
             return vm;

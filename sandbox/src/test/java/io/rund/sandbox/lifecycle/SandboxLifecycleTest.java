@@ -50,11 +50,15 @@ class SandboxLifecycleTest {
 
     /** Runs a command in one container of the sandbox: "status:stdout". */
     static String runIn(Sandbox sb, String cid, String... args) throws AgentException {
+        return runWith(sb, cid, List.of("CAP_DAC_OVERRIDE"), args);
+    }
+
+    /** Runs a command with capabilities {@code caps}: "status:stdout". */
+    static String runWith(Sandbox sb, String cid, List<String> caps, String... args) throws AgentException {
         AgentClient agent = sb.agent();
         String exec = "e" + EXECS.incrementAndGet();
         agent.execProcess(cid, exec, Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").setCwd("/")
-                .addAllBounding(List.of("CAP_DAC_OVERRIDE")).addAllEffective(List.of("CAP_DAC_OVERRIDE"))
-                .addAllPermitted(List.of("CAP_DAC_OVERRIDE")).build());
+                .addAllBounding(caps).addAllEffective(caps).addAllPermitted(caps).build());
         agent.startProcess(cid, exec);
         agent.closeStdin(cid, exec);
         ByteArrayOutputStream out = new ByteArrayOutputStream();

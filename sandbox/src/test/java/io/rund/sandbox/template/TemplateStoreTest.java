@@ -83,7 +83,7 @@ class TemplateStoreTest {
         backEnds.add(fs);
         return hypervisor.launch(new VmConfig(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
                 "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), t.cloneRam()));
+                List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), t.cloneRam(), VmConfig.newTapName()));
     }
 
     private static AgentClient agentOf(String id) throws Exception {

@@ -14,7 +14,7 @@ public final class QemuCommandLine {
 
     /** One group of QEMU arguments. */
     sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk,
-            Incoming {
+            Nic, Incoming {
         List<String> args();
     }
 
@@ -115,6 +115,21 @@ public final class QemuCommandLine {
         }
     }
 
+    /**
+     * The VM's network device: virtio-net on a tap device QEMU creates with this name (and
+     * removes when it exits). No scripts run; the daemon moves the tap into the pod's
+     * network namespace and connects it there. Every VM has the same MAC until its agent
+     * takes the pod's.
+     */
+    record Nic(String tap) implements Group {
+        static final String MAC = "02:72:75:6e:64:00";
+
+        public List<String> args() {
+            return List.of("-netdev", "tap,id=net0,ifname=" + tap + ",script=no,downscript=no",
+                    "-device", "virtio-net-device,netdev=net0,mac=" + MAC);
+        }
+    }
+
     /** A path inside a QEMU option string: commas separate options, so they are refused. */
     static String opt(Path p) {
         String s = p.toString();
@@ -140,6 +155,9 @@ public final class QemuCommandLine {
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);
             g.add(new Disk(i, checkName("disk serial", d.serial()), d.file(), d.readOnly()));
+        }
+        if (c.tap() != null) {
+            g.add(new Nic(c.tap()));
         }
         if (c.ram().isClone()) {
             g.add(new Incoming());

@@ -47,6 +47,22 @@ class QemuCommandLineTest {
     }
 
     @Test
+    void aNetworkDeviceIsATapQemuCreatesAndComesBeforeTheIncomingState() {
+        VmConfig c = new VmConfig("sb1", Path.of("/s/sb1"), Path.of("/g/vmlinux"), Path.of("/g/init.cpio"), 1, 256, "",
+                List.of(), List.of(), VmConfig.Ram.cloneOf(Path.of("/t/ram"), Path.of("/t/state")), "rt0123456789ab");
+        String s = String.join(" ", QemuCommandLine.argv(Path.of("qemu"), c, TCG, "console=ttyS0"));
+        assertTrue(s.endsWith("-netdev tap,id=net0,ifname=rt0123456789ab,script=no,downscript=no"
+                + " -device virtio-net-device,netdev=net0,mac=02:72:75:6e:64:00 -incoming defer"), s);
+        assertTrue(VmConfig.newTapName().matches("rt[0-9a-f]{12}"));
+        IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> new VmConfig("sb1",
+                Path.of("/s"), Path.of("/k"), Path.of("/i"), 1, 256, "", List.of(), List.of(), null, "a,b"));
+        assertTrue(bad.getMessage().contains("tap name a,b"), bad.getMessage());
+        IllegalArgumentException tooLong = assertThrows(IllegalArgumentException.class, () -> new VmConfig("sb1",
+                Path.of("/s"), Path.of("/k"), Path.of("/i"), 1, 256, "", List.of(), List.of(), null, "rt0123456789abcd"));
+        assertTrue(tooLong.getMessage().contains("rt0123456789abcd"), tooLong.getMessage());
+    }
+
+    @Test
     void kvmUsesTheHostCpuAndReadOnlyDisksSaySo() {
         List<String> argv = QemuCommandLine.argv(Path.of("qemu"),
                 config(List.of(new VmConfig.Disk("ro0", Path.of("/img"), true)), List.of()), KVM, "console=ttyS0");
