@@ -362,6 +362,9 @@ struct rootfs_plan {
     char overlay_data[1900];
     char upper_root[600], upper[620], work[620];
     char hostname[65];
+    /* The pod's UTS and IPC namespaces to join (the agent's fds, valid while it holds
+     * g_lock, under which the child is forked), or -1 for new ones. */
+    int join_uts, join_ipc;
     struct mount_spec mounts[MAX_MOUNTS];
     size_t nmounts;
     char masked[64][1200];
@@ -556,7 +559,10 @@ static void remove_container_dir(const char *id)
 /* Assembles the rootfs in a new mount namespace and pivots into it. */
 static void child_rootfs(int report, struct rootfs_plan *r)
 {
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+    bool join = r->join_uts >= 0;
+    if (join && (setns(r->join_uts, CLONE_NEWUTS) < 0 || setns(r->join_ipc, CLONE_NEWIPC) < 0))
+        child_fail(report, "join the pod's uts and ipc namespaces", errno);
+    if (unshare(CLONE_NEWNS | (join ? 0 : CLONE_NEWUTS | CLONE_NEWIPC)) < 0)
         child_fail(report, "unshare mount, uts and ipc namespaces", errno);
     child_mount(report, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "make / private");
     child_mount(report, "overlay", r->rootfs, "overlay", 0, r->overlay_data, "mount the overlay rootfs");
@@ -611,7 +617,7 @@ static void child_rootfs(int report, struct rootfs_plan *r)
         child_mount(report, NULL, r->readonly[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
                     "remount a path read-only");
     }
-    if (r->hostname[0] && sethostname(r->hostname, strlen(r->hostname)) < 0)
+    if (!join && r->hostname[0] && sethostname(r->hostname, strlen(r->hostname)) < 0)
         child_fail(report, "sethostname", errno);
     if (chdir(r->rootfs) < 0)
         child_fail(report, "chdir to the rootfs", errno);
@@ -858,7 +864,7 @@ static int open_ns(struct fault *f, pid_t pid, const char *ns)
 
 int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f)
 {
-    if (check_id(f, "container_id", req->container_id, false))
+    if (check_id(f, "container_id", req->container_id, false) || check_id(f, "pod_namespaces_of", req->pod_namespaces_of, true))
         return -1;
     struct plan plan;
     if (plan_make(f, req->process, &plan))
@@ -923,6 +929,17 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     }
 
     pthread_mutex_lock(&g_lock);
+    r->join_uts = r->join_ipc = -1;
+    if (req->pod_namespaces_of[0]) {
+        struct container *pod = find_container(req->pod_namespaces_of);
+        if (!pod || pod == c || pod->uts_ns < 0 || pod->ipc_ns < 0) {
+            pthread_mutex_unlock(&g_lock);
+            fail(f, CODE_NOT_FOUND, "pod_namespaces_of: no created container %.64s", req->pod_namespaces_of);
+            goto fail;
+        }
+        r->join_uts = pod->uts_ns;
+        r->join_ipc = pod->ipc_ns;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         child_reset_signals();

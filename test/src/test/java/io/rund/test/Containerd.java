@@ -44,6 +44,10 @@ final class Containerd implements AutoCloseable {
     final XfsLoop scratch;
     final Path launcher;
     final Map<String, String> rundEnv = new HashMap<>();
+    /** The pods' network: a bridge of the test's own (CNI bridge + host-local), its subnet and gateway. */
+    final String bridge;
+    final String podSubnet;
+    final String podGateway;
     private final Process containerd;
 
     Containerd(String name) throws Exception {
@@ -63,6 +67,18 @@ final class Containerd implements AutoCloseable {
                 + "' io.rund.shim.Main\n");
         Files.setPosixFilePermissions(daemon, PosixFilePermissions.fromString("rwxr-xr-x"));
 
+        // Pod networking as a node has it: Debian's CNI plugins, a bridge with the gateway on it.
+        int net = (int) (ProcessHandle.current().pid() % 200) + 20;
+        bridge = "rundbr" + ProcessHandle.current().pid() % 100000;
+        podSubnet = "10.203." + net + ".0/24";
+        podGateway = "10.203." + net + ".1";
+        Path cniConf = Files.createDirectories(dir.resolve("cni/net.d"));
+        Files.writeString(cniConf.resolve("10-pods.conflist"), """
+                {"cniVersion": "1.0.0", "name": "rund-test-pods", "plugins": [
+                  {"type": "bridge", "bridge": "%s", "isGateway": true, "ipMasq": false,
+                   "ipam": {"type": "host-local", "dataDir": "%s", "ranges": [[{"subnet": "%s", "gateway": "%s"}]],
+                            "routes": [{"dst": "0.0.0.0/0"}]}}]}
+                """.formatted(bridge, dir.resolve("cni/ipam"), podSubnet, podGateway));
         Path config = dir.resolve("config.toml");
         Files.writeString(config, """
                 version = 2
@@ -75,6 +91,11 @@ final class Containerd implements AutoCloseable {
                 [plugins."io.containerd.grpc.v1.cri"]
                   disable_cgroup = false
                   sandbox_image = "%2$s"
+                  # runc pods: this host's root lacks CAP_SYS_RESOURCE, so runc cannot set CRI's -998.
+                  restrict_oom_score_adj = true
+                [plugins."io.containerd.grpc.v1.cri".cni]
+                  bin_dir = "/usr/lib/cni"
+                  conf_dir = "%1$s/cni/net.d"
                 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
                   runtime_type = "io.containerd.runc.v2"
                 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rund]
@@ -314,6 +335,8 @@ final class Containerd implements AutoCloseable {
                 Files.deleteIfExists(root);
             }
         }
+        Command.run(Duration.ofSeconds(30), null, Map.of(), List.of("sh", "-c",
+                "! ip link show " + bridge + " >/dev/null 2>&1 || ip link del " + bridge));
         // containerd's own leftovers (DESIGN.md's quirks).
         for (String leftover : List.of("/run/containerd/fifo", "/run/containerd/s", "/run/containerd/runc")) {
             deleteTree(Path.of(leftover));

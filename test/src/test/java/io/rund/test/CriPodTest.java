@@ -15,6 +15,7 @@ import io.rund.test.cri.ContainerStatsResponse;
 import io.rund.test.cri.ContainerStatus;
 import io.rund.test.cri.ContainerStatusRequest;
 import io.rund.test.cri.ContainerStatusResponse;
+import io.rund.test.cri.DNSConfig;
 import io.rund.test.cri.CreateContainerRequest;
 import io.rund.test.cri.CreateContainerResponse;
 import io.rund.test.cri.ExecSyncRequest;
@@ -32,6 +33,7 @@ import io.rund.test.cri.NamespaceOption;
 import io.rund.test.cri.PodSandboxConfig;
 import io.rund.test.cri.PodSandboxMetadata;
 import io.rund.test.cri.PodSandboxState;
+import io.rund.test.cri.PodSandboxStatus;
 import io.rund.test.cri.PodSandboxStatusRequest;
 import io.rund.test.cri.PodSandboxStatusResponse;
 import io.rund.test.cri.RemoveContainerRequest;
@@ -63,7 +65,9 @@ import org.junit.jupiter.api.extension.TestWatcher;
  * Pods through containerd's CRI plugin with the runtime handler {@code rund}, driven as
  * the kubelet drives them (gRPC on containerd's socket): the pod's sandbox (pause)
  * container makes the VM, the pod's containers run in it, and stopping and removing the
- * pod frees everything. The pods use the node's network here (no CNI yet).
+ * pod frees everything. One pod uses the node's network; the others get theirs from
+ * the CNI bridge plugin, which the VM takes over (tc redirect between the pod's veth and
+ * the VM's tap).
  */
 @Timeout(600)
 class CriPodTest {
@@ -93,14 +97,38 @@ class CriPodTest {
     }
 
     private static PodSandboxConfig pod(String name) throws Exception {
+        return pod(name, NamespaceMode.NODE);
+    }
+
+    /** A pod on the node's network (NODE) or on its own (POD, from CNI), with a DNS server of its own. */
+    private static PodSandboxConfig pod(String name, NamespaceMode network) throws Exception {
         Path logs = Files.createDirectories(ctd.dir.resolve("pod-logs").resolve(name));
         return PodSandboxConfig.newBuilder()
                 .setMetadata(PodSandboxMetadata.newBuilder().setName(name).setUid("uid-" + name).setNamespace("default"))
+                .setHostname(name)
+                .setDnsConfig(DNSConfig.newBuilder().addServers("10.203.0.53").addSearches("pods.rund.test"))
                 .setLogDirectory(logs.toString())
                 .setLinux(LinuxPodSandboxConfig.newBuilder().setSecurityContext(LinuxSandboxSecurityContext.newBuilder()
-                        .setNamespaceOptions(NamespaceOption.newBuilder().setNetwork(NamespaceMode.NODE)
+                        .setNamespaceOptions(NamespaceOption.newBuilder().setNetwork(network)
                                 .setPid(NamespaceMode.CONTAINER).setIpc(NamespaceMode.POD))))
                 .build();
+    }
+
+    private static String runPod(PodSandboxConfig pod, String handler) {
+        return cri.runtime("RunPodSandbox", RunPodSandboxRequest.newBuilder().setConfig(pod)
+                .setRuntimeHandler(handler).build(), RunPodSandboxResponse.parser()).getPodSandboxId();
+    }
+
+    private static PodSandboxStatus podStatus(String podId) {
+        return cri.runtime("PodSandboxStatus", PodSandboxStatusRequest.newBuilder().setPodSandboxId(podId).build(),
+                PodSandboxStatusResponse.parser()).getStatus();
+    }
+
+    private static void stopAndRemovePod(String podId) {
+        cri.runtime("StopPodSandbox", StopPodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
+                StopPodSandboxResponse.parser());
+        cri.runtime("RemovePodSandbox", RemovePodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
+                RemovePodSandboxResponse.parser());
     }
 
     private static String createAndStart(String podId, PodSandboxConfig pod, String name, String script,
@@ -221,6 +249,74 @@ class CriPodTest {
         cri.runtime("RemovePodSandbox", RemovePodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
                 RemovePodSandboxResponse.parser());
         awaitNothingLeft();
+    }
+
+    @Test
+    void podsOnTheCniBridgeReachEachOtherAndTheHostReachesThem() throws Exception {
+        PodSandboxConfig a = pod("net-a", NamespaceMode.POD);
+        PodSandboxConfig b = pod("net-b", NamespaceMode.POD);
+        PodSandboxConfig c = pod("net-c", NamespaceMode.POD);
+        String podA = runPod(a, "rund");
+        String podB = runPod(b, "rund");
+        String podC = runPod(c, "runc");
+        String ipA = podStatus(podA).getNetwork().getIp();
+        String ipB = podStatus(podB).getNetwork().getIp();
+        String ipC = podStatus(podC).getNetwork().getIp();
+        String prefix = ctd.podSubnet.substring(0, ctd.podSubnet.lastIndexOf('.') + 1);
+        for (String ip : List.of(ipA, ipB, ipC)) {
+            assertTrue(ip.startsWith(prefix), "pod IP " + ip + " from the bridge's subnet " + ctd.podSubnet);
+        }
+        String loop = "while :; do sleep 1; done";
+        String inA = createAndStart(podA, a, "a", loop);
+        String inB = createAndStart(podB, b, "b", loop);
+        String inC = createAndStart(podC, c, "c", loop);
+        String srv = createAndStart(podA, a, "srv", "echo hello-from-pod-a | nc -l -p 7777");
+
+        // The VM's eth0 is the pod's: the address CNI gave the pod's namespace.
+        String addr = exec(inA, "ip", "-4", "addr", "show", "eth0").getStdout().toStringUtf8();
+        assertTrue(addr.contains("inet " + ipA + "/24"), addr);
+        // Pod to pod: VM to VM, VM to a runc pod, and back; and the host (the bridge's gateway) to a VM.
+        assertEquals(0, exec(inA, "ping", "-c", "1", "-W", "5", ipB).getExitCode(), "rund pod a reaches rund pod b");
+        assertEquals(0, exec(inA, "ping", "-c", "1", "-W", "5", ipC).getExitCode(), "rund pod a reaches runc pod c");
+        assertEquals(0, exec(inC, "ping", "-c", "1", "-W", "5", ipA).getExitCode(), "runc pod c reaches rund pod a");
+        assertEquals(0, exec(inB, "ping", "-c", "1", "-W", "5", ctd.podGateway).getExitCode(), "pod b reaches the node");
+        Command.Result hostPing = Command.run(T, null, java.util.Map.of(),
+                List.of("/bin/busybox", "ping", "-c", "1", "-W", "5", ipB));
+        assertEquals(0, hostPing.exitCode(), hostPing.toString());
+        assertEquals("hello-from-pod-a\n", readFrom(ipA, 7777), "the node reaches a server in pod a's VM");
+        // One of pod a's containers served it; another sees the same network (the VM's).
+        assertEquals(0, exec(inA, "sh", "-c", "ip link show eth0 | grep -q UP").getExitCode());
+
+        // What CRI binds into every container comes from the host, copied into the VM.
+        assertEquals("net-a\n", exec(inA, "cat", "/etc/hostname").getStdout().toStringUtf8());
+        String resolv = exec(inA, "cat", "/etc/resolv.conf").getStdout().toStringUtf8();
+        assertTrue(resolv.contains("nameserver 10.203.0.53") && resolv.contains("search pods.rund.test"), resolv);
+        assertTrue(exec(inB, "cat", "/etc/hosts").getStdout().toStringUtf8().contains("localhost"));
+        assertEquals("net-a\n", exec(inA, "hostname").getStdout().toStringUtf8());
+
+        for (String pod : List.of(podA, podB, podC)) {
+            stopAndRemovePod(pod);
+        }
+        awaitNothingLeft();
+        Command.Result ports = Command.run(T, null, java.util.Map.of(), List.of("ip", "-o", "link", "show", "master", ctd.bridge));
+        assertEquals("", ports.stdout().strip(), "no pod is left on the bridge");
+    }
+
+    /** What a TCP client on the host reads from {@code ip}:{@code port}, retried while the listener starts. */
+    private static String readFrom(String ip, int port) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (true) {
+            try (java.net.Socket s = new java.net.Socket()) {
+                s.connect(new java.net.InetSocketAddress(ip, port), 5000);
+                s.setSoTimeout(10_000);
+                return new String(s.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            } catch (java.net.ConnectException e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(200);
+            }
+        }
     }
 
     /** The pod's teardown reaches the daemon through containerd's shim calls; give it a bounded while. */

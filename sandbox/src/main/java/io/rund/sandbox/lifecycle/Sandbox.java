@@ -71,7 +71,9 @@ public final class Sandbox implements AutoCloseable {
         try {
             image = readOnly.add(cid, spec.rootfs());
             images.put(cid, image);
-            agent.createContainer(SandboxManager.containerRequest(spec, image, image));
+            // A pod's containers share its hostname and IPC: the first container's namespaces.
+            agent.createContainer(SandboxManager.containerRequest(spec, image, image).toBuilder()
+                    .setPodNamespacesOf(id).build());
         } catch (StoreException e) {
             images.remove(cid);
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox=" + id + ": " + e.getMessage(), e);

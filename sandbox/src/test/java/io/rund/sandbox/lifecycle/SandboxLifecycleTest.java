@@ -1,6 +1,7 @@
 package io.rund.sandbox.lifecycle;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -106,8 +107,13 @@ class SandboxLifecycleTest {
         try {
             sb.agent().startProcess("pod-a", "");
             sb.addContainer(new ContainerSpec("app", otherImage, List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
-                    "pod-a-host", false, 0, 0));
+                    "not-the-pods", false, 0, 0));
             assertTrue(sb.agent().startProcess("app", "") > 1);
+            // A pod's containers share its UTS and IPC namespaces: the first container's hostname holds.
+            assertEquals("0:pod-a-host\n", runIn(sb, "app", "hostname"));
+            assertEquals(runIn(sb, "pod-a", "readlink", "/proc/self/ns/ipc"), runIn(sb, "app", "readlink", "/proc/self/ns/ipc"));
+            assertEquals(runIn(sb, "pod-a", "readlink", "/proc/self/ns/uts"), runIn(sb, "app", "readlink", "/proc/self/ns/uts"));
+            assertNotEquals(runIn(sb, "pod-a", "readlink", "/proc/self/ns/mnt"), runIn(sb, "app", "readlink", "/proc/self/ns/mnt"));
             assertEquals(Set.of("pod-a", "app"), sb.containers());
             assertEquals("0:from the other image\n", runIn(sb, "app", "cat", "/etc/image-file"));
             assertEquals("0:from the top layer\n", runIn(sb, "pod-a", "cat", "/etc/image-file"));
