@@ -88,8 +88,8 @@ final class OciSpec {
 
     /**
      * The spec's emptyDir volumes: bind mounts of a kubelet emptyDir directory, which live
-     * in the pod's VM (on its disk) instead of on the host. Other mounts of the spec (the
-     * files CRI binds in, host paths) are not brought into the VM.
+     * in the pod's VM (on its disk) instead of on the host. Files the spec binds in come
+     * through {@link #files}; binds of host directories are not brought into the VM.
      */
     static List<ContainerSpec.Volume> volumes(String what, JsonNode mounts) throws TaskFault {
         List<ContainerSpec.Volume> volumes = new ArrayList<>();

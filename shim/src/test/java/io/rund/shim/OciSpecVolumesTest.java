@@ -9,7 +9,7 @@ import io.rund.sandbox.lifecycle.ContainerSpec;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
-/** Which of a spec's mounts become pod volumes in the VM, and which bad ones are refused by name. */
+/** Which of a spec's mounts become pod volumes or copied files in the VM, its network namespace, and which bad ones are refused by name. */
 class OciSpecVolumesTest {
 
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -34,5 +34,51 @@ class OciSpecVolumesTest {
         TaskFault dest = assertThrows(TaskFault.class, () -> OciSpec.volumes("spec", JSON.readTree(
                 "[{\"destination\":\"relative\",\"type\":\"bind\",\"source\":\"" + DIR + "c\"}]")));
         assertTrue(dest.getMessage().contains("relative"), dest.getMessage());
+    }
+
+    @Test
+    void regularFileBindsAreCopiedDirectoriesStayOutAndTooLargeFilesAreRefused() throws Exception {
+        java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("rund-ocispec-");
+        try {
+            java.nio.file.Path resolv = java.nio.file.Files.writeString(dir.resolve("resolv.conf"), "nameserver 10.0.0.53\n");
+            java.nio.file.Path hosts = java.nio.file.Files.writeString(dir.resolve("hosts"), "127.0.0.1 localhost\n");
+            List<ContainerSpec.FileMount> f = OciSpec.files("spec", JSON.readTree("""
+                    [{"destination":"/etc/resolv.conf","type":"bind","source":"%s","options":["rbind","ro"]},
+                     {"destination":"/etc/hosts","source":"%s","options":["bind","rw"]},
+                     {"destination":"/data","type":"bind","source":"%s","options":["rbind"]},
+                     {"destination":"/cache","type":"bind","source":"%sc"},
+                     {"destination":"/proc","type":"proc","source":"proc"}]
+                    """.formatted(resolv, hosts, dir, DIR)));
+            assertEquals(2, f.size(), f.toString());
+            assertEquals("/etc/resolv.conf", f.get(0).destination());
+            assertEquals("nameserver 10.0.0.53\n", new String(f.get(0).data(), java.nio.charset.StandardCharsets.UTF_8));
+            assertTrue(f.get(0).readOnly());
+            assertEquals("/etc/hosts", f.get(1).destination());
+            assertTrue(!f.get(1).readOnly());
+
+            java.nio.file.Path big = dir.resolve("big");
+            try (java.io.RandomAccessFile r = new java.io.RandomAccessFile(big.toFile(), "rw")) {
+                r.setLength(OciSpec.MAX_FILE_BIND + 1);
+            }
+            TaskFault tooBig = assertThrows(TaskFault.class, () -> OciSpec.files("spec", JSON.readTree(
+                    "[{\"destination\":\"/big\",\"type\":\"bind\",\"source\":\"" + big + "\"}]")));
+            assertTrue(tooBig.getMessage().contains(big.toString()), tooBig.getMessage());
+        } finally {
+            try (var s = java.nio.file.Files.walk(dir)) {
+                for (java.nio.file.Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                    java.nio.file.Files.deleteIfExists(p);
+                }
+            }
+        }
+    }
+
+    @Test
+    void theNetworkNamespaceIsTheOneWithAPath() throws Exception {
+        assertEquals(java.nio.file.Path.of("/var/run/netns/cni-1"), OciSpec.netns("spec", JSON.readTree("""
+                [{"type":"pid"},{"type":"network","path":"/var/run/netns/cni-1"}]""")));
+        assertEquals(null, OciSpec.netns("spec", JSON.readTree("[{\"type\":\"network\"}]")));
+        TaskFault rel = assertThrows(TaskFault.class, () -> OciSpec.netns("spec", JSON.readTree(
+                "[{\"type\":\"network\",\"path\":\"netns/x\"}]")));
+        assertTrue(rel.getMessage().contains("netns/x"), rel.getMessage());
     }
 }

@@ -51,6 +51,11 @@ final class Containerd implements AutoCloseable {
     private final Process containerd;
 
     Containerd(String name) throws Exception {
+        this(name, Map.of());
+    }
+
+    /** A containerd whose daemon also gets {@code rundSettings} (RUND_* variables, over the defaults here). */
+    Containerd(String name, Map<String, String> rundSettings) throws Exception {
         dir = Files.createTempDirectory(Path.of("/tmp"), "rund-e2e-");
         socket = dir.resolve("containerd.sock");
         rundState = dir.resolve("rund");
@@ -115,6 +120,7 @@ final class Containerd implements AutoCloseable {
         // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
         env.put("RUND_TEMPLATES", "/dev/shm/rund-test-templates");
         env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
+        env.putAll(rundSettings);
         for (String k : env.keySet()) {
             if (k.startsWith("RUND_")) {
                 rundEnv.put(k, env.get(k));
