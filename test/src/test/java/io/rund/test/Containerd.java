@@ -306,6 +306,7 @@ final class Containerd implements AutoCloseable {
 
     @Override
     public void close() throws Exception {
+        stopPods();
         containerd.destroy();
         containerd.waitFor(10, TimeUnit.SECONDS);
         containerd.destroyForcibly().waitFor();
@@ -343,6 +344,9 @@ final class Containerd implements AutoCloseable {
         }
         Command.run(Duration.ofSeconds(30), null, Map.of(), List.of("sh", "-c",
                 "! ip link show " + bridge + " >/dev/null 2>&1 || ip link del " + bridge));
+        // runc leaves CRI's cgroup parent behind, empty: rmdir takes only an empty one.
+        Command.run(Duration.ofSeconds(30), null, Map.of(), List.of("sh", "-c",
+                "for d in /sys/fs/cgroup/*/k8s.io; do [ -d \"$d\" ] && rmdir \"$d\" 2>/dev/null; done; true"));
         // containerd's own leftovers (DESIGN.md's quirks).
         for (String leftover : List.of("/run/containerd/fifo", "/run/containerd/s", "/run/containerd/runc")) {
             deleteTree(Path.of(leftover));
@@ -351,6 +355,29 @@ final class Containerd implements AutoCloseable {
                 "grep ' " + dir + "/' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l"));
         scratch.close();
         deleteTree(dir);
+    }
+
+    /**
+     * Stops and removes every CRI pod still there, as a draining kubelet would: a test that
+     * failed half-way must not leave pods' processes, network namespaces, veths or CNI
+     * results behind (containerd's runc shims outlive containerd itself).
+     */
+    private void stopPods() {
+        try (CriClient cri = new CriClient(socket)) {
+            for (var pod : cri.runtime("ListPodSandbox", io.rund.test.cri.ListPodSandboxRequest.getDefaultInstance(),
+                    io.rund.test.cri.ListPodSandboxResponse.parser()).getItemsList()) {
+                try {
+                    cri.runtime("StopPodSandbox", io.rund.test.cri.StopPodSandboxRequest.newBuilder()
+                            .setPodSandboxId(pod.getId()).build(), io.rund.test.cri.StopPodSandboxResponse.parser());
+                    cri.runtime("RemovePodSandbox", io.rund.test.cri.RemovePodSandboxRequest.newBuilder()
+                            .setPodSandboxId(pod.getId()).build(), io.rund.test.cri.RemovePodSandboxResponse.parser());
+                } catch (CriClient.CriException e) {
+                    System.err.println("containerd teardown: pod " + pod.getId() + ": " + e.getMessage());
+                }
+            }
+        } catch (CriClient.CriException | InterruptedException e) {
+            System.err.println("containerd teardown: list pods: " + e.getMessage());
+        }
     }
 
     private static void deleteTree(Path p) throws IOException {
