@@ -99,6 +99,21 @@ static void nl_attr(void *msg, unsigned short type, const void *data, size_t len
     h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(a->rta_len);
 }
 
+/* Room for one request: a header, its fixed part and a few attributes. */
+union nl_request {
+    struct nlmsghdr h;
+    char buf[NLMSG_SPACE(sizeof(struct rtmsg) + sizeof(struct ifaddrmsg)) + 64];
+};
+
+/* Starts a request that creates (and must not find) an object of `type`; its fixed part. */
+static void *nl_begin(union nl_request *req, unsigned short type, size_t fixed)
+{
+    req->h.nlmsg_len = NLMSG_LENGTH(fixed);
+    req->h.nlmsg_type = type;
+    req->h.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    return NLMSG_DATA(&req->h);
+}
+
 static int add_address(int nl, int ifindex, const Rund__Agent__V1__IpAddress *ip, struct fault *f)
 {
     struct in_addr a;
@@ -106,14 +121,8 @@ static int add_address(int nl, int ifindex, const Rund__Agent__V1__IpAddress *ip
         return fail(f, CODE_INVALID_ARGUMENT, "address %.64s is not an IPv4 address", ip->address);
     if (ip->prefix_length > 32)
         return fail(f, CODE_INVALID_ARGUMENT, "address %.64s: prefix length %u is over 32", ip->address, ip->prefix_length);
-    union {
-        struct nlmsghdr h;
-        char buf[NLMSG_SPACE(sizeof(struct ifaddrmsg)) + 64];
-    } req = {0};
-    struct ifaddrmsg *m = NLMSG_DATA(&req.h);
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
-    req.h.nlmsg_type = RTM_NEWADDR;
-    req.h.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    union nl_request req = {0};
+    struct ifaddrmsg *m = nl_begin(&req, RTM_NEWADDR, sizeof(*m));
     m->ifa_family = AF_INET;
     m->ifa_prefixlen = (unsigned char)ip->prefix_length;
     m->ifa_index = (unsigned)ifindex;
@@ -148,14 +157,8 @@ static int add_route(int nl, int ifindex, const Rund__Agent__V1__Route *r, struc
     bool via = r->gateway[0] != 0;
     if (via && parse_ipv4(r->gateway, &gw) < 0)
         return fail(f, CODE_INVALID_ARGUMENT, "route %.64s: gateway %.64s is not an IPv4 address", r->destination, r->gateway);
-    union {
-        struct nlmsghdr h;
-        char buf[NLMSG_SPACE(sizeof(struct rtmsg)) + 64];
-    } req = {0};
-    struct rtmsg *m = NLMSG_DATA(&req.h);
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-    req.h.nlmsg_type = RTM_NEWROUTE;
-    req.h.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    union nl_request req = {0};
+    struct rtmsg *m = nl_begin(&req, RTM_NEWROUTE, sizeof(*m));
     m->rtm_family = AF_INET;
     m->rtm_dst_len = (unsigned char)prefix;
     m->rtm_table = RT_TABLE_MAIN;

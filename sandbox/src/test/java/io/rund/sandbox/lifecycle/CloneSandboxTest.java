@@ -38,7 +38,7 @@ class CloneSandboxTest {
     @BeforeAll
     static void setUp() throws Exception {
         fx = new Fixture("clone");
-        templateRoot = Path.of("/dev/shm/rund-test-clone-templates-" + ProcessHandle.current().pid());
+        templateRoot = fx.templateRoot;
         templates = TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60));
         manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
     }
@@ -47,13 +47,6 @@ class CloneSandboxTest {
     static void tearDown() throws Exception {
         if (fx != null) {
             fx.close();
-        }
-        if (templateRoot != null && Files.exists(templateRoot)) {
-            try (Stream<Path> s = Files.walk(templateRoot)) {
-                for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                    Files.deleteIfExists(p);
-                }
-            }
         }
     }
 

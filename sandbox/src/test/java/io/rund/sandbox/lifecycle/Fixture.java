@@ -36,6 +36,8 @@ final class Fixture implements AutoCloseable {
     CgroupPool pool;
     final WritableLayerStore store;
     final QemuHypervisor hypervisor;
+    /** Where a test class keeps its VM templates (on tmpfs, as the daemon does); removed by {@link #close}. */
+    final Path templateRoot;
 
     Fixture(String name) throws Exception {
         base = Files.createTempDirectory("rund-sandbox-" + name + "-");
@@ -52,6 +54,7 @@ final class Fixture implements AutoCloseable {
         layout = CgroupLayout.detect(poolName);
         pool = CgroupPool.open(layout, base.resolve("claims"), POOL_SIZE);
         hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+        templateRoot = Path.of("/dev/shm/rund-test-" + name + "-templates-" + ProcessHandle.current().pid());
     }
 
     SandboxManager.Config config() {
@@ -120,7 +123,15 @@ final class Fixture implements AutoCloseable {
         pool.destroy();
         xfs.close();
         Files.deleteIfExists(stateRoot);
-        try (Stream<Path> s = Files.walk(base)) {
+        deleteTree(base);
+        deleteTree(templateRoot);
+    }
+
+    private static void deleteTree(Path root) throws IOException {
+        if (!Files.exists(root)) {
+            return;
+        }
+        try (Stream<Path> s = Files.walk(root)) {
             for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
                 Files.deleteIfExists(p);
             }

@@ -20,7 +20,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -45,7 +44,7 @@ class PodNetworkTest {
     @BeforeAll
     static void setUp() throws Exception {
         fx = new Fixture("net");
-        templateRoot = Path.of("/dev/shm/rund-test-net-templates-" + ProcessHandle.current().pid());
+        templateRoot = fx.templateRoot;
         manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store,
                 TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60)));
         manager.startSpares(1);
@@ -61,13 +60,6 @@ class PodNetworkTest {
         }
         if (fx != null) {
             fx.close();
-        }
-        if (templateRoot != null && Files.exists(templateRoot)) {
-            try (Stream<Path> s = Files.walk(templateRoot)) {
-                for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                    Files.deleteIfExists(p);
-                }
-            }
         }
     }
 
