@@ -181,7 +181,8 @@ public final class PodNetwork {
         try {
             run(List.of("nsenter", "--net=" + netns, "tc", "qdisc", "del", "dev", ifname, "ingress"), null);
         } catch (NetworkException e) {
-            if (!e.getMessage().contains("Cannot find device") && !e.getMessage().contains("Invalid handle")
+            // Gone already (the plugin deleted the interface) or never added (a start that failed first).
+            if (!e.getMessage().contains("Cannot find") && !e.getMessage().contains("Invalid handle")
                     && !e.getMessage().contains("No such file")) {
                 LOG.log(Level.WARNING, "network namespace {0}: {1}", netns, e.getMessage());
             }
@@ -239,8 +240,16 @@ public final class PodNetwork {
                 in.write(input.getBytes(StandardCharsets.UTF_8));
             }
             in.close();
+            // stderr drains beside stdout, so that neither pipe can fill and stall the other.
+            java.util.concurrent.FutureTask<byte[]> errBytes = new java.util.concurrent.FutureTask<>(err::readAllBytes);
+            Thread.ofVirtual().start(errBytes);
             String stdout = new String(out.readAllBytes(), StandardCharsets.UTF_8);
-            String stderr = new String(err.readAllBytes(), StandardCharsets.UTF_8).strip();
+            String stderr;
+            try {
+                stderr = new String(errBytes.get(), StandardCharsets.UTF_8).strip();
+            } catch (java.util.concurrent.ExecutionException e) {
+                stderr = "(stderr unreadable: " + e.getCause() + ")";
+            }
             if (!p.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
                 throw new NetworkException(String.join(" ", argv) + ": no exit after " + TIMEOUT_SECONDS + " s");
             }
