@@ -43,8 +43,9 @@ import java.util.stream.Stream;
  * <p>A start is one linear script, each step named, each undone in reverse order if a
  * later one fails: state directory → cgroup from the pool → read-only layer (share and
  * its vhost-user-fs back-end, then the first container's image on it) → writable layer →
- * VM, cloned from a template or booted cold → agent
- * (deadline) → first container. The state file is rewritten after each step, so that
+ * VM, cloned from a template or booted cold → the VM's tap joined to the pod network (when
+ * the spec names a network namespace, read first) → agent (deadline; then the guest's
+ * network) → first container. The state file is rewritten after each step, so that
  * {@link #recover()} finds what a crash left. With spare VMs ({@link #startSpares}), a
  * start that finds one ready begins with it instead: the spare's directory becomes the
  * sandbox's, it already has its disk and a back-end waiting for the share, and "launch

@@ -37,7 +37,8 @@ final class SparePool implements AutoCloseable {
     /**
      * A paused clone of template {@code key}, not yet anybody's. The writable layer stays
      * open until the VM has resumed: QEMU opened it by its /proc path and opens it again
-     * when it activates its disks, on resume after an incoming migration.
+     * when it activates its disks, on resume after an incoming migration. {@code tap} is
+     * its network device's, in the host's namespace until a pod takes the VM.
      */
     record Spare(String name, Path dir, String key, Vm vm, VhostUserFs backEnd, WritableLayer disk, String tap)
             implements AutoCloseable {
