@@ -24,6 +24,7 @@ import io.rund.containerd.types.MountProto;
 import io.rund.containerd.types.task.TaskProto;
 import io.rund.testing.Command;
 import io.rund.testing.GoHarness;
+import io.rund.testing.Trees;
 import io.rund.ttrpc.CallOptions;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.Server;
@@ -38,14 +39,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -75,11 +74,7 @@ class ContainerdInteropTest {
 
     @AfterEach
     void removeDir() throws Exception {
-        try (Stream<Path> files = Files.walk(dir)) {
-            for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
+        Trees.delete(dir);
     }
 
     /** The generated Java class of a message, found by the file's java_package. */

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.sandbox.lifecycle.ContainerSpec;
+import io.rund.testing.Trees;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -64,11 +65,7 @@ class OciSpecVolumesTest {
                     "[{\"destination\":\"/big\",\"type\":\"bind\",\"source\":\"" + big + "\"}]")));
             assertTrue(tooBig.getMessage().contains(big.toString()), tooBig.getMessage());
         } finally {
-            try (var s = java.nio.file.Files.walk(dir)) {
-                for (java.nio.file.Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                    java.nio.file.Files.deleteIfExists(p);
-                }
-            }
+            Trees.delete(dir);
         }
     }
 

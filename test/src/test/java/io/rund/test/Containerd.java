@@ -2,13 +2,13 @@ package io.rund.test;
 
 import io.rund.rootfs.XfsLoop;
 import io.rund.testing.Command;
+import io.rund.testing.Trees;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -349,12 +349,12 @@ final class Containerd implements AutoCloseable {
                 "for d in /sys/fs/cgroup/*/k8s.io; do [ -d \"$d\" ] && rmdir \"$d\" 2>/dev/null; done; true"));
         // containerd's own leftovers (DESIGN.md's quirks).
         for (String leftover : List.of("/run/containerd/fifo", "/run/containerd/s", "/run/containerd/runc")) {
-            deleteTree(Path.of(leftover));
+            Trees.delete(Path.of(leftover));
         }
         Command.run(Duration.ofSeconds(30), null, Map.of(), List.of("sh", "-c",
                 "grep ' " + dir + "/' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l"));
         scratch.close();
-        deleteTree(dir);
+        Trees.delete(dir);
     }
 
     /**
@@ -377,17 +377,6 @@ final class Containerd implements AutoCloseable {
             }
         } catch (CriClient.CriException | InterruptedException e) {
             System.err.println("containerd teardown: list pods: " + e.getMessage());
-        }
-    }
-
-    private static void deleteTree(Path p) throws IOException {
-        if (!Files.exists(p)) {
-            return;
-        }
-        try (Stream<Path> s = Files.walk(p)) {
-            for (Path q : s.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(q);
-            }
         }
     }
 }

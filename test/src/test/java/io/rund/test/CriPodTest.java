@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.testing.Command;
+import io.rund.testing.Tcp;
 import io.rund.test.cri.ContainerConfig;
 import io.rund.test.cri.ContainerFilter;
 import io.rund.test.cri.ContainerMetadata;
@@ -283,7 +284,7 @@ class CriPodTest {
         Command.Result hostPing = Command.run(T, null, java.util.Map.of(),
                 List.of("/bin/busybox", "ping", "-c", "1", "-W", "5", ipB));
         assertEquals(0, hostPing.exitCode(), hostPing.toString());
-        assertEquals("hello-from-pod-a\n", readFrom(ipA, 7777), "the node reaches a server in pod a's VM");
+        assertEquals("hello-from-pod-a\n", Tcp.readAll(ipA, 7777, Duration.ofSeconds(30)), "the node reaches a server in pod a's VM");
         // One of pod a's containers served it; another sees the same network (the VM's).
         assertEquals(0, exec(inA, "sh", "-c", "ip link show eth0 | grep -q UP").getExitCode());
 
@@ -300,23 +301,6 @@ class CriPodTest {
         awaitNothingLeft();
         Command.Result ports = Command.run(T, null, java.util.Map.of(), List.of("ip", "-o", "link", "show", "master", ctd.bridge));
         assertEquals("", ports.stdout().strip(), "no pod is left on the bridge");
-    }
-
-    /** What a TCP client on the host reads from {@code ip}:{@code port}, retried while the listener starts. */
-    private static String readFrom(String ip, int port) throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (true) {
-            try (java.net.Socket s = new java.net.Socket()) {
-                s.connect(new java.net.InetSocketAddress(ip, port), 5000);
-                s.setSoTimeout(10_000);
-                return new String(s.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-            } catch (java.net.ConnectException e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(200);
-            }
-        }
     }
 
     /** The pod's teardown reaches the daemon through containerd's shim calls; give it a bounded while. */

@@ -1,6 +1,7 @@
 package io.rund.ttrpc;
 
 import com.google.protobuf.ByteString;
+import io.rund.testing.Trees;
 import io.rund.ttrpc.test.EchoRequest;
 import io.rund.ttrpc.test.EchoResponse;
 import java.io.IOException;
@@ -9,11 +10,9 @@ import java.net.UnixDomainSocketAddress;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Comparator;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.UnaryOperator;
-import java.util.stream.Stream;
 
 /**
  * A real server on a real unix socket in a fresh directory, serving the test service
@@ -113,10 +112,6 @@ final class EchoFixture implements AutoCloseable {
     public void close() throws IOException {
         release.countDown();
         server.close();
-        try (Stream<Path> files = Files.walk(dir)) {
-            for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
+        Trees.delete(dir);
     }
 }

@@ -7,15 +7,14 @@ import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.rootfs.StoreException;
 import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.testing.Trees;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import java.util.stream.Stream;
 
 /**
  * A real guest for tests: QEMU (microvm, TCG) booting the kernel and initramfs that
@@ -137,10 +136,6 @@ public final class TestGuest implements AutoCloseable {
     public void close() throws IOException, InterruptedException {
         vm.stop(Duration.ofSeconds(5));
         virtiofs.close();
-        try (Stream<Path> files = Files.walk(dir)) {
-            for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
+        Trees.delete(dir);
     }
 }

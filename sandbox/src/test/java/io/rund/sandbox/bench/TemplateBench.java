@@ -6,6 +6,7 @@ import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.template.TemplateStore;
+import io.rund.testing.Trees;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -18,7 +19,6 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.io.RandomAccessFile;
 import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.lifecycle.SandboxManager;
-import java.util.stream.Stream;
 
 /**
  * Clone vs cold boot, side by side in one run, under the same accelerator: time from
@@ -86,8 +86,8 @@ public final class TemplateBench {
                 one.forEach(TemplateBench::stop);
             }
         } finally {
-            deleteTree(work);
-            deleteTree(store);
+            Trees.delete(work);
+            Trees.delete(store);
         }
     }
 
@@ -140,7 +140,7 @@ public final class TemplateBench {
         } finally {
             if (stop) {
                 stop(vm);
-                deleteTree(work.resolve(id));
+                Trees.delete(work.resolve(id));
             }
         }
     }
@@ -158,7 +158,7 @@ public final class TemplateBench {
             }
         } finally {
             stop(vm);
-            deleteTree(work.resolve(id));
+            Trees.delete(work.resolve(id));
         }
     }
 
@@ -183,7 +183,7 @@ public final class TemplateBench {
         } finally {
             vms.forEach(TemplateBench::stop);
             for (int i = 0; i < n; i++) {
-                deleteTree(work.resolve(prefix + n + "-" + i));
+                Trees.delete(work.resolve(prefix + n + "-" + i));
             }
         }
     }
@@ -250,16 +250,5 @@ public final class TemplateBench {
         Arrays.sort(s);
         System.out.printf("| %s | %d | %.0f | %.0f |%n", what, s.length, s[(s.length - 1) / 2],
                 s[Math.min(s.length - 1, (int) Math.ceil(s.length * 0.99) - 1)]);
-    }
-
-    private static void deleteTree(Path dir) throws Exception {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> s = Files.walk(dir)) {
-            for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
     }
 }

@@ -8,6 +8,7 @@ import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import io.rund.testing.Trees;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -123,18 +124,7 @@ final class Fixture implements AutoCloseable {
         pool.destroy();
         xfs.close();
         Files.deleteIfExists(stateRoot);
-        deleteTree(base);
-        deleteTree(templateRoot);
-    }
-
-    private static void deleteTree(Path root) throws IOException {
-        if (!Files.exists(root)) {
-            return;
-        }
-        try (Stream<Path> s = Files.walk(root)) {
-            for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
+        Trees.delete(base);
+        Trees.delete(templateRoot);
     }
 }

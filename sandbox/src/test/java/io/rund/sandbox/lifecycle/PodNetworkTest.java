@@ -10,10 +10,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.sandbox.template.TemplateStore;
+import io.rund.testing.Tcp;
 import java.io.IOException;
-import java.io.InputStream;
-import java.net.InetSocketAddress;
-import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -109,25 +107,6 @@ class PodNetworkTest {
         assertEquals(1, manager.sparesReady(), "a spare VM must be ready");
     }
 
-    /** What a TCP client on the host reads from {@code ip}:{@code port} (retried while the listener starts). */
-    private static String readFrom(String ip, int port) throws Exception {
-        long end = System.nanoTime() + Duration.ofSeconds(20).toNanos();
-        while (true) {
-            try (Socket s = new Socket()) {
-                s.connect(new InetSocketAddress(ip, port), 5000);
-                s.setSoTimeout(10_000);
-                try (InputStream in = s.getInputStream()) {
-                    return new String(in.readAllBytes(), StandardCharsets.UTF_8);
-                }
-            } catch (java.net.ConnectException e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(100);
-            }
-        }
-    }
-
     @Test
     void aPodVmTakesThePodInterfacesPlace() throws Exception {
         Path nsA = podNamespace(1);
@@ -164,7 +143,7 @@ class PodNetworkTest {
                     .addAllArgs(List.of("sh", "-c", "echo hello-from-the-guest | nc -l -p 7777")).addEnv("PATH=/bin")
                     .setCwd("/").build());
             a.agent().startProcess(a.id(), "srv");
-            assertEquals("hello-from-the-guest\n", readFrom("10.201.1.2", 7777));
+            assertEquals("hello-from-the-guest\n", Tcp.readAll("10.201.1.2", 7777, Duration.ofSeconds(20)));
 
             // The resolv.conf CRI would bind in is the host's bytes, read-only.
             assertEquals("0:nameserver 10.201.1.53\nsearch pods.test\n", run(a, "cat", "/etc/resolv.conf"));

@@ -15,6 +15,7 @@ import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.testing.Trees;
 import java.io.InputStream;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
@@ -54,12 +55,8 @@ class TemplateStoreTest {
     @AfterAll
     static void tearDown() throws Exception {
         for (Path dir : List.of(root, work)) {
-            if (dir != null && Files.exists(dir)) {
-                try (Stream<Path> s = Files.walk(dir)) {
-                    for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
-                        Files.deleteIfExists(p);
-                    }
-                }
+            if (dir != null) {
+                Trees.delete(dir);
             }
         }
     }
