@@ -2,6 +2,7 @@
  *
  *   containerd-shim-rund-v2 -namespace NS -address A -publish-binary B -id ID start
  *   containerd-shim-rund-v2 -namespace NS -address A -publish-binary B -id ID -bundle DIR delete
+ *   containerd-shim-rund-v2 -v | --version      the version, git commit and build date
  *
  * It holds no state and runs no sandbox: it asks the node's rund daemon (over ttrpc on
  * its control socket, starting the daemon when none answers) for the task's endpoint,
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "ttrpc.h"
+#include "version.h"
 
 #define CONTROL_SERVICE "rund.control.v1.Control"
 #define MAX_OPTIONS (1 << 20)
@@ -212,6 +214,18 @@ static size_t put_field(uint8_t *buf, size_t at, size_t cap, int field, const vo
     return at + k + len;
 }
 
+static const char USAGE[] =
+    "usage: containerd-shim-rund-v2 -namespace NS -address A -publish-binary B -id ID [-bundle DIR] start|delete\n"
+    "       containerd-shim-rund-v2 -v | --version\n"
+    "containerd executes this for every task of runtime io.containerd.rund.v2; the node's rund daemon runs it.\n";
+
+/* A command line containerd would never give: exit 2, as Go's flag package does. */
+static void usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "containerd-shim-rund-v2: %s: %s\n%s", what, arg, USAGE);
+    exit(2);
+}
+
 int main(int argc, char **argv)
 {
     const char *ns = "", *address = "", *publish = "", *id = "", *bundle = NULL, *verb = NULL;
@@ -229,15 +243,23 @@ int main(int argc, char **argv)
             id = argv[++i];
         else if (!strcmp(a, "-bundle") && i + 1 < argc)
             bundle = argv[++i];
-        else if (!strcmp(a, "-debug") || !strcmp(a, "-v"))
+        else if (!strcmp(a, "-v") || !strcmp(a, "-version")) {
+            /* The shape of containerd's own shims' -v. */
+            printf("containerd-shim-rund-v2:\n  Version:    %s\n  Revision:   %s\n  Build date: %s\n",
+                   RUND_VERSION, RUND_COMMIT, RUND_BUILD_DATE);
+            return 0;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "-help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (!strcmp(a, "-debug"))
             continue;
         else if (a[0] != '-')
             verb = a;
         else
-            die("unknown flag %s", argv[i]);
+            usage("unknown flag", argv[i]);
     }
     if (!verb || (strcmp(verb, "start") && strcmp(verb, "delete")))
-        die("usage: containerd-shim-rund-v2 [flags] start|delete (got %s)", verb ? verb : "nothing");
+        usage("unknown verb", verb ? verb : "(none)");
     if (!valid_id(id))
         die("task id '%s' is not 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", id);
     char cwd[4096];

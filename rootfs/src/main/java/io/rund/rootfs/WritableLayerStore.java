@@ -124,8 +124,45 @@ public final class WritableLayerStore {
         }
     }
 
+    /**
+     * Checks, without touching the store's image or layers, that {@code dir} can clone
+     * files: clones a 4 KiB probe file and removes both. For `rund check`, which must not
+     * change a store a running daemon uses.
+     *
+     * @throws StoreException naming why not (no reflink, full, missing)
+     */
+    public static void checkClone(Path dir) throws StoreException {
+        Path probe = dir.resolve(".check-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        Path clone = probe.resolveSibling(probe.getFileName() + ".clone");
+        int src = -1;
+        int dst = -1;
+        try {
+            Files.write(probe, new byte[4096]);
+            src = Syscalls.open(probe, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+            dst = Syscalls.open(clone, Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
+            Syscalls.ioctl(dst, FICLONE, src);
+        } catch (IOException e) {
+            throw new StoreException("write a probe file in " + dir + ": " + e.getMessage(), e);
+        } catch (Syscalls.SyscallException e) {
+            throw new StoreException(explain(dir, "clone a probe file", e), e);
+        } finally {
+            closeQuietly(src);
+            closeQuietly(dst);
+            try {
+                Files.deleteIfExists(probe);
+                Files.deleteIfExists(clone);
+            } catch (IOException ignored) {
+                // the probe names carry pid and time: a leftover never collides, and open() removes none
+            }
+        }
+    }
+
     private String explain(String sandboxId, Syscalls.SyscallException e) {
-        String what = "create writable layer sandbox=" + sandboxId + " in " + dir + ": ";
+        return explain(dir, "create writable layer sandbox=" + sandboxId, e);
+    }
+
+    private static String explain(Path dir, String doing, Syscalls.SyscallException e) {
+        String what = doing + " in " + dir + ": ";
         return switch (e.errno()) {
             case EOPNOTSUPP, EXDEV, EINVAL, ENOTTY -> what + "this filesystem cannot clone files (" + e.getMessage()
                     + "); the store must be on XFS with reflink=1 or on btrfs (hack/setup makes a loop-mounted XFS)";

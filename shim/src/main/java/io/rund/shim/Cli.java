@@ -16,17 +16,23 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The {@code rund} command: asks the node's daemon, over its control socket, what it runs
- * ({@code rund status}) or to build its VM template ({@code rund template build}). The
- * socket is {@code <state_dir>/rund.sock} from the daemon's configuration, or
- * RUND_CONTROL_SOCKET. Exit codes: 0 done, 1 the daemon failed or is not there, 2 usage.
+ * The {@code rund} command: {@code rund check} reports whether this host can run rund's
+ * sandboxes; {@code rund status} and {@code rund template build} ask the node's daemon,
+ * over its control socket, what it runs or to build its VM template; {@code rund version}
+ * prints this build's version. The socket is {@code <state_dir>/rund.sock} from the
+ * daemon's configuration, or RUND_CONTROL_SOCKET. Exit codes: 0 done (check: the host can
+ * run a sandbox), 1 the daemon failed or is not there (check: a check failed), 2 usage.
  */
 public final class Cli {
 
     static final String USAGE = """
-            usage: rund status             what the daemon runs: accelerator, template, spare VMs, sandboxes
+            usage: rund check              can this host run sandboxes: accelerator, QEMU, guest, store,
+                                           cgroups, containerd, templates, daemon (works with the daemon down)
+                   rund status             what the daemon runs: accelerator, template, spare VMs, sandboxes
                    rund template build     build the VM template for the daemon's guest now, and remove
-                                           the templates of other keys""";
+                                           the templates of other keys
+                   rund version            this build's version, commit and date (and the daemon's, if up)
+                   rund help               this text""";
     private static final String SERVICE = "rund.control.v1.Control";
 
     private Cli() {}
@@ -37,18 +43,37 @@ public final class Cli {
 
     static int run(List<String> args, Map<String, String> env, PrintStream out, PrintStream err) {
         String command = String.join(" ", args);
-        if (!command.equals("status") && !command.equals("template build")) {
-            err.println("rund: " + (args.isEmpty() ? "no command" : "unknown command: " + command));
-            err.println(USAGE);
-            return 2;
+        switch (command) {
+            case "help", "--help", "-h" -> {
+                out.println(USAGE);
+                return 0;
+            }
+            case "status", "template build", "check", "version", "--version" -> {
+                // below: these need the configuration
+            }
+            default -> {
+                err.println("rund: " + (args.isEmpty() ? "no command" : "unknown command: " + command));
+                err.println(USAGE);
+                return 2;
+            }
         }
-        Path socket;
+        Daemon.Config config;
         try {
-            socket = env.containsKey("RUND_CONTROL_SOCKET") ? Path.of(env.get("RUND_CONTROL_SOCKET"))
-                    : RundConfig.load(env).stateDir().resolve("rund.sock");
+            config = RundConfig.load(env);
         } catch (IOException | NumberFormatException e) {
             err.println("rund: configuration: " + e.getMessage());
             return 2;
+        }
+        Path socket = env.containsKey("RUND_CONTROL_SOCKET") ? Path.of(env.get("RUND_CONTROL_SOCKET"))
+                : config.stateDir().resolve("rund.sock");
+        if (command.equals("check")) {
+            return check(config, env, socket, out);
+        }
+        if (command.equals("version") || command.equals("--version")) {
+            out.print(Version.CURRENT.describe("rund"));
+            out.println("  Java:       " + Runtime.version());
+            out.println("  Daemon:     " + daemonVersion(socket));
+            return 0;
         }
         try (Client c = Client.connect(socket)) {
             if (command.equals("status")) {
@@ -73,8 +98,36 @@ public final class Cli {
         }
     }
 
+    /** Prints one line per check and a verdict; 0 when nothing failed. */
+    private static int check(Daemon.Config config, Map<String, String> env, Path socket, PrintStream out) {
+        List<HostCheck.Line> lines = HostCheck.run(config, env, socket);
+        for (HostCheck.Line l : lines) {
+            out.printf("%-4s  %-16s %s%n", l.level().word(), l.check(), l.detail());
+        }
+        List<String> failed = lines.stream().filter(l -> l.level() == HostCheck.Level.FAIL).map(HostCheck.Line::check).toList();
+        long warned = lines.stream().filter(l -> l.level() == HostCheck.Level.WARN).count();
+        if (failed.isEmpty()) {
+            out.println("rund can run sandboxes on this host" + (warned == 0 ? "" : " (" + warned + " warning(s) above)"));
+            return 0;
+        }
+        out.println("rund cannot run sandboxes on this host: " + String.join(", ", failed) + " failed");
+        return 1;
+    }
+
+    /** The daemon's build, or why none answers: `rund version` works without a daemon. */
+    private static String daemonVersion(Path socket) {
+        try (Client c = Client.connect(socket)) {
+            StatusResponse s = c.call(SERVICE, "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
+                    CallOptions.DEFAULT.withTimeout(Duration.ofSeconds(5)));
+            return s.getVersion() + ", pid " + s.getPid();
+        } catch (IOException | TtrpcException e) {
+            return "not running (" + socket + ")";
+        }
+    }
+
     private static void print(StatusResponse s, PrintStream out) {
-        out.println("daemon       pid " + s.getPid());
+        out.println("daemon       pid " + s.getPid() + ", rund " + s.getVersion());
+        out.println("cgroup pool  " + s.getCgroupPool());
         out.println("accelerator  " + s.getAccelerator());
         if (s.getTemplates().isEmpty()) {
             out.println("templates    off: every VM boots cold");

@@ -54,6 +54,12 @@ final class Daemon implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(Daemon.class.getName());
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
+    /** The hypervisor binary (Debian's; QEMU 10 from bookworm-backports on Debian 12). */
+    static final Path QEMU = Path.of("/usr/bin/qemu-system-x86_64");
+    /** Every VM's size and writable layer, today one size for all (`rund check` computes the template key from them). */
+    static final int VM_VCPUS = 1;
+    static final int VM_MEMORY_MIB = 256;
+    static final int LAYER_MIB = 256;
 
     /**
      * Where things are; see {@link RundConfig} for where the values come from.
@@ -99,14 +105,14 @@ final class Daemon implements AutoCloseable {
                 Files.deleteIfExists(p);
             }
         }
-        QemuHypervisor hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"),
-                new AcceleratorProbe().choose(config.accelerator()));
+        LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
+        QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()));
         accelerator = hypervisor.accelerator().toString();
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
-        WritableLayerStore store = WritableLayerStore.open(config.scratch(), 256);
+        WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
-                1, 256, Duration.ofSeconds(60)), hypervisor, pool, store,
+                VM_VCPUS, VM_MEMORY_MIB, Duration.ofSeconds(60)), hypervisor, pool, store,
                 config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, Duration.ofSeconds(60)));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
@@ -223,6 +229,8 @@ final class Daemon implements AutoCloseable {
 
     private StatusResponse status() throws IOException {
         StatusResponse.Builder b = StatusResponse.newBuilder().setPid(ProcessHandle.current().pid())
+                .setVersion(Version.CURRENT.toString())
+                .setCgroupPool(pool.freeCount() + " free, " + pool.claimed().size() + " claimed")
                 .setAccelerator(accelerator).setSpareVmsReady(manager.sparesReady()).setSpareVms(manager.spareVms());
         if (config.templates() != null) {
             String key = manager.templateKey();

@@ -382,6 +382,63 @@ class CtrRunTest {
         assertTrue(none.stderr().contains("no daemon answers on " + nowhere), none.toString());
     }
 
+    @Test
+    @Order(14)
+    void rundCheckPassesWithTheDaemonUpAndDownAndBothNameTheSameTemplate() throws Exception {
+        // What containerd sees: the launcher on its PATH, its configuration with rund's and runc's entries.
+        java.util.Map<String, String> env = new java.util.HashMap<>(ctd.rundEnv);
+        env.put("PATH", ctd.launcher.getParent() + ":" + System.getenv("PATH"));
+        env.put("RUND_CONTAINERD_CONFIG", ctd.dir.resolve("config.toml").toString());
+        Command.Result up = Containerd.rund(T, env, "check");
+        assertEquals(0, up.exitCode(), up.toString());
+        assertTrue(up.stdout().matches("(?s)ok    daemon           running, pid [1-9][0-9]*, rund \\S+ \\(commit .*"), up.stdout());
+        for (String check : List.of("qemu", "guest kernel", "guest initramfs", "layer store", "cgroups", "cgroup pool",
+                "launcher", "daemon command", "containerd")) {
+            assertTrue(Pattern.compile("(?m)^ok    " + Pattern.quote(check) + " ").matcher(up.stdout()).find(),
+                    check + " ok in:\n" + up.stdout());
+        }
+        Matcher daemonsKey = Pattern.compile("(?m)^ok    templates        \\S+, current ([0-9a-f]{24}) built \\(the daemon's\\)$")
+                .matcher(up.stdout());
+        assertTrue(daemonsKey.find(), up.stdout());
+        assertTrue(up.stdout().endsWith("\nrund can run sandboxes on this host (1 warning(s) above)\n")
+                || up.stdout().endsWith("\nrund can run sandboxes on this host\n"), "at most TCG's warning:\n" + up.stdout());
+
+        // With no daemon the check reads the disk, and computes the same template key the daemon uses.
+        env.put("RUND_CONTROL_SOCKET", ctd.dir.resolve("no-daemon.sock").toString());
+        Command.Result down = Containerd.rund(T, env, "check");
+        assertEquals(0, down.exitCode(), down.toString());
+        assertTrue(down.stdout().startsWith("ok    daemon           not running"), down.stdout());
+        assertTrue(down.stdout().contains("\nok    templates        " + ctd.rundEnv.get("RUND_TEMPLATES") + ", current "
+                + daemonsKey.group(1) + " built\n"), down.stdout());
+        assertTrue(Pattern.compile("(?m)^ok    cgroup pool      pool " + ctd.pool + " \\(4 configured\\): \\d+ free, 0 claimed")
+                .matcher(down.stdout()).find(), down.stdout());
+    }
+
+    @Test
+    @Order(15)
+    void theLauncherAndRundPrintTheSameBuild() throws Exception {
+        Command.Result v = Command.run(T, null, java.util.Map.of(), List.of(ctd.launcher.toString(), "-v"));
+        assertEquals(0, v.exitCode(), v.toString());
+        Matcher launcher = Pattern.compile("""
+                containerd-shim-rund-v2:
+                  Version:    (\\S+)
+                  Revision:   ([0-9a-f]{12})(-dirty)?
+                  Build date: \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ
+                """).matcher(v.stdout());
+        assertTrue(launcher.matches(), v.stdout());
+        assertEquals(v.stdout(), Command.run(T, null, java.util.Map.of(), List.of(ctd.launcher.toString(), "--version")).stdout());
+        Command.Result rund = ctd.rund(T, "version");
+        assertEquals(0, rund.exitCode(), rund.toString());
+        assertTrue(rund.stdout().contains("  Version:    " + launcher.group(1) + "\n"), rund.stdout());
+        assertTrue(rund.stdout().contains("  Revision:   " + launcher.group(2)), rund.stdout());
+        assertTrue(rund.stdout().matches("(?s).*\n  Daemon:     " + Pattern.quote(launcher.group(1)) + " \\(commit "
+                + launcher.group(2) + ".*, pid [1-9][0-9]*\n"), rund.stdout());
+
+        Command.Result bad = Command.run(T, null, java.util.Map.of(), List.of(ctd.launcher.toString(), "strat"));
+        assertEquals(2, bad.exitCode(), bad.toString());
+        assertTrue(bad.stderr().startsWith("containerd-shim-rund-v2: unknown verb: strat\nusage: "), bad.toString());
+    }
+
     /** Polls `rund status` until its output holds {@code line} (a minute at most). */
     private static void awaitStatus(String line) throws Exception {
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);

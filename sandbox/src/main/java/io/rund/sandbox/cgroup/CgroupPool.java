@@ -86,27 +86,62 @@ public final class CgroupPool implements AutoCloseable {
                 enableV2Controllers();
                 Files.createDirectories(claimsDir);
             }
-            Path first = layout.roots().values().iterator().next();
             repairHierarchies();
             long maxSlot = -1;
-            try (Stream<Path> entries = Files.list(first)) {
-                for (Path e : entries.filter(Files::isDirectory).toList()) {
-                    String name = e.getFileName().toString();
-                    if (name.startsWith(FREE)) {
-                        maxSlot = Math.max(maxSlot, slotNumber(name));
-                        Path claim = claimsDir.resolve(name);
-                        if (layout.version() == CgroupLayout.Version.V2 && Files.exists(claim)) {
-                            String id = Files.readString(claim).trim();
-                            claimed.put(id, new Cgroup(layout, id, name, dirs(name)));
-                        } else {
-                            free.add(name);
-                        }
-                    } else if (layout.version() == CgroupLayout.Version.V1) {
-                        claimed.put(name, new Cgroup(layout, name, name, dirs(name)));
-                    }
+            for (Map.Entry<String, String> slot : slots(layout, claimsDir).entrySet()) {
+                String name = slot.getKey();
+                if (name.startsWith(FREE)) {
+                    maxSlot = Math.max(maxSlot, slotNumber(name));
+                }
+                if (slot.getValue() == null) {
+                    free.add(name);
+                } else {
+                    claimed.put(slot.getValue(), new Cgroup(layout, slot.getValue(), name, dirs(name)));
                 }
             }
             nextSlot.set(maxSlot + 1);
+        } catch (IOException e) {
+            throw new CgroupException("read the cgroup pool at " + layout.roots().values() + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The pool's cgroups as they are on disk, by directory name: the sandbox id that
+     * claims each, or null for a free one. On v1 a claimed cgroup is named by its sandbox;
+     * on v2 it keeps its slot name and the claim is a file in {@code claimsDir}. Reads only;
+     * an absent pool is empty.
+     */
+    static Map<String, String> slots(CgroupLayout layout, Path claimsDir) throws IOException {
+        Map<String, String> slots = new LinkedHashMap<>();
+        Path first = layout.roots().values().iterator().next();
+        if (!Files.isDirectory(first)) {
+            return slots;
+        }
+        try (Stream<Path> entries = Files.list(first)) {
+            for (Path e : entries.filter(Files::isDirectory).sorted().toList()) {
+                String name = e.getFileName().toString();
+                if (name.startsWith(FREE)) {
+                    Path claim = claimsDir.resolve(name);
+                    boolean taken = layout.version() == CgroupLayout.Version.V2 && Files.exists(claim);
+                    slots.put(name, taken ? Files.readString(claim).trim() : null);
+                } else if (layout.version() == CgroupLayout.Version.V1) {
+                    slots.put(name, name);
+                }
+            }
+        }
+        return slots;
+    }
+
+    /** How many of the pool's cgroups are free and claimed, read from disk. */
+    public record Census(boolean exists, int free, int claimed) {}
+
+    /** The pool's state on disk, for `rund check`: nothing is created or changed. */
+    public static Census census(CgroupLayout layout, Path claimsDir) throws CgroupException {
+        try {
+            Map<String, String> slots = slots(layout, claimsDir);
+            long free = slots.values().stream().filter(java.util.Objects::isNull).count();
+            return new Census(Files.isDirectory(layout.roots().values().iterator().next()), (int) free,
+                    (int) (slots.size() - free));
         } catch (IOException e) {
             throw new CgroupException("read the cgroup pool at " + layout.roots().values() + ": " + e.getMessage(), e);
         }

@@ -4,6 +4,7 @@ import io.rund.rootfs.StoreException;
 import io.rund.rootfs.virtiofs.VhostUserFs;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.hypervisor.Accelerator;
 import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
@@ -106,6 +107,17 @@ public final class TemplateStore {
         if (known != null) {
             return known;
         }
+        String key = key(spec, hypervisor.name(), hypervisor.accelerator().kind());
+        keys.put(stamp, key);
+        return key;
+    }
+
+    /**
+     * The key of the template that {@code hypervisor} with {@code accelerator} would build
+     * for {@code spec}, computed from the files alone: `rund check` uses it to tell whether
+     * a daemon that is not running would find its template built.
+     */
+    public static String key(Spec spec, String hypervisor, Accelerator.Kind accelerator) throws IOException {
         MessageDigest d = sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             try (InputStream in = Files.newInputStream(p)) {
@@ -115,11 +127,9 @@ public final class TemplateStore {
                 }
             }
         }
-        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + spec.diskBytes() + ";" + hypervisor.name() + ";"
-                + hypervisor.accelerator().kind() + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
-        String key = HexFormat.of().formatHex(d.digest(), 0, 12);
-        keys.put(stamp, key);
-        return key;
+        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + spec.diskBytes() + ";" + hypervisor + ";"
+                + accelerator + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
+        return HexFormat.of().formatHex(d.digest(), 0, 12);
     }
 
     /** A file's identity and version: replaced or rewritten, it reads differently. */

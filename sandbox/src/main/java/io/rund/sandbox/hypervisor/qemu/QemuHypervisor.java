@@ -18,6 +18,9 @@ public final class QemuHypervisor implements Hypervisor {
     private static final System.Logger LOG = System.getLogger(QemuHypervisor.class.getName());
     private static final Duration QMP_DEADLINE = Duration.ofSeconds(10);
 
+    /** This hypervisor's name, part of every template key. */
+    public static final String NAME = "qemu";
+
     private final Path qemu;
     private final Accelerator accelerator;
     private final String baseCmdline;
@@ -55,7 +58,7 @@ public final class QemuHypervisor implements Hypervisor {
 
     @Override
     public String name() {
-        return "qemu";
+        return NAME;
     }
 
     @Override
