@@ -1,26 +1,20 @@
 package io.rund.rootfs.virtiofs;
 
+import io.rund.rootfs.Syscalls;
+import io.rund.rootfs.Syscalls.SyscallException;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AccessDeniedException;
-import java.nio.file.DirectoryStream;
 import java.nio.file.FileStore;
 import java.nio.file.Files;
-import java.nio.file.LinkOption;
-import java.nio.file.NoSuchFileException;
-import java.nio.file.NotDirectoryException;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
-import java.nio.file.attribute.FileTime;
-import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 /**
  * A read-only FUSE file system serving one host directory, speaking the FUSE wire
@@ -28,14 +22,29 @@ import java.util.concurrent.TimeUnit;
  * guest may cache entries and attributes for long; every request that would change the
  * file system gets EROFS.
  *
- * <p>Nodes are host paths: the guest only ever looks a name up in a directory it got from
- * us, names with '/' or the dot names are refused, and files are opened with O_NOFOLLOW,
- * so no request reaches outside the root. Node ids are stable per (device, inode) while
- * the guest holds a lookup on them, and are forgotten when it says so.
+ * <p><b>Confinement is the kernel's.</b> The guest is hostile (it may run a kernel of its
+ * own making), so no name it sends is trusted to stay inside the share. Every file is
+ * reached with openat2(2) from a descriptor of the share's root, with RESOLVE_BENEATH,
+ * RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS: a symlink anywhere on the way is refused
+ * by the kernel (the guest resolves symlinks itself, from READLINK), and nothing resolves
+ * above the root. Mounts below the root are crossed (each image is one). A node is an
+ * inode, keyed by (device, inode), with the path beneath the root it was found at; every
+ * use re-resolves that path the same way and checks the inode is still the same one
+ * (ESTALE otherwise). Nodes hold no descriptor: this back-end runs inside the daemon,
+ * whose descriptor table every sandbox shares, so only open files and directories hold
+ * one, and those are capped per sandbox. A lookup under a node that is not a directory is
+ * ENOTDIR from the kernel; OPEN serves regular files only, checked on the inode before it
+ * is opened (a FIFO, device or socket is ENXIO and never opened), and opens without
+ * blocking; READLINK reads the link's own target.
+ *
+ * <p><b>Bounds.</b> At most {@link Limits#nodes} nodes (a guest that never forgets gets
+ * ENOMEM) and {@link Limits#handles} open files and directories (EMFILE), each refusal
+ * counted in the log; directory listings are read from the directory per READDIR, never
+ * held; READ is at most 1 MiB.
  *
  * <p>Not thread-safe: one queue worker calls {@link #handle}.
  */
-final class FuseServer implements Virtqueue.Handler {
+final class FuseServer implements Virtqueue.Handler, AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(FuseServer.class.getName());
 
@@ -48,27 +57,67 @@ final class FuseServer implements Virtqueue.Handler {
             43 /*FALLOCATE*/, 45 /*RENAME2*/, 47 /*COPY_FILE_RANGE*/, 51 /*TMPFILE*/};
     static final int IN_HEADER = 40;
     static final int OUT_HEADER = 16;
-    static final int ENOENT = 2, EIO = 5, EBADF = 9, EACCES = 13, ENOTDIR = 20, EISDIR = 21, EINVAL = 22,
-            ERANGE = 34, ENOSYS = 38, EROFS = 30, EPROTO = 71;
+    static final int ENOENT = 2, EIO = 5, ENXIO = 6, EBADF = 9, ENOMEM = 12, EACCES = 13, ENOTDIR = 20, EISDIR = 21,
+            EINVAL = 22, EMFILE = 24, ERANGE = 34, ENAMETOOLONG = 36, ENOSYS = 38, EROFS = 30, EPROTO = 71, ESTALE = 116;
     private static final int O_ACCMODE = 3, O_TRUNC = 0x200, O_CREAT = 0x40;
     private static final int FOPEN_KEEP_CACHE = 2;
-    private static final int S_IFMT = 0170000, S_IFDIR = 0040000;
+    private static final int S_IFMT = 0170000, S_IFDIR = 0040000, S_IFREG = 0100000;
     private static final long ENTRY_SECONDS = 3600;
     private static final int MAX_READ = 1 << 20;
+    private static final int MAX_NAME = 255;
+    private static final int MAX_PATH = 4095;
+    private static final int MAX_READDIR = 64 << 10;
+    private static final int MAX_LINK = 4096;
+    /** How every name is resolved: beneath the root, no symlink on the way, no /proc magic. */
+    static final long CONFINED = Posix.RESOLVE_BENEATH | Posix.RESOLVE_NO_SYMLINKS | Posix.RESOLVE_NO_MAGICLINKS;
+    /**
+     * Names travel as bytes: a file name is any bytes but '/' and NUL. ISO-8859-1 maps each
+     * byte to one char and back, so a name that is not UTF-8 still reaches the right file.
+     */
+    static final java.nio.charset.Charset NAMES = StandardCharsets.ISO_8859_1;
 
-    private record Node(long id, Path path, String key, long[] lookups) {}
+    /** Per-sandbox caps: looked-up nodes (memory) and open files and directories (descriptors). */
+    record Limits(int nodes, int handles) {
+        static final Limits DEFAULT = new Limits(1 << 16, 512);
+    }
+
+    /** An inode the guest holds a lookup on; {@code path} is beneath the root, "" for the root itself. */
+    private record Node(long id, long dev, long ino, String path, long[] lookups) {
+        String key() {
+            return dev + ":" + ino;
+        }
+    }
+
+    /** An open file or directory of the guest's: a descriptor of ours. */
+    private record Handle(int fd, boolean dir) {}
 
     private final Path root;
+    private final int rootFd;
+    private final Limits limits;
     private final Map<Long, Node> nodes = new HashMap<>();
     private final Map<String, Node> byInode = new HashMap<>();
-    private final Map<Long, Object> handles = new HashMap<>();
+    private final Map<Long, Handle> handles = new HashMap<>();
     private long nextNode = 2;
     private long nextHandle = 1;
     private boolean initialized;
+    private long refusedNodes;
+    private long refusedHandles;
 
-    FuseServer(Path root) {
+    FuseServer(Path root) throws SyscallException {
+        this(root, Limits.DEFAULT);
+    }
+
+    FuseServer(Path root, Limits limits) throws SyscallException {
         this.root = root;
-        nodes.put(1L, new Node(1, root, "", new long[] {1}));
+        this.limits = limits;
+        this.rootFd = Syscalls.open(root, Posix.O_PATH | Posix.O_DIRECTORY | Posix.O_CLOEXEC, 0);
+        try (Arena arena = Arena.ofConfined()) {
+            Stat s = stat(arena, rootFd);
+            nodes.put(1L, new Node(1, s.dev(), s.ino(), "", new long[] {1}));
+        } catch (SyscallException e) {
+            Posix.closeQuietly(rootFd);
+            throw e;
+        }
     }
 
     /** Whether the guest has mounted us (FUSE_INIT seen): a template must not hold such a guest. */
@@ -78,6 +127,10 @@ final class FuseServer implements Virtqueue.Handler {
 
     int openNodes() {
         return nodes.size() - 1;
+    }
+
+    int openHandles() {
+        return handles.size();
     }
 
     @Override
@@ -95,10 +148,10 @@ final class FuseServer implements Virtqueue.Handler {
             return error(unique, EINVAL, capacity);
         }
         in.position(IN_HEADER);
-        try {
+        try (Arena arena = Arena.ofConfined()) {
             ByteBuffer out = switch (opcode) {
                 case INIT -> init(in);
-                case LOOKUP -> lookup(nodeid, name(in));
+                case LOOKUP -> lookup(arena, nodeid, name(in));
                 case FORGET -> {
                     forget(nodeid, in.getLong());
                     yield null;
@@ -111,23 +164,20 @@ final class FuseServer implements Virtqueue.Handler {
                     }
                     yield null;
                 }
-                case GETATTR -> attrOut(node(nodeid));
-                case READLINK -> {
-                    byte[] target = Files.readSymbolicLink(node(nodeid).path()).toString().getBytes(StandardCharsets.UTF_8);
-                    yield reply(target.length).put(target);
-                }
-                case OPEN -> open(node(nodeid), in.getInt());
-                case READ -> read(in.getLong(), in.getLong(), in.getInt(), capacity);
+                case GETATTR -> attrOut(arena, node(nodeid));
+                case READLINK -> readlink(node(nodeid));
+                case OPEN -> open(arena, node(nodeid), in.getInt());
+                case READ -> read(arena, in.getLong(), in.getLong(), in.getInt(), capacity);
                 case RELEASE, RELEASEDIR -> {
-                    Object h = handles.remove(in.getLong());
-                    if (h instanceof FileChannel ch) {
-                        ch.close();
+                    Handle h = handles.remove(in.getLong());
+                    if (h != null) {
+                        Posix.closeQuietly(h.fd());
                     }
                     yield reply(0);
                 }
                 case FLUSH -> reply(0);
-                case OPENDIR -> opendir(node(nodeid));
-                case READDIR -> readdir(in.getLong(), in.getLong(), in.getInt(), capacity);
+                case OPENDIR -> opendir(arena, node(nodeid));
+                case READDIR -> readdir(arena, in.getLong(), in.getLong(), in.getInt(), capacity);
                 case STATFS -> statfs();
                 case INTERRUPT -> null; // every request is answered at once; nothing to interrupt
                 case DESTROY -> {
@@ -139,25 +189,23 @@ final class FuseServer implements Virtqueue.Handler {
             if (out == null) {
                 return null;
             }
-            byte[] body = out.flip().array();
-            int size = OUT_HEADER + out.limit();
+            int size = OUT_HEADER + out.position();
             if (size > capacity) {
                 return error(unique, ERANGE, capacity);
             }
             ByteBuffer r = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
-            r.putInt(size).putInt(0).putLong(unique).put(body, 0, out.limit());
+            r.putInt(size).putInt(0).putLong(unique).put(out.array(), 0, out.position());
             return r.array();
         } catch (FuseError e) {
             return error(unique, e.errno, capacity);
-        } catch (NoSuchFileException e) {
-            return error(unique, ENOENT, capacity);
-        } catch (AccessDeniedException e) {
-            return error(unique, EACCES, capacity);
-        } catch (NotDirectoryException e) {
-            return error(unique, ENOTDIR, capacity);
+        } catch (SyscallException e) {
+            // The kernel's answer for the guest's request (ENOENT, ENOTDIR, ELOOP, EXDEV, ...).
+            return error(unique, e.errno(), capacity);
+        } catch (java.nio.BufferUnderflowException e) {
+            return error(unique, EINVAL, capacity);
         } catch (IOException | RuntimeException e) {
             LOG.log(Level.DEBUG, "virtio-fs {0}: opcode {1} node {2}: {3}", root, opcode, nodeid, e.toString());
-            return error(unique, e instanceof java.nio.BufferUnderflowException ? EINVAL : EIO, capacity);
+            return error(unique, EIO, capacity);
         }
     }
 
@@ -190,6 +238,7 @@ final class FuseServer implements Virtqueue.Handler {
         return r.array();
     }
 
+    /** A reply body of at most {@code bodySize} bytes; what is sent is what was put (up to the position). */
     private static ByteBuffer reply(int bodySize) {
         return ByteBuffer.allocate(bodySize).order(ByteOrder.LITTLE_ENDIAN);
     }
@@ -213,29 +262,37 @@ final class FuseServer implements Virtqueue.Handler {
     }
 
     private void reset() {
-        for (Object h : handles.values()) {
-            if (h instanceof FileChannel ch) {
-                try {
-                    ch.close();
-                } catch (IOException ignored) {
-                    // read-only descriptor; nothing to flush
-                }
-            }
+        for (Handle h : handles.values()) {
+            Posix.closeQuietly(h.fd());
         }
         handles.clear();
         nodes.keySet().removeIf(id -> id != 1L);
         byInode.clear();
     }
 
+    /** Closes every descriptor: the root's and the guest's open files. */
+    @Override
+    public void close() {
+        reset();
+        Posix.closeQuietly(rootFd);
+    }
+
+    /** The NUL-terminated name that follows the header: one path component, never "." or "..". */
     private static String name(ByteBuffer in) throws FuseError {
-        int end = in.position();
+        int start = in.position();
+        int end = start;
         while (end < in.limit() && in.get(end) != 0) {
             end++;
         }
-        String name = new String(in.array(), in.position(), end - in.position(), StandardCharsets.UTF_8);
-        if (end == in.limit() || name.isEmpty() || name.length() > 255 || name.equals(".") || name.equals("..")
-                || name.indexOf('/') >= 0) {
-            throw new FuseError(name.isEmpty() || end == in.limit() ? EINVAL : ENOENT);
+        if (end == in.limit() || end == start) {
+            throw new FuseError(EINVAL);
+        }
+        if (end - start > MAX_NAME) {
+            throw new FuseError(ENAMETOOLONG);
+        }
+        String name = new String(in.array(), start, end - start, NAMES);
+        if (name.equals(".") || name.equals("..") || name.indexOf('/') >= 0) {
+            throw new FuseError(ENOENT);
         }
         return name;
     }
@@ -248,18 +305,70 @@ final class FuseServer implements Virtqueue.Handler {
         return n;
     }
 
-    private static Map<String, Object> stat(Path p) throws IOException {
-        return Files.readAttributes(p, "unix:*", LinkOption.NOFOLLOW_LINKS);
+    /** struct stat, the fields FUSE needs. */
+    private record Stat(long dev, long ino, long nlink, int mode, int uid, int gid, long rdev, long size, long blocks,
+            long atime, long atimeNs, long mtime, long mtimeNs, long ctime, long ctimeNs) {}
+
+    private static Stat stat(Arena arena, int fd) throws SyscallException {
+        MemorySegment s = arena.allocate(Posix.STAT_SIZE, 8);
+        Posix.fstat(fd, s);
+        ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
+        ValueLayout.OfInt i = ValueLayout.JAVA_INT;
+        return new Stat(s.get(l, 0), s.get(l, 8), s.get(l, 16), s.get(i, 24), s.get(i, 28), s.get(i, 32), s.get(l, 40),
+                s.get(l, 48), s.get(l, 64), s.get(l, 72), s.get(l, 80), s.get(l, 88), s.get(l, 96), s.get(l, 104),
+                s.get(l, 112));
     }
 
-    private ByteBuffer lookup(long parent, String name) throws FuseError, IOException {
+    /**
+     * Opens node {@code n}'s inode with {@code flags} (O_NOFOLLOW always: a symlink node opens
+     * as itself), resolving its path from the root's descriptor, confined; the caller closes
+     * the descriptor. An inode that is no longer the node's is ESTALE.
+     */
+    private int resolve(Arena arena, Node n, int flags) throws SyscallException, FuseError {
+        int fd = Posix.openat2(rootFd, n.path().isEmpty() ? "." : n.path(), flags | Posix.O_NOFOLLOW | Posix.O_CLOEXEC,
+                CONFINED);
+        try {
+            Stat s = stat(arena, fd);
+            if (s.dev() != n.dev() || s.ino() != n.ino()) {
+                throw new FuseError(ESTALE);
+            }
+            return fd;
+        } catch (SyscallException | FuseError e) {
+            Posix.closeQuietly(fd);
+            throw e;
+        }
+    }
+
+    private ByteBuffer lookup(Arena arena, long parent, String name) throws FuseError, SyscallException {
         Node dir = node(parent);
-        Path path = dir.path().resolve(name);
-        Map<String, Object> a = stat(path);
-        String key = a.get("dev") + ":" + a.get("ino");
+        String path = dir.path().isEmpty() ? name : dir.path() + "/" + name;
+        if (path.length() > MAX_PATH) {
+            throw new FuseError(ENAMETOOLONG);
+        }
+        int dirFd = resolve(arena, dir, Posix.O_PATH | Posix.O_DIRECTORY); // ENOTDIR: not a directory
+        Stat a;
+        try {
+            int fd = Posix.openat2(dirFd, name, Posix.O_PATH | Posix.O_NOFOLLOW | Posix.O_CLOEXEC, CONFINED);
+            try {
+                a = stat(arena, fd);
+            } finally {
+                Posix.closeQuietly(fd);
+            }
+        } finally {
+            Posix.closeQuietly(dirFd);
+        }
+        String key = a.dev() + ":" + a.ino();
         Node n = byInode.get(key);
         if (n == null) {
-            n = new Node(nextNode++, path, key, new long[] {0});
+            if (nodes.size() > limits.nodes()) {
+                refusedNodes++;
+                if (refusedNodes == 1 || refusedNodes % 1000 == 0) {
+                    LOG.log(Level.WARNING, "virtio-fs {0}: the guest holds {1} nodes, the cap; LOOKUP refused with"
+                            + " ENOMEM ({2} so far)", root, limits.nodes(), refusedNodes);
+                }
+                throw new FuseError(ENOMEM);
+            }
+            n = new Node(nextNode++, a.dev(), a.ino(), path, new long[] {0});
             nodes.put(n.id(), n);
             byInode.put(key, n);
         }
@@ -282,106 +391,155 @@ final class FuseServer implements Virtqueue.Handler {
         }
     }
 
-    private ByteBuffer attrOut(Node n) throws IOException {
+    private ByteBuffer attrOut(Arena arena, Node n) throws SyscallException, FuseError {
+        int fd = resolve(arena, n, Posix.O_PATH);
+        Stat a;
+        try {
+            a = stat(arena, fd);
+        } finally {
+            Posix.closeQuietly(fd);
+        }
         ByteBuffer out = reply(104);
         // The share's own root gains and loses directories as containers come and go.
         long valid = n.id() == 1 ? 1 : ENTRY_SECONDS;
         out.putLong(valid).putInt(0).putInt(0);
-        putAttr(out, stat(n.path()));
+        putAttr(out, a);
         return out;
     }
 
     /** struct fuse_attr, 88 bytes. */
-    private static void putAttr(ByteBuffer out, Map<String, Object> a) {
-        long size = (Long) a.get("size");
-        FileTime atime = (FileTime) a.get("lastAccessTime");
-        FileTime mtime = (FileTime) a.get("lastModifiedTime");
-        FileTime ctime = (FileTime) a.get("ctime");
-        out.putLong((Long) a.get("ino")).putLong(size).putLong((size + 511) / 512)
-                .putLong(atime.to(TimeUnit.SECONDS)).putLong(mtime.to(TimeUnit.SECONDS)).putLong(ctime.to(TimeUnit.SECONDS))
-                .putInt(nanos(atime)).putInt(nanos(mtime)).putInt(nanos(ctime))
-                .putInt((Integer) a.get("mode")).putInt((Integer) a.get("nlink")).putInt((Integer) a.get("uid"))
-                .putInt((Integer) a.get("gid")).putInt((int) (long) (Long) a.get("rdev")).putInt(4096).putInt(0);
+    private static void putAttr(ByteBuffer out, Stat a) {
+        out.putLong(a.ino()).putLong(a.size()).putLong(a.blocks())
+                .putLong(a.atime()).putLong(a.mtime()).putLong(a.ctime())
+                .putInt((int) a.atimeNs()).putInt((int) a.mtimeNs()).putInt((int) a.ctimeNs())
+                .putInt(a.mode()).putInt((int) a.nlink()).putInt(a.uid())
+                .putInt(a.gid()).putInt((int) a.rdev()).putInt(4096).putInt(0);
     }
 
-    private static int nanos(FileTime t) {
-        return (int) (t.to(TimeUnit.NANOSECONDS) % 1_000_000_000L);
+    private ByteBuffer readlink(Node n) throws SyscallException, FuseError {
+        try (Arena arena = Arena.ofConfined()) {
+            int fd = resolve(arena, n, Posix.O_PATH);
+            try {
+                byte[] target = Posix.readlink(fd, MAX_LINK);
+                return reply(target.length).put(target);
+            } finally {
+                Posix.closeQuietly(fd);
+            }
+        }
     }
 
-    private ByteBuffer open(Node n, int flags) throws FuseError, IOException {
+    /** A descriptor for a new handle, or EMFILE past the cap. */
+    private void checkHandleRoom() throws FuseError {
+        if (handles.size() >= limits.handles()) {
+            refusedHandles++;
+            if (refusedHandles == 1 || refusedHandles % 1000 == 0) {
+                LOG.log(Level.WARNING, "virtio-fs {0}: the guest holds {1} open files and directories, the cap; OPEN"
+                        + " refused with EMFILE ({2} so far)", root, limits.handles(), refusedHandles);
+            }
+            throw new FuseError(EMFILE);
+        }
+    }
+
+    private long addHandle(int fd, boolean dir) {
+        long fh = nextHandle++;
+        handles.put(fh, new Handle(fd, dir));
+        return fh;
+    }
+
+    private ByteBuffer open(Arena arena, Node n, int flags) throws FuseError, SyscallException {
         if ((flags & O_ACCMODE) != 0 || (flags & (O_TRUNC | O_CREAT)) != 0) {
             throw new FuseError(EROFS);
         }
-        if (Files.isDirectory(n.path(), LinkOption.NOFOLLOW_LINKS)) {
-            throw new FuseError(EISDIR);
+        checkHandleRoom();
+        int path = resolve(arena, n, Posix.O_PATH);
+        int fd;
+        try {
+            int type = stat(arena, path).mode() & S_IFMT;
+            if (type == S_IFDIR) {
+                throw new FuseError(EISDIR);
+            }
+            if (type != S_IFREG) {
+                throw new FuseError(ENXIO); // FIFOs, devices, sockets and symlinks are never opened here
+            }
+            // Opens exactly the inode just checked (the O_PATH descriptor's), not whatever a path names now.
+            fd = Syscalls.open(Path.of("/proc/self/fd/" + path), Syscalls.O_RDONLY | Syscalls.O_NONBLOCK | Syscalls.O_CLOEXEC, 0);
+        } finally {
+            Posix.closeQuietly(path);
         }
-        FileChannel ch = FileChannel.open(n.path(), StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS);
-        long fh = nextHandle++;
-        handles.put(fh, ch);
-        return reply(16).putLong(fh).putInt(FOPEN_KEEP_CACHE).putInt(0);
+        return reply(16).putLong(addHandle(fd, false)).putInt(FOPEN_KEEP_CACHE).putInt(0);
     }
 
-    private ByteBuffer read(long fh, long offset, int size, int capacity) throws FuseError, IOException {
-        if (!(handles.get(fh) instanceof FileChannel ch)) {
+    private ByteBuffer read(Arena arena, long fh, long offset, int size, int capacity) throws FuseError, SyscallException {
+        Handle h = handles.get(fh);
+        if (h == null || h.dir()) {
             throw new FuseError(EBADF);
         }
         if (offset < 0) {
             throw new FuseError(EINVAL);
         }
         int want = Math.max(0, Math.min(Math.min(size, MAX_READ), capacity - OUT_HEADER));
-        ByteBuffer out = reply(want);
-        while (out.hasRemaining()) {
-            int n = ch.read(out, offset + out.position());
+        MemorySegment buf = arena.allocate(Math.max(1, want));
+        int got = 0;
+        while (got < want) {
+            int n = Posix.pread(h.fd(), buf.asSlice(got, want - got), offset + got);
             if (n <= 0) {
                 break;
             }
+            got += n;
         }
-        return out;
+        return reply(got).put(buf.asSlice(0, got).toArray(ValueLayout.JAVA_BYTE));
     }
 
-    private record Entry(String name, long ino, int type) {}
-
-    private ByteBuffer opendir(Node n) throws IOException, FuseError {
-        Map<String, Object> self = stat(n.path());
-        if (((Integer) self.get("mode") & S_IFMT) != S_IFDIR) {
-            throw new FuseError(ENOTDIR);
-        }
-        List<Entry> entries = new ArrayList<>();
-        entries.add(new Entry(".", (Long) self.get("ino"), 4));
-        entries.add(new Entry("..", 1, 4));
-        try (DirectoryStream<Path> ds = Files.newDirectoryStream(n.path())) {
-            for (Path p : ds) {
-                try {
-                    Map<String, Object> a = Files.readAttributes(p, "unix:ino,mode", LinkOption.NOFOLLOW_LINKS);
-                    entries.add(new Entry(p.getFileName().toString(), (Long) a.get("ino"), ((Integer) a.get("mode") >> 12) & 15));
-                } catch (NoSuchFileException gone) {
-                    // removed while listing (the share's root): leave it out
-                }
-            }
-        }
-        long fh = nextHandle++;
-        handles.put(fh, entries);
-        return reply(16).putLong(fh).putInt(FOPEN_KEEP_CACHE).putInt(0);
+    private ByteBuffer opendir(Arena arena, Node n) throws SyscallException, FuseError {
+        checkHandleRoom();
+        int fd = resolve(arena, n, Syscalls.O_RDONLY | Posix.O_DIRECTORY); // ENOTDIR: not a directory
+        return reply(16).putLong(addHandle(fd, true)).putInt(FOPEN_KEEP_CACHE).putInt(0);
     }
 
-    private ByteBuffer readdir(long fh, long offset, int size, int capacity) throws FuseError {
-        if (!(handles.get(fh) instanceof List<?> list)) {
+    /**
+     * Lists from {@code offset} (0, or the d_off of the last entry the guest got) as many
+     * entries as fit: the directory is read per call, so a listing costs no memory between
+     * calls, however large the directory.
+     */
+    private ByteBuffer readdir(Arena arena, long fh, long offset, int size, int capacity) throws FuseError, SyscallException {
+        Handle h = handles.get(fh);
+        if (h == null || !h.dir()) {
             throw new FuseError(EBADF);
         }
-        int room = Math.max(0, Math.min(size, capacity - OUT_HEADER));
+        if (offset < 0) {
+            throw new FuseError(EINVAL);
+        }
+        int room = Math.max(0, Math.min(Math.min(size, MAX_READDIR), capacity - OUT_HEADER));
         ByteBuffer out = reply(room);
-        for (long i = Math.max(0, offset); i < list.size(); i++) {
-            Entry e = (Entry) list.get((int) i);
-            byte[] name = e.name().getBytes(StandardCharsets.UTF_8);
-            int rec = (24 + name.length + 7) & ~7;
+        if (room < 32) {
+            return out;
+        }
+        MemorySegment buf = arena.allocate(room, 8);
+        int n = Posix.getdents(h.fd(), offset, buf);
+        for (int at = 0; at < n; ) {
+            // struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name NUL-terminated
+            long ino = buf.get(ValueLayout.JAVA_LONG_UNALIGNED, at);
+            long off = buf.get(ValueLayout.JAVA_LONG_UNALIGNED, at + 8);
+            int reclen = Short.toUnsignedInt(buf.get(ValueLayout.JAVA_SHORT_UNALIGNED, at + 16));
+            int type = Byte.toUnsignedInt(buf.get(ValueLayout.JAVA_BYTE, at + 18));
+            if (reclen < 20 || at + reclen > n) {
+                throw new IllegalStateException("getdents64 record of " + reclen + " bytes at " + at + " of " + n);
+            }
+            int nameLen = 0;
+            while (nameLen < reclen - 19 && buf.get(ValueLayout.JAVA_BYTE, at + 19 + nameLen) != 0) {
+                nameLen++;
+            }
+            int rec = (24 + nameLen + 7) & ~7;
             if (out.remaining() < rec) {
-                break;
+                break; // the next READDIR starts from the last entry sent
             }
             int start = out.position();
-            out.putLong(e.ino()).putLong(i + 1).putInt(name.length).putInt(e.type()).put(name);
+            out.putLong(ino).putLong(off).putInt(nameLen).putInt(type)
+                    .put(buf.asSlice(at + 19, nameLen).toArray(ValueLayout.JAVA_BYTE));
             out.position(start + rec);
+            at += reclen;
         }
-        return out; // the reply is what was written: handle() sends up to the position
+        return out;
     }
 
     private ByteBuffer statfs() throws IOException {

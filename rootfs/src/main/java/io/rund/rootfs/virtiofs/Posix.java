@@ -17,8 +17,10 @@ import java.nio.file.Path;
 /**
  * The system calls a vhost-user back-end needs and the JDK lacks, through the FFM API:
  * a unix socket that receives file descriptors (SCM_RIGHTS), its peer's pid, eventfds,
- * poll(2), and reading and writing another process's memory (process_vm_readv/writev).
- * Failures become {@link SyscallException} naming the call and errno.
+ * poll(2), reading and writing another process's memory (process_vm_readv/writev), and
+ * the descriptor-relative file calls the share is served with (openat2, fstatat,
+ * readlinkat, pread, getdents64, lseek). Failures become {@link SyscallException} naming
+ * the call and errno.
  */
 final class Posix {
 
@@ -48,6 +50,8 @@ final class Posix {
     private static final MethodHandle ACCEPT4 = handle("accept4", FunctionDescriptor.of(I, I, P, P, I));
     private static final MethodHandle SHUTDOWN = handle("shutdown", FunctionDescriptor.of(I, I, I));
     private static final MethodHandle RECVMSG = handle("recvmsg", FunctionDescriptor.of(L, I, P, I));
+    private static final MethodHandle SENDMSG = handle("sendmsg", FunctionDescriptor.of(L, I, P, I));
+    private static final MethodHandle CONNECT = handle("connect", FunctionDescriptor.of(I, I, P, I));
     private static final MethodHandle READ = handle("read", FunctionDescriptor.of(L, I, P, L));
     private static final MethodHandle WRITE = handle("write", FunctionDescriptor.of(L, I, P, L));
     private static final MethodHandle POLL = handle("poll", FunctionDescriptor.of(I, P, L, I));
@@ -55,6 +59,29 @@ final class Posix {
     private static final MethodHandle GETSOCKOPT = handle("getsockopt", FunctionDescriptor.of(I, I, I, I, P, P));
     private static final MethodHandle PROCESS_VM_READV = handle("process_vm_readv", FunctionDescriptor.of(L, I, P, L, P, L, L));
     private static final MethodHandle PROCESS_VM_WRITEV = handle("process_vm_writev", FunctionDescriptor.of(L, I, P, L, P, L, L));
+
+    private static final MethodHandle SYSCALL4 = LINKER.downcallHandle(LINKER.defaultLookup().find("syscall").orElseThrow(),
+            FunctionDescriptor.of(L, L, I, P, P, L), CAPTURE, Linker.Option.firstVariadicArg(1));
+    private static final MethodHandle SYSCALL3 = LINKER.downcallHandle(LINKER.defaultLookup().find("syscall").orElseThrow(),
+            FunctionDescriptor.of(L, L, I, P, L), CAPTURE, Linker.Option.firstVariadicArg(1));
+    private static final MethodHandle FSTATAT = handle("fstatat", FunctionDescriptor.of(I, I, P, P, I));
+    private static final MethodHandle READLINKAT = handle("readlinkat", FunctionDescriptor.of(L, I, P, P, L));
+    private static final MethodHandle PREAD = handle("pread", FunctionDescriptor.of(L, I, P, L, L));
+    private static final MethodHandle LSEEK = handle("lseek", FunctionDescriptor.of(L, I, L, I));
+    private static final long SYS_OPENAT2 = 437;
+    private static final long SYS_GETDENTS64 = 217;
+
+    static final int O_PATH = 0x200000;
+    static final int O_DIRECTORY = 0x10000;
+    static final int O_NOFOLLOW = 0x20000;
+    static final int O_NONBLOCK = 0x800;
+    static final int O_CLOEXEC = 0x80000;
+    static final long RESOLVE_NO_XDEV = 0x01, RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04,
+            RESOLVE_BENEATH = 0x08;
+    private static final int AT_SYMLINK_NOFOLLOW = 0x100;
+    private static final int AT_EMPTY_PATH = 0x1000;
+    /** struct stat on x86_64. */
+    static final long STAT_SIZE = 144;
 
     /** struct iovec: base pointer, length. */
     static final long IOVEC = 16;
@@ -99,6 +126,72 @@ final class Posix {
             throw e;
         } catch (Throwable t) {
             throw downcall("socket", t);
+        }
+    }
+
+    /**
+     * A unix stream socket connected to {@code path}: the front-end's side of vhost-user,
+     * which the tests play (this back-end itself only listens).
+     */
+    static int connectUnix(Path path) throws SyscallException {
+        byte[] name = path.toString().getBytes(StandardCharsets.UTF_8);
+        if (name.length >= 108) {
+            throw new IllegalArgumentException("socket path " + path + " is longer than a unix socket address holds");
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                throw fail("socket(AF_UNIX)", state);
+            }
+            MemorySegment addr = arena.allocate(110);
+            addr.set(ValueLayout.JAVA_SHORT, 0, (short) AF_UNIX);
+            MemorySegment.copy(name, 0, addr, ValueLayout.JAVA_BYTE, 2, name.length);
+            // SAFETY: addr is a NUL-terminated sockaddr_un of 110 bytes in this arena.
+            if ((int) CONNECT.invokeExact(state, fd, addr, 110) < 0) {
+                SyscallException e = fail("connect(" + path + ")", state);
+                closeQuietly(fd);
+                throw e;
+            }
+            return fd;
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("connect", t);
+        }
+    }
+
+    /** Sends all of {@code buf} in one sendmsg with {@code fds} attached (SCM_RIGHTS); a short send is an error. */
+    static void sendWithFds(int fd, MemorySegment buf, int... fds) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            MemorySegment iov = arena.allocate(IOVEC, 8);
+            iov.set(P, 0, buf);
+            iov.set(L, 8, buf.byteSize());
+            MemorySegment msg = arena.allocate(56, 8);
+            msg.set(P, 16, iov);
+            msg.set(L, 24, 1);
+            if (fds.length > 0) {
+                long len = 16 + 4L * fds.length;
+                MemorySegment control = arena.allocate((len + 7) & ~7L, 8);
+                control.set(L, 0, len);
+                control.set(I, 8, SOL_SOCKET);
+                control.set(I, 12, SCM_RIGHTS);
+                for (int i = 0; i < fds.length; i++) {
+                    control.set(I, 16 + 4L * i, fds[i]);
+                }
+                msg.set(P, 32, control);
+                msg.set(L, 40, control.byteSize());
+            }
+            // SAFETY: msg, iov and control live in this arena; buf is the caller's, of byteSize() bytes.
+            long n = (long) SENDMSG.invokeExact(state, fd, msg, 0);
+            if (n != buf.byteSize()) {
+                throw n < 0 ? fail("sendmsg", state) : new SyscallException("sendmsg sent " + n + " of " + buf.byteSize(), 5);
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("sendmsg", t);
         }
     }
 
@@ -360,6 +453,117 @@ final class Posix {
             throw e;
         } catch (Throwable t) {
             throw downcall("process_vm", t);
+        }
+    }
+
+    /**
+     * openat2(2): opens {@code name} relative to {@code dirFd} with {@code flags} and the
+     * RESOLVE_* bits in {@code resolve}, retrying EAGAIN (which RESOLVE_BENEATH returns when
+     * a rename raced the walk) a few times. Each char of {@code name} is one byte (ISO-8859-1):
+     * file names are bytes, not text.
+     */
+    static int openat2(int dirFd, String name, int flags, long resolve) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            MemorySegment path = arena.allocateFrom(name, StandardCharsets.ISO_8859_1);
+            MemorySegment how = arena.allocate(24, 8); // struct open_how: flags, mode, resolve
+            how.set(L, 0, Integer.toUnsignedLong(flags));
+            how.set(L, 16, resolve);
+            for (int attempt = 0; ; attempt++) {
+                // SAFETY: path is NUL-terminated and how is a 24-byte open_how, both in this arena.
+                long fd = (long) SYSCALL4.invokeExact(state, SYS_OPENAT2, dirFd, path, how, 24L);
+                if (fd >= 0) {
+                    return (int) fd;
+                }
+                int errno = (int) ERRNO.get(state, 0L);
+                if ((errno != EAGAIN && errno != EINTR) || attempt == 8) {
+                    throw new SyscallException("openat2(" + dirFd + ")", errno);
+                }
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("openat2", t);
+        }
+    }
+
+    /** fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW): the inode {@code fd} refers to, O_PATH ones included. */
+    static void fstat(int fd, MemorySegment stat) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: stat holds STAT_SIZE bytes (the caller's segment); the empty path is NUL-terminated.
+            int r = (int) FSTATAT.invokeExact(state, fd, arena.allocateFrom(""), stat.asSlice(0, STAT_SIZE),
+                    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+            if (r < 0) {
+                throw fail("fstatat(" + fd + ")", state);
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("fstatat", t);
+        }
+    }
+
+    /** readlinkat(fd, ""): the target of the symlink an O_PATH {@code fd} refers to, at most {@code max} bytes. */
+    static byte[] readlink(int fd, int max) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            MemorySegment buf = arena.allocate(max);
+            // SAFETY: buf holds max bytes; readlinkat writes at most that many and no NUL.
+            long n = (long) READLINKAT.invokeExact(state, fd, arena.allocateFrom(""), buf, (long) max);
+            if (n < 0) {
+                throw fail("readlinkat(" + fd + ")", state);
+            }
+            return buf.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE);
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("readlinkat", t);
+        }
+    }
+
+    /** pread(2) into {@code buf}, retrying on EINTR; returns the bytes read, 0 at end of file. */
+    static int pread(int fd, MemorySegment buf, long offset) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            while (true) {
+                // SAFETY: buf is a native segment of the caller's; pread writes at most its size.
+                long n = (long) PREAD.invokeExact(state, fd, buf, buf.byteSize(), offset);
+                if (n >= 0) {
+                    return (int) n;
+                }
+                if ((int) ERRNO.get(state, 0L) != EINTR) {
+                    throw fail("pread(" + fd + ")", state);
+                }
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("pread", t);
+        }
+    }
+
+    /**
+     * Positions directory {@code fd} at {@code offset} (a d_off cookie from an earlier
+     * entry, or 0) and reads linux_dirent64 records into {@code buf}; returns the bytes read.
+     */
+    static int getdents(int fd, long offset, MemorySegment buf) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: integer arguments.
+            if ((long) LSEEK.invokeExact(state, fd, offset, 0 /* SEEK_SET */) < 0) {
+                throw fail("lseek(" + fd + ", " + offset + ")", state);
+            }
+            // SAFETY: buf is a native segment of the caller's; getdents64 writes at most its size.
+            long n = (long) SYSCALL3.invokeExact(state, SYS_GETDENTS64, fd, buf, buf.byteSize());
+            if (n < 0) {
+                throw fail("getdents64(" + fd + ")", state);
+            }
+            return (int) n;
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("getdents64", t);
         }
     }
 

@@ -66,6 +66,8 @@ public final class VhostUserFs implements AutoCloseable {
     private final int wakeFd;
     /** Null until {@link #share} names the root: a spare VM's back-end is listening before it knows its share. */
     private volatile FuseServer fuse;
+    /** The guest's caps: nodes and open files; set before {@link #share}. */
+    private volatile FuseServer.Limits limits = FuseServer.Limits.DEFAULT;
     private final ReentrantLock lock = new ReentrantLock();
     private final Virtqueue[] queues = new Virtqueue[QUEUES];
     private final Thread control;
@@ -95,7 +97,13 @@ public final class VhostUserFs implements AutoCloseable {
      * @param name names the back-end in logs and thread names (the sandbox's id)
      */
     public static VhostUserFs start(String name, Path socket, Path root) throws StoreException {
+        return start(name, socket, root, FuseServer.Limits.DEFAULT);
+    }
+
+    /** {@link #start} with caps of the tests' choosing. */
+    static VhostUserFs start(String name, Path socket, Path root, FuseServer.Limits limits) throws StoreException {
         VhostUserFs fs = listen(name, socket);
+        fs.limits = limits;
         try {
             fs.share(root);
         } catch (StoreException e) {
@@ -136,7 +144,9 @@ public final class VhostUserFs implements AutoCloseable {
             if (fuse != null) {
                 throw new IllegalStateException("virtio-fs " + name + " already serves a root");
             }
-            fuse = new FuseServer(root);
+            fuse = new FuseServer(root, limits);
+        } catch (SyscallException e) {
+            throw new StoreException("virtio-fs " + name + ": open root " + root + ": " + e.getMessage(), e);
         } finally {
             lock.unlock();
         }
@@ -145,6 +155,26 @@ public final class VhostUserFs implements AutoCloseable {
 
     public Path socket() {
         return socket;
+    }
+
+    /** The nodes the guest holds lookups on; for tests and diagnostics. */
+    int nodes() {
+        lock.lock();
+        try {
+            return fuse == null ? 0 : fuse.openNodes();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The guest's open files and directories (each one descriptor of ours); for tests and diagnostics. */
+    int handles() {
+        lock.lock();
+        try {
+            return fuse == null ? 0 : fuse.openHandles();
+        } finally {
+            lock.unlock();
+        }
     }
 
     // ---- the vhost-user connection ----
@@ -169,6 +199,9 @@ public final class VhostUserFs implements AutoCloseable {
                 if (!closed) {
                     LOG.log(Level.WARNING, "virtio-fs {0}: {1}; dropping the connection", name, e.getMessage());
                 }
+            } catch (RuntimeException e) {
+                // A message we failed to decode is a bug of ours; it costs the connection, never the back-end.
+                LOG.log(Level.WARNING, "virtio-fs " + name + ": dropping the connection", e);
             } finally {
                 connFd = -1;
                 Posix.closeQuietly(fd);
@@ -325,6 +358,7 @@ public final class VhostUserFs implements AutoCloseable {
                 return null;
             }
             case SET_VRING_NUM -> {
+                need(p, 8, request); // struct vhost_vring_state: index, num
                 Virtqueue q = queue(p.getInt(), request);
                 int num = p.getInt();
                 if (num <= 0 || num > 32768 || Integer.bitCount(num) != 1) {
@@ -344,12 +378,14 @@ public final class VhostUserFs implements AutoCloseable {
                 return null;
             }
             case SET_VRING_BASE -> {
+                need(p, 8, request); // struct vhost_vring_state: index, num
                 Virtqueue q = queue(p.getInt(), request);
                 q.lastAvail = p.getInt() & 0xffff;
                 q.usedIdx = -1;
                 return null;
             }
             case GET_VRING_BASE -> {
+                need(p, 8, request); // struct vhost_vring_state: index, num
                 Virtqueue q = queue(p.getInt(), request);
                 int base = q.lastAvail;
                 q.enabled = false;
@@ -381,6 +417,7 @@ public final class VhostUserFs implements AutoCloseable {
                 return null;
             }
             case SET_VRING_ENABLE -> {
+                need(p, 8, request); // struct vhost_vring_state: index, num
                 Virtqueue q = queue(p.getInt(), request);
                 q.enabled = p.getInt() != 0;
                 if (q.enabled) {
@@ -602,6 +639,14 @@ public final class VhostUserFs implements AutoCloseable {
         }
         Posix.closeQuietly(listenFd);
         Posix.closeQuietly(wakeFd);
+        lock.lock();
+        try {
+            if (fuse != null) {
+                fuse.close();
+            }
+        } finally {
+            lock.unlock();
+        }
         try {
             Files.deleteIfExists(socket);
         } catch (IOException e) {

@@ -41,6 +41,7 @@ class FuseServerTest {
         Files.writeString(root.resolve("hello.txt"), "hello from the image\n");
         Files.createSymbolicLink(root.resolve("link"), Path.of("/etc/passwd"));
         FuseServer fs = new FuseServer(root);
+        try {
         ByteBuffer init = ByteBuffer.allocate(64).order(ByteOrder.LITTLE_ENDIAN).putInt(7).putInt(38).putInt(1 << 16);
         assertEquals(0, error(fs.handle(request(FuseServer.INIT, 0, init.array()), 4096)));
 
@@ -83,5 +84,8 @@ class FuseServerTest {
         assertEquals(1, fs.openNodes(), "only the link is still looked up");
         assertEquals(-FuseServer.ENOENT, error(fs.handle(request(FuseServer.GETATTR, node, new byte[16]), 4096)),
                 "a forgotten node is gone");
+        } finally {
+            fs.close();
+        }
     }
 }

@@ -1,0 +1,198 @@
+package io.rund.rootfs.virtiofs;
+
+import static io.rund.rootfs.virtiofs.HostileDriver.error;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.rootfs.Syscalls;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.UUID;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A seeded, structure-aware fuzzer of the virtio-fs back-end through {@link HostileDriver}:
+ * FUSE requests built the way a guest builds them, with node ids and handles the back-end
+ * gave out mixed with forged ones, names from the share mixed with traversal attempts and
+ * junk, sizes and offsets at their extremes, and headers and bodies mangled. The back-end
+ * must answer every request (FORGETs excepted) or close, never crash or hang; no reply may
+ * carry the canary from beside the share; its nodes and open files stay under the caps.
+ *
+ * <p>CI runs {@code rund.fuzz.requests} (200,000) from seed {@code rund.fuzz.seed}; run
+ * longer by hand with {@code -Drund.fuzz.requests=5000000 -Drund.fuzz.seed=...}.
+ */
+class VhostUserFsFuzzTest {
+
+    private static final int[] OPCODES = {FuseServer.LOOKUP, FuseServer.FORGET, FuseServer.GETATTR, FuseServer.READLINK,
+            FuseServer.OPEN, FuseServer.READ, FuseServer.STATFS, FuseServer.RELEASE, FuseServer.FLUSH, FuseServer.OPENDIR,
+            FuseServer.READDIR, FuseServer.RELEASEDIR, FuseServer.INTERRUPT, FuseServer.BATCH_FORGET, 4, 9, 16, 22, 35};
+    private static final String[] NAMES = {"hello.txt", "dir", "x", "up", "canary", "fifo", "var", "run", "etc", "shadow",
+            "deep", "a", "..", ".", "", "/", "a/b", "../outside", "canary.txt", "f1", "f2", "f3", "link-loop"};
+    private static final int NODE_CAP = 200;
+    private static final int HANDLE_CAP = 16;
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void theBackEndAnswersEveryRequestAndNeverLeaksOrGrows() throws Exception {
+        long seed = Long.getLong("rund.fuzz.seed", 20261128L);
+        int count = Integer.getInteger("rund.fuzz.requests", 200_000);
+        Path share = Files.createDirectories(dir.resolve("share"));
+        Path outside = Files.createDirectories(dir.resolve("outside"));
+        byte[] canary = ("CANARY-" + UUID.randomUUID()).getBytes(StandardCharsets.US_ASCII);
+        Files.write(outside.resolve("canary.txt"), canary);
+        Files.writeString(share.resolve("hello.txt"), "hello\n".repeat(2000));
+        Path deep = Files.createDirectories(share.resolve("dir/deep/a/b"));
+        for (int i = 1; i <= 3; i++) {
+            Files.writeString(share.resolve("dir/f" + i), "f" + i);
+            Files.writeString(deep.resolve("f" + i), "deep f" + i);
+        }
+        Files.createDirectories(share.resolve("var"));
+        Files.createSymbolicLink(share.resolve("var/run"), Path.of("/run"));
+        Files.createSymbolicLink(share.resolve("x"), Path.of("/"));
+        Files.createSymbolicLink(share.resolve("up"), Path.of("../outside"));
+        Files.createSymbolicLink(share.resolve("canary"), outside.resolve("canary.txt"));
+        Files.createSymbolicLink(share.resolve("link-loop"), Path.of("link-loop"));
+        Syscalls.mkfifo(share.resolve("fifo"), 0644);
+
+        Random rnd = new Random(seed);
+        List<Long> nodes = new ArrayList<>(List.of(1L));
+        List<Long> handles = new ArrayList<>();
+        try (VhostUserFs fs = VhostUserFs.start("fuzz", dir.resolve("vu.sock"), share, new FuseServer.Limits(NODE_CAP, HANDLE_CAP));
+                HostileDriver guest = HostileDriver.connect(dir.resolve("vu.sock"))) {
+            assertEquals(0, error(guest.call(guest.init(), 4096)));
+            int sent = 0;
+            long answered = 0;
+            while (sent < count) {
+                int batch = Math.min(HostileDriver.SLOTS, count - sent);
+                List<byte[]> requests = new ArrayList<>();
+                for (int i = 0; i < batch; i++) {
+                    requests.add(request(guest, rnd, nodes, handles));
+                }
+                int capacity = switch (rnd.nextInt(8)) {
+                    case 0 -> rnd.nextInt(40);
+                    case 1 -> HostileDriver.REPLY_BYTES;
+                    default -> 4096;
+                };
+                int queue = rnd.nextInt(10) == 0 ? 0 : 1;
+                List<byte[]> replies = guest.send(queue, requests, capacity, 30_000);
+                assertNotNull(replies, "seed " + seed + ": the back-end did not answer a batch after " + sent + " requests");
+                for (int i = 0; i < batch; i++) {
+                    byte[] req = requests.get(i);
+                    byte[] reply = replies.get(i);
+                    if (reply == null) {
+                        continue; // FORGET, INTERRUPT, a mangled header, or no room for even a header
+                    }
+                    answered++;
+                    ByteBuffer r = ByteBuffer.wrap(reply).order(ByteOrder.LITTLE_ENDIAN);
+                    assertEquals(reply.length, r.getInt(0), "seed " + seed + ": a reply's length is its own");
+                    assertTrue(reply.length <= capacity);
+                    assertEquals(ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN).getLong(8), r.getLong(8),
+                            "seed " + seed + ": a reply answers its own request");
+                    int err = r.getInt(4);
+                    assertTrue(err <= 0 && err > -4096, "seed " + seed + ": error " + err);
+                    assertFalse(VhostUserFsHostileTest.contains(reply, canary), "seed " + seed + ": the canary leaked");
+                    learn(req, reply, nodes, handles);
+                }
+                sent += batch;
+                assertTrue(fs.handles() <= HANDLE_CAP, "open files and directories within the cap");
+                assertTrue(fs.nodes() <= NODE_CAP, "nodes within the cap");
+            }
+            long inShare = VhostUserFsHostileTest.openFds().stream().filter(t -> t.startsWith(share.toString())).count();
+            assertTrue(inShare <= 1 + HANDLE_CAP, inShare + " descriptors into the share");
+            assertEquals(0, error(guest.call(guest.fuse(FuseServer.GETATTR, 1, new byte[16]), 4096)), "still serving");
+            System.out.printf("fuzz: seed %d, %d requests, %d answered, %d nodes, %d handles at the end%n", seed, sent,
+                    answered, fs.nodes(), fs.handles());
+        }
+    }
+
+    /** Remembers the node ids and handles the back-end gave out, for later requests to use. */
+    private static void learn(byte[] req, byte[] reply, List<Long> nodes, List<Long> handles) {
+        if (error(reply) != 0 || reply.length < 24) {
+            return;
+        }
+        int opcode = ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN).getInt(4);
+        long first = ByteBuffer.wrap(reply).order(ByteOrder.LITTLE_ENDIAN).getLong(16);
+        if (opcode == FuseServer.LOOKUP && nodes.size() < 1000) {
+            nodes.add(first);
+        } else if ((opcode == FuseServer.OPEN || opcode == FuseServer.OPENDIR) && handles.size() < 1000) {
+            handles.add(first);
+        }
+    }
+
+    private static long pick(Random rnd, List<Long> known) {
+        return switch (rnd.nextInt(10)) {
+            case 0 -> rnd.nextLong();
+            case 1 -> rnd.nextInt(5);
+            default -> known.isEmpty() ? rnd.nextInt(100) : known.get(rnd.nextInt(known.size()));
+        };
+    }
+
+    private static long extreme(Random rnd) {
+        return switch (rnd.nextInt(6)) {
+            case 0 -> Long.MAX_VALUE;
+            case 1 -> -1 - rnd.nextInt(100);
+            case 2 -> rnd.nextLong();
+            default -> rnd.nextInt(20000);
+        };
+    }
+
+    private static byte[] name(Random rnd) {
+        return switch (rnd.nextInt(8)) {
+            case 0 -> {
+                byte[] junk = new byte[rnd.nextInt(300)];
+                rnd.nextBytes(junk);
+                yield junk;
+            }
+            case 1 -> ("a".repeat(rnd.nextInt(5000))).getBytes(StandardCharsets.UTF_8);
+            default -> HostileDriver.name(NAMES[rnd.nextInt(NAMES.length)]);
+        };
+    }
+
+    private static byte[] request(HostileDriver guest, Random rnd, List<Long> nodes, List<Long> handles) {
+        int opcode = rnd.nextInt(20) == 0 ? rnd.nextInt(64) : OPCODES[rnd.nextInt(OPCODES.length)];
+        long node = pick(rnd, nodes);
+        byte[] body = switch (opcode) {
+            case FuseServer.LOOKUP -> name(rnd);
+            case FuseServer.FORGET -> HostileDriver.le(8).putLong(rnd.nextInt(4)).array();
+            case FuseServer.BATCH_FORGET -> {
+                int n = rnd.nextInt(20);
+                ByteBuffer b = HostileDriver.le(8 + 16 * n).putInt(rnd.nextInt(5) == 0 ? rnd.nextInt() : n).putInt(0);
+                for (int i = 0; i < n; i++) {
+                    b.putLong(pick(rnd, nodes)).putLong(rnd.nextInt(3));
+                }
+                yield b.array();
+            }
+            case FuseServer.OPEN, FuseServer.OPENDIR -> HostileDriver.le(8).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 0)
+                    .array();
+            case FuseServer.READ, FuseServer.READDIR -> HostileDriver.le(40).putLong(pick(rnd, handles))
+                    .putLong(extreme(rnd)).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 4096).array();
+            case FuseServer.RELEASE, FuseServer.RELEASEDIR -> HostileDriver.le(24).putLong(pick(rnd, handles)).array();
+            default -> {
+                byte[] b = new byte[rnd.nextInt(64)];
+                rnd.nextBytes(b);
+                yield b;
+            }
+        };
+        byte[] req = guest.fuse(opcode, node, body);
+        switch (rnd.nextInt(30)) {
+            case 0 -> ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN).putInt(0, rnd.nextInt()); // a lying length
+            case 1 -> req = java.util.Arrays.copyOf(req, rnd.nextInt(req.length)); // truncated
+            case 2 -> req[rnd.nextInt(req.length)] ^= (byte) (1 << rnd.nextInt(8)); // one bit flipped
+            default -> {
+                // well-formed
+            }
+        }
+        return req.length > HostileDriver.REQUEST_BYTES ? java.util.Arrays.copyOf(req, HostileDriver.REQUEST_BYTES) : req;
+    }
+}
