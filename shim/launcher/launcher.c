@@ -295,16 +295,11 @@ int main(int argc, char **argv)
         /* StartResponse { string address = 1; } */
         if (out_len < 2 || out[0] != ((1 << 3) | 2))
             die("%s", "the rund daemon answered Start without an address");
-        size_t al = 0, shift = 0, k = 1;
-        while (k < out_len) {
-            al |= (size_t)(out[k] & 0x7f) << shift;
-            shift += 7;
-            if (!(out[k++] & 0x80))
-                break;
-        }
-        if (k + al > out_len)
+        const uint8_t *p = out + 1, *end = out + out_len;
+        uint64_t al;
+        if (ttrpc_read_varint(&p, end, &al) || al > (uint64_t)(end - p))
             die("%s", "malformed Start answer");
-        fwrite(out + k, 1, al, stdout);
+        fwrite(p, 1, (size_t)al, stdout);
     } else {
         out = call(fd, "Delete", req, n, &out_len);
         fwrite(out, 1, out_len, stdout);

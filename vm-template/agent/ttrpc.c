@@ -10,7 +10,7 @@
 #define WT_LEN 2
 #define WT_I32 5
 
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+int ttrpc_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
     uint64_t r = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -31,7 +31,7 @@ static int skip_field(const uint8_t **p, const uint8_t *end, int wire_type)
     uint64_t n;
     switch (wire_type) {
     case WT_VARINT:
-        return read_varint(p, end, &n);
+        return ttrpc_read_varint(p, end, &n);
     case WT_I64:
         if (end - *p < 8)
             return -1;
@@ -43,7 +43,7 @@ static int skip_field(const uint8_t **p, const uint8_t *end, int wire_type)
         *p += 4;
         return 0;
     case WT_LEN:
-        if (read_varint(p, end, &n) || n > (uint64_t)(end - *p))
+        if (ttrpc_read_varint(p, end, &n) || n > (uint64_t)(end - *p))
             return -1;
         *p += n;
         return 0;
@@ -68,13 +68,13 @@ int ttrpc_decode_request(const uint8_t *buf, size_t len, struct ttrpc_request *r
     req->payload = buf; /* an empty payload still points somewhere valid */
     while (p < end) {
         uint64_t key, n;
-        if (read_varint(&p, end, &key)) {
+        if (ttrpc_read_varint(&p, end, &key)) {
             snprintf(err, errlen, "malformed request: truncated field key");
             return -1;
         }
         int field = (int)(key >> 3), wt = (int)(key & 7);
         if ((field >= 1 && field <= 3) && wt == WT_LEN) {
-            if (read_varint(&p, end, &n) || n > (uint64_t)(end - p)) {
+            if (ttrpc_read_varint(&p, end, &n) || n > (uint64_t)(end - p)) {
                 snprintf(err, errlen, "malformed request: field %d runs past the message", field);
                 return -1;
             }
@@ -92,7 +92,7 @@ int ttrpc_decode_request(const uint8_t *buf, size_t len, struct ttrpc_request *r
             }
             p += n;
         } else if (field == 4 && wt == WT_VARINT) {
-            if (read_varint(&p, end, &n)) {
+            if (ttrpc_read_varint(&p, end, &n)) {
                 snprintf(err, errlen, "malformed request: truncated timeout");
                 return -1;
             }
@@ -195,7 +195,7 @@ int ttrpc_decode_response(const uint8_t *buf, size_t len, struct ttrpc_response 
     memset(resp, 0, sizeof(*resp));
     while (p < end) {
         uint64_t key, n;
-        if (read_varint(&p, end, &key))
+        if (ttrpc_read_varint(&p, end, &key))
             return -1;
         int field = (int)(key >> 3), wt = (int)(key & 7);
         if (wt != WT_LEN) {
@@ -203,21 +203,21 @@ int ttrpc_decode_response(const uint8_t *buf, size_t len, struct ttrpc_response 
                 return -1;
             continue;
         }
-        if (read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+        if (ttrpc_read_varint(&p, end, &n) || n > (uint64_t)(end - p))
             return -1;
         if (field == 1) {
             /* Status { int32 code = 1; string message = 2; ... } */
             const uint8_t *q = p, *qend = p + n;
             while (q < qend) {
                 uint64_t k, v;
-                if (read_varint(&q, qend, &k))
+                if (ttrpc_read_varint(&q, qend, &k))
                     return -1;
                 if ((k >> 3) == 1 && (k & 7) == WT_VARINT) {
-                    if (read_varint(&q, qend, &v))
+                    if (ttrpc_read_varint(&q, qend, &v))
                         return -1;
                     resp->code = (int)v;
                 } else if ((k >> 3) == 2 && (k & 7) == WT_LEN) {
-                    if (read_varint(&q, qend, &v) || v > (uint64_t)(qend - q))
+                    if (ttrpc_read_varint(&q, qend, &v) || v > (uint64_t)(qend - q))
                         return -1;
                     resp->message = q;
                     resp->message_len = v;

@@ -67,6 +67,10 @@ struct ttrpc_response {
 
 int ttrpc_decode_response(const uint8_t *buf, size_t len, struct ttrpc_response *resp);
 
+/* Reads a protobuf varint at *p (at most 10 bytes, never past end) and advances *p;
+ * 0 on success, -1 when it is cut short or longer than 64 bits. */
+int ttrpc_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+
 /* Fills the 10-byte frame header. */
 void ttrpc_put_header(uint8_t *h, uint32_t length, uint32_t stream_id, uint8_t type, uint8_t flags);
 

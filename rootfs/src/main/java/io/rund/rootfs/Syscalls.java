@@ -25,6 +25,10 @@ public final class Syscalls {
     public static final int O_CREAT = 0x40;
     public static final int O_EXCL = 0x80;
     public static final int O_CLOEXEC = 0x80000;
+    public static final int O_PATH = 0x200000;
+    public static final int O_DIRECTORY = 0x10000;
+    public static final int O_NOFOLLOW = 0x20000;
+    public static final int S_IFMT = 0170000, S_IFREG = 0100000, S_IFDIR = 0040000, S_IFLNK = 0120000;
 
     public static final long MS_RDONLY = 1;
     public static final long MS_NOSUID = 2;
@@ -78,6 +82,16 @@ public final class Syscalls {
     private static final MethodHandle RENAMEAT2 = handle("renameat2",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
                     ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    private static final MethodHandle FSTATAT = handle("fstatat",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                    ValueLayout.JAVA_INT), CAPTURE);
+    private static final MethodHandle READ = handle("read",
+            FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
+            CAPTURE);
+    private static final int AT_SYMLINK_NOFOLLOW = 0x100;
+    private static final int AT_EMPTY_PATH = 0x1000;
+    /** struct stat on x86_64. */
+    private static final long STAT_SIZE = 144;
     private static final MethodHandle CLOSE = handle("close",
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle STRERROR = handle("strerror",
@@ -199,6 +213,104 @@ public final class Syscalls {
             throw e;
         } catch (Throwable t) {
             throw new IllegalStateException("renameat2 downcall", t);
+        }
+    }
+
+    /** struct stat: the fields rund reads. */
+    public record Stat(long dev, long ino, long nlink, int mode, int uid, int gid, long rdev, long size, long blocks,
+            long atime, long atimeNs, long mtime, long mtimeNs, long ctime, long ctimeNs) {
+        /** The S_IFMT bits of the mode. */
+        public int type() {
+            return mode & S_IFMT;
+        }
+    }
+
+    /** fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW): the inode {@code fd} refers to, O_PATH descriptors included. */
+    public static Stat fstat(int fd) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            MemorySegment st = arena.allocate(STAT_SIZE, 8);
+            // SAFETY: st holds a struct stat (STAT_SIZE bytes) and the empty path is NUL-terminated, both in this arena.
+            if ((int) FSTATAT.invokeExact(state, fd, arena.allocateFrom(""), st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+                throw new SyscallException("fstatat(" + fd + ")", (int) ERRNO.get(state, 0L));
+            }
+            ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
+            ValueLayout.OfInt i = ValueLayout.JAVA_INT;
+            return new Stat(st.get(l, 0), st.get(l, 8), st.get(l, 16), st.get(i, 24), st.get(i, 28), st.get(i, 32),
+                    st.get(l, 40), st.get(l, 48), st.get(l, 64), st.get(l, 72), st.get(l, 80), st.get(l, 88), st.get(l, 96),
+                    st.get(l, 104), st.get(l, 112));
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("fstatat downcall", t);
+        }
+    }
+
+    /**
+     * Opens, with {@code flags}, exactly the inode an O_PATH descriptor refers to (through
+     * its /proc/self/fd link), not whatever a path names by now.
+     */
+    public static int reopen(int pathFd, int flags) throws SyscallException {
+        return open(Path.of("/proc/self/fd/" + pathFd), flags | O_CLOEXEC, 0);
+    }
+
+    /** What {@link #readNoFollow} found: the file's inode, and its bytes when it is a regular file. */
+    public record HostFile(Stat stat, byte[] bytes) {}
+
+    /**
+     * Reads a host file that a caller names but does not control, once and by descriptor:
+     * the last component is not followed (a symlink reads as a symlink), the inode is
+     * checked before it is opened, and only a regular file is opened (without blocking)
+     * and read, at most {@code limit} + 1 bytes, so that a larger file shows as such.
+     * Anything else comes back with its stat and no bytes.
+     */
+    public static HostFile readNoFollow(Path path, int limit) throws SyscallException {
+        int opath = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+        int fd = -1;
+        try {
+            Stat st = fstat(opath);
+            if (st.type() != S_IFREG) {
+                return new HostFile(st, new byte[0]);
+            }
+            fd = reopen(opath, O_RDONLY | O_NONBLOCK);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment buf = arena.allocate(limit + 1L);
+                MemorySegment state = arena.allocate(STATE);
+                long got = 0;
+                while (got < buf.byteSize()) {
+                    // SAFETY: buf is a native segment of limit+1 bytes in this arena; read writes at most the rest.
+                    long n = (long) READ.invokeExact(state, fd, buf.asSlice(got), buf.byteSize() - got);
+                    if (n < 0) {
+                        int errno = (int) ERRNO.get(state, 0L);
+                        if (errno == 4 /* EINTR */) {
+                            continue;
+                        }
+                        throw new SyscallException("read(" + path + ")", errno);
+                    }
+                    if (n == 0) {
+                        break;
+                    }
+                    got += n;
+                }
+                return new HostFile(st, buf.asSlice(0, got).toArray(ValueLayout.JAVA_BYTE));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("read downcall", t);
+        } finally {
+            closeQuietly(fd);
+            closeQuietly(opath);
+        }
+    }
+
+    private static void closeQuietly(int fd) {
+        if (fd >= 0) {
+            try {
+                close(fd);
+            } catch (SyscallException ignored) {
+                // Linux releases the descriptor even when close reports an error
+            }
         }
     }
 

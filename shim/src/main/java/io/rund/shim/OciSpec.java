@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rlimit;
+import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -44,25 +45,33 @@ final class OciSpec {
             if (!bind || !source.startsWith("/") || source.contains(EMPTY_DIR)) {
                 continue;
             }
-            Path file = Path.of(source);
-            if (!Files.isRegularFile(file)) {
-                continue; // directories and devices stay on the host (docs/kubernetes.md)
+            // Read once, by descriptor: a symlink is not followed, a FIFO or device never opened,
+            // and what is read is what was checked (a /proc file reports size 0 and may be endless).
+            Syscalls.HostFile file;
+            try {
+                file = Syscalls.readNoFollow(Path.of(source), MAX_FILE_BIND);
+            } catch (Syscalls.SyscallException e) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": bind source " + source + ": " + e.getMessage());
+            }
+            int type = file.stat().type();
+            if (type == Syscalls.S_IFDIR) {
+                continue; // directories stay on the host (docs/kubernetes.md)
+            }
+            if (type != Syscalls.S_IFREG) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": bind source " + source + " is "
+                        + (type == Syscalls.S_IFLNK ? "a symlink (name the file it points to)" : "not a regular file or directory"
+                        + " (mode 0" + Integer.toOctalString(file.stat().mode()) + ")") + ", which rund does not bring into a VM");
             }
             String destination = m.path("destination").asText("");
             if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
                 throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": mount destination " + destination
                         + " of file " + source + " is not an absolute path");
             }
-            try {
-                long size = Files.size(file);
-                if (size > MAX_FILE_BIND) {
-                    throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": file " + source + " of " + size
-                            + " bytes is larger than " + MAX_FILE_BIND + ", the most rund copies into a VM");
-                }
-                files.add(new ContainerSpec.FileMount(destination, Files.readAllBytes(file), readOnly));
-            } catch (IOException e) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": read file " + source + ": " + e.getMessage());
+            if (file.bytes().length > MAX_FILE_BIND) {
+                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": file " + source + " of more than "
+                        + MAX_FILE_BIND + " bytes is larger than " + MAX_FILE_BIND + ", the most rund copies into a VM");
             }
+            files.add(new ContainerSpec.FileMount(destination, file.bytes(), readOnly));
         }
         return files;
     }

@@ -64,6 +64,23 @@ class OciSpecVolumesTest {
             TaskFault tooBig = assertThrows(TaskFault.class, () -> OciSpec.files("spec", JSON.readTree(
                     "[{\"destination\":\"/big\",\"type\":\"bind\",\"source\":\"" + big + "\"}]")));
             assertTrue(tooBig.getMessage().contains(big.toString()), tooBig.getMessage());
+
+            // Read once by descriptor: a symlink is not followed, a FIFO never opened (it would block),
+            // a device refused, a /proc file (size 0 on stat) read for what it holds, up to the limit.
+            java.nio.file.Path link = java.nio.file.Files.createSymbolicLink(dir.resolve("link"), resolv);
+            java.nio.file.Path fifo = dir.resolve("fifo");
+            io.rund.rootfs.Syscalls.mkfifo(fifo, 0644);
+            for (java.nio.file.Path bad : List.of(link, fifo, java.nio.file.Path.of("/dev/zero"))) {
+                TaskFault refused = assertThrows(TaskFault.class, () -> OciSpec.files("spec", JSON.readTree(
+                        "[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":\"" + bad + "\"}]")));
+                assertTrue(refused.getMessage().contains("bind source " + bad + " is "), refused.getMessage());
+            }
+            List<ContainerSpec.FileMount> proc = OciSpec.files("spec", JSON.readTree(
+                    "[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":\"/proc/self/status\"}]"));
+            assertTrue(new String(proc.getFirst().data(), java.nio.charset.StandardCharsets.UTF_8).startsWith("Name:"));
+            TaskFault missing = assertThrows(TaskFault.class, () -> OciSpec.files("spec", JSON.readTree(
+                    "[{\"destination\":\"/x\",\"type\":\"bind\",\"source\":\"" + dir.resolve("none") + "\"}]")));
+            assertTrue(missing.getMessage().contains(dir.resolve("none").toString()), missing.getMessage());
         } finally {
             Trees.delete(dir);
         }

@@ -61,7 +61,6 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
             EINVAL = 22, EMFILE = 24, ERANGE = 34, ENAMETOOLONG = 36, ENOSYS = 38, EROFS = 30, EPROTO = 71, ESTALE = 116;
     private static final int O_ACCMODE = 3, O_TRUNC = 0x200, O_CREAT = 0x40;
     private static final int FOPEN_KEEP_CACHE = 2;
-    private static final int S_IFMT = 0170000, S_IFDIR = 0040000, S_IFREG = 0100000;
     private static final long ENTRY_SECONDS = 3600;
     private static final int MAX_READ = 1 << 20;
     private static final int MAX_NAME = 255;
@@ -110,9 +109,9 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
     FuseServer(Path root, Limits limits) throws SyscallException {
         this.root = root;
         this.limits = limits;
-        this.rootFd = Syscalls.open(root, Posix.O_PATH | Posix.O_DIRECTORY | Posix.O_CLOEXEC, 0);
-        try (Arena arena = Arena.ofConfined()) {
-            Stat s = stat(arena, rootFd);
+        this.rootFd = Syscalls.open(root, Syscalls.O_PATH | Syscalls.O_DIRECTORY | Syscalls.O_CLOEXEC, 0);
+        try {
+            Syscalls.Stat s = Syscalls.fstat(rootFd);
             nodes.put(1L, new Node(1, s.dev(), s.ino(), "", new long[] {1}));
         } catch (SyscallException e) {
             Posix.closeQuietly(rootFd);
@@ -151,7 +150,7 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         try (Arena arena = Arena.ofConfined()) {
             ByteBuffer out = switch (opcode) {
                 case INIT -> init(in);
-                case LOOKUP -> lookup(arena, nodeid, name(in));
+                case LOOKUP -> lookup(nodeid, name(in));
                 case FORGET -> {
                     forget(nodeid, in.getLong());
                     yield null;
@@ -164,9 +163,9 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
                     }
                     yield null;
                 }
-                case GETATTR -> attrOut(arena, node(nodeid));
+                case GETATTR -> attrOut(node(nodeid));
                 case READLINK -> readlink(node(nodeid));
-                case OPEN -> open(arena, node(nodeid), in.getInt());
+                case OPEN -> open(node(nodeid), in.getInt());
                 case READ -> read(arena, in.getLong(), in.getLong(), in.getInt(), capacity);
                 case RELEASE, RELEASEDIR -> {
                     Handle h = handles.remove(in.getLong());
@@ -176,7 +175,7 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
                     yield reply(0);
                 }
                 case FLUSH -> reply(0);
-                case OPENDIR -> opendir(arena, node(nodeid));
+                case OPENDIR -> opendir(node(nodeid));
                 case READDIR -> readdir(arena, in.getLong(), in.getLong(), in.getInt(), capacity);
                 case STATFS -> statfs();
                 case INTERRUPT -> null; // every request is answered at once; nothing to interrupt
@@ -305,30 +304,16 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         return n;
     }
 
-    /** struct stat, the fields FUSE needs. */
-    private record Stat(long dev, long ino, long nlink, int mode, int uid, int gid, long rdev, long size, long blocks,
-            long atime, long atimeNs, long mtime, long mtimeNs, long ctime, long ctimeNs) {}
-
-    private static Stat stat(Arena arena, int fd) throws SyscallException {
-        MemorySegment s = arena.allocate(Posix.STAT_SIZE, 8);
-        Posix.fstat(fd, s);
-        ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
-        ValueLayout.OfInt i = ValueLayout.JAVA_INT;
-        return new Stat(s.get(l, 0), s.get(l, 8), s.get(l, 16), s.get(i, 24), s.get(i, 28), s.get(i, 32), s.get(l, 40),
-                s.get(l, 48), s.get(l, 64), s.get(l, 72), s.get(l, 80), s.get(l, 88), s.get(l, 96), s.get(l, 104),
-                s.get(l, 112));
-    }
-
     /**
      * Opens node {@code n}'s inode with {@code flags} (O_NOFOLLOW always: a symlink node opens
      * as itself), resolving its path from the root's descriptor, confined; the caller closes
      * the descriptor. An inode that is no longer the node's is ESTALE.
      */
-    private int resolve(Arena arena, Node n, int flags) throws SyscallException, FuseError {
-        int fd = Posix.openat2(rootFd, n.path().isEmpty() ? "." : n.path(), flags | Posix.O_NOFOLLOW | Posix.O_CLOEXEC,
+    private int resolve(Node n, int flags) throws SyscallException, FuseError {
+        int fd = Posix.openat2(rootFd, n.path().isEmpty() ? "." : n.path(), flags | Syscalls.O_NOFOLLOW | Syscalls.O_CLOEXEC,
                 CONFINED);
         try {
-            Stat s = stat(arena, fd);
+            Syscalls.Stat s = Syscalls.fstat(fd);
             if (s.dev() != n.dev() || s.ino() != n.ino()) {
                 throw new FuseError(ESTALE);
             }
@@ -339,18 +324,18 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         }
     }
 
-    private ByteBuffer lookup(Arena arena, long parent, String name) throws FuseError, SyscallException {
+    private ByteBuffer lookup(long parent, String name) throws FuseError, SyscallException {
         Node dir = node(parent);
         String path = dir.path().isEmpty() ? name : dir.path() + "/" + name;
         if (path.length() > MAX_PATH) {
             throw new FuseError(ENAMETOOLONG);
         }
-        int dirFd = resolve(arena, dir, Posix.O_PATH | Posix.O_DIRECTORY); // ENOTDIR: not a directory
-        Stat a;
+        int dirFd = resolve(dir, Syscalls.O_PATH | Syscalls.O_DIRECTORY); // ENOTDIR: not a directory
+        Syscalls.Stat a;
         try {
-            int fd = Posix.openat2(dirFd, name, Posix.O_PATH | Posix.O_NOFOLLOW | Posix.O_CLOEXEC, CONFINED);
+            int fd = Posix.openat2(dirFd, name, Syscalls.O_PATH | Syscalls.O_NOFOLLOW | Syscalls.O_CLOEXEC, CONFINED);
             try {
-                a = stat(arena, fd);
+                a = Syscalls.fstat(fd);
             } finally {
                 Posix.closeQuietly(fd);
             }
@@ -391,11 +376,11 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         }
     }
 
-    private ByteBuffer attrOut(Arena arena, Node n) throws SyscallException, FuseError {
-        int fd = resolve(arena, n, Posix.O_PATH);
-        Stat a;
+    private ByteBuffer attrOut(Node n) throws SyscallException, FuseError {
+        int fd = resolve(n, Syscalls.O_PATH);
+        Syscalls.Stat a;
         try {
-            a = stat(arena, fd);
+            a = Syscalls.fstat(fd);
         } finally {
             Posix.closeQuietly(fd);
         }
@@ -408,7 +393,7 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
     }
 
     /** struct fuse_attr, 88 bytes. */
-    private static void putAttr(ByteBuffer out, Stat a) {
+    private static void putAttr(ByteBuffer out, Syscalls.Stat a) {
         out.putLong(a.ino()).putLong(a.size()).putLong(a.blocks())
                 .putLong(a.atime()).putLong(a.mtime()).putLong(a.ctime())
                 .putInt((int) a.atimeNs()).putInt((int) a.mtimeNs()).putInt((int) a.ctimeNs())
@@ -417,14 +402,12 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
     }
 
     private ByteBuffer readlink(Node n) throws SyscallException, FuseError {
-        try (Arena arena = Arena.ofConfined()) {
-            int fd = resolve(arena, n, Posix.O_PATH);
-            try {
-                byte[] target = Posix.readlink(fd, MAX_LINK);
-                return reply(target.length).put(target);
-            } finally {
-                Posix.closeQuietly(fd);
-            }
+        int fd = resolve(n, Syscalls.O_PATH);
+        try {
+            byte[] target = Posix.readlink(fd, MAX_LINK);
+            return reply(target.length).put(target);
+        } finally {
+            Posix.closeQuietly(fd);
         }
     }
 
@@ -446,23 +429,23 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         return fh;
     }
 
-    private ByteBuffer open(Arena arena, Node n, int flags) throws FuseError, SyscallException {
+    private ByteBuffer open(Node n, int flags) throws FuseError, SyscallException {
         if ((flags & O_ACCMODE) != 0 || (flags & (O_TRUNC | O_CREAT)) != 0) {
             throw new FuseError(EROFS);
         }
         checkHandleRoom();
-        int path = resolve(arena, n, Posix.O_PATH);
+        int path = resolve(n, Syscalls.O_PATH);
         int fd;
         try {
-            int type = stat(arena, path).mode() & S_IFMT;
-            if (type == S_IFDIR) {
+            int type = Syscalls.fstat(path).type();
+            if (type == Syscalls.S_IFDIR) {
                 throw new FuseError(EISDIR);
             }
-            if (type != S_IFREG) {
+            if (type != Syscalls.S_IFREG) {
                 throw new FuseError(ENXIO); // FIFOs, devices, sockets and symlinks are never opened here
             }
             // Opens exactly the inode just checked (the O_PATH descriptor's), not whatever a path names now.
-            fd = Syscalls.open(Path.of("/proc/self/fd/" + path), Syscalls.O_RDONLY | Syscalls.O_NONBLOCK | Syscalls.O_CLOEXEC, 0);
+            fd = Syscalls.reopen(path, Syscalls.O_RDONLY | Syscalls.O_NONBLOCK);
         } finally {
             Posix.closeQuietly(path);
         }
@@ -490,9 +473,9 @@ final class FuseServer implements Virtqueue.Handler, AutoCloseable {
         return reply(got).put(buf.asSlice(0, got).toArray(ValueLayout.JAVA_BYTE));
     }
 
-    private ByteBuffer opendir(Arena arena, Node n) throws SyscallException, FuseError {
+    private ByteBuffer opendir(Node n) throws SyscallException, FuseError {
         checkHandleRoom();
-        int fd = resolve(arena, n, Syscalls.O_RDONLY | Posix.O_DIRECTORY); // ENOTDIR: not a directory
+        int fd = resolve(n, Syscalls.O_RDONLY | Syscalls.O_DIRECTORY); // ENOTDIR: not a directory
         return reply(16).putLong(addHandle(fd, true)).putInt(FOPEN_KEEP_CACHE).putInt(0);
     }
 

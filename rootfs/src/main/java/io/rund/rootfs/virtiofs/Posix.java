@@ -18,8 +18,8 @@ import java.nio.file.Path;
  * The system calls a vhost-user back-end needs and the JDK lacks, through the FFM API:
  * a unix socket that receives file descriptors (SCM_RIGHTS), its peer's pid, eventfds,
  * poll(2), reading and writing another process's memory (process_vm_readv/writev), and
- * the descriptor-relative file calls the share is served with (openat2, fstatat,
- * readlinkat, pread, getdents64, lseek). Failures become {@link SyscallException} naming
+ * the descriptor-relative file calls the share is served with (openat2, readlinkat,
+ * pread, getdents64, lseek; fstat is {@link Syscalls#fstat}). Failures become {@link SyscallException} naming
  * the call and errno.
  */
 final class Posix {
@@ -64,24 +64,14 @@ final class Posix {
             FunctionDescriptor.of(L, L, I, P, P, L), CAPTURE, Linker.Option.firstVariadicArg(1));
     private static final MethodHandle SYSCALL3 = LINKER.downcallHandle(LINKER.defaultLookup().find("syscall").orElseThrow(),
             FunctionDescriptor.of(L, L, I, P, L), CAPTURE, Linker.Option.firstVariadicArg(1));
-    private static final MethodHandle FSTATAT = handle("fstatat", FunctionDescriptor.of(I, I, P, P, I));
     private static final MethodHandle READLINKAT = handle("readlinkat", FunctionDescriptor.of(L, I, P, P, L));
     private static final MethodHandle PREAD = handle("pread", FunctionDescriptor.of(L, I, P, L, L));
     private static final MethodHandle LSEEK = handle("lseek", FunctionDescriptor.of(L, I, L, I));
     private static final long SYS_OPENAT2 = 437;
     private static final long SYS_GETDENTS64 = 217;
 
-    static final int O_PATH = 0x200000;
-    static final int O_DIRECTORY = 0x10000;
-    static final int O_NOFOLLOW = 0x20000;
-    static final int O_NONBLOCK = 0x800;
-    static final int O_CLOEXEC = 0x80000;
     static final long RESOLVE_NO_XDEV = 0x01, RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04,
             RESOLVE_BENEATH = 0x08;
-    private static final int AT_SYMLINK_NOFOLLOW = 0x100;
-    private static final int AT_EMPTY_PATH = 0x1000;
-    /** struct stat on x86_64. */
-    static final long STAT_SIZE = 144;
 
     /** struct iovec: base pointer, length. */
     static final long IOVEC = 16;
@@ -484,23 +474,6 @@ final class Posix {
             throw e;
         } catch (Throwable t) {
             throw downcall("openat2", t);
-        }
-    }
-
-    /** fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW): the inode {@code fd} refers to, O_PATH ones included. */
-    static void fstat(int fd, MemorySegment stat) throws SyscallException {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(STATE);
-            // SAFETY: stat holds STAT_SIZE bytes (the caller's segment); the empty path is NUL-terminated.
-            int r = (int) FSTATAT.invokeExact(state, fd, arena.allocateFrom(""), stat.asSlice(0, STAT_SIZE),
-                    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-            if (r < 0) {
-                throw fail("fstatat(" + fd + ")", state);
-            }
-        } catch (SyscallException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw downcall("fstatat", t);
         }
     }
 

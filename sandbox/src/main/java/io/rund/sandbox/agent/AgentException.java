@@ -52,7 +52,32 @@ public final class AgentException extends Exception {
             case UNIMPLEMENTED -> Kind.UNIMPLEMENTED;
             default -> Kind.INTERNAL;
         };
-        return new AgentException(kind, "agent " + method + ": " + e.status().message(), e);
+        return new AgentException(kind, "agent " + method + ": " + guestText(e.status().message()), e);
+    }
+
+    /** The most of a guest's error text that reaches logs and containerd. */
+    static final int MAX_GUEST_TEXT = 1024;
+
+    /**
+     * A string the guest wrote, made safe to log and to hand to containerd: at most
+     * {@link #MAX_GUEST_TEXT} characters (the rest counted, not kept), and every control
+     * character (newlines included, which could forge log lines) written as \xNN.
+     */
+    static String guestText(String s) {
+        StringBuilder b = new StringBuilder(Math.min(s.length(), MAX_GUEST_TEXT) + 16);
+        int i = 0;
+        for (; i < s.length() && b.length() < MAX_GUEST_TEXT; i++) {
+            char c = s.charAt(i);
+            if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) || c == 0x2028 || c == 0x2029) {
+                b.append(String.format("\\x%02x", (int) c & 0xffff));
+            } else {
+                b.append(c);
+            }
+        }
+        if (i < s.length()) {
+            b.append("... (").append(s.length() - i).append(" more characters from the guest)");
+        }
+        return b.toString();
     }
 
     /** The guest answered something that breaks the protocol's promises. */

@@ -24,4 +24,12 @@ public interface Hypervisor {
      * split so that the slow half can happen before anybody waits for the VM.
      */
     Vm launchPaused(VmConfig config) throws HypervisorException;
+
+    /**
+     * The directory of the VM {@code process} runs, if it provably is one of this
+     * hypervisor's: its own binary, with its control socket in that directory (as
+     * {@link VmConfig#dir} gave it). Recovery kills only such processes, never one whose
+     * command line merely mentions a path.
+     */
+    java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process);
 }

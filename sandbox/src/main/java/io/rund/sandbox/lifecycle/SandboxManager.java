@@ -624,25 +624,23 @@ public final class SandboxManager implements AutoCloseable {
     }
 
     /**
-     * Kills every process whose command line names a directory of the state root: QEMUs a
+     * Kills every VM of this hypervisor whose directory is one of the state root's: QEMUs a
      * dead daemon launched but had not yet written into a state file or bound to a cgroup
      * (a spare being launched when it died, a start between launch and its next step).
-     * Only for recovery, which cleans every sandbox.
+     * Only processes the hypervisor proves are its VMs (its binary, its control socket in
+     * such a directory) are killed. Only for recovery, which cleans every sandbox.
      */
     private void killStrays() {
-        String root = config.stateRoot().toString() + "/";
-        ProcessHandle self = ProcessHandle.current();
-        ProcessHandle.allProcesses().filter(p -> !p.equals(self))
-                .filter(p -> p.info().commandLine().orElse("").contains(root)).forEach(p -> {
-                    LOG.log(Level.INFO, "recover: killing pid {0}, left by a previous daemon: {1}", p.pid(),
-                            p.info().commandLine().orElse(""));
-                    p.destroyForcibly();
-                    p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
-                });
+        Path root = config.stateRoot();
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent())).ifPresent(d -> {
+            LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
+            p.destroyForcibly();
+            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+        }));
     }
 
     /** Kills the VM a state directory's file names, if it is still that VM. */
-    private static void killRecorded(Path dir) {
+    private void killRecorded(Path dir) {
         try {
             SandboxState state = SandboxState.read(dir);
             String vmDir = state.vmDir();
@@ -652,13 +650,13 @@ public final class SandboxManager implements AutoCloseable {
         }
     }
 
-    /** Kills {@code pid} only if its command line names the VM's directory: pids get reused. */
-    private static void killIfOurs(long pid, Path dir) {
+    /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
+    private void killIfOurs(long pid, Path dir) {
         if (pid <= 0) {
             return;
         }
         ProcessHandle.of(pid).ifPresent(p -> {
-            if (p.info().commandLine().orElse("").contains(dir + "/")) {
+            if (hypervisor.vmDirOf(p).filter(dir::equals).isPresent()) {
                 p.destroyForcibly();
                 p.onExit().join();
             }

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.agent.v1.ConfigureNetworkRequest;
 import io.rund.agent.v1.IpAddress;
 import io.rund.agent.v1.Route;
+import io.rund.rootfs.Syscalls;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -64,6 +65,61 @@ public final class PodNetwork {
         this.routes = List.copyOf(routes);
     }
 
+    /** _IO(0xb7, 0x3): which kind of namespace an nsfs descriptor is. */
+    private static final long NS_GET_NSTYPE = 0xb703;
+    private static final int CLONE_NEWNET = 0x40000000;
+
+    /**
+     * Refuses a path that is not a network namespace (it is checked on its inode, and opened
+     * only when it is an nsfs file, never blocking) or that is {@code own}, the daemon's
+     * namespace: joining it would put the pod on the host's network, which rund refuses.
+     */
+    static void checkNamespace(Path netns, Path own) throws NetworkException {
+        String what = "network namespace " + netns;
+        int path = -1;
+        int fd = -1;
+        try {
+            path = Syscalls.open(netns, Syscalls.O_PATH | Syscalls.O_CLOEXEC, 0);
+            Syscalls.Stat st = Syscalls.fstat(path);
+            if (st.type() != Syscalls.S_IFREG) {
+                throw new NetworkException(what + " is not a namespace file (mode 0" + Integer.toOctalString(st.mode()) + ")");
+            }
+            fd = Syscalls.reopen(path, Syscalls.O_RDONLY | Syscalls.O_NONBLOCK);
+            int type;
+            try {
+                type = Syscalls.ioctl(fd, NS_GET_NSTYPE, 0);
+            } catch (Syscalls.SyscallException e) {
+                throw new NetworkException(what + " is not a namespace file (" + e.getMessage() + ")");
+            }
+            if (type != CLONE_NEWNET) {
+                throw new NetworkException(what + " is a namespace of another kind (0x" + Integer.toHexString(type) + ")");
+            }
+            int mine = Syscalls.open(own, Syscalls.O_PATH | Syscalls.O_CLOEXEC, 0);
+            Syscalls.Stat self;
+            try {
+                self = Syscalls.fstat(mine);
+            } finally {
+                Syscalls.close(mine);
+            }
+            if (self.dev() == st.dev() && self.ino() == st.ino()) {
+                throw new NetworkException(what + " is rund's own (the host's) network namespace; a VM cannot join"
+                        + " the host's network, and rund refuses host networking");
+            }
+        } catch (Syscalls.SyscallException e) {
+            throw new NetworkException(what + ": " + e.getMessage());
+        } finally {
+            for (int f : new int[] {fd, path}) {
+                if (f >= 0) {
+                    try {
+                        Syscalls.close(f);
+                    } catch (Syscalls.SyscallException ignored) {
+                        // released by the kernel either way
+                    }
+                }
+            }
+        }
+    }
+
     /**
      * What the namespace at {@code netns} holds: its first interface with an IPv4 address
      * (other than loopback), and the routes through it. Null when it has none (a pod with
@@ -73,6 +129,7 @@ public final class PodNetwork {
         if (!netns.isAbsolute() || !Files.exists(netns)) {
             throw new NetworkException("network namespace " + netns + " does not exist");
         }
+        checkNamespace(netns, Path.of("/proc/self/ns/net"));
         String out = run(List.of("nsenter", "--net=" + netns, "ip", "-j", "-batch", "-"), "addr show\nroute show\n");
         List<JsonNode> docs = new ArrayList<>();
         // Two arrays, one after the other (a MappingIterator would take the first array's elements).

@@ -58,11 +58,16 @@ class CrashRecoveryTest {
             assertTrue(ProcessHandle.of(vmPid).map(ProcessHandle::isAlive).orElse(false),
                     "QEMU must outlive the killed daemon, or this test proves nothing");
 
+            // A process that merely names a sandbox directory is not rund's VM, and recovery must not kill it.
+            Process bystander = new ProcessBuilder("sh", "-c", "sleep 300; : " + fx.stateRoot.resolve(id) + "/qmp.sock").start();
             fx.pool = CgroupPool.open(fx.layout, fx.base.resolve("claims"), Fixture.POOL_SIZE);
             assertEquals(List.of(id), List.copyOf(fx.pool.claimed().keySet()), "the new daemon finds the claimed cgroup");
             List<String> cleaned = fx.manager().recover();
             assertEquals(List.of(id), cleaned);
             assertTrue(ProcessHandle.of(vmPid).map(p -> !p.isAlive()).orElse(true), "QEMU must be gone");
+            assertTrue(bystander.isAlive(), "recovery killed a process that only mentions the state root");
+            bystander.descendants().forEach(ProcessHandle::destroyForcibly);
+            bystander.destroyForcibly().waitFor();
             fx.assertNothingLeft();
             // The unlinked writable layer's blocks are free once QEMU, its last holder, is gone.
             long usedAfter = fx.xfs.usedKiB();

@@ -57,4 +57,29 @@ class PodNetworkParseTest {
                 () -> PodNetwork.inspect(Path.of("/run/netns/none-such")));
         assertTrue(missing.getMessage().contains("/run/netns/none-such"), missing.getMessage());
     }
+
+    @Test
+    void onlyANetworkNamespaceOtherThanTheDaemonsOwnIsJoined(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path own = Path.of("/proc/self/ns/net");
+        NetworkException host = assertThrows(NetworkException.class, () -> PodNetwork.checkNamespace(own, own));
+        assertTrue(host.getMessage().contains("network namespace /proc/self/ns/net is rund's own (the host's)"), host.getMessage());
+        NetworkException uts = assertThrows(NetworkException.class,
+                () -> PodNetwork.checkNamespace(Path.of("/proc/self/ns/uts"), own));
+        assertTrue(uts.getMessage().contains("is a namespace of another kind"), uts.getMessage());
+        Path file = java.nio.file.Files.writeString(dir.resolve("file"), "x");
+        Path fifo = dir.resolve("fifo");
+        io.rund.rootfs.Syscalls.mkfifo(fifo, 0644);
+        for (Path bad : List.of(file, fifo, dir)) {
+            NetworkException e = assertThrows(NetworkException.class, () -> PodNetwork.checkNamespace(bad, own));
+            assertTrue(e.getMessage().contains("network namespace " + bad + " is not a namespace file"), e.getMessage());
+        }
+        // A namespace of its own (as CNI pins one) is joined.
+        String name = "rund-check-" + ProcessHandle.current().pid();
+        assertEquals(0, new ProcessBuilder("ip", "netns", "add", name).inheritIO().start().waitFor());
+        try {
+            PodNetwork.checkNamespace(Path.of("/run/netns", name), own);
+        } finally {
+            new ProcessBuilder("ip", "netns", "del", name).inheritIO().start().waitFor();
+        }
+    }
 }

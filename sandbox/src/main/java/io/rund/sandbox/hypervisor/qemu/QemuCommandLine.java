@@ -86,8 +86,25 @@ public final class QemuCommandLine {
     }
 
     record Qmp(Path socket) implements Group {
+        private static final String PREFIX = "unix:";
+        private static final String SUFFIX = ",server=on,wait=off";
+
         public List<String> args() {
-            return List.of("-qmp", "unix:" + opt(socket) + ",server=on,wait=off");
+            return List.of("-qmp", PREFIX + opt(socket) + SUFFIX);
+        }
+
+        /** The QMP socket an argv built here names, or null when it names none (or another shape). */
+        static Path of(List<String> argv) {
+            int i = argv.indexOf("-qmp");
+            if (i < 0 || i + 1 >= argv.size()) {
+                return null;
+            }
+            String v = argv.get(i + 1);
+            if (!v.startsWith(PREFIX) || !v.endsWith(SUFFIX) || v.length() <= PREFIX.length() + SUFFIX.length()) {
+                return null;
+            }
+            String path = v.substring(PREFIX.length(), v.length() - SUFFIX.length());
+            return path.indexOf(',') >= 0 || !path.startsWith("/") ? null : Path.of(path);
         }
     }
 

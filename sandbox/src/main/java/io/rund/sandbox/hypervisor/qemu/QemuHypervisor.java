@@ -66,6 +66,19 @@ public final class QemuHypervisor implements Hypervisor {
         return accelerator;
     }
 
+    @Override
+    public java.util.Optional<Path> vmDirOf(ProcessHandle process) {
+        ProcessHandle.Info info = process.info();
+        String exe = info.command().orElse("");
+        // A binary replaced by a package upgrade reads "<path> (deleted)" from /proc; it is still ours.
+        if (!exe.equals(qemu.toString()) && !exe.equals(qemu + " (deleted)")) {
+            return java.util.Optional.empty();
+        }
+        Path socket = QemuCommandLine.Qmp.of(List.of(info.arguments().orElse(new String[0])));
+        return socket != null && socket.getFileName().toString().equals("qmp.sock") && socket.getParent() != null
+                ? java.util.Optional.of(socket.getParent()) : java.util.Optional.empty();
+    }
+
     public List<String> argv(VmConfig config) {
         return QemuCommandLine.argv(qemu, config, accelerator, baseCmdline);
     }

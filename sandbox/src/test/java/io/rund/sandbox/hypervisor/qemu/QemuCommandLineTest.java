@@ -85,4 +85,17 @@ class QemuCommandLineTest {
                 TCG, ""));
         assertTrue(tooLong.getMessage().contains("1-20"), tooLong.getMessage());
     }
+
+    @Test
+    void theQmpSocketIsReadBackFromAnArgvOfOurShapeOnly() {
+        List<String> argv = QemuCommandLine.argv(Path.of("/usr/bin/qemu-system-x86_64"), config(List.of(), List.of()), TCG, "");
+        assertEquals(Path.of("/run/rund/sandboxes/sb1/qmp.sock"), QemuCommandLine.Qmp.of(argv));
+        // Mentioning the state root is not being a VM of it.
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("sleep", "/run/rund/sandboxes/sb1/qmp.sock")));
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp")));
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "tcp:1.2.3.4:5,server=on,wait=off")));
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:relative/qmp.sock,server=on,wait=off")));
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:/a,b/qmp.sock,server=on,wait=off")));
+        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:,server=on,wait=off")));
+    }
 }
