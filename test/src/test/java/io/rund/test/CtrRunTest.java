@@ -366,6 +366,11 @@ class CtrRunTest {
         assertTrue(status.stdout().contains("templates    " + store + ", current " + key + "\n"), status.stdout());
         assertTrue(status.stdout().matches("(?s).*\nst +running +clone " + key + " +[1-9][0-9]* +\\S+ +default/st\n.*"),
                 status.stdout());
+        // The VM's QEMU runs under its own seccomp filter (-sandbox): no exec, no privilege changes.
+        Matcher vmPid = Pattern.compile("(?m)^st +running +clone " + key + " +([1-9][0-9]*) ").matcher(status.stdout());
+        assertTrue(vmPid.find(), status.stdout());
+        String qemuStatus = Files.readString(Path.of("/proc", vmPid.group(1), "status"));
+        assertTrue(qemuStatus.contains("\nSeccomp:\t2\n"), qemuStatus);
         assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "st").exitCode());
         awaitStopped("st");
         assertKilled(ctd.ctr(T, "task", "delete", "st"));

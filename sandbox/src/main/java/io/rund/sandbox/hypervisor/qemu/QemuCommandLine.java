@@ -14,7 +14,7 @@ public final class QemuCommandLine {
 
     /** One group of QEMU arguments. */
     sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk,
-            Nic, Incoming {
+            Nic, Incoming, Sandbox {
         List<String> args();
     }
 
@@ -78,10 +78,23 @@ public final class QemuCommandLine {
         }
     }
 
-    /** The guest's serial console, appended to a file. */
-    record Console(Path log) implements Group {
+    /**
+     * The guest's serial console on QEMU's stdout, which the daemon copies into a capped log
+     * (a guest that prints forever must not fill the host's tmpfs).
+     */
+    record Console() implements Group {
         public List<String> args() {
-            return List.of("-serial", "file:" + opt(log));
+            return List.of("-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console");
+        }
+    }
+
+    /**
+     * QEMU's own seccomp filter: no obsolete system calls, no privilege changes, no new
+     * processes (so migration never uses exec:), no scheduler or resource changes.
+     */
+    record Sandbox() implements Group {
+        public List<String> args() {
+            return List.of("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
         }
     }
 
@@ -164,7 +177,7 @@ public final class QemuCommandLine {
                 new Memory(c.memoryMiB(), c.ram()), new Smp(c.vcpus()),
                 new Boot(c.kernel(), c.initramfs(),
                         c.kernelArgs().isEmpty() ? baseCmdline : baseCmdline + " " + c.kernelArgs()),
-                new Console(c.consoleLog()), new Qmp(c.qmpSocket()), new AgentPort(c.agentSocket())));
+                new Console(), new Qmp(c.qmpSocket()), new AgentPort(c.agentSocket())));
         for (int i = 0; i < c.sharedDirs().size(); i++) {
             VmConfig.SharedDir d = c.sharedDirs().get(i);
             g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket()));
@@ -179,6 +192,7 @@ public final class QemuCommandLine {
         if (c.ram().isClone()) {
             g.add(new Incoming());
         }
+        g.add(new Sandbox());
         return g;
     }
 

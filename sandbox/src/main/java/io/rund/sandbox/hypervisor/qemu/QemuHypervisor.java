@@ -101,12 +101,21 @@ public final class QemuHypervisor implements Hypervisor {
         Path log = config.dir().resolve("qemu.log");
         long t0 = System.nanoTime();
         Process process;
+        Thread messages;
         try {
-            process = new ProcessBuilder(argv(config)).redirectErrorStream(true)
-                    .redirectOutput(log.toFile()).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
-                    .start();
+            process = new ProcessBuilder(argv(config))
+                    .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         } catch (IOException e) {
             throw new HypervisorException("launch vm sandbox=" + id + ": start " + qemu + ": " + e.getMessage(), e);
+        }
+        try {
+            // stdout is the guest's console, stderr QEMU's own messages: each into a capped log.
+            CappedLog.pump(process.getInputStream(), config.consoleLog(), CappedLog.CAP, "console-" + id);
+            messages = CappedLog.pump(process.getErrorStream(), log, CappedLog.CAP, "qemu-log-" + id);
+        } catch (IOException e) {
+            process.destroyForcibly();
+            throw new HypervisorException("launch vm sandbox=" + id + ": open its logs in " + config.dir() + ": "
+                    + e.getMessage(), e);
         }
         try {
             QmpClient qmp = QmpClient.connect(config.qmpSocket(), id, QMP_DEADLINE, process.toHandle());
@@ -115,8 +124,7 @@ public final class QemuHypervisor implements Hypervisor {
             if (config.ram().isClone()) {
                 // The template's device state; its RAM is the file QEMU already mapped.
                 qmp.execute(new QmpCommand.IgnoreShared(), QMP_DEADLINE);
-                qmp.execute(new QmpCommand.MigrateIncoming("exec:cat " + shellSafe(config.ram().incomingState())),
-                        QMP_DEADLINE);
+                qmp.execute(new QmpCommand.MigrateIncoming(migrationFile(config.ram().incomingState())), QMP_DEADLINE);
                 awaitMigration(qmp, id, QMP_DEADLINE);
                 t2 = System.nanoTime();
                 if (run) {
@@ -131,21 +139,24 @@ public final class QemuHypervisor implements Hypervisor {
             process.destroyForcibly();
             try {
                 process.waitFor();
+                messages.join(2000); // what QEMU said last is in the pipe until the pump has it
             } catch (InterruptedException ie) {
                 Thread.currentThread().interrupt();
             }
             throw new HypervisorException("launch vm sandbox=" + id + ": " + e.getMessage() + "; qemu said: "
-                    + tail(log), e);
+                    + CappedLog.tail(log, 2000), e);
         }
     }
 
-    /** A path QEMU hands to /bin/sh in an exec: URI; only plain characters pass. */
-    static String shellSafe(Path p) {
-        String s = p.toString();
-        if (!s.matches("[A-Za-z0-9/_.+-]+")) {
-            throw new IllegalArgumentException("path " + s + " has characters a migration exec: URI cannot carry");
+    /**
+     * The migration URI of a state file. QEMU reads and writes it itself: its seccomp filter
+     * forbids the process an exec: URI would start.
+     */
+    static String migrationFile(Path p) {
+        if (!p.isAbsolute()) {
+            throw new IllegalArgumentException("migration file " + p + " is not an absolute path");
         }
-        return s;
+        return "file:" + QemuCommandLine.opt(p);
     }
 
     /** Waits until a migration, outgoing or incoming, has completed; fails naming its status otherwise. */
@@ -166,15 +177,6 @@ public final class QemuHypervisor implements Hypervisor {
                 Thread.currentThread().interrupt();
                 throw new HypervisorException("vm sandbox=" + id + ": interrupted waiting for migration", e);
             }
-        }
-    }
-
-    private static String tail(Path log) {
-        try {
-            String s = Files.readString(log).strip();
-            return s.isEmpty() ? "(nothing)" : s.length() > 2000 ? s.substring(s.length() - 2000) : s;
-        } catch (IOException e) {
-            return "(no log: " + e.getMessage() + ")";
         }
     }
 }

@@ -50,7 +50,7 @@ final class QemuVm implements Vm {
     public void saveTemplate(Path state) throws HypervisorException {
         qmp.execute(new QmpCommand.Stop(), QMP_TIMEOUT);
         qmp.execute(new QmpCommand.IgnoreShared(), QMP_TIMEOUT);
-        qmp.execute(new QmpCommand.Migrate("exec:cat > " + QemuHypervisor.shellSafe(state)), QMP_TIMEOUT);
+        qmp.execute(new QmpCommand.Migrate(QemuHypervisor.migrationFile(state)), QMP_TIMEOUT);
         QemuHypervisor.awaitMigration(qmp, sandboxId, Duration.ofSeconds(60));
     }
 

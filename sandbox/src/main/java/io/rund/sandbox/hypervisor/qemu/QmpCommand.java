@@ -53,7 +53,7 @@ public sealed interface QmpCommand {
         }
     }
 
-    /** Sends the VM's state to {@code uri} (e.g. "exec:cat > FILE"). */
+    /** Sends the VM's state to {@code uri} (e.g. "file:/path"). */
     record Migrate(String uri) implements QmpCommand {
         public String name() {
             return "migrate";

@@ -35,7 +35,7 @@ class QemuCommandLineTest {
                 "-m", "512M", "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
                 "-smp", "2",
                 "-kernel", "/g/vmlinux", "-initrd", "/g/init.cpio", "-append", "console=ttyS0 quiet",
-                "-serial", "file:/run/rund/sandboxes/sb1/console.log",
+                "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
                 "-qmp", "unix:/run/rund/sandboxes/sb1/qmp.sock,server=on,wait=off",
                 "-device", "virtio-serial-device",
                 "-chardev", "socket,id=agent,path=/run/rund/sandboxes/sb1/agent.sock,server=on,wait=off",
@@ -43,7 +43,9 @@ class QemuCommandLineTest {
                 "-chardev", "socket,id=fs0,path=/run/rund/sandboxes/sb1/virtiofs.sock",
                 "-device", "vhost-user-fs-device,chardev=fs0,tag=lower",
                 "-drive", "file=/proc/self/fd/7,if=none,id=disk0,format=raw",
-                "-device", "virtio-blk-device,drive=disk0,serial=upper0")), String.join(" ", argv));
+                "-device", "virtio-blk-device,drive=disk0,serial=upper0",
+                "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")),
+                String.join(" ", argv));
     }
 
     @Test
@@ -52,7 +54,8 @@ class QemuCommandLineTest {
                 List.of(), List.of(), VmConfig.Ram.cloneOf(Path.of("/t/ram"), Path.of("/t/state")), "rt0123456789ab");
         String s = String.join(" ", QemuCommandLine.argv(Path.of("qemu"), c, TCG, "console=ttyS0"));
         assertTrue(s.endsWith("-netdev tap,id=net0,ifname=rt0123456789ab,script=no,downscript=no"
-                + " -device virtio-net-device,netdev=net0,mac=02:72:75:6e:64:00 -incoming defer"), s);
+                + " -device virtio-net-device,netdev=net0,mac=02:72:75:6e:64:00 -incoming defer -sandbox on,"
+                + "obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), s);
         assertTrue(VmConfig.newTapName().matches("rt[0-9a-f]{12}"));
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> new VmConfig("sb1",
                 Path.of("/s"), Path.of("/k"), Path.of("/i"), 1, 256, "", List.of(), List.of(), null, "a,b"));
