@@ -13,6 +13,7 @@ import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
+import io.rund.sandbox.hypervisor.VmJail;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import io.rund.sandbox.lifecycle.SandboxState;
@@ -64,10 +65,17 @@ final class Daemon implements AutoCloseable {
     /**
      * Where things are; see {@link RundConfig} for where the values come from.
      * {@code templates}: the VM template store's directory, or null to boot every VM cold;
-     * {@code spareVms}: paused clones kept ready (with templates only).
+     * {@code spareVms}: paused clones kept ready (with templates only);
+     * {@code vmUidBase}: VMs run as uids above it by {@code jailer}, or as root for 0.
      */
     record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates, int spareVms) {}
+            Path templates, int spareVms, int vmUidBase, Path jailer) {
+
+        /** The VMs' jail, or null when they run as root. */
+        VmJail jail() {
+            return vmUidBase == 0 ? null : new VmJail(jailer, vmUidBase);
+        }
+    }
 
     private final Config config;
     private final CgroupPool pool;
@@ -106,7 +114,12 @@ final class Daemon implements AutoCloseable {
             }
         }
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
-        QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()));
+        VmJail jail = config.jail();
+        if (jail != null && !Files.isExecutable(jail.jailer())) {
+            throw new IOException("jailer " + jail.jailer() + " is missing (hack/install builds it); vm_uid_base = 0 runs"
+                    + " VMs as root instead");
+        }
+        QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()), jail);
         accelerator = hypervisor.accelerator().toString();
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);

@@ -88,6 +88,7 @@ final class HostCheck {
         c.privileges();
         Accelerator.Kind accel = c.accelerator();
         c.qemu();
+        c.confinement();
         boolean guest = c.guest("guest kernel", "vmlinux", "vmlinux_sha256")
                 & c.guest("guest initramfs", "initramfs.cpio", "initramfs_sha256");
         c.store();
@@ -204,6 +205,18 @@ final class HostCheck {
                     + " is older than " + QEMU_TEMPLATE_MAJOR + ", which templates need (they hold a vhost-user-fs device)"
                     + (config.templates() == null ? "; templates are off" : "; set templates = \"off\" or install QEMU "
                     + QEMU_TEMPLATE_MAJOR + " (bookworm-backports)"));
+        }
+    }
+
+    private void confinement() {
+        if (config.vmUidBase() == 0) {
+            add(Level.WARN, "vm confinement", "vm_uid_base = 0: every QEMU runs as root; a guest that breaks out of"
+                    + " QEMU owns the node");
+        } else if (!Files.isExecutable(config.jailer())) {
+            add(Level.FAIL, "vm confinement", "jailer " + config.jailer() + " is missing (hack/install builds it)");
+        } else {
+            add(Level.OK, "vm confinement", "each QEMU as its own uid of " + config.jail() + ", no capabilities,"
+                    + " no_new_privs, QEMU's seccomp filter");
         }
     }
 

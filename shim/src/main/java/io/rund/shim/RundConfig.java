@@ -23,6 +23,9 @@ import java.util.Map;
  * accelerator = "auto"                 # auto, kvm or tcg
  * templates = "/dev/shm/rund/templates" # VM templates (tmpfs); "off" boots every VM cold
  * spare_vms = 2                        # paused clones kept ready for the next starts; 0 for none
+ * vm_uid_base = 2000000                # each VM's QEMU runs as a uid of its own above this, in group
+ *                                      # vm_uid_base; 0 runs QEMU as root (not for production)
+ * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU confined
  * </pre>
  */
 final class RundConfig {
@@ -45,7 +48,14 @@ final class RundConfig {
         String templates;
         @JsonProperty("spare_vms")
         Integer spareVms;
+        @JsonProperty("vm_uid_base")
+        Integer vmUidBase;
+        @JsonProperty("jailer")
+        String jailer;
     }
+
+    /** Far above the uids of people and services, and of the usual user-namespace ranges (100000 + 65536 n). */
+    static final int DEFAULT_VM_UID_BASE = 2_000_000;
 
     private RundConfig() {}
 
@@ -66,7 +76,13 @@ final class RundConfig {
         if (spares < 0 || spares > 64) {
             throw new IOException(path + ": spare_vms " + spares + " is outside 0..64");
         }
-        String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
+        int uidBase = env.containsKey("RUND_VM_UID_BASE") ? Integer.parseInt(env.get("RUND_VM_UID_BASE"))
+                : f.vmUidBase != null ? f.vmUidBase : DEFAULT_VM_UID_BASE;
+        if (uidBase != 0 && (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS)) {
+            throw new IOException(path + ": vm_uid_base " + uidBase + " is neither 0 nor in 1000.."
+                    + (Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS));
+        }
+                String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
             throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
         }
@@ -74,7 +90,8 @@ final class RundConfig {
                 Path.of(pick(env, "RUND_GUEST_DIR", f.guestDir, "/var/lib/rund/guest")),
                 Path.of(pick(env, "RUND_SCRATCH", f.scratch, "/var/lib/rund/scratch")),
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
-                accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares);
+                accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares,
+                uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")));
     }
 
     static File parse(Path path) throws IOException {
@@ -83,7 +100,8 @@ final class RundConfig {
             return toml.readValue(path.toFile(), File.class);
         } catch (UnrecognizedPropertyException e) {
             throw new IOException(path + ": unknown key " + e.getPropertyName()
-                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates, spare_vms)", e);
+                    + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates, spare_vms,"
+                    + " vm_uid_base, jailer)", e);
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IOException(path + ": " + e.getOriginalMessage(), e);
         }

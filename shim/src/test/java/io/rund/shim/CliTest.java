@@ -42,6 +42,7 @@ class CliTest {
         env.put("PATH", dir.resolve("bin").toString());
         env.put("RUND_CONTAINERD_CONFIG", dir.resolve("containerd.toml").toString());
         env.put("RUND_DAEMON", dir.resolve("bin/rund-daemon").toString());
+        env.put("RUND_JAILER", dir.resolve("bin/rund-jail").toString());
         return env;
     }
 
@@ -107,7 +108,9 @@ class CliTest {
             assertTrue(r.out().startsWith("ok    daemon           not running (no " + dir.resolve("state/rund.sock")), r.out());
             assertTrue(r.out().contains("\nok    templates        off: every VM boots cold\n"), r.out());
             assertTrue(r.out().contains("\nfail  launcher         containerd-shim-rund-v2 is not on PATH"), r.out());
-            assertTrue(r.out().endsWith("rund cannot run sandboxes on this host: guest kernel, guest initramfs, "
+            assertTrue(r.out().contains("\nfail  vm confinement   jailer " + dir.resolve("bin/rund-jail") + " is missing"),
+                    r.out());
+            assertTrue(r.out().endsWith("rund cannot run sandboxes on this host: vm confinement, guest kernel, guest initramfs, "
                     + "layer store, launcher, daemon command failed\n"), r.out());
             try (Stream<Path> left = Files.list(store)) {
                 assertEquals(List.of(), left.toList(), "the clone probe removes its files");

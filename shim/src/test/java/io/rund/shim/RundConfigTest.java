@@ -24,6 +24,8 @@ class RundConfigTest {
         assertNull(c.accelerator(), "automatic");
         assertEquals(Path.of("/dev/shm/rund/templates"), c.templates(), "VMs are cloned by default");
         assertEquals(2, c.spareVms());
+        assertEquals(2_000_000, c.vmUidBase(), "VMs are confined by default");
+        assertEquals(Path.of("/usr/local/lib/rund/rund-jail"), c.jailer());
     }
 
     @Test
@@ -65,7 +67,12 @@ class RundConfigTest {
         Path spares = Files.writeString(dir.resolve("s.toml"), "spare_vms = -1\n");
         IOException s = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", spares.toString())));
         assertTrue(s.getMessage().contains("spare_vms -1"), s.getMessage());
-        Path broken = Files.writeString(dir.resolve("b.toml"), "pool_size = = 3\n");
+        Path uids = Files.writeString(dir.resolve("u.toml"), "vm_uid_base = 5\n");
+        IOException u = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", uids.toString())));
+        assertTrue(u.getMessage().contains("vm_uid_base 5"), u.getMessage());
+        assertEquals(0, RundConfig.load(Map.of("RUND_CONFIG", uids.toString(), "RUND_VM_UID_BASE", "0")).vmUidBase(),
+                "0 runs VMs as root");
+                Path broken = Files.writeString(dir.resolve("b.toml"), "pool_size = = 3\n");
         IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", broken.toString())));
         assertTrue(b.getMessage().contains(broken.toString()), b.getMessage());
     }

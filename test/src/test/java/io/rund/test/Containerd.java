@@ -66,6 +66,8 @@ final class Containerd implements AutoCloseable {
         Path bin = Files.createDirectories(dir.resolve("bin"));
         Command.run(Duration.ofMinutes(2), REPO.resolve("shim/launcher"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok();
+        Command.run(Duration.ofMinutes(2), REPO.resolve("sandbox/jailer"), Map.of(),
+                List.of("make", "-s", "OUT=" + bin)).ok();
         Path daemon = dir.resolve("rund-daemon");
         Files.writeString(daemon, "#!/bin/sh\nexec " + Path.of(System.getProperty("java.home"), "bin", "java")
                 + " @" + System.getProperty("rund.jvm.argfile") + " -cp '" + System.getProperty("java.class.path")
@@ -120,6 +122,7 @@ final class Containerd implements AutoCloseable {
         // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
         env.put("RUND_TEMPLATES", "/dev/shm/rund-test-templates");
         env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
+        env.put("RUND_JAILER", bin.resolve("rund-jail").toString()); // VMs as uids of their own (the default)
         env.putAll(rundSettings);
         for (String k : env.keySet()) {
             if (k.startsWith("RUND_")) {
@@ -295,13 +298,25 @@ final class Containerd implements AutoCloseable {
      */
     List<String> sandboxProcesses() throws IOException {
         Path sandboxes = rundState.resolve("sandboxes");
-        var spareDir = java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(sandboxes + "/") + "(\\.spare-[0-9-]+)/");
-        return ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse(""))
-                .filter(c -> c.contains(sandboxes.toString()))
+        var spareDir = java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(sandboxes + "/") + "(\\.spare-[0-9-]+)(/|$)");
+        // A jailed QEMU's command line names no path of the state: it runs in its VM's directory.
+        return ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse("") + " (cwd " + cwd(p) + "/)")
+                .filter(c -> c.contains(sandboxes + "/"))
                 .filter(c -> {
-                    var m = spareDir.matcher(c);
-                    return !(m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))));
+                    var m = spareDir.matcher(c.substring(c.lastIndexOf(" (cwd ") + 6));
+                    var n = spareDir.matcher(c);
+                    boolean spare = (m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))))
+                            || (n.find() && Files.isDirectory(sandboxes.resolve(n.group(1))));
+                    return !spare;
                 }).toList();
+    }
+
+    private static String cwd(ProcessHandle p) {
+        try {
+            return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "cwd")).toString();
+        } catch (IOException | UnsupportedOperationException e) {
+            return "";
+        }
     }
 
     @Override

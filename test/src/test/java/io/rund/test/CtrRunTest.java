@@ -366,11 +366,24 @@ class CtrRunTest {
         assertTrue(status.stdout().contains("templates    " + store + ", current " + key + "\n"), status.stdout());
         assertTrue(status.stdout().matches("(?s).*\nst +running +clone " + key + " +[1-9][0-9]* +\\S+ +default/st\n.*"),
                 status.stdout());
-        // The VM's QEMU runs under its own seccomp filter (-sandbox): no exec, no privilege changes.
+        // The VM's QEMU runs as a uid of its own, with no capabilities, no_new_privs and its own
+        // seccomp filter (-sandbox): no exec, no privilege changes.
         Matcher vmPid = Pattern.compile("(?m)^st +running +clone " + key + " +([1-9][0-9]*) ").matcher(status.stdout());
         assertTrue(vmPid.find(), status.stdout());
         String qemuStatus = Files.readString(Path.of("/proc", vmPid.group(1), "status"));
         assertTrue(qemuStatus.contains("\nSeccomp:\t2\n"), qemuStatus);
+        assertTrue(qemuStatus.contains("\nNoNewPrivs:\t1\n"), qemuStatus);
+        for (String caps : List.of("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")) {
+            assertTrue(qemuStatus.contains("\n" + caps + ":\t0000000000000000\n"), caps + " in " + qemuStatus);
+        }
+        Matcher uid = Pattern.compile("\nUid:\t(\\d+)\t(\\d+)\t(\\d+)\t(\\d+)\n").matcher(qemuStatus);
+        assertTrue(uid.find(), qemuStatus);
+        int vmUid = Integer.parseInt(uid.group(1));
+        assertTrue(vmUid > 2_000_000 && vmUid <= 2_000_000 + 1024, "a uid of the VM range: " + vmUid);
+        for (int k = 2; k <= 4; k++) {
+            assertEquals(vmUid, Integer.parseInt(uid.group(k)), "real, effective, saved and fs uid agree");
+        }
+        assertTrue(qemuStatus.contains("\nGid:\t2000000\t2000000\t2000000\t2000000\n"), qemuStatus);
         assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "st").exitCode());
         awaitStopped("st");
         assertKilled(ctd.ctr(T, "task", "delete", "st"));
@@ -397,7 +410,7 @@ class CtrRunTest {
         Command.Result up = Containerd.rund(T, env, "check");
         assertEquals(0, up.exitCode(), up.toString());
         assertTrue(up.stdout().matches("(?s)ok    daemon           running, pid [1-9][0-9]*, rund \\S+ \\(commit .*"), up.stdout());
-        for (String check : List.of("qemu", "guest kernel", "guest initramfs", "layer store", "cgroups", "cgroup pool",
+        for (String check : List.of("qemu", "vm confinement", "guest kernel", "guest initramfs", "layer store", "cgroups", "cgroup pool",
                 "launcher", "daemon command", "containerd")) {
             assertTrue(Pattern.compile("(?m)^ok    " + Pattern.quote(check) + " ").matcher(up.stdout()).find(),
                     check + " ok in:\n" + up.stdout());

@@ -32,4 +32,10 @@ public interface Hypervisor {
      * command line merely mentions a path.
      */
     java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process);
+
+    /**
+     * Lets every VM read {@code p}, a file or directory of the template store (clones map
+     * a template's RAM and load its state). Nothing to do where VMs run as the daemon's user.
+     */
+    default void grantVmRead(java.nio.file.Path p) throws java.io.IOException {}
 }

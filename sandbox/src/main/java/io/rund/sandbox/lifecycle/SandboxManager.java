@@ -639,12 +639,14 @@ public final class SandboxManager implements AutoCloseable {
         }));
     }
 
-    /** Kills the VM a state directory's file names, if it is still that VM. */
+    /**
+     * Kills the VM a state directory's file names, if it is still that VM: the VM's working
+     * directory is this one (a spare's, renamed to the sandbox's, follows the rename).
+     */
     private void killRecorded(Path dir) {
         try {
             SandboxState state = SandboxState.read(dir);
-            String vmDir = state.vmDir();
-            killIfOurs(state.vmPid(), vmDir == null || vmDir.isEmpty() ? dir : Path.of(vmDir));
+            killIfOurs(state.vmPid(), dir);
         } catch (IOException e) {
             LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
         }

@@ -11,9 +11,10 @@ import java.nio.file.StandardCopyOption;
  * What a restarted daemon needs to find and clean a sandbox, in
  * {@code <state root>/<id>/state.json}, rewritten (atomically) at each step of a start.
  * A value of 0 means "not yet". {@code boot} says how the VM started: "cold", or
- * "clone &lt;template key&gt;". {@code vmDir} is the directory the VM was launched in, which its
- * command line names (how a restarted daemon knows the pid is still that VM's): the
- * sandbox's own, or the spare VM's it was renamed from; "" in files written before it.
+ * "clone &lt;template key&gt;". {@code vmDir} is the directory the VM was launched in: the
+ * sandbox's own, or the spare VM's it was renamed from; "" in files written before it. (A
+ * restarted daemon knows the pid is still that VM's by its working directory, which follows
+ * the rename: see {@code Hypervisor.vmDirOf}.)
  * {@code netns} and {@code podInterface} name the pod interface the VM's tap is connected
  * to, whose redirect a cleanup removes; null without a pod network.
  */

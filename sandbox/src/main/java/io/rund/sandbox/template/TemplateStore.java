@@ -89,10 +89,18 @@ public final class TemplateStore {
      */
     public static TemplateStore open(Path root, Hypervisor hypervisor, Duration agentDeadline) throws IOException {
         Files.createDirectories(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        hypervisor.grantVmRead(root);
         try (Stream<Path> s = Files.list(root)) {
             for (Path p : s.toList()) {
                 if (p.getFileName().toString().contains(".")) {
                     deleteDir(p); // <key>.building-N or <key>.removed-N
+                } else if (Files.isDirectory(p)) {
+                    // Built by an earlier daemon, perhaps one whose VMs were not confined: every VM reads it.
+                    for (Path f : List.of(p, p.resolve("ram"), p.resolve("state"))) {
+                        if (Files.exists(f)) {
+                            hypervisor.grantVmRead(f);
+                        }
+                    }
                 }
             }
         }
@@ -173,6 +181,7 @@ public final class TemplateStore {
         Path run = null;
         try {
             Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            hypervisor.grantVmRead(work); // the building VM reaches its RAM and state files through it
             run = Files.createTempDirectory("rund-template-");
             Path empty = Files.createDirectory(run.resolve("empty"));
             Path disk = work.resolve("disk");
@@ -191,6 +200,9 @@ public final class TemplateStore {
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
             vm = null;
+            // Every clone reads these; none may write them (the building VM's uid goes to the next VM).
+            hypervisor.grantVmRead(work.resolve("ram"));
+            hypervisor.grantVmRead(work.resolve("state"));
             Files.deleteIfExists(disk);
             Files.writeString(work.resolve("template.json"), """
                     {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"machine":"%s","buildMillis":%d}

@@ -16,6 +16,11 @@ public final class QemuCommandLine {
     sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk,
             Nic, Incoming, Sandbox {
         List<String> args();
+
+        /** What rund-jail prepares for this group before QEMU starts (jailed VMs only). */
+        default List<String> jail() {
+            return List.of();
+        }
     }
 
     /** Nothing implicit: no default devices, no user config, no display, no reboot loop. */
@@ -48,14 +53,18 @@ public final class QemuCommandLine {
         }
     }
 
-    /** Guest RAM "mem": a shared memfd, or a template's file mapped shared (building) or privately (a clone). */
+    /**
+     * Guest RAM "mem": a shared memfd, or a template's file mapped shared (building) or
+     * privately (a clone, which opens the file read-only: it writes only its own copies of
+     * the pages, and no VM may write a template every clone reads).
+     */
     record Memory(int mib, VmConfig.Ram ram) implements Group {
         public List<String> args() {
             if (ram.file() == null) {
                 return List.of("-m", mib + "M", "-object", "memory-backend-memfd,id=mem,size=" + mib + "M,share=on");
             }
             return List.of("-m", mib + "M", "-object", "memory-backend-file,id=mem,size=" + mib + "M,mem-path="
-                    + opt(ram.file()) + ",share=" + (ram.shared() ? "on" : "off"));
+                    + opt(ram.file()) + (ram.shared() ? ",share=on" : ",share=off,readonly=on,rom=off"));
         }
     }
 
@@ -98,67 +107,106 @@ public final class QemuCommandLine {
         }
     }
 
-    record Qmp(Path socket) implements Group {
-        private static final String PREFIX = "unix:";
-        private static final String SUFFIX = ",server=on,wait=off";
-
+    /**
+     * QMP on a unix socket: QEMU binds it, or (jailed, {@code fd} >= 0) the jailer does and
+     * QEMU gets the listening descriptor.
+     */
+    record Qmp(Path socket, int fd) implements Group {
         public List<String> args() {
-            return List.of("-qmp", PREFIX + opt(socket) + SUFFIX);
+            return fd < 0 ? List.of("-qmp", "unix:" + opt(socket) + ",server=on,wait=off")
+                    : List.of("-chardev", "socket,id=qmp,fd=" + fd + ",server=on,wait=off", "-mon", "chardev=qmp,mode=control");
         }
 
-        /** The QMP socket an argv built here names, or null when it names none (or another shape). */
-        static Path of(List<String> argv) {
-            int i = argv.indexOf("-qmp");
-            if (i < 0 || i + 1 >= argv.size()) {
-                return null;
-            }
-            String v = argv.get(i + 1);
-            if (!v.startsWith(PREFIX) || !v.endsWith(SUFFIX) || v.length() <= PREFIX.length() + SUFFIX.length()) {
-                return null;
-            }
-            String path = v.substring(PREFIX.length(), v.length() - SUFFIX.length());
-            return path.indexOf(',') >= 0 || !path.startsWith("/") ? null : Path.of(path);
+        public List<String> jail() {
+            return fd < 0 ? List.of() : List.of("--listen", fd + "=" + socket);
         }
     }
 
     /** The agent's channel: a virtio-serial port named rund.agent on a unix socket QEMU serves. */
-    record AgentPort(Path socket) implements Group {
+    record AgentPort(Path socket, int fd) implements Group {
         public List<String> args() {
             return List.of("-device", "virtio-serial-device",
-                    "-chardev", "socket,id=agent,path=" + opt(socket) + ",server=on,wait=off",
+                    "-chardev", "socket,id=agent," + (fd < 0 ? "path=" + opt(socket) : "fd=" + fd) + ",server=on,wait=off",
                     "-device", "virtserialport,chardev=agent,name=rund.agent");
         }
-    }
 
-    record SharedDir(int index, String tag, Path socket) implements Group {
-        public List<String> args() {
-            return List.of("-chardev", "socket,id=fs" + index + ",path=" + opt(socket),
-                    "-device", "vhost-user-fs-device,chardev=fs" + index + ",tag=" + tag);
+        public List<String> jail() {
+            return fd < 0 ? List.of() : List.of("--listen", fd + "=" + socket);
         }
     }
 
-    record Disk(int index, String serial, Path file, boolean readOnly) implements Group {
+    /** A virtio-fs device whose vhost-user back-end listens on {@code socket} (jailed: connected by the jailer). */
+    record SharedDir(int index, String tag, Path socket, int fd) implements Group {
         public List<String> args() {
-            return List.of("-drive", "file=" + opt(file) + ",if=none,id=disk" + index + ",format=raw"
-                            + (readOnly ? ",readonly=on" : ""),
-                    "-device", "virtio-blk-device,drive=disk" + index + ",serial=" + serial);
+            return List.of("-chardev", "socket,id=fs" + index + "," + (fd < 0 ? "path=" + opt(socket) : "fd=" + fd),
+                    "-device", "vhost-user-fs-device,chardev=fs" + index + ",tag=" + tag);
+        }
+
+        public List<String> jail() {
+            return fd < 0 ? List.of() : List.of("--connect", fd + "=" + socket);
         }
     }
 
     /**
-     * The VM's network device: virtio-net on a tap device QEMU creates with this name (and
-     * removes when it exits). No scripts run; the daemon moves the tap into the pod's
-     * network namespace and connects it there. Every VM has the same MAC until its agent
-     * takes the pod's.
+     * A virtio-blk disk. Jailed, the jailer opens the file and QEMU takes it from an fd set
+     * {@code fd}: descriptor {@code fd} read-write (unless the disk is read-only) and
+     * {@code fd + 1} read-only, since QEMU's block layer opens read-only first and the set
+     * answers only an open whose access mode matches one of its descriptors.
      */
-    record Nic(String tap) implements Group {
+    record Disk(int index, String serial, Path file, boolean readOnly, int fd) implements Group {
+        public List<String> args() {
+            List<String> a = new ArrayList<>();
+            String file = opt(this.file);
+            if (fd >= 0) {
+                if (!readOnly) {
+                    a.addAll(List.of("-add-fd", "fd=" + fd + ",set=" + fd));
+                }
+                a.addAll(List.of("-add-fd", "fd=" + (fd + 1) + ",set=" + fd));
+                file = "/dev/fdset/" + fd;
+            }
+            // The set's two descriptors are two open files of one inode, and QEMU's image locks (OFD
+            // locks) on one conflict with those on the other; the disk is this VM's alone, so no lock.
+            a.addAll(List.of("-drive", "file=" + file + ",if=none,id=disk" + index + ",format=raw"
+                            + (readOnly ? ",readonly=on" : "") + (fd >= 0 ? ",file.locking=off" : ""),
+                    "-device", "virtio-blk-device,drive=disk" + index + ",serial=" + serial));
+            return a;
+        }
+
+        public List<String> jail() {
+            if (fd < 0) {
+                return List.of();
+            }
+            List<String> j = new ArrayList<>();
+            if (!readOnly) {
+                j.addAll(List.of("--open", fd + "=rw:" + this.file));
+            }
+            j.addAll(List.of("--open", (fd + 1) + "=r:" + this.file));
+            return j;
+        }
+    }
+
+    /**
+     * The VM's network device: virtio-net on a tap device with this name, which QEMU (or,
+     * jailed, the jailer) creates and which goes when QEMU exits. No scripts run; the daemon
+     * moves the tap into the pod's network namespace and connects it there. Every VM has
+     * the same MAC until its agent takes the pod's.
+     */
+    record Nic(String tap, int fd) implements Group {
         static final String MAC = "02:72:75:6e:64:00";
 
         public List<String> args() {
-            return List.of("-netdev", "tap,id=net0,ifname=" + tap + ",script=no,downscript=no",
+            return List.of("-netdev", fd < 0 ? "tap,id=net0,ifname=" + tap + ",script=no,downscript=no" : "tap,id=net0,fd=" + fd,
                     "-device", "virtio-net-device,netdev=net0,mac=" + MAC);
         }
+
+        public List<String> jail() {
+            return fd < 0 ? List.of() : List.of("--tap", fd + "=" + tap);
+        }
     }
+
+    /** The descriptors a jailed QEMU gets, by what they carry. */
+    static final int FD_QMP = 3, FD_AGENT = 4, FD_SHARED = 5, FD_DISK = 10, FD_NIC = 20;
+    private static final int MAX_SHARED = FD_DISK - FD_SHARED, MAX_DISKS = (FD_NIC - FD_DISK) / 2;
 
     /** A path inside a QEMU option string: commas separate options, so they are refused. */
     static String opt(Path p) {
@@ -171,23 +219,31 @@ public final class QemuCommandLine {
 
     private QemuCommandLine() {}
 
-    /** The groups for a VM, in the order QEMU gets them. */
-    static List<Group> groups(VmConfig c, Accelerator accel, String baseCmdline) {
+    /**
+     * The groups for a VM, in the order QEMU gets them. {@code jailed}: QEMU cannot open its
+     * sockets, disk and tap itself and gets them as descriptors from rund-jail.
+     */
+    static List<Group> groups(VmConfig c, Accelerator accel, String baseCmdline, boolean jailed) {
+        if (jailed && (c.sharedDirs().size() > MAX_SHARED || c.disks().size() > MAX_DISKS)) {
+            throw new IllegalArgumentException("a jailed VM has at most " + MAX_SHARED + " shared directories and "
+                    + MAX_DISKS + " disks");
+        }
         List<Group> g = new ArrayList<>(List.of(new Base(), new Machine(), new Accel(accel.kind(), 16),
                 new Memory(c.memoryMiB(), c.ram()), new Smp(c.vcpus()),
                 new Boot(c.kernel(), c.initramfs(),
                         c.kernelArgs().isEmpty() ? baseCmdline : baseCmdline + " " + c.kernelArgs()),
-                new Console(), new Qmp(c.qmpSocket()), new AgentPort(c.agentSocket())));
+                new Console(), new Qmp(c.qmpSocket(), jailed ? FD_QMP : -1),
+                new AgentPort(c.agentSocket(), jailed ? FD_AGENT : -1)));
         for (int i = 0; i < c.sharedDirs().size(); i++) {
             VmConfig.SharedDir d = c.sharedDirs().get(i);
-            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket()));
+            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1));
         }
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);
-            g.add(new Disk(i, checkName("disk serial", d.serial()), d.file(), d.readOnly()));
+            g.add(new Disk(i, checkName("disk serial", d.serial()), d.file(), d.readOnly(), jailed ? FD_DISK + 2 * i : -1));
         }
         if (c.tap() != null) {
-            g.add(new Nic(c.tap()));
+            g.add(new Nic(c.tap(), jailed ? FD_NIC : -1));
         }
         if (c.ram().isClone()) {
             g.add(new Incoming());
@@ -204,9 +260,34 @@ public final class QemuCommandLine {
         return name;
     }
 
+    /** QEMU's argv, for a QEMU that opens its own sockets, disk and tap (not jailed). */
     public static List<String> argv(Path qemu, VmConfig c, Accelerator accel, String baseCmdline) {
+        return argv(qemu, groups(c, accel, baseCmdline, false), c);
+    }
+
+    /**
+     * The argv of rund-jail starting QEMU as {@code uid}: the jailer's options (what it
+     * prepares, as root), then "--", then QEMU's argv with descriptors in place of paths.
+     */
+    public static List<String> jailedArgv(Path jailer, int uid, int gid, List<Integer> groups, Path qemu, VmConfig c,
+            Accelerator accel, String baseCmdline) {
+        List<Group> g = groups(c, accel, baseCmdline, true);
+        List<String> argv = new ArrayList<>(List.of(jailer.toString(), "--uid", Integer.toString(uid), "--gid",
+                Integer.toString(gid)));
+        for (int group : groups) {
+            argv.addAll(List.of("--group", Integer.toString(group)));
+        }
+        for (Group group : g) {
+            argv.addAll(group.jail());
+        }
+        argv.add("--");
+        argv.addAll(argv(qemu, g, c));
+        return argv;
+    }
+
+    private static List<String> argv(Path qemu, List<Group> groups, VmConfig c) {
         List<String> argv = new ArrayList<>(List.of(qemu.toString(), "-name", "rund-" + c.sandboxId()));
-        for (Group g : groups(c, accel, baseCmdline)) {
+        for (Group g : groups) {
             argv.addAll(g.args());
         }
         return argv;

@@ -5,6 +5,7 @@ import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.hypervisor.VmJail;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;
@@ -24,12 +25,22 @@ public final class QemuHypervisor implements Hypervisor {
     private final Path qemu;
     private final Accelerator accelerator;
     private final String baseCmdline;
+    /** Null: QEMU runs as the daemon's user, opening its own files (tests of the VM alone). */
+    private final VmJail jail;
 
+    /** QEMU as the daemon's user; for tests of the VM alone. The daemon jails its VMs. */
     public QemuHypervisor(Path qemu, Accelerator accelerator) {
+        this(qemu, accelerator, null);
+    }
+
+    /** Every QEMU started by {@code jail}'s rund-jail as a uid of its own, or as the daemon's user for null. */
+    public QemuHypervisor(Path qemu, Accelerator accelerator, VmJail jail) {
         this.qemu = qemu;
         this.accelerator = accelerator;
         this.baseCmdline = baseCmdline(accelerator);
-        LOG.log(Level.INFO, "hypervisor qemu: {0}, accelerator {1}", qemu, accelerator);
+        this.jail = jail;
+        LOG.log(Level.INFO, "hypervisor qemu: {0}, accelerator {1}, {2}", qemu, accelerator,
+                jail == null ? "as the daemon's user" : "each VM confined: " + jail);
     }
 
     /**
@@ -66,21 +77,45 @@ public final class QemuHypervisor implements Hypervisor {
         return accelerator;
     }
 
+    /**
+     * A VM of this hypervisor is a process of its binary (a binary replaced by a package
+     * upgrade reads "<path> (deleted)"), started in its VM's directory, which the kernel
+     * keeps as its working directory, renames included (a spare taken by a sandbox).
+     */
     @Override
     public java.util.Optional<Path> vmDirOf(ProcessHandle process) {
-        ProcessHandle.Info info = process.info();
-        String exe = info.command().orElse("");
-        // A binary replaced by a package upgrade reads "<path> (deleted)" from /proc; it is still ours.
+        String exe = process.info().command().orElse("");
         if (!exe.equals(qemu.toString()) && !exe.equals(qemu + " (deleted)")) {
             return java.util.Optional.empty();
         }
-        Path socket = QemuCommandLine.Qmp.of(List.of(info.arguments().orElse(new String[0])));
-        return socket != null && socket.getFileName().toString().equals("qmp.sock") && socket.getParent() != null
-                ? java.util.Optional.of(socket.getParent()) : java.util.Optional.empty();
+        try {
+            return java.util.Optional.of(Files.readSymbolicLink(Path.of("/proc", Long.toString(process.pid()), "cwd")));
+        } catch (IOException | UnsupportedOperationException e) {
+            return java.util.Optional.empty(); // gone, or not ours to read
+        }
     }
 
-    public List<String> argv(VmConfig config) {
-        return QemuCommandLine.argv(qemu, config, accelerator, baseCmdline);
+    @Override
+    public void grantVmRead(Path p) throws IOException {
+        if (jail != null) {
+            jail.grantRead(p);
+        }
+    }
+
+    /** QEMU's argv; jailed, rund-jail's argv for the VM's {@code uid}. */
+    List<String> argv(VmConfig config, int uid) {
+        if (jail == null) {
+            return QemuCommandLine.argv(qemu, config, accelerator, baseCmdline);
+        }
+        List<Integer> groups = new java.util.ArrayList<>();
+        if (accelerator.kind() == Accelerator.Kind.KVM) {
+            try {
+                groups.add((Integer) Files.getAttribute(Path.of("/dev/kvm"), "unix:gid")); // to open /dev/kvm
+            } catch (IOException e) {
+                LOG.log(Level.WARNING, "vm: /dev/kvm's group: {0}", e.getMessage());
+            }
+        }
+        return QemuCommandLine.jailedArgv(jail.jailer(), uid, jail.gid(), groups, qemu, config, accelerator, baseCmdline);
     }
 
     @Override
@@ -102,11 +137,26 @@ public final class QemuHypervisor implements Hypervisor {
         long t0 = System.nanoTime();
         Process process;
         Thread messages;
+        int uid = jail == null ? -1 : jail.acquire();
         try {
-            process = new ProcessBuilder(argv(config))
+            if (uid >= 0 && config.ram().file() != null && config.ram().shared()) {
+                // A template being built: its VM writes the RAM file every clone will read.
+                if (!Files.exists(config.ram().file())) {
+                    Files.createFile(config.ram().file());
+                }
+                jail.giveTo(config.ram().file(), uid);
+            }
+            // The VM's directory is its working directory: recovery tells rund's VMs by it.
+            process = new ProcessBuilder(argv(config, uid)).directory(config.dir().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         } catch (IOException e) {
+            if (uid >= 0) {
+                jail.release(uid);
+            }
             throw new HypervisorException("launch vm sandbox=" + id + ": start " + qemu + ": " + e.getMessage(), e);
+        }
+        if (uid >= 0) {
+            process.onExit().thenRun(() -> jail.release(uid));
         }
         try {
             // stdout is the guest's console, stderr QEMU's own messages: each into a capped log.
@@ -131,10 +181,11 @@ public final class QemuHypervisor implements Hypervisor {
                     qmp.execute(new QmpCommand.Cont(), QMP_DEADLINE);
                 }
             }
-            LOG.log(Level.INFO, "vm sandbox={0}: launched{6}, pid {1}, {2}{3} (QMP up {4} ms{5})", id, process.pid(),
+            LOG.log(Level.INFO, "vm sandbox={0}: launched{6}, pid {1}{7}, {2}{3} (QMP up {4} ms{5})", id, process.pid(),
                     accelerator.kind(), config.ram().isClone() ? ", cloned from " + config.ram().file().getParent() : "",
-                    (t1 - t0) / 1_000_000, config.ram().isClone() ? ", state loaded " + (t2 - t1) / 1_000_000 + " ms" : "", run ? "" : " paused");
-            return new QemuVm(id, process, qmp);
+                    (t1 - t0) / 1_000_000, config.ram().isClone() ? ", state loaded " + (t2 - t1) / 1_000_000 + " ms" : "", run ? "" : " paused",
+                    uid < 0 ? "" : " uid " + uid);
+            return new QemuVm(id, process, qmp, jail, uid);
         } catch (HypervisorException | InterruptedException | RuntimeException e) {
             process.destroyForcibly();
             try {

@@ -2,6 +2,9 @@ package io.rund.sandbox.hypervisor.qemu;
 
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.hypervisor.VmJail;
+import java.io.IOException;
+import java.nio.file.Files;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -19,10 +22,16 @@ final class QemuVm implements Vm {
     private final QmpClient qmp;
     private final CompletableFuture<Integer> exited;
 
-    QemuVm(String sandboxId, Process process, QmpClient qmp) {
+    /** The jail and uid it runs as, or null and -1. */
+    private final VmJail jail;
+    private final int uid;
+
+    QemuVm(String sandboxId, Process process, QmpClient qmp, VmJail jail, int uid) {
         this.sandboxId = sandboxId;
         this.process = process;
         this.qmp = qmp;
+        this.jail = jail;
+        this.uid = uid;
         this.exited = process.onExit().thenApply(Process::exitValue);
         exited.thenAccept(code -> {
             qmp.close();
@@ -50,6 +59,16 @@ final class QemuVm implements Vm {
     public void saveTemplate(Path state) throws HypervisorException {
         qmp.execute(new QmpCommand.Stop(), QMP_TIMEOUT);
         qmp.execute(new QmpCommand.IgnoreShared(), QMP_TIMEOUT);
+        if (jail != null) {
+            // QEMU writes the state file itself, as the VM's uid, in a directory it cannot write.
+            try {
+                Files.deleteIfExists(state);
+                Files.createFile(state);
+                jail.giveTo(state, uid);
+            } catch (IOException e) {
+                throw new HypervisorException("vm sandbox=" + sandboxId + ": prepare " + state + ": " + e.getMessage(), e);
+            }
+        }
         qmp.execute(new QmpCommand.Migrate(QemuHypervisor.migrationFile(state)), QMP_TIMEOUT);
         QemuHypervisor.awaitMigration(qmp, sandboxId, Duration.ofSeconds(60));
     }

@@ -90,15 +90,41 @@ class QemuCommandLineTest {
     }
 
     @Test
-    void theQmpSocketIsReadBackFromAnArgvOfOurShapeOnly() {
-        List<String> argv = QemuCommandLine.argv(Path.of("/usr/bin/qemu-system-x86_64"), config(List.of(), List.of()), TCG, "");
-        assertEquals(Path.of("/run/rund/sandboxes/sb1/qmp.sock"), QemuCommandLine.Qmp.of(argv));
-        // Mentioning the state root is not being a VM of it.
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("sleep", "/run/rund/sandboxes/sb1/qmp.sock")));
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp")));
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "tcp:1.2.3.4:5,server=on,wait=off")));
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:relative/qmp.sock,server=on,wait=off")));
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:/a,b/qmp.sock,server=on,wait=off")));
-        assertEquals(null, QemuCommandLine.Qmp.of(List.of("-qmp", "unix:,server=on,wait=off")));
+    void aJailedVmGetsItsSocketsDiskAndTapAsDescriptorsFromTheJailer() {
+        VmConfig c = new VmConfig("sb1", Path.of("/s/sb1"), Path.of("/g/vmlinux"), Path.of("/g/init.cpio"), 1, 256, "",
+                List.of(new VmConfig.Disk("upper0", Path.of("/proc/42/fd/7"), false)),
+                List.of(new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"))),
+                VmConfig.Ram.cloneOf(Path.of("/t/ram"), Path.of("/t/state")), "rt0123456789ab");
+        String s = String.join(" ", QemuCommandLine.jailedArgv(Path.of("/lib/rund-jail"), 2000007, 2000000, List.of(993),
+                Path.of("/usr/bin/qemu-system-x86_64"), c, TCG, "console=ttyS0"));
+        assertTrue(s.startsWith("/lib/rund-jail --uid 2000007 --gid 2000000 --group 993 --listen 3=/s/sb1/qmp.sock"
+                + " --listen 4=/s/sb1/agent.sock --connect 5=/s/sb1/virtiofs.sock --open 10=rw:/proc/42/fd/7"
+                + " --open 11=r:/proc/42/fd/7 --tap 20=rt0123456789ab -- /usr/bin/qemu-system-x86_64 -name rund-sb1 "), s);
+        for (String arg : List.of("-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control",
+                "-chardev socket,id=agent,fd=4,server=on,wait=off", "-chardev socket,id=fs0,fd=5 ",
+                "-add-fd fd=10,set=10 -add-fd fd=11,set=10 -drive file=/dev/fdset/10,if=none,id=disk0,format=raw,file.locking=off ",
+                "-netdev tap,id=net0,fd=20 ",
+                "memory-backend-file,id=mem,size=256M,mem-path=/t/ram,share=off,readonly=on,rom=off")) {
+            assertTrue(s.contains(arg), arg + " in " + s);
+        }
+        // Nothing after "--" names a path QEMU would have to open in the sandbox's directory.
+        assertTrue(!s.substring(s.indexOf(" -- ")).contains("/s/sb1"), s);
+    }
+
+    @Test
+    void aVmIsKnownByItsBinaryAndItsWorkingDirectory(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        QemuHypervisor sleep = new QemuHypervisor(Path.of("/usr/bin/sleep"), TCG);
+        Process p = new ProcessBuilder("/usr/bin/sleep", "60").directory(dir.toFile()).start();
+        Process other = new ProcessBuilder("/bin/sh", "-c", "sleep 60; : " + dir).directory(dir.toFile()).start();
+        try {
+            assertEquals(java.util.Optional.of(dir), sleep.vmDirOf(p.toHandle()));
+            assertEquals(java.util.Optional.empty(), sleep.vmDirOf(other.toHandle()), "another binary in the directory");
+            assertEquals(java.util.Optional.empty(), new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), TCG)
+                    .vmDirOf(p.toHandle()), "not this hypervisor's binary");
+        } finally {
+            other.descendants().forEach(ProcessHandle::destroyForcibly);
+            other.destroyForcibly().waitFor();
+            p.destroyForcibly().waitFor();
+        }
     }
 }

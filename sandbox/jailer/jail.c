@@ -1,0 +1,263 @@
+/* rund-jail: starts a VM's hypervisor unprivileged, the way Firecracker's jailer does.
+ *
+ *   rund-jail --uid U --gid G [--group K]...
+ *             [--open N=rw:PATH | N=r:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
+ *             -- HYPERVISOR ARGS...
+ *
+ * As root it prepares what the hypervisor may use and could not open itself: files
+ * (the writable layer, through the daemon's /proc/<pid>/fd link), a tap device it creates
+ * (TUNSETIFF needs CAP_NET_ADMIN), listening sockets for QMP and the agent, a connection
+ * to the virtio-fs back-end, each on descriptor N, and closes every other descriptor it
+ * inherited. Then it drops
+ * everything: supplementary groups (but --group), every capability in the bounding set,
+ * uid and gid to U and G (which clears the permitted, effective and ambient sets), sets
+ * no_new_privs, checks that no capability is left, and execs the hypervisor, which, exec'd
+ * as its own uid, stays dumpable for the daemon's process_vm_readv.
+ *
+ * It runs in the VM's directory (the daemon's choice), which recovery reads back from
+ * /proc/<pid>/cwd. Any failure exits 126 with the reason on stderr, before the exec. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_FDS 32
+#define MAX_GROUPS 8
+#define FIRST_FREE 100 /* descriptors are opened above the targets, then moved down */
+
+static void fail(const char *what, const char *arg)
+{
+    fprintf(stderr, "rund-jail: %s %s: %s\n", what, arg ? arg : "", errno ? strerror(errno) : "invalid");
+    exit(126);
+}
+
+static long number(const char *s, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *s == 0 || *end != 0 || v < min || v > max) {
+        errno = 0;
+        fail("bad number", s);
+    }
+    return v;
+}
+
+struct slot {
+    int target;
+    int fd;
+};
+
+/* "N=REST": the target descriptor (3..1023) and REST. */
+static const char *target(const char *spec, int *n)
+{
+    const char *eq = strchr(spec, '=');
+    if (!eq || eq == spec || eq - spec > 4) {
+        errno = 0;
+        fail("expected N=..., got", spec);
+    }
+    char num[8];
+    memcpy(num, spec, (size_t)(eq - spec));
+    num[eq - spec] = 0;
+    *n = (int)number(num, 3, 1023);
+    return eq + 1;
+}
+
+static int above(int fd, const char *what)
+{
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, FIRST_FREE);
+    if (moved < 0)
+        fail("dup", what);
+    close(fd);
+    return moved;
+}
+
+static int open_file(const char *spec)
+{
+    int flags;
+    if (!strncmp(spec, "rw:", 3))
+        flags = O_RDWR;
+    else if (!strncmp(spec, "r:", 2))
+        flags = O_RDONLY;
+    else {
+        errno = 0;
+        fail("open mode must be r: or rw:, got", spec);
+    }
+    const char *path = strchr(spec, ':') + 1;
+    int fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        fail("open", path);
+    return above(fd, path);
+}
+
+static int make_tap(const char *name)
+{
+    if (strlen(name) == 0 || strlen(name) >= IFNAMSIZ) {
+        errno = 0;
+        fail("tap name", name);
+    }
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        fail("open", "/dev/net/tun");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    strcpy(ifr.ifr_name, name);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+        fail("create tap", name);
+    return above(fd, name);
+}
+
+static struct sockaddr_un address(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        errno = 0;
+        fail("socket path too long", path);
+    }
+    strcpy(sa.sun_path, path);
+    return sa;
+}
+
+static int listen_on(const char *path)
+{
+    struct sockaddr_un sa = address(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail("socket", path);
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 || listen(fd, 4) < 0)
+        fail("listen on", path);
+    return above(fd, path);
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un sa = address(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail("socket", path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        fail("connect to", path);
+    return above(fd, path);
+}
+
+int main(int argc, char **argv)
+{
+    long uid = -1, gid = -1;
+    gid_t groups[MAX_GROUPS];
+    int ngroups = 0;
+    struct slot slots[MAX_FDS];
+    int nslots = 0;
+    int i = 1;
+    for (; i < argc && strcmp(argv[i], "--"); i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc) {
+            errno = 0;
+            fail("missing value for", opt);
+        }
+        const char *val = argv[++i];
+        if (!strcmp(opt, "--uid")) {
+            uid = number(val, 1, 0x7fffffff);
+        } else if (!strcmp(opt, "--gid")) {
+            gid = number(val, 1, 0x7fffffff);
+        } else if (!strcmp(opt, "--group")) {
+            if (ngroups == MAX_GROUPS) {
+                errno = 0;
+                fail("too many --group", val);
+            }
+            groups[ngroups++] = (gid_t)number(val, 0, 0x7fffffff);
+        } else {
+            if (nslots == MAX_FDS) {
+                errno = 0;
+                fail("too many descriptors at", val);
+            }
+            int n;
+            const char *rest = target(val, &n);
+            for (int k = 0; k < nslots; k++) {
+                if (slots[k].target == n) {
+                    errno = 0;
+                    fail("descriptor given twice:", val);
+                }
+            }
+            int fd;
+            if (!strcmp(opt, "--open"))
+                fd = open_file(rest);
+            else if (!strcmp(opt, "--tap"))
+                fd = make_tap(rest);
+            else if (!strcmp(opt, "--listen"))
+                fd = listen_on(rest);
+            else if (!strcmp(opt, "--connect"))
+                fd = connect_to(rest);
+            else {
+                errno = 0;
+                fail("unknown option", opt);
+            }
+            slots[nslots].target = n;
+            slots[nslots].fd = fd;
+            nslots++;
+        }
+    }
+    if (uid < 0 || gid < 0 || i + 1 >= argc) {
+        errno = 0;
+        fail("usage: rund-jail --uid U --gid G [options] -- HYPERVISOR ARGS...", NULL);
+    }
+    /* Each prepared descriptor onto its number, without close-on-exec; nothing else passes. */
+    for (int k = 0; k < nslots; k++) {
+        if (dup2(slots[k].fd, slots[k].target) < 0)
+            fail("dup2", NULL);
+    }
+    for (int fd = 3; fd < FIRST_FREE + MAX_FDS + 64; fd++) {
+        int keep = 0;
+        for (int k = 0; k < nslots; k++)
+            keep |= slots[k].target == fd;
+        if (!keep)
+            close(fd);
+    }
+    if (syscall(SYS_close_range, FIRST_FREE + MAX_FDS + 64, ~0U, 0) < 0 && errno != ENOSYS)
+        fail("close_range", NULL);
+
+    /* Drop every privilege, in the order that leaves no window. */
+    for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            fail("drop capability from the bounding set", NULL);
+    }
+    if (setgroups((size_t)ngroups, groups) < 0)
+        fail("setgroups", NULL);
+    if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
+        fail("setresgid", NULL);
+    if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+        fail("setresuid", NULL);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        fail("no_new_privs", NULL);
+    struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &head, data) < 0)
+        fail("capget", NULL);
+    for (int k = 0; k < 2; k++) {
+        if (data[k].effective || data[k].permitted || data[k].inheritable) {
+            errno = 0;
+            fail("capabilities remain after the uid change", NULL);
+        }
+    }
+    if (getuid() == 0 || geteuid() == 0) {
+        errno = 0;
+        fail("still root", NULL);
+    }
+    execv(argv[i + 1], argv + i + 1);
+    fail("exec", argv[i + 1]);
+    return 126;
+}

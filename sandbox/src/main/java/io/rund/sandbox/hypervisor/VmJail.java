@@ -1,0 +1,91 @@
+package io.rund.sandbox.hypervisor;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.BitSet;
+
+/**
+ * How VMs are confined on the host: each hypervisor process is started by {@code rund-jail}
+ * (a small static C program) as a uid of its own, from {@code base + 1 ..  base + count},
+ * in group {@code base}, with no capabilities and no_new_privs; what it needs and may not
+ * open itself (its disk, its tap, its sockets) it gets as descriptors. Two live VMs never
+ * share a uid, so a hypervisor a guest took over cannot reach another VM's process. Files
+ * every VM reads (a template's RAM and state) are owned by root, group {@code base}, mode
+ * 0640; a file one VM writes (a template being built) is handed to its uid for the build.
+ *
+ * <p>Threads: any; the uid set is guarded by this object.
+ */
+public final class VmJail {
+
+    /** How many VMs may run at once under one jail. */
+    public static final int UIDS = 1024;
+
+    private final Path jailer;
+    private final int base;
+    private final BitSet inUse = new BitSet(UIDS);
+
+    public VmJail(Path jailer, int base) {
+        if (base < 1000 || (long) base + UIDS > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("vm_uid_base " + base + " is outside 1000.." + (Integer.MAX_VALUE - UIDS));
+        }
+        this.jailer = jailer;
+        this.base = base;
+    }
+
+    public Path jailer() {
+        return jailer;
+    }
+
+    /** The group every VM runs in, which may read the files VMs share. */
+    public int gid() {
+        return base;
+    }
+
+    /** A uid no live VM has; give it back with {@link #release}. */
+    public synchronized int acquire() throws HypervisorException {
+        int i = inUse.nextClearBit(0);
+        if (i >= UIDS) {
+            throw new HypervisorException("no free VM uid: all " + UIDS + " of " + (base + 1) + ".." + (base + UIDS)
+                    + " belong to running VMs", null);
+        }
+        inUse.set(i);
+        return base + 1 + i;
+    }
+
+    /** Gives {@code uid} back once its VM's process is gone. */
+    public synchronized void release(int uid) {
+        int i = uid - base - 1;
+        if (i >= 0 && i < UIDS) {
+            inUse.clear(i);
+        }
+    }
+
+    public synchronized int inUse() {
+        return inUse.cardinality();
+    }
+
+    /** Lets every VM read {@code p}: owner root, group {@link #gid}, mode 0750 (directory) or 0640. */
+    public void grantRead(Path p) throws IOException {
+        setOwner(p, 0, base);
+        Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(
+                Files.isDirectory(p, LinkOption.NOFOLLOW_LINKS) ? "rwxr-x---" : "rw-r-----"));
+    }
+
+    /** Hands {@code p} to the VM of {@code uid} (a file it writes), group {@link #gid}. */
+    public void giveTo(Path p, int uid) throws IOException {
+        setOwner(p, uid, base);
+    }
+
+    private static void setOwner(Path p, int uid, int gid) throws IOException {
+        Files.setAttribute(p, "unix:uid", uid, LinkOption.NOFOLLOW_LINKS);
+        Files.setAttribute(p, "unix:gid", gid, LinkOption.NOFOLLOW_LINKS);
+    }
+
+    @Override
+    public String toString() {
+        return "uids " + (base + 1) + ".." + (base + UIDS) + ", group " + base + ", by " + jailer;
+    }
+}
