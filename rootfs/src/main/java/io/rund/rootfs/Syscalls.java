@@ -254,6 +254,28 @@ public final class Syscalls {
         return open(Path.of("/proc/self/fd/" + pathFd), flags | O_CLOEXEC, 0);
     }
 
+    /** read(2) of at most {@code len} bytes into {@code buf}, retrying on EINTR; returns 0 at end of file. */
+    public static int read(int fd, MemorySegment buf, long len) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            while (true) {
+                // SAFETY: the slice bounds len by buf's size; read writes at most len bytes into it.
+                long n = (long) READ.invokeExact(state, fd, buf.asSlice(0, len), len);
+                if (n >= 0) {
+                    return (int) n;
+                }
+                int errno = (int) ERRNO.get(state, 0L);
+                if (errno != 4 /* EINTR */) {
+                    throw new SyscallException("read(" + fd + ")", errno);
+                }
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("read downcall", t);
+        }
+    }
+
     /** What {@link #readNoFollow} found: the file's inode, and its bytes when it is a regular file. */
     public record HostFile(Stat stat, byte[] bytes) {}
 
@@ -275,36 +297,20 @@ public final class Syscalls {
             fd = reopen(opath, O_RDONLY | O_NONBLOCK);
             try (Arena arena = Arena.ofConfined()) {
                 MemorySegment buf = arena.allocate(limit + 1L);
-                MemorySegment state = arena.allocate(STATE);
                 long got = 0;
-                while (got < buf.byteSize()) {
-                    // SAFETY: buf is a native segment of limit+1 bytes in this arena; read writes at most the rest.
-                    long n = (long) READ.invokeExact(state, fd, buf.asSlice(got), buf.byteSize() - got);
-                    if (n < 0) {
-                        int errno = (int) ERRNO.get(state, 0L);
-                        if (errno == 4 /* EINTR */) {
-                            continue;
-                        }
-                        throw new SyscallException("read(" + path + ")", errno);
-                    }
-                    if (n == 0) {
-                        break;
-                    }
+                for (int n; got < buf.byteSize() && (n = read(fd, buf.asSlice(got), buf.byteSize() - got)) > 0; ) {
                     got += n;
                 }
                 return new HostFile(st, buf.asSlice(0, got).toArray(ValueLayout.JAVA_BYTE));
             }
-        } catch (SyscallException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new IllegalStateException("read downcall", t);
         } finally {
             closeQuietly(fd);
             closeQuietly(opath);
         }
     }
 
-    private static void closeQuietly(int fd) {
+    /** Closes a descriptor this process owns (once); -1 is nothing, and a failed close has nothing to undo. */
+    public static void closeQuietly(int fd) {
         if (fd >= 0) {
             try {
                 close(fd);

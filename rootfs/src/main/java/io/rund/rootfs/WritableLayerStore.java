@@ -114,8 +114,8 @@ public final class WritableLayerStore {
         } catch (Syscalls.SyscallException e) {
             throw new StoreException(explain(sandboxId, e), e);
         } finally {
-            closeQuietly(src);
-            closeQuietly(dst);
+            Syscalls.closeQuietly(src);
+            Syscalls.closeQuietly(dst);
             try {
                 Files.deleteIfExists(path);
             } catch (IOException ignored) {
@@ -146,8 +146,8 @@ public final class WritableLayerStore {
         } catch (Syscalls.SyscallException e) {
             throw new StoreException(explain(dir, "clone a probe file", e), e);
         } finally {
-            closeQuietly(src);
-            closeQuietly(dst);
+            Syscalls.closeQuietly(src);
+            Syscalls.closeQuietly(dst);
             try {
                 Files.deleteIfExists(probe);
                 Files.deleteIfExists(clone);
@@ -169,16 +169,6 @@ public final class WritableLayerStore {
             case ENOSPC -> what + "the store is full (" + e.getMessage() + ")";
             default -> what + e.getMessage();
         };
-    }
-
-    private static void closeQuietly(int fd) {
-        if (fd >= 0) {
-            try {
-                Syscalls.close(fd);
-            } catch (Syscalls.SyscallException ignored) {
-                // nothing more to release
-            }
-        }
     }
 
     public Path dir() {

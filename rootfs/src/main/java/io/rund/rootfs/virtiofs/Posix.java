@@ -52,7 +52,7 @@ final class Posix {
     private static final MethodHandle RECVMSG = handle("recvmsg", FunctionDescriptor.of(L, I, P, I));
     private static final MethodHandle SENDMSG = handle("sendmsg", FunctionDescriptor.of(L, I, P, I));
     private static final MethodHandle CONNECT = handle("connect", FunctionDescriptor.of(I, I, P, I));
-    private static final MethodHandle READ = handle("read", FunctionDescriptor.of(L, I, P, L));
+    private static final MethodHandle READ = handle("read", FunctionDescriptor.of(L, I, P, L)); // eventfd drain: EAGAIN is "clear"
     private static final MethodHandle WRITE = handle("write", FunctionDescriptor.of(L, I, P, L));
     private static final MethodHandle POLL = handle("poll", FunctionDescriptor.of(I, P, L, I));
     private static final MethodHandle EVENTFD = handle("eventfd", FunctionDescriptor.of(I, I, I));
@@ -92,6 +92,19 @@ final class Posix {
 
     /** A listening AF_UNIX stream socket bound to {@code path} (which must not exist). */
     static int listenUnix(Path path) throws SyscallException {
+        return unixSocket(path, true);
+    }
+
+    /**
+     * A unix stream socket connected to {@code path}: the front-end's side of vhost-user,
+     * which the tests play (this back-end itself only listens).
+     */
+    static int connectUnix(Path path) throws SyscallException {
+        return unixSocket(path, false);
+    }
+
+    /** An AF_UNIX stream socket at {@code path}: bound and listening, or connected. */
+    private static int unixSocket(Path path, boolean listen) throws SyscallException {
         byte[] name = path.toString().getBytes(StandardCharsets.UTF_8);
         if (name.length >= 108) {
             throw new IllegalArgumentException("socket path " + path + " is longer than a unix socket address holds");
@@ -106,8 +119,10 @@ final class Posix {
             addr.set(ValueLayout.JAVA_SHORT, 0, (short) AF_UNIX);
             MemorySegment.copy(name, 0, addr, ValueLayout.JAVA_BYTE, 2, name.length);
             // SAFETY: addr is a sockaddr_un of 110 bytes in this arena, NUL-terminated path (zeroed arena memory).
-            if ((int) BIND.invokeExact(state, fd, addr, 110) < 0 || (int) LISTEN.invokeExact(state, fd, 1) < 0) {
-                SyscallException e = fail("bind/listen(" + path + ")", state);
+            boolean failed = listen ? (int) BIND.invokeExact(state, fd, addr, 110) < 0 || (int) LISTEN.invokeExact(state, fd, 1) < 0
+                    : (int) CONNECT.invokeExact(state, fd, addr, 110) < 0;
+            if (failed) {
+                SyscallException e = fail((listen ? "bind/listen(" : "connect(") + path + ")", state);
                 closeQuietly(fd);
                 throw e;
             }
@@ -116,38 +131,6 @@ final class Posix {
             throw e;
         } catch (Throwable t) {
             throw downcall("socket", t);
-        }
-    }
-
-    /**
-     * A unix stream socket connected to {@code path}: the front-end's side of vhost-user,
-     * which the tests play (this back-end itself only listens).
-     */
-    static int connectUnix(Path path) throws SyscallException {
-        byte[] name = path.toString().getBytes(StandardCharsets.UTF_8);
-        if (name.length >= 108) {
-            throw new IllegalArgumentException("socket path " + path + " is longer than a unix socket address holds");
-        }
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(STATE);
-            int fd = (int) SOCKET.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (fd < 0) {
-                throw fail("socket(AF_UNIX)", state);
-            }
-            MemorySegment addr = arena.allocate(110);
-            addr.set(ValueLayout.JAVA_SHORT, 0, (short) AF_UNIX);
-            MemorySegment.copy(name, 0, addr, ValueLayout.JAVA_BYTE, 2, name.length);
-            // SAFETY: addr is a NUL-terminated sockaddr_un of 110 bytes in this arena.
-            if ((int) CONNECT.invokeExact(state, fd, addr, 110) < 0) {
-                SyscallException e = fail("connect(" + path + ")", state);
-                closeQuietly(fd);
-                throw e;
-            }
-            return fd;
-        } catch (SyscallException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw downcall("connect", t);
         }
     }
 
@@ -289,23 +272,7 @@ final class Posix {
 
     /** read(2) into a native buffer, retrying on EINTR; returns 0 at end of file. */
     static int read(int fd, MemorySegment buf, long len) throws SyscallException {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(STATE);
-            while (true) {
-                // SAFETY: buf holds at least len bytes (checked by the caller's segment bounds below).
-                long n = (long) READ.invokeExact(state, fd, buf.asSlice(0, len), len);
-                if (n >= 0) {
-                    return (int) n;
-                }
-                if ((int) ERRNO.get(state, 0L) != EINTR) {
-                    throw fail("read(" + fd + ")", state);
-                }
-            }
-        } catch (SyscallException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw downcall("read", t);
-        }
+        return Syscalls.read(fd, buf, len);
     }
 
     /** Writes all of {@code buf}. */
@@ -542,13 +509,6 @@ final class Posix {
 
     /** Closes a descriptor this process owns (once); -1 is nothing, and a failed close has nothing to undo. */
     static void closeQuietly(int fd) {
-        if (fd < 0) {
-            return;
-        }
-        try {
-            Syscalls.close(fd);
-        } catch (SyscallException ignored) {
-            // Linux releases the descriptor even when close reports an error
-        }
+        Syscalls.closeQuietly(fd);
     }
 }

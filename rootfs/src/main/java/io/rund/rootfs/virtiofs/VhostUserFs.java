@@ -159,19 +159,18 @@ public final class VhostUserFs implements AutoCloseable {
 
     /** The nodes the guest holds lookups on; for tests and diagnostics. */
     int nodes() {
-        lock.lock();
-        try {
-            return fuse == null ? 0 : fuse.openNodes();
-        } finally {
-            lock.unlock();
-        }
+        return count(FuseServer::openNodes);
     }
 
     /** The guest's open files and directories (each one descriptor of ours); for tests and diagnostics. */
     int handles() {
+        return count(FuseServer::openHandles);
+    }
+
+    private int count(java.util.function.ToIntFunction<FuseServer> what) {
         lock.lock();
         try {
-            return fuse == null ? 0 : fuse.openHandles();
+            return fuse == null ? 0 : what.applyAsInt(fuse);
         } finally {
             lock.unlock();
         }

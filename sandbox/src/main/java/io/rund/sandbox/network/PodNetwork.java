@@ -99,7 +99,7 @@ public final class PodNetwork {
             try {
                 self = Syscalls.fstat(mine);
             } finally {
-                Syscalls.close(mine);
+                Syscalls.closeQuietly(mine);
             }
             if (self.dev() == st.dev() && self.ino() == st.ino()) {
                 throw new NetworkException(what + " is rund's own (the host's) network namespace; a VM cannot join"
@@ -108,15 +108,8 @@ public final class PodNetwork {
         } catch (Syscalls.SyscallException e) {
             throw new NetworkException(what + ": " + e.getMessage());
         } finally {
-            for (int f : new int[] {fd, path}) {
-                if (f >= 0) {
-                    try {
-                        Syscalls.close(f);
-                    } catch (Syscalls.SyscallException ignored) {
-                        // released by the kernel either way
-                    }
-                }
-            }
+            Syscalls.closeQuietly(fd);
+            Syscalls.closeQuietly(path);
         }
     }
 
