@@ -120,7 +120,14 @@ final class Containerd implements AutoCloseable {
         env.put("RUND_CGROUP_POOL", pool);
         env.put("RUND_POOL_SIZE", "4");
         // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
-        env.put("RUND_TEMPLATES", "/dev/shm/rund-test-templates");
+        // Nested as a node's (/dev/shm/rund/templates), under a parent closed as older rund left it:
+        // VMs run as uids of their own and must still reach the templates' RAM.
+        Path templates = Path.of("/dev/shm/rund-test/templates");
+        if (!Files.exists(templates.getParent())) {
+            Files.createDirectory(templates.getParent(), PosixFilePermissions.asFileAttribute(
+                    PosixFilePermissions.fromString("rwx------")));
+        }
+        env.put("RUND_TEMPLATES", templates.toString());
         env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
         env.put("RUND_JAILER", bin.resolve("rund-jail").toString()); // VMs as uids of their own (the default)
         env.putAll(rundSettings);

@@ -66,10 +66,17 @@ public final class AgentClient implements AutoCloseable {
      * (every 20 ms) until {@code deadline} passes: QEMU creates the socket at start, but
      * the guest needs time to boot.
      */
+    /** The first Health probe's timeout; each next one doubles, up to the call timeout. */
+    static final Duration PROBE_FIRST = Duration.ofMillis(250);
+
     public static AgentClient connect(Path socket, Duration deadline, Duration callTimeout)
             throws AgentException, InterruptedException {
         long end = System.nanoTime() + deadline.toNanos();
         Exception last = null;
+        // The first probes are short and each failed one reconnects: a clone's guest can miss
+        // the port-open event of the host's first connection (it resumes from a template whose
+        // host had just left), and sees only the next one. A busy guest gets longer each time.
+        long probe = PROBE_FIRST.toNanos();
         while (System.nanoTime() < end) {
             Client c = null;
             try {
@@ -77,8 +84,10 @@ public final class AgentClient implements AutoCloseable {
                 // the previous host connection went away, and may still answer its calls.
                 c = Client.connect(socket, (RANDOM.nextLong(1L << 30) << 1) | 1);
                 long left = Math.max(1, end - System.nanoTime());
+                long wait = Math.min(left, Math.min(probe, callTimeout.toNanos()));
+                probe *= 2;
                 c.call(SERVICE, "Health", HealthRequest.getDefaultInstance(), HealthResponse.parser(),
-                        CallOptions.DEFAULT.withTimeout(Duration.ofNanos(Math.min(left, callTimeout.toNanos()))));
+                        CallOptions.DEFAULT.withTimeout(Duration.ofNanos(wait)));
                 return new AgentClient(c, callTimeout);
             } catch (IOException | TtrpcException e) {
                 last = e;

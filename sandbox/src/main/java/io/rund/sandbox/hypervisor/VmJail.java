@@ -67,11 +67,37 @@ public final class VmJail {
         return inUse.cardinality();
     }
 
-    /** Lets every VM read {@code p}: owner root, group {@link #gid}, mode 0750 (directory) or 0640. */
+    /**
+     * Lets every VM read {@code p}: owner root, group {@link #gid}, mode 0750 (directory) or
+     * 0640. For a directory, every directory above it must let the VMs pass too: its parent,
+     * when root's and closed to others (as rund before 0.1 made /dev/shm/rund), is opened
+     * for passing through (o+x, nothing listed or read); any other closed ancestor is an error
+     * naming it.
+     */
     public void grantRead(Path p) throws IOException {
         setOwner(p, 0, base);
-        Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(
-                Files.isDirectory(p, LinkOption.NOFOLLOW_LINKS) ? "rwxr-x---" : "rw-r-----"));
+        boolean dir = Files.isDirectory(p, LinkOption.NOFOLLOW_LINKS);
+        Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(dir ? "rwxr-x---" : "rw-r-----"));
+        if (!dir) {
+            return;
+        }
+        Path parent = p.toAbsolutePath().getParent();
+        for (Path a = parent; a != null; a = a.getParent()) {
+            java.util.Set<java.nio.file.attribute.PosixFilePermission> perms = Files.getPosixFilePermissions(a);
+            if (perms.contains(java.nio.file.attribute.PosixFilePermission.OTHERS_EXECUTE)
+                    || (perms.contains(java.nio.file.attribute.PosixFilePermission.GROUP_EXECUTE)
+                    && ((Integer) Files.getAttribute(a, "unix:gid")) == base)) {
+                continue; // the VMs' group passes
+            }
+            if (a.equals(parent) && ((Integer) Files.getAttribute(a, "unix:uid")) == 0) {
+                perms.add(java.nio.file.attribute.PosixFilePermission.OTHERS_EXECUTE);
+                perms.add(java.nio.file.attribute.PosixFilePermission.GROUP_EXECUTE);
+                Files.setPosixFilePermissions(a, perms);
+                continue;
+            }
+            throw new IOException("VMs (uids of group " + base + ") cannot pass through " + a + " to reach " + p
+                    + ": it is mode " + PosixFilePermissions.toString(perms) + " (chmod o+x " + a + ")");
+        }
     }
 
     /** Hands {@code p} to the VM of {@code uid} (a file it writes), group {@link #gid}. */

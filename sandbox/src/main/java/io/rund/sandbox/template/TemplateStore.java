@@ -88,7 +88,12 @@ public final class TemplateStore {
      * from it), removing what interrupted builds and removals left.
      */
     public static TemplateStore open(Path root, Hypervisor hypervisor, Duration agentDeadline) throws IOException {
-        Files.createDirectories(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        // Parents with the usual modes (createDirectories would give them all the root's 0700,
+        // and VMs must pass through them to map a template's RAM).
+        Files.createDirectories(root.getParent());
+        if (!Files.isDirectory(root)) {
+            Files.createDirectory(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        }
         hypervisor.grantVmRead(root);
         try (Stream<Path> s = Files.list(root)) {
             for (Path p : s.toList()) {
