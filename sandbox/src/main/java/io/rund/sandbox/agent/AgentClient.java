@@ -73,9 +73,10 @@ public final class AgentClient implements AutoCloseable {
             throws AgentException, InterruptedException {
         long end = System.nanoTime() + deadline.toNanos();
         Exception last = null;
-        // The first probes are short and each failed one reconnects: a clone's guest can miss
-        // the port-open event of the host's first connection (it resumes from a template whose
-        // host had just left), and sees only the next one. A busy guest gets longer each time.
+        // The first probes are short and each failed one reconnects, so that an agent that
+        // dropped a connection's first call (as clones of templates saved while their build's
+        // connection was still open did, see TemplateStore) costs 250 ms, not the call timeout.
+        // A busy guest gets twice as long each time.
         long probe = PROBE_FIRST.toNanos();
         while (System.nanoTime() < end) {
             Client c = null;

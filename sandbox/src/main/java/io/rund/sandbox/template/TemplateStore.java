@@ -202,6 +202,7 @@ public final class TemplateStore {
             try (AgentClient agent = AgentClient.connect(run.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
                 agent.health();
             }
+            awaitHostGone(key, run.resolve("console.log"));
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
             vm = null;
@@ -245,6 +246,32 @@ public final class TemplateStore {
                 deleteDirQuietly(run);
             }
         }
+    }
+
+    /** What the agent prints when it has seen its host leave and waits for the next one (agent/main.c). */
+    static final String HOST_GONE = "rund-agent: host disconnected; waiting for it to come back";
+
+    /**
+     * Waits (a few seconds at most) until the building guest has seen the build's agent
+     * connection close. Saved before that, the template's agent channel is still "connected"
+     * in the guest and in QEMU's device state, and a clone's guest may learn of that old
+     * host's departure only after the daemon's first connection arrived, dropping its first
+     * call: a spare's start then waited for the Health call's whole timeout.
+     */
+    private static void awaitHostGone(String key, Path console) throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        while (System.nanoTime() < end) {
+            try {
+                if (Files.readString(console).contains(HOST_GONE)) {
+                    return;
+                }
+            } catch (IOException e) {
+                // not written yet
+            }
+            Thread.sleep(10);
+        }
+        LOG.log(Level.WARNING, "template {0}: the guest did not report the build''s agent connection closed within 5 s;"
+                + " saving anyway", key);
     }
 
     /**

@@ -114,6 +114,12 @@ class CloneSandboxTest {
 
             sb = m.start(fx.spec("sp-a", "sh", "-c", LOOP));
             assertEquals(sparePid, sb.vm().pid(), "the sandbox runs in the spare's VM");
+            // The template was saved once its agent had seen the build's connection go: a clone's
+            // agent waits for a host and serves the daemon's first connection; no stale "connected"
+            // state makes it drop that connection's first call (a 30 s Health wait, once).
+            String console = Files.readString(sb.dir().resolve("console.log"));
+            assertTrue(console.contains("rund-agent: serving the host (connection 1)"), console);
+            assertFalse(console.contains("host disconnected"), console);
             assertEquals("clone " + templates.key(m.templateSpec()), sb.boot());
             assertFalse(Files.exists(spareDir), "the spare's directory became the sandbox's");
             SandboxState state = SandboxState.read(sb.dir());
