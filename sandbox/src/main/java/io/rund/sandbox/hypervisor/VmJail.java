@@ -70,9 +70,9 @@ public final class VmJail {
     /**
      * Lets every VM read {@code p}: owner root, group {@link #gid}, mode 0750 (directory) or
      * 0640. For a directory, every directory above it must let the VMs pass too: its parent,
-     * when root's and closed to others (as rund before 0.1 made /dev/shm/rund), is opened
-     * for passing through (o+x, nothing listed or read); any other closed ancestor is an error
-     * naming it.
+     * when root's, closed to others and holding nothing else (as earlier daemons made
+     * /dev/shm/rund), is opened for passing through (o+x, nothing listed or read); any other
+     * closed ancestor is an error naming it.
      */
     public void grantRead(Path p) throws IOException {
         setOwner(p, 0, base);
@@ -89,7 +89,7 @@ public final class VmJail {
                     && ((Integer) Files.getAttribute(a, "unix:gid")) == base)) {
                 continue; // the VMs' group passes
             }
-            if (a.equals(parent) && ((Integer) Files.getAttribute(a, "unix:uid")) == 0) {
+            if (a.equals(parent) && ((Integer) Files.getAttribute(a, "unix:uid")) == 0 && holdsOnly(a, p)) {
                 perms.add(java.nio.file.attribute.PosixFilePermission.OTHERS_EXECUTE);
                 perms.add(java.nio.file.attribute.PosixFilePermission.GROUP_EXECUTE);
                 Files.setPosixFilePermissions(a, perms);
@@ -97,6 +97,13 @@ public final class VmJail {
             }
             throw new IOException("VMs (uids of group " + base + ") cannot pass through " + a + " to reach " + p
                     + ": it is mode " + PosixFilePermissions.toString(perms) + " (chmod o+x " + a + ")");
+        }
+    }
+
+    /** Whether {@code dir} holds nothing but {@code entry}: a directory that exists for it alone, never /root. */
+    private static boolean holdsOnly(Path dir, Path entry) throws IOException {
+        try (java.util.stream.Stream<Path> s = Files.list(dir)) {
+            return s.map(Path::getFileName).toList().equals(java.util.List.of(entry.getFileName()));
         }
     }
 

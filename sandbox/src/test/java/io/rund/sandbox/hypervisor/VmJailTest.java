@@ -54,6 +54,15 @@ class VmJailTest {
         assertEquals("rwxr-x---", PosixFilePermissions.toString(Files.getPosixFilePermissions(store)),
                 "a parent the VMs' group passes stays closed to others");
 
+        // A closed parent that holds other things (like /root) is not opened: the error names it.
+        Path busy = Files.createDirectory(dir.resolve("busy"), PosixFilePermissions.asFileAttribute(
+                PosixFilePermissions.fromString("rwx------")));
+        Files.writeString(busy.resolve("secret"), "x");
+        Path busyStore = Files.createDirectory(busy.resolve("templates"));
+        IOException closedBusy = assertThrows(IOException.class, () -> jail.grantRead(busyStore));
+        assertTrue(closedBusy.getMessage().contains("cannot pass through " + busy), closedBusy.getMessage());
+        assertEquals("rwx------", PosixFilePermissions.toString(Files.getPosixFilePermissions(busy)));
+
         Path deep = Files.createDirectories(dir.resolve("x/y"));
         Files.setPosixFilePermissions(dir.resolve("x"), PosixFilePermissions.fromString("rwx------"));
         Path inner = Files.createDirectory(deep.resolve("templates"));
