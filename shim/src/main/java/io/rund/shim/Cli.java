@@ -75,11 +75,12 @@ public final class Cli {
             out.println("  Daemon:     " + daemonVersion(socket));
             return 0;
         }
-        try (Client c = Client.connect(socket)) {
+        try {
             if (command.equals("status")) {
-                print(c.call(SERVICE, "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
-                        CallOptions.DEFAULT.withTimeout(Duration.ofSeconds(10))), out);
-            } else {
+                print(status(socket, Duration.ofSeconds(10)), out);
+                return 0;
+            }
+            try (Client c = Client.connect(socket)) {
                 BuildTemplateResponse r = c.call(SERVICE, "BuildTemplate", BuildTemplateRequest.getDefaultInstance(),
                         BuildTemplateResponse.parser(), CallOptions.DEFAULT.withTimeout(Duration.ofMinutes(5)));
                 out.println("template " + r.getKey() + ": " + (r.getBuilt() ? "built in " + r.getBuildMillis() + " ms"
@@ -116,12 +117,19 @@ public final class Cli {
 
     /** The daemon's build, or why none answers: `rund version` works without a daemon. */
     private static String daemonVersion(Path socket) {
-        try (Client c = Client.connect(socket)) {
-            StatusResponse s = c.call(SERVICE, "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
-                    CallOptions.DEFAULT.withTimeout(Duration.ofSeconds(5)));
+        try {
+            StatusResponse s = status(socket, Duration.ofSeconds(5));
             return s.getVersion() + ", pid " + s.getPid();
         } catch (IOException | TtrpcException e) {
             return "not running (" + socket + ")";
+        }
+    }
+
+    /** One Status call on the control socket at {@code socket}: `rund status`, `rund version`, `rund check`. */
+    static StatusResponse status(Path socket, Duration timeout) throws IOException, TtrpcException {
+        try (Client c = Client.connect(socket)) {
+            return c.call(SERVICE, "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
+                    CallOptions.DEFAULT.withTimeout(timeout));
         }
     }
 

@@ -3,7 +3,6 @@ package io.rund.shim;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.toml.TomlMapper;
-import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
 import io.rund.rootfs.StoreException;
 import io.rund.rootfs.WritableLayerStore;
@@ -14,8 +13,6 @@ import io.rund.sandbox.hypervisor.Accelerator;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.template.TemplateStore;
-import io.rund.ttrpc.CallOptions;
-import io.rund.ttrpc.Client;
 import io.rund.ttrpc.TtrpcException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -109,9 +106,8 @@ final class HostCheck {
                     + " first rund task");
             return;
         }
-        try (Client c = Client.connect(controlSocket)) {
-            daemon = c.call("rund.control.v1.Control", "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
-                    CallOptions.DEFAULT.withTimeout(Duration.ofSeconds(10)));
+        try {
+            daemon = Cli.status(controlSocket, Duration.ofSeconds(10));
         } catch (IOException | TtrpcException e) {
             add(Level.WARN, "daemon", controlSocket + " exists but no daemon answers (" + e.getMessage()
                     + "); the launcher starts a new one when none holds the lock");

@@ -310,11 +310,8 @@ final class Containerd implements AutoCloseable {
         return ProcessHandle.allProcesses().map(p -> p.info().commandLine().orElse("") + " (cwd " + cwd(p) + "/)")
                 .filter(c -> c.contains(sandboxes + "/"))
                 .filter(c -> {
-                    var m = spareDir.matcher(c.substring(c.lastIndexOf(" (cwd ") + 6));
-                    var n = spareDir.matcher(c);
-                    boolean spare = (m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))))
-                            || (n.find() && Files.isDirectory(sandboxes.resolve(n.group(1))));
-                    return !spare;
+                    var m = spareDir.matcher(c);
+                    return !(m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))));
                 }).toList();
     }
 

@@ -27,6 +27,8 @@ public final class QemuHypervisor implements Hypervisor {
     private final String baseCmdline;
     /** Null: QEMU runs as the daemon's user, opening its own files (tests of the VM alone). */
     private final VmJail jail;
+    /** A jailed VM's supplementary groups: /dev/kvm's under KVM, so that it can open the device. */
+    private final List<Integer> vmGroups;
 
     /** QEMU as the daemon's user; for tests of the VM alone. The daemon jails its VMs. */
     public QemuHypervisor(Path qemu, Accelerator accelerator) {
@@ -39,8 +41,18 @@ public final class QemuHypervisor implements Hypervisor {
         this.accelerator = accelerator;
         this.baseCmdline = baseCmdline(accelerator);
         this.jail = jail;
+        this.vmGroups = jail == null || accelerator.kind() != Accelerator.Kind.KVM ? List.of() : kvmGroup();
         LOG.log(Level.INFO, "hypervisor qemu: {0}, accelerator {1}, {2}", qemu, accelerator,
                 jail == null ? "as the daemon's user" : "each VM confined: " + jail);
+    }
+
+    private static List<Integer> kvmGroup() {
+        try {
+            return List.of((Integer) Files.getAttribute(Path.of("/dev/kvm"), "unix:gid"));
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "hypervisor qemu: /dev/kvm''s group: {0}", e.getMessage());
+            return List.of();
+        }
     }
 
     /**
@@ -107,15 +119,7 @@ public final class QemuHypervisor implements Hypervisor {
         if (jail == null) {
             return QemuCommandLine.argv(qemu, config, accelerator, baseCmdline);
         }
-        List<Integer> groups = new java.util.ArrayList<>();
-        if (accelerator.kind() == Accelerator.Kind.KVM) {
-            try {
-                groups.add((Integer) Files.getAttribute(Path.of("/dev/kvm"), "unix:gid")); // to open /dev/kvm
-            } catch (IOException e) {
-                LOG.log(Level.WARNING, "vm: /dev/kvm's group: {0}", e.getMessage());
-            }
-        }
-        return QemuCommandLine.jailedArgv(jail.jailer(), uid, jail.gid(), groups, qemu, config, accelerator, baseCmdline);
+        return QemuCommandLine.jailedArgv(jail.jailer(), uid, jail.gid(), vmGroups, qemu, config, accelerator, baseCmdline);
     }
 
     @Override
