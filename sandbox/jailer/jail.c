@@ -2,7 +2,8 @@
  *
  *   rund-jail --uid U --gid G [--group K]...
  *             [--open N=rw:PATH | N=r:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
- *             -- HYPERVISOR ARGS...
+ *             [--pivot DIR] [--cap dac_read_search] [--ptracer PID]
+ *             -- PROGRAM ARGS...
  *
  * As root it prepares what the hypervisor may use and could not open itself: files
  * (the writable layer, through the daemon's /proc/<pid>/fd link), a tap device it creates
@@ -15,7 +16,17 @@
  * as its own uid, stays dumpable for the daemon's process_vm_readv.
  *
  * It runs in the VM's directory (the daemon's choice), which recovery reads back from
- * /proc/<pid>/cwd. Any failure exits 126 with the reason on stderr, before the exec. */
+ * /proc/<pid>/cwd. Any failure exits 126 with the reason on stderr, before the exec.
+ *
+ * The same jail starts a sandbox's helper (its virtio-fs back-end), with three more
+ * options. --pivot DIR: after the descriptors are made, a mount namespace of its own whose
+ * root is DIR (bound onto itself; every mount is made a slave first, so mounts the daemon
+ * makes below DIR later still appear, and nothing propagates back), the old root detached;
+ * the program is opened before and exec'd by descriptor. --cap dac_read_search: that one
+ * capability is kept (permitted, effective, ambient, so it survives the exec); the helper
+ * needs it to read an image's files whatever their mode. --ptracer PID: under Yama's
+ * ptrace_scope 1, lets PID (the helper) reach this process's memory (process_vm_readv),
+ * which Yama would otherwise allow only to an ancestor; without Yama it does nothing. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -23,10 +34,13 @@
 #include <linux/capability.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -155,9 +169,30 @@ static int connect_to(const char *path)
     return above(fd, path);
 }
 
+/* A mount namespace whose root is dir: the caller's mounts below dir, and nothing else. */
+static void pivot(const char *dir)
+{
+    if (unshare(CLONE_NEWNS) < 0)
+        fail("unshare the mount namespace for", dir);
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        fail("make every mount a slave for", dir);
+    if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail("bind onto itself", dir);
+    if (chdir(dir) < 0)
+        fail("chdir", dir);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        fail("pivot_root into", dir);
+    if (umount2(".", MNT_DETACH) < 0)
+        fail("detach the old root under", dir);
+    if (chdir("/") < 0)
+        fail("chdir / in", dir);
+}
+
 int main(int argc, char **argv)
 {
-    long uid = -1, gid = -1;
+    long uid = -1, gid = -1, ptracer = 0;
+    const char *pivot_dir = NULL;
+    int keep_cap = -1;
     gid_t groups[MAX_GROUPS];
     int ngroups = 0;
     struct slot slots[MAX_FDS];
@@ -174,6 +209,20 @@ int main(int argc, char **argv)
             uid = number(val, 1, 0x7fffffff);
         } else if (!strcmp(opt, "--gid")) {
             gid = number(val, 1, 0x7fffffff);
+        } else if (!strcmp(opt, "--pivot")) {
+            if (val[0] != '/') {
+                errno = 0;
+                fail("--pivot needs an absolute directory, got", val);
+            }
+            pivot_dir = val;
+        } else if (!strcmp(opt, "--cap")) {
+            if (strcmp(val, "dac_read_search")) {
+                errno = 0;
+                fail("--cap keeps dac_read_search only, got", val);
+            }
+            keep_cap = CAP_DAC_READ_SEARCH;
+        } else if (!strcmp(opt, "--ptracer")) {
+            ptracer = number(val, 1, 0x7fffffff);
         } else if (!strcmp(opt, "--group")) {
             if (ngroups == MAX_GROUPS) {
                 errno = 0;
@@ -229,26 +278,47 @@ int main(int argc, char **argv)
     }
     if (syscall(SYS_close_range, FIRST_FREE + MAX_FDS + 64, ~0U, 0) < 0 && errno != ENOSYS)
         fail("close_range", NULL);
+    int program = -1;
+    if (pivot_dir) {
+        program = open(argv[i + 1], O_PATH | O_CLOEXEC);
+        if (program < 0)
+            fail("open", argv[i + 1]);
+        pivot(pivot_dir);
+    }
+    if (ptracer && prctl(PR_SET_PTRACER, ptracer, 0, 0, 0) < 0 && errno != EINVAL)
+        fail("declare the ptracer", NULL);
 
     /* Drop every privilege, in the order that leaves no window. */
     for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+        if (cap != keep_cap && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             fail("drop capability from the bounding set", NULL);
     }
     if (setgroups((size_t)ngroups, groups) < 0)
         fail("setgroups", NULL);
     if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
         fail("setresgid", NULL);
+    if (keep_cap >= 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        fail("keep capabilities", NULL);
     if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
         fail("setresuid", NULL);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         fail("no_new_privs", NULL);
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
+    uint32_t kept = keep_cap >= 0 ? 1u << keep_cap : 0; /* dac_read_search is below 32 */
+    if (kept) {
+        memset(data, 0, sizeof(data));
+        data[0].effective = data[0].permitted = data[0].inheritable = kept;
+        if (syscall(SYS_capset, &head, data) < 0)
+            fail("keep dac_read_search", NULL);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, keep_cap, 0, 0) < 0)
+            fail("keep dac_read_search across the exec", NULL);
+    }
     if (syscall(SYS_capget, &head, data) < 0)
         fail("capget", NULL);
     for (int k = 0; k < 2; k++) {
-        if (data[k].effective || data[k].permitted || data[k].inheritable) {
+        uint32_t allowed = k == 0 ? kept : 0;
+        if ((data[k].effective | data[k].permitted | data[k].inheritable) & ~allowed) {
             errno = 0;
             fail("capabilities remain after the uid change", NULL);
         }
@@ -257,7 +327,12 @@ int main(int argc, char **argv)
         errno = 0;
         fail("still root", NULL);
     }
-    execv(argv[i + 1], argv + i + 1);
+    if (program >= 0) {
+        extern char **environ;
+        syscall(SYS_execveat, program, "", argv + i + 1, environ, AT_EMPTY_PATH);
+    } else {
+        execv(argv[i + 1], argv + i + 1);
+    }
     fail("exec", argv[i + 1]);
     return 126;
 }

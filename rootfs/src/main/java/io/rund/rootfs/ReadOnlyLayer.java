@@ -1,6 +1,6 @@
 package io.rund.rootfs;
 
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.rootfs.helper.SandboxHelper;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;
@@ -11,8 +11,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * A sandbox's read-only layers: each container's image, joined read-only on the host in
- * its own directory of one share, served to the guest over virtio-fs by the daemon's own
- * vhost-user-fs back-end ({@link VhostUserFs}).
+ * its own directory of one share, served to the guest over virtio-fs by the sandbox's
+ * helper process ({@link SandboxHelper}), whose root is the share.
  *
  * <p>From containerd's rootfs mount only the lower directories are used: an overlay's
  * {@code lowerdir=} (its upperdir and workdir, the host-side writable snapshot, are not:
@@ -21,10 +21,11 @@ import java.util.concurrent.atomic.AtomicInteger;
  * lower is bind-mounted and remounted read-only.
  *
  * <p>The share is a small tmpfs at {@code <sandbox dir>/shared}, read-only except while a
- * directory is made or removed. The back-end runs in the daemon's own mount namespace and
- * resolves every name when the guest looks it up, so an image mounted under the share
- * later (the next container of a pod) appears to the guest, and one unmounted here
- * disappears there. Each image gets a directory name never used before in this sandbox,
+ * directory is made or removed, and a shared mount: the helper's mount namespace holds a
+ * slave copy of it as its root, so an image mounted under the share later (the next
+ * container of a pod) appears to the helper, and so to the guest, and one unmounted here
+ * disappears there. Every image is read-only before it is attached (the helper's copy
+ * never was writable), nosuid and nodev. Each image gets a directory name never used before in this sandbox,
  * so the guest, which caches with cache=always (an image never changes under a running
  * sandbox), cannot find a removed container's files under a new container's name.
  */
@@ -35,13 +36,13 @@ public final class ReadOnlyLayer implements AutoCloseable {
 
     private final String sandboxId;
     private final Path share;
-    private final VhostUserFs server;
+    private volatile SandboxHelper helper;
     private final AtomicInteger sequence = new AtomicInteger();
 
-    private ReadOnlyLayer(String sandboxId, Path share, VhostUserFs server) {
+    private ReadOnlyLayer(String sandboxId, Path share, SandboxHelper helper) {
         this.sandboxId = sandboxId;
         this.share = share;
-        this.server = server;
+        this.helper = helper;
     }
 
     /** The image's lower directories, top first, from containerd's rootfs mounts. */
@@ -80,37 +81,43 @@ public final class ReadOnlyLayer implements AutoCloseable {
     }
 
     /**
-     * Mounts the share at {@code dir/shared} and serves it on {@code dir/virtiofs.sock}
-     * with the daemon's own vhost-user-fs back-end.
+     * Mounts the share at {@code dir/shared}, read-only and shared (see the class comment),
+     * for a helper to serve; a spare VM's helper serves it before the share holds anything.
      */
-    public static ReadOnlyLayer start(String sandboxId, Path dir) throws StoreException {
-        return start(sandboxId, dir, VhostUserFs.listen(sandboxId, socket(dir)));
-    }
-
-    /** Where a sandbox directory's back-end listens. */
-    public static Path socket(Path dir) {
-        return dir.resolve("virtiofs.sock");
-    }
-
-    /**
-     * Mounts the share at {@code dir/shared} and has {@code server}, a back-end listening
-     * with no root yet ({@link VhostUserFs#listen}), serve it. The layer owns the server
-     * from here, and closes it on failure too.
-     */
-    public static ReadOnlyLayer start(String sandboxId, Path dir, VhostUserFs server) throws StoreException {
+    public static Path mountShare(Path dir) throws StoreException {
         Path share = dir.resolve("shared");
-        String what = "read-only layer sandbox=" + sandboxId + ": ";
         try {
             Files.createDirectories(share);
             Syscalls.mount("rund-share", share, "tmpfs", SHARE_FLAGS | Syscalls.MS_RDONLY, "size=64k,nr_inodes=4096,mode=0755");
-            server.share(share);
-        } catch (IOException | Syscalls.SyscallException | StoreException e) {
-            server.close();
+            Syscalls.mount(null, share, null, Syscalls.MS_SHARED, null);
+        } catch (IOException | Syscalls.SyscallException e) {
             unmount(share);
-            throw new StoreException(what + "serve the share at " + share + ": " + e.getMessage(), e);
+            throw new StoreException("mount the share at " + share + ": " + e.getMessage(), e);
         }
-        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1} served on {2}", sandboxId, share, socket(dir));
-        return new ReadOnlyLayer(sandboxId, share, server);
+        return share;
+    }
+
+    /** Mounts the share at {@code dir/shared} and starts the sandbox's helper serving it, as {@code jail} says. */
+    public static ReadOnlyLayer start(String sandboxId, Path dir, SandboxHelper.Jail jail) throws StoreException {
+        Path share = mountShare(dir);
+        try {
+            return adopt(sandboxId, dir, SandboxHelper.start(sandboxId, dir, share, jail, SandboxHelper.Limits.DEFAULT));
+        } catch (StoreException e) {
+            unmount(share);
+            throw new StoreException("read-only layer sandbox=" + sandboxId + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The layer of a share already mounted at {@code dir/shared} ({@link #mountShare}) and
+     * served by {@code helper} (a spare VM's, whose directory became the sandbox's). The
+     * layer owns both from here.
+     */
+    public static ReadOnlyLayer adopt(String sandboxId, Path dir, SandboxHelper helper) {
+        Path share = dir.resolve("shared");
+        LOG.log(Level.INFO, "read-only layer sandbox={0}: share {1} served by {2} on {3}", sandboxId, share, helper,
+                helper.socket());
+        return new ReadOnlyLayer(sandboxId, share, helper);
     }
 
     /**
@@ -126,9 +133,7 @@ public final class ReadOnlyLayer implements AutoCloseable {
         try {
             whileWritable(() -> Files.createDirectory(mountpoint));
             if (lowers.size() == 1) {
-                Syscalls.mount(lowers.getFirst().toString(), mountpoint, null, Syscalls.MS_BIND, null);
-                Syscalls.mount(null, mountpoint, null,
-                        Syscalls.MS_BIND | Syscalls.MS_REMOUNT | Syscalls.MS_RDONLY | Syscalls.MS_NOSUID | Syscalls.MS_NODEV, null);
+                Syscalls.bindReadOnly(lowers.getFirst(), mountpoint);
             } else {
                 StringBuilder lower = new StringBuilder("lowerdir=");
                 for (int i = 0; i < lowers.size(); i++) {
@@ -177,13 +182,29 @@ public final class ReadOnlyLayer implements AutoCloseable {
     }
 
     public Path socket() {
-        return server.socket();
+        return helper.socket();
     }
 
-    /** Stops serving and unmounts the share with every image on it; idempotent. */
+    /** The helper serving the share. */
+    public SandboxHelper helper() {
+        return helper;
+    }
+
+    /**
+     * Ends the helper and starts another on the same share, images included: a helper serves
+     * one VM in its life, and a VM whose launch failed took it.
+     */
+    public void restartHelper(SandboxHelper.Jail jail) throws StoreException {
+        SandboxHelper old = helper;
+        old.close();
+        helper = SandboxHelper.start(sandboxId, share.getParent(), share, jail, SandboxHelper.Limits.DEFAULT);
+        LOG.log(Level.INFO, "read-only layer sandbox={0}: {1} replaces {2}", sandboxId, helper, old);
+    }
+
+    /** Stops the helper and unmounts the share with every image on it; idempotent. */
     @Override
     public void close() {
-        server.close();
+        helper.close();
         unmount(share);
         LOG.log(Level.DEBUG, "read-only layer sandbox={0}: released", sandboxId);
     }

@@ -37,6 +37,7 @@ public final class Syscalls {
     public static final long MS_BIND = 4096;
     public static final long MS_REC = 16384;
     public static final long MS_PRIVATE = 1 << 18;
+    public static final long MS_SHARED = 1 << 20;
     public static final long MS_NOEXEC = 8;
     public static final int MNT_DETACH = 2;
     public static final int EINVAL = 22;
@@ -88,6 +89,19 @@ public final class Syscalls {
     private static final MethodHandle READ = handle("read",
             FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
             CAPTURE);
+    private static final MethodHandle OPEN_TREE = handle("open_tree",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT),
+            CAPTURE);
+    private static final MethodHandle MOUNT_SETATTR = handle("mount_setattr",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                    ValueLayout.ADDRESS, ValueLayout.JAVA_LONG), CAPTURE);
+    private static final MethodHandle MOVE_MOUNT = handle("move_mount",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                    ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    private static final int OPEN_TREE_CLONE = 1;
+    private static final int MOVE_MOUNT_F_EMPTY_PATH = 4;
+    /** MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV. */
+    private static final long MOUNT_ATTR_RO_NOSUID_NODEV = 1 | 2 | 4;
     private static final int AT_SYMLINK_NOFOLLOW = 0x100;
     private static final int AT_EMPTY_PATH = 0x1000;
     /** struct stat on x86_64. */
@@ -180,6 +194,44 @@ public final class Syscalls {
             throw e;
         } catch (Throwable t) {
             throw new IllegalStateException("mount downcall", t);
+        }
+    }
+
+    /**
+     * Bind-mounts {@code source} (not what is mounted below it) at {@code target}
+     * read-only, nosuid and nodev from its first moment: the copy is made detached
+     * (open_tree), made read-only (mount_setattr), then attached (move_mount). A bind made
+     * with mount(2) and remounted read-only after would propagate to slave namespaces (a
+     * sandbox's helper) while still writable, and stay writable there.
+     */
+    public static void bindReadOnly(Path source, Path target) throws SyscallException {
+        int tree = -1;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: the path is a NUL-terminated string in this arena for the duration of the call.
+            tree = (int) OPEN_TREE.invokeExact(state, AT_FDCWD, arena.allocateFrom(source.toString()),
+                    OPEN_TREE_CLONE | O_CLOEXEC);
+            if (tree < 0) {
+                throw new SyscallException("open_tree(" + source + ")", (int) ERRNO.get(state, 0L));
+            }
+            // struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each).
+            MemorySegment attr = arena.allocate(32, 8);
+            attr.set(ValueLayout.JAVA_LONG, 0, MOUNT_ATTR_RO_NOSUID_NODEV);
+            // SAFETY: attr is a 32-byte struct mount_attr and the empty path is NUL-terminated, both in this arena.
+            if ((int) MOUNT_SETATTR.invokeExact(state, tree, arena.allocateFrom(""), AT_EMPTY_PATH, attr, 32L) < 0) {
+                throw new SyscallException("mount_setattr(" + source + ", ro)", (int) ERRNO.get(state, 0L));
+            }
+            // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.
+            if ((int) MOVE_MOUNT.invokeExact(state, tree, arena.allocateFrom(""), AT_FDCWD,
+                    arena.allocateFrom(target.toString()), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+                throw new SyscallException("move_mount(" + source + ", " + target + ")", (int) ERRNO.get(state, 0L));
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("bindReadOnly downcall", t);
+        } finally {
+            closeQuietly(tree);
         }
     }
 

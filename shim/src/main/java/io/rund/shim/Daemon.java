@@ -38,6 +38,7 @@ import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
@@ -66,14 +67,14 @@ final class Daemon implements AutoCloseable {
      * Where things are; see {@link RundConfig} for where the values come from.
      * {@code templates}: the VM template store's directory, or null to boot every VM cold;
      * {@code spareVms}: paused clones kept ready (with templates only);
-     * {@code vmUidBase}: VMs run as uids above it by {@code jailer}, or as root for 0.
+     * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer}.
      */
     record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
             Path templates, int spareVms, int vmUidBase, Path jailer) {
 
-        /** The VMs' jail, or null when they run as root. */
+        /** The VMs' jail. */
         VmJail jail() {
-            return vmUidBase == 0 ? null : new VmJail(jailer, vmUidBase);
+            return new VmJail(jailer, vmUidBase);
         }
     }
 
@@ -115,9 +116,10 @@ final class Daemon implements AutoCloseable {
         }
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
         VmJail jail = config.jail();
-        if (jail != null && !Files.isExecutable(jail.jailer())) {
-            throw new IOException("jailer " + jail.jailer() + " is missing (hack/install builds it); vm_uid_base = 0 runs"
-                    + " VMs as root instead");
+        for (Path p : List.of(jail.jailer(), jail.helper())) {
+            if (!Files.isExecutable(p)) {
+                throw new IOException(p + " is missing (hack/install builds it)");
+            }
         }
         QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()), jail);
         accelerator = hypervisor.accelerator().toString();

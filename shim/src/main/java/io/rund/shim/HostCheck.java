@@ -205,14 +205,14 @@ final class HostCheck {
     }
 
     private void confinement() {
-        if (config.vmUidBase() == 0) {
-            add(Level.WARN, "vm confinement", "vm_uid_base = 0: every QEMU runs as root; a guest that breaks out of"
-                    + " QEMU owns the node");
-        } else if (!Files.isExecutable(config.jailer())) {
+        if (!Files.isExecutable(config.jailer())) {
             add(Level.FAIL, "vm confinement", "jailer " + config.jailer() + " is missing (hack/install builds it)");
+        } else if (!Files.isExecutable(config.jail().helper())) {
+            add(Level.FAIL, "vm confinement", "helper " + config.jail().helper() + " is missing (hack/install builds it)");
         } else {
             add(Level.OK, "vm confinement", "each QEMU as its own uid of " + config.jail() + ", no capabilities,"
-                    + " no_new_privs, QEMU's seccomp filter");
+                    + " no_new_privs, QEMU's seccomp filter; its virtio-fs back-end (rund-helper) as the same uid"
+                    + " in a mount namespace of the share, seccomp allow-list");
         }
     }
 

@@ -23,9 +23,10 @@ import java.util.Map;
  * accelerator = "auto"                 # auto, kvm or tcg
  * templates = "/dev/shm/rund/templates" # VM templates (tmpfs); "off" boots every VM cold
  * spare_vms = 2                        # paused clones kept ready for the next starts; 0 for none
- * vm_uid_base = 2000000                # each VM's QEMU runs as a uid of its own above this, in group
- *                                      # vm_uid_base; 0 runs QEMU as root (not for production)
- * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU confined
+ * vm_uid_base = 2000000                # each sandbox's QEMU and helper run as a uid of its own above
+ *                                      # this, in group vm_uid_base
+ * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU and helper confined; the helper,
+ *                                      # rund-helper, is installed beside it
  * </pre>
  */
 final class RundConfig {
@@ -78,9 +79,11 @@ final class RundConfig {
         }
         int uidBase = env.containsKey("RUND_VM_UID_BASE") ? Integer.parseInt(env.get("RUND_VM_UID_BASE"))
                 : f.vmUidBase != null ? f.vmUidBase : DEFAULT_VM_UID_BASE;
-        if (uidBase != 0 && (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS)) {
-            throw new IOException(path + ": vm_uid_base " + uidBase + " is neither 0 nor in 1000.."
-                    + (Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS));
+        if (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS) {
+            // 0 once ran QEMU as root; a sandbox's helper reaches its VM's memory only as the VM's own uid.
+            throw new IOException(path + ": vm_uid_base " + uidBase + " is not in 1000.."
+                    + (Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS)
+                    + (uidBase == 0 ? " (VMs no longer run as root: each sandbox's helper runs as its VM's uid)" : ""));
         }
                 String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {

@@ -70,8 +70,10 @@ class RundConfigTest {
         Path uids = Files.writeString(dir.resolve("u.toml"), "vm_uid_base = 5\n");
         IOException u = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", uids.toString())));
         assertTrue(u.getMessage().contains("vm_uid_base 5"), u.getMessage());
-        assertEquals(0, RundConfig.load(Map.of("RUND_CONFIG", uids.toString(), "RUND_VM_UID_BASE", "0")).vmUidBase(),
-                "0 runs VMs as root");
+        IOException root = assertThrows(IOException.class,
+                () -> RundConfig.load(Map.of("RUND_CONFIG", uids.toString(), "RUND_VM_UID_BASE", "0")));
+        assertTrue(root.getMessage().contains("vm_uid_base 0 is not in 1000..") && root.getMessage().contains("no longer run as root"),
+                "VMs never run as root: their helpers reach their memory as their uid: " + root.getMessage());
                 Path broken = Files.writeString(dir.resolve("b.toml"), "pool_size = = 3\n");
         IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", broken.toString())));
         assertTrue(b.getMessage().contains(broken.toString()), b.getMessage());

@@ -68,6 +68,8 @@ final class Containerd implements AutoCloseable {
                 List.of("make", "-s", "OUT=" + bin)).ok();
         Command.run(Duration.ofMinutes(2), REPO.resolve("sandbox/jailer"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok();
+        Command.run(Duration.ofMinutes(2), REPO.resolve("rootfs/helper"), Map.of(),
+                List.of("make", "-s", "OUT=" + bin)).ok(); // rund-helper, beside the jailer as installed
         Path daemon = dir.resolve("rund-daemon");
         Files.writeString(daemon, "#!/bin/sh\nexec " + Path.of(System.getProperty("java.home"), "bin", "java")
                 + " @" + System.getProperty("rund.jvm.argfile") + " -cp '" + System.getProperty("java.class.path")
@@ -129,7 +131,7 @@ final class Containerd implements AutoCloseable {
         }
         env.put("RUND_TEMPLATES", templates.toString());
         env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
-        env.put("RUND_JAILER", bin.resolve("rund-jail").toString()); // VMs as uids of their own (the default)
+        env.put("RUND_JAILER", bin.resolve("rund-jail").toString()); // VMs and helpers as uids of their own
         env.putAll(rundSettings);
         for (String k : env.keySet()) {
             if (k.startsWith("RUND_")) {

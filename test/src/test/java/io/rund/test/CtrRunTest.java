@@ -384,6 +384,7 @@ class CtrRunTest {
             assertEquals(vmUid, Integer.parseInt(uid.group(k)), "real, effective, saved and fs uid agree");
         }
         assertTrue(qemuStatus.contains("\nGid:\t2000000\t2000000\t2000000\t2000000\n"), qemuStatus);
+        assertHelperConfined("st", vmPid.group(1), vmUid);
         assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "st").exitCode());
         awaitStopped("st");
         assertKilled(ctd.ctr(T, "task", "delete", "st"));
@@ -398,6 +399,46 @@ class CtrRunTest {
         Command.Result none = Containerd.rund(T, java.util.Map.of("RUND_CONTROL_SOCKET", nowhere.toString()), "status");
         assertEquals(1, none.exitCode(), none.toString());
         assertTrue(none.stderr().contains("no daemon answers on " + nowhere), none.toString());
+    }
+
+    /**
+     * The sandbox's helper (its virtio-fs back-end, which parses what the guest writes) runs
+     * as its VM's uid with dac_read_search alone, no_new_privs and its seccomp filters, in
+     * the VM's cgroup (the sandbox's), in a mount namespace of its own whose root is the share.
+     */
+    private static void assertHelperConfined(String sandbox, String vmPid, int vmUid) throws Exception {
+        List<Long> helpers = new ArrayList<>();
+        try (java.util.stream.Stream<Path> procs = Files.list(Path.of("/proc"))) {
+            for (Path p : procs.filter(p -> p.getFileName().toString().matches("\\d+")).toList()) {
+                try {
+                    String cmdline = Files.readString(p.resolve("cmdline"));
+                    if (cmdline.contains("rund-helper\0--name\0" + sandbox + "\0")) {
+                        helpers.add(Long.parseLong(p.getFileName().toString()));
+                    }
+                } catch (java.io.IOException gone) {
+                    // exited while listed
+                }
+            }
+        }
+        assertEquals(1, helpers.size(), "one helper for sandbox " + sandbox + ": " + helpers);
+        Path helper = Path.of("/proc", helpers.getFirst().toString());
+        String status = Files.readString(helper.resolve("status"));
+        assertTrue(status.contains("\nUid:\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\n"),
+                "the helper runs as its VM's uid: " + status);
+        assertTrue(status.contains("\nCapEff:\t0000000000000004\n") && status.contains("\nCapPrm:\t0000000000000004\n")
+                && status.contains("\nCapAmb:\t0000000000000000\n"), "dac_read_search alone: " + status);
+        assertTrue(status.contains("\nNoNewPrivs:\t1\n") && status.contains("\nSeccomp:\t2\n")
+                && status.contains("\nSeccomp_filters:\t2\n"), "its allow-list and the pin to its VM: " + status);
+        assertEquals(Files.readString(Path.of("/proc", vmPid, "cgroup")), Files.readString(helper.resolve("cgroup")),
+                "the helper is charged to the sandbox's cgroups, as its VM is");
+        assertFalse(Files.readSymbolicLink(helper.resolve("ns/mnt")).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/mnt"))),
+                "a mount namespace of its own");
+        List<String> mounts = Files.readAllLines(helper.resolve("mountinfo"));
+        assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root: " + mounts);
+        assertTrue(mounts.stream().allMatch(m -> m.split(" ")[4].equals("/") || m.split(" ")[4].startsWith("/" + sandbox + ".")),
+                "nothing but the share and its images: " + mounts);
+        assertTrue(mounts.stream().anyMatch(m -> m.split(" ")[4].startsWith("/" + sandbox + ".") && m.split(" ")[5].startsWith("ro")),
+                "the image, read-only: " + mounts);
     }
 
     @Test

@@ -1,6 +1,10 @@
 package io.rund.rootfs.virtiofs;
 
+import io.rund.rootfs.NativeTools;
 import io.rund.rootfs.Syscalls.SyscallException;
+import io.rund.rootfs.helper.SandboxHelper;
+import java.nio.channels.FileChannel;
+import java.nio.file.StandardOpenOption;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -14,11 +18,16 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * Plays QEMU and a hostile guest kernel against a vhost-user-fs back-end: speaks
- * vhost-user on its socket, gives it guest memory this test owns (a native segment of this
- * process, which the back-end reaches through process_vm_readv/writev as it reaches
- * QEMU's), lays out both split virtqueues, and writes descriptors, rings and FUSE requests
- * itself, so that a test can break any rule a guest can.
+ * Plays QEMU and a hostile guest kernel against a sandbox's helper (its vhost-user-fs
+ * back-end): speaks vhost-user on its socket, gives it guest memory this test owns, lays
+ * out both split virtqueues, and writes descriptors, rings and FUSE requests itself, so
+ * that a test can break any rule a guest can.
+ *
+ * <p>The helper reaches guest memory as it reaches QEMU's: process_vm_readv/writev of the
+ * process at the other end of its socket, as its own uid. So the front-end process is
+ * {@code memholder}, started by rund-jail as the helper's uid and connected by it (as QEMU
+ * is): it maps a memfd shared and waits. This test maps the same memfd (through
+ * /proc/PID/fd) and takes memholder's connection (pidfd_getfd), then speaks for it.
  *
  * <p>Guest-physical layout: queue q's descriptor table at q * 64 KiB, its available ring
  * 16 KiB above, its used ring 32 KiB above; request buffers from 1 MiB (8 KiB per slot),
@@ -37,46 +46,95 @@ final class HostileDriver implements AutoCloseable {
     static final int REPLY_BYTES = 128 << 10;
     static final short F_NEXT = 1, F_WRITE = 2, F_INDIRECT = 4;
 
-    final Arena arena = Arena.ofShared();
-    final MemorySegment ram = arena.allocate(RAM, 4096);
+    // FUSE, as linux/fuse.h numbers it.
+    static final int LOOKUP = 1, FORGET = 2, GETATTR = 3, READLINK = 5, MKDIR = 9, OPEN = 14, READ = 15, STATFS = 17,
+            RELEASE = 18, FLUSH = 25, GETXATTR = 22, INIT = 26, OPENDIR = 27, READDIR = 28, RELEASEDIR = 29,
+            INTERRUPT = 36, BATCH_FORGET = 42;
+    static final int IN_HEADER = 40, OUT_HEADER = 16;
+    static final int ENOENT = 2, ENXIO = 6, EBADF = 9, ENOMEM = 12, ENOTDIR = 20, EINVAL = 22, EMFILE = 24, EROFS = 30,
+            ENAMETOOLONG = 36, ENOSYS = 38;
+
+    /** Holds the RAM's mapping here; closed with the driver. */
+    private final Arena arena;
+    final MemorySegment ram;
+    /** Where memholder maps the RAM: the "front-end addresses" the helper is told. */
+    private final long ramHva;
     final int sock;
+    private final Process holder;
     private final int[] kick = {-1, -1};
     private final int[] call = {-1, -1};
     private final int[] availIdx = new int[2];
     private final int[] usedSeen = new int[2];
     private long unique = 1;
 
-    private HostileDriver(Path socket) throws SyscallException {
-        sock = Posix.connectUnix(socket);
+    private HostileDriver(Process holder, Arena arena, long ramHva, MemorySegment ram, int sock) {
+        this.holder = holder;
+        this.arena = arena;
+        this.ramHva = ramHva;
+        this.ram = ram;
+        this.sock = sock;
     }
 
-    /** Connects and sets both queues up as QEMU does. */
-    static HostileDriver connect(Path socket) throws SyscallException {
-        HostileDriver d = new HostileDriver(socket);
+    /** Connects to {@code helper}'s socket as a front-end of its uid, and sets both queues up as QEMU does. */
+    static HostileDriver connect(SandboxHelper helper, SandboxHelper.Jail jail) throws Exception {
+        HostileDriver d = attach(helper.socket(), jail);
         try {
-            d.message(GET_FEATURES, new byte[0], true);
-            d.message(SET_FEATURES, le(8).putLong(F_VERSION_1 | F_PROTOCOL_FEATURES).array(), false);
-            d.message(GET_PROTOCOL_FEATURES, new byte[0], true);
-            d.message(SET_PROTOCOL_FEATURES, le(8).putLong(1 /* MQ */).array(), false);
-            d.message(SET_OWNER, new byte[0], false);
-            ByteBuffer table = le(8 + 32).putInt(1).putInt(0).putLong(0).putLong(RAM).putLong(d.ram.address()).putLong(0);
-            d.message(SET_MEM_TABLE, table.array(), false);
-            for (int q = 0; q < 2; q++) {
-                d.message(SET_VRING_NUM, le(8).putInt(q).putInt(QSIZE).array(), false);
-                ByteBuffer addr = le(40).putInt(q).putInt(0).putLong(d.hva(desc(q))).putLong(d.hva(used(q)))
-                        .putLong(d.hva(avail(q))).putLong(0);
-                d.message(SET_VRING_ADDR, addr.array(), false);
-                d.message(SET_VRING_BASE, le(8).putInt(q).putInt(0).array(), false);
-                d.kick[q] = Posix.eventfd();
-                d.call[q] = Posix.eventfd();
-                d.message(SET_VRING_KICK, le(8).putLong(q).array(), false, d.kick[q]);
-                d.message(SET_VRING_CALL, le(8).putLong(q).array(), false, d.call[q]);
-                d.message(SET_VRING_ENABLE, le(8).putInt(q).putInt(1).array(), false);
-            }
+            d.setUp();
             return d;
         } catch (SyscallException | RuntimeException e) {
             d.close();
             throw e;
+        }
+    }
+
+    /** A front-end connected to {@code socket} that has sent nothing yet. */
+    static HostileDriver attach(Path socket, SandboxHelper.Jail jail) throws Exception {
+        Process p = new ProcessBuilder(jail.jailer().toString(), "--uid", Integer.toString(jail.uid()), "--gid",
+                Integer.toString(jail.gid()), "--connect", "3=" + socket, "--", NativeTools.memholder().toString(),
+                Long.toString(RAM)).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        try {
+            String line = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(),
+                    StandardCharsets.US_ASCII)).readLine();
+            if (line == null) {
+                throw new AssertionError("memholder exited with " + p.waitFor());
+            }
+            String[] words = line.trim().split(" ");
+            long hva = Long.parseUnsignedLong(words[0]);
+            MemorySegment ram;
+            Arena arena = Arena.ofShared();
+            try (FileChannel ch = FileChannel.open(Path.of("/proc", Long.toString(p.pid()), "fd", words[1]),
+                    StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+                ram = ch.map(FileChannel.MapMode.READ_WRITE, 0, RAM, arena);
+            } catch (java.io.IOException | RuntimeException e) {
+                arena.close();
+                throw e;
+            }
+            return new HostileDriver(p, arena, hva, ram, Posix.takeFd(p.pid(), 3));
+        } catch (Exception | AssertionError e) {
+            p.destroyForcibly();
+            throw e;
+        }
+    }
+
+    private void setUp() throws SyscallException {
+        message(GET_FEATURES, new byte[0], true);
+        message(SET_FEATURES, le(8).putLong(F_VERSION_1 | F_PROTOCOL_FEATURES).array(), false);
+        message(GET_PROTOCOL_FEATURES, new byte[0], true);
+        message(SET_PROTOCOL_FEATURES, le(8).putLong(1 /* MQ */).array(), false);
+        message(SET_OWNER, new byte[0], false);
+        ByteBuffer table = le(8 + 32).putInt(1).putInt(0).putLong(0).putLong(RAM).putLong(ramHva).putLong(0);
+        message(SET_MEM_TABLE, table.array(), false);
+        for (int q = 0; q < 2; q++) {
+            message(SET_VRING_NUM, le(8).putInt(q).putInt(QSIZE).array(), false);
+            ByteBuffer addr = le(40).putInt(q).putInt(0).putLong(hva(desc(q))).putLong(hva(used(q)))
+                    .putLong(hva(avail(q))).putLong(0);
+            message(SET_VRING_ADDR, addr.array(), false);
+            message(SET_VRING_BASE, le(8).putInt(q).putInt(0).array(), false);
+            kick[q] = Posix.eventfd();
+            call[q] = Posix.eventfd();
+            message(SET_VRING_KICK, le(8).putLong(q).array(), false, kick[q]);
+            message(SET_VRING_CALL, le(8).putLong(q).array(), false, call[q]);
+            message(SET_VRING_ENABLE, le(8).putInt(q).putInt(1).array(), false);
         }
     }
 
@@ -105,7 +163,7 @@ final class HostileDriver implements AutoCloseable {
     }
 
     long hva(long gpa) {
-        return ram.address() + gpa;
+        return ramHva + gpa;
     }
 
     /** One vhost-user message whose header says {@code size}, true or not, followed by {@code payload}. */
@@ -241,8 +299,8 @@ final class HostileDriver implements AutoCloseable {
     // ---- FUSE requests, as a guest kernel writes them ----
 
     byte[] fuse(int opcode, long nodeid, byte[] body) {
-        ByteBuffer b = le(FuseServer.IN_HEADER + body.length);
-        b.putInt(FuseServer.IN_HEADER + body.length).putInt(opcode).putLong(unique++).putLong(nodeid).putInt(0).putInt(0)
+        ByteBuffer b = le(IN_HEADER + body.length);
+        b.putInt(IN_HEADER + body.length).putInt(opcode).putLong(unique++).putLong(nodeid).putInt(0).putInt(0)
                 .putInt(1).putShort((short) 0).putShort((short) 0).put(body);
         return b.array();
     }
@@ -253,19 +311,19 @@ final class HostileDriver implements AutoCloseable {
     }
 
     byte[] init() {
-        return fuse(FuseServer.INIT, 0, le(64).putInt(7).putInt(38).putInt(1 << 16).array());
+        return fuse(INIT, 0, le(64).putInt(7).putInt(38).putInt(1 << 16).array());
     }
 
     byte[] lookup(long parent, String n) {
-        return fuse(FuseServer.LOOKUP, parent, name(n));
+        return fuse(LOOKUP, parent, name(n));
     }
 
     byte[] open(long node) {
-        return fuse(FuseServer.OPEN, node, new byte[8]);
+        return fuse(OPEN, node, new byte[8]);
     }
 
     byte[] opendir(long node) {
-        return fuse(FuseServer.OPENDIR, node, new byte[8]);
+        return fuse(OPENDIR, node, new byte[8]);
     }
 
     byte[] read(int opcode, long node, long fh, long offset, int size) {
@@ -277,7 +335,7 @@ final class HostileDriver implements AutoCloseable {
     }
 
     byte[] forget(long node, long count) {
-        return fuse(FuseServer.FORGET, node, le(8).putLong(count).array());
+        return fuse(FORGET, node, le(8).putLong(count).array());
     }
 
     /** The reply's error: 0 or a negative errno. */
@@ -286,7 +344,7 @@ final class HostileDriver implements AutoCloseable {
     }
 
     static ByteBuffer body(byte[] reply) {
-        return ByteBuffer.wrap(reply, FuseServer.OUT_HEADER, reply.length - FuseServer.OUT_HEADER).slice()
+        return ByteBuffer.wrap(reply, OUT_HEADER, reply.length - OUT_HEADER).slice()
                 .order(ByteOrder.LITTLE_ENDIAN);
     }
 
@@ -328,9 +386,22 @@ final class HostileDriver implements AutoCloseable {
         return names;
     }
 
+    private boolean closed;
+
+    /** Closes the connection (the helper sees its front-end go) and ends memholder; idempotent. */
     @Override
     public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
         Posix.closeQuietly(sock);
+        holder.destroyForcibly();
+        try {
+            holder.waitFor();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
         for (int q = 0; q < 2; q++) {
             Posix.closeQuietly(kick[q]);
             Posix.closeQuietly(call[q]);

@@ -34,6 +34,14 @@ public interface Hypervisor {
     java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process);
 
     /**
+     * How this hypervisor's VMs are confined (their uids, and the jail that also starts their
+     * helpers), or null where VMs run as the daemon's user, which only tests of a VM alone do.
+     */
+    default VmJail jail() {
+        return null;
+    }
+
+    /**
      * Lets every VM read {@code p}, a file or directory of the template store (clones map
      * a template's RAM and load its state). Nothing to do where VMs run as the daemon's user.
      */

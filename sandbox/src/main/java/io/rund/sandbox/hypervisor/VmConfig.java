@@ -21,9 +21,17 @@ import java.util.Objects;
  * @param tap null for no network device; else the name of the tap device the hypervisor
  *     creates in the host's network namespace for the VM's virtio-net device (gone when
  *     the VM ends). A template and its clones must agree on having one.
+ * @param uid the uid a jailed VM runs as, reserved by the caller ({@link VmJail#acquire}) because
+ *     the VM's helper runs as it too; 0: the hypervisor reserves one for the VM alone
  */
 public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
-        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap) {
+        String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap, int uid) {
+
+    /** A VM whose uid the hypervisor reserves. */
+    public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
+            String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap) {
+        this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, ram, tap, 0);
+    }
 
     /** A VM that boots, its RAM an anonymous shareable memfd, without a network device. */
     public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
@@ -84,11 +92,19 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
         }
     }
 
-    /** A virtio-fs device with guest tag {@code tag}, backed by vhost-user on {@code socket}. */
-    public record SharedDir(String tag, Path socket) {
+    /**
+     * A virtio-fs device with guest tag {@code tag}, backed by vhost-user on {@code socket}
+     * by the process {@code backEndPid} (0: unknown), which must reach the VM's memory: a
+     * jailed VM names it its ptracer, for hosts where Yama lets only ancestors do that.
+     */
+    public record SharedDir(String tag, Path socket, long backEndPid) {
         public SharedDir {
             Objects.requireNonNull(tag, "tag");
             Objects.requireNonNull(socket, "socket");
+        }
+
+        public SharedDir(String tag, Path socket) {
+            this(tag, socket, 0);
         }
     }
 

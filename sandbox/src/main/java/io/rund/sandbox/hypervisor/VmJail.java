@@ -1,11 +1,13 @@
 package io.rund.sandbox.hypervisor;
 
+import io.rund.rootfs.helper.SandboxHelper;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.BitSet;
+import java.util.List;
 
 /**
  * How VMs are confined on the host: each hypervisor process is started by {@code rund-jail}
@@ -15,6 +17,8 @@ import java.util.BitSet;
  * share a uid, so a hypervisor a guest took over cannot reach another VM's process. Files
  * every VM reads (a template's RAM and state) are owned by root, group {@code base}, mode
  * 0640; a file one VM writes (a template being built) is handed to its uid for the build.
+ * A sandbox's helper (its virtio-fs back-end) runs as its VM's uid, started by the same
+ * jailer: the kernel then lets it reach that VM's memory and no other's.
  *
  * <p>Threads: any; the uid set is guarded by this object.
  */
@@ -61,6 +65,25 @@ public final class VmJail {
         if (i >= 0 && i < UIDS) {
             inUse.clear(i);
         }
+    }
+
+    /**
+     * Gives {@code uid} back once every one of {@code processes} has exited: a sandbox's VM
+     * and its helper share a uid, which no other sandbox may get while either lives.
+     */
+    public void releaseWhenGone(int uid, List<ProcessHandle> processes) {
+        java.util.concurrent.CompletableFuture.allOf(processes.stream().map(ProcessHandle::onExit)
+                .toArray(java.util.concurrent.CompletableFuture[]::new)).thenRun(() -> release(uid));
+    }
+
+    /** How a sandbox's helper (rund-helper, installed beside the jailer) runs: as {@code uid}, this jail's group. */
+    public SandboxHelper.Jail helperJail(int uid) {
+        return new SandboxHelper.Jail(jailer, helper(), uid, base);
+    }
+
+    /** The helper binary: rund-helper beside rund-jail. */
+    public Path helper() {
+        return jailer.resolveSibling("rund-helper");
     }
 
     public synchronized int inUse() {

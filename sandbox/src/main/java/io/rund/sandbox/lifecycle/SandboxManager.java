@@ -9,7 +9,7 @@ import io.rund.rootfs.StoreException;
 import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.rootfs.helper.SandboxHelper;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
@@ -18,6 +18,7 @@ import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.hypervisor.VmJail;
 import io.rund.sandbox.network.NetworkException;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.sandbox.template.TemplateException;
@@ -124,6 +125,10 @@ public final class SandboxManager implements AutoCloseable {
      */
     public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store,
             TemplateStore templates) throws IOException {
+        if (hypervisor.jail() == null) {
+            throw new IllegalArgumentException("sandboxes need confined VMs: " + hypervisor.name()
+                    + " has no jail, and each sandbox's helper runs as its VM's uid");
+        }
         this.config = config;
         this.hypervisor = hypervisor;
         this.pool = pool;
@@ -232,7 +237,9 @@ public final class SandboxManager implements AutoCloseable {
     private SparePool.Spare makeSpare(String name) throws Exception {
         Path dir = config.stateRoot().resolve(name);
         Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
-        VhostUserFs fs = null;
+        VmJail jail = hypervisor.jail();
+        int uid = jail.acquire();
+        SandboxHelper helper = null;
         WritableLayer writable = null;
         Vm vm = null;
         try {
@@ -240,35 +247,52 @@ public final class SandboxManager implements AutoCloseable {
             SandboxState state = new SandboxState(name, "spare", "", 0, hypervisor.accelerator().kind().name(),
                     "clone " + t.key(), dir.toString());
             state.write(dir);
-            fs = VhostUserFs.listen(name, ReadOnlyLayer.socket(dir));
+            helper = SandboxHelper.start(name, dir, ReadOnlyLayer.mountShare(dir), jail.helperJail(uid),
+                    SandboxHelper.Limits.DEFAULT);
             writable = store.create(name);
             String tap = VmConfig.newTapName();
-            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, fs.socket(), t.cloneRam(), tap));
+            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, helper, t.cloneRam(), tap, uid));
             new SandboxState(name, "spare", "", vm.pid(), state.accelerator(), state.boot(), state.vmDir()).write(dir);
-            return new SparePool.Spare(name, dir, t.key(), vm, fs, writable, tap);
+            return new SparePool.Spare(name, dir, t.key(), vm, helper, writable, tap);
         } catch (Exception e) {
             if (vm != null) {
                 vm.close();
             }
-            if (fs != null) {
-                fs.close();
+            if (helper != null) {
+                helper.close();
             }
+            ReadOnlyLayer.unmount(dir.resolve("shared"));
             if (writable != null) {
                 writable.close();
             }
             deleteTree(dir);
             throw e;
+        } finally {
+            releaseWhenGone(uid, helper, vm);
         }
     }
 
+    /** Gives a sandbox's uid back once its helper and VM (either may be null: never started) are gone. */
+    private void releaseWhenGone(int uid, SandboxHelper helper, Vm vm) {
+        List<ProcessHandle> holders = new java.util.ArrayList<>();
+        if (helper != null) {
+            holders.add(helper.process());
+        }
+        if (vm != null) {
+            ProcessHandle.of(vm.pid()).ifPresent(holders::add);
+        }
+        hypervisor.jail().releaseWhenGone(uid, holders);
+    }
+
     /**
-     * A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end at
-     * {@code fsSocket}, its network device the tap {@code tap}.
+     * A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end {@code helper},
+     * its network device the tap {@code tap}, its uid the helper's.
      */
-    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, Path fsSocket, VmConfig.Ram ram, String tap) {
+    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper helper, VmConfig.Ram ram,
+            String tap, int uid) {
         return new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(), "",
                 List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
-                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)), ram, tap);
+                List.of(new VmConfig.SharedDir(LOWER_TAG, helper.socket(), helper.process().pid())), ram, tap, uid);
     }
 
     /**
@@ -340,7 +364,7 @@ public final class SandboxManager implements AutoCloseable {
             }
             undo.push(() -> deleteTree(dir));
             if (spare != null) {
-                undo.push(spare::close);
+                undo.push(() -> spare.closeIn(dir));
             }
             String accelerator = hypervisor.accelerator().kind().name();
             // A spare's VM runs from the start; its command line names the spare's directory.
@@ -360,13 +384,37 @@ public final class SandboxManager implements AutoCloseable {
                     spec.cpuQuotaMicros(), 100_000, 512));
             if (spare != null) {
                 cgroup.bind(vmPid);
+                cgroup.bind(spare.helper().process().pid());
             }
             state = new SandboxState(id, "starting", cgroup.slot(), vmPid, accelerator, boot, vmDir, state.netns(),
                     state.podInterface());
             state.write(dir);
 
             step = "prepare the read-only layer";
-            ReadOnlyLayer readOnly = spare == null ? ReadOnlyLayer.start(id, dir) : ReadOnlyLayer.start(id, dir, spare.backEnd());
+            ReadOnlyLayer readOnly;
+            int uid = 0;
+            // The uid whose release waits on the VM too, once there is one (a spare's is registered already).
+            int[] unregistered = {0};
+            if (spare != null) {
+                readOnly = ReadOnlyLayer.adopt(id, dir, spare.helper());
+            } else {
+                // The VM's uid, reserved now: its helper runs as it, and reaches its memory by it.
+                uid = hypervisor.jail().acquire();
+                try {
+                    readOnly = ReadOnlyLayer.start(id, dir, hypervisor.jail().helperJail(uid));
+                } catch (StoreException e) {
+                    hypervisor.jail().release(uid);
+                    throw e;
+                }
+                unregistered[0] = uid;
+                ReadOnlyLayer layer = readOnly;
+                undo.push(() -> {
+                    if (unregistered[0] > 0) {
+                        releaseWhenGone(unregistered[0], layer.helper(), null); // no VM was launched
+                    }
+                });
+                cgroup.bind(readOnly.helper().process().pid());
+            }
             undo.push(readOnly::close);
             String image = readOnly.add(id, spec.rootfs());
 
@@ -383,9 +431,11 @@ public final class SandboxManager implements AutoCloseable {
                 step = "create the writable layer";
                 try (WritableLayer writable = store.create(id)) {
                     step = "launch the VM";
-                    launched = launch(id, dir, writable, readOnly.socket(), tap);
+                    launched = launch(id, dir, writable, readOnly, cgroup, tap, uid);
                     // QEMU has opened the layer by the time QMP answered; ours closes here.
                 }
+                releaseWhenGone(uid, readOnly.helper(), launched.vm());
+                unregistered[0] = 0;
                 undo.push(launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
                 state = new SandboxState(id, "starting", cgroup.slot(), launched.vm().pid(), accelerator,
@@ -440,20 +490,29 @@ public final class SandboxManager implements AutoCloseable {
      * boot have the same devices in the same order, so the guest finds the same disk and
      * file system either way.
      */
-    private Launched launch(String id, Path dir, WritableLayer writable, Path fsSocket, String tap) throws HypervisorException {
+    private Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, Cgroup cgroup,
+            String tap, int uid) throws HypervisorException, StoreException, CgroupException {
         if (templates != null) {
             TemplateStore.Template t = null;
+            boolean launched = false;
             try {
                 t = template();
-                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, fsSocket, t.cloneRam(), tap));
+                launched = true;
+                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), t.cloneRam(), tap, uid));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
                 LOG.log(Level.WARNING, "sandbox={0}: clone {1}failed, booting cold: {2}", id,
                         t == null ? "" : "of template " + t.key() + " ", e.getMessage());
             }
+            if (launched) {
+                // The failed clone was the helper's one front-end: the cold VM gets a fresh helper.
+                readOnly.restartHelper(hypervisor.jail().helperJail(uid));
+                cgroup.bind(readOnly.helper().process().pid());
+            }
         }
-        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, fsSocket, VmConfig.Ram.ANONYMOUS, tap)), "cold");
+        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), VmConfig.Ram.ANONYMOUS, tap,
+                uid)), "cold");
     }
 
     private static void rollback(String id, Deque<Undo> undo) {
@@ -556,7 +615,8 @@ public final class SandboxManager implements AutoCloseable {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
                 if (id.startsWith(SparePool.PREFIX)) {
-                    killRecorded(dir);
+                    killRecorded(dir); // its helper exits with its VM, or within minutes when none connected
+                    ReadOnlyLayer.unmount(dir.resolve("shared"));
                     deleteTree(dir);
                     LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
                     continue;

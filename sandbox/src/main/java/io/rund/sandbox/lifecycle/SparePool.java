@@ -1,7 +1,8 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.WritableLayer;
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.rootfs.helper.SandboxHelper;
 import io.rund.sandbox.hypervisor.Vm;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
@@ -16,9 +17,9 @@ import java.util.concurrent.locks.ReentrantLock;
 /**
  * Spare VMs: clones of the current template, launched ahead of need and left paused with
  * the template's state loaded, each in its own directory ({@code <state root>/.spare-<daemon pid>-N})
- * with its own writable disk and a virtio-fs back-end that has no share yet. A sandbox
- * start takes one, renames its directory to the sandbox's, gives it a share, a cgroup and
- * its identity, and resumes it; QEMU's process start and the state load, about half of a
+ * with its own writable disk, and its helper serving a share that holds no image yet. A
+ * sandbox start takes one, renames its directory (share mount included) to the sandbox's,
+ * mounts its image on the share, gives it a cgroup and its identity, and resumes it; QEMU's process start and the state load, about half of a
  * clone's start under TCG, are then behind it.
  *
  * <p>One thread keeps {@code size} spares ready, one launch at a time, and only while no
@@ -38,14 +39,21 @@ final class SparePool implements AutoCloseable {
      * A paused clone of template {@code key}, not yet anybody's. The writable layer stays
      * open until the VM has resumed: QEMU opened it by its /proc path and opens it again
      * when it activates its disks, on resume after an incoming migration. {@code tap} is
-     * its network device's, in the host's namespace until a pod takes the VM.
+     * its network device's, in the host's namespace until a pod takes the VM. The helper
+     * serves {@code dir/shared}, mounted for it.
      */
-    record Spare(String name, Path dir, String key, Vm vm, VhostUserFs backEnd, WritableLayer disk, String tap)
+    record Spare(String name, Path dir, String key, Vm vm, SandboxHelper helper, WritableLayer disk, String tap)
             implements AutoCloseable {
         @Override
         public void close() {
+            closeIn(dir);
+        }
+
+        /** Ends it after its directory became {@code where}: the VM, the helper, the share mounted there, the disk. */
+        void closeIn(Path where) {
             vm.close();
-            backEnd.close();
+            helper.close();
+            ReadOnlyLayer.unmount(where.resolve("shared"));
             disk.close();
         }
     }

@@ -1,7 +1,7 @@
 package io.rund.sandbox.template;
 
 import io.rund.rootfs.StoreException;
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.rootfs.helper.SandboxHelper;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.hypervisor.Accelerator;
@@ -181,7 +181,8 @@ public final class TemplateStore {
         Path work = root.resolve(key + ".building-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
         String what = "template " + key + ": ";
         Vm vm = null;
-        VhostUserFs fs = null;
+        SandboxHelper fs = null;
+        int uid = 0;
         // The build VM's sockets and logs: a short path, as unix socket addresses are short.
         Path run = null;
         try {
@@ -193,11 +194,15 @@ public final class TemplateStore {
             try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
                 f.setLength(spec.diskBytes());
             }
-            fs = VhostUserFs.start("template-" + key, run.resolve("virtiofs.sock"), empty);
+            // The build VM's helper serves an empty share: the device must exist (clones have it)
+            // and its back-end state travels with the template.
+            uid = hypervisor.jail().acquire();
+            fs = SandboxHelper.start("template-" + key, run, empty, hypervisor.jail().helperJail(uid),
+                    SandboxHelper.Limits.DEFAULT);
             vm = hypervisor.launch(new VmConfig("template-" + key, run, spec.kernel(), spec.initramfs(), spec.vcpus(),
                     spec.memoryMiB(), "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())),
-                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName()));
+                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket(), fs.process().pid())),
+                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             try (AgentClient agent = AgentClient.connect(run.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
                 agent.health();
@@ -205,6 +210,7 @@ public final class TemplateStore {
             awaitHostGone(key, run.resolve("console.log"));
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
+            vm.close(); // stopped: closing waits for its process, whose uid goes back below
             vm = null;
             // Every clone reads these; none may write them (the building VM's uid goes to the next VM).
             hypervisor.grantVmRead(work.resolve("ram"));
@@ -236,6 +242,9 @@ public final class TemplateStore {
         } finally {
             if (fs != null) {
                 fs.close();
+            }
+            if (uid > 0) {
+                hypervisor.jail().release(uid); // the build VM and its helper are gone: both closed above
             }
             if (run != null) {
                 try {

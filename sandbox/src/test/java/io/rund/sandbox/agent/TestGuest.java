@@ -6,7 +6,7 @@ import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.rootfs.StoreException;
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.sandbox.hypervisor.TestVms;
 import io.rund.testing.Trees;
 import java.io.IOException;
 import java.io.RandomAccessFile;
@@ -33,18 +33,17 @@ public final class TestGuest implements AutoCloseable {
     final Path agentSocket;
     final Path console;
     /** The accelerator the probe picks on this host: TCG here, KVM where it can run the guest. */
-    static final QemuHypervisor HYPERVISOR =
-            new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+    static final QemuHypervisor HYPERVISOR = TestVms.jailed();
 
-    private final VhostUserFs virtiofs;
+    private final TestVms.Served served;
     final Vm vm;
 
-    private TestGuest(Path dir, VhostUserFs virtiofs, Vm vm) {
+    private TestGuest(Path dir, TestVms.Served served) {
         this.dir = dir;
         this.agentSocket = dir.resolve("agent.sock");
         this.console = dir.resolve("console.log");
-        this.virtiofs = virtiofs;
-        this.vm = vm;
+        this.served = served;
+        this.vm = served.vm();
     }
 
     static Path guestDir() {
@@ -66,24 +65,16 @@ public final class TestGuest implements AutoCloseable {
         }
         run(List.of("mkfs.ext4", "-q", "-F", upper.toString()));
 
-        VhostUserFs virtiofs;
+        TestVms.Served served;
         try {
-            virtiofs = VhostUserFs.start(name, dir.resolve("virtiofs.sock"), lower);
-        } catch (StoreException e) {
+            served = TestVms.launch(HYPERVISOR, name, dir, lower, (helper, uid) -> new VmConfig(name, dir,
+                    guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, "",
+                    List.of(new VmConfig.Disk(UPPER_SERIAL, upper, false)), List.of(TestVms.lower(helper)),
+                    VmConfig.Ram.ANONYMOUS, null, uid), false);
+        } catch (HypervisorException | StoreException e) {
             throw new AssertionError(e.getMessage(), e);
         }
-        Path fsSocket = virtiofs.socket();
-        VmConfig config = new VmConfig(name, dir, guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, "",
-                List.of(new VmConfig.Disk(UPPER_SERIAL, upper, false)),
-                List.of(new VmConfig.SharedDir(LOWER_TAG, fsSocket)));
-        Vm vm;
-        try {
-            vm = HYPERVISOR.launch(config);
-        } catch (HypervisorException e) {
-            virtiofs.close();
-            throw new AssertionError(e.getMessage(), e);
-        }
-        return new TestGuest(dir, virtiofs, vm);
+        return new TestGuest(dir, served);
     }
 
     private static void makeBusyboxTree(Path root) throws IOException, InterruptedException {
@@ -135,7 +126,7 @@ public final class TestGuest implements AutoCloseable {
     @Override
     public void close() throws IOException, InterruptedException {
         vm.stop(Duration.ofSeconds(5));
-        virtiofs.close();
+        served.close();
         Trees.delete(dir);
     }
 }

@@ -17,7 +17,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.io.RandomAccessFile;
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.sandbox.hypervisor.TestVms;
 import io.rund.sandbox.lifecycle.SandboxManager;
 
 /**
@@ -35,11 +35,11 @@ public final class TemplateBench {
     private static final long DISK_BYTES = 256L << 20;
     private static QemuHypervisor hypervisor;
     private static Path work;
-    private static final Map<Long, VhostUserFs> BACK_ENDS = new ConcurrentHashMap<>();
+    private static final Map<Long, TestVms.Served> SERVED = new ConcurrentHashMap<>();
 
     public static void main(String[] args) throws Exception {
         int runs = args.length > 0 ? Integer.parseInt(args[0]) : 10;
-        hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+        hypervisor = TestVms.jailed();
         work = Files.createTempDirectory(Path.of("/run"), "rund-bench-template-");
         Path store = Path.of("/dev/shm/rund-bench-templates-" + ProcessHandle.current().pid());
         try {
@@ -95,34 +95,26 @@ public final class TemplateBench {
         return launch(id, ram, false);
     }
 
-    /** A VM with a sandbox's devices; {@code paused}: a clone left loaded and stopped, its back-end without a share. */
+    /** A VM with a sandbox's devices; {@code paused}: a clone left loaded and stopped, its share still empty. */
     private static Vm launch(String id, VmConfig.Ram ram, boolean paused) throws Exception {
         Path dir = Files.createDirectories(work.resolve(id));
         Path disk = dir.resolve("disk");
         try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
             f.setLength(DISK_BYTES);
         }
-        Files.createDirectories(dir.resolve("share"));
-        VhostUserFs fs = paused ? VhostUserFs.listen(id, dir.resolve("virtiofs.sock"))
-                : VhostUserFs.start(id, dir.resolve("virtiofs.sock"), dir.resolve("share"));
-        try {
-            VmConfig config = new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
-                    MIB, "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), ram, VmConfig.newTapName());
-            Vm vm = paused ? hypervisor.launchPaused(config) : hypervisor.launch(config);
-            BACK_ENDS.put(vm.pid(), fs);
-            return vm;
-        } catch (Exception e) {
-            fs.close();
-            throw e;
-        }
+        TestVms.Served served = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
+                (helper, uid) -> new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
+                        MIB, "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
+                        List.of(TestVms.lower(helper)), ram, VmConfig.newTapName(), uid), paused);
+        SERVED.put(served.vm().pid(), served);
+        return served.vm();
     }
 
     private static void stop(Vm vm) {
         vm.stop(Duration.ofSeconds(5));
-        VhostUserFs fs = BACK_ENDS.remove(vm.pid());
-        if (fs != null) {
-            fs.close();
+        TestVms.Served served = SERVED.remove(vm.pid());
+        if (served != null) {
+            served.close();
         }
     }
 
@@ -145,13 +137,12 @@ public final class TemplateBench {
         }
     }
 
-    /** What a sandbox start does with a spare: give its back-end the share, resume, reach the agent. */
+    /** What a sandbox start does with a spare: resume it, reach the agent (its share is its helper's from the start). */
     private static double spareToAgent(String id, VmConfig.Ram ram) throws Exception {
         Vm vm = launch(id, ram, true);
         try {
             Thread.sleep(100); // the spare is idle before anybody takes it
             long t0 = System.nanoTime();
-            BACK_ENDS.get(vm.pid()).share(work.resolve(id).resolve("share"));
             vm.resume();
             try (AgentClient a = agent(id)) {
                 return (System.nanoTime() - t0) / 1e6;

@@ -25,7 +25,7 @@ public final class CrashStartMain {
         WritableLayerStore store = WritableLayerStore.open(Path.of(a[3]), 128);
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(Path.of(a[0]), guest.resolve("vmlinux"),
                 guest.resolve("initramfs.cpio"), 1, 128, Duration.ofSeconds(60)),
-                new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect()), pool, store);
+                io.rund.sandbox.hypervisor.TestVms.jailed(), pool, store);
         manager.start(new ContainerSpec(a[6], List.of(new RootfsMount("overlay", "overlay",
                 List.of("lowerdir=" + a[4] + ":" + a[5]))), List.of("sleep", "1000"), List.of("PATH=/bin"), "/", "", false,
                 0, 0));

@@ -54,7 +54,7 @@ final class Fixture implements AutoCloseable {
         poolName = "rund-test-" + name + "-" + ProcessHandle.current().pid();
         layout = CgroupLayout.detect(poolName);
         pool = CgroupPool.open(layout, base.resolve("claims"), POOL_SIZE);
-        hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+        hypervisor = io.rund.sandbox.hypervisor.TestVms.jailed();
         templateRoot = Path.of("/dev/shm/rund-test-" + name + "-templates-" + ProcessHandle.current().pid());
     }
 

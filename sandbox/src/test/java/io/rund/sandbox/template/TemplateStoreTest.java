@@ -8,7 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.rootfs.virtiofs.VhostUserFs;
+import io.rund.sandbox.hypervisor.TestVms;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.Vm;
@@ -48,7 +48,7 @@ class TemplateStoreTest {
     static void setUp() throws Exception {
         root = Path.of("/dev/shm/rund-test-templates-" + ProcessHandle.current().pid());
         work = Files.createTempDirectory(Path.of("/run"), "rund-test-clones-");
-        hypervisor = new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), new AcceleratorProbe().detect());
+        hypervisor = TestVms.jailed();
         store = TemplateStore.open(root, hypervisor, Duration.ofSeconds(60));
     }
 
@@ -61,12 +61,12 @@ class TemplateStoreTest {
         }
     }
 
-    /** The clones' virtio-fs back-ends, closed after each test. */
-    private final List<VhostUserFs> backEnds = new ArrayList<>();
+    /** The clones and their helpers, closed after each test. */
+    private final List<TestVms.Served> clones = new ArrayList<>();
 
     @AfterEach
-    void closeBackEnds() {
-        backEnds.forEach(VhostUserFs::close);
+    void closeClones() {
+        clones.forEach(TestVms.Served::close);
     }
 
     /** A clone with the devices a template holds: a virtio-fs share (empty here) and a disk of the spec's size. */
@@ -76,11 +76,12 @@ class TemplateStoreTest {
         try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
             f.setLength(SPEC.diskBytes());
         }
-        VhostUserFs fs = VhostUserFs.start(id, dir.resolve("virtiofs.sock"), Files.createDirectories(dir.resolve("share")));
-        backEnds.add(fs);
-        return hypervisor.launch(new VmConfig(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
-                "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket())), t.cloneRam(), VmConfig.newTapName()));
+        TestVms.Served clone = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
+                (helper, uid) -> new VmConfig(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
+                        "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
+                        List.of(TestVms.lower(helper)), t.cloneRam(), VmConfig.newTapName(), uid), false);
+        clones.add(clone);
+        return clone.vm();
     }
 
     private static AgentClient agentOf(String id) throws Exception {

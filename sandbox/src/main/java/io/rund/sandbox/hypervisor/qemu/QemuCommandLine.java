@@ -136,14 +136,20 @@ public final class QemuCommandLine {
     }
 
     /** A virtio-fs device whose vhost-user back-end listens on {@code socket} (jailed: connected by the jailer). */
-    record SharedDir(int index, String tag, Path socket, int fd) implements Group {
+    record SharedDir(int index, String tag, Path socket, int fd, long backEndPid) implements Group {
         public List<String> args() {
             return List.of("-chardev", "socket,id=fs" + index + "," + (fd < 0 ? "path=" + opt(socket) : "fd=" + fd),
                     "-device", "vhost-user-fs-device,chardev=fs" + index + ",tag=" + tag);
         }
 
         public List<String> jail() {
-            return fd < 0 ? List.of() : List.of("--connect", fd + "=" + socket);
+            if (fd < 0) {
+                return List.of();
+            }
+            // Yama (ptrace_scope 1) lets one declared process besides ancestors reach the VM's memory.
+            return index == 0 && backEndPid > 0
+                    ? List.of("--connect", fd + "=" + socket, "--ptracer", Long.toString(backEndPid))
+                    : List.of("--connect", fd + "=" + socket);
         }
     }
 
@@ -236,7 +242,8 @@ public final class QemuCommandLine {
                 new AgentPort(c.agentSocket(), jailed ? FD_AGENT : -1)));
         for (int i = 0; i < c.sharedDirs().size(); i++) {
             VmConfig.SharedDir d = c.sharedDirs().get(i);
-            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1));
+            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1,
+                    d.backEndPid()));
         }
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);

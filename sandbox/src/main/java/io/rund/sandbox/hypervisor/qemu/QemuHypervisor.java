@@ -108,6 +108,11 @@ public final class QemuHypervisor implements Hypervisor {
     }
 
     @Override
+    public VmJail jail() {
+        return jail;
+    }
+
+    @Override
     public void grantVmRead(Path p) throws IOException {
         if (jail != null) {
             jail.grantRead(p);
@@ -141,7 +146,9 @@ public final class QemuHypervisor implements Hypervisor {
         long t0 = System.nanoTime();
         Process process;
         Thread messages;
-        int uid = jail == null ? -1 : jail.acquire();
+        // A uid the caller reserved is shared with the VM's helper, and the caller gives it back.
+        boolean ownUid = jail != null && config.uid() <= 0;
+        int uid = jail == null ? -1 : ownUid ? jail.acquire() : config.uid();
         try {
             if (uid >= 0 && config.ram().file() != null && config.ram().shared()) {
                 // A template being built: its VM writes the RAM file every clone will read.
@@ -154,12 +161,12 @@ public final class QemuHypervisor implements Hypervisor {
             process = new ProcessBuilder(argv(config, uid)).directory(config.dir().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         } catch (IOException e) {
-            if (uid >= 0) {
+            if (ownUid) {
                 jail.release(uid);
             }
             throw new HypervisorException("launch vm sandbox=" + id + ": start " + qemu + ": " + e.getMessage(), e);
         }
-        if (uid >= 0) {
+        if (ownUid) {
             process.onExit().thenRun(() -> jail.release(uid));
         }
         try {

@@ -67,6 +67,10 @@ final class Posix {
     private static final MethodHandle READLINKAT = handle("readlinkat", FunctionDescriptor.of(L, I, P, P, L));
     private static final MethodHandle PREAD = handle("pread", FunctionDescriptor.of(L, I, P, L, L));
     private static final MethodHandle LSEEK = handle("lseek", FunctionDescriptor.of(L, I, L, I));
+    private static final MethodHandle SYSCALL_III = LINKER.downcallHandle(LINKER.defaultLookup().find("syscall").orElseThrow(),
+            FunctionDescriptor.of(L, L, I, I, I), CAPTURE, Linker.Option.firstVariadicArg(1));
+    private static final long SYS_PIDFD_OPEN = 434;
+    private static final long SYS_PIDFD_GETFD = 438;
     private static final long SYS_OPENAT2 = 437;
     private static final long SYS_GETDENTS64 = 217;
 
@@ -327,6 +331,35 @@ final class Posix {
             throw e;
         } catch (Throwable t) {
             throw downcall("read", t);
+        }
+    }
+
+    /**
+     * A copy of descriptor {@code target} of process {@code pid} (pidfd_open, pidfd_getfd):
+     * how a test takes the connection a process made as another uid.
+     */
+    static int takeFd(long pid, int target) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: plain integer arguments.
+            int pidfd = (int) (long) SYSCALL_III.invokeExact(state, SYS_PIDFD_OPEN, (int) pid, 0, 0);
+            if (pidfd < 0) {
+                throw fail("pidfd_open(" + pid + ")", state);
+            }
+            try {
+                // SAFETY: plain integer arguments.
+                int fd = (int) (long) SYSCALL_III.invokeExact(state, SYS_PIDFD_GETFD, pidfd, target, 0);
+                if (fd < 0) {
+                    throw fail("pidfd_getfd(" + pid + ", " + target + ")", state);
+                }
+                return fd;
+            } finally {
+                closeQuietly(pidfd);
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw downcall("pidfd_getfd", t);
         }
     }
 

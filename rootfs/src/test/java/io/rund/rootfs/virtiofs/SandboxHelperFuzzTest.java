@@ -6,7 +6,9 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.rootfs.NativeTools;
 import io.rund.rootfs.Syscalls;
+import io.rund.rootfs.helper.SandboxHelper;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -20,21 +22,23 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * A seeded, structure-aware fuzzer of the virtio-fs back-end through {@link HostileDriver}:
+ * A seeded, structure-aware fuzzer of a sandbox's helper (its virtio-fs back-end, started as
+ * production starts it) through {@link HostileDriver}:
  * FUSE requests built the way a guest builds them, with node ids and handles the back-end
  * gave out mixed with forged ones, names from the share mixed with traversal attempts and
  * junk, sizes and offsets at their extremes, and headers and bodies mangled. The back-end
  * must answer every request (FORGETs excepted) or close, never crash or hang; no reply may
- * carry the canary from beside the share; its nodes and open files stay under the caps.
+ * carry the canary from beside the share; its nodes, open files, descriptors and memory stay
+ * under the caps; it never dies of a signal.
  *
  * <p>CI runs {@code rund.fuzz.requests} (200,000) from seed {@code rund.fuzz.seed}; run
  * longer by hand with {@code -Drund.fuzz.requests=5000000 -Drund.fuzz.seed=...}.
  */
-class VhostUserFsFuzzTest {
+class SandboxHelperFuzzTest {
 
-    private static final int[] OPCODES = {FuseServer.LOOKUP, FuseServer.FORGET, FuseServer.GETATTR, FuseServer.READLINK,
-            FuseServer.OPEN, FuseServer.READ, FuseServer.STATFS, FuseServer.RELEASE, FuseServer.FLUSH, FuseServer.OPENDIR,
-            FuseServer.READDIR, FuseServer.RELEASEDIR, FuseServer.INTERRUPT, FuseServer.BATCH_FORGET, 4, 9, 16, 22, 35};
+    private static final int[] OPCODES = {HostileDriver.LOOKUP, HostileDriver.FORGET, HostileDriver.GETATTR, HostileDriver.READLINK,
+            HostileDriver.OPEN, HostileDriver.READ, HostileDriver.STATFS, HostileDriver.RELEASE, HostileDriver.FLUSH, HostileDriver.OPENDIR,
+            HostileDriver.READDIR, HostileDriver.RELEASEDIR, HostileDriver.INTERRUPT, HostileDriver.BATCH_FORGET, 4, 9, 16, 22, 35};
     private static final String[] NAMES = {"hello.txt", "dir", "x", "up", "canary", "fifo", "var", "run", "etc", "shadow",
             "deep", "a", "..", ".", "", "/", "a/b", "../outside", "canary.txt", "f1", "f2", "f3", "link-loop"};
     private static final int NODE_CAP = 200;
@@ -68,8 +72,9 @@ class VhostUserFsFuzzTest {
         Random rnd = new Random(seed);
         List<Long> nodes = new ArrayList<>(List.of(1L));
         List<Long> handles = new ArrayList<>();
-        try (VhostUserFs fs = VhostUserFs.start("fuzz", dir.resolve("vu.sock"), share, new FuseServer.Limits(NODE_CAP, HANDLE_CAP));
-                HostileDriver guest = HostileDriver.connect(dir.resolve("vu.sock"))) {
+        SandboxHelper.Jail jail = NativeTools.jail(2);
+        try (SandboxHelper fs = SandboxHelper.start("fuzz", dir, share, jail, new SandboxHelper.Limits(NODE_CAP, HANDLE_CAP));
+                HostileDriver guest = HostileDriver.connect(fs, jail)) {
             assertEquals(0, error(guest.call(guest.init(), 4096)));
             int sent = 0;
             long answered = 0;
@@ -101,18 +106,28 @@ class VhostUserFsFuzzTest {
                             "seed " + seed + ": a reply answers its own request");
                     int err = r.getInt(4);
                     assertTrue(err <= 0 && err > -4096, "seed " + seed + ": error " + err);
-                    assertFalse(VhostUserFsHostileTest.contains(reply, canary), "seed " + seed + ": the canary leaked");
+                    assertFalse(SandboxHelperHostileTest.contains(reply, canary), "seed " + seed + ": the canary leaked");
                     learn(req, reply, nodes, handles);
                 }
                 sent += batch;
-                assertTrue(fs.handles() <= HANDLE_CAP, "open files and directories within the cap");
-                assertTrue(fs.nodes() <= NODE_CAP, "nodes within the cap");
+                if (sent % 6400 == 0 || sent == count) {
+                    java.util.Map<String, String> stats = fs.stats();
+                    assertTrue(Integer.parseInt(stats.get("handles")) <= HANDLE_CAP, "open files and directories within the cap");
+                    assertTrue(Integer.parseInt(stats.get("nodes")) <= NODE_CAP, "nodes within the cap");
+                }
             }
-            long inShare = VhostUserFsHostileTest.openFds().stream().filter(t -> t.startsWith(share.toString())).count();
-            assertTrue(inShare <= 1 + HANDLE_CAP, inShare + " descriptors into the share");
-            assertEquals(0, error(guest.call(guest.fuse(FuseServer.GETATTR, 1, new byte[16]), 4096)), "still serving");
-            System.out.printf("fuzz: seed %d, %d requests, %d answered, %d nodes, %d handles at the end%n", seed, sent,
-                    answered, fs.nodes(), fs.handles());
+            String pid = Long.toString(fs.process().pid());
+            long fds = SandboxHelperHostileTest.openFds(pid).size();
+            assertTrue(fds <= HANDLE_CAP + 12, fds + " descriptors in the helper");
+            long rssKiB = Files.readAllLines(Path.of("/proc", pid, "status")).stream().filter(l -> l.startsWith("VmRSS:"))
+                    .mapToLong(l -> Long.parseLong(l.replaceAll("[^0-9]", ""))).findFirst().orElseThrow();
+            assertTrue(rssKiB < 32 << 10, "the helper's resident memory stays small: " + rssKiB + " KiB");
+            assertEquals(0, error(guest.call(guest.fuse(HostileDriver.GETATTR, 1, new byte[16]), 4096)), "still serving");
+            System.out.printf("fuzz: seed %d, %d requests, %d answered, %s at the end, VmRSS %d KiB%n", seed, sent,
+                    answered, fs.stats(), rssKiB);
+            guest.close();
+            assertEquals(java.util.OptionalInt.of(0), fs.awaitExit(java.time.Duration.ofSeconds(5)),
+                    "the helper exits with its front-end, never by a signal");
         }
     }
 
@@ -123,9 +138,9 @@ class VhostUserFsFuzzTest {
         }
         int opcode = ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN).getInt(4);
         long first = ByteBuffer.wrap(reply).order(ByteOrder.LITTLE_ENDIAN).getLong(16);
-        if (opcode == FuseServer.LOOKUP && nodes.size() < 1000) {
+        if (opcode == HostileDriver.LOOKUP && nodes.size() < 1000) {
             nodes.add(first);
-        } else if ((opcode == FuseServer.OPEN || opcode == FuseServer.OPENDIR) && handles.size() < 1000) {
+        } else if ((opcode == HostileDriver.OPEN || opcode == HostileDriver.OPENDIR) && handles.size() < 1000) {
             handles.add(first);
         }
     }
@@ -163,9 +178,9 @@ class VhostUserFsFuzzTest {
         int opcode = rnd.nextInt(20) == 0 ? rnd.nextInt(64) : OPCODES[rnd.nextInt(OPCODES.length)];
         long node = pick(rnd, nodes);
         byte[] body = switch (opcode) {
-            case FuseServer.LOOKUP -> name(rnd);
-            case FuseServer.FORGET -> HostileDriver.le(8).putLong(rnd.nextInt(4)).array();
-            case FuseServer.BATCH_FORGET -> {
+            case HostileDriver.LOOKUP -> name(rnd);
+            case HostileDriver.FORGET -> HostileDriver.le(8).putLong(rnd.nextInt(4)).array();
+            case HostileDriver.BATCH_FORGET -> {
                 int n = rnd.nextInt(20);
                 ByteBuffer b = HostileDriver.le(8 + 16 * n).putInt(rnd.nextInt(5) == 0 ? rnd.nextInt() : n).putInt(0);
                 for (int i = 0; i < n; i++) {
@@ -173,11 +188,11 @@ class VhostUserFsFuzzTest {
                 }
                 yield b.array();
             }
-            case FuseServer.OPEN, FuseServer.OPENDIR -> HostileDriver.le(8).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 0)
+            case HostileDriver.OPEN, HostileDriver.OPENDIR -> HostileDriver.le(8).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 0)
                     .array();
-            case FuseServer.READ, FuseServer.READDIR -> HostileDriver.le(40).putLong(pick(rnd, handles))
+            case HostileDriver.READ, HostileDriver.READDIR -> HostileDriver.le(40).putLong(pick(rnd, handles))
                     .putLong(extreme(rnd)).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 4096).array();
-            case FuseServer.RELEASE, FuseServer.RELEASEDIR -> HostileDriver.le(24).putLong(pick(rnd, handles)).array();
+            case HostileDriver.RELEASE, HostileDriver.RELEASEDIR -> HostileDriver.le(24).putLong(pick(rnd, handles)).array();
             default -> {
                 byte[] b = new byte[rnd.nextInt(64)];
                 rnd.nextBytes(b);

@@ -10,7 +10,9 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.rootfs.NativeTools;
 import io.rund.rootfs.Syscalls;
+import io.rund.rootfs.helper.SandboxHelper;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.channels.ServerSocketChannel;
@@ -29,13 +31,16 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The virtio-fs back-end against a hostile guest: {@link HostileDriver} plays QEMU and a
- * guest kernel that owns its FUSE client, and tries what such a guest would: walk out of
- * the share through symlinks, look names up under files, forge nodes and handles, open
- * FIFOs and devices, ask for huge reads, never forget, and break the rings and the
- * vhost-user protocol. A canary file beside the share must never appear in a reply.
+ * A sandbox's helper (rund-helper, its virtio-fs back-end) against a hostile guest, started
+ * as production starts it (rund-jail, its own uid, pivoted into the share):
+ * {@link HostileDriver} plays QEMU and a guest kernel that owns its FUSE client, and tries
+ * what such a guest would: walk out of the share through symlinks, look names up under
+ * files, forge nodes and handles, open FIFOs and devices, ask for huge reads, never forget,
+ * and break the rings and the vhost-user protocol. A canary file beside the share must
+ * never appear in a reply, and the helper must never die of a signal (a crash, or its
+ * seccomp filter's kill).
  */
-class VhostUserFsHostileTest {
+class SandboxHelperHostileTest {
 
     private static final int S_IFLNK = 0120000, S_IFREG = 0100000;
     private static final int CAP = 128 << 10;
@@ -44,8 +49,9 @@ class VhostUserFsHostileTest {
     Path dir;
     private Path share;
     private byte[] canary;
-    private VhostUserFs fs;
+    private SandboxHelper fs;
     private HostileDriver guest;
+    private SandboxHelper.Jail jail;
 
     /**
      * A share as an image is one: files, a directory, the symlinks stock images have
@@ -72,20 +78,37 @@ class VhostUserFsHostileTest {
         assertEquals(0, mknod.waitFor(), "mknod of a character device (root may)");
     }
 
-    private void serve(FuseServer.Limits limits) throws Exception {
-        fs = VhostUserFs.start("hostile", dir.resolve("vu.sock"), share, limits);
-        guest = HostileDriver.connect(dir.resolve("vu.sock"));
+    private void serve(SandboxHelper.Limits limits) throws Exception {
+        jail = NativeTools.jail(1);
+        fs = SandboxHelper.start("hostile", dir, share, jail, limits);
+        guest = HostileDriver.connect(fs, jail);
         assertEquals(0, error(guest.call(guest.init(), CAP)));
     }
 
+    /** A fresh helper and front-end: a helper serves one front-end in its life. */
+    private void restart() throws Exception {
+        stop();
+        serve(SandboxHelper.Limits.DEFAULT);
+    }
+
     @AfterEach
-    void stop() {
-        if (fs != null) {
-            fs.close();
-        }
+    void stop() throws Exception {
         if (guest != null) {
             guest.close();
+            guest = null;
         }
+        if (fs != null) {
+            // Its front-end gone, the helper exits by itself, with a status: never by a signal.
+            java.util.OptionalInt status = fs.awaitExit(java.time.Duration.ofSeconds(5));
+            fs.close();
+            fs = null;
+            assertTrue(status.isPresent(), "the helper outlived its front-end");
+            assertTrue(status.getAsInt() == 0 || status.getAsInt() == 1, "the helper died with status " + status);
+        }
+    }
+
+    private int stat(String name) throws Exception {
+        return Integer.parseInt(fs.stats().get(name));
     }
 
     /** Every reply the guest can see: none may carry the canary. */
@@ -111,88 +134,88 @@ class VhostUserFsHostileTest {
 
     @Test
     void symlinksAreNeverFollowedOnTheHost() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         // Today's escape, by name: LOOKUP(root, "x") where x -> /, then "etc", "shadow" under it.
         byte[] x = call(guest.lookup(1, "x"));
         assertEquals(S_IFLNK, typeOf(x), "x is a symlink node, not the host's /");
         long xNode = nodeOf(x);
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.lookup(xNode, "etc"))), "no lookup under a symlink node");
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.lookup(xNode, "shadow"))));
-        assertEquals(-FuseServer.ENXIO, error(call(guest.open(xNode))), "a symlink is never opened");
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.opendir(xNode))));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.lookup(xNode, "etc"))), "no lookup under a symlink node");
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.lookup(xNode, "shadow"))));
+        assertEquals(-HostileDriver.ENXIO, error(call(guest.open(xNode))), "a symlink is never opened");
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.opendir(xNode))));
         // READLINK gives the link's own target, for the guest to resolve in its own tree.
-        assertEquals("/", new String(call(guest.fuse(FuseServer.READLINK, xNode, new byte[0])), 16, 1, StandardCharsets.UTF_8));
+        assertEquals("/", new String(call(guest.fuse(HostileDriver.READLINK, xNode, new byte[0])), 16, 1, StandardCharsets.UTF_8));
 
         long up = nodeOf(call(guest.lookup(1, "up")));
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.lookup(up, "canary.txt"))));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.lookup(up, "canary.txt"))));
         long canaryLink = nodeOf(call(guest.lookup(1, "canary")));
-        assertEquals(-FuseServer.ENXIO, error(call(guest.open(canaryLink))));
+        assertEquals(-HostileDriver.ENXIO, error(call(guest.open(canaryLink))));
         long var = nodeOf(call(guest.lookup(1, "var")));
         long run = nodeOf(call(guest.lookup(var, "run")));
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.lookup(run, "containerd"))), "/var/run -> /run stays a link");
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.lookup(run, "containerd"))), "/var/run -> /run stays a link");
 
         // A file's node is not a directory either.
         long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.lookup(hello, "a"))));
-        assertEquals(-FuseServer.ENOTDIR, error(call(guest.opendir(hello))));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.lookup(hello, "a"))));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.opendir(hello))));
     }
 
     @Test
     void namesThatAreNotOneComponentAreRefused() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         for (String bad : List.of("..", ".", "/", "a/b", "../outside", "/etc")) {
             assertTrue(error(call(guest.lookup(1, bad))) < 0, bad);
         }
-        assertEquals(-FuseServer.ENAMETOOLONG, error(call(guest.lookup(1, "a".repeat(4096)))));
-        assertEquals(-FuseServer.EINVAL, error(call(guest.fuse(FuseServer.LOOKUP, 1, new byte[0]))), "no name");
-        assertEquals(-FuseServer.EINVAL, error(call(guest.fuse(FuseServer.LOOKUP, 1, new byte[] {'a', 'b'}))),
+        assertEquals(-HostileDriver.ENAMETOOLONG, error(call(guest.lookup(1, "a".repeat(4096)))));
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.LOOKUP, 1, new byte[0]))), "no name");
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.LOOKUP, 1, new byte[] {'a', 'b'}))),
                 "no terminating NUL");
-        assertEquals(-FuseServer.EINVAL, error(call(guest.fuse(FuseServer.LOOKUP, 1, new byte[] {0}))), "empty name");
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.LOOKUP, 1, new byte[] {0}))), "empty name");
         // A NUL ends the name: what follows it is not part of any path.
         byte[] withNul = "hello.txt\0/../../outside/canary.txt\0".getBytes(StandardCharsets.UTF_8);
-        assertEquals(S_IFREG, typeOf(call(guest.fuse(FuseServer.LOOKUP, 1, withNul))));
+        assertEquals(S_IFREG, typeOf(call(guest.fuse(HostileDriver.LOOKUP, 1, withNul))));
     }
 
     @Test
     void forgedNodesAndHandlesAreRefused() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         for (long forged : new long[] {0, 2, 3, 99, -1, Long.MAX_VALUE, 0x8000000000000000L}) {
-            assertEquals(-FuseServer.ENOENT, error(call(guest.fuse(FuseServer.GETATTR, forged, new byte[16]))), "node " + forged);
-            assertEquals(-FuseServer.ENOENT, error(call(guest.lookup(forged, "hello.txt"))));
-            assertEquals(-FuseServer.EBADF, error(call(guest.read(FuseServer.READ, 1, forged, 0, 100))), "handle " + forged);
-            assertEquals(-FuseServer.EBADF, error(call(guest.read(FuseServer.READDIR, 1, forged, 0, 100))));
+            assertEquals(-HostileDriver.ENOENT, error(call(guest.fuse(HostileDriver.GETATTR, forged, new byte[16]))), "node " + forged);
+            assertEquals(-HostileDriver.ENOENT, error(call(guest.lookup(forged, "hello.txt"))));
+            assertEquals(-HostileDriver.EBADF, error(call(guest.read(HostileDriver.READ, 1, forged, 0, 100))), "handle " + forged);
+            assertEquals(-HostileDriver.EBADF, error(call(guest.read(HostileDriver.READDIR, 1, forged, 0, 100))));
         }
         // A file handle is not a directory handle, nor the other way round.
         long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
         long file = handleOf(call(guest.open(hello)));
         long root = handleOf(call(guest.opendir(1)));
-        assertEquals(-FuseServer.EBADF, error(call(guest.read(FuseServer.READDIR, 1, file, 0, 4096))));
-        assertEquals(-FuseServer.EBADF, error(call(guest.read(FuseServer.READ, 1, root, 0, 4096))));
+        assertEquals(-HostileDriver.EBADF, error(call(guest.read(HostileDriver.READDIR, 1, file, 0, 4096))));
+        assertEquals(-HostileDriver.EBADF, error(call(guest.read(HostileDriver.READ, 1, root, 0, 4096))));
     }
 
     @Test
     void fifosDevicesAndSocketsAreNeverOpenedAndNothingBlocks() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         for (String special : List.of("fifo", "null", "sock")) {
             long node = nodeOf(call(guest.lookup(1, special)));
-            assertEquals(-FuseServer.ENXIO, error(call(guest.open(node))), special);
+            assertEquals(-HostileDriver.ENXIO, error(call(guest.open(node))), special);
         }
-        assertEquals(0, error(call(guest.fuse(FuseServer.GETATTR, 1, new byte[16]))), "still serving");
+        assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, 1, new byte[16]))), "still serving");
     }
 
     @Test
     void hugeReadsAreBoundedByTheBufferAndOffsetsByTheFile() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
         long fh = handleOf(call(guest.open(hello)));
-        byte[] all = call(guest.read(FuseServer.READ, hello, fh, 0, Integer.MAX_VALUE));
+        byte[] all = call(guest.read(HostileDriver.READ, hello, fh, 0, Integer.MAX_VALUE));
         assertEquals("hello from the image\n", new String(all, 16, all.length - 16, StandardCharsets.UTF_8));
-        assertEquals(16, call(guest.read(FuseServer.READ, hello, fh, Long.MAX_VALUE, Integer.MAX_VALUE)).length,
+        assertEquals(16, call(guest.read(HostileDriver.READ, hello, fh, Long.MAX_VALUE, Integer.MAX_VALUE)).length,
                 "past the end: no data");
-        assertEquals(-FuseServer.EINVAL, error(call(guest.read(FuseServer.READ, hello, fh, -5, 10))));
-        assertEquals(-FuseServer.EROFS, error(call(guest.fuse(FuseServer.OPEN, hello, HostileDriver.le(8).putInt(2).array()))));
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.read(HostileDriver.READ, hello, fh, -5, 10))));
+        assertEquals(-HostileDriver.EROFS, error(call(guest.fuse(HostileDriver.OPEN, hello, HostileDriver.le(8).putInt(2).array()))));
         // A reply buffer too small for even a header gets nothing written.
-        assertNull(guest.send(1, List.of(guest.read(FuseServer.READ, hello, fh, 0, 100)), 8, 10_000).getFirst());
+        assertNull(guest.send(1, List.of(guest.read(HostileDriver.READ, hello, fh, 0, 100)), 8, 10_000).getFirst());
     }
 
     @Test
@@ -201,14 +224,14 @@ class VhostUserFsHostileTest {
         for (int i = 0; i < 100_000; i++) {
             Files.createFile(big.resolve("f" + i));
         }
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         long node = nodeOf(call(guest.lookup(1, "big")));
         long fh = handleOf(call(guest.opendir(node)));
         Set<String> seen = new HashSet<>();
         long[] next = {0};
         int calls = 0;
         while (true) {
-            byte[] reply = call(guest.read(FuseServer.READDIR, node, fh, next[0], 4096));
+            byte[] reply = call(guest.read(HostileDriver.READDIR, node, fh, next[0], 4096));
             assertEquals(0, error(reply));
             List<String> names = HostileDriver.names(reply, next);
             if (names.isEmpty()) {
@@ -219,7 +242,7 @@ class VhostUserFsHostileTest {
         }
         assertEquals(100_002, seen.size(), "every entry once, with . and ..");
         assertTrue(seen.contains("f99999"));
-        assertEquals(1, fs.handles(), "one open directory: its descriptor, no listing held");
+        assertEquals(1, stat("handles"), "one open directory: its descriptor, no listing held");
     }
 
     @Test
@@ -227,7 +250,7 @@ class VhostUserFsHostileTest {
         for (int i = 0; i < 40; i++) {
             Files.writeString(share.resolve("n" + i), "n" + i);
         }
-        serve(new FuseServer.Limits(30, 5));
+        serve(new SandboxHelper.Limits(30, 5));
         List<Long> nodes = new ArrayList<>();
         int refused = 0;
         for (int i = 0; i < 40; i++) {
@@ -235,7 +258,7 @@ class VhostUserFsHostileTest {
             if (error(r) == 0) {
                 nodes.add(nodeOf(r));
             } else {
-                assertEquals(-FuseServer.ENOMEM, error(r));
+                assertEquals(-HostileDriver.ENOMEM, error(r));
                 refused++;
             }
         }
@@ -249,15 +272,15 @@ class VhostUserFsHostileTest {
         for (int i = 1; i < 6; i++) {
             handles.add(handleOf(call(guest.open(nodes.get(i)))));
         }
-        assertEquals(-FuseServer.EMFILE, error(call(guest.open(nodes.get(6)))));
-        assertEquals(-FuseServer.EMFILE, error(call(guest.opendir(1))));
-        call(guest.release(FuseServer.RELEASE, nodes.get(1), handles.getFirst()));
+        assertEquals(-HostileDriver.EMFILE, error(call(guest.open(nodes.get(6)))));
+        assertEquals(-HostileDriver.EMFILE, error(call(guest.opendir(1))));
+        call(guest.release(HostileDriver.RELEASE, nodes.get(1), handles.getFirst()));
         assertEquals(0, error(call(guest.open(nodes.get(6)))), "room again after a RELEASE");
     }
 
     @Test
     void ringAttacksStopTheQueueNotTheBackEnd() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
+        serve(SandboxHelper.Limits.DEFAULT);
         // A descriptor chain that loops.
         guest.descriptor(1, 0, HostileDriver.requestGpa(0), 40, HostileDriver.F_NEXT, 1);
         guest.descriptor(1, 1, HostileDriver.requestGpa(1), 40, HostileDriver.F_NEXT, 0);
@@ -265,17 +288,16 @@ class VhostUserFsHostileTest {
         guest.publish(1);
         assertFalse(guest.awaitUsed(1, guest.offered(1), 500), "a looping chain is not served");
         // The high-priority queue still serves.
-        List<byte[]> other = guest.send(0, List.of(guest.fuse(FuseServer.GETATTR, 1, new byte[16])), CAP, 10_000);
+        List<byte[]> other = guest.send(0, List.of(guest.fuse(HostileDriver.GETATTR, 1, new byte[16])), CAP, 10_000);
         assertNotNull(other, "the other queue is served");
         assertEquals(0, error(other.getFirst()));
-        guest.close();
+        assertEquals("broken", fs.stats().get("queue1"));
 
-        // Each attack on a fresh connection: the back-end takes a new front-end after each.
+        // Each attack against a fresh helper (one front-end each): the queue stops, the helper serves on.
         for (String attack : List.of("outside the memory table", "indirect", "avail index jump", "next out of the table",
                 "huge length")) {
-            guest = HostileDriver.connect(dir.resolve("vu.sock"));
-            assertEquals(0, error(guest.call(guest.init(), CAP)), "a new front-end is served before " + attack);
-            byte[] req = guest.fuse(FuseServer.GETATTR, 1, new byte[16]);
+            restart();
+            byte[] req = guest.fuse(HostileDriver.GETATTR, 1, new byte[16]);
             java.lang.foreign.MemorySegment.copy(req, 0, guest.ram, java.lang.foreign.ValueLayout.JAVA_BYTE,
                     HostileDriver.requestGpa(0), req.length);
             switch (attack) {
@@ -289,16 +311,13 @@ class VhostUserFsHostileTest {
             guest.offer(1, 0);
             guest.publish(1, attack.equals("avail index jump") ? guest.offered(1) + 1000 : guest.offered(1));
             assertFalse(guest.awaitUsed(1, guest.offered(1), 300), attack + " is not served");
-            guest.close();
+            assertEquals(0, error(guest.send(0, List.of(guest.fuse(HostileDriver.GETATTR, 1, new byte[16])), CAP, 10_000)
+                    .getFirst()), "the helper serves on after " + attack);
         }
-        guest = HostileDriver.connect(dir.resolve("vu.sock"));
-        assertEquals(0, error(guest.call(guest.init(), CAP)), "served after every attack");
     }
 
     @Test
-    void shortAndOversizedVhostUserMessagesCostTheConnectionOnly() throws Exception {
-        serve(FuseServer.Limits.DEFAULT);
-        guest.close();
+    void shortAndOversizedVhostUserMessagesCostTheConnectionAndTheHelperExits() throws Exception {
         record Bad(String what, int request, int size, byte[] payload) {}
         for (Bad bad : List.of(new Bad("short SET_VRING_NUM", HostileDriver.SET_VRING_NUM, 4, new byte[4]),
                 new Bad("short SET_VRING_BASE", HostileDriver.SET_VRING_BASE, 2, new byte[2]),
@@ -310,14 +329,17 @@ class VhostUserFsHostileTest {
                 new Bad("negative size", HostileDriver.SET_VRING_NUM, -8, new byte[8]),
                 new Bad("unknown request", 9999, 0, new byte[0]),
                 new Bad("queue 7", HostileDriver.SET_VRING_NUM, 8, HostileDriver.le(8).putInt(7).putInt(256).array()))) {
-            try (HostileDriver d = HostileDriver.connect(dir.resolve("vu.sock"))) {
+            jail = NativeTools.jail(1);
+            fs = SandboxHelper.start("hostile", dir, share, jail, SandboxHelper.Limits.DEFAULT);
+            try (HostileDriver d = HostileDriver.attach(fs.socket(), jail)) {
                 d.raw(bad.request(), 1, bad.size(), bad.payload());
-                // The back-end drops this connection: the next read sees the end.
+                // The helper drops this connection, and with it its one front-end: it exits, status 1.
                 assertThrowsClosed(d, bad.what());
+                assertEquals(java.util.OptionalInt.of(1), fs.awaitExit(java.time.Duration.ofSeconds(5)), bad.what());
             }
+            fs.close();
+            fs = null;
         }
-        guest = HostileDriver.connect(dir.resolve("vu.sock"));
-        assertEquals(0, error(guest.call(guest.init(), CAP)), "a well-behaved front-end is still served");
     }
 
     private static void assertThrowsClosed(HostileDriver d, String what) {
@@ -330,31 +352,89 @@ class VhostUserFsHostileTest {
     }
 
     @Test
-    void nothingIsLeftOpenAfterClose() throws Exception {
-        List<String> before = openFds();
-        serve(new FuseServer.Limits(100, 10));
+    void servesFilesAndRefusesEverythingElse() throws Exception {
+        Files.createSymbolicLink(share.resolve("link"), Path.of("/etc/passwd"));
+        serve(SandboxHelper.Limits.DEFAULT);
+        byte[] entry = call(guest.lookup(1, "hello.txt"));
+        long node = nodeOf(entry);
+        assertEquals(21, HostileDriver.body(entry).getLong(40 + 8), "the entry's size");
+        long fh = handleOf(call(guest.open(node)));
+        byte[] data = call(guest.read(HostileDriver.READ, node, fh, 6, 100));
+        assertEquals("from the image\n", new String(data, 16, data.length - 16, StandardCharsets.UTF_8));
+        long link = nodeOf(call(guest.lookup(1, "link")));
+        byte[] target = call(guest.fuse(HostileDriver.READLINK, link, new byte[0]));
+        assertEquals("/etc/passwd", new String(target, 16, target.length - 16, StandardCharsets.UTF_8),
+                "a symlink's own target, for the guest to resolve in its own tree");
+        assertEquals(-HostileDriver.EROFS, error(call(guest.fuse(HostileDriver.MKDIR, 1, new byte[16]))));
+        assertEquals(-HostileDriver.ENOSYS, error(call(guest.fuse(HostileDriver.GETXATTR, node, new byte[16]))));
+        byte[] lying = guest.fuse(HostileDriver.GETATTR, node, new byte[16]);
+        java.nio.ByteBuffer.wrap(lying).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(0, 999);
+        assertEquals(-HostileDriver.EINVAL, error(call(lying)), "a length that is not the request's");
+        assertNull(guest.send(1, List.of(new byte[10]), CAP, 10_000).getFirst(), "shorter than a header: no answer");
+        assertEquals(0, error(call(guest.fuse(HostileDriver.STATFS, 1, new byte[0]))));
+        assertNull(guest.send(1, List.of(guest.forget(node, 1)), CAP, 10_000).getFirst(), "FORGET has no reply");
+        assertEquals(-HostileDriver.ENOENT, error(call(guest.fuse(HostileDriver.GETATTR, node, new byte[16]))),
+                "a forgotten node is gone");
+        assertEquals(1, stat("nodes"), "only the link is still looked up");
+    }
+
+    @Test
+    void theHelperIsConfinedByTheKernel() throws Exception {
+        serve(SandboxHelper.Limits.DEFAULT);
+        long pid = fs.process().pid();
+        java.util.Map<String, String> status = new java.util.HashMap<>();
+        for (String line : Files.readAllLines(Path.of("/proc", Long.toString(pid), "status"))) {
+            int colon = line.indexOf(':');
+            status.put(line.substring(0, colon), line.substring(colon + 1).strip());
+        }
+        assertEquals(jail.uid() + "\t" + jail.uid() + "\t" + jail.uid() + "\t" + jail.uid(), status.get("Uid"));
+        assertEquals(jail.gid() + "\t" + jail.gid() + "\t" + jail.gid() + "\t" + jail.gid(), status.get("Gid"));
+        assertEquals("", status.get("Groups"));
+        assertEquals("0000000000000004", status.get("CapEff"), "dac_read_search alone");
+        assertEquals("0000000000000004", status.get("CapPrm"));
+        assertEquals("0000000000000000", status.get("CapInh"));
+        assertEquals("0000000000000000", status.get("CapAmb"));
+        assertEquals("1", status.get("NoNewPrivs"));
+        assertEquals("2", status.get("Seccomp"), "a seccomp filter");
+        assertEquals("2", status.get("Seccomp_filters"), "the allow-list, and the pin to its front-end");
+        // Its mount namespace: the share is its root, and nothing of the host is mounted.
+        List<String> mounts = Files.readAllLines(Path.of("/proc", Long.toString(pid), "mountinfo"));
+        assertEquals(1, mounts.size(), "only the share: " + mounts);
+        assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root");
+        assertTrue(Files.exists(Path.of("/proc", Long.toString(pid), "root", "hello.txt")));
+        assertFalse(Files.exists(Path.of("/proc", Long.toString(pid), "root", "etc")), "no host /etc");
+    }
+
+    @Test
+    void theDaemonHoldsNothingOfTheShareAndTheHelperHoldsWhatTheGuestOpened() throws Exception {
+        List<String> before = openFds("self");
+        serve(new SandboxHelper.Limits(100, 10));
         long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
         for (int i = 0; i < 10; i++) {
             handleOf(call(guest.open(hello)));
         }
-        assertEquals(11, openFds().stream().filter(t -> t.startsWith(share.toString())).count(),
-                "the share's root and the guest's ten open files");
-        fs.close();
-        fs = null;
+        String pid = Long.toString(fs.process().pid());
+        assertEquals(10, openFds(pid).stream().filter(t -> t.equals("/hello.txt")).count(), "the guest's ten open files");
+        assertEquals(List.of(), openFds("self").stream().filter(t -> t.startsWith(share.toString())).toList(),
+                "the test process (the daemon's part) never opens the share");
+        assertEquals(10, stat("handles"));
         guest.close();
         guest = null;
-        List<String> after = openFds();
-        assertEquals(List.of(), after.stream().filter(t -> t.startsWith(share.toString())).toList());
+        assertEquals(java.util.OptionalInt.of(0), fs.awaitExit(java.time.Duration.ofSeconds(5)),
+                "its front-end gone, the helper exits");
+        fs.close();
+        fs = null;
+        List<String> after = openFds("self");
         for (String kind : List.of("anon_inode:[eventfd]", "socket:")) {
             assertTrue(after.stream().filter(t -> t.startsWith(kind)).count() <= before.stream().filter(t -> t.startsWith(kind))
                     .count(), kind + " left open: " + after);
         }
     }
 
-    /** What this process's descriptors refer to. */
-    static List<String> openFds() throws Exception {
+    /** What process {@code pid}'s ("self": this one's) descriptors refer to. */
+    static List<String> openFds(String pid) throws Exception {
         List<String> targets = new ArrayList<>();
-        try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
+        try (Stream<Path> s = Files.list(Path.of("/proc", pid, "fd"))) {
             for (Path fd : s.toList()) {
                 try {
                     targets.add(Files.readSymbolicLink(fd).toString());

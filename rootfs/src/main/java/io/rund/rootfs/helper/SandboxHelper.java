@@ -1,0 +1,252 @@
+package io.rund.rootfs.helper;
+
+import io.rund.rootfs.StoreException;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A sandbox's helper process ({@code rund-helper}, C): today the sandbox's virtio-fs
+ * back-end, serving the share read-only to its VM. The daemon never parses a byte the guest
+ * wrote into a virtqueue; this process does, confined by the kernel:
+ *
+ * <ul>
+ *   <li>started by {@code rund-jail} as the uid its VM's QEMU will run as, in group
+ *       {@code gid}, with no_new_privs and one capability, CAP_DAC_READ_SEARCH (the guest's
+ *       root reads every file of its image, whatever its mode; writes need none);
+ *   <li>in a mount namespace of its own whose root is the share: the images of this sandbox
+ *       and nothing else exist for it (mounts the daemon adds below the share later appear
+ *       there; the namespace is a slave, so nothing flows back);
+ *   <li>under a seccomp allow-list (no open_by_handle_at, no sockets, no exec) and, once
+ *       its VM connects, with process_vm_readv/writev pinned to that one process: the
+ *       kernel lets it reach its own VM's memory and nobody else's;
+ *   <li>in the sandbox's cgroup once the sandbox claims one, so what a guest makes it
+ *       allocate is the sandbox's own; descriptors, node count and log size are capped.
+ * </ul>
+ *
+ * <p>Its stderr is {@code helper.log} in the sandbox's directory (at most 1 MiB, by rlimit).
+ * It exits by itself when its VM disconnects, or when no VM connected within five minutes.
+ * The daemon asks it for counters over {@code helper.sock}.
+ *
+ * <p>Threads: any; {@link #stats} opens a connection per call.
+ */
+public final class SandboxHelper implements AutoCloseable {
+
+    private static final System.Logger LOG = System.getLogger(SandboxHelper.class.getName());
+    private static final Duration READY = Duration.ofSeconds(10);
+    private static final Duration ANSWER = Duration.ofSeconds(5);
+    private static final int MAX_ANSWER = 4096;
+
+    /** How helpers are confined: the jail that starts them, the helper binary, its uid and group. */
+    public record Jail(Path jailer, Path helper, int uid, int gid) {
+        public Jail {
+            if (uid <= 0 || gid <= 0) {
+                throw new IllegalArgumentException("a helper runs as a uid and group of its sandbox, not " + uid + ":" + gid);
+            }
+        }
+    }
+
+    /** The guest's caps: looked-up nodes (ENOMEM past it) and open files and directories (EMFILE). */
+    public record Limits(int nodes, int handles) {
+        public static final Limits DEFAULT = new Limits(1 << 16, 512);
+    }
+
+    private final String name;
+    private final Path socket;
+    private final Path control;
+    private final Process process;
+
+    private SandboxHelper(String name, Path socket, Path control, Process process) {
+        this.name = name;
+        this.socket = socket;
+        this.control = control;
+        this.process = process;
+    }
+
+    /** Where a sandbox directory's virtio-fs back-end listens. */
+    public static Path socket(Path dir) {
+        return dir.resolve("virtiofs.sock");
+    }
+
+    /**
+     * Starts {@code dir}'s helper serving {@code share} (a directory; mounts below it come
+     * and go) and returns once it answers.
+     *
+     * @param name names it in logs (the sandbox's id, or the spare's name)
+     */
+    public static SandboxHelper start(String name, Path dir, Path share, Jail jail, Limits limits) throws StoreException {
+        Path socket = socket(dir);
+        Path control = dir.resolve("helper.sock");
+        Path log = dir.resolve("helper.log");
+        List<String> argv = new ArrayList<>(List.of(jail.jailer().toString(),
+                "--uid", Integer.toString(jail.uid()), "--gid", Integer.toString(jail.gid()),
+                "--pivot", share.toAbsolutePath().toString(), "--cap", "dac_read_search",
+                "--listen", "3=" + socket, "--listen", "4=" + control, "--",
+                jail.helper().toString(), "--name", name,
+                "--nodes", Integer.toString(limits.nodes()), "--handles", Integer.toString(limits.handles())));
+        Process p;
+        try {
+            p = new ProcessBuilder(argv).directory(dir.toFile())
+                    .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
+                    .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
+                    .redirectErrorStream(true).start();
+        } catch (IOException e) {
+            throw new StoreException("helper " + name + ": start " + jail.helper() + " by " + jail.jailer() + ": "
+                    + e.getMessage(), e);
+        }
+        SandboxHelper h = new SandboxHelper(name, socket, control, p);
+        long end = System.nanoTime() + READY.toNanos();
+        IOException last = null;
+        while (System.nanoTime() < end) {
+            if (!p.isAlive()) {
+                h.close();
+                throw new StoreException("helper " + name + " exited with status " + p.exitValue() + ": " + tail(log), null);
+            }
+            if (Files.exists(control)) {
+                try {
+                    h.stats();
+                    p.onExit().thenAccept(x -> {
+                        if (x.exitValue() != 0) {
+                            LOG.log(Level.WARNING, "helper {0} (pid {1}) exited with status {2}: {3}", name, x.pid(),
+                                    x.exitValue(), tail(log));
+                        }
+                    });
+                    LOG.log(Level.DEBUG, "helper {0}: pid {1}, uid {2}, serving {3}", name, p.pid(), jail.uid(), share);
+                    return h;
+                } catch (IOException e) {
+                    last = e; // bound by the jail, not yet serving
+                }
+            }
+            try {
+                Thread.sleep(2);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        h.close();
+        throw new StoreException("helper " + name + " did not answer in " + READY.toSeconds() + " s"
+                + (last == null ? "" : " (" + last.getMessage() + ")") + ": " + tail(log), last);
+    }
+
+    /** The last lines of a helper's log, for an error message. */
+    private static String tail(Path log) {
+        try {
+            List<String> lines = Files.readAllLines(log, StandardCharsets.UTF_8);
+            return String.join(" | ", lines.subList(Math.max(0, lines.size() - 3), lines.size()));
+        } catch (IOException e) {
+            return "(no log: " + e.getMessage() + ")";
+        }
+    }
+
+    public Path socket() {
+        return socket;
+    }
+
+    public String name() {
+        return name;
+    }
+
+    /** The helper's process (for binding it to a cgroup, and to know when it is gone). */
+    public ProcessHandle process() {
+        return process.toHandle();
+    }
+
+    /**
+     * The helper's exit status if it exits within {@code wait}: 0 when its VM left (or none
+     * came), 1 when it dropped a front-end that broke the protocol, 126 when it could not
+     * confine itself; 128 + N when signal N killed it (SIGSYS, 159: its seccomp filter).
+     */
+    public java.util.OptionalInt awaitExit(Duration wait) throws InterruptedException {
+        return process.waitFor(wait.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)
+                ? java.util.OptionalInt.of(process.exitValue()) : java.util.OptionalInt.empty();
+    }
+
+    /**
+     * The helper's counters, by name: {@code mounted}, {@code nodes}, {@code handles},
+     * {@code refused_nodes}, {@code refused_handles}, {@code path_bytes}, {@code front_end}
+     * (its VM's pid, 0 before it connected), {@code queue0}, {@code queue1}.
+     */
+    public Map<String, String> stats() throws IOException {
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+             Selector selector = Selector.open()) {
+            ch.connect(UnixDomainSocketAddress.of(control));
+            ch.write(ByteBuffer.wrap("stats\n".getBytes(StandardCharsets.US_ASCII)));
+            ch.configureBlocking(false);
+            ch.register(selector, SelectionKey.OP_READ);
+            ByteBuffer in = ByteBuffer.allocate(MAX_ANSWER);
+            long end = System.nanoTime() + ANSWER.toNanos();
+            while (true) {
+                long left = (end - System.nanoTime()) / 1_000_000;
+                if (left <= 0) {
+                    throw new IOException("helper " + name + " did not answer in " + ANSWER.toSeconds() + " s");
+                }
+                selector.select(left);
+                if (ch.read(in) < 0) {
+                    throw new IOException("helper " + name + " closed its control connection");
+                }
+                String got = new String(in.array(), 0, in.position(), StandardCharsets.US_ASCII);
+                int nl = got.indexOf('\n');
+                if (nl >= 0) {
+                    return parse(got.substring(0, nl));
+                }
+                if (!in.hasRemaining()) {
+                    throw new IOException("helper " + name + " answered more than " + MAX_ANSWER + " bytes without a line");
+                }
+            }
+        }
+    }
+
+    static Map<String, String> parse(String line) throws IOException {
+        String[] words = line.split(" ");
+        if (!words[0].equals("ok")) {
+            throw new IOException("helper answered: " + line);
+        }
+        Map<String, String> m = new LinkedHashMap<>();
+        for (int i = 1; i < words.length; i++) {
+            int eq = words[i].indexOf('=');
+            if (eq > 0) {
+                m.put(words[i].substring(0, eq), words[i].substring(eq + 1));
+            }
+        }
+        return m;
+    }
+
+    /** Kills the helper (its VM, if any, loses its file system), waits for it, removes its sockets. */
+    @Override
+    public void close() {
+        process.destroyForcibly();
+        try {
+            if (!process.waitFor(5, java.util.concurrent.TimeUnit.SECONDS)) {
+                LOG.log(Level.WARNING, "helper {0} (pid {1}) survived SIGKILL for 5 s", name, process.pid());
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        for (Path p : List.of(socket, control)) {
+            try {
+                Files.deleteIfExists(p);
+            } catch (IOException e) {
+                LOG.log(Level.WARNING, "helper {0}: remove {1}: {2}", name, p, e.getMessage());
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "helper " + name + " (pid " + process.pid() + ")";
+    }
+}
