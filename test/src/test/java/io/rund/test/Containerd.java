@@ -249,13 +249,22 @@ final class Containerd implements AutoCloseable {
                 throw new AssertionError("task endpoints left: " + left);
             }
         }
-        String mounts = Files.readString(Path.of("/proc/self/mountinfo"));
-        if (mounts.contains(rundState.toString())) {
-            throw new AssertionError("mounts left under " + rundState);
+        // A spare VM's share is mounted while it waits (its helper serves it); nothing else may be.
+        List<String> mounts = Files.readAllLines(Path.of("/proc/self/mountinfo")).stream()
+                .map(l -> l.split(" ")[4])
+                .filter(m -> m.startsWith(rundState + "/"))
+                .filter(m -> !m.matches(java.util.regex.Pattern.quote(rundState.toString()) + "/sandboxes/\\.spare-[^/]+/shared"))
+                .toList();
+        if (!mounts.isEmpty()) {
+            throw new AssertionError("mounts left under " + rundState + ": " + mounts);
         }
         List<String> vms = sandboxProcesses();
         if (!vms.isEmpty()) {
             throw new AssertionError("processes left: " + vms);
+        }
+        List<String> helpers = strayHelpers();
+        if (!helpers.isEmpty()) {
+            throw new AssertionError("helpers left: " + helpers);
         }
         try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
             List<String> files = s.map(p -> p.getFileName().toString()).toList();
@@ -315,6 +324,25 @@ final class Containerd implements AutoCloseable {
                     var m = spareDir.matcher(c);
                     return !(m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))));
                 }).toList();
+    }
+
+    /**
+     * The helpers (rund-helper, this fixture's build) that belong to no waiting spare VM: a
+     * spare's helper is named after its directory, which a sandbox taking it renames.
+     */
+    List<String> strayHelpers() {
+        Path sandboxes = rundState.resolve("sandboxes");
+        String exe = dir.resolve("bin/rund-helper").toString();
+        return ProcessHandle.allProcesses().filter(p -> {
+            try {
+                return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "exe")).toString().equals(exe);
+            } catch (IOException | UnsupportedOperationException e) {
+                return false;
+            }
+        }).map(p -> p.info().commandLine().orElse("pid " + p.pid())).filter(c -> {
+            var m = java.util.regex.Pattern.compile("--name (\\.spare-[0-9-]+) ").matcher(c + " ");
+            return !(m.find() && Files.isDirectory(sandboxes.resolve(m.group(1))));
+        }).toList();
     }
 
     private static String cwd(ProcessHandle p) {

@@ -407,21 +407,20 @@ class CtrRunTest {
      * the VM's cgroup (the sandbox's), in a mount namespace of its own whose root is the share.
      */
     private static void assertHelperConfined(String sandbox, String vmPid, int vmUid) throws Exception {
-        List<Long> helpers = new ArrayList<>();
-        try (java.util.stream.Stream<Path> procs = Files.list(Path.of("/proc"))) {
-            for (Path p : procs.filter(p -> p.getFileName().toString().matches("\\d+")).toList()) {
-                try {
-                    String cmdline = Files.readString(p.resolve("cmdline"));
-                    if (cmdline.contains("rund-helper\0--name\0" + sandbox + "\0")) {
-                        helpers.add(Long.parseLong(p.getFileName().toString()));
-                    }
-                } catch (java.io.IOException gone) {
-                    // exited while listed
-                }
-            }
+        // The sandbox's cgroup holds its VM and its helper, nothing else (the containers run in the guest).
+        String memory = Files.readAllLines(Path.of("/proc", vmPid, "cgroup")).stream()
+                .filter(l -> l.split(":")[1].equals("memory") || l.split(":")[1].isEmpty()).findFirst().orElseThrow()
+                .split(":")[2];
+        Path procs = Path.of("/sys/fs/cgroup/memory" + memory, "cgroup.procs");
+        if (!Files.exists(procs)) {
+            procs = Path.of("/sys/fs/cgroup" + memory, "cgroup.procs");
         }
-        assertEquals(1, helpers.size(), "one helper for sandbox " + sandbox + ": " + helpers);
-        Path helper = Path.of("/proc", helpers.getFirst().toString());
+        List<String> helpers = new ArrayList<>(Files.readAllLines(procs));
+        assertTrue(helpers.remove(vmPid), "the VM in its sandbox's cgroup " + procs + ": " + helpers);
+        assertEquals(1, helpers.size(), "one helper beside the VM of sandbox " + sandbox + ": " + helpers);
+        assertTrue(Files.readSymbolicLink(Path.of("/proc", helpers.getFirst(), "exe")).toString().endsWith("/rund-helper"),
+                "the other process is the sandbox's helper");
+        Path helper = Path.of("/proc", helpers.getFirst());
         String status = Files.readString(helper.resolve("status"));
         assertTrue(status.contains("\nUid:\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\n"),
                 "the helper runs as its VM's uid: " + status);
@@ -430,14 +429,13 @@ class CtrRunTest {
         assertTrue(status.contains("\nNoNewPrivs:\t1\n") && status.contains("\nSeccomp:\t2\n")
                 && status.contains("\nSeccomp_filters:\t2\n"), "its allow-list and the pin to its VM: " + status);
         assertEquals(Files.readString(Path.of("/proc", vmPid, "cgroup")), Files.readString(helper.resolve("cgroup")),
-                "the helper is charged to the sandbox's cgroups, as its VM is");
+                "the helper is charged to the sandbox's cgroups in every hierarchy, as its VM is");
         assertFalse(Files.readSymbolicLink(helper.resolve("ns/mnt")).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/mnt"))),
                 "a mount namespace of its own");
         List<String> mounts = Files.readAllLines(helper.resolve("mountinfo"));
         assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root: " + mounts);
-        assertTrue(mounts.stream().allMatch(m -> m.split(" ")[4].equals("/") || m.split(" ")[4].startsWith("/" + sandbox + ".")),
-                "nothing but the share and its images: " + mounts);
-        assertTrue(mounts.stream().anyMatch(m -> m.split(" ")[4].startsWith("/" + sandbox + ".") && m.split(" ")[5].startsWith("ro")),
+        assertEquals(2, mounts.size(), "the share and its one image, nothing of the host: " + mounts);
+        assertTrue(mounts.get(1).split(" ")[4].startsWith("/" + sandbox + ".") && mounts.get(1).split(" ")[5].startsWith("ro,"),
                 "the image, read-only: " + mounts);
     }
 
