@@ -201,6 +201,13 @@ static int resolve(const struct node *n, int flags, struct stat *st)
     return (int)fd;
 }
 
+/* Node `id`'s inode, resolved and checked as resolve() does; ENOENT for no such node. */
+static int resolve_id(uint64_t id, int flags, struct stat *st)
+{
+    struct node *n = node_of(id);
+    return n ? resolve(n, flags, st) : -ENOENT;
+}
+
 static void put_attr(struct fuse_attr *a, const struct stat *st)
 {
     *a = (struct fuse_attr){
@@ -301,11 +308,8 @@ static void forget(uint64_t id, uint64_t count)
 
 static int getattr(uint64_t id, struct reply *r)
 {
-    struct node *n = node_of(id);
-    if (!n)
-        return -ENOENT;
     struct stat st;
-    int fd = resolve(n, O_PATH, &st);
+    int fd = resolve_id(id, O_PATH, &st);
     if (fd < 0)
         return fd;
     close(fd);
@@ -321,11 +325,8 @@ static int getattr(uint64_t id, struct reply *r)
 
 static int do_readlink(uint64_t id, struct reply *r)
 {
-    struct node *n = node_of(id);
-    if (!n)
-        return -ENOENT;
     struct stat st;
-    int fd = resolve(n, O_PATH, &st);
+    int fd = resolve_id(id, O_PATH, &st);
     if (fd < 0)
         return fd;
     if (!S_ISLNK(st.st_mode)) {
@@ -413,15 +414,14 @@ static int do_open(uint64_t id, uint32_t flags, struct reply *r)
 
 static int do_opendir(uint64_t id, struct reply *r)
 {
-    struct node *n = node_of(id);
-    if (!n)
+    if (!node_of(id))
         return -ENOENT;
     if (r->cap < sizeof(struct fuse_open_out))
         return -ERANGE;
     if (!handle_room())
         return -EMFILE;
     struct stat st;
-    int fd = resolve(n, O_RDONLY | O_DIRECTORY, &st); /* ENOTDIR: not a directory */
+    int fd = resolve_id(id, O_RDONLY | O_DIRECTORY, &st); /* ENOTDIR: not a directory */
     if (fd < 0)
         return fd;
     return add_handle(fd, true, r);

@@ -93,11 +93,12 @@ void vhost_kicked(int qi)
     serve(q);
 }
 
-static bool read_fully(int fd, void *buf, size_t len)
+/* Reads (or, when `out`, sends) exactly len bytes; false when the peer went or failed. */
+static bool whole(int fd, void *buf, size_t len, bool out)
 {
     size_t off = 0;
     while (off < len) {
-        ssize_t n = read(fd, (char *)buf + off, len - off);
+        ssize_t n = out ? send(fd, (char *)buf + off, len - off, MSG_NOSIGNAL) : read(fd, (char *)buf + off, len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -113,16 +114,7 @@ static bool send_reply(int fd, uint32_t request, const void *body, uint32_t size
     uint32_t h[3] = {request, FLAG_VERSION | FLAG_REPLY, size};
     memcpy(m, h, 12);
     memcpy(m + 12, body, size);
-    size_t len = 12 + size, off = 0;
-    while (off < len) {
-        ssize_t n = send(fd, m + off, len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        off += (size_t)n;
-    }
-    return true;
+    return whole(fd, m, 12 + size, true);
 }
 
 static bool reply_u64(int fd, uint32_t request, uint64_t v)
@@ -157,10 +149,24 @@ static struct vq *queue_of(uint32_t index, uint32_t request)
     return &queues[index];
 }
 
-/* Handles one message; -1 drops the connection. *reply gets a u64 to answer, when has_reply. */
+/* A struct vhost_vring_state message (index, num): its queue, or NULL (logged) when the
+ * message is short or names no queue. */
+static struct vq *vring_state(uint32_t request, const uint8_t *p, uint32_t size, uint32_t *num)
+{
+    uint32_t state[2];
+    if (size < sizeof(state)) {
+        LOG("request %u payload is %u bytes, needs 8; dropping the connection", request, size);
+        return NULL;
+    }
+    memcpy(state, p, sizeof(state));
+    *num = state[1];
+    return queue_of(state[0], request);
+}
+
+/* Handles one message; -1 drops the connection. *replied says whether it answered. */
 static int handle(int conn, uint32_t request, const uint8_t *p, uint32_t size, int *fds, int nfds, bool *replied)
 {
-    uint32_t u32[2];
+    uint32_t u32[2], num;
     uint64_t u64;
     struct vq *q;
     *replied = false;
@@ -223,15 +229,13 @@ static int handle(int conn, uint32_t request, const uint8_t *p, uint32_t size, i
         return 0;
     }
     case SET_VRING_NUM:
-        NEED(8);
-        memcpy(u32, p, 8);
-        if (!(q = queue_of(u32[0], request)))
+        if (!(q = vring_state(request, p, size, &num)))
             return -1;
-        if (u32[1] == 0 || u32[1] > 32768 || (u32[1] & (u32[1] - 1))) {
-            LOG("queue %u size %u is not a power of two up to 32768", u32[0], u32[1]);
+        if (num == 0 || num > 32768 || (num & (num - 1))) {
+            LOG("queue %d size %u is not a power of two up to 32768", q->index, num);
             return -1;
         }
-        q->size = u32[1];
+        q->size = num;
         return 0;
     case SET_VRING_ADDR: {
         NEED(40);
@@ -247,18 +251,15 @@ static int handle(int conn, uint32_t request, const uint8_t *p, uint32_t size, i
         return 0;
     }
     case SET_VRING_BASE:
-        NEED(8);
-        memcpy(u32, p, 8);
-        if (!(q = queue_of(u32[0], request)))
+        if (!(q = vring_state(request, p, size, &num)))
             return -1;
-        q->last_avail = (uint16_t)u32[1];
+        q->last_avail = (uint16_t)num;
         q->used_idx = -1;
         return 0;
     case GET_VRING_BASE:
-        NEED(8);
-        memcpy(u32, p, 8);
-        if (!(q = queue_of(u32[0], request)))
+        if (!(q = vring_state(request, p, size, &num)))
             return -1;
+        u32[0] = (uint32_t)q->index;
         u32[1] = q->last_avail;
         q->enabled = false;
         if (q->kick >= 0) {
@@ -310,11 +311,9 @@ static int handle(int conn, uint32_t request, const uint8_t *p, uint32_t size, i
         return 0;
     }
     case SET_VRING_ENABLE:
-        NEED(8);
-        memcpy(u32, p, 8);
-        if (!(q = queue_of(u32[0], request)))
+        if (!(q = vring_state(request, p, size, &num)))
             return -1;
-        q->enabled = u32[1] != 0;
+        q->enabled = num != 0;
         if (q->enabled)
             q->broken = false;
         return 0;
@@ -403,7 +402,7 @@ int vhost_message(int conn)
         LOG("front-end sent more than %d descriptors with one message", MAX_FDS);
         goto out;
     }
-    if ((size_t)n < sizeof(hdr) && !read_fully(conn, (char *)hdr + n, sizeof(hdr) - (size_t)n)) {
+    if ((size_t)n < sizeof(hdr) && !whole(conn, (char *)hdr + n, sizeof(hdr) - (size_t)n, false)) {
         LOG("front-end closed the connection in the middle of a message header");
         goto out;
     }
@@ -412,7 +411,7 @@ int vhost_message(int conn)
         LOG("request %u has a payload of %u bytes, more than %d", request, size, MAX_PAYLOAD);
         goto out;
     }
-    if (!read_fully(conn, payload, size)) {
+    if (!whole(conn, payload, size, false)) {
         LOG("front-end closed the connection in the middle of request %u", request);
         goto out;
     }
