@@ -1,5 +1,6 @@
-/* ttrpc for the guest agent: framing and the Request/Response envelope, by the same
- * wire rules as rund's Java library (ttrpc/ in this repository): a 10-byte big-endian
+/* ttrpc in C, for the guest agent and the launcher (shim/launcher): framing and the
+ * Request/Response envelope, by the same wire rules as rund's Java library (the rest of
+ * this module): a 10-byte big-endian
  * header (payload length, stream id, type, flags), payloads of at most 4 MiB, odd client
  * stream ids, unique among the calls in flight (main.c says why they need not increase).
  * The envelope is encoded by hand, so the agent needs no generated code for it. */
