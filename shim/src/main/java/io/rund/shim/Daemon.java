@@ -123,6 +123,7 @@ final class Daemon implements AutoCloseable {
         }
         QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()), jail);
         accelerator = hypervisor.accelerator().toString();
+        LOG.log(Level.INFO, "daemon: hypervisor {0}", hypervisor);
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),

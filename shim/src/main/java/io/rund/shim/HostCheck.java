@@ -385,7 +385,8 @@ final class HostCheck {
             TemplateStore.Spec spec = new TemplateStore.Spec(config.guestDir().resolve("vmlinux"),
                     config.guestDir().resolve("initramfs.cpio"), Daemon.VM_VCPUS, Daemon.VM_MEMORY_MIB,
                     (long) Daemon.LAYER_MIB << 20);
-            String key = TemplateStore.key(spec, QemuHypervisor.NAME, accel);
+            // The machine as the daemon's QEMU would start it: the same key the daemon computes.
+            String key = TemplateStore.key(spec, new QemuHypervisor(Daemon.QEMU, new Accelerator(accel, "rund check")));
             Path dir = root.resolve(key);
             boolean built = Files.isRegularFile(dir.resolve("ram")) && Files.isRegularFile(dir.resolve("state"));
             add(built ? Level.OK : Level.WARN, "templates", root + ", current " + key + (built ? " built" : notBuilt()));

@@ -287,7 +287,7 @@ final class Stdio {
                 }
                 if (dir != null) {
                     try {
-                        SandboxManager.deleteTree(dir);
+                        io.rund.rootfs.Dirs.removeShallow(dir);
                     } catch (IOException e) {
                         LOG.log(Level.WARNING, "stdio: remove {0}: {1}", dir, e.getMessage());
                     }

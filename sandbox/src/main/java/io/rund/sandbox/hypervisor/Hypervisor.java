@@ -26,6 +26,13 @@ public interface Hypervisor {
     Vm launchPaused(VmConfig config) throws HypervisorException;
 
     /**
+     * What makes the machine a VM of {@code config} gets, as this hypervisor would start it,
+     * without what names one VM (its directory, files, sockets, descriptors, tap, uid): a
+     * template is keyed by it, so any change to the machine's command line is a new template.
+     */
+    String machine(VmConfig config);
+
+    /**
      * The directory of the VM {@code process} runs, if it provably is one of this
      * hypervisor's: its own binary, with its control socket in that directory (as
      * {@link VmConfig#dir} gave it). Recovery kills only such processes, never one whose

@@ -27,6 +27,23 @@ import java.util.Objects;
 public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
         String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap, int uid) {
 
+    /** The guest agent finds a sandbox's image share by this virtio-fs tag. */
+    public static final String LOWER_TAG = "lower";
+    /** ... and its writable disk by this virtio-blk serial. */
+    public static final String UPPER_SERIAL = "upper0";
+
+    /**
+     * A sandbox's VM, the one device shape every sandbox, spare and template has, in this
+     * order (a clone must find its template's devices): the writable {@code disk}, the image
+     * share served on {@code fsSocket} by process {@code fsPid}, a network device on
+     * {@code tap} (null: none).
+     */
+    public static VmConfig sandbox(String id, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB, Path disk,
+            Path fsSocket, long fsPid, Ram ram, String tap, int uid) {
+        return new VmConfig(id, dir, kernel, initramfs, vcpus, memoryMiB, "", List.of(new Disk(UPPER_SERIAL, disk, false)),
+                List.of(new SharedDir(LOWER_TAG, fsSocket, fsPid)), ram, tap, uid);
+    }
+
     /** A VM whose uid the hypervisor reserves. */
     public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
             String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap) {

@@ -4,6 +4,7 @@ import io.rund.agent.v1.CreateContainerRequest;
 import io.rund.agent.v1.Mount;
 import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rootfs;
+import io.rund.rootfs.Dirs;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.StoreException;
 import io.rund.rootfs.Syscalls;
@@ -89,10 +90,8 @@ public final class SandboxManager implements AutoCloseable {
     }
     /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
-    public static final String LOWER_TAG = "lower";
-    public static final String UPPER_SERIAL = "upper0";
     /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
-    static final String VOLUMES = "/run/rund/disks/" + UPPER_SERIAL + "/volumes/";
+    static final String VOLUMES = "/run/rund/disks/" + VmConfig.UPPER_SERIAL + "/volumes/";
     private static final List<String> DEFAULT_CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",
             "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
             "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
@@ -265,7 +264,7 @@ public final class SandboxManager implements AutoCloseable {
             if (writable != null) {
                 writable.close();
             }
-            deleteTree(dir);
+            Dirs.removeShallow(dir);
             throw e;
         } finally {
             releaseWhenGone(uid, helper, vm);
@@ -290,9 +289,8 @@ public final class SandboxManager implements AutoCloseable {
      */
     private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper helper, VmConfig.Ram ram,
             String tap, int uid) {
-        return new VmConfig(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(), "",
-                List.of(new VmConfig.Disk(UPPER_SERIAL, writable.procPath(), false)),
-                List.of(new VmConfig.SharedDir(LOWER_TAG, helper.socket(), helper.process().pid())), ram, tap, uid);
+        return VmConfig.sandbox(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(),
+                writable.procPath(), helper.socket(), helper.process().pid(), ram, tap, uid);
     }
 
     /**
@@ -320,7 +318,7 @@ public final class SandboxManager implements AutoCloseable {
             Syscalls.renameNoReplace(spare.dir(), dir);
         } catch (Syscalls.SyscallException e) {
             spare.close();
-            deleteTree(spare.dir());
+            Dirs.removeShallow(spare.dir());
             if (e.errno() == Syscalls.EEXIST) {
                 throw new FileAlreadyExistsException(dir.toString());
             }
@@ -362,7 +360,7 @@ public final class SandboxManager implements AutoCloseable {
             if (spare == null) {
                 Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             }
-            undo.push(() -> deleteTree(dir));
+            undo.push(() -> Dirs.removeShallow(dir));
             if (spare != null) {
                 undo.push(() -> spare.closeIn(dir));
             }
@@ -537,8 +535,8 @@ public final class SandboxManager implements AutoCloseable {
                         .setTerminal(spec.terminal()).build();
         return CreateContainerRequest.newBuilder()
                 .setContainerId(spec.id())
-                .setRootfs(Rootfs.newBuilder().setLowerTag(LOWER_TAG).setLowerDir(lowerDir)
-                        .setUpperDiskSerial(UPPER_SERIAL).setUpperDir(upperDir))
+                .setRootfs(Rootfs.newBuilder().setLowerTag(VmConfig.LOWER_TAG).setLowerDir(lowerDir)
+                        .setUpperDiskSerial(VmConfig.UPPER_SERIAL).setUpperDir(upperDir))
                 .setHostname(spec.hostname())
                 .addMounts(mount("/proc", "proc", "proc", List.of("nosuid", "noexec", "nodev")))
                 .addMounts(mount("/dev", "tmpfs", "tmpfs", List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
@@ -571,7 +569,7 @@ public final class SandboxManager implements AutoCloseable {
             LOG.log(Level.WARNING, "sandbox={0}: release cgroup: {1}", id, e.getMessage());
         }
         try {
-            deleteTree(dir);
+            Dirs.removeShallow(dir);
         } catch (IOException e) {
             LOG.log(Level.WARNING, "sandbox={0}: remove {1}: {2}", id, dir, e.getMessage());
         }
@@ -617,7 +615,7 @@ public final class SandboxManager implements AutoCloseable {
                 if (id.startsWith(SparePool.PREFIX)) {
                     killRecorded(dir); // its helper exits with its VM, or within minutes when none connected
                     ReadOnlyLayer.unmount(dir.resolve("shared"));
-                    deleteTree(dir);
+                    Dirs.removeShallow(dir);
                     LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
                     continue;
                 }
@@ -680,7 +678,7 @@ public final class SandboxManager implements AutoCloseable {
             }
         }
         ReadOnlyLayer.unmount(dir.resolve("shared"));
-        deleteTree(dir);
+        Dirs.removeShallow(dir);
     }
 
     /**
@@ -735,20 +733,4 @@ public final class SandboxManager implements AutoCloseable {
         }
     }
 
-    /**
-     * Removes a sandbox directory: its files, and its empty subdirectories (the image's
-     * mountpoint). It never descends: were an image still mounted below, walking into it
-     * would delete the image.
-     */
-    public static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        try (Stream<Path> s = Files.list(dir)) {
-            for (Path p : s.toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
-        Files.deleteIfExists(dir);
-    }
 }

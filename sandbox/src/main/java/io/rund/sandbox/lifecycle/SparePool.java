@@ -197,7 +197,7 @@ final class SparePool implements AutoCloseable {
     private static void discard(Spare s) {
         s.close();
         try {
-            SandboxManager.deleteTree(s.dir());
+            io.rund.rootfs.Dirs.removeShallow(s.dir());
         } catch (java.io.IOException e) {
             LOG.log(Level.WARNING, "spare VM {0}: remove {1}: {2}", s.name(), s.dir(), e.getMessage());
         }

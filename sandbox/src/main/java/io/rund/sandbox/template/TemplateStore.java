@@ -1,15 +1,14 @@
 package io.rund.sandbox.template;
 
+import io.rund.rootfs.Dirs;
 import io.rund.rootfs.StoreException;
 import io.rund.rootfs.helper.SandboxHelper;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
-import io.rund.sandbox.hypervisor.Accelerator;
 import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
-import io.rund.sandbox.lifecycle.SandboxManager;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.RandomAccessFile;
@@ -38,7 +37,8 @@ import java.util.stream.Stream;
  * and loads the device state instead of booting.
  *
  * <p>A template is keyed by a hash of what makes it: the kernel's and initramfs's bytes,
- * vCPUs, memory, the accelerator and the machine's options ({@link #MACHINE}). A changed
+ * the disk's size, and the machine as the hypervisor would start it ({@link
+ * Hypervisor#machine}: vCPUs, memory, accelerator, devices, kernel command line). A changed
  * key is a new template; the old one is removed when asked, safely under running clones:
  * its files are unlinked, and a clone's mapping keeps the RAM's pages until it exits.
  * Templates are built into a private directory and renamed into place, so a crash leaves
@@ -49,14 +49,13 @@ import java.util.stream.Stream;
 public final class TemplateStore {
 
     private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
-    /** Bumped whenever what a template holds changes in a way its inputs do not show. */
-    static final String MACHINE = "microvm,rtc=on,isa-serial=on;agent=virtio-serial;fs=vhost-user-fs:"
-            + SandboxManager.LOWER_TAG + ";disk=virtio-blk:" + SandboxManager.UPPER_SERIAL + ";net=virtio-net:tap;v3";
+    /** Bumped whenever what a template holds changes in a way neither its files nor its machine show. */
+    static final String FORMAT = "v4";
 
     /**
      * What a template is made of. Its VM has the devices of a sandbox's, in the same
-     * order: the agent's port, a virtio-fs device (served by an in-daemon back-end over an
-     * empty directory; the guest does not mount it before a clone does), a virtio-blk
+     * order: the agent's port, a virtio-fs device (served by a helper over an empty
+     * directory; the guest does not mount it before a clone does), a virtio-blk
      * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
      * disk before it mounts a clone's own) and a virtio-net device on a tap of its own
      * (left down: a clone's agent configures it, on the clone's tap).
@@ -120,17 +119,26 @@ public final class TemplateStore {
         if (known != null) {
             return known;
         }
-        String key = key(spec, hypervisor.name(), hypervisor.accelerator().kind());
+        String key = key(spec, hypervisor);
         keys.put(stamp, key);
         return key;
     }
 
+    /** The VM a template of {@code spec} is built as (and its clones are made as). */
+    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, long fsPid, VmConfig.Ram ram, String tap,
+            int uid) {
+        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk, fsSocket,
+                fsPid, ram, tap, uid);
+    }
+
     /**
-     * The key of the template that {@code hypervisor} with {@code accelerator} would build
-     * for {@code spec}, computed from the files alone: `rund check` uses it to tell whether
-     * a daemon that is not running would find its template built.
+     * The key of the template that {@code hypervisor} would build for {@code spec}, computed
+     * from the files and the machine alone: `rund check` uses it to tell whether a daemon
+     * that is not running would find its template built.
      */
-    public static String key(Spec spec, String hypervisor, Accelerator.Kind accelerator) throws IOException {
+    public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
+        String machine = hypervisor.machine(vm(spec, "template", Path.of("/template"), Path.of("/template/disk"),
+                Path.of("/template/virtiofs.sock"), 0, VmConfig.Ram.template(Path.of("/template/ram")), "tap", 0));
         MessageDigest d = sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             try (InputStream in = Files.newInputStream(p)) {
@@ -140,8 +148,7 @@ public final class TemplateStore {
                 }
             }
         }
-        d.update((spec.vcpus() + ";" + spec.memoryMiB() + ";" + spec.diskBytes() + ";" + hypervisor + ";"
-                + accelerator + ";" + MACHINE).getBytes(StandardCharsets.UTF_8));
+        d.update((spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT).getBytes(StandardCharsets.UTF_8));
         return HexFormat.of().formatHex(d.digest(), 0, 12);
     }
 
@@ -199,9 +206,7 @@ public final class TemplateStore {
             uid = hypervisor.jail().acquire();
             fs = SandboxHelper.start("template-" + key, run, empty, hypervisor.jail().helperJail(uid),
                     SandboxHelper.Limits.DEFAULT);
-            vm = hypervisor.launch(new VmConfig("template-" + key, run, spec.kernel(), spec.initramfs(), spec.vcpus(),
-                    spec.memoryMiB(), "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                    List.of(new VmConfig.SharedDir(SandboxManager.LOWER_TAG, fs.socket(), fs.process().pid())),
+            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), fs.process().pid(),
                     VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             try (AgentClient agent = AgentClient.connect(run.resolve("agent.sock"), agentDeadline, Duration.ofSeconds(10))) {
@@ -217,8 +222,8 @@ public final class TemplateStore {
             hypervisor.grantVmRead(work.resolve("state"));
             Files.deleteIfExists(disk);
             Files.writeString(work.resolve("template.json"), """
-                    {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"machine":"%s","buildMillis":%d}
-                    """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), MACHINE,
+                    {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"format":"%s","buildMillis":%d}
+                    """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), FORMAT,
                     (System.nanoTime() - started) / 1_000_000));
             try {
                 Files.move(work, root.resolve(key), StandardCopyOption.ATOMIC_MOVE);
@@ -328,7 +333,7 @@ public final class TemplateStore {
 
     /** A template directory holds only files: removal never descends further. */
     private static void deleteDir(Path dir) throws IOException {
-        SandboxManager.deleteTree(dir);
+        Dirs.removeShallow(dir);
     }
 
     private static MessageDigest sha256() {

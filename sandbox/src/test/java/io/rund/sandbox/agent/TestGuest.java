@@ -26,8 +26,8 @@ import java.util.concurrent.TimeUnit;
  */
 public final class TestGuest implements AutoCloseable {
 
-    static final String LOWER_TAG = "lower";
-    static final String UPPER_SERIAL = "upper0";
+    static final String LOWER_TAG = VmConfig.LOWER_TAG;
+    static final String UPPER_SERIAL = VmConfig.UPPER_SERIAL;
 
     final Path dir;
     final Path agentSocket;
@@ -67,10 +67,9 @@ public final class TestGuest implements AutoCloseable {
 
         TestVms.Served served;
         try {
-            served = TestVms.launch(HYPERVISOR, name, dir, lower, (helper, uid) -> new VmConfig(name, dir,
-                    guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, "",
-                    List.of(new VmConfig.Disk(UPPER_SERIAL, upper, false)), List.of(TestVms.lower(helper)),
-                    VmConfig.Ram.ANONYMOUS, null, uid), false);
+            served = TestVms.launch(HYPERVISOR, name, dir, lower, (helper, uid) -> VmConfig.sandbox(name, dir,
+                    guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, upper, helper.socket(),
+                    helper.process().pid(), VmConfig.Ram.ANONYMOUS, null, uid), false);
         } catch (HypervisorException | StoreException e) {
             throw new AssertionError(e.getMessage(), e);
         }

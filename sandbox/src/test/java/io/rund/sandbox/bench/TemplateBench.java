@@ -103,9 +103,8 @@ public final class TemplateBench {
             f.setLength(DISK_BYTES);
         }
         TestVms.Served served = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
-                (helper, uid) -> new VmConfig(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
-                        MIB, "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                        List.of(TestVms.lower(helper)), ram, VmConfig.newTapName(), uid), paused);
+                (helper, uid) -> VmConfig.sandbox(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
+                        MIB, disk, helper.socket(), helper.process().pid(), ram, VmConfig.newTapName(), uid), paused);
         SERVED.put(served.vm().pid(), served);
         return served.vm();
     }

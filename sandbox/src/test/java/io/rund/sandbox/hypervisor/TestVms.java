@@ -63,9 +63,4 @@ public final class TestVms {
             throw e;
         }
     }
-
-    /** The virtio-fs device a sandbox has, served by {@code helper}. */
-    public static VmConfig.SharedDir lower(SandboxHelper helper) {
-        return new VmConfig.SharedDir("lower", helper.socket(), helper.process().pid());
-    }
 }

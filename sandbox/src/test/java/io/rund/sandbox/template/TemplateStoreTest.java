@@ -77,9 +77,8 @@ class TemplateStoreTest {
             f.setLength(SPEC.diskBytes());
         }
         TestVms.Served clone = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
-                (helper, uid) -> new VmConfig(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
-                        "", List.of(new VmConfig.Disk(SandboxManager.UPPER_SERIAL, disk, false)),
-                        List.of(TestVms.lower(helper)), t.cloneRam(), VmConfig.newTapName(), uid), false);
+                (helper, uid) -> VmConfig.sandbox(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
+                        disk, helper.socket(), helper.process().pid(), t.cloneRam(), VmConfig.newTapName(), uid), false);
         clones.add(clone);
         return clone.vm();
     }

@@ -42,8 +42,12 @@ public final class QemuHypervisor implements Hypervisor {
         this.baseCmdline = baseCmdline(accelerator);
         this.jail = jail;
         this.vmGroups = jail == null || accelerator.kind() != Accelerator.Kind.KVM ? List.of() : kvmGroup();
-        LOG.log(Level.INFO, "hypervisor qemu: {0}, accelerator {1}, {2}", qemu, accelerator,
-                jail == null ? "as the daemon's user" : "each VM confined: " + jail);
+    }
+
+    @Override
+    public String toString() {
+        return "qemu " + qemu + ", accelerator " + accelerator + ", "
+                + (jail == null ? "as the daemon's user" : "each VM confined: " + jail);
     }
 
     private static List<Integer> kvmGroup() {
@@ -117,6 +121,24 @@ public final class QemuHypervisor implements Hypervisor {
         if (jail != null) {
             jail.grantRead(p);
         }
+    }
+
+    @Override
+    public String machine(VmConfig c) {
+        Path vm = Path.of("/vm");
+        List<VmConfig.Disk> disks = new java.util.ArrayList<>();
+        for (int i = 0; i < c.disks().size(); i++) {
+            VmConfig.Disk d = c.disks().get(i);
+            disks.add(new VmConfig.Disk(d.serial(), vm.resolve("disk" + i), d.readOnly()));
+        }
+        List<VmConfig.SharedDir> shared = new java.util.ArrayList<>();
+        for (int i = 0; i < c.sharedDirs().size(); i++) {
+            shared.add(new VmConfig.SharedDir(c.sharedDirs().get(i).tag(), vm.resolve("fs" + i)));
+        }
+        VmConfig.Ram ram = c.ram().file() == null ? VmConfig.Ram.ANONYMOUS : VmConfig.Ram.template(vm.resolve("ram"));
+        VmConfig normal = new VmConfig("vm", vm, c.kernel(), c.initramfs(), c.vcpus(), c.memoryMiB(), c.kernelArgs(), disks,
+                shared, ram, c.tap() == null ? null : "tap", 0);
+        return String.join(" ", QemuCommandLine.argv(qemu, normal, accelerator, baseCmdline));
     }
 
     /** QEMU's argv; jailed, rund-jail's argv for the VM's {@code uid}. */
