@@ -29,19 +29,16 @@ import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.file.StandardOpenOption;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
+import io.rund.sandbox.id.Ids;
 
 /**
  * The node's rund daemon: the control socket the launcher talks to, and one ttrpc task
@@ -159,9 +156,8 @@ final class Daemon implements AutoCloseable {
     }
 
     private static void checkIds(String namespace, String id) throws TaskFault {
-        if (!SandboxManager.isValidId(id)) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task id " + id
-                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit");
+        if (!Ids.isValid(id)) {
+            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task id " + id + " must be " + Ids.RULE);
         }
         if (!NAMESPACE.matcher(namespace).matches()) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "namespace " + namespace + " is not valid");
@@ -211,7 +207,7 @@ final class Daemon implements AutoCloseable {
 
     /** Routes a container of a pod to the endpoint of the pod's sandbox, whose VM it will run in. */
     private StartResponse join(StartRequest r, String key, String sandboxId) throws TaskFault {
-        if (!SandboxManager.isValidId(sandboxId)) {
+        if (!Ids.isValid(sandboxId)) {
             throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task " + r.getId() + ": annotation "
                     + OciSpec.SANDBOX_ID + " " + sandboxId + " is not a valid sandbox id");
         }
@@ -237,10 +233,7 @@ final class Daemon implements AutoCloseable {
         if (tasks.values().stream().noneMatch(other -> other.service().id.equals(r.getId()))) {
             manager.cleanup(r.getId());
         }
-        Instant now = Instant.now();
-        return DeleteResponse.newBuilder().setExitStatus(137)
-                .setExitedAt(com.google.protobuf.Timestamp.newBuilder().setSeconds(now.getEpochSecond())
-                        .setNanos(now.getNano())).build();
+        return DeleteResponse.newBuilder().setExitStatus(137).setExitedAt(Timestamps.of(Instant.now())).build();
     }
 
     private StatusResponse status() throws IOException {
@@ -296,12 +289,7 @@ final class Daemon implements AutoCloseable {
 
     /** A short, stable socket name: unix socket paths are limited to 107 bytes. */
     private static String shortName(String key) {
-        try {
-            byte[] h = MessageDigest.getInstance("SHA-256").digest(key.getBytes(StandardCharsets.UTF_8));
-            return HexFormat.of().formatHex(h, 0, 8);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return Ids.shortHash(key);
     }
 
     @Override

@@ -3,7 +3,6 @@ package io.rund.shim;
 import com.google.protobuf.Any;
 import com.google.protobuf.Empty;
 import com.google.protobuf.Message;
-import com.google.protobuf.Timestamp;
 import io.rund.containerd.events.ttrpc.v1.Envelope;
 import io.rund.containerd.events.ttrpc.v1.ForwardRequest;
 import io.rund.ttrpc.CallOptions;
@@ -43,9 +42,8 @@ final class EventPublisher implements AutoCloseable {
 
     /** Queues {@code event} under {@code topic}, e.g. "/tasks/exit". */
     void publish(String topic, Message event) {
-        Instant now = Instant.now();
         Envelope e = Envelope.newBuilder()
-                .setTimestamp(Timestamp.newBuilder().setSeconds(now.getEpochSecond()).setNanos(now.getNano()))
+                .setTimestamp(Timestamps.of(Instant.now()))
                 .setNamespace(namespace)
                 .setTopic(topic)
                 .setEvent(Any.newBuilder().setTypeUrl(event.getDescriptorForType().getFullName())

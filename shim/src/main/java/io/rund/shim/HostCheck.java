@@ -15,20 +15,17 @@ import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.TtrpcException;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.FileStore;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import io.rund.sandbox.id.Ids;
 
 /**
  * {@code rund check}: can this host run rund's sandboxes, and how. Each check is a line:
@@ -225,7 +222,7 @@ final class HostCheck {
         }
         String hash;
         try {
-            hash = sha256(p);
+            hash = Ids.sha256(p);
         } catch (IOException e) {
             add(Level.FAIL, check, "read " + p + ": " + e.getMessage());
             return false;
@@ -411,22 +408,6 @@ final class HostCheck {
             }
         }
         return "an unknown filesystem";
-    }
-
-    private static String sha256(Path p) throws IOException {
-        MessageDigest d;
-        try {
-            d = MessageDigest.getInstance("SHA-256");
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
-        try (InputStream in = Files.newInputStream(p)) {
-            byte[] buf = new byte[1 << 16];
-            for (int n; (n = in.read(buf)) > 0; ) {
-                d.update(buf, 0, n);
-            }
-        }
-        return HexFormat.of().formatHex(d.digest());
     }
 
     private static String gib(long bytes) {

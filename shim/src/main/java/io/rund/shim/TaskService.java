@@ -2,7 +2,6 @@ package io.rund.shim;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.Empty;
-import com.google.protobuf.Timestamp;
 import io.rund.containerd.cgroups.v1.CPUStat;
 import io.rund.containerd.cgroups.v1.CPUUsage;
 import io.rund.containerd.cgroups.v1.MemoryEntry;
@@ -232,10 +231,6 @@ final class TaskService {
         return s;
     }
 
-    private static Timestamp ts(Instant t) {
-        return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
-    }
-
     private CreateTaskResponse create(CreateTaskRequest r) throws Exception {
         String cid = r.getId();
         if (!routed.contains(cid)) {
@@ -334,7 +329,7 @@ final class TaskService {
             p.exit.complete(exit);
             events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
                     .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(exit.status())
-                    .setExitedAt(ts(exit.at())).build());
+                    .setExitedAt(Timestamps.of(exit.at())).build());
         });
     }
 
@@ -356,7 +351,7 @@ final class TaskService {
                 });
         Exit e = p.exit.getNow(null);
         if (e != null) {
-            b.setExitStatus(e.status()).setExitedAt(ts(e.at()));
+            b.setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at()));
         }
         return b.build();
     }
@@ -364,7 +359,7 @@ final class TaskService {
     private WaitResponse waitFor(WaitRequest r) throws Exception {
         Proc p = proc(container(r.getId()), r.getExecId());
         Exit e = p.exit.get();
-        return WaitResponse.newBuilder().setExitStatus(e.status()).setExitedAt(ts(e.at())).build();
+        return WaitResponse.newBuilder().setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
 
     private Empty kill(KillRequest r) throws Exception {
@@ -404,8 +399,8 @@ final class TaskService {
             c.procs.remove(execId);
         }
         events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setPid(p.pid)
-                .setExitStatus(e.status()).setExitedAt(ts(e.at())).setId(execId.isEmpty() ? c.id : execId).build());
-        return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(e.status()).setExitedAt(ts(e.at())).build();
+                .setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).setId(execId.isEmpty() ? c.id : execId).build());
+        return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
 
     /**
@@ -584,6 +579,6 @@ final class TaskService {
             forgetJoined(cid);
         }
         return DeleteResponse.newBuilder().setPid(p == null ? 0 : p.pid).setExitStatus(e.status())
-                .setExitedAt(ts(e.at())).build();
+                .setExitedAt(Timestamps.of(e.at())).build();
     }
 }

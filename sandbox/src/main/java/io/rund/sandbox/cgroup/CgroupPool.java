@@ -18,8 +18,8 @@ import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
-import java.util.regex.Pattern;
 import java.util.stream.Stream;
+import io.rund.sandbox.id.Ids;
 
 /**
  * Pre-created cgroups, so that a sandbox start never creates or removes one.
@@ -36,7 +36,6 @@ public final class CgroupPool implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(CgroupPool.class.getName());
     private static final String FREE = "free-";
-    private static final Pattern SANDBOX_ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,127}");
 
     private final CgroupLayout layout;
     private final Path claimsDir;
@@ -244,9 +243,9 @@ public final class CgroupPool implements AutoCloseable {
      * claims directory on v2. No cgroup is created here unless the pool ran dry.
      */
     public Cgroup claim(String sandboxId) throws CgroupException {
-        if (!SANDBOX_ID.matcher(sandboxId).matches() || sandboxId.startsWith(FREE)) {
-            throw new CgroupException("sandbox id " + sandboxId + " cannot name a cgroup: it must be 1-128 characters"
-                    + " of [A-Za-z0-9_.-], start with a letter or digit and not with " + FREE);
+        if (!Ids.isValid(sandboxId) || sandboxId.startsWith(FREE)) {
+            throw new CgroupException("sandbox id " + sandboxId + " cannot name a cgroup: it must be " + Ids.RULE
+                    + ", and not start with " + FREE);
         }
         String slot;
         lock.lock();

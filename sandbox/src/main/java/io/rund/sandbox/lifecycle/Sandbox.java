@@ -13,6 +13,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
+import io.rund.sandbox.id.Ids;
 
 /**
  * A started sandbox: its VM with the agent connected and its containers: the first, whose
@@ -57,9 +58,8 @@ public final class Sandbox implements AutoCloseable {
      */
     public void addContainer(ContainerSpec spec) throws SandboxException {
         String cid = spec.id();
-        if (!SandboxManager.isValidId(cid)) {
-            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "container id " + cid
-                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
+        if (!Ids.isValid(cid)) {
+            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "container id " + cid + " must be " + Ids.RULE, null);
         }
         if (stopped.get()) {
             throw new SandboxException(SandboxException.Kind.FAILED, "sandbox=" + id + " is stopped", null);

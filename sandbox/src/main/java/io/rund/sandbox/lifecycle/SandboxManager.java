@@ -20,6 +20,7 @@ import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
 import io.rund.sandbox.hypervisor.VmJail;
+import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.NetworkException;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.sandbox.template.TemplateException;
@@ -36,7 +37,6 @@ import java.time.Instant;
 import java.util.ArrayDeque;
 import java.util.Deque;
 import java.util.List;
-import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
@@ -56,37 +56,9 @@ import java.util.stream.Stream;
 public final class SandboxManager implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(SandboxManager.class.getName());
-    private static final Pattern ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
-
-    /** The one rule for sandbox (and task) ids on the host: it names directories and cgroups. */
-    public static boolean isValidId(String id) {
-        return ID.matcher(id).matches();
-    }
-
-    /** Ids up to this long name their directory themselves. */
-    private static final int DIR_NAME_MAX = 40;
-
-    /**
-     * The name of a sandbox's directory: its id, or for a longer id (CRI's are 64 hex
-     * digits) its first 16 characters, a dot and 16 hex digits of its SHA-256, so that the
-     * sockets in the directory stay within the 107 bytes a unix socket address holds. A
-     * directory name is its own name.
-     */
-    static String dirName(String id) {
-        if (id.length() <= DIR_NAME_MAX) {
-            return id;
-        }
-        try {
-            byte[] h = java.security.MessageDigest.getInstance("SHA-256").digest(id.getBytes(java.nio.charset.StandardCharsets.UTF_8));
-            return id.substring(0, 16) + "." + java.util.HexFormat.of().formatHex(h, 0, 8);
-        } catch (java.security.NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
     /** The state directory of sandbox {@code id}. */
     public Path dirOf(String id) {
-        return config.stateRoot().resolve(dirName(id));
+        return config.stateRoot().resolve(Ids.dirName(id));
     }
     /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
@@ -209,7 +181,7 @@ public final class SandboxManager implements AutoCloseable {
         List<SandboxState> states = new java.util.ArrayList<>();
         try (Stream<Path> dirs = Files.list(config.stateRoot())) {
             for (Path dir : dirs.sorted().toList()) {
-                if (isValidId(dir.getFileName().toString())) {
+                if (Ids.isValid(dir.getFileName().toString())) {
                     try {
                         states.add(SandboxState.read(dir));
                     } catch (IOException e) {
@@ -345,9 +317,9 @@ public final class SandboxManager implements AutoCloseable {
 
     private Sandbox startCounted(ContainerSpec spec) throws SandboxException {
         String id = spec.id();
-        if (!isValidId(id)) {
+        if (!Ids.isValid(id)) {
             throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
-                    + " must be 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", null);
+                    + " must be " + Ids.RULE, null);
         }
         Path dir = dirOf(id);
         Deque<Undo> undo = new ArrayDeque<>();
@@ -619,13 +591,13 @@ public final class SandboxManager implements AutoCloseable {
                     LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
                     continue;
                 }
-                if (!isValidId(id)) {
+                if (!Ids.isValid(id)) {
                     continue; // not a sandbox's: no sandbox id has this form
                 }
                 try {
                     // A long id's directory is named by its hash; the state file has the id.
                     String recorded = SandboxState.read(dir).sandboxId();
-                    if (recorded != null && isValidId(recorded) && dirName(recorded).equals(id)) {
+                    if (recorded != null && Ids.isValid(recorded) && Ids.dirName(recorded).equals(id)) {
                         id = recorded;
                     }
                 } catch (IOException e) {
@@ -654,7 +626,7 @@ public final class SandboxManager implements AutoCloseable {
      * last-resort delete). Cleaning a sandbox that does not exist is a no-op.
      */
     public void cleanup(String id) throws IOException {
-        if (!isValidId(id)) {
+        if (!Ids.isValid(id)) {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
         Path dir = dirOf(id);

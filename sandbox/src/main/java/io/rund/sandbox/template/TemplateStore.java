@@ -9,8 +9,8 @@ import io.rund.sandbox.hypervisor.Hypervisor;
 import io.rund.sandbox.hypervisor.HypervisorException;
 import io.rund.sandbox.hypervisor.Vm;
 import io.rund.sandbox.hypervisor.VmConfig;
+import io.rund.sandbox.id.Ids;
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.RandomAccessFile;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
@@ -21,7 +21,6 @@ import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.util.HexFormat;
 import java.util.List;
@@ -139,14 +138,9 @@ public final class TemplateStore {
     public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
         String machine = hypervisor.machine(vm(spec, "template", Path.of("/template"), Path.of("/template/disk"),
                 Path.of("/template/virtiofs.sock"), 0, VmConfig.Ram.template(Path.of("/template/ram")), "tap", 0));
-        MessageDigest d = sha256();
+        MessageDigest d = Ids.sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
-            try (InputStream in = Files.newInputStream(p)) {
-                byte[] buf = new byte[1 << 16];
-                for (int n; (n = in.read(buf)) > 0; ) {
-                    d.update(buf, 0, n);
-                }
-            }
+            Ids.update(d, p);
         }
         d.update((spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT).getBytes(StandardCharsets.UTF_8));
         return HexFormat.of().formatHex(d.digest(), 0, 12);
@@ -334,13 +328,5 @@ public final class TemplateStore {
     /** A template directory holds only files: removal never descends further. */
     private static void deleteDir(Path dir) throws IOException {
         Dirs.removeShallow(dir);
-    }
-
-    private static MessageDigest sha256() {
-        try {
-            return MessageDigest.getInstance("SHA-256");
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 }
