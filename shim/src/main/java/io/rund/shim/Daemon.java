@@ -5,16 +5,18 @@ import io.rund.control.v1.BuildTemplateRequest;
 import io.rund.control.v1.BuildTemplateResponse;
 import io.rund.control.v1.DeleteRequest;
 import io.rund.control.v1.SandboxStatus;
-import io.rund.control.v1.StatusRequest;
-import io.rund.control.v1.StatusResponse;
 import io.rund.control.v1.StartRequest;
 import io.rund.control.v1.StartResponse;
+import io.rund.control.v1.StatusRequest;
+import io.rund.control.v1.StatusResponse;
 import io.rund.rootfs.WritableLayerStore;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.VmJail;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import io.rund.sandbox.lifecycle.SandboxState;
 import io.rund.sandbox.template.TemplateStore;
@@ -28,9 +30,9 @@ import java.net.UnixDomainSocketAddress;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.channels.ServerSocketChannel;
-import java.nio.file.StandardOpenOption;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.time.Instant;
@@ -38,7 +40,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
-import io.rund.sandbox.id.Ids;
 
 /**
  * The node's rund daemon: the control socket the launcher talks to, and one ttrpc task
@@ -157,10 +158,10 @@ final class Daemon implements AutoCloseable {
 
     private static void checkIds(String namespace, String id) throws TaskFault {
         if (!Ids.isValid(id)) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task id " + id + " must be " + Ids.RULE);
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "task id " + id + " must be " + Ids.RULE);
         }
         if (!NAMESPACE.matcher(namespace).matches()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "namespace " + namespace + " is not valid");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "namespace " + namespace + " is not valid");
         }
     }
 
@@ -208,12 +209,12 @@ final class Daemon implements AutoCloseable {
     /** Routes a container of a pod to the endpoint of the pod's sandbox, whose VM it will run in. */
     private StartResponse join(StartRequest r, String key, String sandboxId) throws TaskFault {
         if (!Ids.isValid(sandboxId)) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "task " + r.getId() + ": annotation "
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "task " + r.getId() + ": annotation "
                     + OciSpec.SANDBOX_ID + " " + sandboxId + " is not a valid sandbox id");
         }
         Endpoint pod = tasks.get(key(r.getNamespace(), sandboxId));
         if (pod == null || !pod.service().id.equals(sandboxId) || !pod.service().route(r.getId())) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + r.getId() + " joins pod " + sandboxId
+            throw new TaskFault(Fault.NOT_FOUND, "task " + r.getId() + " joins pod " + sandboxId
                     + ", which has no sandbox on this node (" + OciSpec.SANDBOX_ID + ")");
         }
         Endpoint raced = tasks.putIfAbsent(key, pod);
@@ -264,7 +265,7 @@ final class Daemon implements AutoCloseable {
 
     private BuildTemplateResponse buildTemplate() throws Exception {
         if (config.templates() == null) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "templates = off in the daemon's configuration:"
+            throw new TaskFault(Fault.FAILED_PRECONDITION, "templates = off in the daemon's configuration:"
                     + " every VM boots cold, there is no template to build");
         }
         SandboxManager.Built b = manager.buildTemplate();

@@ -12,6 +12,7 @@ import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.hypervisor.Accelerator;
 import io.rund.sandbox.hypervisor.AcceleratorProbe;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
+import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.TtrpcException;
 import java.io.IOException;
@@ -25,7 +26,6 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import io.rund.sandbox.id.Ids;
 
 /**
  * {@code rund check}: can this host run rund's sandboxes, and how. Each check is a line:

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rlimit;
 import io.rund.rootfs.Syscalls;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -51,24 +52,24 @@ final class OciSpec {
             try {
                 file = Syscalls.readNoFollow(Path.of(source), MAX_FILE_BIND);
             } catch (Syscalls.SyscallException e) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": bind source " + source + ": " + e.getMessage());
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": bind source " + source + ": " + e.getMessage());
             }
             int type = file.stat().type();
             if (type == Syscalls.S_IFDIR) {
                 continue; // directories stay on the host (docs/kubernetes.md)
             }
             if (type != Syscalls.S_IFREG) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": bind source " + source + " is "
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": bind source " + source + " is "
                         + (type == Syscalls.S_IFLNK ? "a symlink (name the file it points to)" : "not a regular file or directory"
                         + " (mode 0" + Integer.toOctalString(file.stat().mode()) + ")") + ", which rund does not bring into a VM");
             }
             String destination = m.path("destination").asText("");
             if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": mount destination " + destination
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": mount destination " + destination
                         + " of file " + source + " is not an absolute path");
             }
             if (file.bytes().length > MAX_FILE_BIND) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": file " + source + " of more than "
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": file " + source + " of more than "
                         + MAX_FILE_BIND + " bytes is larger than " + MAX_FILE_BIND + ", the most rund copies into a VM");
             }
             files.add(new ContainerSpec.FileMount(destination, file.bytes(), readOnly));
@@ -82,7 +83,7 @@ final class OciSpec {
             if (ns.path("type").asText("").equals("network") && !ns.path("path").asText("").isEmpty()) {
                 String path = ns.path("path").asText();
                 if (!path.startsWith("/") || path.contains("/../")) {
-                    throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": network namespace path " + path
+                    throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": network namespace path " + path
                             + " is not an absolute path");
                 }
                 return Path.of(path);
@@ -111,11 +112,11 @@ final class OciSpec {
             String name = source.substring(at + EMPTY_DIR.length());
             String destination = m.path("destination").asText("");
             if (!VOLUME_NAME.matcher(name).matches()) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": emptyDir volume " + source
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": emptyDir volume " + source
                         + " is not named like a Kubernetes volume");
             }
             if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + ": mount destination " + destination
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": mount destination " + destination
                         + " of volume " + name + " is not an absolute path");
             }
             boolean readOnly = false;
@@ -148,7 +149,7 @@ final class OciSpec {
         try {
             return resources(JSON.readTree(json));
         } catch (IOException e) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
         }
     }
 
@@ -188,10 +189,10 @@ final class OciSpec {
         try {
             root = JSON.readTree(Files.readString(config));
         } catch (IOException e) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "read " + config + ": " + e.getMessage());
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "read " + config + ": " + e.getMessage());
         }
         if (root == null || !root.isObject()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, config + " is not a JSON object");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, config + " is not a JSON object");
         }
         Process process = process(config + " process", root.path("process"));
         Resources res = resources(root.path("linux").path("resources"));
@@ -204,17 +205,17 @@ final class OciSpec {
         try {
             return process("exec spec", JSON.readTree(json));
         } catch (IOException e) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "exec spec is not JSON: " + e.getMessage());
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "exec spec is not JSON: " + e.getMessage());
         }
     }
 
     private static Process process(String where, JsonNode p) throws TaskFault {
         if (!p.isObject()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " is missing");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, where + " is missing");
         }
         List<String> args = strings(where + ".args", p.path("args"));
         if (args.isEmpty()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + ".args is empty");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, where + ".args is empty");
         }
         Process.Builder b = Process.newBuilder()
                 .addAllArgs(args)
@@ -246,7 +247,7 @@ final class OciSpec {
             return 0;
         }
         if (!n.canConvertToLong() || n.asLong() < 0 || n.asLong() > 0xFFFF_FFFFL) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " " + n + " is not a uid/gid");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, where + " " + n + " is not a uid/gid");
         }
         return (int) n.asLong();
     }
@@ -257,11 +258,11 @@ final class OciSpec {
             return out;
         }
         if (!n.isArray()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " is not a list: " + n);
+            throw new TaskFault(Fault.INVALID_ARGUMENT, where + " is not a list: " + n);
         }
         for (JsonNode e : n) {
             if (!e.isTextual()) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, where + " has a non-string entry " + e);
+                throw new TaskFault(Fault.INVALID_ARGUMENT, where + " has a non-string entry " + e);
             }
             out.add(e.asText());
         }

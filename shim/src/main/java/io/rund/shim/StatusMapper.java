@@ -1,5 +1,6 @@
 package io.rund.shim;
 
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.SandboxException;
 import io.rund.ttrpc.Code;
@@ -9,7 +10,7 @@ import io.rund.ttrpc.Status;
 /**
  * The one place where rund's faults become the codes containerd acts on (NotFound,
  * AlreadyExists, InvalidArgument, FailedPrecondition, Unimplemented, ...). A known fault is
- * never flattened to Unknown.
+ * never flattened to Unknown; every exception that carries a {@link Fault} maps by it alone.
  */
 final class StatusMapper {
 
@@ -19,31 +20,24 @@ final class StatusMapper {
 
     private static Status map(Throwable t) {
         return switch (t) {
-            case TaskFault f -> new Status(switch (f.kind) {
-                case NOT_FOUND -> Code.NOT_FOUND;
-                case ALREADY_EXISTS -> Code.ALREADY_EXISTS;
-                case INVALID_ARGUMENT -> Code.INVALID_ARGUMENT;
-                case FAILED_PRECONDITION -> Code.FAILED_PRECONDITION;
-                case UNIMPLEMENTED -> Code.UNIMPLEMENTED;
-            }, f.getMessage());
-            case SandboxException e -> new Status(switch (e.kind()) {
-                case INVALID_ARGUMENT -> Code.INVALID_ARGUMENT;
-                case ALREADY_EXISTS -> Code.ALREADY_EXISTS;
-                case NOT_FOUND -> Code.NOT_FOUND;
-                case FAILED -> Code.INTERNAL;
-            }, e.getMessage());
-            case AgentException e -> new Status(switch (e.kind()) {
-                case NOT_FOUND -> Code.NOT_FOUND;
-                case INVALID_ARGUMENT -> Code.INVALID_ARGUMENT;
-                case ALREADY_EXISTS -> Code.ALREADY_EXISTS;
-                case FAILED_PRECONDITION -> Code.FAILED_PRECONDITION;
-                case DEADLINE_EXCEEDED -> Code.DEADLINE_EXCEEDED;
-                case UNAVAILABLE -> Code.UNAVAILABLE;
-                case RESOURCE_EXHAUSTED -> Code.RESOURCE_EXHAUSTED;
-                case UNIMPLEMENTED -> Code.UNIMPLEMENTED;
-                case INTERNAL -> Code.INTERNAL;
-            }, e.getMessage());
+            case TaskFault f -> new Status(code(f.kind), f.getMessage());
+            case SandboxException e -> new Status(code(e.kind()), e.getMessage());
+            case AgentException e -> new Status(code(e.kind()), e.getMessage());
             default -> null;
+        };
+    }
+
+    static Code code(Fault fault) {
+        return switch (fault) {
+            case NOT_FOUND -> Code.NOT_FOUND;
+            case INVALID_ARGUMENT -> Code.INVALID_ARGUMENT;
+            case ALREADY_EXISTS -> Code.ALREADY_EXISTS;
+            case FAILED_PRECONDITION -> Code.FAILED_PRECONDITION;
+            case DEADLINE_EXCEEDED -> Code.DEADLINE_EXCEEDED;
+            case UNAVAILABLE -> Code.UNAVAILABLE;
+            case RESOURCE_EXHAUSTED -> Code.RESOURCE_EXHAUSTED;
+            case UNIMPLEMENTED -> Code.UNIMPLEMENTED;
+            case INTERNAL -> Code.INTERNAL;
         };
     }
 }

@@ -1,20 +1,21 @@
 package io.rund.shim;
 
 import io.rund.rootfs.Syscalls;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
-import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.net.URI;
 import java.net.URISyntaxException;
 import java.net.URLDecoder;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -51,7 +52,7 @@ final class Stdio {
         if (uri.isEmpty() || uri.startsWith("/") || uri.startsWith("file:///")) {
             return;
         }
-        throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, what + " " + uri + " is not a fifo path or file:// URI");
+        throw new TaskFault(Fault.INVALID_ARGUMENT, what + " " + uri + " is not a fifo path or file:// URI");
     }
 
     /** Checks a process's endpoints before anything starts: one binary:// URI for both outputs, or each on its own. */
@@ -59,7 +60,7 @@ final class Stdio {
         check("stdin", stdin);
         if (stdout.startsWith("binary://")) {
             if (!stderr.equals(stdout)) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "stderr " + stderr + " must be the same binary:// URI as stdout "
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "stderr " + stderr + " must be the same binary:// URI as stdout "
                         + stdout + ": one logging program takes both");
             }
             Logger.binary(stdout);
@@ -187,14 +188,14 @@ final class Stdio {
             try {
                 u = new URI(uri);
             } catch (URISyntaxException e) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "log URI " + uri + " is not a URI: " + e.getMessage());
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "log URI " + uri + " is not a URI: " + e.getMessage());
             }
             String path = u.getPath();
             if (path == null || !path.startsWith("/") || u.getRawAuthority() != null) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "log URI " + uri + " must name an absolute path (binary:///path)");
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "log URI " + uri + " must name an absolute path (binary:///path)");
             }
             if (!Files.isExecutable(Path.of(path)) || Files.isDirectory(Path.of(path))) {
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "log URI " + uri + ": " + path + " is not an executable file");
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "log URI " + uri + ": " + path + " is not an executable file");
             }
             List<String> argv = new ArrayList<>(List.of(path));
             Map<String, String> args = new LinkedHashMap<>();
@@ -259,7 +260,7 @@ final class Stdio {
                 if (!p.isAlive() && p.exitValue() != 0) {
                     o.close();
                     e.close();
-                    throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "logging program " + argv.getFirst() + " of " + uri
+                    throw new TaskFault(Fault.INVALID_ARGUMENT, "logging program " + argv.getFirst() + " of " + uri
                             + " exited with status " + p.exitValue() + " before it was ready");
                 }
                 LOG.log(Level.DEBUG, "stdio {0}: logging program pid {1} ready", id, p.pid());
@@ -268,7 +269,7 @@ final class Stdio {
                 if (p != null) {
                     p.destroyForcibly();
                 }
-                throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "start logging program of " + uri + ": " + e.getMessage());
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "start logging program of " + uri + ": " + e.getMessage());
             } catch (TaskFault e) {
                 p.destroyForcibly();
                 throw e;

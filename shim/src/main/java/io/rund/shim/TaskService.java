@@ -45,6 +45,7 @@ import io.rund.containerd.task.v2.WaitResponse;
 import io.rund.containerd.types.task.ProcessInfo;
 import io.rund.containerd.types.task.Status;
 import io.rund.rootfs.RootfsMount;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.ContainerSpec;
@@ -186,7 +187,7 @@ final class TaskService {
                 .unary("Connect", ConnectRequest.parser(), (c, r) -> connect(r))
                 .unary("Shutdown", ShutdownRequest.parser(), (c, r) -> shutdown(r))
                 .unary("Checkpoint", CheckpointTaskRequest.parser(), (c, r) -> {
-                    throw new TaskFault(TaskFault.Kind.UNIMPLEMENTED, "checkpoint of a rund task is not supported");
+                    throw new TaskFault(Fault.UNIMPLEMENTED, "checkpoint of a rund task is not supported");
                 })
                 .build();
     }
@@ -194,7 +195,7 @@ final class TaskService {
     /** Refuses a task id containerd was not given this endpoint for. */
     private void checkServed(String requested) throws TaskFault {
         if (!routed.contains(requested)) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + requested + " (this endpoint serves sandbox " + id + ")");
+            throw new TaskFault(Fault.NOT_FOUND, "task " + requested + " (this endpoint serves sandbox " + id + ")");
         }
     }
 
@@ -202,7 +203,7 @@ final class TaskService {
         checkServed(requested);
         Container c = containers.get(requested);
         if (c == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + requested + " is not created");
+            throw new TaskFault(Fault.NOT_FOUND, "task " + requested + " is not created");
         }
         return c;
     }
@@ -217,7 +218,7 @@ final class TaskService {
     private Proc proc(Container c, String execId) throws TaskFault {
         Proc p = c.procs.get(execId);
         if (p == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, execId.isEmpty() ? "task " + c.id + " is not created"
+            throw new TaskFault(Fault.NOT_FOUND, execId.isEmpty() ? "task " + c.id + " is not created"
                     : "process " + execId + " of task " + c.id);
         }
         return p;
@@ -226,7 +227,7 @@ final class TaskService {
     private Sandbox sandbox() throws TaskFault {
         Sandbox s = sandbox;
         if (s == null) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "sandbox " + id + " is not created");
+            throw new TaskFault(Fault.NOT_FOUND, "sandbox " + id + " is not created");
         }
         return s;
     }
@@ -234,10 +235,10 @@ final class TaskService {
     private CreateTaskResponse create(CreateTaskRequest r) throws Exception {
         String cid = r.getId();
         if (!routed.contains(cid)) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id + ")");
+            throw new TaskFault(Fault.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id + ")");
         }
         if (!r.getCheckpoint().isEmpty()) {
-            throw new TaskFault(TaskFault.Kind.UNIMPLEMENTED, "restore from checkpoint is not supported");
+            throw new TaskFault(Fault.UNIMPLEMENTED, "restore from checkpoint is not supported");
         }
         Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Path bundlePath = Path.of(r.getBundle());
@@ -245,7 +246,7 @@ final class TaskService {
         Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
         c.procs.put("", init);
         if (containers.putIfAbsent(cid, c) != null) {
-            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "task " + cid);
+            throw new TaskFault(Fault.ALREADY_EXISTS, "task " + cid);
         }
         try {
             OciSpec.Bundle spec = OciSpec.readBundle(bundlePath);
@@ -279,7 +280,7 @@ final class TaskService {
         Proc p = proc(c, r.getExecId());
         synchronized (p) {
             if (p.state != State.CREATED) {
-                throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION,
+                throw new TaskFault(Fault.FAILED_PRECONDITION,
                         "process " + label(c, p) + " is " + p.state.name().toLowerCase() + ", not created");
             }
             AgentClient agent = sandbox().agent();
@@ -366,13 +367,13 @@ final class TaskService {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
         if (r.getSignal() < 1 || r.getSignal() > 64) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "signal " + r.getSignal() + " is outside 1..64");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "signal " + r.getSignal() + " is outside 1..64");
         }
         if (p.state == State.CREATED && p.execId.isEmpty()) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " is not started");
+            throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not started");
         }
         if (p.state == State.STOPPED && !r.getAll()) {
-            throw new TaskFault(TaskFault.Kind.NOT_FOUND, "process " + label(c, p) + " already finished");
+            throw new TaskFault(Fault.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
         sandbox().agent().signal(c.id, p.execId, r.getSignal(), r.getAll());
         return Empty.getDefaultInstance();
@@ -382,12 +383,12 @@ final class TaskService {
         Container c = container(cid);
         Proc p = proc(c, execId);
         if (p.state == State.RUNNING) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "process " + label(c, p) + " is still running");
+            throw new TaskFault(Fault.FAILED_PRECONDITION, "process " + label(c, p) + " is still running");
         }
         Exit e = p.exit.getNow(new Exit(0, Instant.now()));
         if (execId.isEmpty()) {
             if (c.running()) {
-                throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " still has running execs");
+                throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " still has running execs");
             }
             removeContainer(c);
         } else {
@@ -415,7 +416,7 @@ final class TaskService {
         }
         List<String> running = containers.values().stream().filter(o -> o != c && o.running()).map(o -> o.id).toList();
         if (!running.isEmpty()) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "sandbox task " + id
+            throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox task " + id
                     + " is the pod's; its containers " + running + " still run");
         }
         Sandbox s = sandbox;
@@ -433,18 +434,18 @@ final class TaskService {
     private Empty exec(ExecProcessRequest r) throws Exception {
         Container c = container(r.getId());
         if (r.getExecId().isEmpty()) {
-            throw new TaskFault(TaskFault.Kind.INVALID_ARGUMENT, "exec_id is empty");
+            throw new TaskFault(Fault.INVALID_ARGUMENT, "exec_id is empty");
         }
         Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Proc init = proc(c, "");
         if (init.state != State.RUNNING) {
-            throw new TaskFault(TaskFault.Kind.FAILED_PRECONDITION, "task " + c.id + " is not running");
+            throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not running");
         }
         io.rund.agent.v1.Process process = OciSpec.execProcess(r.getSpec().getValue().toByteArray()).toBuilder()
                 .setTerminal(r.getTerminal()).build();
         Proc p = new Proc(r.getExecId(), r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
         if (c.procs.putIfAbsent(r.getExecId(), p) != null) {
-            throw new TaskFault(TaskFault.Kind.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
+            throw new TaskFault(Fault.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
         }
         try {
             sandbox().agent().execProcess(c.id, r.getExecId(), process);

@@ -28,6 +28,7 @@ import io.rund.agent.v1.WaitProcessRequest;
 import io.rund.agent.v1.WaitProcessResponse;
 import io.rund.agent.v1.WriteStreamRequest;
 import io.rund.agent.v1.WriteStreamResponse;
+import io.rund.sandbox.Fault;
 import io.rund.ttrpc.CallOptions;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.TtrpcException;
@@ -98,7 +99,7 @@ public final class AgentClient implements AutoCloseable {
             }
             Thread.sleep(20);
         }
-        throw new AgentException(AgentException.Kind.UNAVAILABLE,
+        throw new AgentException(Fault.UNAVAILABLE,
                 "agent at " + socket + " did not answer within " + deadline + ": " + last, last);
     }
 

@@ -1,5 +1,6 @@
 package io.rund.sandbox.cgroup;
 
+import io.rund.sandbox.id.Ids;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.AtomicMoveNotSupportedException;
@@ -19,7 +20,6 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.stream.Stream;
-import io.rund.sandbox.id.Ids;
 
 /**
  * Pre-created cgroups, so that a sandbox start never creates or removes one.

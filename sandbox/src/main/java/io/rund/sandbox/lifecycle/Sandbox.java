@@ -2,10 +2,12 @@ package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.StoreException;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.hypervisor.Vm;
+import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.PodNetwork;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -13,7 +15,6 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
-import io.rund.sandbox.id.Ids;
 
 /**
  * A started sandbox: its VM with the agent connected and its containers: the first, whose
@@ -59,13 +60,18 @@ public final class Sandbox implements AutoCloseable {
     public void addContainer(ContainerSpec spec) throws SandboxException {
         String cid = spec.id();
         if (!Ids.isValid(cid)) {
-            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "container id " + cid + " must be " + Ids.RULE, null);
+            throw new SandboxException(Fault.INVALID_ARGUMENT, "container id " + cid + " must be " + Ids.RULE, null);
         }
         if (stopped.get()) {
-            throw new SandboxException(SandboxException.Kind.FAILED, "sandbox=" + id + " is stopped", null);
+            throw new SandboxException(Fault.FAILED_PRECONDITION, "sandbox=" + id + " is stopped", null);
+        }
+        try {
+            ReadOnlyLayer.lowerDirs(cid, spec.rootfs()); // containerd's input, checked before anything is made
+        } catch (StoreException e) {
+            throw new SandboxException(Fault.INVALID_ARGUMENT, "sandbox=" + id + ": " + e.getMessage(), e);
         }
         if (images.putIfAbsent(cid, "") != null) {
-            throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
+            throw new SandboxException(Fault.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
         }
         String image = null;
         try {
@@ -76,12 +82,12 @@ public final class Sandbox implements AutoCloseable {
                     .setPodNamespacesOf(id).build());
         } catch (StoreException e) {
             images.remove(cid);
-            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox=" + id + ": " + e.getMessage(), e);
+            throw new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);
         } catch (AgentException e) {
             images.remove(cid);
             readOnly.remove(image);
-            throw new SandboxException(e.kind() == AgentException.Kind.ALREADY_EXISTS ? SandboxException.Kind.ALREADY_EXISTS
-                    : SandboxException.Kind.FAILED, "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
+            // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
+            throw new SandboxException(e.kind(), "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
         }
     }
 
@@ -91,19 +97,18 @@ public final class Sandbox implements AutoCloseable {
      */
     public void removeContainer(String cid) throws SandboxException {
         if (cid.equals(id)) {
-            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT,
+            throw new SandboxException(Fault.INVALID_ARGUMENT,
                     "container " + cid + " is sandbox=" + id + "'s first: it goes when the sandbox stops", null);
         }
         String image = images.get(cid);
         if (image == null) {
-            throw new SandboxException(SandboxException.Kind.NOT_FOUND, "container " + cid + " in sandbox=" + id, null);
+            throw new SandboxException(Fault.NOT_FOUND, "container " + cid + " in sandbox=" + id, null);
         }
         try {
             agent.removeContainer(cid);
         } catch (AgentException e) {
-            if (e.kind() != AgentException.Kind.NOT_FOUND) {
-                throw new SandboxException(SandboxException.Kind.FAILED, "sandbox=" + id + ": remove container " + cid
-                        + ": " + e.getMessage(), e);
+            if (e.kind() != Fault.NOT_FOUND) {
+                throw new SandboxException(e.kind(), "sandbox=" + id + ": remove container " + cid + ": " + e.getMessage(), e);
             }
         }
         images.remove(cid);

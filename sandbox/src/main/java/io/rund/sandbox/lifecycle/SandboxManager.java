@@ -11,7 +11,9 @@ import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupPool;
@@ -318,16 +320,22 @@ public final class SandboxManager implements AutoCloseable {
     private Sandbox startCounted(ContainerSpec spec) throws SandboxException {
         String id = spec.id();
         if (!Ids.isValid(id)) {
-            throw new SandboxException(SandboxException.Kind.INVALID_ARGUMENT, "sandbox id " + id
+            throw new SandboxException(Fault.INVALID_ARGUMENT, "sandbox id " + id
                     + " must be " + Ids.RULE, null);
         }
         Path dir = dirOf(id);
+        // containerd's input, checked before anything is made: a bad value is INVALID_ARGUMENT.
+        PodNetwork network;
+        try {
+            ReadOnlyLayer.lowerDirs(id, spec.rootfs());
+            network = spec.netns() == null ? null : PodNetwork.inspect(spec.netns());
+        } catch (StoreException | NetworkException e) {
+            throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
+        }
         Deque<Undo> undo = new ArrayDeque<>();
-        String step = "read the pod network";
+        String step = "create its state directory";
         long started = System.nanoTime();
         try {
-            PodNetwork network = spec.netns() == null ? null : PodNetwork.inspect(spec.netns());
-            step = "create its state directory";
             SparePool.Spare spare = takeSpare(id, dir);
             if (spare == null) {
                 Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
@@ -432,21 +440,24 @@ public final class SandboxManager implements AutoCloseable {
             }
 
             step = "create the container";
-            agent.createContainer(containerRequest(spec, image, ""));
+            try {
+                agent.createContainer(containerRequest(spec, image, ""));
+            } catch (AgentException e) {
+                // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
+                throw new SandboxException(e.kind(), e.getMessage(), e);
+            }
             state.with("running").write(dir);
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), launched.boot(), network == null ? "" : ", network " + network);
             return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network);
         } catch (FileAlreadyExistsException e) {
-            throw new SandboxException(SandboxException.Kind.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
+            throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
             rollback(id, undo);
-            SandboxException.Kind kind = e instanceof StoreException && step.contains("read-only")
-                    || e instanceof NetworkException && step.equals("read the pod network")
-                    ? SandboxException.Kind.INVALID_ARGUMENT : SandboxException.Kind.FAILED;
+            Fault kind = e instanceof SandboxException s ? s.kind() : Fault.INTERNAL;
             throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
         }
     }

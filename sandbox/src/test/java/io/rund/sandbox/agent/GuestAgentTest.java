@@ -9,6 +9,7 @@ import io.rund.agent.v1.CreateContainerRequest;
 import io.rund.agent.v1.Mount;
 import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rootfs;
+import io.rund.sandbox.Fault;
 import io.rund.ttrpc.Frame;
 import io.rund.ttrpc.FrameReader;
 import io.rund.ttrpc.wire.Request;
@@ -207,7 +208,7 @@ class GuestAgentTest {
         assertTrue(screen.contains("/dev/pts/"), screen);
         assertEquals(0, agent.waitProcess(C, exec, T).status());
         AgentException noStderr = assertThrows(AgentException.class, () -> agent.readStderr(C, exec, 10, T));
-        assertEquals(AgentException.Kind.FAILED_PRECONDITION, noStderr.kind());
+        assertEquals(Fault.FAILED_PRECONDITION, noStderr.kind());
         agent.deleteProcess(C, exec);
     }
 
@@ -245,7 +246,7 @@ class GuestAgentTest {
         agent.setTime(Instant.now());
         agent.reseedRandom(new byte[64]);
         AgentException tooShort = assertThrows(AgentException.class, () -> agent.reseedRandom(new byte[8]));
-        assertEquals(AgentException.Kind.INVALID_ARGUMENT, tooShort.kind());
+        assertEquals(Fault.INVALID_ARGUMENT, tooShort.kind());
         assertTrue(tooShort.getMessage().contains("8 bytes"), tooShort.getMessage());
     }
 
@@ -315,23 +316,23 @@ class GuestAgentTest {
     void badRequestsAreRefusedNamingTheBadValue() throws Exception {
         AgentException badId = assertThrows(AgentException.class,
                 () -> agent.createContainer(container("../escape", "true")));
-        assertEquals(AgentException.Kind.INVALID_ARGUMENT, badId.kind());
+        assertEquals(Fault.INVALID_ARGUMENT, badId.kind());
         assertTrue(badId.getMessage().contains("../escape"), badId.getMessage());
 
         AgentException unknown = assertThrows(AgentException.class,
                 () -> agent.execProcess("nope", "e", process(false, "true")));
-        assertEquals(AgentException.Kind.NOT_FOUND, unknown.kind());
+        assertEquals(Fault.NOT_FOUND, unknown.kind());
         assertTrue(unknown.getMessage().contains("nope"), unknown.getMessage());
 
         AgentException dup = assertThrows(AgentException.class, () -> agent.createContainer(container(C, "true")));
-        assertEquals(AgentException.Kind.ALREADY_EXISTS, dup.kind());
+        assertEquals(Fault.ALREADY_EXISTS, dup.kind());
 
         AgentException missingBinary = assertThrows(AgentException.class, () -> {
             String exec = newExec();
             agent.execProcess(C, exec, process(false, "/bin/does-not-exist"));
             agent.startProcess(C, exec);
         });
-        assertEquals(AgentException.Kind.FAILED_PRECONDITION, missingBinary.kind());
+        assertEquals(Fault.FAILED_PRECONDITION, missingBinary.kind());
         assertTrue(missingBinary.getMessage().contains("exec"), missingBinary.getMessage());
         String failedExec = "e" + EXECS.get();
         assertEquals(127, agent.waitProcess(C, failedExec, T).status());
@@ -343,7 +344,7 @@ class GuestAgentTest {
                 .setRootfs(Rootfs.newBuilder().setLowerTag(TestGuest.LOWER_TAG).setUpperDiskSerial("no-such-disk"))
                 .build();
         AgentException missing = assertThrows(AgentException.class, () -> agent.createContainer(noDisk));
-        assertEquals(AgentException.Kind.NOT_FOUND, missing.kind());
+        assertEquals(Fault.NOT_FOUND, missing.kind());
         assertTrue(missing.getMessage().contains("no-such-disk"), missing.getMessage());
         AgentClient.Info after = agent.info();
         assertEquals(before.containers(), after.containers());
@@ -361,7 +362,7 @@ class GuestAgentTest {
                 "c1 must not see c3's writable layer");
         agent.removeContainer("c3");
         AgentException gone = assertThrows(AgentException.class, () -> agent.pids("c3"));
-        assertEquals(AgentException.Kind.NOT_FOUND, gone.kind());
+        assertEquals(Fault.NOT_FOUND, gone.kind());
         assertEquals(before, settled());
     }
 

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.sandbox.template.TemplateStore;
 import io.rund.testing.Tcp;
@@ -178,7 +179,7 @@ class PodNetworkTest {
     void aMissingNetworkNamespaceIsRefusedAndLeavesNothing() throws Exception {
         Path missing = Path.of("/run/netns/rund-test-none-" + TAG);
         SandboxException e = assertThrows(SandboxException.class, () -> manager.start(spec("net-x", missing, List.of())));
-        assertEquals(SandboxException.Kind.INVALID_ARGUMENT, e.kind());
+        assertEquals(Fault.INVALID_ARGUMENT, e.kind());
         assertTrue(e.getMessage().contains(missing.toString()), e.getMessage());
         assertFalse(Files.exists(manager.dirOf("net-x")));
         assertTrue(fx.pool.claimed().isEmpty());

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.agent.v1.Process;
 import io.rund.rootfs.RootfsMount;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import java.io.ByteArrayOutputStream;
@@ -124,14 +125,14 @@ class SandboxLifecycleTest {
 
             SandboxException dup = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("app",
                     otherImage, List.of("true"), List.of(), "/", "", false, 0, 0)));
-            assertEquals(SandboxException.Kind.ALREADY_EXISTS, dup.kind());
+            assertEquals(Fault.ALREADY_EXISTS, dup.kind());
             SandboxException bad = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("bad",
                     List.of(new RootfsMount("bind", "/no/such/layer", List.of())), List.of("true"), List.of(), "/", "",
                     false, 0, 0)));
-            assertEquals(SandboxException.Kind.INVALID_ARGUMENT, bad.kind());
+            assertEquals(Fault.INVALID_ARGUMENT, bad.kind());
             assertTrue(bad.getMessage().contains("/no/such/layer"), bad.getMessage());
             SandboxException first = assertThrows(SandboxException.class, () -> sb.removeContainer("pod-a"));
-            assertEquals(SandboxException.Kind.INVALID_ARGUMENT, first.kind());
+            assertEquals(Fault.INVALID_ARGUMENT, first.kind());
 
             sb.removeContainer("app");
             assertEquals(Set.of("pod-a"), sb.containers());
@@ -140,7 +141,7 @@ class SandboxLifecycleTest {
                 assertEquals(List.of("pod-a.1"), left.map(p -> p.getFileName().toString()).toList());
             }
             SandboxException gone = assertThrows(SandboxException.class, () -> sb.removeContainer("app"));
-            assertEquals(SandboxException.Kind.NOT_FOUND, gone.kind());
+            assertEquals(Fault.NOT_FOUND, gone.kind());
 
             // The same id again, on the first image: its files, and none of the old app's writes.
             sb.addContainer(new ContainerSpec("app", fx.image(), List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
@@ -176,11 +177,11 @@ class SandboxLifecycleTest {
         ContainerSpec bad = new ContainerSpec("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
                 List.of("lowerdir=/no/such/layer"))), List.of("true"), List.of(), "/", "", false, 0, 0);
         SandboxException e = assertThrows(SandboxException.class, () -> manager.start(bad));
-        assertEquals(SandboxException.Kind.INVALID_ARGUMENT, e.kind());
+        assertEquals(Fault.INVALID_ARGUMENT, e.kind());
         assertTrue(e.getMessage().contains("/no/such/layer"), e.getMessage());
         assertTrue(e.getMessage().contains("sandbox=sb-bad"), e.getMessage());
         SandboxException badId = assertThrows(SandboxException.class, () -> manager.start(fx.spec("../x", "true")));
-        assertEquals(SandboxException.Kind.INVALID_ARGUMENT, badId.kind());
+        assertEquals(Fault.INVALID_ARGUMENT, badId.kind());
         fx.assertNothingLeft();
     }
 
