@@ -8,9 +8,11 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.testing.Trees;
 import java.util.List;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** Which of a spec's mounts become pod volumes or copied files in the VM, its network namespace, and which bad ones are refused by name. */
+@Tag("unit")
 class OciSpecVolumesTest {
 
     private static final ObjectMapper JSON = new ObjectMapper();

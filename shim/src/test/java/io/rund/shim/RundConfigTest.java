@@ -9,10 +9,12 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /** rund.toml: defaults, the file, then the environment; unknown keys and bad values refused by name. */
+@Tag("unit")
 class RundConfigTest {
 
     @Test

@@ -9,9 +9,11 @@ import java.io.ByteArrayOutputStream;
 import java.io.EOFException;
 import java.nio.ByteBuffer;
 import java.nio.channels.ReadableByteChannel;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** The frame cutter on an in-memory channel that hands out bytes in chunks of a chosen size. */
+@Tag("unit")
 class FrameReaderTest {
 
     /** A channel over fixed bytes that returns at most {@code chunk} bytes per read. */

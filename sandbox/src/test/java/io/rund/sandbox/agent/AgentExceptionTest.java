@@ -3,9 +3,11 @@ package io.rund.sandbox.agent;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** A guest's error text reaches logs and containerd bounded, and unable to forge lines. */
+@Tag("unit")
 class AgentExceptionTest {
 
     @Test

@@ -5,9 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.id.Ids;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** Sandbox directory names: short ids name themselves, CRI's 64-digit ids a short stable name. */
+@Tag("unit")
 class DirNameTest {
 
     @Test

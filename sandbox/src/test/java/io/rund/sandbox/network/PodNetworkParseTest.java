@@ -8,9 +8,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.nio.file.Path;
 import java.util.List;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** What is taken from iproute2's JSON of a pod's namespace (as the bridge plugin leaves it). */
+@Tag("unit")
 class PodNetworkParseTest {
 
     private static final ObjectMapper JSON = new ObjectMapper();

@@ -8,9 +8,11 @@ import io.rund.sandbox.hypervisor.Accelerator;
 import io.rund.sandbox.hypervisor.VmConfig;
 import java.nio.file.Path;
 import java.util.List;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** QEMU's argv as strings, without starting QEMU. */
+@Tag("unit")
 class QemuCommandLineTest {
 
     private static final Accelerator TCG = new Accelerator(Accelerator.Kind.TCG, "test");
