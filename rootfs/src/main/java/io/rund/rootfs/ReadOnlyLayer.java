@@ -1,6 +1,5 @@
 package io.rund.rootfs;
 
-import io.rund.rootfs.helper.SandboxHelper;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;

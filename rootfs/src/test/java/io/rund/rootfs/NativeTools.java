@@ -1,6 +1,6 @@
 package io.rund.rootfs;
 
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;

@@ -2,7 +2,7 @@ package io.rund.rootfs.virtiofs;
 
 import io.rund.rootfs.NativeTools;
 import io.rund.rootfs.Syscalls.SyscallException;
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import java.nio.channels.FileChannel;
 import java.nio.file.StandardOpenOption;
 import java.lang.foreign.Arena;

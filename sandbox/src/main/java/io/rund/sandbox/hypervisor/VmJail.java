@@ -1,6 +1,6 @@
 package io.rund.sandbox.hypervisor;
 
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;

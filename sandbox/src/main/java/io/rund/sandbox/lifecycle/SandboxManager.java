@@ -10,7 +10,7 @@ import io.rund.rootfs.StoreException;
 import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;

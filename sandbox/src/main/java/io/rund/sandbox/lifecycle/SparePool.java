@@ -2,7 +2,7 @@ package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.ReadOnlyLayer;
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import io.rund.sandbox.hypervisor.Vm;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;

@@ -2,7 +2,7 @@ package io.rund.sandbox.template;
 
 import io.rund.rootfs.Dirs;
 import io.rund.rootfs.StoreException;
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.hypervisor.Hypervisor;

@@ -2,7 +2,7 @@ package io.rund.sandbox.hypervisor;
 
 import io.rund.rootfs.NativeTools;
 import io.rund.rootfs.StoreException;
-import io.rund.rootfs.helper.SandboxHelper;
+import io.rund.rootfs.SandboxHelper;
 import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import java.io.IOException;
 import java.io.UncheckedIOException;

@@ -1,6 +1,5 @@
-package io.rund.rootfs.helper;
+package io.rund.rootfs;
 
-import io.rund.rootfs.StoreException;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.net.StandardProtocolFamily;
