@@ -32,7 +32,7 @@ public final class NativeTools {
     /** Builds the three programs (make: only what changed). */
     public static synchronized Path build() throws IOException {
         if (!built) {
-            make(REPO.resolve("sandbox/jailer"), List.of());
+            make(REPO.resolve("vm-template/jailer"), List.of());
             make(REPO.resolve("rootfs/helper"), List.of("rund-helper-and-tools"));
             built = true;
         }

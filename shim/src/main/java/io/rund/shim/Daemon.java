@@ -11,18 +11,19 @@ import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.VmJail;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import io.rund.sandbox.lifecycle.SandboxState;
-import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.PeerPolicy;
 import io.rund.ttrpc.Server;
 import io.rund.ttrpc.ServiceDefinition;
+import io.rund.vm.AcceleratorProbe;
+import io.rund.vm.VmJail;
+import io.rund.vm.qemu.QemuHypervisor;
+import io.rund.vm.template.TemplateStore;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.net.StandardProtocolFamily;
@@ -127,7 +128,7 @@ final class Daemon implements AutoCloseable {
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
                 VM_VCPUS, VM_MEMORY_MIB, Duration.ofSeconds(60)), hypervisor, pool, store,
-                config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, Duration.ofSeconds(60)));
+                config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, AgentClient.ready(Duration.ofSeconds(60))));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
         for (String id : manager.recover()) {

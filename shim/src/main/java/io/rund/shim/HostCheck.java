@@ -9,12 +9,12 @@ import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
-import io.rund.sandbox.hypervisor.Accelerator;
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
-import io.rund.sandbox.id.Ids;
-import io.rund.sandbox.template.TemplateStore;
 import io.rund.ttrpc.TtrpcException;
+import io.rund.vm.Accelerator;
+import io.rund.vm.AcceleratorProbe;
+import io.rund.vm.Digests;
+import io.rund.vm.qemu.QemuHypervisor;
+import io.rund.vm.template.TemplateStore;
 import java.io.IOException;
 import java.nio.file.FileStore;
 import java.nio.file.Files;
@@ -222,7 +222,7 @@ final class HostCheck {
         }
         String hash;
         try {
-            hash = Ids.sha256(p);
+            hash = Digests.sha256(p);
         } catch (IOException e) {
             add(Level.FAIL, check, "read " + p + ": " + e.getMessage());
             return false;

@@ -79,10 +79,10 @@ final class RundConfig {
         }
         int uidBase = env.containsKey("RUND_VM_UID_BASE") ? Integer.parseInt(env.get("RUND_VM_UID_BASE"))
                 : f.vmUidBase != null ? f.vmUidBase : DEFAULT_VM_UID_BASE;
-        if (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS) {
+        if (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS) {
             // 0 once ran QEMU as root; a sandbox's helper reaches its VM's memory only as the VM's own uid.
             throw new IOException(path + ": vm_uid_base " + uidBase + " is not in 1000.."
-                    + (Integer.MAX_VALUE - io.rund.sandbox.hypervisor.VmJail.UIDS)
+                    + (Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS)
                     + (uidBase == 0 ? " (VMs no longer run as root: each sandbox's helper runs as its VM's uid)" : ""));
         }
                 String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");

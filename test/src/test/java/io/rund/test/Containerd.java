@@ -66,7 +66,7 @@ final class Containerd implements AutoCloseable {
         Path bin = Files.createDirectories(dir.resolve("bin"));
         Command.run(Duration.ofMinutes(2), REPO.resolve("shim/launcher"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok();
-        Command.run(Duration.ofMinutes(2), REPO.resolve("sandbox/jailer"), Map.of(),
+        Command.run(Duration.ofMinutes(2), REPO.resolve("vm-template/jailer"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok();
         Command.run(Duration.ofMinutes(2), REPO.resolve("rootfs/helper"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok(); // rund-helper, beside the jailer as installed

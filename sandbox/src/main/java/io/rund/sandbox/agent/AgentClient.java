@@ -67,6 +67,18 @@ public final class AgentClient implements AutoCloseable {
      * (every 20 ms) until {@code deadline} passes: QEMU creates the socket at start, but
      * the guest needs time to boot.
      */
+    /**
+     * A template's readiness as the sandbox knows it: its agent answers Health within
+     * {@code deadline} (the template store cannot know the agent; it is handed this).
+     */
+    public static io.rund.vm.template.TemplateStore.GuestReady ready(Duration deadline) {
+        return socket -> {
+            try (AgentClient agent = connect(socket, deadline, Duration.ofSeconds(10))) {
+                agent.health();
+            }
+        };
+    }
+
     /** The first Health probe's timeout; each next one doubles, up to the call timeout. */
     static final Duration PROBE_FIRST = Duration.ofMillis(250);
 

@@ -1,19 +1,14 @@
 package io.rund.sandbox.id;
 
-import java.io.IOException;
-import java.io.InputStream;
+import io.rund.vm.Digests;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 import java.util.regex.Pattern;
 
 /**
  * The one rule for the ids containerd hands rund (sandbox, container and task ids: they name
- * directories, cgroups and sockets on the host), the short names made of ids too long for a
- * socket path, and the SHA-256 digests rund computes.
+ * directories, cgroups and sockets on the host), and the short names made of ids too long for
+ * a socket path.
  */
 public final class Ids {
 
@@ -41,32 +36,6 @@ public final class Ids {
 
     /** 16 hex digits of the SHA-256 of {@code s}: a short, stable name. */
     public static String shortHash(String s) {
-        return HexFormat.of().formatHex(sha256().digest(s.getBytes(StandardCharsets.UTF_8)), 0, 8);
-    }
-
-    /** A SHA-256 digest to update. */
-    public static MessageDigest sha256() {
-        try {
-            return MessageDigest.getInstance("SHA-256");
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException("the JDK always has SHA-256", e);
-        }
-    }
-
-    /** Adds the bytes of {@code file} to {@code digest}. */
-    public static void update(MessageDigest digest, Path file) throws IOException {
-        try (InputStream in = Files.newInputStream(file)) {
-            byte[] buf = new byte[1 << 16];
-            for (int n; (n = in.read(buf)) > 0; ) {
-                digest.update(buf, 0, n);
-            }
-        }
-    }
-
-    /** The SHA-256 of {@code file}, in hex. */
-    public static String sha256(Path file) throws IOException {
-        MessageDigest d = sha256();
-        update(d, file);
-        return HexFormat.of().formatHex(d.digest());
+        return HexFormat.of().formatHex(Digests.sha256().digest(s.getBytes(StandardCharsets.UTF_8)), 0, 8);
     }
 }

@@ -1,13 +1,12 @@
 package io.rund.sandbox.agent;
 
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.HypervisorException;
-import io.rund.sandbox.hypervisor.Vm;
-import io.rund.sandbox.hypervisor.VmConfig;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.rootfs.StoreException;
-import io.rund.sandbox.hypervisor.TestVms;
 import io.rund.testing.Trees;
+import io.rund.vm.HypervisorException;
+import io.rund.vm.TestVms;
+import io.rund.vm.Vm;
+import io.rund.vm.VmConfig;
+import io.rund.vm.qemu.QemuHypervisor;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;

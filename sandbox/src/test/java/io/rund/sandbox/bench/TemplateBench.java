@@ -1,12 +1,12 @@
 package io.rund.sandbox.bench;
 
 import io.rund.sandbox.agent.AgentClient;
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.Vm;
-import io.rund.sandbox.hypervisor.VmConfig;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
-import io.rund.sandbox.template.TemplateStore;
 import io.rund.testing.Trees;
+import io.rund.vm.TestVms;
+import io.rund.vm.Vm;
+import io.rund.vm.VmConfig;
+import io.rund.vm.qemu.QemuHypervisor;
+import io.rund.vm.template.TemplateStore;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -16,9 +16,6 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.io.RandomAccessFile;
-import io.rund.sandbox.hypervisor.TestVms;
-import io.rund.sandbox.lifecycle.SandboxManager;
 
 /**
  * Clone vs cold boot, side by side in one run, under the same accelerator: time from
@@ -43,7 +40,7 @@ public final class TemplateBench {
         work = Files.createTempDirectory(Path.of("/run"), "rund-bench-template-");
         Path store = Path.of("/dev/shm/rund-bench-templates-" + ProcessHandle.current().pid());
         try {
-            TemplateStore templates = TemplateStore.open(store, hypervisor, Duration.ofSeconds(60));
+            TemplateStore templates = TemplateStore.open(store, hypervisor, AgentClient.ready(Duration.ofSeconds(60)));
             TemplateStore.Spec spec = new TemplateStore.Spec(GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1, MIB, DISK_BYTES);
             long b0 = System.nanoTime();
             TemplateStore.Template t = templates.get(spec);

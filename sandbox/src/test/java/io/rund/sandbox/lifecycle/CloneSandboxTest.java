@@ -6,7 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.sandbox.template.TemplateStore;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.vm.template.TemplateStore;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.charset.StandardCharsets;
@@ -39,7 +40,7 @@ class CloneSandboxTest {
     static void setUp() throws Exception {
         fx = new Fixture("clone");
         templateRoot = fx.templateRoot;
-        templates = TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60));
+        templates = TemplateStore.open(templateRoot, fx.hypervisor, AgentClient.ready(Duration.ofSeconds(60)));
         manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
     }
 
@@ -186,7 +187,7 @@ class CloneSandboxTest {
 
         // A template whose device state is damaged: the clone fails, the sandbox boots cold.
         Path brokenRoot = Path.of(templateRoot + "-broken");
-        TemplateStore broken = TemplateStore.open(brokenRoot, fx.hypervisor, Duration.ofSeconds(60));
+        TemplateStore broken = TemplateStore.open(brokenRoot, fx.hypervisor, AgentClient.ready(Duration.ofSeconds(60)));
         try {
             SandboxManager m = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, broken);
             TemplateStore.Template t = broken.get(m.templateSpec());

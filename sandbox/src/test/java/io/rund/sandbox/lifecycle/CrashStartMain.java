@@ -4,8 +4,6 @@ import io.rund.rootfs.RootfsMount;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -25,7 +23,7 @@ public final class CrashStartMain {
         WritableLayerStore store = WritableLayerStore.open(Path.of(a[3]), 128);
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(Path.of(a[0]), guest.resolve("vmlinux"),
                 guest.resolve("initramfs.cpio"), 1, 128, Duration.ofSeconds(60)),
-                io.rund.sandbox.hypervisor.TestVms.jailed(), pool, store);
+                io.rund.vm.TestVms.jailed(), pool, store);
         manager.start(new ContainerSpec(a[6], List.of(new RootfsMount("overlay", "overlay",
                 List.of("lowerdir=" + a[4] + ":" + a[5]))), List.of("sleep", "1000"), List.of("PATH=/bin"), "/", "", false,
                 0, 0));

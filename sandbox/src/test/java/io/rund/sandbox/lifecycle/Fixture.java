@@ -6,9 +6,8 @@ import io.rund.rootfs.XfsLoop;
 import io.rund.sandbox.agent.TestGuest;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
-import io.rund.sandbox.hypervisor.AcceleratorProbe;
-import io.rund.sandbox.hypervisor.qemu.QemuHypervisor;
 import io.rund.testing.Trees;
+import io.rund.vm.qemu.QemuHypervisor;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -54,7 +53,7 @@ final class Fixture implements AutoCloseable {
         poolName = "rund-test-" + name + "-" + ProcessHandle.current().pid();
         layout = CgroupLayout.detect(poolName);
         pool = CgroupPool.open(layout, base.resolve("claims"), POOL_SIZE);
-        hypervisor = io.rund.sandbox.hypervisor.TestVms.jailed();
+        hypervisor = io.rund.vm.TestVms.jailed();
         templateRoot = Path.of("/dev/shm/rund-test-" + name + "-templates-" + ProcessHandle.current().pid());
     }
 

@@ -9,9 +9,10 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.network.PodNetwork;
-import io.rund.sandbox.template.TemplateStore;
 import io.rund.testing.Tcp;
+import io.rund.vm.template.TemplateStore;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -45,7 +46,7 @@ class PodNetworkTest {
         fx = new Fixture("net");
         templateRoot = fx.templateRoot;
         manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store,
-                TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60)));
+                TemplateStore.open(templateRoot, fx.hypervisor, AgentClient.ready(Duration.ofSeconds(60))));
         manager.startSpares(1);
     }
 
@@ -171,7 +172,7 @@ class PodNetworkTest {
         awaitSpare();
         manager.close();
         manager = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store,
-                TemplateStore.open(templateRoot, fx.hypervisor, Duration.ofSeconds(60)));
+                TemplateStore.open(templateRoot, fx.hypervisor, AgentClient.ready(Duration.ofSeconds(60))));
         fx.assertNothingLeft();
     }
 

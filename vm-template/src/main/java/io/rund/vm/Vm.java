@@ -1,0 +1,38 @@
+package io.rund.vm;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * A running VM. Lifecycle: launched by {@link Hypervisor#launch}; {@link #stop} asks the
+ * hypervisor to end it and kills it when that takes longer than the grace period;
+ * {@link #close} kills at once. Both are idempotent.
+ */
+public interface Vm extends AutoCloseable {
+
+    /** The hypervisor process's pid on the host (for cgroups and state files). */
+    long pid();
+
+    /** Completes with the hypervisor process's exit code when it has exited, however. */
+    CompletableFuture<Integer> exited();
+
+    /** Freezes every vCPU. */
+    void pause() throws HypervisorException;
+
+    /** Thaws the vCPUs. */
+    void resume() throws HypervisorException;
+
+    /**
+     * Makes this VM a template: pauses it and writes its device state to {@code state};
+     * its RAM, in the file it was launched with ({@link VmConfig.Ram#template}), is the
+     * rest. The VM stays paused.
+     */
+    void saveTemplate(Path state) throws HypervisorException;
+
+    /** Ends the VM: the hypervisor's own quit first, then kill after {@code grace}. */
+    void stop(Duration grace);
+
+    @Override
+    void close();
+}

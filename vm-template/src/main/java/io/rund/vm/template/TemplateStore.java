@@ -1,0 +1,335 @@
+package io.rund.vm.template;
+
+import io.rund.rootfs.Dirs;
+import io.rund.rootfs.SandboxHelper;
+import io.rund.vm.Digests;
+import io.rund.vm.Hypervisor;
+import io.rund.vm.Vm;
+import io.rund.vm.VmConfig;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.lang.System.Logger.Level;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * VM templates: a guest booted once to a ready agent, paused, and saved as its RAM (a
+ * file on tmpfs) and its device state. A clone maps the RAM privately, so the kernel text
+ * the boot patched and every page the clone does not write stay shared between clones,
+ * and loads the device state instead of booting.
+ *
+ * <p>A template is keyed by a hash of what makes it: the kernel's and initramfs's bytes,
+ * the disk's size, and the machine as the hypervisor would start it ({@link
+ * Hypervisor#machine}: vCPUs, memory, accelerator, devices, kernel command line). A changed
+ * key is a new template; the old one is removed when asked, safely under running clones:
+ * its files are unlinked, and a clone's mapping keeps the RAM's pages until it exits.
+ * Templates are built into a private directory and renamed into place, so a crash leaves
+ * no half template that could be used.
+ *
+ * <p>Threads: any; one build per key at a time.
+ */
+public final class TemplateStore {
+
+    private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
+    /** Bumped whenever what a template holds changes in a way neither its files nor its machine show. */
+    static final String FORMAT = "v4";
+
+    /**
+     * What a template is made of. Its VM has the devices of a sandbox's, in the same
+     * order: the agent's port, a virtio-fs device (served by a helper over an empty
+     * directory; the guest does not mount it before a clone does), a virtio-blk
+     * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
+     * disk before it mounts a clone's own) and a virtio-net device on a tap of its own
+     * (left down: a clone's agent configures it, on the clone's tap).
+     */
+    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes) {}
+
+    /** A built template: clone it with {@link VmConfig.Ram#cloneOf}({@code ram}, {@code state}). */
+    public record Template(String key, Path dir, Path ram, Path state) {
+        public VmConfig.Ram cloneRam() {
+            return VmConfig.Ram.cloneOf(ram, state);
+        }
+    }
+
+    private final Path root;
+    private final Hypervisor hypervisor;
+    private final GuestReady ready;
+    private final Map<String, Object> building = new ConcurrentHashMap<>();
+    /** Keys computed so far, by spec and the stamps of its files. */
+    private final Map<String, String> keys = new ConcurrentHashMap<>();
+
+    /**
+     * How a template's builder knows its guest is ready to be saved: the guest's agent
+     * answered on {@code agentSocket} (the agent's client lives with the sandbox, above
+     * this module, so the sandbox hands it in).
+     */
+    @FunctionalInterface
+    public interface GuestReady {
+        void await(Path agentSocket) throws Exception;
+    }
+
+    private TemplateStore(Path root, Hypervisor hypervisor, GuestReady ready) {
+        this.root = root;
+        this.hypervisor = hypervisor;
+        this.ready = ready;
+    }
+
+    /**
+     * Opens the store at {@code root} (which should be tmpfs or hugetlbfs: clones map RAM
+     * from it), removing what interrupted builds and removals left.
+     */
+    public static TemplateStore open(Path root, Hypervisor hypervisor, GuestReady ready) throws IOException {
+        // Parents with the usual modes (createDirectories would give them all the root's 0700,
+        // and VMs must pass through them to map a template's RAM).
+        Files.createDirectories(root.getParent());
+        if (!Files.isDirectory(root)) {
+            Files.createDirectory(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        }
+        hypervisor.grantVmRead(root);
+        try (Stream<Path> s = Files.list(root)) {
+            for (Path p : s.toList()) {
+                if (p.getFileName().toString().contains(".")) {
+                    deleteDir(p); // <key>.building-N or <key>.removed-N
+                } else if (Files.isDirectory(p)) {
+                    // Built by an earlier daemon, perhaps one whose VMs were not confined: every VM reads it.
+                    for (Path f : List.of(p, p.resolve("ram"), p.resolve("state"))) {
+                        if (Files.exists(f)) {
+                            hypervisor.grantVmRead(f);
+                        }
+                    }
+                }
+            }
+        }
+        return new TemplateStore(root, hypervisor, ready);
+    }
+
+    /** The key of a template: a hash of everything that makes it. */
+    public String key(Spec spec) throws IOException {
+        // Hashing 20 MB of kernel belongs to the first use, not to every clone's start.
+        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs());
+        String known = keys.get(stamp);
+        if (known != null) {
+            return known;
+        }
+        String key = key(spec, hypervisor);
+        keys.put(stamp, key);
+        return key;
+    }
+
+    /** The VM a template of {@code spec} is built as (and its clones are made as). */
+    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, long fsPid, VmConfig.Ram ram, String tap,
+            int uid) {
+        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk, fsSocket,
+                fsPid, ram, tap, uid);
+    }
+
+    /**
+     * The key of the template that {@code hypervisor} would build for {@code spec}, computed
+     * from the files and the machine alone: `rund check` uses it to tell whether a daemon
+     * that is not running would find its template built.
+     */
+    public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
+        String machine = hypervisor.machine(vm(spec, "template", Path.of("/template"), Path.of("/template/disk"),
+                Path.of("/template/virtiofs.sock"), 0, VmConfig.Ram.template(Path.of("/template/ram")), "tap", 0));
+        MessageDigest d = Digests.sha256();
+        for (Path p : List.of(spec.kernel(), spec.initramfs())) {
+            Digests.update(d, p);
+        }
+        d.update((spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT).getBytes(StandardCharsets.UTF_8));
+        return HexFormat.of().formatHex(d.digest(), 0, 12);
+    }
+
+    /** A file's identity and version: replaced or rewritten, it reads differently. */
+    private static String stamp(Path p) throws IOException {
+        BasicFileAttributes a = Files.readAttributes(p, BasicFileAttributes.class);
+        return a.fileKey() + ":" + a.size() + ":" + a.lastModifiedTime().to(TimeUnit.NANOSECONDS);
+    }
+
+    /** The template for {@code spec}, built now if there is none. */
+    public Template get(Spec spec) throws TemplateException {
+        String key;
+        try {
+            key = key(spec);
+        } catch (IOException e) {
+            throw new TemplateException("template: read " + spec.kernel() + " and " + spec.initramfs() + ": " + e.getMessage(), e);
+        }
+        Template t = existing(key);
+        if (t != null) {
+            return t;
+        }
+        synchronized (building.computeIfAbsent(key, k -> new Object())) {
+            t = existing(key);
+            return t != null ? t : build(key, spec);
+        }
+    }
+
+    /** The built template with this key, or null. */
+    public Template existing(String key) {
+        Path dir = root.resolve(key);
+        Template t = new Template(key, dir, dir.resolve("ram"), dir.resolve("state"));
+        return Files.isRegularFile(t.state()) && Files.isRegularFile(t.ram()) ? t : null;
+    }
+
+    private Template build(String key, Spec spec) throws TemplateException {
+        long started = System.nanoTime();
+        Path work = root.resolve(key + ".building-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        String what = "template " + key + ": ";
+        Vm vm = null;
+        SandboxHelper fs = null;
+        int uid = 0;
+        // The build VM's sockets and logs: a short path, as unix socket addresses are short.
+        Path run = null;
+        try {
+            Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            hypervisor.grantVmRead(work); // the building VM reaches its RAM and state files through it
+            run = Files.createTempDirectory("rund-template-");
+            Path empty = Files.createDirectory(run.resolve("empty"));
+            Path disk = work.resolve("disk");
+            try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
+                f.setLength(spec.diskBytes());
+            }
+            // The build VM's helper serves an empty share: the device must exist (clones have it)
+            // and its back-end state travels with the template.
+            uid = hypervisor.jail().acquire();
+            fs = SandboxHelper.start("template-" + key, run, empty, hypervisor.jail().helperJail(uid),
+                    SandboxHelper.Limits.DEFAULT);
+            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), fs.process().pid(),
+                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
+            // Ready means the agent answered; it then waits for the next host, which is a clone's.
+            ready.await(run.resolve("agent.sock"));
+            awaitHostGone(key, run.resolve("console.log"));
+            vm.saveTemplate(work.resolve("state"));
+            vm.stop(Duration.ofSeconds(5));
+            vm.close(); // stopped: closing waits for its process, whose uid goes back below
+            vm = null;
+            // Every clone reads these; none may write them (the building VM's uid goes to the next VM).
+            hypervisor.grantVmRead(work.resolve("ram"));
+            hypervisor.grantVmRead(work.resolve("state"));
+            Files.deleteIfExists(disk);
+            Files.writeString(work.resolve("template.json"), """
+                    {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"format":"%s","buildMillis":%d}
+                    """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), FORMAT,
+                    (System.nanoTime() - started) / 1_000_000));
+            try {
+                Files.move(work, root.resolve(key), StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                throw new IOException("rename " + work + " into place: " + e.getMessage(), e);
+            }
+            LOG.log(Level.INFO, "template {0}: built in {1} ms ({2} vCPU, {3} MiB, {4})", key,
+                    (System.nanoTime() - started) / 1_000_000, spec.vcpus(), spec.memoryMiB(),
+                    hypervisor.accelerator().kind());
+            return existing(key);
+        } catch (Exception e) {
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+            }
+            if (vm != null) {
+                vm.close();
+            }
+            deleteDirQuietly(work);
+            throw new TemplateException(what + "build: " + e.getMessage(), e);
+        } finally {
+            if (fs != null) {
+                fs.close();
+            }
+            if (uid > 0) {
+                hypervisor.jail().release(uid); // the build VM and its helper are gone: both closed above
+            }
+            if (run != null) {
+                try {
+                    Files.deleteIfExists(run.resolve("empty")); // the one directory in it: removal does not descend
+                } catch (IOException e) {
+                    LOG.log(Level.WARNING, "template: remove {0}: {1}", run.resolve("empty"), e.getMessage());
+                }
+                deleteDirQuietly(run);
+            }
+        }
+    }
+
+    /** What the agent prints when it has seen its host leave and waits for the next one (agent/main.c). */
+    static final String HOST_GONE = "rund-agent: host disconnected; waiting for it to come back";
+
+    /**
+     * Waits (a few seconds at most) until the building guest has seen the build's agent
+     * connection close. Saved before that, the template's agent channel is still "connected"
+     * in the guest and in QEMU's device state, and a clone's guest may learn of that old
+     * host's departure only after the daemon's first connection arrived, dropping its first
+     * call: a spare's start then waited for the Health call's whole timeout.
+     */
+    private static void awaitHostGone(String key, Path console) throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        while (System.nanoTime() < end) {
+            try {
+                if (Files.readString(console).contains(HOST_GONE)) {
+                    return;
+                }
+            } catch (IOException e) {
+                // not written yet
+            }
+            Thread.sleep(10);
+        }
+        LOG.log(Level.WARNING, "template {0}: the guest did not report the build''s agent connection closed within 5 s;"
+                + " saving anyway", key);
+    }
+
+    /**
+     * Removes a template. Running clones keep working: the files are only unlinked (first
+     * renamed, so no new clone can find a half-removed template), and their RAM lives on
+     * in the clones' mappings until they exit.
+     */
+    public void remove(String key) throws IOException {
+        Path dir = root.resolve(key);
+        if (!Files.isDirectory(dir)) {
+            return;
+        }
+        Path gone = root.resolve(key + ".removed-" + System.nanoTime());
+        Files.move(dir, gone, StandardCopyOption.ATOMIC_MOVE);
+        deleteDir(gone);
+        LOG.log(Level.INFO, "template {0}: removed", key);
+    }
+
+    /** Removes every template but {@code keep}'s (safely under their clones, as {@link #remove}); returns their keys. */
+    public List<String> prune(String keep) throws IOException {
+        List<String> removed = new java.util.ArrayList<>();
+        for (String k : keys()) {
+            if (!k.equals(keep)) {
+                remove(k);
+                removed.add(k);
+            }
+        }
+        return removed;
+    }
+
+    /** The keys of the built templates. */
+    public List<String> keys() throws IOException {
+        try (Stream<Path> s = Files.list(root)) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> !n.contains(".")).sorted().toList();
+        }
+    }
+
+    private static void deleteDirQuietly(Path dir) {
+        try {
+            deleteDir(dir);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "template: remove {0}: {1}", dir, e.getMessage());
+        }
+    }
+
+    /** A template directory holds only files: removal never descends further. */
+    private static void deleteDir(Path dir) throws IOException {
+        Dirs.removeShallow(dir);
+    }
+}
