@@ -1,5 +1,6 @@
 package io.rund.rootfs;
 
+import io.rund.testing.NativeTools;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -25,7 +26,7 @@ class ReadOnlyLayerTest {
         Path image = Files.createDirectories(dir.resolve("image/etc"));
         Files.writeString(image.resolve("os-release"), "ID=test\n");
         Path sandbox = Files.createDirectories(dir.resolve("sb"));
-        ReadOnlyLayer layer = ReadOnlyLayer.start("sb", sandbox, NativeTools.jail(3));
+        ReadOnlyLayer layer = ReadOnlyLayer.start("sb", sandbox, new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(), NativeTools.TEST_GID + 3, NativeTools.TEST_GID));
         Path helperRoot = Path.of("/proc", Long.toString(layer.helper().process().pid()), "root");
         Path mountinfo = helperRoot.getParent().resolve("mountinfo");
         try {

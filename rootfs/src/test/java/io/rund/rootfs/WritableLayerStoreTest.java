@@ -1,5 +1,6 @@
 package io.rund.rootfs;
 
+import io.rund.testing.XfsLoop;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;

@@ -1,6 +1,6 @@
 package io.rund.test;
 
-import io.rund.rootfs.XfsLoop;
+import io.rund.testing.XfsLoop;
 import io.rund.testing.Command;
 import io.rund.testing.Trees;
 import java.io.IOException;

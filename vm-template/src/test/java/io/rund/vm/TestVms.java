@@ -1,6 +1,6 @@
 package io.rund.vm;
 
-import io.rund.rootfs.NativeTools;
+import io.rund.testing.NativeTools;
 import io.rund.rootfs.SandboxHelper;
 import io.rund.rootfs.StoreException;
 import io.rund.vm.qemu.QemuHypervisor;

@@ -1,6 +1,6 @@
 package io.rund.rootfs.virtiofs;
 
-import io.rund.rootfs.NativeTools;
+import io.rund.testing.NativeTools;
 import io.rund.rootfs.Syscalls.SyscallException;
 import io.rund.rootfs.SandboxHelper;
 import java.nio.channels.FileChannel;

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.rootfs.NativeTools;
+import io.rund.testing.NativeTools;
 import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.SandboxHelper;
 import java.nio.ByteBuffer;
@@ -72,7 +72,7 @@ class SandboxHelperFuzzTest {
         Random rnd = new Random(seed);
         List<Long> nodes = new ArrayList<>(List.of(1L));
         List<Long> handles = new ArrayList<>();
-        SandboxHelper.Jail jail = NativeTools.jail(2);
+        SandboxHelper.Jail jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(), NativeTools.TEST_GID + 2, NativeTools.TEST_GID);
         try (SandboxHelper fs = SandboxHelper.start("fuzz", dir, share, jail, new SandboxHelper.Limits(NODE_CAP, HANDLE_CAP));
                 HostileDriver guest = HostileDriver.connect(fs, jail)) {
             assertEquals(0, error(guest.call(guest.init(), 4096)));

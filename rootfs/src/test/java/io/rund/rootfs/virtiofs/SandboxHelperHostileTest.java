@@ -10,7 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.rootfs.NativeTools;
+import io.rund.testing.NativeTools;
 import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.SandboxHelper;
 import java.net.StandardProtocolFamily;
@@ -79,7 +79,7 @@ class SandboxHelperHostileTest {
     }
 
     private void serve(SandboxHelper.Limits limits) throws Exception {
-        jail = NativeTools.jail(1);
+        jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(), NativeTools.TEST_GID + 1, NativeTools.TEST_GID);
         fs = SandboxHelper.start("hostile", dir, share, jail, limits);
         guest = HostileDriver.connect(fs, jail);
         assertEquals(0, error(guest.call(guest.init(), CAP)));
@@ -329,7 +329,7 @@ class SandboxHelperHostileTest {
                 new Bad("negative size", HostileDriver.SET_VRING_NUM, -8, new byte[8]),
                 new Bad("unknown request", 9999, 0, new byte[0]),
                 new Bad("queue 7", HostileDriver.SET_VRING_NUM, 8, HostileDriver.le(8).putInt(7).putInt(256).array()))) {
-            jail = NativeTools.jail(1);
+            jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(), NativeTools.TEST_GID + 1, NativeTools.TEST_GID);
             fs = SandboxHelper.start("hostile", dir, share, jail, SandboxHelper.Limits.DEFAULT);
             try (HostileDriver d = HostileDriver.attach(fs.socket(), jail)) {
                 d.raw(bad.request(), 1, bad.size(), bad.payload());

@@ -2,7 +2,7 @@ package io.rund.sandbox.bench;
 
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
-import io.rund.rootfs.XfsLoop;
+import io.rund.testing.XfsLoop;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;

@@ -2,7 +2,7 @@ package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.RootfsMount;
 import io.rund.rootfs.WritableLayerStore;
-import io.rund.rootfs.XfsLoop;
+import io.rund.testing.XfsLoop;
 import io.rund.sandbox.agent.TestGuest;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;

@@ -1,6 +1,5 @@
-package io.rund.rootfs;
+package io.rund.testing;
 
-import io.rund.rootfs.SandboxHelper;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -9,8 +8,7 @@ import java.util.List;
 /**
  * The C programs tests run as production runs them: rund-jail, rund-helper, and memholder
  * (which plays a VM's QEMU for the helper's tests), built from this tree with make into
- * {@code rootfs/target/native} once per test JVM. Tests of every module use it (the rootfs
- * test jar).
+ * {@code rootfs/target/native} once per test JVM. Tests of every module use it.
  */
 public final class NativeTools {
 
@@ -64,10 +62,5 @@ public final class NativeTools {
 
     public static Path memholder() throws IOException {
         return build().resolve("memholder");
-    }
-
-    /** How a test's helper runs: as {@code TEST_GID + slot}, group {@link #TEST_GID}. */
-    public static SandboxHelper.Jail jail(int slot) throws IOException {
-        return new SandboxHelper.Jail(jailer(), helper(), TEST_GID + slot, TEST_GID);
     }
 }

@@ -1,4 +1,4 @@
-package io.rund.rootfs;
+package io.rund.testing;
 
 import java.io.IOException;
 import java.io.RandomAccessFile;
