@@ -4,11 +4,11 @@ import com.google.protobuf.Timestamp;
 import java.time.Instant;
 
 /** The one conversion of a JDK instant to the protobuf Timestamp containerd's messages carry. */
-final class Timestamps {
+public final class Timestamps {
 
     private Timestamps() {}
 
-    static Timestamp of(Instant t) {
+    public static Timestamp of(Instant t) {
         return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
     }
 }

@@ -10,10 +10,10 @@ import java.util.Properties;
  * them into version.properties (shim/pom.xml). The launcher prints the same three for
  * {@code -v}, in the same shape as containerd's own shims.
  */
-record Version(String version, String commit, String date) {
+public record Version(String version, String commit, String date) {
 
     /** This build's; fields the build could not fill read "unknown". */
-    static final Version CURRENT = load();
+    public static final Version CURRENT = load();
 
     private static Version load() {
         Properties p = new Properties();
@@ -37,7 +37,7 @@ record Version(String version, String commit, String date) {
     }
 
     /** The block `rund version` prints for {@code name}, as containerd's shims print theirs. */
-    String describe(String name) {
+    public String describe(String name) {
         return name + ":\n  Version:    " + version + "\n  Revision:   " + commit + "\n  Build date: " + date + "\n";
     }
 

@@ -73,7 +73,7 @@ final class Containerd implements AutoCloseable {
         Path daemon = dir.resolve("rund-daemon");
         Files.writeString(daemon, "#!/bin/sh\nexec " + Path.of(System.getProperty("java.home"), "bin", "java")
                 + " @" + System.getProperty("rund.jvm.argfile") + " -cp '" + System.getProperty("java.class.path")
-                + "' io.rund.shim.Main\n");
+                + "' io.rund.shim.control.Main\n");
         Files.setPosixFilePermissions(daemon, PosixFilePermissions.fromString("rwxr-xr-x"));
 
         // Pod networking as a node has it: Debian's CNI plugins, a bridge with the gateway on it.
@@ -219,7 +219,7 @@ final class Containerd implements AutoCloseable {
             throws IOException, InterruptedException {
         List<String> argv = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "@" + System.getProperty("rund.jvm.argfile"), "-cp", System.getProperty("java.class.path"),
-                "io.rund.shim.Cli"));
+                "io.rund.shim.cli.Cli"));
         argv.addAll(List.of(args));
         return Command.run(bound, null, env, argv);
     }

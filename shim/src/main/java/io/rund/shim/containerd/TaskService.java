@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.containerd;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.Empty;
@@ -51,6 +51,10 @@ import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.sandbox.lifecycle.Sandbox;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.shim.TaskFault;
+import io.rund.shim.Timestamps;
+import io.rund.shim.oci.OciSpec;
+import io.rund.shim.stdio.Stdio;
 import io.rund.ttrpc.ServiceDefinition;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
@@ -73,7 +77,7 @@ import java.util.concurrent.TimeUnit;
  * <p>The sandbox (the VM) is made by the first container's Create and stopped by its
  * Delete, which waits until no other container of the pod still runs.
  */
-final class TaskService {
+public final class TaskService {
 
     private static final System.Logger LOG = System.getLogger(TaskService.class.getName());
     static final String SERVICE = "containerd.task.v2.Task";
@@ -88,7 +92,7 @@ final class TaskService {
     record Exit(int status, Instant at) {}
 
     /** What the daemon hears from an endpoint. */
-    interface Owner {
+    public interface Owner {
         /** A container that joined the pod was deleted: its id no longer routes here. */
         void containerGone(String containerId);
 
@@ -120,7 +124,7 @@ final class TaskService {
 
     /** A container (a containerd task) of this sandbox. */
     static final class Container {
-        final String id;
+        public final String id;
         final Path bundle;
         final Map<String, Proc> procs = new ConcurrentHashMap<>();
         volatile boolean paused;
@@ -137,7 +141,7 @@ final class TaskService {
 
     final String namespace;
     /** The sandbox's id: its first container's. */
-    final String id;
+    public final String id;
     private final SandboxManager manager;
     private final EventPublisher events;
     private final Owner owner;
@@ -148,7 +152,7 @@ final class TaskService {
     private volatile Sandbox sandbox;
     private volatile boolean closed;
 
-    TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Owner owner) {
+    public TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Owner owner) {
         this.namespace = namespace;
         this.id = id;
         this.manager = manager;
@@ -158,7 +162,7 @@ final class TaskService {
     }
 
     /** Lets a container of the pod be created here; false once the endpoint is closing. */
-    boolean route(String containerId) {
+    public boolean route(String containerId) {
         synchronized (lifecycle) {
             if (closed) {
                 return false;
@@ -168,7 +172,7 @@ final class TaskService {
         }
     }
 
-    ServiceDefinition definition() {
+    public ServiceDefinition definition() {
         return ServiceDefinition.builder(SERVICE)
                 .unary("Create", CreateTaskRequest.parser(), (c, r) -> create(r))
                 .unary("Start", StartRequest.parser(), (c, r) -> start(r))
@@ -546,7 +550,7 @@ final class TaskService {
     }
 
     /** Stops the sandbox if it still runs and ends this endpoint. */
-    void close() {
+    public void close() {
         synchronized (lifecycle) {
             closed = true;
         }
@@ -563,7 +567,7 @@ final class TaskService {
      * init's exit, or a kill's if it never said. The sandbox's own task ends the endpoint;
      * a joined container is removed from the sandbox.
      */
-    DeleteResponse forceDelete(String cid) {
+    public DeleteResponse forceDelete(String cid) {
         Container c = containers.get(cid);
         Proc p = c == null ? null : c.procs.get("");
         Exit e = p == null ? new Exit(137, Instant.now()) : p.exit.getNow(new Exit(137, Instant.now()));

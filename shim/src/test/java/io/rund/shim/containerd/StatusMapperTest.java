@@ -1,9 +1,10 @@
-package io.rund.shim;
+package io.rund.shim.containerd;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.lifecycle.SandboxException;
+import io.rund.shim.TaskFault;
 import io.rund.ttrpc.Code;
 import io.rund.ttrpc.Status;
 import org.junit.jupiter.api.Tag;

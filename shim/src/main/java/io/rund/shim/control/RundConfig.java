@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.control;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.DeserializationFeature;
@@ -29,7 +29,7 @@ import java.util.Map;
  *                                      # rund-helper, is installed beside it
  * </pre>
  */
-final class RundConfig {
+public final class RundConfig {
 
     /** The file's shape; every field optional. */
     static final class File {
@@ -60,7 +60,7 @@ final class RundConfig {
 
     private RundConfig() {}
 
-    static Daemon.Config load(Map<String, String> env) throws IOException {
+    public static Daemon.Config load(Map<String, String> env) throws IOException {
         Path path = Path.of(env.getOrDefault("RUND_CONFIG", "/etc/rund/rund.toml"));
         File f = Files.exists(path) ? parse(path) : new File();
         String accel = pick(env, "RUND_ACCELERATOR", f.accelerator, "auto");

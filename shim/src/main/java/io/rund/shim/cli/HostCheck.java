@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -9,6 +9,8 @@ import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.shim.Version;
+import io.rund.shim.control.Daemon;
 import io.rund.ttrpc.TtrpcException;
 import io.rund.vm.Accelerator;
 import io.rund.vm.AcceleratorProbe;
@@ -37,7 +39,7 @@ import java.util.regex.Pattern;
  * only predict. It changes nothing: the store's clone probe removes its two files, and
  * nothing is created in the cgroup or template stores.
  */
-final class HostCheck {
+public final class HostCheck {
 
     enum Level {
         OK,

@@ -1,10 +1,11 @@
-package io.rund.shim;
+package io.rund.shim.containerd;
 
 import com.google.protobuf.Any;
 import com.google.protobuf.Empty;
 import com.google.protobuf.Message;
 import io.rund.containerd.events.ttrpc.v1.Envelope;
 import io.rund.containerd.events.ttrpc.v1.ForwardRequest;
+import io.rund.shim.Timestamps;
 import io.rund.ttrpc.CallOptions;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.TtrpcException;
@@ -22,7 +23,7 @@ import java.util.concurrent.LinkedBlockingQueue;
  * times; the queue is bounded too, and an event that cannot be queued is logged, not
  * waited for.
  */
-final class EventPublisher implements AutoCloseable {
+public final class EventPublisher implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(EventPublisher.class.getName());
     private static final String SERVICE = "containerd.services.events.ttrpc.v1.Events";
@@ -34,7 +35,7 @@ final class EventPublisher implements AutoCloseable {
     private final Thread sender;
     private Client client;
 
-    EventPublisher(String ttrpcAddress, String namespace) {
+    public EventPublisher(String ttrpcAddress, String namespace) {
         this.address = ttrpcAddress.startsWith("unix://") ? ttrpcAddress.substring(7) : ttrpcAddress;
         this.namespace = namespace;
         this.sender = Thread.ofVirtual().name("events-" + namespace).start(this::run);

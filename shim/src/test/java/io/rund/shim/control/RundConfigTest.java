@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.control;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;

@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.control;
 
 import java.util.concurrent.CountDownLatch;
 

@@ -1,8 +1,9 @@
-package io.rund.shim;
+package io.rund.shim.containerd;
 
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.SandboxException;
+import io.rund.shim.TaskFault;
 import io.rund.ttrpc.Code;
 import io.rund.ttrpc.ErrorMapper;
 import io.rund.ttrpc.Status;
@@ -12,11 +13,11 @@ import io.rund.ttrpc.Status;
  * AlreadyExists, InvalidArgument, FailedPrecondition, Unimplemented, ...). A known fault is
  * never flattened to Unknown; every exception that carries a {@link Fault} maps by it alone.
  */
-final class StatusMapper {
+public final class StatusMapper {
 
     private StatusMapper() {}
 
-    static final ErrorMapper MAPPER = ErrorMapper.standard().orElse(StatusMapper::map);
+    public static final ErrorMapper MAPPER = ErrorMapper.standard().orElse(StatusMapper::map);
 
     private static Status map(Throwable t) {
         return switch (t) {

@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.control;
 
 import io.rund.containerd.task.v2.DeleteResponse;
 import io.rund.control.v1.BuildTemplateRequest;
@@ -17,6 +17,13 @@ import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import io.rund.sandbox.lifecycle.SandboxState;
+import io.rund.shim.TaskFault;
+import io.rund.shim.Timestamps;
+import io.rund.shim.Version;
+import io.rund.shim.containerd.EventPublisher;
+import io.rund.shim.containerd.StatusMapper;
+import io.rund.shim.containerd.TaskService;
+import io.rund.shim.oci.OciSpec;
 import io.rund.ttrpc.PeerPolicy;
 import io.rund.ttrpc.Server;
 import io.rund.ttrpc.ServiceDefinition;
@@ -51,16 +58,16 @@ import java.util.regex.Pattern;
  *
  * <p>Threads: ttrpc's (a virtual thread per call); nothing here blocks the accept loops.
  */
-final class Daemon implements AutoCloseable {
+public final class Daemon implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(Daemon.class.getName());
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
     /** The hypervisor binary (Debian's; QEMU 10 from bookworm-backports on Debian 12). */
-    static final Path QEMU = Path.of("/usr/bin/qemu-system-x86_64");
+    public static final Path QEMU = Path.of("/usr/bin/qemu-system-x86_64");
     /** Every VM's size and writable layer, today one size for all (`rund check` computes the template key from them). */
-    static final int VM_VCPUS = 1;
-    static final int VM_MEMORY_MIB = 256;
-    static final int LAYER_MIB = 256;
+    public static final int VM_VCPUS = 1;
+    public static final int VM_MEMORY_MIB = 256;
+    public static final int LAYER_MIB = 256;
 
     /**
      * Where things are; see {@link RundConfig} for where the values come from.
@@ -68,11 +75,11 @@ final class Daemon implements AutoCloseable {
      * {@code spareVms}: paused clones kept ready (with templates only);
      * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer}.
      */
-    record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
+    public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
             Path templates, int spareVms, int vmUidBase, Path jailer) {
 
         /** The VMs' jail. */
-        VmJail jail() {
+        public VmJail jail() {
             return new VmJail(jailer, vmUidBase);
         }
     }

@@ -1,8 +1,10 @@
-package io.rund.shim;
+package io.rund.shim.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.shim.Version;
+import io.rund.shim.control.Daemon;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;

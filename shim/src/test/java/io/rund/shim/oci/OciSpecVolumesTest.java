@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.oci;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.sandbox.lifecycle.ContainerSpec;
+import io.rund.shim.TaskFault;
 import io.rund.testing.Trees;
 import java.util.List;
 import org.junit.jupiter.api.Tag;

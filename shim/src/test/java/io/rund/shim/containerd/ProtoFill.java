@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.containerd;
 
 import com.google.protobuf.ByteString;
 import com.google.protobuf.Descriptors.EnumDescriptor;

@@ -1,4 +1,4 @@
-package io.rund.shim;
+package io.rund.shim.oci;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -7,6 +7,7 @@ import io.rund.agent.v1.Rlimit;
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.lifecycle.ContainerSpec;
+import io.rund.shim.TaskFault;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -18,11 +19,11 @@ import java.util.List;
  * bundle's config.json, for an exec from the JSON in ExecProcessRequest.spec), the
  * hostname and the resources. Every field is checked; errors name the field and value.
  */
-final class OciSpec {
+public final class OciSpec {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros,
+    public record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros,
             List<ContainerSpec.Volume> volumes, List<ContainerSpec.FileMount> files, Path netns) {}
 
     /** The largest host file a bind brings into the VM (the agent's limit). */
@@ -129,7 +130,7 @@ final class OciSpec {
     }
 
     /** An OCI LinuxResources, the parts rund applies; 0 means "not set". */
-    record Resources(long memoryLimitBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pidsLimit) {
+    public record Resources(long memoryLimitBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pidsLimit) {
 
         /** The quota per 100 ms period, the unit the sandbox's limits use. */
         long quotaPer100ms() {
@@ -145,7 +146,7 @@ final class OciSpec {
     }
 
     /** The LinuxResources JSON of an Update call. */
-    static Resources resources(byte[] json) throws TaskFault {
+    public static Resources resources(byte[] json) throws TaskFault {
         try {
             return resources(JSON.readTree(json));
         } catch (IOException e) {
@@ -157,17 +158,17 @@ final class OciSpec {
 
     /** containerd's CRI plugin marks each container of a pod with these annotations. */
     static final String CONTAINER_TYPE = "io.kubernetes.cri.container-type";
-    static final String SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
+    public static final String SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
 
     /** A container that joins the pod {@code sandboxId}, whose sandbox container made the VM. */
-    record PodMember(String sandboxId) {}
+    public record PodMember(String sandboxId) {}
 
     /**
      * The pod a bundle's container joins, from its CRI annotations: present only for
      * container-type "container" (the sandbox container, type "sandbox", makes the pod).
      * A bundle that cannot be read is no pod member; Create reports what is wrong with it.
      */
-    static PodMember podMember(Path bundle) {
+    public static PodMember podMember(Path bundle) {
         try {
             String text = Files.readString(bundle.resolve("config.json"));
             if (!text.contains(SANDBOX_ID)) {
@@ -183,7 +184,7 @@ final class OciSpec {
         return null;
     }
 
-    static Bundle readBundle(Path bundle) throws TaskFault {
+    public static Bundle readBundle(Path bundle) throws TaskFault {
         Path config = bundle.resolve("config.json");
         JsonNode root;
         try {
@@ -201,7 +202,7 @@ final class OciSpec {
                 netns(config + " linux.namespaces", root.path("linux").path("namespaces")));
     }
 
-    static Process execProcess(byte[] json) throws TaskFault {
+    public static Process execProcess(byte[] json) throws TaskFault {
         try {
             return process("exec spec", JSON.readTree(json));
         } catch (IOException e) {

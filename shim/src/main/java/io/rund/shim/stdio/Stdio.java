@@ -1,10 +1,11 @@
-package io.rund.shim;
+package io.rund.shim.stdio;
 
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.shim.TaskFault;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.net.URI;
@@ -41,7 +42,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * such opens stopped every other virtual thread of the daemon. (Non-blocking fifos through
  * FFM and one poller would be lighter; noted for later.)
  */
-final class Stdio {
+public final class Stdio {
 
     private static final System.Logger LOG = System.getLogger(Stdio.class.getName());
     private static final int CHUNK = 64 * 1024;
@@ -56,7 +57,7 @@ final class Stdio {
     }
 
     /** Checks a process's endpoints before anything starts: one binary:// URI for both outputs, or each on its own. */
-    static void check(String stdin, String stdout, String stderr) throws TaskFault {
+    public static void check(String stdin, String stdout, String stderr) throws TaskFault {
         check("stdin", stdin);
         if (stdout.startsWith("binary://")) {
             if (!stderr.equals(stdout)) {
@@ -74,7 +75,7 @@ final class Stdio {
      * The output side of a process: its destinations, opened (a logging program started
      * and ready) before the process starts, then the pumps once it has.
      */
-    static final class Output {
+    public static final class Output {
         private final String containerId;
         private final String execId;
         private final String stdout;
@@ -93,7 +94,7 @@ final class Stdio {
         }
 
         /** Starts the pumps: the process has started, so its streams exist in the guest. */
-        void begin(AgentClient agent) {
+        public void begin(AgentClient agent) {
             CompletableFuture<Void> out;
             CompletableFuture<Void> err;
             if (logger != null) {
@@ -114,13 +115,13 @@ final class Stdio {
         }
 
         /** Waits, at most {@code limit}, until all the process wrote has been passed on; then lets the logger go. */
-        void awaitDrained(Duration limit) {
+        public void awaitDrained(Duration limit) {
             await(drained, limit);
             abandon();
         }
 
         /** Lets the logging program go (the process did not start, or its output is done). */
-        void abandon() {
+        public void abandon() {
             if (logger != null) {
                 logger.finish();
             }
@@ -128,7 +129,7 @@ final class Stdio {
     }
 
     /** Opens a process's output destinations; a logging program's fifos go in {@code workDir}. */
-    static Output output(Path workDir, String namespace, String containerId, String execId, String stdout, String stderr,
+    public static Output output(Path workDir, String namespace, String containerId, String execId, String stdout, String stderr,
             boolean terminal) throws TaskFault {
         Logger logger = stdout.startsWith("binary://")
                 ? Logger.start(stdout, namespace, execId.isEmpty() ? containerId : execId, workDir) : null;
@@ -363,7 +364,7 @@ final class Stdio {
     }
 
     /** A running stdin pump; {@link #cancel} ends it even while containerd never opened the fifo. */
-    static final class Input {
+    public static final class Input {
         private final String fifo;
         private volatile boolean cancelled;
 
@@ -375,7 +376,7 @@ final class Stdio {
          * Ends the pump: if it is still waiting in open(2) for containerd to open the fifo's
          * write end, opening that end here (non-blocking, at once closed) releases it.
          */
-        void cancel() {
+        public void cancel() {
             cancelled = true;
             if (fifo == null) {
                 return;
@@ -390,7 +391,7 @@ final class Stdio {
     }
 
     /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
-    static Input pumpIn(AgentClient agent, String containerId, String execId, String uri) {
+    public static Input pumpIn(AgentClient agent, String containerId, String execId, String uri) {
         if (uri.isEmpty()) {
             return new Input(null);
         }

@@ -1,10 +1,13 @@
-package io.rund.shim;
+package io.rund.shim.cli;
 
 import io.rund.control.v1.BuildTemplateRequest;
 import io.rund.control.v1.BuildTemplateResponse;
 import io.rund.control.v1.SandboxStatus;
 import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
+import io.rund.shim.Version;
+import io.rund.shim.control.Daemon;
+import io.rund.shim.control.RundConfig;
 import io.rund.ttrpc.CallOptions;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.TtrpcException;
