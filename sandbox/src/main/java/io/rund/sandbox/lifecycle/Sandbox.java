@@ -78,7 +78,7 @@ public final class Sandbox implements AutoCloseable {
             image = readOnly.add(cid, spec.rootfs());
             images.put(cid, image);
             // A pod's containers share its hostname and IPC: the first container's namespaces.
-            agent.createContainer(SandboxManager.containerRequest(spec, image, image).toBuilder()
+            agent.createContainer(ContainerRequests.of(spec, image, image).toBuilder()
                     .setPodNamespacesOf(id).build());
         } catch (StoreException e) {
             images.remove(cid);

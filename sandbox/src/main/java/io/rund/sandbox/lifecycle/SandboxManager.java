@@ -1,9 +1,5 @@
 package io.rund.sandbox.lifecycle;
 
-import io.rund.agent.v1.CreateContainerRequest;
-import io.rund.agent.v1.Mount;
-import io.rund.agent.v1.Process;
-import io.rund.agent.v1.Rootfs;
 import io.rund.rootfs.Dirs;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.SandboxHelper;
@@ -65,11 +61,6 @@ public final class SandboxManager implements AutoCloseable {
     }
     /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
-    /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
-    static final String VOLUMES = "/run/rund/disks/" + VmConfig.UPPER_SERIAL + "/volumes/";
-    private static final List<String> DEFAULT_CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID",
-            "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-            "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
 
     /** Where things are and how large a VM is. */
     public record Config(Path stateRoot, Path kernel, Path initramfs, int vcpus, int vmMemoryMiB,
@@ -80,6 +71,7 @@ public final class SandboxManager implements AutoCloseable {
     private final CgroupPool pool;
     private final WritableLayerStore store;
     private final TemplateStore templates;
+    private final Recovery recovery;
     private final SecureRandom random = new SecureRandom();
     private volatile SparePool spares;
     /** The key of the template last cloned. */
@@ -108,6 +100,7 @@ public final class SandboxManager implements AutoCloseable {
         this.pool = pool;
         this.store = store;
         this.templates = templates;
+        this.recovery = new Recovery(config.stateRoot(), pool, hypervisor);
         Files.createDirectories(config.stateRoot());
     }
 
@@ -358,7 +351,7 @@ public final class SandboxManager implements AutoCloseable {
 
             step = "claim a cgroup";
             Cgroup cgroup = pool.claim(id);
-            undo.push(() -> killAndRelease(cgroup));
+            undo.push(() -> Recovery.killAndRelease(pool, cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
                     spec.cpuQuotaMicros(), 100_000, 512));
             if (spare != null) {
@@ -442,7 +435,7 @@ public final class SandboxManager implements AutoCloseable {
 
             step = "create the container";
             try {
-                agent.createContainer(containerRequest(spec, image, ""));
+                agent.createContainer(ContainerRequests.of(spec, image, ""));
             } catch (AgentException e) {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);
@@ -507,48 +500,10 @@ public final class SandboxManager implements AutoCloseable {
         }
     }
 
-    /**
-     * The agent's request for a container whose image is at {@code lowerDir} of the share
-     * and whose writes go to {@code upperDir} of the disk ("" for the disk's root: the
-     * sandbox's first container, whose writes live as long as the sandbox).
-     */
-    static CreateContainerRequest containerRequest(ContainerSpec spec, String lowerDir, String upperDir) {
-        Process process = spec.process() != null ? spec.process()
-                : Process.newBuilder().addAllArgs(spec.args()).addAllEnv(spec.env()).setCwd(spec.cwd())
-                        .addAllBounding(DEFAULT_CAPS).addAllEffective(DEFAULT_CAPS).addAllPermitted(DEFAULT_CAPS)
-                        .setTerminal(spec.terminal()).build();
-        return CreateContainerRequest.newBuilder()
-                .setContainerId(spec.id())
-                .setRootfs(Rootfs.newBuilder().setLowerTag(VmConfig.LOWER_TAG).setLowerDir(lowerDir)
-                        .setUpperDiskSerial(VmConfig.UPPER_SERIAL).setUpperDir(upperDir))
-                .setHostname(spec.hostname())
-                .addMounts(mount("/proc", "proc", "proc", List.of("nosuid", "noexec", "nodev")))
-                .addMounts(mount("/dev", "tmpfs", "tmpfs", List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
-                .addMounts(mount("/dev/pts", "devpts", "devpts",
-                        List.of("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")))
-                .addMounts(mount("/dev/shm", "tmpfs", "shm", List.of("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")))
-                .addMounts(mount("/dev/mqueue", "mqueue", "mqueue", List.of("nosuid", "noexec", "nodev")))
-                .addMounts(mount("/sys", "sysfs", "sysfs", List.of("nosuid", "noexec", "nodev", "ro")))
-                .addAllMounts(spec.volumes().stream().map(v -> mount(v.destination(), "bind", VOLUMES + v.name(),
-                        List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev"))).toList())
-                .addAllMounts(spec.files().stream().map(f -> mount(f.destination(), "file", "",
-                        List.of(f.readOnly() ? "ro" : "rw", "nosuid", "nodev", "noexec")).toBuilder()
-                        .setData(com.google.protobuf.ByteString.copyFrom(f.data())).build()).toList())
-                .addAllMaskedPaths(List.of("/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"))
-                .addAllReadonlyPaths(List.of("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"))
-                .setProcess(process)
-                .build();
-    }
-
-    private static Mount mount(String destination, String type, String source, List<String> options) {
-        return Mount.newBuilder().setDestination(destination).setType(type).setSource(source).addAllOptions(options)
-                .build();
-    }
-
     /** The last steps of a stop, shared with recovery: cgroup back to the pool, state removed. */
     void release(String id, Path dir, Cgroup cgroup) {
         try {
-            killAndRelease(cgroup);
+            Recovery.killAndRelease(pool, cgroup);
         } catch (CgroupException e) {
             LOG.log(Level.WARNING, "sandbox={0}: release cgroup: {1}", id, e.getMessage());
         }
@@ -560,151 +515,21 @@ public final class SandboxManager implements AutoCloseable {
         LOG.log(Level.INFO, "sandbox={0}: stopped", id);
     }
 
-    /** Kills whatever is left in the cgroup (bounded wait) and gives it back to the pool. */
-    private void killAndRelease(Cgroup cgroup) throws CgroupException {
-        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-        List<Long> left;
-        while (!(left = cgroup.pids()).isEmpty()) {
-            for (long pid : left) {
-                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
-            }
-            if (System.nanoTime() > end) {
-                throw new CgroupException(cgroup + " still holds " + left + " after SIGKILL");
-            }
-            try {
-                Thread.sleep(10);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new CgroupException("interrupted while emptying " + cgroup);
-            }
-        }
-        pool.release(cgroup);
-    }
-
     /**
-     * Cleans everything a previous daemon left: for each state directory, its processes
-     * (found through its cgroup, and through the state file for those not yet bound), its
-     * image mount, its cgroup and the directory; then cgroups claimed with no directory.
-     * Re-adopting running sandboxes instead is left to the shim (issue 5), which knows
-     * whether containerd still wants them.
+     * Cleans everything a previous daemon left (see {@link Recovery#recover}).
      *
      * @return the ids cleaned
      */
     public List<String> recover() throws IOException {
-        List<String> cleaned = new java.util.ArrayList<>();
-        killStrays();
-        try (Stream<Path> dirs = Files.list(config.stateRoot())) {
-            for (Path dir : dirs.filter(Files::isDirectory).toList()) {
-                String id = dir.getFileName().toString();
-                if (id.startsWith(SparePool.PREFIX)) {
-                    killRecorded(dir); // its helper exits with its VM, or within minutes when none connected
-                    ReadOnlyLayer.unmount(dir.resolve("shared"));
-                    Dirs.removeShallow(dir);
-                    LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
-                    continue;
-                }
-                if (!Ids.isValid(id)) {
-                    continue; // not a sandbox's: no sandbox id has this form
-                }
-                try {
-                    // A long id's directory is named by its hash; the state file has the id.
-                    String recorded = SandboxState.read(dir).sandboxId();
-                    if (recorded != null && Ids.isValid(recorded) && Ids.dirName(recorded).equals(id)) {
-                        id = recorded;
-                    }
-                } catch (IOException e) {
-                    // no state yet: the directory's name is all there is
-                }
-                cleanup(id);
-                cleaned.add(id);
-                LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
-            }
-        }
-        for (Cgroup orphan : pool.claimed().values()) {
-            try {
-                killAndRelease(orphan);
-                cleaned.add(orphan.sandboxId());
-            } catch (CgroupException e) {
-                LOG.log(Level.WARNING, "{0}: {1}", orphan, e.getMessage());
-            }
-        }
-        return cleaned;
+        return recovery.recover();
     }
 
     /**
-     * Cleans one sandbox from what is on disk: its processes (through its cgroup, and
-     * through the state file for those not yet bound), its image mount, its cgroup and its
-     * directory. For a sandbox whose daemon-side object is gone (a crash, or containerd's
-     * last-resort delete). Cleaning a sandbox that does not exist is a no-op.
+     * Cleans one sandbox from what is on disk (see {@link Recovery#cleanup}): for a sandbox
+     * whose daemon-side object is gone (a crash, or containerd's last-resort delete).
      */
     public void cleanup(String id) throws IOException {
-        if (!Ids.isValid(id)) {
-            throw new IllegalArgumentException("sandbox id " + id + " is not valid");
-        }
-        Path dir = dirOf(id);
-        if (Files.isDirectory(dir)) {
-            killRecorded(dir);
-            try {
-                SandboxState state = SandboxState.read(dir);
-                if (state.netns() != null) {
-                    PodNetwork.disconnect(Path.of(state.netns()), state.podInterface());
-                }
-            } catch (IOException e) {
-                // no state: no network was connected
-            }
-        }
-        Cgroup cgroup = pool.claimed().get(id);
-        if (cgroup != null) {
-            try {
-                killAndRelease(cgroup);
-            } catch (CgroupException e) {
-                LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
-            }
-        }
-        ReadOnlyLayer.unmount(dir.resolve("shared"));
-        Dirs.removeShallow(dir);
-    }
-
-    /**
-     * Kills every VM of this hypervisor whose directory is one of the state root's: QEMUs a
-     * dead daemon launched but had not yet written into a state file or bound to a cgroup
-     * (a spare being launched when it died, a start between launch and its next step).
-     * Only processes the hypervisor proves are its VMs (its binary, its control socket in
-     * such a directory) are killed. Only for recovery, which cleans every sandbox.
-     */
-    private void killStrays() {
-        Path root = config.stateRoot();
-        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent())).ifPresent(d -> {
-            LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
-            p.destroyForcibly();
-            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
-        }));
-    }
-
-    /**
-     * Kills the VM a state directory's file names, if it is still that VM: the VM's working
-     * directory is this one (a spare's, renamed to the sandbox's, follows the rename).
-     */
-    private void killRecorded(Path dir) {
-        try {
-            SandboxState state = SandboxState.read(dir);
-            killIfOurs(state.vmPid(), dir);
-        } catch (IOException e) {
-            LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
-        }
-    }
-
-    /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
-    private void killIfOurs(long pid, Path dir) {
-        if (pid <= 0) {
-            return;
-        }
-        ProcessHandle.of(pid).ifPresent(p -> {
-            if (hypervisor.vmDirOf(p).filter(dir::equals).isPresent()) {
-                p.destroyForcibly();
-                p.onExit().join();
-            }
-        });
+        recovery.cleanup(id);
     }
 
     /** Ends the spare VMs; sandboxes are their owners' to stop. */

@@ -1,13 +1,6 @@
 package io.rund.shim.containerd;
 
-import com.google.protobuf.Any;
 import com.google.protobuf.Empty;
-import io.rund.containerd.cgroups.v1.CPUStat;
-import io.rund.containerd.cgroups.v1.CPUUsage;
-import io.rund.containerd.cgroups.v1.MemoryEntry;
-import io.rund.containerd.cgroups.v1.MemoryStat;
-import io.rund.containerd.cgroups.v1.Metrics;
-import io.rund.containerd.cgroups.v1.PidsStat;
 import io.rund.containerd.events.TaskCreate;
 import io.rund.containerd.events.TaskDelete;
 import io.rund.containerd.events.TaskExecAdded;
@@ -512,16 +505,7 @@ public final class TaskService {
 
     private StatsResponse stats(StatsRequest r) throws Exception {
         Container c = container(r.getId());
-        AgentClient.Stats s = sandbox().agent().stats(c.id);
-        Metrics m = Metrics.newBuilder()
-                .setCpu(CPUStat.newBuilder().setUsage(CPUUsage.newBuilder().setTotal(s.cpuUsageMicros() * 1000)
-                        .setUser(s.cpuUserMicros() * 1000).setKernel(s.cpuSystemMicros() * 1000)))
-                .setMemory(MemoryStat.newBuilder().setUsage(MemoryEntry.newBuilder().setUsage(s.memoryBytes())
-                        .setLimit(s.memoryLimitBytes() > 0 ? s.memoryLimitBytes() : Long.MAX_VALUE)))
-                .setPids(PidsStat.newBuilder().setCurrent(s.pids()).setLimit(s.pidsLimit()))
-                .build();
-        return StatsResponse.newBuilder().setStats(Any.newBuilder().setTypeUrl("io.containerd.cgroups.v1.Metrics")
-                .setValue(m.toByteString())).build();
+        return StatsResponse.newBuilder().setStats(ContainerMetrics.of(sandbox().agent().stats(c.id))).build();
     }
 
     private ConnectResponse connect(ConnectRequest r) throws TaskFault {

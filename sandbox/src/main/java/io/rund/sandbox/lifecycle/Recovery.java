@@ -1,0 +1,187 @@
+package io.rund.sandbox.lifecycle;
+
+import io.rund.rootfs.Dirs;
+import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.sandbox.cgroup.Cgroup;
+import io.rund.sandbox.cgroup.CgroupException;
+import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.id.Ids;
+import io.rund.sandbox.network.PodNetwork;
+import io.rund.vm.Hypervisor;
+import io.rund.vm.template.SparePool;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.stream.Stream;
+
+/**
+ * What a restarted daemon finds of the sandboxes a previous one ran, and how it ends them:
+ * their processes (through their cgroups, and through their state files for those not yet
+ * bound), their shares, cgroups and directories; spare VMs; processes of rund's provably
+ * left without a directory. Only processes the hypervisor proves are its VMs of a directory
+ * of the state root are killed.
+ */
+final class Recovery {
+
+    private static final System.Logger LOG = System.getLogger(Recovery.class.getName());
+
+    private final Path stateRoot;
+    private final CgroupPool pool;
+    private final Hypervisor hypervisor;
+
+    Recovery(Path stateRoot, CgroupPool pool, Hypervisor hypervisor) {
+        this.stateRoot = stateRoot;
+        this.pool = pool;
+        this.hypervisor = hypervisor;
+    }
+
+    /** Kills whatever is left in the cgroup (bounded wait) and gives it back to the pool. */
+    static void killAndRelease(CgroupPool pool, Cgroup cgroup) throws CgroupException {
+        long end = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        List<Long> left;
+        while (!(left = cgroup.pids()).isEmpty()) {
+            for (long pid : left) {
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+            }
+            if (System.nanoTime() > end) {
+                throw new CgroupException(cgroup + " still holds " + left + " after SIGKILL");
+            }
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new CgroupException("interrupted while emptying " + cgroup);
+            }
+        }
+        pool.release(cgroup);
+    }
+
+    /**
+     * Cleans everything a previous daemon left: for each state directory, its processes
+     * (found through its cgroup, and through the state file for those not yet bound), its
+     * image mount, its cgroup and the directory; then cgroups claimed with no directory.
+     * Re-adopting running sandboxes instead is left to the shim (issue 5), which knows
+     * whether containerd still wants them.
+     *
+     * @return the ids cleaned
+     */
+    public List<String> recover() throws IOException {
+        List<String> cleaned = new java.util.ArrayList<>();
+        killStrays();
+        try (Stream<Path> dirs = Files.list(stateRoot)) {
+            for (Path dir : dirs.filter(Files::isDirectory).toList()) {
+                String id = dir.getFileName().toString();
+                if (id.startsWith(SparePool.PREFIX)) {
+                    killRecorded(dir); // its helper exits with its VM, or within minutes when none connected
+                    ReadOnlyLayer.unmount(dir.resolve("shared"));
+                    Dirs.removeShallow(dir);
+                    LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
+                    continue;
+                }
+                if (!Ids.isValid(id)) {
+                    continue; // not a sandbox's: no sandbox id has this form
+                }
+                try {
+                    // A long id's directory is named by its hash; the state file has the id.
+                    String recorded = SandboxState.read(dir).sandboxId();
+                    if (recorded != null && Ids.isValid(recorded) && Ids.dirName(recorded).equals(id)) {
+                        id = recorded;
+                    }
+                } catch (IOException e) {
+                    // no state yet: the directory's name is all there is
+                }
+                cleanup(id);
+                cleaned.add(id);
+                LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
+            }
+        }
+        for (Cgroup orphan : pool.claimed().values()) {
+            try {
+                killAndRelease(pool, orphan);
+                cleaned.add(orphan.sandboxId());
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "{0}: {1}", orphan, e.getMessage());
+            }
+        }
+        return cleaned;
+    }
+
+    /**
+     * Cleans one sandbox from what is on disk: its processes (through its cgroup, and
+     * through the state file for those not yet bound), its image mount, its cgroup and its
+     * directory. For a sandbox whose daemon-side object is gone (a crash, or containerd's
+     * last-resort delete). Cleaning a sandbox that does not exist is a no-op.
+     */
+    public void cleanup(String id) throws IOException {
+        if (!Ids.isValid(id)) {
+            throw new IllegalArgumentException("sandbox id " + id + " is not valid");
+        }
+        Path dir = stateRoot.resolve(Ids.dirName(id));
+        if (Files.isDirectory(dir)) {
+            killRecorded(dir);
+            try {
+                SandboxState state = SandboxState.read(dir);
+                if (state.netns() != null) {
+                    PodNetwork.disconnect(Path.of(state.netns()), state.podInterface());
+                }
+            } catch (IOException e) {
+                // no state: no network was connected
+            }
+        }
+        Cgroup cgroup = pool.claimed().get(id);
+        if (cgroup != null) {
+            try {
+                killAndRelease(pool, cgroup);
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
+            }
+        }
+        ReadOnlyLayer.unmount(dir.resolve("shared"));
+        Dirs.removeShallow(dir);
+    }
+
+    /**
+     * Kills every VM of this hypervisor whose directory is one of the state root's: QEMUs a
+     * dead daemon launched but had not yet written into a state file or bound to a cgroup
+     * (a spare being launched when it died, a start between launch and its next step).
+     * Only processes the hypervisor proves are its VMs (its binary, its control socket in
+     * such a directory) are killed. Only for recovery, which cleans every sandbox.
+     */
+    private void killStrays() {
+        Path root = stateRoot;
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent())).ifPresent(d -> {
+            LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
+            p.destroyForcibly();
+            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+        }));
+    }
+
+    /**
+     * Kills the VM a state directory's file names, if it is still that VM: the VM's working
+     * directory is this one (a spare's, renamed to the sandbox's, follows the rename).
+     */
+    private void killRecorded(Path dir) {
+        try {
+            SandboxState state = SandboxState.read(dir);
+            killIfOurs(state.vmPid(), dir);
+        } catch (IOException e) {
+            LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
+        }
+    }
+
+    /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
+    private void killIfOurs(long pid, Path dir) {
+        if (pid <= 0) {
+            return;
+        }
+        ProcessHandle.of(pid).ifPresent(p -> {
+            if (hypervisor.vmDirOf(p).filter(dir::equals).isPresent()) {
+                p.destroyForcibly();
+                p.onExit().join();
+            }
+        });
+    }
+}
