@@ -211,15 +211,15 @@ public final class SandboxManager implements AutoCloseable {
         Vm vm = null;
         try {
             TemplateStore.Template t = template();
-            SandboxState state = new SandboxState(name, "spare", "", 0, hypervisor.accelerator().kind().name(),
-                    "clone " + t.key(), dir.toString());
+            SandboxState state = SandboxState.of(name, SandboxState.Phase.SPARE, hypervisor.accelerator().kind().name())
+                    .withVm(0, "clone " + t.key(), dir.toString());
             state.write(dir);
             helper = SandboxHelper.start(name, dir, ReadOnlyLayer.mountShare(dir), jail.helperJail(uid),
                     SandboxHelper.Limits.DEFAULT);
             writable = store.create(name);
             String tap = VmConfig.newTapName();
             vm = hypervisor.launchPaused(vmConfig(name, dir, writable, helper, t.cloneRam(), tap, uid));
-            new SandboxState(name, "spare", "", vm.pid(), state.accelerator(), state.boot(), state.vmDir()).write(dir);
+            state.withVm(vm.pid(), state.boot(), state.vmDir()).write(dir);
             return new SparePool.Spare(name, dir, t.key(), vm, helper, writable, tap);
         } catch (Exception e) {
             if (vm != null) {
@@ -343,7 +343,7 @@ public final class SandboxManager implements AutoCloseable {
             long vmPid = spare == null ? 0 : spare.vm().pid();
             String boot = spare == null ? "" : "clone " + spare.key();
             String vmDir = spare == null ? dir.toString() : spare.dir().toString();
-            SandboxState state = new SandboxState(id, "starting", "", vmPid, accelerator, boot, vmDir);
+            SandboxState state = SandboxState.of(id, SandboxState.Phase.STARTING, accelerator).withVm(vmPid, boot, vmDir);
             if (network != null) {
                 state = state.withNetwork(network.netns().toString(), network.ifname());
             }
@@ -358,8 +358,7 @@ public final class SandboxManager implements AutoCloseable {
                 cgroup.bind(vmPid);
                 cgroup.bind(spare.helper().process().pid());
             }
-            state = new SandboxState(id, "starting", cgroup.slot(), vmPid, accelerator, boot, vmDir, state.netns(),
-                    state.podInterface());
+            state = state.withCgroup(cgroup.slot());
             state.write(dir);
 
             step = "prepare the read-only layer";
@@ -410,8 +409,7 @@ public final class SandboxManager implements AutoCloseable {
                 unregistered[0] = 0;
                 undo.push(launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
-                state = new SandboxState(id, "starting", cgroup.slot(), launched.vm().pid(), accelerator,
-                        launched.boot(), vmDir, state.netns(), state.podInterface());
+                state = state.withVm(launched.vm().pid(), launched.boot(), vmDir);
                 state.write(dir);
             }
             Vm vm = launched.vm();
@@ -440,7 +438,7 @@ public final class SandboxManager implements AutoCloseable {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);
             }
-            state.with("running").write(dir);
+            state.with(SandboxState.Phase.RUNNING).write(dir);
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), launched.boot(), network == null ? "" : ", network " + network);
             return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network);

@@ -1,6 +1,7 @@
 package io.rund.sandbox.lifecycle;
 
 import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
+import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -19,26 +20,46 @@ import java.nio.file.StandardCopyOption;
  * to, whose redirect a cleanup removes; null without a pod network.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
-public record SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator,
+public record SandboxState(String sandboxId, Phase phase, String cgroupSlot, long vmPid, String accelerator,
         String boot, String vmDir, String netns, String podInterface) {
 
-    SandboxState(String sandboxId, String phase, String cgroupSlot, long vmPid, String accelerator, String boot,
-            String vmDir) {
-        this(sandboxId, phase, cgroupSlot, vmPid, accelerator, boot, vmDir, null, null);
+    /** Where a sandbox is in its life; written as the lower-case name (state files and `rund status`). */
+    public enum Phase {
+        @JsonProperty("spare") SPARE,
+        @JsonProperty("starting") STARTING,
+        @JsonProperty("running") RUNNING;
+
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** A sandbox (or spare VM) {@code id} in {@code phase}, whose VM runs under {@code accelerator}, and nothing else yet. */
+    static SandboxState of(String id, Phase phase, String accelerator) {
+        return new SandboxState(id, phase, "", 0, accelerator, "", "", null, null);
+    }
+
+    SandboxState with(Phase newPhase) {
+        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot, vmDir, netns, podInterface);
+    }
+
+    SandboxState withCgroup(String slot) {
+        return new SandboxState(sandboxId, phase, slot, vmPid, accelerator, boot, vmDir, netns, podInterface);
+    }
+
+    /** Its VM: process, how it booted, the directory it was launched in. */
+    SandboxState withVm(long pid, String newBoot, String newVmDir) {
+        return new SandboxState(sandboxId, phase, cgroupSlot, pid, accelerator, newBoot, newVmDir, netns, podInterface);
     }
 
     SandboxState withNetwork(String newNetns, String newInterface) {
         return new SandboxState(sandboxId, phase, cgroupSlot, vmPid, accelerator, boot, vmDir, newNetns, newInterface);
     }
 
-
     private static final ObjectMapper JSON = new ObjectMapper();
 
     static final String FILE = "state.json";
-
-    SandboxState with(String newPhase) {
-        return new SandboxState(sandboxId, newPhase, cgroupSlot, vmPid, accelerator, boot, vmDir, netns, podInterface);
-    }
 
     void write(Path dir) throws IOException {
         Path tmp = dir.resolve(FILE + ".tmp");

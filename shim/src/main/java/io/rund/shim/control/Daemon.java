@@ -256,7 +256,7 @@ public final class Daemon implements AutoCloseable {
                     .setTemplateBuilt(manager.templates().existing(key) != null);
         }
         for (SandboxState s : manager.list()) {
-            SandboxStatus.Builder sb = SandboxStatus.newBuilder().setId(s.sandboxId()).setPhase(s.phase())
+            SandboxStatus.Builder sb = SandboxStatus.newBuilder().setId(s.sandboxId()).setPhase(s.phase().toString())
                     .setBoot(s.boot()).setVmPid(s.vmPid()).setCgroup(s.cgroupSlot());
             Endpoint own = tasks.values().stream().filter(e -> e.service().id.equals(s.sandboxId())).findFirst().orElse(null);
             if (own != null) {
