@@ -9,6 +9,7 @@ import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.vm.Vm;
+import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
@@ -26,7 +27,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  */
 public final class Sandbox implements AutoCloseable {
 
-    private final SandboxManager manager;
+    private static final System.Logger LOG = System.getLogger(Sandbox.class.getName());
+
     private final String id;
     private final Path dir;
     private final Cgroup cgroup;
@@ -35,13 +37,14 @@ public final class Sandbox implements AutoCloseable {
     private final AgentClient agent;
     private final String boot;
     private final PodNetwork network;
+    /** The releases its start pushed, one per resource acquired: what stop runs. */
+    private final Teardown teardown;
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
 
-    Sandbox(SandboxManager manager, String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm,
-            AgentClient agent, String firstImage, String boot, PodNetwork network) {
-        this.manager = manager;
+    Sandbox(String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm, AgentClient agent, String firstImage,
+            String boot, PodNetwork network, Teardown teardown) {
         this.id = id;
         this.dir = dir;
         this.cgroup = cgroup;
@@ -50,6 +53,7 @@ public final class Sandbox implements AutoCloseable {
         this.agent = agent;
         this.boot = boot;
         this.network = network;
+        this.teardown = teardown;
         images.put(id, firstImage);
     }
 
@@ -151,10 +155,11 @@ public final class Sandbox implements AutoCloseable {
     }
 
     /**
-     * Stops the sandbox: the container is removed in the guest (best effort), the VM ends
-     * (quit, then kill after {@code grace}; its tap goes with it), the pod interface's
-     * redirect is removed, the virtio-fs back-end stops, the image is unmounted, the
-     * cgroup goes back to the pool and the state directory is removed.
+     * Stops the sandbox: the containers are removed in the guest (best effort), the VM ends
+     * (quit, then kill after {@code grace}; its tap goes with it), then what its start
+     * acquired is released in reverse ({@link Teardown}): the agent connection, the pod
+     * interface's redirect, the VM, the helper and the share with its images, the cgroup
+     * (back to the pool, killing what is left in it), the state directory.
      */
     public void stop(Duration grace) {
         if (!stopped.compareAndSet(false, true)) {
@@ -167,13 +172,9 @@ public final class Sandbox implements AutoCloseable {
                 // The VM is about to go anyway; removing first only makes the guest's exit tidy.
             }
         }
-        agent.close();
-        vm.stop(grace);
-        if (network != null) {
-            PodNetwork.disconnect(network.netns(), network.ifname());
-        }
-        readOnly.close();
-        manager.release(id, dir, cgroup);
+        vm.stop(grace); // the guest's exit, given its grace; the VM's own release below finds it gone
+        teardown.run();
+        LOG.log(Level.INFO, "sandbox={0}: stopped", id);
     }
 
     @Override

@@ -33,16 +33,15 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.ArrayDeque;
-import java.util.Deque;
 import java.util.List;
 import java.util.stream.Stream;
 
 /**
  * Starts and stops sandboxes, and cleans up after a daemon that died.
  *
- * <p>A start is one linear script, each step named, each undone in reverse order if a
- * later one fails: state directory → cgroup from the pool → read-only layer (share and
+ * <p>A start is one linear script, each step named, each step's release pushed on the
+ * start's {@link Teardown}, run in reverse if a later step fails and kept by the sandbox
+ * for its stop: state directory → cgroup from the pool → read-only layer (share and
  * its vhost-user-fs back-end, then the first container's image on it) → writable layer →
  * VM, cloned from a template or booted cold → the VM's tap joined to the pod network (when
  * the spec names a network namespace, read first) → agent (deadline; then the guest's
@@ -296,11 +295,6 @@ public final class SandboxManager implements AutoCloseable {
         return spare;
     }
 
-    /** An undo step of a start. */
-    private interface Undo {
-        void run() throws Exception;
-    }
-
     /** Starts a sandbox with its first container, whose id becomes the sandbox's. */
     public Sandbox start(ContainerSpec spec) throws SandboxException {
         starting.incrementAndGet();
@@ -326,7 +320,7 @@ public final class SandboxManager implements AutoCloseable {
         } catch (StoreException | NetworkException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
         }
-        Deque<Undo> undo = new ArrayDeque<>();
+        Teardown undo = new Teardown(id);
         String step = "create its state directory";
         long started = System.nanoTime();
         try {
@@ -334,9 +328,9 @@ public final class SandboxManager implements AutoCloseable {
             if (spare == null) {
                 Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             }
-            undo.push(() -> Dirs.removeShallow(dir));
+            undo.push("state directory", () -> Dirs.removeShallow(dir));
             if (spare != null) {
-                undo.push(() -> spare.closeIn(dir));
+                undo.push("spare VM " + spare.name(), () -> spare.closeIn(dir));
             }
             String accelerator = hypervisor.accelerator().kind().name();
             // A spare's VM runs from the start; its command line names the spare's directory.
@@ -351,7 +345,7 @@ public final class SandboxManager implements AutoCloseable {
 
             step = "claim a cgroup";
             Cgroup cgroup = pool.claim(id);
-            undo.push(() -> Recovery.killAndRelease(pool, cgroup));
+            undo.push("cgroup", () -> Recovery.killAndRelease(pool, cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
                     spec.cpuQuotaMicros(), 100_000, 512));
             if (spare != null) {
@@ -379,14 +373,14 @@ public final class SandboxManager implements AutoCloseable {
                 }
                 unregistered[0] = uid;
                 ReadOnlyLayer layer = readOnly;
-                undo.push(() -> {
+                undo.push("uid " + uid, () -> {
                     if (unregistered[0] > 0) {
                         releaseWhenGone(unregistered[0], layer.helper(), null); // no VM was launched
                     }
                 });
                 cgroup.bind(readOnly.helper().process().pid());
             }
-            undo.push(readOnly::close);
+            undo.push("read-only layer", readOnly::close);
             String image = readOnly.add(id, spec.rootfs());
 
             Launched launched;
@@ -407,7 +401,7 @@ public final class SandboxManager implements AutoCloseable {
                 }
                 releaseWhenGone(uid, readOnly.helper(), launched.vm());
                 unregistered[0] = 0;
-                undo.push(launched.vm()::close);
+                undo.push("VM", launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
                 state = state.withVm(launched.vm().pid(), launched.boot(), vmDir);
                 state.write(dir);
@@ -415,13 +409,13 @@ public final class SandboxManager implements AutoCloseable {
             Vm vm = launched.vm();
             if (network != null) {
                 step = "connect the VM to the pod network";
-                undo.push(() -> PodNetwork.disconnect(network.netns(), network.ifname()));
+                undo.push("pod network", () -> PodNetwork.disconnect(network.netns(), network.ifname()));
                 network.connect(tap);
             }
 
             step = "wait for the agent";
             AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
-            undo.push(agent::close);
+            undo.push("agent connection", agent::close);
             byte[] seed = new byte[64];
             random.nextBytes(seed);
             agent.setTime(Instant.now());
@@ -441,14 +435,14 @@ public final class SandboxManager implements AutoCloseable {
             state.with(SandboxState.Phase.RUNNING).write(dir);
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), launched.boot(), network == null ? "" : ", network " + network);
-            return new Sandbox(this, id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network);
+            return new Sandbox(id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network, undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
-            rollback(id, undo);
+            undo.run();
             Fault kind = e instanceof SandboxException s ? s.kind() : Fault.INTERNAL;
             throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
         }
@@ -486,31 +480,6 @@ public final class SandboxManager implements AutoCloseable {
         }
         return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), VmConfig.Ram.ANONYMOUS, tap,
                 uid)), "cold");
-    }
-
-    private static void rollback(String id, Deque<Undo> undo) {
-        while (!undo.isEmpty()) {
-            try {
-                undo.pop().run();
-            } catch (Exception e) {
-                LOG.log(Level.WARNING, "sandbox={0}: undo failed: {1}", id, e.getMessage());
-            }
-        }
-    }
-
-    /** The last steps of a stop, shared with recovery: cgroup back to the pool, state removed. */
-    void release(String id, Path dir, Cgroup cgroup) {
-        try {
-            Recovery.killAndRelease(pool, cgroup);
-        } catch (CgroupException e) {
-            LOG.log(Level.WARNING, "sandbox={0}: release cgroup: {1}", id, e.getMessage());
-        }
-        try {
-            Dirs.removeShallow(dir);
-        } catch (IOException e) {
-            LOG.log(Level.WARNING, "sandbox={0}: remove {1}: {2}", id, dir, e.getMessage());
-        }
-        LOG.log(Level.INFO, "sandbox={0}: stopped", id);
     }
 
     /**
