@@ -76,12 +76,6 @@ public final class TaskService {
     static final String SERVICE = "containerd.task.v2.Task";
     private static final Duration STOP_GRACE = Duration.ofSeconds(5);
 
-    enum State {
-        CREATED,
-        RUNNING,
-        STOPPED
-    }
-
     record Exit(int status, Instant at) {}
 
     /** What the daemon hears from an endpoint. */
@@ -93,17 +87,31 @@ public final class TaskService {
         void closed();
     }
 
-    /** A process of a container: the init process (execId "") or an exec. */
+    /** Where a process is: each state a type, so what a state knows (a start time, an exit) goes with it. */
+    sealed interface ProcState permits Created, Running, Stopped {}
+
+    /** Made in the guest, not started. */
+    record Created() implements ProcState {}
+
+    /** Started at {@code since} (host clock): no exit is reported as earlier. */
+    record Running(Instant since) implements ProcState {}
+
+    record Stopped(Exit exit) implements ProcState {}
+
+    /**
+     * A process of a container: the init process (execId "") or an exec. Its state and pid
+     * change only through its synchronized methods, under its own lock, which a start holds
+     * from the check to the transition.
+     */
     static final class Proc {
         final String execId;
         final String stdin;
         final String stdout;
         final String stderr;
         final boolean terminal;
-        volatile State state = State.CREATED;
-        volatile int pid;
-        /** When the daemon started it (host clock): no exit is reported as earlier. */
-        volatile Instant started = Instant.EPOCH;
+        private ProcState state = new Created();
+        private int pid;
+        /** Completed with the stop: callers wait on it. */
         final CompletableFuture<Exit> exit = new CompletableFuture<>();
 
         Proc(String execId, String stdin, String stdout, String stderr, boolean terminal) {
@@ -112,6 +120,46 @@ public final class TaskService {
             this.stdout = stdout;
             this.stderr = stderr;
             this.terminal = terminal;
+        }
+
+        synchronized ProcState state() {
+            return state;
+        }
+
+        synchronized int pid() {
+            return pid;
+        }
+
+        synchronized void pid(int newPid) {
+            pid = newPid;
+        }
+
+        /** Created → Running; the caller holds the lock across its check and the guest's start. */
+        synchronized Running run() {
+            if (!(state instanceof Created)) {
+                throw new IllegalStateException("process " + execId + " is " + name(state) + ", not created");
+            }
+            Running r = new Running(Instant.now());
+            state = r;
+            return r;
+        }
+
+        /** Running → Stopped with {@code exit}, which waiters then see. */
+        synchronized void stop(Exit exit) {
+            state = new Stopped(exit);
+            this.exit.complete(exit);
+        }
+
+        boolean running() {
+            return state() instanceof Running;
+        }
+
+        static String name(ProcState s) {
+            return switch (s) {
+                case Created c -> "created";
+                case Running r -> "running";
+                case Stopped t -> "stopped";
+            };
         }
     }
 
@@ -128,7 +176,7 @@ public final class TaskService {
         }
 
         boolean running() {
-            return procs.values().stream().anyMatch(p -> p.state == State.RUNNING);
+            return procs.values().stream().anyMatch(Proc::running);
         }
     }
 
@@ -263,22 +311,22 @@ public final class TaskService {
             throw e;
         }
         // The task's pid is the VM's on the host: containerd and its users look pids up there.
-        init.pid = (int) sandbox.vm().pid();
+        init.pid((int) sandbox.vm().pid());
         events.publish("/tasks/create", TaskCreate.newBuilder().setContainerId(cid).setBundle(r.getBundle())
                 .addAllRootfs(r.getRootfsList())
                 .setIo(TaskIO.newBuilder().setStdin(r.getStdin()).setStdout(r.getStdout()).setStderr(r.getStderr())
                         .setTerminal(r.getTerminal()))
-                .setPid(init.pid).build());
-        return CreateTaskResponse.newBuilder().setPid(init.pid).build();
+                .setPid(init.pid()).build());
+        return CreateTaskResponse.newBuilder().setPid(init.pid()).build();
     }
 
     private StartResponse start(StartRequest r) throws Exception {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
         synchronized (p) {
-            if (p.state != State.CREATED) {
+            if (!(p.state() instanceof Created)) {
                 throw new TaskFault(Fault.FAILED_PRECONDITION,
-                        "process " + label(c, p) + " is " + p.state.name().toLowerCase() + ", not created");
+                        "process " + label(c, p) + " is " + Proc.name(p.state()) + ", not created");
             }
             AgentClient agent = sandbox().agent();
             Stdio.Output output = Stdio.output(sandbox().dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
@@ -294,39 +342,36 @@ public final class TaskService {
             output.begin(agent);
             Stdio.Input input = Stdio.pumpIn(agent, c.id, p.execId, p.stdin);
             if (!p.execId.isEmpty()) {
-                p.pid = guestPid;
+                p.pid(guestPid);
             }
-            p.state = State.RUNNING;
-            p.started = Instant.now();
-            watchExit(agent, c, p, output, input);
+            watchExit(agent, c, p, p.run(), output, input);
         }
         if (p.execId.isEmpty()) {
-            events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(c.id).setPid(p.pid).build());
+            events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(c.id).setPid(p.pid()).build());
         } else {
             events.publish("/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
-                    .setExecId(p.execId).setPid(p.pid).build());
+                    .setExecId(p.execId).setPid(p.pid()).build());
         }
-        return StartResponse.newBuilder().setPid(p.pid).build();
+        return StartResponse.newBuilder().setPid(p.pid()).build();
     }
 
     /** Waits (on a virtual thread) for the process to exit and its output to drain, then reports it. */
-    private void watchExit(AgentClient agent, Container c, Proc p, Stdio.Output output, Stdio.Input input) {
+    private void watchExit(AgentClient agent, Container c, Proc p, Running running, Stdio.Output output, Stdio.Input input) {
         Thread.ofVirtual().name("exit-" + c.id + "-" + p.execId).start(() -> {
             Exit exit;
             try {
                 AgentClient.Exit e = agent.waitProcess(c.id, p.execId, null);
                 // The guest's clock may run behind the host's; an exit before the start is that.
-                exit = new Exit(e.status(), e.exitedAt().isBefore(p.started) ? p.started : e.exitedAt());
+                exit = new Exit(e.status(), e.exitedAt().isBefore(running.since()) ? running.since() : e.exitedAt());
             } catch (AgentException e) {
                 LOG.log(Level.WARNING, "task {0}: lost process {1}: {2}", c.id, label(c, p), e.getMessage());
                 exit = new Exit(255, Instant.now());
             }
             output.awaitDrained(Duration.ofSeconds(10));
             input.cancel();
-            p.state = State.STOPPED;
-            p.exit.complete(exit);
+            p.stop(exit);
             events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
-                    .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid).setExitStatus(exit.status())
+                    .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid()).setExitStatus(exit.status())
                     .setExitedAt(Timestamps.of(exit.at())).build());
         });
     }
@@ -338,18 +383,18 @@ public final class TaskService {
     private StateResponse state(StateRequest r) throws TaskFault {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
+        ProcState state = p.state();
         StateResponse.Builder b = StateResponse.newBuilder().setId(r.getExecId().isEmpty() ? c.id : r.getExecId())
-                .setBundle(c.bundle.toString()).setPid(p.pid)
+                .setBundle(c.bundle.toString()).setPid(p.pid())
                 .setStdin(p.stdin).setStdout(p.stdout).setStderr(p.stderr).setTerminal(p.terminal)
                 .setExecId(r.getExecId())
-                .setStatus(switch (p.state) {
-                    case CREATED -> Status.CREATED;
-                    case RUNNING -> c.paused ? Status.PAUSED : Status.RUNNING;
-                    case STOPPED -> Status.STOPPED;
+                .setStatus(switch (state) {
+                    case Created created -> Status.CREATED;
+                    case Running running -> c.paused ? Status.PAUSED : Status.RUNNING;
+                    case Stopped stopped -> Status.STOPPED;
                 });
-        Exit e = p.exit.getNow(null);
-        if (e != null) {
-            b.setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at()));
+        if (state instanceof Stopped stopped) {
+            b.setExitStatus(stopped.exit().status()).setExitedAt(Timestamps.of(stopped.exit().at()));
         }
         return b.build();
     }
@@ -366,10 +411,11 @@ public final class TaskService {
         if (r.getSignal() < 1 || r.getSignal() > 64) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, "signal " + r.getSignal() + " is outside 1..64");
         }
-        if (p.state == State.CREATED && p.execId.isEmpty()) {
+        ProcState state = p.state();
+        if (state instanceof Created && p.execId.isEmpty()) {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not started");
         }
-        if (p.state == State.STOPPED && !r.getAll()) {
+        if (state instanceof Stopped && !r.getAll()) {
             throw new TaskFault(Fault.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
         sandbox().agent().signal(c.id, p.execId, r.getSignal(), r.getAll());
@@ -379,10 +425,15 @@ public final class TaskService {
     private DeleteResponse delete(String cid, String execId) throws Exception {
         Container c = container(cid);
         Proc p = proc(c, execId);
-        if (p.state == State.RUNNING) {
-            throw new TaskFault(Fault.FAILED_PRECONDITION, "process " + label(c, p) + " is still running");
+        Exit e;
+        synchronized (p) { // not while a start is between its check and its transition
+            e = switch (p.state()) {
+                case Running running -> throw new TaskFault(Fault.FAILED_PRECONDITION,
+                        "process " + label(c, p) + " is still running");
+                case Stopped stopped -> stopped.exit();
+                case Created created -> new Exit(0, Instant.now());
+            };
         }
-        Exit e = p.exit.getNow(new Exit(0, Instant.now()));
         if (execId.isEmpty()) {
             if (c.running()) {
                 throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " still has running execs");
@@ -396,9 +447,9 @@ public final class TaskService {
             }
             c.procs.remove(execId);
         }
-        events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setPid(p.pid)
+        events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setPid(p.pid())
                 .setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).setId(execId.isEmpty() ? c.id : execId).build());
-        return DeleteResponse.newBuilder().setPid(p.pid).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
+        return DeleteResponse.newBuilder().setPid(p.pid()).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
 
     /**
@@ -435,7 +486,7 @@ public final class TaskService {
         }
         Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Proc init = proc(c, "");
-        if (init.state != State.RUNNING) {
+        if (!init.running()) {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not running");
         }
         io.rund.agent.v1.Process process = OciSpec.execProcess(r.getSpec().getValue().toByteArray()).toBuilder()
@@ -513,7 +564,7 @@ public final class TaskService {
         Container c = containers.get(r.getId());
         Proc init = c == null ? null : c.procs.get("");
         return ConnectResponse.newBuilder().setShimPid((int) ProcessHandle.current().pid())
-                .setTaskPid(init == null ? 0 : init.pid).setVersion("rund 0.1.0").build();
+                .setTaskPid(init == null ? 0 : init.pid()).setVersion("rund 0.1.0").build();
     }
 
     /**
@@ -567,7 +618,7 @@ public final class TaskService {
             }
             forgetJoined(cid);
         }
-        return DeleteResponse.newBuilder().setPid(p == null ? 0 : p.pid).setExitStatus(e.status())
+        return DeleteResponse.newBuilder().setPid(p == null ? 0 : p.pid()).setExitStatus(e.status())
                 .setExitedAt(Timestamps.of(e.at())).build();
     }
 }
