@@ -1,0 +1,561 @@
+/* The child side of a container's processes: the plan made from the agent's request before
+ * fork (argv, env, user, groups, rlimits, capabilities), what the child does between fork and
+ * exec (only system calls, on data prepared before), and the container's rootfs: its mounts,
+ * the pod's shared mounts, file mounts. process.c forks and tracks; this file prepares. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef BLKFLSBUF
+#define BLKFLSBUF _IO(0x12, 97)
+#endif
+
+#include "agent.h"
+#include "ttrpc.h"
+#include "spawn.h"
+
+/* ---- what a child needs, prepared before fork --------------------------------------- */
+
+
+
+void plan_free(struct plan *p)
+{
+    if (p->argv) {
+        for (char **a = p->argv; *a; a++)
+            free(*a);
+        free(p->argv);
+    }
+    if (p->envp) {
+        for (char **e = p->envp; *e; e++)
+            free(*e);
+        free(p->envp);
+    }
+    memset(p, 0, sizeof(*p));
+}
+
+static const char *CAPS[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+};
+
+static int cap_mask(struct fault *f, const char *set, char **names, size_t n, uint64_t *mask)
+{
+    *mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t c = 0;
+        while (c < sizeof(CAPS) / sizeof(CAPS[0]) && strcmp(CAPS[c], names[i]) != 0)
+            c++;
+        if (c == sizeof(CAPS) / sizeof(CAPS[0]))
+            return fail(f, CODE_INVALID_ARGUMENT, "%s capability %.64s is unknown", set, names[i]);
+        if ((int)c <= g_cap_last)
+            *mask |= 1ull << c;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int resource;
+} RLIMITS[] = {
+    {"RLIMIT_CPU", RLIMIT_CPU},         {"RLIMIT_FSIZE", RLIMIT_FSIZE},   {"RLIMIT_DATA", RLIMIT_DATA},
+    {"RLIMIT_STACK", RLIMIT_STACK},     {"RLIMIT_CORE", RLIMIT_CORE},     {"RLIMIT_RSS", RLIMIT_RSS},
+    {"RLIMIT_NPROC", RLIMIT_NPROC},     {"RLIMIT_NOFILE", RLIMIT_NOFILE}, {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},
+    {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_LOCKS", RLIMIT_LOCKS},   {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+    {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},   {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},
+    {"RLIMIT_RTTIME", RLIMIT_RTTIME},
+};
+
+static char **copy_strings(char **src, size_t n)
+{
+    char **out = calloc(n + 1, sizeof(char *));
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!(out[i] = strdup(src[i]))) {
+            for (size_t j = 0; j < i; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
+    return out;
+}
+
+/* Checks an OCI process description and turns it into a plan. */
+int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, struct plan *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!p)
+        return fail(f, CODE_INVALID_ARGUMENT, "process is missing");
+    if (p->n_args == 0 || p->args[0][0] == 0)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.args is empty");
+    if (p->n_args > MAX_ARGS)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.args has %zu entries, more than %d", p->n_args, MAX_ARGS);
+    if (p->n_env > MAX_ENV)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.env has %zu entries, more than %d", p->n_env, MAX_ENV);
+    for (size_t i = 0; i < p->n_env; i++)
+        if (!strchr(p->env[i], '=') || p->env[i][0] == '=')
+            return fail(f, CODE_INVALID_ARGUMENT, "process.env entry %.64s is not NAME=value", p->env[i]);
+    const char *cwd = p->cwd[0] ? p->cwd : "/";
+    if (check_path(f, "process.cwd", cwd))
+        return -1;
+    if (p->n_additional_gids > MAX_GROUPS)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.additional_gids has %zu entries, more than %d",
+                    p->n_additional_gids, MAX_GROUPS);
+    for (size_t i = 0; i < p->n_rlimits; i++) {
+        size_t r = 0;
+        while (r < sizeof(RLIMITS) / sizeof(RLIMITS[0]) && strcmp(RLIMITS[r].name, p->rlimits[i]->type) != 0)
+            r++;
+        if (r == sizeof(RLIMITS) / sizeof(RLIMITS[0]))
+            return fail(f, CODE_INVALID_ARGUMENT, "rlimit %.64s is unknown", p->rlimits[i]->type);
+        if (p->rlimits[i]->soft > p->rlimits[i]->hard)
+            return fail(f, CODE_INVALID_ARGUMENT, "rlimit %s: soft %llu is above hard %llu", p->rlimits[i]->type,
+                        (unsigned long long)p->rlimits[i]->soft, (unsigned long long)p->rlimits[i]->hard);
+        if (out->nrlimits < RLIM_NLIMITS)
+            out->rlimits[out->nrlimits++] =
+                (struct rlim){RLIMITS[r].resource, {p->rlimits[i]->soft, p->rlimits[i]->hard}};
+    }
+    if (cap_mask(f, "bounding", p->bounding, p->n_bounding, &out->bounding) ||
+        cap_mask(f, "effective", p->effective, p->n_effective, &out->effective) ||
+        cap_mask(f, "permitted", p->permitted, p->n_permitted, &out->permitted) ||
+        cap_mask(f, "inheritable", p->inheritable, p->n_inheritable, &out->inheritable) ||
+        cap_mask(f, "ambient", p->ambient, p->n_ambient, &out->ambient))
+        return -1;
+    out->argv = copy_strings(p->args, p->n_args);
+    out->envp = copy_strings(p->env, p->n_env);
+    if (!out->argv || !out->envp) {
+        plan_free(out);
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    snprintf(out->cwd, sizeof(out->cwd), "%s", cwd);
+    out->uid = p->uid;
+    out->gid = p->gid;
+    for (size_t i = 0; i < p->n_additional_gids; i++)
+        out->groups[i] = p->additional_gids[i];
+    out->ngroups = p->n_additional_gids;
+    out->no_new_privs = p->no_new_privileges;
+    out->terminal = p->terminal;
+    return 0;
+}
+
+/* ---- in the child: only system calls from here --------------------------------------- */
+
+/* What a child tells its parent over the report pipe. */
+
+void child_fail(int fd, const char *what, int err)
+{
+    struct report r = {.stage = 2, .err = err};
+    snprintf(r.what, sizeof(r.what), "%s", what);
+    (void)!write(fd, &r, sizeof(r));
+    _exit(127);
+}
+
+void child_stdio(int report, const struct plan *p, int in, int out, int err, const char *pty_slave)
+{
+    if (setsid() < 0)
+        child_fail(report, "setsid", errno);
+    if (p->terminal) {
+        int t = open(pty_slave, O_RDWR);
+        if (t < 0)
+            child_fail(report, "open the terminal", errno);
+        if (ioctl(t, TIOCSCTTY, 0) < 0)
+            child_fail(report, "make the terminal controlling", errno);
+        in = out = err = t;
+    }
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+        child_fail(report, "set up stdio", errno);
+}
+
+/* In a new container: opens a pty from the container's /dev/pts, sends the master to the
+ * agent over `sock` (SCM_RIGHTS) and makes the slave this process's controlling terminal
+ * and stdio. */
+void child_terminal(int report, int sock)
+{
+    int m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        child_fail(report, "open the container's /dev/pts/ptmx", errno);
+    int unlock = 0;
+    unsigned int n = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCGPTN, &n) < 0)
+        child_fail(report, "unlock the pseudo-terminal", errno);
+    char byte = 't';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &m, sizeof(int));
+    if (sendmsg(sock, &msg, 0) != 1)
+        child_fail(report, "hand the terminal to the agent", errno);
+    close(m);
+    if (setsid() < 0)
+        child_fail(report, "setsid", errno);
+    char slave[32];
+    snprintf(slave, sizeof(slave), "/dev/pts/%u", n);
+    int t = open(slave, O_RDWR);
+    if (t < 0)
+        child_fail(report, "open the terminal", errno);
+    if (ioctl(t, TIOCSCTTY, 0) < 0)
+        child_fail(report, "make the terminal controlling", errno);
+    if (dup2(t, 0) < 0 || dup2(t, 1) < 0 || dup2(t, 2) < 0)
+        child_fail(report, "set up stdio", errno);
+}
+
+/* Receives the pty master a child sent with child_terminal; -1 on failure. */
+int receive_terminal(int sock)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+void child_exec(int report, const struct plan *p, int cgroup_procs)
+{
+    if (cgroup_procs >= 0 && write(cgroup_procs, "0", 1) < 0)
+        child_fail(report, "join the container's cgroup", errno);
+    for (size_t i = 0; i < p->nrlimits; i++)
+        if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].value) < 0)
+            child_fail(report, "setrlimit", errno);
+    for (int c = 0; c <= g_cap_last; c++)
+        if (!(p->bounding & (1ull << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
+            child_fail(report, "drop a capability from the bounding set", errno);
+    if (setgroups(p->ngroups, p->groups) < 0)
+        child_fail(report, "setgroups", errno);
+    if (setresgid(p->gid, p->gid, p->gid) < 0)
+        child_fail(report, "setresgid", errno);
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        child_fail(report, "keep capabilities across setuid", errno);
+    if (setresuid(p->uid, p->uid, p->uid) < 0)
+        child_fail(report, "setresuid", errno);
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[2] = {
+        {(uint32_t)p->effective, (uint32_t)p->permitted, (uint32_t)p->inheritable},
+        {(uint32_t)(p->effective >> 32), (uint32_t)(p->permitted >> 32), (uint32_t)(p->inheritable >> 32)},
+    };
+    if (syscall(SYS_capset, &h, d) < 0)
+        child_fail(report, "capset", errno);
+    for (int c = 0; c <= g_cap_last; c++)
+        if ((p->ambient & (1ull << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            child_fail(report, "raise an ambient capability", errno);
+    if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(report, "set no_new_privs", errno);
+    if (chdir(p->cwd) < 0)
+        child_fail(report, "chdir to the process's cwd", errno);
+    environ = p->envp;
+    execvp(p->argv[0], p->argv);
+    child_fail(report, "exec", errno);
+}
+
+void child_reset_signals(void)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++)
+        signal(s, SIG_DFL);
+}
+
+/* ---- the rootfs ------------------------------------------------------------------------ */
+
+
+
+static const struct {
+    const char *name;
+    unsigned long set, clear;
+} MOUNT_FLAGS[] = {
+    {"ro", MS_RDONLY, 0},       {"rw", 0, MS_RDONLY},         {"nosuid", MS_NOSUID, 0},   {"suid", 0, MS_NOSUID},
+    {"nodev", MS_NODEV, 0},     {"dev", 0, MS_NODEV},         {"noexec", MS_NOEXEC, 0},   {"exec", 0, MS_NOEXEC},
+    {"relatime", MS_RELATIME, 0}, {"noatime", MS_NOATIME, 0}, {"strictatime", MS_STRICTATIME, 0},
+    {"sync", MS_SYNCHRONOUS, 0}, {"bind", MS_BIND, 0},        {"rbind", MS_BIND | MS_REC, 0},
+    {"private", 0, 0},          {"rprivate", 0, 0},
+};
+
+int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount *m, struct mount_spec *out)
+{
+    if (check_path(f, "mount destination", m->destination))
+        return -1;
+    if (strlen(m->type) >= sizeof(out->type) || strlen(m->source) >= sizeof(out->source))
+        return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: type or source too long", m->destination);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->target, sizeof(out->target), "%s%s", root, m->destination);
+    snprintf(out->type, sizeof(out->type), "%s", m->type);
+    snprintf(out->source, sizeof(out->source), "%s", m->source[0] ? m->source : m->type);
+    for (size_t i = 0; i < m->n_options; i++) {
+        const char *o = m->options[i];
+        size_t k = 0;
+        while (k < sizeof(MOUNT_FLAGS) / sizeof(MOUNT_FLAGS[0]) && strcmp(MOUNT_FLAGS[k].name, o) != 0)
+            k++;
+        if (k < sizeof(MOUNT_FLAGS) / sizeof(MOUNT_FLAGS[0])) {
+            out->flags = (out->flags | MOUNT_FLAGS[k].set) & ~MOUNT_FLAGS[k].clear;
+            continue;
+        }
+        if (strchr(o, ',') || strlen(out->data) + strlen(o) + 2 > sizeof(out->data))
+            return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: option %.64s is not acceptable", m->destination, o);
+        if (out->data[0])
+            strcat(out->data, ",");
+        strcat(out->data, o);
+    }
+    if (strcmp(out->type, "bind") == 0)
+        out->flags |= MS_BIND;
+    out->bind = out->flags & MS_BIND;
+    if (out->bind) {
+        if (check_path(f, "bind mount source", out->source))
+            return -1;
+        out->readonly_bind = out->flags & MS_RDONLY;
+    }
+    return 0;
+}
+
+/* The /dev/vdX whose virtio-blk serial is `serial`. */
+int find_disk(struct fault *f, const char *serial, char *dev, size_t cap)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        DIR *d = opendir("/sys/block");
+        if (!d)
+            return fail(f, CODE_INTERNAL, "open /sys/block: %s", strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[300], s[64] = {0};
+            snprintf(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            ssize_t n = read(fd, s, sizeof(s) - 1);
+            close(fd);
+            while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+                s[--n] = 0;
+            if (n > 0 && strcmp(s, serial) == 0) {
+                snprintf(dev, cap, "/dev/%s", e->d_name);
+                closedir(d);
+                return 0;
+            }
+        }
+        closedir(d);
+        usleep(10000); /* a hot-plugged disk may still be probing */
+    }
+    return fail(f, CODE_NOT_FOUND, "no virtio-blk disk with serial %.64s", serial);
+}
+
+void mkdirs(char *path)
+{
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    mkdir(path, 0755);
+}
+
+/* A "file" mount: the host's bytes become a file of the container's directory in the
+ * agent's tmpfs, bound onto the destination like any file bind. */
+int place_file(struct fault *f, struct rootfs_plan *r, size_t index, const Rund__Agent__V1__Mount *in,
+                      struct mount_spec *m)
+{
+    if (in->data.len > MAX_FILE_MOUNT)
+        return fail(f, CODE_INVALID_ARGUMENT, "file mount at %.200s: %zu bytes are more than %d", in->destination,
+                    in->data.len, MAX_FILE_MOUNT);
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/files", r->dir);
+    mkdirs(dir);
+    snprintf(m->source, sizeof(m->source), "%s/%zu", dir, index);
+    int fd = open(m->source, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fail(f, CODE_INTERNAL, "file mount at %.200s: create %s: %s", in->destination, m->source, strerror(errno));
+    size_t done = 0;
+    while (done < in->data.len) {
+        ssize_t n = write(fd, in->data.data + done, in->data.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return fail(f, CODE_INTERNAL, "file mount at %.200s: write %s: %s", in->destination, m->source,
+                        strerror(n < 0 ? errno : ENOSPC));
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    snprintf(m->type, sizeof(m->type), "bind");
+    m->flags |= MS_BIND;
+    m->bind = true;
+    m->readonly_bind = m->flags & MS_RDONLY;
+    return 0;
+}
+
+static void child_mount(int report, const char *src, const char *dst, const char *type, unsigned long flags,
+                        const char *data, const char *what)
+{
+    if (mount(src, dst, type, flags, data) < 0)
+        child_fail(report, what, errno);
+}
+
+/* ---- the pod's mounts ------------------------------------------------------------------ */
+
+/* The virtio-fs share and the writable disk are mounted once, in the agent's own mount
+ * namespace, and every container of the pod takes its own directory of each: a second
+ * mount of either would only return the same superblock, and one mount here lets the
+ * agent delete a removed container's upper directory without entering its namespace. */
+static pthread_mutex_t g_mounts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int ensure_mounted(struct fault *f, const char *src, char *target, const char *type, unsigned long flags,
+                          const char *what)
+{
+    int rc = 0;
+    pthread_mutex_lock(&g_mounts_lock);
+    mkdirs(target);
+    char up[160];
+    snprintf(up, sizeof(up), "%s/..", target);
+    struct stat here, parent;
+    bool mounted = stat(target, &here) == 0 && stat(up, &parent) == 0 && here.st_dev != parent.st_dev;
+    if (!mounted && strncmp(src, "/dev/", 5) == 0) {
+        /* A clone's disk is not its template's: blocks the template's kernel read at probe
+         * (the partition scan) may still be cached, and would shadow the clone's own. */
+        int fd = open(src, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || ioctl(fd, BLKFLSBUF, 0) < 0)
+            rc = fail(f, CODE_INTERNAL, "drop cached blocks of %s %s: %s", what, src, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!mounted && rc == 0 && mount(src, target, type, flags, NULL) < 0)
+        rc = fail(f, CODE_INTERNAL, "mount %s %s at %s: %s", what, src, target, strerror(errno));
+    pthread_mutex_unlock(&g_mounts_lock);
+    return rc;
+}
+
+int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if ((type == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+        alog("remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* /run/rund/c/<id>: the rootfs mountpoint (a mount only in the container's namespace,
+ * an empty directory here) and the files of "file" mounts. */
+void remove_container_dir(const char *id)
+{
+    char dir[300];
+    snprintf(dir, sizeof(dir), "/run/rund/c/%s", id);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Assembles the rootfs in a new mount namespace and pivots into it. */
+void child_rootfs(int report, struct rootfs_plan *r)
+{
+    bool join = r->join_uts >= 0;
+    if (join && (setns(r->join_uts, CLONE_NEWUTS) < 0 || setns(r->join_ipc, CLONE_NEWIPC) < 0))
+        child_fail(report, "join the pod's uts and ipc namespaces", errno);
+    if (unshare(CLONE_NEWNS | (join ? 0 : CLONE_NEWUTS | CLONE_NEWIPC)) < 0)
+        child_fail(report, "unshare mount, uts and ipc namespaces", errno);
+    child_mount(report, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "make / private");
+    child_mount(report, "overlay", r->rootfs, "overlay", 0, r->overlay_data, "mount the overlay rootfs");
+    for (size_t i = 0; i < r->nmounts; i++) {
+        struct mount_spec *m = &r->mounts[i];
+        struct stat st;
+        if (m->bind && stat(m->source, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            int fd = open(m->target, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd >= 0)
+                close(fd);
+        } else {
+            mkdirs(m->target);
+        }
+        child_mount(report, m->source, m->target, m->bind ? NULL : m->type, m->flags & ~(m->bind ? MS_RDONLY : 0),
+                    m->data[0] ? m->data : NULL, m->target);
+        if (m->readonly_bind)
+            child_mount(report, NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | (m->flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                        NULL, "remount a bind mount read-only");
+        if (strcmp(m->type, "tmpfs") == 0 && strcmp(m->target + strlen(r->rootfs), "/dev") == 0) {
+            /* A tmpfs /dev gets the usual device nodes, bound from the guest's /dev. */
+            static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+            char src[64], dst[1300];
+            for (size_t n = 0; n < sizeof(nodes) / sizeof(nodes[0]); n++) {
+                snprintf(src, sizeof(src), "/dev/%s", nodes[n]);
+                snprintf(dst, sizeof(dst), "%s/dev/%s", r->rootfs, nodes[n]);
+                int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+                if (fd >= 0)
+                    close(fd);
+                child_mount(report, src, dst, NULL, MS_BIND, NULL, "bind a device node");
+            }
+            snprintf(dst, sizeof(dst), "%s/dev/ptmx", r->rootfs);
+            (void)!symlink("pts/ptmx", dst);
+            snprintf(dst, sizeof(dst), "%s/dev/fd", r->rootfs);
+            (void)!symlink("/proc/self/fd", dst);
+        }
+    }
+    for (size_t i = 0; i < r->nmasked; i++) {
+        struct stat st;
+        if (stat(r->masked[i], &st) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode))
+            child_mount(report, "tmpfs", r->masked[i], "tmpfs", MS_RDONLY, NULL, "mask a directory");
+        else
+            child_mount(report, "/dev/null", r->masked[i], NULL, MS_BIND, NULL, "mask a file");
+    }
+    for (size_t i = 0; i < r->nreadonly; i++) {
+        if (mount(r->readonly[i], r->readonly[i], NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (errno == ENOENT)
+                continue;
+            child_fail(report, "bind a read-only path", errno);
+        }
+        child_mount(report, NULL, r->readonly[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
+                    "remount a path read-only");
+    }
+    if (!join && r->hostname[0] && sethostname(r->hostname, strlen(r->hostname)) < 0)
+        child_fail(report, "sethostname", errno);
+    if (chdir(r->rootfs) < 0)
+        child_fail(report, "chdir to the rootfs", errno);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        child_fail(report, "pivot_root", errno);
+    if (umount2(".", MNT_DETACH) < 0)
+        child_fail(report, "detach the old root", errno);
+    if (chdir("/") < 0)
+        child_fail(report, "chdir to the new root", errno);
+}
