@@ -1,15 +1,6 @@
 package io.rund.shim.containerd;
 
 import com.google.protobuf.Empty;
-import io.rund.containerd.events.TaskCreate;
-import io.rund.containerd.events.TaskDelete;
-import io.rund.containerd.events.TaskExecAdded;
-import io.rund.containerd.events.TaskExecStarted;
-import io.rund.containerd.events.TaskExit;
-import io.rund.containerd.events.TaskIO;
-import io.rund.containerd.events.TaskPaused;
-import io.rund.containerd.events.TaskResumed;
-import io.rund.containerd.events.TaskStart;
 import io.rund.containerd.task.v2.CheckpointTaskRequest;
 import io.rund.containerd.task.v2.CloseIORequest;
 import io.rund.containerd.task.v2.ConnectRequest;
@@ -184,7 +175,8 @@ public final class TaskService {
     /** The sandbox's id: its first container's. */
     public final String id;
     private final SandboxManager manager;
-    private final EventPublisher events;
+    private final EventPublisher publisher;
+    private final TaskEvents events;
     private final Owner owner;
     /** Ids containerd was given this endpoint for, whether created yet or not. */
     private final Set<String> routed = ConcurrentHashMap.newKeySet();
@@ -197,7 +189,8 @@ public final class TaskService {
         this.namespace = namespace;
         this.id = id;
         this.manager = manager;
-        this.events = events;
+        this.publisher = events;
+        this.events = new TaskEvents(events);
         this.owner = owner;
         routed.add(id);
     }
@@ -312,11 +305,7 @@ public final class TaskService {
         }
         // The task's pid is the VM's on the host: containerd and its users look pids up there.
         init.pid((int) sandbox.vm().pid());
-        events.publish("/tasks/create", TaskCreate.newBuilder().setContainerId(cid).setBundle(r.getBundle())
-                .addAllRootfs(r.getRootfsList())
-                .setIo(TaskIO.newBuilder().setStdin(r.getStdin()).setStdout(r.getStdout()).setStderr(r.getStderr())
-                        .setTerminal(r.getTerminal()))
-                .setPid(init.pid()).build());
+        events.created(r, init.pid());
         return CreateTaskResponse.newBuilder().setPid(init.pid()).build();
     }
 
@@ -346,12 +335,7 @@ public final class TaskService {
             }
             watchExit(agent, c, p, p.run(), output, input);
         }
-        if (p.execId.isEmpty()) {
-            events.publish("/tasks/start", TaskStart.newBuilder().setContainerId(c.id).setPid(p.pid()).build());
-        } else {
-            events.publish("/tasks/exec-started", TaskExecStarted.newBuilder().setContainerId(c.id)
-                    .setExecId(p.execId).setPid(p.pid()).build());
-        }
+        events.started(c.id, p.execId, p.pid());
         return StartResponse.newBuilder().setPid(p.pid()).build();
     }
 
@@ -370,9 +354,7 @@ public final class TaskService {
             output.awaitDrained(Duration.ofSeconds(10));
             input.cancel();
             p.stop(exit);
-            events.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(c.id)
-                    .setId(p.execId.isEmpty() ? c.id : p.execId).setPid(p.pid()).setExitStatus(exit.status())
-                    .setExitedAt(Timestamps.of(exit.at())).build());
+            events.exited(c.id, p.execId, p.pid(), exit);
         });
     }
 
@@ -447,8 +429,7 @@ public final class TaskService {
             }
             c.procs.remove(execId);
         }
-        events.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(c.id).setPid(p.pid())
-                .setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).setId(execId.isEmpty() ? c.id : execId).build());
+        events.deleted(c.id, execId, p.pid(), e);
         return DeleteResponse.newBuilder().setPid(p.pid()).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
 
@@ -501,7 +482,7 @@ public final class TaskService {
             c.procs.remove(r.getExecId());
             throw e;
         }
-        events.publish("/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(c.id).setExecId(r.getExecId()).build());
+        events.execAdded(c.id, r.getExecId());
         return Empty.getDefaultInstance();
     }
 
@@ -536,11 +517,11 @@ public final class TaskService {
         if (pause) {
             sandbox().agent().pause(c.id);
             c.paused = true;
-            events.publish("/tasks/paused", TaskPaused.newBuilder().setContainerId(c.id).build());
+            events.paused(c.id, true);
         } else {
             sandbox().agent().resume(c.id);
             c.paused = false;
-            events.publish("/tasks/resumed", TaskResumed.newBuilder().setContainerId(c.id).build());
+            events.paused(c.id, false);
         }
         return Empty.getDefaultInstance();
     }
@@ -593,7 +574,7 @@ public final class TaskService {
         if (s != null) {
             s.stop(STOP_GRACE);
         }
-        events.close();
+        publisher.close();
         owner.closed();
     }
 
