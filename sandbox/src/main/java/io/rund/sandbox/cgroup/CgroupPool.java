@@ -3,17 +3,12 @@ package io.rund.sandbox.cgroup;
 import io.rund.sandbox.id.Ids;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
@@ -24,21 +19,22 @@ import java.util.stream.Stream;
 /**
  * Pre-created cgroups, so that a sandbox start never creates or removes one.
  *
- * <p>At open the pool reads what is on disk: {@code free-K} directories are free; on v1
- * any other directory is a sandbox's (renamed to its id), which the daemon re-adopts or
- * releases. {@link #claim} takes a free cgroup from an in-memory list under one short
- * lock and renames it to the sandbox id (v1) or records the claim in {@code claimsDir}
- * (v2, which refuses rename). {@link #release} resets limits and renames it back. A
+ * <p>At open the pool reads what is on disk: {@code free-K} directories are free, the rest
+ * are sandboxes' ({@link Claims} says how a claim is recorded: a rename on v1, a claim
+ * file on v2, which refuses rename), which the daemon re-adopts or releases. {@link #claim}
+ * takes a free cgroup from an in-memory list under one short lock and records the claim;
+ * {@link #release} resets limits and drops it. A
  * virtual thread keeps the free list at the pool's size in the background, creating or
  * removing cgroups off the start path.
  */
 public final class CgroupPool implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(CgroupPool.class.getName());
-    private static final String FREE = "free-";
+    private static final String FREE = Claims.FREE;
 
     private final CgroupLayout layout;
     private final Path claimsDir;
+    private final Claims claims;
     private final int size;
     private final AtomicLong nextSlot = new AtomicLong();
     private final AtomicLong createdOnStartPath = new AtomicLong();
@@ -56,6 +52,7 @@ public final class CgroupPool implements AutoCloseable {
     private CgroupPool(CgroupLayout layout, Path claimsDir, int size) {
         this.layout = layout;
         this.claimsDir = claimsDir;
+        this.claims = Claims.of(layout, claimsDir);
         this.size = size;
         this.refiller = Thread.ofVirtual().name("cgroup-pool-refill").unstarted(this::refillLoop);
     }
@@ -81,13 +78,10 @@ public final class CgroupPool implements AutoCloseable {
             for (Path root : layout.roots().values()) {
                 Files.createDirectories(root);
             }
-            if (layout.version() == CgroupLayout.Version.V2) {
-                enableV2Controllers();
-                Files.createDirectories(claimsDir);
-            }
+            claims.prepare();
             repairHierarchies();
             long maxSlot = -1;
-            for (Map.Entry<String, String> slot : slots(layout, claimsDir).entrySet()) {
+            for (Map.Entry<String, String> slot : claims.slots().entrySet()) {
                 String name = slot.getKey();
                 if (name.startsWith(FREE)) {
                     maxSlot = Math.max(maxSlot, slotNumber(name));
@@ -104,32 +98,6 @@ public final class CgroupPool implements AutoCloseable {
         }
     }
 
-    /**
-     * The pool's cgroups as they are on disk, by directory name: the sandbox id that
-     * claims each, or null for a free one. On v1 a claimed cgroup is named by its sandbox;
-     * on v2 it keeps its slot name and the claim is a file in {@code claimsDir}. Reads only;
-     * an absent pool is empty.
-     */
-    static Map<String, String> slots(CgroupLayout layout, Path claimsDir) throws IOException {
-        Map<String, String> slots = new LinkedHashMap<>();
-        Path first = layout.roots().values().iterator().next();
-        if (!Files.isDirectory(first)) {
-            return slots;
-        }
-        try (Stream<Path> entries = Files.list(first)) {
-            for (Path e : entries.filter(Files::isDirectory).sorted().toList()) {
-                String name = e.getFileName().toString();
-                if (name.startsWith(FREE)) {
-                    Path claim = claimsDir.resolve(name);
-                    boolean taken = layout.version() == CgroupLayout.Version.V2 && Files.exists(claim);
-                    slots.put(name, taken ? Files.readString(claim).trim() : null);
-                } else if (layout.version() == CgroupLayout.Version.V1) {
-                    slots.put(name, name);
-                }
-            }
-        }
-        return slots;
-    }
 
     /** How many of the pool's cgroups are free and claimed, read from disk. */
     public record Census(boolean exists, int free, int claimed) {}
@@ -137,7 +105,7 @@ public final class CgroupPool implements AutoCloseable {
     /** The pool's state on disk, for `rund check`: nothing is created or changed. */
     public static Census census(CgroupLayout layout, Path claimsDir) throws CgroupException {
         try {
-            Map<String, String> slots = slots(layout, claimsDir);
+            Map<String, String> slots = Claims.of(layout, claimsDir).slots();
             long free = slots.values().stream().filter(java.util.Objects::isNull).count();
             return new Census(Files.isDirectory(layout.roots().values().iterator().next()), (int) free,
                     (int) (slots.size() - free));
@@ -183,19 +151,6 @@ public final class CgroupPool implements AutoCloseable {
         }
     }
 
-    private void enableV2Controllers() throws IOException {
-        Path root = layout.roots().get("");
-        StringBuilder enable = new StringBuilder();
-        for (String c : CgroupLayout.V2_CONTROLLERS) {
-            if (layout.controllers().contains(c)) {
-                enable.append(enable.isEmpty() ? "" : " ").append('+').append(c);
-            }
-        }
-        if (!enable.isEmpty()) {
-            Files.writeString(root.getParent().resolve("cgroup.subtree_control"), enable);
-            Files.writeString(root.resolve("cgroup.subtree_control"), enable);
-        }
-    }
 
     private static long slotNumber(String name) {
         try {
@@ -206,9 +161,7 @@ public final class CgroupPool implements AutoCloseable {
     }
 
     private Map<String, Path> dirs(String name) {
-        Map<String, Path> d = new LinkedHashMap<>();
-        layout.roots().forEach((controller, root) -> d.put(controller, root.resolve(name)));
-        return d;
+        return Claims.dirs(layout, name);
     }
 
     /** Creates one free cgroup in every hierarchy; a partial one is removed again. */
@@ -292,48 +245,14 @@ public final class CgroupPool implements AutoCloseable {
     }
 
     private Cgroup take(String slot, String sandboxId) throws CgroupException {
-        if (layout.version() == CgroupLayout.Version.V2) {
-            try {
-                Path tmp = claimsDir.resolve(slot + ".tmp");
-                Files.writeString(tmp, sandboxId);
-                Files.move(tmp, claimsDir.resolve(slot), StandardCopyOption.ATOMIC_MOVE);
-            } catch (IOException e) {
-                returnFree(slot);
-                throw new CgroupException("record claim of " + slot + " for " + sandboxId + ": " + e.getMessage(), e);
-            }
-            return new Cgroup(layout, sandboxId, slot, dirs(slot));
-        }
-        List<Path> renamed = new ArrayList<>();
-        Map<String, Path> from = dirs(slot);
-        Map<String, Path> to = dirs(sandboxId);
         try {
-            for (String controller : from.keySet()) {
-                Files.move(from.get(controller), to.get(controller), StandardCopyOption.ATOMIC_MOVE);
-                renamed.add(from.get(controller));
-            }
-        } catch (FileAlreadyExistsException e) {
-            undo(renamed, to, from);
+            return claims.take(slot, sandboxId);
+        } catch (CgroupException e) {
             returnFree(slot);
-            throw new CgroupException("claim a cgroup for sandbox " + sandboxId + ": " + e.getFile() + " already exists", e);
-        } catch (IOException e) {
-            undo(renamed, to, from);
-            returnFree(slot);
-            throw new CgroupException("rename " + slot + " to " + sandboxId + ": " + e.getMessage(), e);
+            throw e;
         }
-        return new Cgroup(layout, sandboxId, sandboxId, to);
     }
 
-    private void undo(List<Path> renamed, Map<String, Path> to, Map<String, Path> from) {
-        for (String controller : from.keySet()) {
-            if (renamed.contains(from.get(controller))) {
-                try {
-                    Files.move(to.get(controller), from.get(controller), StandardCopyOption.ATOMIC_MOVE);
-                } catch (IOException e) {
-                    LOG.log(Level.WARNING, "cgroup pool: could not rename {0} back: {1}", to.get(controller), e.getMessage());
-                }
-            }
-        }
-    }
 
     private void returnFree(String slot) {
         lock.lock();
@@ -363,29 +282,7 @@ public final class CgroupPool implements AutoCloseable {
             throw new CgroupException(cgroup + " still holds processes " + left);
         }
         cgroup.setLimits(Cgroup.Limits.NONE);
-        String slot = cgroup.slot();
-        if (layout.version() == CgroupLayout.Version.V2) {
-            try {
-                Files.deleteIfExists(claimsDir.resolve(slot));
-            } catch (IOException e) {
-                throw new CgroupException("drop the claim of " + slot + ": " + e.getMessage(), e);
-            }
-        } else {
-            slot = FREE + nextSlot.getAndIncrement();
-            Map<String, Path> from = dirs(cgroup.slot());
-            Map<String, Path> to = dirs(slot);
-            for (String controller : from.keySet()) {
-                try {
-                    Files.move(from.get(controller), to.get(controller), StandardCopyOption.ATOMIC_MOVE);
-                } catch (NoSuchFileException e) {
-                    // Already renamed by an earlier, interrupted release.
-                } catch (AtomicMoveNotSupportedException e) {
-                    throw new CgroupException("rename " + from.get(controller) + ": " + e.getMessage(), e);
-                } catch (IOException e) {
-                    throw new CgroupException("rename " + from.get(controller) + " to " + slot + ": " + e.getMessage(), e);
-                }
-            }
-        }
+        String slot = claims.giveBack(cgroup, () -> FREE + nextSlot.getAndIncrement());
         lock.lock();
         try {
             claimed.remove(cgroup.sandboxId());
