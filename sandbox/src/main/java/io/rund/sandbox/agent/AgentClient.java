@@ -46,7 +46,7 @@ import java.util.List;
  * read, WaitOOM) get no deadline unless the caller passes one. Every answer is checked
  * before it is believed: the guest is not trusted.
  */
-public final class AgentClient implements AutoCloseable {
+public final class AgentClient implements GuestProcesses, AutoCloseable {
 
     static final String SERVICE = "rund.agent.v1.Agent";
     /** The agent refuses reads over this many bytes; so do we. */

@@ -10,7 +10,7 @@ public final class AgentException extends Exception {
 
     private final Fault kind;
 
-    AgentException(Fault kind, String message, Throwable cause) {
+    public AgentException(Fault kind, String message, Throwable cause) {
         super(message, cause);
         this.kind = kind;
     }

@@ -5,6 +5,7 @@ import io.rund.rootfs.StoreException;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.PodNetwork;
@@ -25,7 +26,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * <p>Threads: any; adding and removing containers may run concurrently with each other
  * and with the agent's other calls.
  */
-public final class Sandbox implements AutoCloseable {
+public final class Sandbox implements Pod, AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(Sandbox.class.getName());
 
@@ -139,6 +140,16 @@ public final class Sandbox implements AutoCloseable {
     /** How the VM started: "cold", or "clone " and the template's key. */
     public String boot() {
         return boot;
+    }
+
+    @Override
+    public long vmPid() {
+        return vm.pid();
+    }
+
+    @Override
+    public GuestProcesses processes() {
+        return agent;
     }
 
     public Vm vm() {

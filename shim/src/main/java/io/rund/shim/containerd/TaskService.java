@@ -31,10 +31,10 @@ import io.rund.containerd.types.task.Status;
 import io.rund.rootfs.RootfsMount;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.lifecycle.ContainerSpec;
-import io.rund.sandbox.lifecycle.Sandbox;
-import io.rund.sandbox.lifecycle.SandboxManager;
+import io.rund.sandbox.lifecycle.Pod;
 import io.rund.shim.TaskFault;
 import io.rund.shim.Timestamps;
 import io.rund.shim.oci.OciSpec;
@@ -174,7 +174,7 @@ public final class TaskService {
     final String namespace;
     /** The sandbox's id: its first container's. */
     public final String id;
-    private final SandboxManager manager;
+    private final Pod.Starter starter;
     private final EventPublisher publisher;
     private final TaskEvents events;
     private final Owner owner;
@@ -182,13 +182,13 @@ public final class TaskService {
     private final Set<String> routed = ConcurrentHashMap.newKeySet();
     private final Map<String, Container> containers = new ConcurrentHashMap<>();
     private final Object lifecycle = new Object();
-    private volatile Sandbox sandbox;
+    private volatile Pod sandbox;
     private volatile boolean closed;
 
-    public TaskService(String namespace, String id, SandboxManager manager, EventPublisher events, Owner owner) {
+    public TaskService(String namespace, String id, Pod.Starter starter, EventPublisher events, Owner owner) {
         this.namespace = namespace;
         this.id = id;
-        this.manager = manager;
+        this.starter = starter;
         this.publisher = events;
         this.events = new TaskEvents(events);
         this.owner = owner;
@@ -262,8 +262,8 @@ public final class TaskService {
         return p;
     }
 
-    private Sandbox sandbox() throws TaskFault {
-        Sandbox s = sandbox;
+    private Pod sandbox() throws TaskFault {
+        Pod s = sandbox;
         if (s == null) {
             throw new TaskFault(Fault.NOT_FOUND, "sandbox " + id + " is not created");
         }
@@ -295,7 +295,7 @@ public final class TaskService {
                     process.getCwd(), spec.hostname(), r.getTerminal(), spec.memoryLimitBytes(), spec.cpuQuotaMicros(),
                     process, spec.volumes(), spec.files(), spec.netns());
             if (cid.equals(id)) {
-                sandbox = manager.start(cs);
+                sandbox = starter.start(cs);
             } else {
                 sandbox().addContainer(cs);
             }
@@ -304,7 +304,7 @@ public final class TaskService {
             throw e;
         }
         // The task's pid is the VM's on the host: containerd and its users look pids up there.
-        init.pid((int) sandbox.vm().pid());
+        init.pid((int) sandbox.vmPid());
         events.created(r, init.pid());
         return CreateTaskResponse.newBuilder().setPid(init.pid()).build();
     }
@@ -317,7 +317,7 @@ public final class TaskService {
                 throw new TaskFault(Fault.FAILED_PRECONDITION,
                         "process " + label(c, p) + " is " + Proc.name(p.state()) + ", not created");
             }
-            AgentClient agent = sandbox().agent();
+            GuestProcesses agent = sandbox().processes();
             Stdio.Output output = Stdio.output(sandbox().dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
             // An exec's pipes exist only once it is started; whatever it writes before the
             // pumps read stays in them.
@@ -340,7 +340,7 @@ public final class TaskService {
     }
 
     /** Waits (on a virtual thread) for the process to exit and its output to drain, then reports it. */
-    private void watchExit(AgentClient agent, Container c, Proc p, Running running, Stdio.Output output, Stdio.Input input) {
+    private void watchExit(GuestProcesses agent, Container c, Proc p, Running running, Stdio.Output output, Stdio.Input input) {
         Thread.ofVirtual().name("exit-" + c.id + "-" + p.execId).start(() -> {
             Exit exit;
             try {
@@ -400,7 +400,7 @@ public final class TaskService {
         if (state instanceof Stopped && !r.getAll()) {
             throw new TaskFault(Fault.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
-        sandbox().agent().signal(c.id, p.execId, r.getSignal(), r.getAll());
+        sandbox().processes().signal(c.id, p.execId, r.getSignal(), r.getAll());
         return Empty.getDefaultInstance();
     }
 
@@ -423,7 +423,7 @@ public final class TaskService {
             removeContainer(c);
         } else {
             try {
-                sandbox().agent().deleteProcess(c.id, execId);
+                sandbox().processes().deleteProcess(c.id, execId);
             } catch (AgentException ignored) {
                 // the process record in the guest is gone already
             }
@@ -448,7 +448,7 @@ public final class TaskService {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox task " + id
                     + " is the pod's; its containers " + running + " still run");
         }
-        Sandbox s = sandbox;
+        Pod s = sandbox;
         if (s != null) {
             s.stop(STOP_GRACE);
         }
@@ -477,7 +477,7 @@ public final class TaskService {
             throw new TaskFault(Fault.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
         }
         try {
-            sandbox().agent().execProcess(c.id, r.getExecId(), process);
+            sandbox().processes().execProcess(c.id, r.getExecId(), process);
         } catch (AgentException e) {
             c.procs.remove(r.getExecId());
             throw e;
@@ -489,7 +489,7 @@ public final class TaskService {
     private Empty resize(ResizePtyRequest r) throws Exception {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
-        sandbox().agent().resizePty(c.id, p.execId, r.getHeight(), r.getWidth());
+        sandbox().processes().resizePty(c.id, p.execId, r.getHeight(), r.getWidth());
         return Empty.getDefaultInstance();
     }
 
@@ -497,7 +497,7 @@ public final class TaskService {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
         if (r.getStdin() && p.stdin.isEmpty()) {
-            sandbox().agent().closeStdin(c.id, p.execId);
+            sandbox().processes().closeStdin(c.id, p.execId);
         }
         // With a stdin fifo, the pump closes the process's stdin when containerd closes the fifo.
         return Empty.getDefaultInstance();
@@ -506,7 +506,7 @@ public final class TaskService {
     private PidsResponse pids(PidsRequest r) throws Exception {
         Container c = container(r.getId());
         PidsResponse.Builder b = PidsResponse.newBuilder();
-        for (int pid : sandbox().agent().pids(c.id)) {
+        for (int pid : sandbox().processes().pids(c.id)) {
             b.addProcesses(ProcessInfo.newBuilder().setPid(pid));
         }
         return b.build();
@@ -515,11 +515,11 @@ public final class TaskService {
     private Empty pause(String cid, boolean pause) throws Exception {
         Container c = container(cid);
         if (pause) {
-            sandbox().agent().pause(c.id);
+            sandbox().processes().pause(c.id);
             c.paused = true;
             events.paused(c.id, true);
         } else {
-            sandbox().agent().resume(c.id);
+            sandbox().processes().resume(c.id);
             c.paused = false;
             events.paused(c.id, false);
         }
@@ -529,7 +529,7 @@ public final class TaskService {
     private Empty update(UpdateTaskRequest r) throws Exception {
         Container c = container(r.getId());
         OciSpec.Resources res = OciSpec.resources(r.getResources().getValue().toByteArray());
-        sandbox().agent().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(c.id)
+        sandbox().processes().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(c.id)
                 .setMemoryLimitBytes(res.memoryLimitBytes()).setCpuQuotaUsec(res.cpuQuotaMicros())
                 .setCpuPeriodUsec(res.cpuPeriodMicros()).setPidsLimit(res.pidsLimit()).build());
         return Empty.getDefaultInstance();
@@ -537,7 +537,7 @@ public final class TaskService {
 
     private StatsResponse stats(StatsRequest r) throws Exception {
         Container c = container(r.getId());
-        return StatsResponse.newBuilder().setStats(ContainerMetrics.of(sandbox().agent().stats(c.id))).build();
+        return StatsResponse.newBuilder().setStats(ContainerMetrics.of(sandbox().processes().stats(c.id))).build();
     }
 
     private ConnectResponse connect(ConnectRequest r) throws TaskFault {
@@ -570,7 +570,7 @@ public final class TaskService {
         synchronized (lifecycle) {
             closed = true;
         }
-        Sandbox s = sandbox;
+        Pod s = sandbox;
         if (s != null) {
             s.stop(STOP_GRACE);
         }

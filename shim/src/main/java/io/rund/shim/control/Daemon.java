@@ -190,7 +190,7 @@ public final class Daemon implements AutoCloseable {
         }
         Path socket = config.stateDir().resolve("t").resolve(shortName(key) + ".sock");
         EventPublisher events = new EventPublisher(r.getTtrpcAddress(), r.getNamespace());
-        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager, events, new TaskService.Owner() {
+        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager::start, events, new TaskService.Owner() {
             @Override
             public void containerGone(String containerId) {
                 tasks.remove(key(r.getNamespace(), containerId));

@@ -3,6 +3,7 @@ package io.rund.shim.stdio;
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.shim.TaskFault;
 import java.io.IOException;
@@ -84,7 +85,7 @@ public final class Stdio {
         }
 
         /** Starts the pumps: the process has started, so its streams exist in the guest. */
-        public void begin(AgentClient agent) {
+        public void begin(GuestProcesses agent) {
             CompletableFuture<Void> out;
             CompletableFuture<Void> err;
             if (logger != null) {
@@ -162,7 +163,7 @@ public final class Stdio {
     }
 
     /** Copies stdout or stderr of a process until the guest says the stream ended. */
-    private static CompletableFuture<Void> pumpOut(AgentClient agent, String containerId, String execId, Opener opener,
+    private static CompletableFuture<Void> pumpOut(GuestProcesses agent, String containerId, String execId, Opener opener,
             boolean stderr) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         Thread.ofPlatform().daemon().name("stdio-" + containerId + "-" + execId + (stderr ? "-err" : "-out")).start(() -> {
@@ -215,7 +216,7 @@ public final class Stdio {
     }
 
     /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
-    public static Input pumpIn(AgentClient agent, String containerId, String execId, String uri) {
+    public static Input pumpIn(GuestProcesses agent, String containerId, String execId, String uri) {
         if (uri.isEmpty()) {
             return new Input(null);
         }

@@ -1,0 +1,194 @@
+package io.rund.shim.containerd;
+
+import io.rund.agent.v1.Process;
+import io.rund.agent.v1.UpdateResourcesRequest;
+import io.rund.sandbox.Fault;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.agent.GuestProcesses;
+import io.rund.sandbox.lifecycle.ContainerSpec;
+import io.rund.sandbox.lifecycle.Pod;
+import io.rund.sandbox.lifecycle.SandboxException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A stand-in for a pod's sandbox, in memory: no VM, no guest, no root. Its processes start
+ * when told, exit with 128 + the signal when signalled (or with what a test says), write
+ * nothing, and read stdin into nothing. It lets the task adapter be tested alone; what it
+ * does is what a guest must do, and the real-component suites check that a guest does it.
+ */
+final class StandInPod implements Pod, GuestProcesses {
+
+    static final long VM_PID = 4242;
+
+    private final String id;
+    private final Path dir;
+    private final AtomicInteger nextPid = new AtomicInteger(100);
+    /** "cid/eid" -> the process's exit. */
+    private final Map<String, CompletableFuture<AgentClient.Exit>> exits = new ConcurrentHashMap<>();
+    private final Map<String, Integer> pids = new ConcurrentHashMap<>();
+    final List<String> containers = new ArrayList<>();
+    volatile boolean stopped;
+    /** What the stand-in guest answers the next create with (null: it accepts it). */
+    volatile AgentException refuseNextCreate;
+
+    StandInPod(String id, Path dir) {
+        this.id = id;
+        this.dir = dir;
+    }
+
+    /** The starter a task adapter gets: the first container makes this pod. */
+    Starter starter() {
+        return spec -> {
+            create(spec);
+            return this;
+        };
+    }
+
+    private void create(ContainerSpec spec) throws SandboxException {
+        AgentException refused = refuseNextCreate;
+        refuseNextCreate = null;
+        if (refused != null) {
+            throw new SandboxException(refused.kind(), "stand-in guest: " + refused.getMessage(), refused);
+        }
+        synchronized (containers) {
+            containers.add(spec.id());
+        }
+        exits.put(key(spec.id(), ""), new CompletableFuture<>());
+    }
+
+    private static String key(String cid, String eid) {
+        return cid + "/" + eid;
+    }
+
+    private CompletableFuture<AgentClient.Exit> exit(String cid, String eid) throws AgentException {
+        CompletableFuture<AgentClient.Exit> f = exits.get(key(cid, eid));
+        if (f == null) {
+            throw new AgentException(Fault.NOT_FOUND, "no process " + key(cid, eid), null);
+        }
+        return f;
+    }
+
+    /** Makes a process exit with {@code status}, as the guest would report it. */
+    void exit(String cid, String eid, int status) throws AgentException {
+        exit(cid, eid).complete(new AgentClient.Exit(status, Instant.now()));
+    }
+
+    @Override
+    public String id() {
+        return id;
+    }
+
+    @Override
+    public Path dir() {
+        return dir;
+    }
+
+    @Override
+    public long vmPid() {
+        return VM_PID;
+    }
+
+    @Override
+    public void addContainer(ContainerSpec spec) throws SandboxException {
+        create(spec);
+    }
+
+    @Override
+    public void removeContainer(String containerId) {
+        synchronized (containers) {
+            containers.remove(containerId);
+        }
+    }
+
+    @Override
+    public GuestProcesses processes() {
+        return this;
+    }
+
+    @Override
+    public void stop(Duration grace) {
+        stopped = true;
+    }
+
+    @Override
+    public int startProcess(String containerId, String execId) throws AgentException {
+        exit(containerId, execId);
+        return pids.computeIfAbsent(key(containerId, execId), k -> nextPid.getAndIncrement());
+    }
+
+    @Override
+    public void execProcess(String containerId, String execId, Process process) throws AgentException {
+        if (exits.putIfAbsent(key(containerId, execId), new CompletableFuture<>()) != null) {
+            throw new AgentException(Fault.ALREADY_EXISTS, "exec " + execId, null);
+        }
+    }
+
+    @Override
+    public void signal(String containerId, String execId, int signal, boolean all) throws AgentException {
+        exit(containerId, execId).complete(new AgentClient.Exit(128 + signal, Instant.now()));
+    }
+
+    @Override
+    public AgentClient.Exit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
+        try {
+            return exit(containerId, execId).get(timeout == null ? 60 : timeout.toSeconds(), TimeUnit.SECONDS);
+        } catch (Exception e) {
+            throw new AgentException(Fault.DEADLINE_EXCEEDED, "wait " + key(containerId, execId), e);
+        }
+    }
+
+    @Override
+    public void deleteProcess(String containerId, String execId) {
+        exits.remove(key(containerId, execId));
+    }
+
+    @Override
+    public int writeStdin(String containerId, String execId, byte[] data) {
+        return data.length;
+    }
+
+    @Override
+    public void closeStdin(String containerId, String execId) {}
+
+    @Override
+    public AgentClient.Chunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) {
+        return new AgentClient.Chunk(new byte[0], true);
+    }
+
+    @Override
+    public AgentClient.Chunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) {
+        return new AgentClient.Chunk(new byte[0], true);
+    }
+
+    @Override
+    public void resizePty(String containerId, String execId, int rows, int cols) {}
+
+    @Override
+    public List<Integer> pids(String containerId) {
+        return List.copyOf(pids.values());
+    }
+
+    @Override
+    public AgentClient.Stats stats(String containerId) {
+        return new AgentClient.Stats(1000, 600, 400, 1 << 20, 0, 1, 0, 0);
+    }
+
+    @Override
+    public void pause(String containerId) {}
+
+    @Override
+    public void resume(String containerId) {}
+
+    @Override
+    public void updateResources(UpdateResourcesRequest request) {}
+}
