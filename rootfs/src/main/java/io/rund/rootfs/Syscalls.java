@@ -12,9 +12,11 @@ import java.lang.invoke.VarHandle;
 import java.nio.file.Path;
 
 /**
- * The few system calls the JDK does not offer, through the FFM API: open(2) with flags,
- * ioctl(2) with an integer argument, unlink(2), close(2). Failures become
- * {@link SyscallException} carrying errno and the call that failed. Thread-safe.
+ * The few system calls the JDK does not offer, through the FFM API, the daemon's one FFM
+ * layer: open(2) with flags, ioctl(2) (FICLONE), unlink(2), mkfifo(3), mount(2), umount2(2),
+ * open_tree/mount_setattr/move_mount (a bind read-only from its first moment), renameat2(2),
+ * fstatat(2), read(2), close(2). Failures become {@link SyscallException} carrying errno and
+ * the call that failed. Thread-safe.
  */
 public final class Syscalls {
 

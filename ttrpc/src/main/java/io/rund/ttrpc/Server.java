@@ -45,6 +45,9 @@ import jdk.net.UnixDomainPrincipal;
  * <p>Lifecycle: build, {@link #serve} one or more listeners, then {@link #shutdown} (stop
  * accepting, let calls in flight finish, bounded by a deadline) or {@link #close} (drop
  * everything now).
+ *
+ * <p>One file, over the project's usual size: connections, streams, deadlines and shutdown
+ * are one state machine whose rules (stream ids, limits, ordering) read best in one place.
  */
 public final class Server implements AutoCloseable {
 

@@ -48,8 +48,12 @@ import java.util.stream.Stream;
  * network) → first container. The state file is rewritten after each step, so that
  * {@link #recover()} finds what a crash left. With spare VMs ({@link #startSpares}), a
  * start that finds one ready begins with it instead: the spare's directory becomes the
- * sandbox's, it already has its disk and a back-end waiting for the share, and "launch
- * the VM" is a resume.
+ * sandbox's, it already has its disk and its helper serving its share, and "launch the
+ * VM" is a resume.
+ *
+ * <p>The start is one method on purpose: its order is the design, read top to bottom.
+ * Recovery ({@link Recovery}), the agent's container request ({@link ContainerRequests})
+ * and the releases ({@link Teardown}) live in units of their own.
  */
 public final class SandboxManager implements AutoCloseable {
 

@@ -37,7 +37,8 @@ import java.util.regex.Pattern;
  * <p>It works with the daemon down, from what is on disk, and with it up, when the daemon's
  * own answers (the accelerator it chose, its template, its pool) replace what the disk can
  * only predict. It changes nothing: the store's clone probe removes its two files, and
- * nothing is created in the cgroup or template stores.
+ * nothing is created in the cgroup or template stores. One method per check, in the order
+ * of the report.
  */
 public final class HostCheck {
 

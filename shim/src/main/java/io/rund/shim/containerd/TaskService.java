@@ -55,8 +55,13 @@ import java.util.concurrent.TimeUnit;
 /**
  * containerd.task.v2.Task for one sandbox: its first container (a task of its own, or a
  * pod's sandbox container) and, in a pod, the containers that join it. Each RPC finds the
- * container by the request's id, looks the process up, delegates to the sandbox's agent,
- * publishes its event and builds the reply. Processes move CREATED → RUNNING → STOPPED.
+ * container by the request's id, looks the process up, asks the pod's guest processes
+ * ({@link GuestProcesses}), has its event sent ({@link TaskEvents}) and builds the reply.
+ * Processes move {@link Created} → {@link Running} → {@link Stopped}, under their own lock.
+ *
+ * <p>Its size is containerd's: the Task API's calls, each mapped here; what is not the
+ * mapping (events, metrics, the OCI translation, stdio, status codes) lives in units of
+ * its own.
  *
  * <p>The sandbox (the VM) is made by the first container's Create and stopped by its
  * Delete, which waits until no other container of the pod still runs.
