@@ -6,7 +6,6 @@ import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.id.Ids;
-import io.rund.sandbox.network.PodNetwork;
 import io.rund.vm.Hypervisor;
 import io.rund.vm.template.SparePool;
 import java.io.IOException;
@@ -120,27 +119,28 @@ final class Recovery {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
         Path dir = stateRoot.resolve(Ids.dirName(id));
-        if (Files.isDirectory(dir)) {
-            killRecorded(dir);
+        SandboxState state = null;
+        try {
+            state = Files.isDirectory(dir) ? SandboxState.read(dir) : null;
+        } catch (IOException e) {
+            // no state written yet: what the directory and the pool hold is all there is
+        }
+        Resource[] order = Resource.values();
+        for (int i = order.length - 1; i >= 0; i--) {
             try {
-                SandboxState state = SandboxState.read(dir);
-                if (state.netns() != null) {
-                    PodNetwork.disconnect(Path.of(state.netns()), state.podInterface());
-                }
-            } catch (IOException e) {
-                // no state: no network was connected
+                order[i].recover(this, id, dir, state);
+            } catch (Exception e) {
+                LOG.log(Level.WARNING, "sandbox={0}: release {1} after a previous daemon: {2}", id, order[i], e.getMessage());
             }
         }
+    }
+
+    /** Kills what is left in sandbox {@code id}'s cgroup and gives it back to the pool, if it holds one. */
+    void releaseCgroup(String id) throws CgroupException {
         Cgroup cgroup = pool.claimed().get(id);
         if (cgroup != null) {
-            try {
-                killAndRelease(pool, cgroup);
-            } catch (CgroupException e) {
-                LOG.log(Level.WARNING, "sandbox={0}: {1}", id, e.getMessage());
-            }
+            killAndRelease(pool, cgroup);
         }
-        ReadOnlyLayer.unmount(dir.resolve("shared"));
-        Dirs.removeShallow(dir);
     }
 
     /**
@@ -173,7 +173,7 @@ final class Recovery {
     }
 
     /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
-    private void killIfOurs(long pid, Path dir) {
+    void killIfOurs(long pid, Path dir) {
         if (pid <= 0) {
             return;
         }

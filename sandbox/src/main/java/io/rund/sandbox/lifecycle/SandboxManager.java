@@ -332,9 +332,9 @@ public final class SandboxManager implements AutoCloseable {
             if (spare == null) {
                 Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             }
-            undo.push("state directory", () -> Dirs.removeShallow(dir));
+            undo.push(Resource.STATE_DIR, dir.toString(), () -> Dirs.removeShallow(dir));
             if (spare != null) {
-                undo.push("spare VM " + spare.name(), () -> spare.closeIn(dir));
+                undo.push(Resource.VM, "spare " + spare.name(), () -> spare.closeIn(dir));
             }
             String accelerator = hypervisor.accelerator().kind().name();
             // A spare's VM runs from the start; its command line names the spare's directory.
@@ -349,7 +349,7 @@ public final class SandboxManager implements AutoCloseable {
 
             step = "claim a cgroup";
             Cgroup cgroup = pool.claim(id);
-            undo.push("cgroup", () -> Recovery.killAndRelease(pool, cgroup));
+            undo.push(Resource.CGROUP, "pool", () -> Recovery.killAndRelease(pool, cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
                     spec.cpuQuotaMicros(), 100_000, 512));
             if (spare != null) {
@@ -377,14 +377,14 @@ public final class SandboxManager implements AutoCloseable {
                 }
                 unregistered[0] = uid;
                 ReadOnlyLayer layer = readOnly;
-                undo.push("uid " + uid, () -> {
+                undo.push(Resource.VM, "uid " + uid, () -> {
                     if (unregistered[0] > 0) {
                         releaseWhenGone(unregistered[0], layer.helper(), null); // no VM was launched
                     }
                 });
                 cgroup.bind(readOnly.helper().process().pid());
             }
-            undo.push("read-only layer", readOnly::close);
+            undo.push(Resource.SHARE, "share and helper", readOnly::close);
             String image = readOnly.add(id, spec.rootfs());
 
             Launched launched;
@@ -405,7 +405,7 @@ public final class SandboxManager implements AutoCloseable {
                 }
                 releaseWhenGone(uid, readOnly.helper(), launched.vm());
                 unregistered[0] = 0;
-                undo.push("VM", launched.vm()::close);
+                undo.push(Resource.VM, "QEMU", launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
                 state = state.withVm(launched.vm().pid(), launched.boot(), vmDir);
                 state.write(dir);
@@ -413,13 +413,13 @@ public final class SandboxManager implements AutoCloseable {
             Vm vm = launched.vm();
             if (network != null) {
                 step = "connect the VM to the pod network";
-                undo.push("pod network", () -> PodNetwork.disconnect(network.netns(), network.ifname()));
+                undo.push(Resource.POD_NETWORK, network.ifname(), () -> PodNetwork.disconnect(network.netns(), network.ifname()));
                 network.connect(tap);
             }
 
             step = "wait for the agent";
             AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
-            undo.push("agent connection", agent::close);
+            undo.push(Resource.AGENT, "connection", agent::close);
             byte[] seed = new byte[64];
             random.nextBytes(seed);
             agent.setTime(Instant.now());

@@ -5,13 +5,12 @@ import java.util.ArrayDeque;
 import java.util.Deque;
 
 /**
- * How a sandbox's resources go, in one place: each step of a start that acquires something
- * (state directory, spare VM, pool cgroup, uid, share and helper, VM, pod network, agent
- * connection) pushes its release here at once. A start that fails runs them; the sandbox a
+ * How a sandbox's resources go: each step of a start that acquires something (a
+ * {@link Resource}: state directory, pool cgroup, share and helper, VM, pod network, agent
+ * connection; a spare VM's, and a reserved uid) pushes its release here at once. A start that fails runs them; the sandbox a
  * start made keeps them, and its stop runs them. Either way in reverse order of
  * acquisition. Recovery, which has only the disk, ends what a dead daemon left in the same
- * order ({@link Recovery#cleanup}: VM, pod network, cgroup with the helper in it, share,
- * directory).
+ * order, by {@link Resource#recover}.
  *
  * <p>Threads: pushed by one start; run once (later calls find nothing left).
  */
@@ -33,9 +32,9 @@ final class Teardown {
         this.sandboxId = sandboxId;
     }
 
-    /** Registers the release of {@code what}, just acquired. */
-    synchronized void push(String what, Step step) {
-        steps.push(new Named(what, step));
+    /** Registers the release of {@code what}, a {@code kind} of resource just acquired. */
+    synchronized void push(Resource kind, String what, Step step) {
+        steps.push(new Named(kind + " (" + what + ")", step));
     }
 
     /** Releases everything pushed, newest first; a failed release is logged and the rest still run. */
