@@ -94,6 +94,12 @@ int ensure_mounted(struct fault *f, const char *src, char *target, const char *t
                           const char *what);
 void remove_container_dir(const char *id);
 void child_rootfs(int report, struct rootfs_plan *r);
+/* cgroups.c: a cgroup file of `dir` into buf (NUL-terminated), a value into one, and one number
+ * of a file ("max" is 0; or the value of `key` in a "key value" file). */
+int read_file(const char *dir, const char *name, char *buf, size_t cap);
+int write_file(const char *dir, const char *name, const char *value);
+uint64_t number(const char *dir, const char *name, const char *key);
+
 /* nftw callback: removes one entry of a container's upper directory. */
 int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw);
 
