@@ -13,7 +13,7 @@
  * everything: supplementary groups (but --group), every capability in the bounding set,
  * uid and gid to U and G (which clears the permitted, effective and ambient sets), sets
  * no_new_privs, checks that no capability is left, and execs the hypervisor, which, exec'd
- * as its own uid, stays dumpable for the daemon's process_vm_readv.
+ * as its own uid, stays dumpable for its helper's process_vm_readv (the same uid).
  *
  * It runs in the VM's directory (the daemon's choice), which recovery reads back from
  * /proc/<pid>/cwd. Any failure exits 126 with the reason on stderr, before the exec.
