@@ -1,6 +1,7 @@
 package io.rund.rootfs.virtiofs;
 
 import io.rund.testing.NativeTools;
+import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.Syscalls.SyscallException;
 import io.rund.rootfs.SandboxHelper;
 import java.nio.channels.FileChannel;
@@ -197,7 +198,7 @@ final class HostileDriver implements AutoCloseable {
     private void readFully(MemorySegment into) throws SyscallException {
         long off = 0;
         while (off < into.byteSize()) {
-            int n = Posix.read(sock, into.asSlice(off), into.byteSize() - off);
+            int n = Syscalls.read(sock, into.asSlice(off), into.byteSize() - off);
             if (n == 0) {
                 throw new SyscallException("back-end closed the connection", 104);
             }
@@ -395,7 +396,7 @@ final class HostileDriver implements AutoCloseable {
             return;
         }
         closed = true;
-        Posix.closeQuietly(sock);
+        Syscalls.closeQuietly(sock);
         holder.destroyForcibly();
         try {
             holder.waitFor();
@@ -403,8 +404,8 @@ final class HostileDriver implements AutoCloseable {
             Thread.currentThread().interrupt();
         }
         for (int q = 0; q < 2; q++) {
-            Posix.closeQuietly(kick[q]);
-            Posix.closeQuietly(call[q]);
+            Syscalls.closeQuietly(kick[q]);
+            Syscalls.closeQuietly(call[q]);
         }
         arena.close();
     }

@@ -94,11 +94,6 @@ final class Posix {
         }
     }
 
-    /** read(2) into a native buffer, retrying on EINTR; returns 0 at end of file. */
-    static int read(int fd, MemorySegment buf, long len) throws SyscallException {
-        return Syscalls.read(fd, buf, len);
-    }
-
     /** Adds 1 to an eventfd's counter. */
     static void signal(int eventFd) throws SyscallException {
         try (Arena arena = Arena.ofConfined()) {
@@ -152,7 +147,7 @@ final class Posix {
                 }
                 return fd;
             } finally {
-                closeQuietly(pidfd);
+                Syscalls.closeQuietly(pidfd);
             }
         } catch (SyscallException e) {
             throw e;
@@ -175,10 +170,5 @@ final class Posix {
         } catch (Throwable t) {
             throw downcall("eventfd", t);
         }
-    }
-
-    /** Closes a descriptor this process owns (once); -1 is nothing, and a failed close has nothing to undo. */
-    static void closeQuietly(int fd) {
-        Syscalls.closeQuietly(fd);
     }
 }
