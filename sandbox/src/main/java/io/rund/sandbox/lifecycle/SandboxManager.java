@@ -362,26 +362,21 @@ public final class SandboxManager implements AutoCloseable {
             step = "prepare the read-only layer";
             ReadOnlyLayer readOnly;
             int uid = 0;
-            // The uid whose release waits on the VM too, once there is one (a spare's is registered already).
-            int[] unregistered = {0};
             if (spare != null) {
-                readOnly = ReadOnlyLayer.adopt(id, dir, spare.helper());
+                readOnly = ReadOnlyLayer.adopt(id, dir, spare.helper()); // its uid is released with the spare's processes
             } else {
                 // The VM's uid, reserved now: its helper runs as it, and reaches its memory by it.
-                uid = hypervisor.jail().acquire();
+                int reserved = uid = hypervisor.jail().acquire();
                 try {
                     readOnly = ReadOnlyLayer.start(id, dir, hypervisor.jail().helperJail(uid));
                 } catch (StoreException e) {
                     hypervisor.jail().release(uid);
                     throw e;
                 }
-                unregistered[0] = uid;
+                // Pushed before the helper's and the VM's own releases, so it runs after them: the
+                // uid goes back once neither process lives (the VM's release waits for its exit).
                 ReadOnlyLayer layer = readOnly;
-                undo.push(Resource.VM, "uid " + uid, () -> {
-                    if (unregistered[0] > 0) {
-                        releaseWhenGone(unregistered[0], layer.helper(), null); // no VM was launched
-                    }
-                });
+                undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(reserved, layer.helper(), null));
                 cgroup.bind(readOnly.helper().process().pid());
             }
             undo.push(Resource.SHARE, "share and helper", readOnly::close);
@@ -403,8 +398,6 @@ public final class SandboxManager implements AutoCloseable {
                     launched = launch(id, dir, writable, readOnly, cgroup, tap, uid);
                     // QEMU has opened the layer by the time QMP answered; ours closes here.
                 }
-                releaseWhenGone(uid, readOnly.helper(), launched.vm());
-                unregistered[0] = 0;
                 undo.push(Resource.VM, "QEMU", launched.vm()::close);
                 cgroup.bind(launched.vm().pid());
                 state = state.withVm(launched.vm().pid(), launched.boot(), vmDir);
