@@ -120,12 +120,12 @@ public final class ReadOnlyLayer implements AutoCloseable {
     }
 
     /**
-     * Mounts a container's image read-only in a new directory of the share.
+     * Mounts a container's image, its lower directories as {@link #lowerDirs} checked them,
+     * read-only in a new directory of the share.
      *
      * @return the directory's path within the share, as the guest sees it ("/name")
      */
-    public synchronized String add(String containerId, List<RootfsMount> mounts) throws StoreException {
-        List<Path> lowers = lowerDirs(containerId, mounts);
+    public synchronized String add(String containerId, List<Path> lowers) throws StoreException {
         String name = containerId + "." + sequence.incrementAndGet();
         Path mountpoint = share.resolve(name);
         String what = "read-only layer sandbox=" + sandboxId + " container=" + containerId + ": ";

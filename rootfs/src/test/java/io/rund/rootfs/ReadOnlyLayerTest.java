@@ -30,7 +30,8 @@ class ReadOnlyLayerTest {
         Path helperRoot = Path.of("/proc", Long.toString(layer.helper().process().pid()), "root");
         Path mountinfo = helperRoot.getParent().resolve("mountinfo");
         try {
-            String name = layer.add("c1", List.of(new RootfsMount("bind", dir.resolve("image").toString(), List.of("rbind"))));
+            String name = layer.add("c1", ReadOnlyLayer.lowerDirs("c1",
+                    List.of(new RootfsMount("bind", dir.resolve("image").toString(), List.of("rbind")))));
             assertEquals("ID=test\n", Files.readString(helperRoot.resolve(name.substring(1) + "/etc/os-release")),
                     "an image mounted after the helper started reaches its namespace");
             String line = Files.readAllLines(mountinfo).stream().filter(l -> l.split(" ")[4].equals(name)).findFirst()

@@ -13,6 +13,7 @@ import io.rund.vm.Vm;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -70,8 +71,9 @@ public final class Sandbox implements Pod, AutoCloseable {
         if (stopped.get()) {
             throw new SandboxException(Fault.FAILED_PRECONDITION, "sandbox=" + id + " is stopped", null);
         }
+        List<Path> lowers;
         try {
-            ReadOnlyLayer.lowerDirs(cid, spec.rootfs()); // containerd's input, checked before anything is made
+            lowers = ReadOnlyLayer.lowerDirs(cid, spec.rootfs()); // containerd's input, checked before anything is made
         } catch (StoreException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "sandbox=" + id + ": " + e.getMessage(), e);
         }
@@ -80,7 +82,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         }
         String image = null;
         try {
-            image = readOnly.add(cid, spec.rootfs());
+            image = readOnly.add(cid, lowers);
             images.put(cid, image);
             // A pod's containers share its hostname and IPC: the first container's namespaces.
             agent.createContainer(ContainerRequests.of(spec, image, image).toBuilder()

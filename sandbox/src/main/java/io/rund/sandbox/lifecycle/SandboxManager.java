@@ -318,8 +318,9 @@ public final class SandboxManager implements AutoCloseable {
         Path dir = dirOf(id);
         // containerd's input, checked before anything is made: a bad value is INVALID_ARGUMENT.
         PodNetwork network;
+        List<Path> lowers;
         try {
-            ReadOnlyLayer.lowerDirs(id, spec.rootfs());
+            lowers = ReadOnlyLayer.lowerDirs(id, spec.rootfs());
             network = spec.netns() == null ? null : PodNetwork.inspect(spec.netns());
         } catch (StoreException | NetworkException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
@@ -380,7 +381,7 @@ public final class SandboxManager implements AutoCloseable {
                 cgroup.bind(readOnly.helper().process().pid());
             }
             undo.push(Resource.SHARE, "share and helper", readOnly::close);
-            String image = readOnly.add(id, spec.rootfs());
+            String image = readOnly.add(id, lowers);
 
             Launched launched;
             String tap;
