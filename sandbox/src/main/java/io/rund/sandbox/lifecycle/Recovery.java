@@ -1,7 +1,5 @@
 package io.rund.sandbox.lifecycle;
 
-import io.rund.rootfs.Dirs;
-import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
 import io.rund.sandbox.cgroup.CgroupPool;
@@ -74,9 +72,8 @@ final class Recovery {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
                 if (id.startsWith(SparePool.PREFIX)) {
-                    killRecorded(dir); // its helper exits with its VM, or within minutes when none connected
-                    ReadOnlyLayer.unmount(dir.resolve("shared"));
-                    Dirs.removeShallow(dir);
+                    // A spare has a VM, a share and a directory; its helper exits with its VM.
+                    releaseAll(id, dir);
                     LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
                     continue;
                 }
@@ -118,19 +115,25 @@ final class Recovery {
         if (!Ids.isValid(id)) {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
-        Path dir = stateRoot.resolve(Ids.dirName(id));
+        releaseAll(id, stateRoot.resolve(Ids.dirName(id)));
+    }
+
+    /** Releases every {@link Resource} of the sandbox (or spare VM) {@code name} in {@code dir}, newest first. */
+    private void releaseAll(String name, Path dir) {
         SandboxState state = null;
-        try {
-            state = Files.isDirectory(dir) ? SandboxState.read(dir) : null;
-        } catch (IOException e) {
-            // no state written yet: what the directory and the pool hold is all there is
+        if (Files.isDirectory(dir)) {
+            try {
+                state = SandboxState.read(dir);
+            } catch (IOException e) {
+                LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
+            }
         }
         Resource[] order = Resource.values();
         for (int i = order.length - 1; i >= 0; i--) {
             try {
-                order[i].recover(this, id, dir, state);
+                order[i].recover(this, name, dir, state);
             } catch (Exception e) {
-                LOG.log(Level.WARNING, "sandbox={0}: release {1} after a previous daemon: {2}", id, order[i], e.getMessage());
+                LOG.log(Level.WARNING, "{0}: release {1} after a previous daemon: {2}", name, order[i], e.getMessage());
             }
         }
     }
@@ -157,19 +160,6 @@ final class Recovery {
             p.destroyForcibly();
             p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
         }));
-    }
-
-    /**
-     * Kills the VM a state directory's file names, if it is still that VM: the VM's working
-     * directory is this one (a spare's, renamed to the sandbox's, follows the rename).
-     */
-    private void killRecorded(Path dir) {
-        try {
-            SandboxState state = SandboxState.read(dir);
-            killIfOurs(state.vmPid(), dir);
-        } catch (IOException e) {
-            LOG.log(Level.INFO, "{0}: no readable state ({1}); cleaning what is there", dir, e.getMessage());
-        }
     }
 
     /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
