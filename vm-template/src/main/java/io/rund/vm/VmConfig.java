@@ -22,7 +22,7 @@ import java.util.Objects;
  *     creates in the host's network namespace for the VM's virtio-net device (gone when
  *     the VM ends). A template and its clones must agree on having one.
  * @param uid the uid a jailed VM runs as, reserved by the caller ({@link VmJail#acquire}) because
- *     the VM's helper runs as it too; 0: the hypervisor reserves one for the VM alone
+ *     the VM's helper runs as it too, and given back by it; 0 for a VM that is not jailed
  */
 public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
         String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap, int uid) {
@@ -44,7 +44,7 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
                 List.of(new SharedDir(LOWER_TAG, fsSocket, fsPid)), ram, tap, uid);
     }
 
-    /** A VM whose uid the hypervisor reserves. */
+    /** A VM that is not jailed (uid 0). */
     public VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB,
             String kernelArgs, List<Disk> disks, List<SharedDir> sharedDirs, Ram ram, String tap) {
         this(sandboxId, dir, kernel, initramfs, vcpus, memoryMiB, kernelArgs, disks, sharedDirs, ram, tap, 0);

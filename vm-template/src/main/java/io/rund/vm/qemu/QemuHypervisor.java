@@ -168,9 +168,12 @@ public final class QemuHypervisor implements Hypervisor {
         long t0 = System.nanoTime();
         Process process;
         Thread messages;
-        // A uid the caller reserved is shared with the VM's helper, and the caller gives it back.
-        boolean ownUid = jail != null && config.uid() <= 0;
-        int uid = jail == null ? -1 : ownUid ? jail.acquire() : config.uid();
+        // The uid is the caller's: reserved before the VM's helper, which runs as it too, and given back by it.
+        if (jail != null && config.uid() <= 0) {
+            throw new IllegalArgumentException("vm sandbox=" + id + ": a jailed VM needs the uid its caller reserved, not "
+                    + config.uid());
+        }
+        int uid = jail == null ? -1 : config.uid();
         try {
             if (uid >= 0 && config.ram().file() != null && config.ram().shared()) {
                 // A template being built: its VM writes the RAM file every clone will read.
@@ -183,13 +186,7 @@ public final class QemuHypervisor implements Hypervisor {
             process = new ProcessBuilder(argv(config, uid)).directory(config.dir().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         } catch (IOException e) {
-            if (ownUid) {
-                jail.release(uid);
-            }
             throw new HypervisorException("launch vm sandbox=" + id + ": start " + qemu + ": " + e.getMessage(), e);
-        }
-        if (ownUid) {
-            process.onExit().thenRun(() -> jail.release(uid));
         }
         try {
             // stdout is the guest's console, stderr QEMU's own messages: each into a capped log.
