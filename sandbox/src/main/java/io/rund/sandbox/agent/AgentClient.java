@@ -6,7 +6,6 @@ import com.google.protobuf.Parser;
 import io.rund.agent.v1.AgentInfoResponse;
 import io.rund.agent.v1.CloseStdinRequest;
 import io.rund.agent.v1.ContainerRequest;
-import io.rund.agent.v1.CreateContainerRequest;
 import io.rund.agent.v1.DeleteProcessRequest;
 import io.rund.agent.v1.Empty;
 import io.rund.agent.v1.ExecProcessRequest;
@@ -23,12 +22,19 @@ import io.rund.agent.v1.SignalProcessRequest;
 import io.rund.agent.v1.StartProcessRequest;
 import io.rund.agent.v1.StartProcessResponse;
 import io.rund.agent.v1.StatsResponse;
-import io.rund.agent.v1.UpdateResourcesRequest;
 import io.rund.agent.v1.WaitProcessRequest;
 import io.rund.agent.v1.WaitProcessResponse;
 import io.rund.agent.v1.WriteStreamRequest;
 import io.rund.agent.v1.WriteStreamResponse;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ContainerStats;
+import io.rund.sandbox.guest.GuestContainer;
+import io.rund.sandbox.guest.GuestNetwork;
+import io.rund.sandbox.guest.GuestProcesses;
+import io.rund.sandbox.guest.StreamChunk;
+import io.rund.sandbox.guest.ProcessExit;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.ttrpc.CallOptions;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.TtrpcException;
@@ -124,7 +130,8 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         }
     }
 
-    private <R> R call(String method, MessageLite request, Parser<R> parser) throws AgentException {
+    /** A call with the client's deadline. (Package-private: the agent's tests send requests no record makes.) */
+    <R> R call(String method, MessageLite request, Parser<R> parser) throws AgentException {
         return call(method, request, parser, callTimeout);
     }
 
@@ -147,12 +154,12 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     }
 
     /** Gives the guest's interface the pod interface's identity (once per VM). */
-    public void configureNetwork(io.rund.agent.v1.ConfigureNetworkRequest request) throws AgentException {
-        call("ConfigureNetwork", request, Empty.parser());
+    public void configureNetwork(GuestNetwork network) throws AgentException {
+        call("ConfigureNetwork", Protos.network(network), Empty.parser());
     }
 
-    public void createContainer(CreateContainerRequest request) throws AgentException {
-        call("CreateContainer", request, Empty.parser());
+    public void createContainer(GuestContainer container) throws AgentException {
+        call("CreateContainer", Protos.container(container), Empty.parser());
     }
 
     /** Starts a created process and returns its pid in the guest. */
@@ -166,10 +173,9 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         return r.getPid();
     }
 
-    public void execProcess(String containerId, String execId, io.rund.agent.v1.Process process)
-            throws AgentException {
+    public void execProcess(String containerId, String execId, ProcessSpec process) throws AgentException {
         call("ExecProcess", ExecProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId)
-                .setProcess(process).build(), Empty.parser());
+                .setProcess(Protos.process(process)).build(), Empty.parser());
     }
 
     public void signal(String containerId, String execId, int signal, boolean all) throws AgentException {
@@ -177,11 +183,8 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
                 .setSignal(signal).setAll(all).build(), Empty.parser());
     }
 
-    /** How a process ended: its exit code, or 128 + the signal that killed it. */
-    public record Exit(int status, Instant exitedAt) {}
-
     /** Blocks until the process exits, or until {@code timeout} (null: no limit). */
-    public Exit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
+    public ProcessExit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
         WaitProcessResponse r = call("WaitProcess",
                 WaitProcessRequest.newBuilder().setContainerId(containerId).setExecId(execId).build(),
                 WaitProcessResponse.parser(), timeout);
@@ -189,7 +192,7 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
             throw AgentException.badAnswer("WaitProcess", "exit status " + Integer.toUnsignedString(r.getExitStatus()));
         }
         long ns = r.getExitedAtNs();
-        return new Exit(r.getExitStatus(), Instant.ofEpochSecond(Math.floorDiv(ns, 1_000_000_000L),
+        return new ProcessExit(r.getExitStatus(), Instant.ofEpochSecond(Math.floorDiv(ns, 1_000_000_000L),
                 Math.floorMod(ns, 1_000_000_000L)));
     }
 
@@ -217,19 +220,16 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
                 Empty.parser());
     }
 
-    /** Output read from a process: some bytes, or the end of the stream. */
-    public record Chunk(byte[] data, boolean eof) {}
-
     /** Blocks until stdout has bytes or ended (or {@code timeout}; null waits for ever). */
-    public Chunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
+    public StreamChunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
         return read("ReadStdout", containerId, execId, maxBytes, timeout);
     }
 
-    public Chunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
+    public StreamChunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException {
         return read("ReadStderr", containerId, execId, maxBytes, timeout);
     }
 
-    private Chunk read(String method, String containerId, String execId, int maxBytes, Duration timeout)
+    private StreamChunk read(String method, String containerId, String execId, int maxBytes, Duration timeout)
             throws AgentException {
         if (maxBytes < 1 || maxBytes > MAX_CHUNK) {
             throw new IllegalArgumentException("maxBytes " + maxBytes + " is outside 1.." + MAX_CHUNK);
@@ -239,7 +239,7 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         if (r.getData().size() > maxBytes) {
             throw AgentException.badAnswer(method, r.getData().size() + " bytes where at most " + maxBytes + " were asked");
         }
-        return new Chunk(r.getData().toByteArray(), r.getEof());
+        return new StreamChunk(r.getData().toByteArray(), r.getEof());
     }
 
     public void resizePty(String containerId, String execId, int rows, int cols) throws AgentException {
@@ -253,12 +253,9 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     }
 
     /** Resource use of a container's guest cgroup. */
-    public record Stats(long cpuUsageMicros, long cpuUserMicros, long cpuSystemMicros, long memoryBytes,
-            long memoryLimitBytes, long pids, long pidsLimit, long oomKills) {}
-
-    public Stats stats(String containerId) throws AgentException {
+    public ContainerStats stats(String containerId) throws AgentException {
         StatsResponse r = call("Stats", container(containerId), StatsResponse.parser());
-        return new Stats(r.getCpuUsageUsec(), r.getCpuUserUsec(), r.getCpuSystemUsec(), r.getMemoryUsageBytes(),
+        return new ContainerStats(r.getCpuUsageUsec(), r.getCpuUserUsec(), r.getCpuSystemUsec(), r.getMemoryUsageBytes(),
                 r.getMemoryLimitBytes(), r.getPidsCurrent(), r.getPidsLimit(), r.getOomKills());
     }
 
@@ -270,8 +267,8 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         call("ResumeContainer", container(containerId), Empty.parser());
     }
 
-    public void updateResources(UpdateResourcesRequest request) throws AgentException {
-        call("UpdateResources", request, Empty.parser());
+    public void updateResources(String containerId, ResourceLimits limits) throws AgentException {
+        call("UpdateResources", Protos.resources(containerId, limits), Empty.parser());
     }
 
     /** Blocks until some container of the guest has an OOM kill; returns its id. */

@@ -1,28 +1,32 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.RootfsMount;
+import io.rund.sandbox.guest.GuestMount;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
+import java.nio.file.Path;
 import java.util.List;
 import java.util.Objects;
 
 /**
- * One container of a sandbox: its image (containerd's rootfs mounts), its init process and
- * its resources. A sandbox starts with its first container, whose id it takes (in a pod,
- * the pause container's id is the pod's); later ones join through
- * {@link Sandbox#addContainer}. The shim fills it from an OCI bundle.
+ * One container of a sandbox, as the OCI translation hands it over: its image
+ * (containerd's rootfs mounts), its init process, its mounts and resources. A sandbox
+ * starts with its first container, whose id it takes (in a pod, the pause container's id
+ * is the pod's); later ones join through {@link Sandbox#addContainer}.
  *
- * @param memoryLimitBytes the container's memory limit; 0 for none
- * @param cpuQuotaMicros per 100 ms period; 0 for none
- * @param process the container's process in full (from an OCI spec); when null, one is
- *     made from args, env, cwd and terminal with a default capability set
+ * @param mounts the container's mounts that name nothing on the host (proc, tmpfs, ...), in order
+ * @param maskedPaths paths hidden from the container
+ * @param readonlyPaths paths made read-only
+ * @param resources the container's limits (the first container's cpu quota also bounds the sandbox's cgroup)
  * @param volumes the pod's volumes this container mounts, kept in the VM
  * @param files small host files the container sees at a path (CRI's /etc/hosts,
  *     /etc/resolv.conf, /etc/hostname): copied into the VM when the container is created
  * @param netns the network namespace whose interface the VM takes (a pod's, made by the
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
  */
-public record ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
-        String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros,
-        io.rund.agent.v1.Process process, List<Volume> volumes, List<FileMount> files, java.nio.file.Path netns) {
+public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
+        List<GuestMount> mounts, List<String> maskedPaths, List<String> readonlyPaths, ResourceLimits resources,
+        List<Volume> volumes, List<FileMount> files, Path netns) {
 
     /** A file of {@code data} bound onto {@code destination} in the container. */
     public record FileMount(String destination, byte[] data, boolean readOnly) {
@@ -43,19 +47,15 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, List<String> ar
      */
     public record Volume(String name, String destination, boolean readOnly) {}
 
-    public ContainerSpec(String id, List<RootfsMount> rootfs, List<String> args, List<String> env, String cwd,
-            String hostname, boolean terminal, long memoryLimitBytes, long cpuQuotaMicros) {
-        this(id, rootfs, args, env, cwd, hostname, terminal, memoryLimitBytes, cpuQuotaMicros, null, List.of(), List.of(),
-                null);
-    }
-
     public ContainerSpec {
         Objects.requireNonNull(id, "id");
+        Objects.requireNonNull(process, "process");
+        Objects.requireNonNull(resources, "resources");
         rootfs = List.copyOf(rootfs);
-        args = List.copyOf(args);
-        env = List.copyOf(env);
-        cwd = cwd == null || cwd.isEmpty() ? "/" : cwd;
         hostname = hostname == null ? "" : hostname;
+        mounts = List.copyOf(mounts);
+        maskedPaths = List.copyOf(maskedPaths);
+        readonlyPaths = List.copyOf(readonlyPaths);
         volumes = volumes == null ? List.of() : List.copyOf(volumes);
         files = files == null ? List.of() : List.copyOf(files);
     }

@@ -1,12 +1,13 @@
 package io.rund.sandbox.lifecycle;
 
-import io.rund.sandbox.agent.GuestProcesses;
+import io.rund.sandbox.guest.ContainerHandle;
+import io.rund.sandbox.guest.GuestProcesses;
 import java.nio.file.Path;
 import java.time.Duration;
 
 /**
- * A started sandbox as the task adapter sees it: its containers come and go, its processes
- * are reached through {@link #processes}, and it stops. {@link Sandbox} is the real one.
+ * A started sandbox as the task adapter sees it: its containers come and go, each reached
+ * through a handle ({@link #container}), and it stops. {@link Sandbox} is the real one.
  */
 public interface Pod {
 
@@ -25,8 +26,13 @@ public interface Pod {
     /** Removes a container that joined; the first goes only with the pod. */
     void removeContainer(String containerId) throws SandboxException;
 
-    /** The containers' processes in the guest. */
+    /** The containers' processes in the guest, which the handles drive. */
     GuestProcesses processes();
+
+    /** Container {@code containerId} of the pod, its first or one that joined. */
+    default ContainerHandle container(String containerId) {
+        return new ContainerHandle(processes(), containerId);
+    }
 
     /** Stops it, giving its VM {@code grace} to quit; idempotent. */
     void stop(Duration grace);

@@ -5,8 +5,8 @@ import io.rund.rootfs.StoreException;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
-import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.cgroup.Cgroup;
+import io.rund.sandbox.guest.GuestProcesses;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.vm.Vm;
@@ -85,8 +85,7 @@ public final class Sandbox implements Pod, AutoCloseable {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
             // A pod's containers share its hostname and IPC: the first container's namespaces.
-            agent.createContainer(ContainerRequests.of(spec, image, image).toBuilder()
-                    .setPodNamespacesOf(id).build());
+            agent.createContainer(ContainerRequests.of(spec, image, image, id));
         } catch (StoreException e) {
             images.remove(cid);
             throw new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);

@@ -352,7 +352,7 @@ public final class SandboxManager implements AutoCloseable {
             Cgroup cgroup = pool.claim(id);
             undo.push(Resource.CGROUP, "pool", () -> Recovery.killAndRelease(pool, cgroup));
             cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
-                    spec.cpuQuotaMicros(), 100_000, 512));
+                    spec.resources().quotaPer100ms(), 100_000, 512));
             if (spare != null) {
                 cgroup.bind(vmPid);
                 cgroup.bind(spare.helper().process().pid());
@@ -420,12 +420,12 @@ public final class SandboxManager implements AutoCloseable {
             agent.reseedRandom(seed);
             if (network != null) {
                 step = "configure the guest's network";
-                agent.configureNetwork(network.request());
+                agent.configureNetwork(network.guest());
             }
 
             step = "create the container";
             try {
-                agent.createContainer(ContainerRequests.of(spec, image, ""));
+                agent.createContainer(ContainerRequests.of(spec, image, "", ""));
             } catch (AgentException e) {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);

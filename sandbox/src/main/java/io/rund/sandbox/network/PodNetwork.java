@@ -2,9 +2,9 @@ package io.rund.sandbox.network;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.rund.agent.v1.ConfigureNetworkRequest;
-import io.rund.agent.v1.IpAddress;
-import io.rund.agent.v1.Route;
+import io.rund.sandbox.guest.GuestNetwork;
+import io.rund.sandbox.guest.GuestNetwork.Address;
+import io.rund.sandbox.guest.GuestNetwork.Route;
 import io.rund.rootfs.Syscalls;
 import java.io.IOException;
 import java.io.InputStream;
@@ -23,7 +23,7 @@ import java.util.regex.Pattern;
  * connection of that namespace to a VM (Kata's "tcfilter" model): the VM's tap device is
  * moved into the namespace, and tc filters on the ingress of the pod's interface and of
  * the tap redirect every frame to the other one's egress. The guest's interface then
- * takes the pod interface's MAC, MTU, addresses and routes ({@link #request()}), so
+ * takes the pod interface's MAC, MTU, addresses and routes ({@link #guest()}), so
  * that to the rest of the network the VM is the pod.
  *
  * <p>The pod interface keeps its addresses, but nothing reaches the namespace's own
@@ -44,19 +44,14 @@ public final class PodNetwork {
     private static final Pattern MAC = Pattern.compile("[0-9a-f]{2}(:[0-9a-f]{2}){5}");
     private static final long TIMEOUT_SECONDS = 10;
 
-    public record Address(String ip, int prefixLength) {}
-
-    /** {@code destination} "default" or a.b.c.d/n; {@code gateway} "" for an on-link route. */
-    public record Gateway(String destination, String gateway) {}
-
     private final Path netns;
     private final String ifname;
     private final String mac;
     private final int mtu;
     private final List<Address> addresses;
-    private final List<Gateway> routes;
+    private final List<Route> routes;
 
-    private PodNetwork(Path netns, String ifname, String mac, int mtu, List<Address> addresses, List<Gateway> routes) {
+    private PodNetwork(Path netns, String ifname, String mac, int mtu, List<Address> addresses, List<Route> routes) {
         this.netns = netns;
         this.ifname = ifname;
         this.mac = mac;
@@ -180,8 +175,8 @@ public final class PodNetwork {
             LOG.log(Level.WARNING, "network namespace {0}: connects {1} only; not {2}", netns, ifname, skipped);
         }
         // The guest makes the prefix routes of its addresses itself, like the kernel did here.
-        List<Gateway> onLink = new ArrayList<>();
-        List<Gateway> via = new ArrayList<>();
+        List<Route> onLink = new ArrayList<>();
+        List<Route> via = new ArrayList<>();
         for (JsonNode r : routeList) {
             if (!r.path("dev").asText().equals(ifname) || r.path("protocol").asText().equals("kernel")
                     || !r.path("type").asText("unicast").equals("unicast")) {
@@ -192,9 +187,9 @@ public final class PodNetwork {
                 dst = dst + "/32";
             }
             String gateway = r.path("gateway").asText("");
-            (gateway.isEmpty() ? onLink : via).add(new Gateway(dst, gateway));
+            (gateway.isEmpty() ? onLink : via).add(new Route(dst, gateway));
         }
-        List<Gateway> routes = new ArrayList<>(onLink);
+        List<Route> routes = new ArrayList<>(onLink);
         routes.addAll(via);
         return new PodNetwork(netns, ifname, mac, mtu, addresses, routes);
     }
@@ -240,15 +235,8 @@ public final class PodNetwork {
     }
 
     /** What the guest's agent needs to take the pod interface's place. */
-    public ConfigureNetworkRequest request() {
-        ConfigureNetworkRequest.Builder b = ConfigureNetworkRequest.newBuilder().setMac(mac).setMtu(Math.max(mtu, 0));
-        for (Address a : addresses) {
-            b.addAddresses(IpAddress.newBuilder().setAddress(a.ip()).setPrefixLength(Math.max(a.prefixLength(), 0)));
-        }
-        for (Gateway r : routes) {
-            b.addRoutes(Route.newBuilder().setDestination(r.destination()).setGateway(r.gateway()));
-        }
-        return b.build();
+    public GuestNetwork guest() {
+        return new GuestNetwork(mac, mtu, addresses, routes);
     }
 
     public Path netns() {
@@ -268,7 +256,7 @@ public final class PodNetwork {
         return addresses;
     }
 
-    public List<Gateway> routes() {
+    public List<Route> routes() {
         return routes;
     }
 

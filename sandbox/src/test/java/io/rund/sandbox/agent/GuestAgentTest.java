@@ -6,10 +6,15 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.agent.v1.CreateContainerRequest;
-import io.rund.agent.v1.Mount;
-import io.rund.agent.v1.Process;
 import io.rund.agent.v1.Rootfs;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ContainerStats;
+import io.rund.sandbox.guest.GuestContainer;
+import io.rund.sandbox.guest.StreamChunk;
+import io.rund.sandbox.guest.ProcessExit;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
+import io.rund.sandbox.guest.TestContainers;
 import io.rund.ttrpc.Frame;
 import io.rund.ttrpc.FrameReader;
 import io.rund.ttrpc.wire.Request;
@@ -48,9 +53,6 @@ class GuestAgentTest {
 
     private static final String C = "c1";
     private static final Duration T = Duration.ofSeconds(30);
-    private static final List<String> CAPS = List.of("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-            "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-            "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE");
 
     private static TestGuest guest;
     private static AgentClient agent;
@@ -89,30 +91,13 @@ class GuestAgentTest {
         }
     }
 
-    static Process process(boolean terminal, String... args) {
-        return Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").addEnv("HOME=/").setCwd("/")
-                .addAllBounding(CAPS).addAllEffective(CAPS).addAllPermitted(CAPS).setTerminal(terminal).build();
+    static ProcessSpec process(boolean terminal, String... args) {
+        return TestContainers.process(terminal, args);
     }
 
-    static CreateContainerRequest container(String id, String... args) {
-        return CreateContainerRequest.newBuilder()
-                .setContainerId(id)
-                .setRootfs(Rootfs.newBuilder().setLowerTag(TestGuest.LOWER_TAG)
-                        .setUpperDiskSerial(TestGuest.UPPER_SERIAL).setUpperDir("/" + id))
-                .setHostname(id + "-host")
-                .addMounts(Mount.newBuilder().setDestination("/proc").setType("proc").setSource("proc"))
-                .addMounts(Mount.newBuilder().setDestination("/dev").setType("tmpfs").setSource("tmpfs")
-                        .addAllOptions(List.of("nosuid", "strictatime", "mode=755", "size=65536k")))
-                .addMounts(Mount.newBuilder().setDestination("/dev/pts").setType("devpts").setSource("devpts")
-                        .addAllOptions(List.of("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")))
-                .addMounts(Mount.newBuilder().setDestination("/dev/shm").setType("tmpfs").setSource("shm")
-                        .addAllOptions(List.of("nosuid", "nodev", "noexec", "mode=1777", "size=65536k")))
-                .addMounts(Mount.newBuilder().setDestination("/sys").setType("sysfs").setSource("sysfs")
-                        .addAllOptions(List.of("nosuid", "noexec", "nodev", "ro")))
-                .addMaskedPaths("/proc/kcore")
-                .addReadonlyPaths("/proc/sys")
-                .setProcess(process(false, args))
-                .build();
+    static GuestContainer container(String id, String... args) {
+        return new GuestContainer(id, "", "/" + id, id + "-host", TestContainers.MOUNTS, List.of("/proc/kcore"),
+                List.of("/proc/sys"), process(false, args), "");
     }
 
     /** Runs a process to its end: its exit, its stdout and its stderr. */
@@ -125,7 +110,7 @@ class GuestAgentTest {
     static String readAll(String exec, boolean stderr) throws AgentException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         while (true) {
-            AgentClient.Chunk c = stderr ? agent.readStderr(C, exec, 65536, T) : agent.readStdout(C, exec, 65536, T);
+            StreamChunk c = stderr ? agent.readStderr(C, exec, 65536, T) : agent.readStdout(C, exec, 65536, T);
             out.writeBytes(c.data());
             if (c.eof()) {
                 return out.toString(StandardCharsets.UTF_8);
@@ -140,7 +125,7 @@ class GuestAgentTest {
         agent.closeStdin(C, exec);
         String out = readAll(exec, false);
         String err = readAll(exec, true);
-        AgentClient.Exit exit = agent.waitProcess(C, exec, T);
+        ProcessExit exit = agent.waitProcess(C, exec, T);
         agent.deleteProcess(C, exec);
         return new Run(exit.status(), out, err);
     }
@@ -185,11 +170,11 @@ class GuestAgentTest {
         agent.execProcess(C, exec, process(false, "sh", "-c",
                 "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done"));
         agent.startProcess(C, exec);
-        AgentClient.Chunk first = agent.readStdout(C, exec, 64, T);
+        StreamChunk first = agent.readStdout(C, exec, 64, T);
         assertEquals("ready\n", new String(first.data(), StandardCharsets.UTF_8));
         agent.signal(C, exec, 15, false);
         assertEquals("got TERM\n", readAll(exec, false));
-        AgentClient.Exit exit = agent.waitProcess(C, exec, T);
+        ProcessExit exit = agent.waitProcess(C, exec, T);
         assertEquals(3, exit.status());
         assertTrue(exit.exitedAt().isAfter(Instant.EPOCH));
         agent.deleteProcess(C, exec);
@@ -255,7 +240,7 @@ class GuestAgentTest {
     void pidsStatsPauseAndResume() throws Exception {
         List<Integer> pids = agent.pids(C);
         assertFalse(pids.isEmpty());
-        AgentClient.Stats stats = agent.stats(C);
+        ContainerStats stats = agent.stats(C);
         assertTrue(stats.memoryBytes() > 0, stats.toString());
         assertTrue(stats.pids() >= 1, stats.toString());
         agent.pause(C);
@@ -267,12 +252,12 @@ class GuestAgentTest {
     @Order(9)
     void userGroupsRlimitsNoNewPrivsAndCapabilitiesAreApplied() throws Exception {
         String exec = newExec();
-        agent.execProcess(C, exec, Process.newBuilder()
-                .addAllArgs(List.of("sh", "-c", "id -u; id -g; id -G; ulimit -n; grep NoNewPrivs /proc/self/status;"
-                        + " grep CapEff /proc/self/status; grep CapBnd /proc/self/status; pwd"))
-                .addEnv("PATH=/bin").setCwd("/etc").setUid(1000).setGid(1001).addAdditionalGids(1002)
-                .addRlimits(io.rund.agent.v1.Rlimit.newBuilder().setType("RLIMIT_NOFILE").setSoft(123).setHard(456))
-                .setNoNewPrivileges(true).addBounding("CAP_KILL").build());
+        agent.execProcess(C, exec, new ProcessSpec(
+                List.of("sh", "-c", "id -u; id -g; id -G; ulimit -n; grep NoNewPrivs /proc/self/status;"
+                        + " grep CapEff /proc/self/status; grep CapBnd /proc/self/status; pwd"),
+                List.of("PATH=/bin"), "/etc", 1000, 1001, List.of(1002),
+                List.of(new ProcessSpec.Rlimit("RLIMIT_NOFILE", 123, 456)), true,
+                new ProcessSpec.Capabilities(List.of("CAP_KILL"), List.of(), List.of(), List.of(), List.of()), false));
         agent.startProcess(C, exec);
         agent.closeStdin(C, exec);
         String out = readAll(exec, false);
@@ -289,9 +274,8 @@ class GuestAgentTest {
     void aMemoryLimitFromTheHostEndsInAnOomEvent() throws Exception {
         agent.createContainer(container("oom", "sleep", "1000"));
         agent.startProcess("oom", "");
-        agent.updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId("oom")
-                .setMemoryLimitBytes(16L << 20).setPidsLimit(64).build());
-        AgentClient.Stats limited = agent.stats("oom");
+        agent.updateResources("oom", new ResourceLimits(16L << 20, 0, 0, 64));
+        ContainerStats limited = agent.stats("oom");
         assertEquals(16L << 20, limited.memoryLimitBytes());
         assertEquals(64, limited.pidsLimit());
         java.util.concurrent.CompletableFuture<String> oom = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
@@ -340,10 +324,11 @@ class GuestAgentTest {
 
         // A container whose disk does not exist is refused and leaves nothing behind.
         AgentClient.Info before = agent.info();
-        CreateContainerRequest noDisk = container("c2", "true").toBuilder()
+        CreateContainerRequest noDisk = Protos.container(container("c2", "true")).toBuilder()
                 .setRootfs(Rootfs.newBuilder().setLowerTag(TestGuest.LOWER_TAG).setUpperDiskSerial("no-such-disk"))
                 .build();
-        AgentException missing = assertThrows(AgentException.class, () -> agent.createContainer(noDisk));
+        AgentException missing = assertThrows(AgentException.class,
+                () -> agent.call("CreateContainer", noDisk, io.rund.agent.v1.Empty.parser()));
         assertEquals(Fault.NOT_FOUND, missing.kind());
         assertTrue(missing.getMessage().contains("no-such-disk"), missing.getMessage());
         AgentClient.Info after = agent.info();

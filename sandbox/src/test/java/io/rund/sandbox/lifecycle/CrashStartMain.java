@@ -24,9 +24,8 @@ public final class CrashStartMain {
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(Path.of(a[0]), guest.resolve("vmlinux"),
                 guest.resolve("initramfs.cpio"), 1, 128, Duration.ofSeconds(60)),
                 io.rund.vm.TestVms.jailed(), pool, store);
-        manager.start(new ContainerSpec(a[6], List.of(new RootfsMount("overlay", "overlay",
-                List.of("lowerdir=" + a[4] + ":" + a[5]))), List.of("sleep", "1000"), List.of("PATH=/bin"), "/", "", false,
-                0, 0));
+        manager.start(Fixture.container(a[6], List.of(new RootfsMount("overlay", "overlay",
+                List.of("lowerdir=" + a[4] + ":" + a[5]))), "", "sleep", "1000"));
         System.out.println("started");
         Thread.sleep(Long.MAX_VALUE);
     }

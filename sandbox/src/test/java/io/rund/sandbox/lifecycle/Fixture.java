@@ -6,6 +6,9 @@ import io.rund.testing.XfsLoop;
 import io.rund.sandbox.agent.TestGuest;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
+import io.rund.sandbox.guest.TestContainers;
 import io.rund.testing.Trees;
 import io.rund.vm.qemu.QemuHypervisor;
 import java.io.IOException;
@@ -73,7 +76,20 @@ final class Fixture implements AutoCloseable {
     }
 
     ContainerSpec spec(String id, String... args) {
-        return new ContainerSpec(id, image(), List.of(args), List.of("PATH=/bin"), "/", id + "-host", false, 0, 0);
+        return container(id, image(), id + "-host", args);
+    }
+
+    /** Container {@code id} of {@code image} running {@code args}, with the tests' mounts and capabilities. */
+    static ContainerSpec container(String id, List<RootfsMount> image, String hostname, String... args) {
+        return container(id, image, hostname, List.of(), null, args);
+    }
+
+    static ContainerSpec container(String id, List<RootfsMount> image, String hostname,
+            List<ContainerSpec.FileMount> files, Path netns, String... args) {
+        ProcessSpec p = TestContainers.process(false, args);
+        return new ContainerSpec(id, image, hostname, ProcessSpec.of(p.args(), List.of("PATH=/bin"), "/")
+                .withCapabilities(p.capabilities()), TestContainers.MOUNTS, List.of("/proc/kcore"), List.of("/proc/sys"),
+                ResourceLimits.NONE, List.of(), files, netns);
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */

@@ -97,8 +97,7 @@ class PodNetworkTest {
     }
 
     private static ContainerSpec spec(String id, Path netns, List<ContainerSpec.FileMount> files) {
-        return new ContainerSpec(id, fx.image(), List.of("sh", "-c", LOOP), List.of("PATH=/bin"), "/", id, false, 0, 0,
-                null, List.of(), files, netns);
+        return Fixture.container(id, fx.image(), id, files, netns, "sh", "-c", LOOP);
     }
 
     private static void awaitSpare() throws InterruptedException {
@@ -141,9 +140,8 @@ class PodNetworkTest {
             assertEquals(0, status(runWith(b, b.id(), NET_RAW, "ping", "-c", "1", "-W", "5", "10.201.2.1")));
             assertTrue(sh("/bin/busybox", "ping", "-c", "1", "-W", "5", "10.201.2.2").startsWith("0:"));
             // TCP into the guest: only the VM listens on the pod's address (the namespace has nothing on 7777).
-            a.agent().execProcess(a.id(), "srv", io.rund.agent.v1.Process.newBuilder()
-                    .addAllArgs(List.of("sh", "-c", "echo hello-from-the-guest | nc -l -p 7777")).addEnv("PATH=/bin")
-                    .setCwd("/").build());
+            a.agent().execProcess(a.id(), "srv", io.rund.sandbox.guest.ProcessSpec.of(
+                    List.of("sh", "-c", "echo hello-from-the-guest | nc -l -p 7777"), List.of("PATH=/bin"), "/"));
             a.agent().startProcess(a.id(), "srv");
             assertEquals("hello-from-the-guest\n", Tcp.readAll("10.201.1.2", 7777, Duration.ofSeconds(20)));
 

@@ -6,11 +6,12 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.agent.v1.Process;
 import io.rund.rootfs.RootfsMount;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.guest.StreamChunk;
+import io.rund.sandbox.guest.ProcessSpec;
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -59,12 +60,12 @@ class SandboxLifecycleTest {
     static String runWith(Sandbox sb, String cid, List<String> caps, String... args) throws AgentException {
         AgentClient agent = sb.agent();
         String exec = "e" + EXECS.incrementAndGet();
-        agent.execProcess(cid, exec, Process.newBuilder().addAllArgs(List.of(args)).addEnv("PATH=/bin").setCwd("/")
-                .addAllBounding(caps).addAllEffective(caps).addAllPermitted(caps).build());
+        agent.execProcess(cid, exec, ProcessSpec.of(List.of(args), List.of("PATH=/bin"), "/")
+                .withCapabilities(new ProcessSpec.Capabilities(caps, caps, caps, List.of(), List.of())));
         agent.startProcess(cid, exec);
         agent.closeStdin(cid, exec);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        AgentClient.Chunk c;
+        StreamChunk c;
         do {
             c = agent.readStdout(cid, exec, 65536, T);
             out.writeBytes(c.data());
@@ -107,8 +108,7 @@ class SandboxLifecycleTest {
         Sandbox sb = manager.start(fx.spec("pod-a", "sh", "-c", loop));
         try {
             sb.agent().startProcess("pod-a", "");
-            sb.addContainer(new ContainerSpec("app", otherImage, List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
-                    "not-the-pods", false, 0, 0));
+            sb.addContainer(Fixture.container("app", otherImage, "not-the-pods", "sh", "-c", loop));
             assertTrue(sb.agent().startProcess("app", "") > 1);
             // A pod's containers share its UTS and IPC namespaces: the first container's hostname holds.
             assertEquals("0:pod-a-host\n", runIn(sb, "app", "hostname"));
@@ -123,12 +123,11 @@ class SandboxLifecycleTest {
             assertTrue(runIn(sb, "pod-a", "cat", "/data.txt").startsWith("1:"), "the pod's first container sees app's write");
             assertTrue(mountinfo().contains(sb.dir().resolve("shared") + "/app."), "app's image is on the share");
 
-            SandboxException dup = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("app",
-                    otherImage, List.of("true"), List.of(), "/", "", false, 0, 0)));
+            SandboxException dup = assertThrows(SandboxException.class, () -> sb.addContainer(Fixture.container("app",
+                    otherImage, "", "true")));
             assertEquals(Fault.ALREADY_EXISTS, dup.kind());
-            SandboxException bad = assertThrows(SandboxException.class, () -> sb.addContainer(new ContainerSpec("bad",
-                    List.of(new RootfsMount("bind", "/no/such/layer", List.of())), List.of("true"), List.of(), "/", "",
-                    false, 0, 0)));
+            SandboxException bad = assertThrows(SandboxException.class, () -> sb.addContainer(Fixture.container("bad",
+                    List.of(new RootfsMount("bind", "/no/such/layer", List.of())), "", "true")));
             assertEquals(Fault.INVALID_ARGUMENT, bad.kind());
             assertTrue(bad.getMessage().contains("/no/such/layer"), bad.getMessage());
             SandboxException first = assertThrows(SandboxException.class, () -> sb.removeContainer("pod-a"));
@@ -144,8 +143,7 @@ class SandboxLifecycleTest {
             assertEquals(Fault.NOT_FOUND, gone.kind());
 
             // The same id again, on the first image: its files, and none of the old app's writes.
-            sb.addContainer(new ContainerSpec("app", fx.image(), List.of("sh", "-c", loop), List.of("PATH=/bin"), "/",
-                    "", false, 0, 0));
+            sb.addContainer(Fixture.container("app", fx.image(), "", "sh", "-c", loop));
             sb.agent().startProcess("app", "");
             assertEquals("0:from the top layer\n", runIn(sb, "app", "cat", "/etc/image-file"));
             assertTrue(runIn(sb, "app", "cat", "/data.txt").startsWith("1:"), "a removed container's writes are gone");
@@ -174,8 +172,8 @@ class SandboxLifecycleTest {
 
     @Test
     void aBadImageIsRefusedNamingItAndLeavesNothing() throws Exception {
-        ContainerSpec bad = new ContainerSpec("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
-                List.of("lowerdir=/no/such/layer"))), List.of("true"), List.of(), "/", "", false, 0, 0);
+        ContainerSpec bad = Fixture.container("sb-bad", List.of(new io.rund.rootfs.RootfsMount("overlay", "overlay",
+                List.of("lowerdir=/no/such/layer"))), "", "true");
         SandboxException e = assertThrows(SandboxException.class, () -> manager.start(bad));
         assertEquals(Fault.INVALID_ARGUMENT, e.kind());
         assertTrue(e.getMessage().contains("/no/such/layer"), e.getMessage());

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.rund.sandbox.guest.GuestNetwork;
 import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Tag;
@@ -35,11 +36,11 @@ class PodNetworkParseTest {
                  {"type":"blackhole","dst":"10.1.0.0/16"}]"""));
         assertEquals("eth0", n.ifname());
         assertEquals("7e:1b:2c:3d:4e:5f", n.mac());
-        assertEquals(List.of(new PodNetwork.Address("10.88.0.7", 16)), n.addresses());
-        assertEquals(List.of(new PodNetwork.Gateway("10.99.0.9/32", ""), new PodNetwork.Gateway("default", "10.88.0.1")),
+        assertEquals(List.of(new GuestNetwork.Address("10.88.0.7", 16)), n.addresses());
+        assertEquals(List.of(new GuestNetwork.Route("10.99.0.9/32", ""), new GuestNetwork.Route("default", "10.88.0.1")),
                 n.routes());
-        assertEquals(1450, n.request().getMtu());
-        assertEquals("10.88.0.1", n.request().getRoutes(1).getGateway());
+        assertEquals(1450, n.guest().mtu());
+        assertEquals("10.88.0.1", n.guest().routes().get(1).gateway());
     }
 
     @Test

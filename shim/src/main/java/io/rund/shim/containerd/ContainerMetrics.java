@@ -8,6 +8,7 @@ import io.rund.containerd.cgroups.v1.MemoryStat;
 import io.rund.containerd.cgroups.v1.Metrics;
 import io.rund.containerd.cgroups.v1.PidsStat;
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.guest.ContainerStats;
 
 /**
  * A container's numbers from the guest as containerd's Stats answers them: cgroups v1
@@ -19,7 +20,7 @@ final class ContainerMetrics {
 
     private ContainerMetrics() {}
 
-    static Any of(AgentClient.Stats s) {
+    static Any of(ContainerStats s) {
         Metrics m = Metrics.newBuilder()
                 .setCpu(CPUStat.newBuilder().setUsage(CPUUsage.newBuilder().setTotal(s.cpuUsageMicros() * 1000)
                         .setUser(s.cpuUserMicros() * 1000).setKernel(s.cpuSystemMicros() * 1000)))

@@ -30,9 +30,10 @@ import io.rund.containerd.types.task.ProcessInfo;
 import io.rund.containerd.types.task.Status;
 import io.rund.rootfs.RootfsMount;
 import io.rund.sandbox.Fault;
-import io.rund.sandbox.agent.AgentClient;
-import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.guest.GuestProcess;
+import io.rund.sandbox.guest.ProcessExit;
+import io.rund.sandbox.guest.ProcessSpec;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.sandbox.lifecycle.Pod;
 import io.rund.shim.TaskFault;
@@ -55,8 +56,9 @@ import java.util.concurrent.TimeUnit;
 /**
  * containerd.task.v2.Task for one sandbox: its first container (a task of its own, or a
  * pod's sandbox container) and, in a pod, the containers that join it. Each RPC finds the
- * container by the request's id, looks the process up, asks the pod's guest processes
- * ({@link GuestProcesses}), has its event sent ({@link TaskEvents}) and builds the reply.
+ * container by the request's id, looks the process up, acts through the pod's handles
+ * ({@link Pod#container}, {@link GuestProcess}), has its event sent ({@link TaskEvents})
+ * and builds the reply.
  * Processes move {@link Created} → {@link Running} → {@link Stopped}, under their own lock.
  *
  * <p>Its size is containerd's: the Task API's calls, each mapped here; what is not the
@@ -292,13 +294,9 @@ public final class TaskService {
             throw new TaskFault(Fault.ALREADY_EXISTS, "task " + cid);
         }
         try {
-            OciSpec.Bundle spec = OciSpec.readBundle(bundlePath);
             List<RootfsMount> rootfs = new ArrayList<>();
             r.getRootfsList().forEach(m -> rootfs.add(new RootfsMount(m.getType(), m.getSource(), m.getOptionsList())));
-            io.rund.agent.v1.Process process = spec.process().toBuilder().setTerminal(r.getTerminal()).build();
-            ContainerSpec cs = new ContainerSpec(cid, rootfs, process.getArgsList(), process.getEnvList(),
-                    process.getCwd(), spec.hostname(), r.getTerminal(), spec.memoryLimitBytes(), spec.cpuQuotaMicros(),
-                    process, spec.volumes(), spec.files(), spec.netns());
+            ContainerSpec cs = OciSpec.readBundle(cid, bundlePath, rootfs, r.getTerminal());
             if (cid.equals(id)) {
                 sandbox = starter.start(cs);
             } else {
@@ -322,34 +320,34 @@ public final class TaskService {
                 throw new TaskFault(Fault.FAILED_PRECONDITION,
                         "process " + label(c, p) + " is " + Proc.name(p.state()) + ", not created");
             }
-            GuestProcesses agent = sandbox().processes();
+            GuestProcess process = sandbox().container(c.id).process(p.execId);
             Stdio.Output output = Stdio.output(sandbox().dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
             // An exec's pipes exist only once it is started; whatever it writes before the
             // pumps read stays in them.
             int guestPid;
             try {
-                guestPid = agent.startProcess(c.id, p.execId);
+                guestPid = process.start();
             } catch (AgentException e) {
                 output.abandon();
                 throw e;
             }
-            output.begin(agent);
-            Stdio.Input input = Stdio.pumpIn(agent, c.id, p.execId, p.stdin);
+            output.begin(process);
+            Stdio.Input input = Stdio.pumpIn(process, p.stdin);
             if (!p.execId.isEmpty()) {
                 p.pid(guestPid);
             }
-            watchExit(agent, c, p, p.run(), output, input);
+            watchExit(process, c, p, p.run(), output, input);
         }
         events.started(c.id, p.execId, p.pid());
         return StartResponse.newBuilder().setPid(p.pid()).build();
     }
 
     /** Waits (on a virtual thread) for the process to exit and its output to drain, then reports it. */
-    private void watchExit(GuestProcesses agent, Container c, Proc p, Running running, Stdio.Output output, Stdio.Input input) {
+    private void watchExit(GuestProcess process, Container c, Proc p, Running running, Stdio.Output output, Stdio.Input input) {
         Thread.ofVirtual().name("exit-" + c.id + "-" + p.execId).start(() -> {
             Exit exit;
             try {
-                AgentClient.Exit e = agent.waitProcess(c.id, p.execId, null);
+                ProcessExit e = process.await();
                 // The guest's clock may run behind the host's; an exit before the start is that.
                 exit = new Exit(e.status(), e.exitedAt().isBefore(running.since()) ? running.since() : e.exitedAt());
             } catch (AgentException e) {
@@ -405,7 +403,7 @@ public final class TaskService {
         if (state instanceof Stopped && !r.getAll()) {
             throw new TaskFault(Fault.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
-        sandbox().processes().signal(c.id, p.execId, r.getSignal(), r.getAll());
+        sandbox().container(c.id).process(p.execId).signal(r.getSignal(), r.getAll());
         return Empty.getDefaultInstance();
     }
 
@@ -428,7 +426,7 @@ public final class TaskService {
             removeContainer(c);
         } else {
             try {
-                sandbox().processes().deleteProcess(c.id, execId);
+                sandbox().container(c.id).process(execId).delete();
             } catch (AgentException ignored) {
                 // the process record in the guest is gone already
             }
@@ -475,14 +473,13 @@ public final class TaskService {
         if (!init.running()) {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not running");
         }
-        io.rund.agent.v1.Process process = OciSpec.execProcess(r.getSpec().getValue().toByteArray()).toBuilder()
-                .setTerminal(r.getTerminal()).build();
+        ProcessSpec process = OciSpec.execProcess(r.getSpec().getValue().toByteArray()).withTerminal(r.getTerminal());
         Proc p = new Proc(r.getExecId(), r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
         if (c.procs.putIfAbsent(r.getExecId(), p) != null) {
             throw new TaskFault(Fault.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
         }
         try {
-            sandbox().processes().execProcess(c.id, r.getExecId(), process);
+            sandbox().container(c.id).exec(r.getExecId(), process);
         } catch (AgentException e) {
             c.procs.remove(r.getExecId());
             throw e;
@@ -494,7 +491,7 @@ public final class TaskService {
     private Empty resize(ResizePtyRequest r) throws Exception {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
-        sandbox().processes().resizePty(c.id, p.execId, r.getHeight(), r.getWidth());
+        sandbox().container(c.id).process(p.execId).resizePty(r.getHeight(), r.getWidth());
         return Empty.getDefaultInstance();
     }
 
@@ -502,7 +499,7 @@ public final class TaskService {
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
         if (r.getStdin() && p.stdin.isEmpty()) {
-            sandbox().processes().closeStdin(c.id, p.execId);
+            sandbox().container(c.id).process(p.execId).closeStdin();
         }
         // With a stdin fifo, the pump closes the process's stdin when containerd closes the fifo.
         return Empty.getDefaultInstance();
@@ -511,7 +508,7 @@ public final class TaskService {
     private PidsResponse pids(PidsRequest r) throws Exception {
         Container c = container(r.getId());
         PidsResponse.Builder b = PidsResponse.newBuilder();
-        for (int pid : sandbox().processes().pids(c.id)) {
+        for (int pid : sandbox().container(c.id).pids()) {
             b.addProcesses(ProcessInfo.newBuilder().setPid(pid));
         }
         return b.build();
@@ -520,11 +517,11 @@ public final class TaskService {
     private Empty pause(String cid, boolean pause) throws Exception {
         Container c = container(cid);
         if (pause) {
-            sandbox().processes().pause(c.id);
+            sandbox().container(c.id).pause();
             c.paused = true;
             events.paused(c.id, true);
         } else {
-            sandbox().processes().resume(c.id);
+            sandbox().container(c.id).resume();
             c.paused = false;
             events.paused(c.id, false);
         }
@@ -533,16 +530,13 @@ public final class TaskService {
 
     private Empty update(UpdateTaskRequest r) throws Exception {
         Container c = container(r.getId());
-        OciSpec.Resources res = OciSpec.resources(r.getResources().getValue().toByteArray());
-        sandbox().processes().updateResources(io.rund.agent.v1.UpdateResourcesRequest.newBuilder().setContainerId(c.id)
-                .setMemoryLimitBytes(res.memoryLimitBytes()).setCpuQuotaUsec(res.cpuQuotaMicros())
-                .setCpuPeriodUsec(res.cpuPeriodMicros()).setPidsLimit(res.pidsLimit()).build());
+        sandbox().container(c.id).update(OciSpec.resources(r.getResources().getValue().toByteArray()));
         return Empty.getDefaultInstance();
     }
 
     private StatsResponse stats(StatsRequest r) throws Exception {
         Container c = container(r.getId());
-        return StatsResponse.newBuilder().setStats(ContainerMetrics.of(sandbox().processes().stats(c.id))).build();
+        return StatsResponse.newBuilder().setStats(ContainerMetrics.of(sandbox().container(c.id).stats())).build();
     }
 
     private ConnectResponse connect(ConnectRequest r) throws TaskFault {

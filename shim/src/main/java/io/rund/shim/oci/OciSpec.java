@@ -2,10 +2,11 @@ package io.rund.shim.oci;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.rund.agent.v1.Process;
-import io.rund.agent.v1.Rlimit;
+import io.rund.rootfs.RootfsMount;
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.shim.TaskFault;
 import java.io.IOException;
@@ -17,14 +18,13 @@ import java.util.List;
 /**
  * What rund takes from an OCI runtime spec: the process (for the init process from the
  * bundle's config.json, for an exec from the JSON in ExecProcessRequest.spec), the
- * hostname and the resources. Every field is checked; errors name the field and value.
+ * hostname, the resources, the binds it brings into the VM and the pod network. Every
+ * field is checked; errors name the field and value. The result is the daemon's own
+ * records ({@link ContainerSpec}, {@link ProcessSpec}).
  */
 public final class OciSpec {
 
     private static final ObjectMapper JSON = new ObjectMapper();
-
-    public record Bundle(Process process, String hostname, long memoryLimitBytes, long cpuQuotaMicros,
-            List<ContainerSpec.Volume> volumes, List<ContainerSpec.FileMount> files, Path netns) {}
 
     /** The largest host file a bind brings into the VM (the agent's limit). */
     static final int MAX_FILE_BIND = 1 << 20;
@@ -129,24 +129,14 @@ public final class OciSpec {
         return volumes;
     }
 
-    /** An OCI LinuxResources, the parts rund applies; 0 means "not set". */
-    public record Resources(long memoryLimitBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pidsLimit) {
-
-        /** The quota per 100 ms period, the unit the sandbox's limits use. */
-        long quotaPer100ms() {
-            long period = cpuPeriodMicros > 0 ? cpuPeriodMicros : 100_000;
-            return cpuQuotaMicros > 0 ? cpuQuotaMicros * 100_000 / period : 0;
-        }
-    }
-
-    static Resources resources(JsonNode r) {
-        return new Resources(Math.max(0, r.path("memory").path("limit").asLong(0)),
+    static ResourceLimits resources(JsonNode r) {
+        return new ResourceLimits(Math.max(0, r.path("memory").path("limit").asLong(0)),
                 Math.max(0, r.path("cpu").path("quota").asLong(0)), Math.max(0, r.path("cpu").path("period").asLong(0)),
                 Math.max(0, r.path("pids").path("limit").asLong(0)));
     }
 
     /** The LinuxResources JSON of an Update call. */
-    public static Resources resources(byte[] json) throws TaskFault {
+    public static ResourceLimits resources(byte[] json) throws TaskFault {
         try {
             return resources(JSON.readTree(json));
         } catch (IOException e) {
@@ -184,7 +174,12 @@ public final class OciSpec {
         return null;
     }
 
-    public static Bundle readBundle(Path bundle) throws TaskFault {
+    /**
+     * Container {@code id} of the bundle at {@code bundle}, on containerd's {@code rootfs}
+     * mounts, with a terminal when containerd asked for one.
+     */
+    public static ContainerSpec readBundle(String id, Path bundle, List<RootfsMount> rootfs, boolean terminal)
+            throws TaskFault {
         Path config = bundle.resolve("config.json");
         JsonNode root;
         try {
@@ -195,14 +190,14 @@ public final class OciSpec {
         if (root == null || !root.isObject()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, config + " is not a JSON object");
         }
-        Process process = process(config + " process", root.path("process"));
-        Resources res = resources(root.path("linux").path("resources"));
-        return new Bundle(process, root.path("hostname").asText(""), res.memoryLimitBytes(), res.quotaPer100ms(),
+        ProcessSpec process = process(config + " process", root.path("process")).withTerminal(terminal);
+        return new ContainerSpec(id, rootfs, root.path("hostname").asText(""), process, OciDefaults.MOUNTS,
+                OciDefaults.MASKED_PATHS, OciDefaults.READONLY_PATHS, resources(root.path("linux").path("resources")),
                 volumes(config + " mounts", root.path("mounts")), files(config + " mounts", root.path("mounts")),
                 netns(config + " linux.namespaces", root.path("linux").path("namespaces")));
     }
 
-    public static Process execProcess(byte[] json) throws TaskFault {
+    public static ProcessSpec execProcess(byte[] json) throws TaskFault {
         try {
             return process("exec spec", JSON.readTree(json));
         } catch (IOException e) {
@@ -210,7 +205,7 @@ public final class OciSpec {
         }
     }
 
-    private static Process process(String where, JsonNode p) throws TaskFault {
+    private static ProcessSpec process(String where, JsonNode p) throws TaskFault {
         if (!p.isObject()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, where + " is missing");
         }
@@ -218,29 +213,25 @@ public final class OciSpec {
         if (args.isEmpty()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, where + ".args is empty");
         }
-        Process.Builder b = Process.newBuilder()
-                .addAllArgs(args)
-                .addAllEnv(strings(where + ".env", p.path("env")))
-                .setCwd(p.path("cwd").asText("/"))
-                .setTerminal(p.path("terminal").asBoolean(false))
-                .setNoNewPrivileges(p.path("noNewPrivileges").asBoolean(false));
         JsonNode user = p.path("user");
-        b.setUid(uint(where + ".user.uid", user.path("uid")));
-        b.setGid(uint(where + ".user.gid", user.path("gid")));
+        List<Integer> gids = new ArrayList<>();
         for (JsonNode g : user.path("additionalGids")) {
-            b.addAdditionalGids(uint(where + ".user.additionalGids", g));
+            gids.add(uint(where + ".user.additionalGids", g));
         }
+        List<ProcessSpec.Rlimit> rlimits = new ArrayList<>();
         for (JsonNode r : p.path("rlimits")) {
-            b.addRlimits(Rlimit.newBuilder().setType(r.path("type").asText())
-                    .setSoft(r.path("soft").asLong()).setHard(r.path("hard").asLong()));
+            rlimits.add(new ProcessSpec.Rlimit(r.path("type").asText(), r.path("soft").asLong(), r.path("hard").asLong()));
         }
         JsonNode caps = p.path("capabilities");
-        b.addAllBounding(strings(where + ".capabilities.bounding", caps.path("bounding")));
-        b.addAllEffective(strings(where + ".capabilities.effective", caps.path("effective")));
-        b.addAllPermitted(strings(where + ".capabilities.permitted", caps.path("permitted")));
-        b.addAllInheritable(strings(where + ".capabilities.inheritable", caps.path("inheritable")));
-        b.addAllAmbient(strings(where + ".capabilities.ambient", caps.path("ambient")));
-        return b.build();
+        ProcessSpec.Capabilities capabilities = new ProcessSpec.Capabilities(
+                strings(where + ".capabilities.bounding", caps.path("bounding")),
+                strings(where + ".capabilities.effective", caps.path("effective")),
+                strings(where + ".capabilities.permitted", caps.path("permitted")),
+                strings(where + ".capabilities.inheritable", caps.path("inheritable")),
+                strings(where + ".capabilities.ambient", caps.path("ambient")));
+        return new ProcessSpec(args, strings(where + ".env", p.path("env")), p.path("cwd").asText("/"),
+                uint(where + ".user.uid", user.path("uid")), uint(where + ".user.gid", user.path("gid")), gids, rlimits,
+                p.path("noNewPrivileges").asBoolean(false), capabilities, p.path("terminal").asBoolean(false));
     }
 
     private static int uint(String where, JsonNode n) throws TaskFault {

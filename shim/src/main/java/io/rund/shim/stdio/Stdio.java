@@ -2,9 +2,9 @@ package io.rund.shim.stdio;
 
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
-import io.rund.sandbox.agent.AgentClient;
-import io.rund.sandbox.agent.GuestProcesses;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.guest.GuestProcess;
+import io.rund.sandbox.guest.StreamChunk;
 import io.rund.shim.TaskFault;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
@@ -85,22 +85,22 @@ public final class Stdio {
         }
 
         /** Starts the pumps: the process has started, so its streams exist in the guest. */
-        public void begin(GuestProcesses agent) {
+        public void begin(GuestProcess process) {
             CompletableFuture<Void> out;
             CompletableFuture<Void> err;
             if (logger != null) {
-                out = pumpOut(agent, containerId, execId, opened(logger.out), false);
+                out = pumpOut(process, opened(logger.out), false);
                 if (terminal) {
                     closeQuietly(logger.err);
                     err = CompletableFuture.completedFuture(null);
                 } else {
-                    err = pumpOut(agent, containerId, execId, opened(logger.err), true);
+                    err = pumpOut(process, opened(logger.err), true);
                 }
             } else {
                 out = stdout.isEmpty() ? CompletableFuture.completedFuture(null)
-                        : pumpOut(agent, containerId, execId, () -> openOut(stdout), false);
+                        : pumpOut(process, () -> openOut(stdout), false);
                 err = terminal || stderr.isEmpty() ? CompletableFuture.completedFuture(null)
-                        : pumpOut(agent, containerId, execId, () -> openOut(stderr), true);
+                        : pumpOut(process, () -> openOut(stderr), true);
             }
             drained = CompletableFuture.allOf(out, err);
         }
@@ -163,14 +163,12 @@ public final class Stdio {
     }
 
     /** Copies stdout or stderr of a process until the guest says the stream ended. */
-    private static CompletableFuture<Void> pumpOut(GuestProcesses agent, String containerId, String execId, Opener opener,
-            boolean stderr) {
+    private static CompletableFuture<Void> pumpOut(GuestProcess process, Opener opener, boolean stderr) {
         CompletableFuture<Void> done = new CompletableFuture<>();
-        Thread.ofPlatform().daemon().name("stdio-" + containerId + "-" + execId + (stderr ? "-err" : "-out")).start(() -> {
+        Thread.ofPlatform().daemon().name("stdio-" + process.name() + (stderr ? "-err" : "-out")).start(() -> {
             try (FileChannel out = opener.open()) {
                 while (true) {
-                    AgentClient.Chunk c = stderr ? agent.readStderr(containerId, execId, CHUNK, null)
-                            : agent.readStdout(containerId, execId, CHUNK, null);
+                    StreamChunk c = process.read(stderr, CHUNK, null);
                     ByteBuffer b = ByteBuffer.wrap(c.data());
                     while (b.hasRemaining()) {
                         out.write(b);
@@ -180,7 +178,7 @@ public final class Stdio {
                     }
                 }
             } catch (IOException | AgentException e) {
-                LOG.log(Level.DEBUG, "stdio {0}/{1}: {2}", containerId, execId, e.getMessage());
+                LOG.log(Level.DEBUG, "stdio {0}: {1}", process.name(), e.getMessage());
             } finally {
                 done.complete(null);
             }
@@ -216,26 +214,26 @@ public final class Stdio {
     }
 
     /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
-    public static Input pumpIn(GuestProcesses agent, String containerId, String execId, String uri) {
+    public static Input pumpIn(GuestProcess process, String uri) {
         if (uri.isEmpty()) {
             return new Input(null);
         }
         Input input = new Input(uri);
-        Thread.ofPlatform().daemon().name("stdio-" + containerId + "-" + execId + "-in").start(() -> {
+        Thread.ofPlatform().daemon().name("stdio-" + process.name() + "-in").start(() -> {
             try (FileChannel in = FileChannel.open(Path.of(uri), StandardOpenOption.READ)) {
                 ByteBuffer b = ByteBuffer.allocate(CHUNK);
                 while (!input.cancelled && in.read(b.clear()) >= 0) {
                     byte[] data = Arrays.copyOf(b.array(), b.position());
                     int off = 0;
                     while (off < data.length) {
-                        off += agent.writeStdin(containerId, execId, Arrays.copyOfRange(data, off, data.length));
+                        off += process.writeStdin(Arrays.copyOfRange(data, off, data.length));
                     }
                 }
                 if (!input.cancelled) {
-                    agent.closeStdin(containerId, execId);
+                    process.closeStdin();
                 }
             } catch (IOException | AgentException e) {
-                LOG.log(Level.DEBUG, "stdin {0}/{1}: {2}", containerId, execId, e.getMessage());
+                LOG.log(Level.DEBUG, "stdin {0}: {1}", process.name(), e.getMessage());
             }
         });
         return input;

@@ -1,11 +1,14 @@
 package io.rund.shim.containerd;
 
-import io.rund.agent.v1.Process;
-import io.rund.agent.v1.UpdateResourcesRequest;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
-import io.rund.sandbox.agent.GuestProcesses;
+import io.rund.sandbox.guest.ContainerStats;
+import io.rund.sandbox.guest.GuestProcesses;
+import io.rund.sandbox.guest.StreamChunk;
+import io.rund.sandbox.guest.ProcessExit;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.sandbox.lifecycle.Pod;
 import io.rund.sandbox.lifecycle.SandboxException;
@@ -34,7 +37,7 @@ final class StandInPod implements Pod, GuestProcesses {
     private final Path dir;
     private final AtomicInteger nextPid = new AtomicInteger(100);
     /** "cid/eid" -> the process's exit. */
-    private final Map<String, CompletableFuture<AgentClient.Exit>> exits = new ConcurrentHashMap<>();
+    private final Map<String, CompletableFuture<ProcessExit>> exits = new ConcurrentHashMap<>();
     private final Map<String, Integer> pids = new ConcurrentHashMap<>();
     final List<String> containers = new ArrayList<>();
     volatile boolean stopped;
@@ -70,8 +73,8 @@ final class StandInPod implements Pod, GuestProcesses {
         return cid + "/" + eid;
     }
 
-    private CompletableFuture<AgentClient.Exit> exit(String cid, String eid) throws AgentException {
-        CompletableFuture<AgentClient.Exit> f = exits.get(key(cid, eid));
+    private CompletableFuture<ProcessExit> exit(String cid, String eid) throws AgentException {
+        CompletableFuture<ProcessExit> f = exits.get(key(cid, eid));
         if (f == null) {
             throw new AgentException(Fault.NOT_FOUND, "no process " + key(cid, eid), null);
         }
@@ -80,7 +83,7 @@ final class StandInPod implements Pod, GuestProcesses {
 
     /** Makes a process exit with {@code status}, as the guest would report it. */
     void exit(String cid, String eid, int status) throws AgentException {
-        exit(cid, eid).complete(new AgentClient.Exit(status, Instant.now()));
+        exit(cid, eid).complete(new ProcessExit(status, Instant.now()));
     }
 
     @Override
@@ -127,7 +130,7 @@ final class StandInPod implements Pod, GuestProcesses {
     }
 
     @Override
-    public void execProcess(String containerId, String execId, Process process) throws AgentException {
+    public void execProcess(String containerId, String execId, ProcessSpec process) throws AgentException {
         if (exits.putIfAbsent(key(containerId, execId), new CompletableFuture<>()) != null) {
             throw new AgentException(Fault.ALREADY_EXISTS, "exec " + execId, null);
         }
@@ -135,11 +138,11 @@ final class StandInPod implements Pod, GuestProcesses {
 
     @Override
     public void signal(String containerId, String execId, int signal, boolean all) throws AgentException {
-        exit(containerId, execId).complete(new AgentClient.Exit(128 + signal, Instant.now()));
+        exit(containerId, execId).complete(new ProcessExit(128 + signal, Instant.now()));
     }
 
     @Override
-    public AgentClient.Exit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
+    public ProcessExit waitProcess(String containerId, String execId, Duration timeout) throws AgentException {
         try {
             return exit(containerId, execId).get(timeout == null ? 60 : timeout.toSeconds(), TimeUnit.SECONDS);
         } catch (Exception e) {
@@ -161,13 +164,13 @@ final class StandInPod implements Pod, GuestProcesses {
     public void closeStdin(String containerId, String execId) {}
 
     @Override
-    public AgentClient.Chunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) {
-        return new AgentClient.Chunk(new byte[0], true);
+    public StreamChunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) {
+        return new StreamChunk(new byte[0], true);
     }
 
     @Override
-    public AgentClient.Chunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) {
-        return new AgentClient.Chunk(new byte[0], true);
+    public StreamChunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) {
+        return new StreamChunk(new byte[0], true);
     }
 
     @Override
@@ -179,8 +182,8 @@ final class StandInPod implements Pod, GuestProcesses {
     }
 
     @Override
-    public AgentClient.Stats stats(String containerId) {
-        return new AgentClient.Stats(1000, 600, 400, 1 << 20, 0, 1, 0, 0);
+    public ContainerStats stats(String containerId) {
+        return new ContainerStats(1000, 600, 400, 1 << 20, 0, 1, 0, 0);
     }
 
     @Override
@@ -190,5 +193,5 @@ final class StandInPod implements Pod, GuestProcesses {
     public void resume(String containerId) {}
 
     @Override
-    public void updateResources(UpdateResourcesRequest request) {}
+    public void updateResources(String containerId, ResourceLimits limits) {}
 }

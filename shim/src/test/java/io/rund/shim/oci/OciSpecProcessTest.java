@@ -1,11 +1,13 @@
 package io.rund.shim.oci;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.rund.agent.v1.Process;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ProcessSpec;
+import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.shim.TaskFault;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -31,24 +33,23 @@ class OciSpecProcessTest {
                      "permitted": ["CAP_NET_BIND_SERVICE"], "inheritable": [], "ambient": []}},
                  "linux": {"resources": {"memory": {"limit": 67108864}, "cpu": {"quota": 50000, "period": 100000}}}}
                 """);
-        OciSpec.Bundle b = OciSpec.readBundle(bundle);
-        Process p = b.process();
-        assertEquals(List.of("nginx", "-g", "daemon off;"), p.getArgsList());
-        assertEquals(List.of("PATH=/usr/bin", "A=b"), p.getEnvList());
-        assertEquals("/srv", p.getCwd());
-        assertTrue(p.getTerminal());
-        assertTrue(p.getNoNewPrivileges());
-        assertEquals(101, p.getUid());
-        assertEquals(102, p.getGid());
-        assertEquals(List.of(4, 27), p.getAdditionalGidsList());
-        assertEquals("RLIMIT_NOFILE", p.getRlimits(0).getType());
-        assertEquals(1024, p.getRlimits(0).getSoft());
-        assertEquals(4096, p.getRlimits(0).getHard());
-        assertEquals(List.of("CAP_CHOWN", "CAP_NET_BIND_SERVICE"), p.getBoundingList());
-        assertEquals(List.of("CAP_NET_BIND_SERVICE"), p.getEffectiveList());
+        ContainerSpec b = OciSpec.readBundle("web", bundle, List.of(), true);
+        ProcessSpec p = b.process();
+        assertEquals(List.of("nginx", "-g", "daemon off;"), p.args());
+        assertEquals(List.of("PATH=/usr/bin", "A=b"), p.env());
+        assertEquals("/srv", p.cwd());
+        assertTrue(p.terminal());
+        assertTrue(p.noNewPrivileges());
+        assertEquals(101, p.uid());
+        assertEquals(102, p.gid());
+        assertEquals(List.of(4, 27), p.additionalGids());
+        assertEquals(List.of(new ProcessSpec.Rlimit("RLIMIT_NOFILE", 1024, 4096)), p.rlimits());
+        assertEquals(List.of("CAP_CHOWN", "CAP_NET_BIND_SERVICE"), p.capabilities().bounding());
+        assertEquals(List.of("CAP_NET_BIND_SERVICE"), p.capabilities().effective());
         assertEquals("web", b.hostname());
-        assertEquals(67108864, b.memoryLimitBytes());
-        assertEquals(50000, b.cpuQuotaMicros(), "quota per 100 ms period");
+        assertEquals(67108864, b.resources().memoryLimitBytes());
+        assertEquals(50000, b.resources().quotaPer100ms(), "quota per 100 ms period");
+        assertFalse(OciSpec.readBundle("web", bundle, List.of(), false).process().terminal(), "containerd's terminal wins");
     }
 
     @Test
@@ -62,7 +63,7 @@ class OciSpecProcessTest {
                 {"[]", "is not a JSON object"},
                 {"{not json", "config.json"}}) {
             Files.writeString(bundle.resolve("config.json"), c[0]);
-            TaskFault f = assertThrows(TaskFault.class, () -> OciSpec.readBundle(bundle), c[0]);
+            TaskFault f = assertThrows(TaskFault.class, () -> OciSpec.readBundle("c", bundle, List.of(), false), c[0]);
             assertEquals(Fault.INVALID_ARGUMENT, f.kind, c[0]);
             assertTrue(f.getMessage().contains(c[1]), c[0] + " -> " + f.getMessage());
         }

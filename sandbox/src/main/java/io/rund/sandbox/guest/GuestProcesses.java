@@ -1,12 +1,12 @@
-package io.rund.sandbox.agent;
+package io.rund.sandbox.guest;
 
-import io.rund.agent.v1.UpdateResourcesRequest;
+import io.rund.sandbox.agent.AgentException;
 import java.time.Duration;
 import java.util.List;
 
 /**
  * What can be done to a sandbox's containers and processes in the guest: the calls the
- * task adapter and the stdio pumps make. {@link AgentClient} does them over the agent's
+ * task adapter and the stdio pumps make. {@code AgentClient} does them over the agent's
  * ttrpc connection; a test can stand in for a guest with an implementation of its own.
  */
 public interface GuestProcesses {
@@ -14,12 +14,12 @@ public interface GuestProcesses {
     /** Starts a created process; returns its pid in the guest. */
     int startProcess(String containerId, String execId) throws AgentException;
 
-    void execProcess(String containerId, String execId, io.rund.agent.v1.Process process) throws AgentException;
+    void execProcess(String containerId, String execId, ProcessSpec process) throws AgentException;
 
     void signal(String containerId, String execId, int signal, boolean all) throws AgentException;
 
     /** Waits for the process's exit (null: no limit). */
-    AgentClient.Exit waitProcess(String containerId, String execId, Duration timeout) throws AgentException;
+    ProcessExit waitProcess(String containerId, String execId, Duration timeout) throws AgentException;
 
     void deleteProcess(String containerId, String execId) throws AgentException;
 
@@ -27,19 +27,19 @@ public interface GuestProcesses {
 
     void closeStdin(String containerId, String execId) throws AgentException;
 
-    AgentClient.Chunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException;
+    StreamChunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException;
 
-    AgentClient.Chunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException;
+    StreamChunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException;
 
     void resizePty(String containerId, String execId, int rows, int cols) throws AgentException;
 
     List<Integer> pids(String containerId) throws AgentException;
 
-    AgentClient.Stats stats(String containerId) throws AgentException;
+    ContainerStats stats(String containerId) throws AgentException;
 
     void pause(String containerId) throws AgentException;
 
     void resume(String containerId) throws AgentException;
 
-    void updateResources(UpdateResourcesRequest request) throws AgentException;
+    void updateResources(String containerId, ResourceLimits limits) throws AgentException;
 }
