@@ -2,41 +2,147 @@ package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.Dirs;
 import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.rootfs.StoreException;
+import io.rund.rootfs.WritableLayer;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.network.PodNetwork;
+import io.rund.vm.VmConfig;
+import io.rund.vm.VmJail;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.time.Instant;
 
 /**
  * A sandbox's resources, in the order a start acquires them: the one description of that
- * order. A start pushes each one's release on its {@link Teardown} as it acquires it (so a
- * failed start and a stop release them in reverse); a restarted daemon, which has only the
- * disk, releases each the same way in the same reverse order from the state file
- * ({@link #recover}). The agent connection and the writable layer need nothing from recovery:
- * the one dies with the daemon, the other (an unlinked file) with its VM.
+ * order and of each resource's life. A start runs {@link #acquire} of each in declaration
+ * order; each pushes its release on the start's {@link Teardown} the moment it holds it
+ * (so a failed start and a stop release in reverse). A restarted daemon, which has only
+ * the disk, releases each the same way in the same reverse order from the state file
+ * ({@link #recover}). The agent connection and the writable layer need nothing from
+ * recovery: the one dies with the daemon, the other (an unlinked file) with its VM.
  */
 enum Resource {
-    /** {@code <state root>/<id>/}, with state.json. */
+    /**
+     * {@code <state root>/<id>/}, with state.json: made, or a spare VM's renamed to it (the
+     * spare's VM, helper and share come with it).
+     */
     STATE_DIR {
+        @Override
+        void acquire(Starting s) throws Exception {
+            s.spare = s.manager.takeSpare(s.id, s.dir);
+            if (s.spare == null) {
+                Files.createDirectory(s.dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            }
+            s.undo.push(this, s.dir.toString(), () -> Dirs.removeShallow(s.dir));
+            SandboxState state = SandboxState.of(s.id, SandboxState.Phase.STARTING,
+                    s.manager.hypervisor().accelerator().kind().name()).withVm(0, "", s.dir.toString());
+            if (s.spare != null) {
+                var spare = s.spare;
+                s.undo.push(VM, "spare " + spare.name(), () -> spare.closeIn(s.dir));
+                // A spare's VM runs from the start; its command line names the spare's directory.
+                s.boot = "clone " + spare.key();
+                state = state.withVm(spare.vm().pid(), s.boot, spare.dir().toString());
+            }
+            if (s.network != null) {
+                state = state.withNetwork(s.network.netns().toString(), s.network.ifname());
+            }
+            s.write(state);
+        }
+
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) throws Exception {
             Dirs.removeShallow(dir);
         }
     },
-    /** A cgroup of the pool, renamed to or claimed by the sandbox; its VM and helper run in it. */
+    /** A cgroup of the pool, claimed by the sandbox and limited; its VM and helper run in it. */
     CGROUP {
+        @Override
+        void acquire(Starting s) throws Exception {
+            s.step = "claim a cgroup";
+            Cgroup cgroup = s.manager.pool().claim(s.id);
+            s.undo.push(this, "pool", () -> Recovery.killAndRelease(s.manager.pool(), cgroup));
+            s.cgroup = cgroup;
+            cgroup.setLimits(new Cgroup.Limits(((long) s.manager.config().vmMemoryMiB() << 20)
+                    + SandboxManager.VM_OVERHEAD_BYTES, s.spec.resources().quotaPer100ms(), 100_000, 512));
+            if (s.spare != null) {
+                cgroup.bind(s.spare.vm().pid());
+                cgroup.bind(s.spare.helper().process().pid());
+            }
+            s.write(s.state.withCgroup(cgroup.slot()));
+        }
+
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) throws Exception {
             r.releaseCgroup(id);
         }
     },
-    /** The share ({@code dir/shared}) with its images, and the helper serving it. */
+    /**
+     * The share ({@code dir/shared}) with its images, and the helper serving it (a spare's,
+     * or one started now as the VM's uid, reserved here), then the first container's image.
+     */
     SHARE {
+        @Override
+        void acquire(Starting s) throws Exception {
+            s.step = "prepare the read-only layer";
+            if (s.spare != null) {
+                s.readOnly = ReadOnlyLayer.adopt(s.id, s.dir, s.spare.helper()); // its uid goes with the spare's processes
+            } else {
+                // The VM's uid, reserved now: its helper runs as it, and reaches its memory by it.
+                VmJail jail = s.manager.hypervisor().jail();
+                int uid = jail.acquire();
+                try {
+                    s.readOnly = ReadOnlyLayer.start(s.id, s.dir, jail.helperJail(uid));
+                } catch (StoreException e) {
+                    jail.release(uid);
+                    throw e;
+                }
+                s.uid = uid;
+                // Pushed before the helper's and the VM's own releases, so it runs after them: the
+                // uid goes back once neither process lives (the VM's release waits for its exit).
+                ReadOnlyLayer layer = s.readOnly;
+                s.undo.push(VM, "uid " + uid, () -> s.manager.releaseWhenGone(uid, layer.helper(), null));
+                s.cgroup.bind(layer.helper().process().pid());
+            }
+            s.undo.push(this, "share and helper", s.readOnly::close);
+            s.image = s.readOnly.add(s.id, s.lowers);
+        }
+
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
             ReadOnlyLayer.unmount(dir.resolve("shared"));
         }
     },
-    /** The VM (QEMU), its tap, its writable layer. */
+    /** The VM (QEMU) with its tap and its writable layer: a spare's resumed, or one launched now. */
     VM {
+        @Override
+        void acquire(Starting s) throws Exception {
+            if (s.spare != null) {
+                s.tap = s.spare.tap();
+                s.step = "resume the spare VM";
+                s.spare.vm().resume();
+                s.spare.disk().close(); // QEMU has reopened it
+                s.vm = s.spare.vm();
+                s.boot = s.boot + " (spare)";
+                return;
+            }
+            s.tap = VmConfig.newTapName();
+            s.step = "create the writable layer";
+            SandboxManager.Launched launched;
+            try (WritableLayer writable = s.manager.store().create(s.id)) {
+                s.step = "launch the VM";
+                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.cgroup, s.tap, s.uid);
+                // QEMU has opened the layer by the time QMP answered; ours closes here.
+            }
+            s.undo.push(this, "QEMU", launched.vm()::close);
+            s.vm = launched.vm();
+            s.boot = launched.boot();
+            s.cgroup.bind(s.vm.pid());
+            s.write(s.state.withVm(s.vm.pid(), s.boot, s.dir.toString()));
+        }
+
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
             if (state != null) {
@@ -47,19 +153,51 @@ enum Resource {
     /** The VM's tap joined to the pod's interface (a tc redirect in the pod's namespace). */
     POD_NETWORK {
         @Override
+        void acquire(Starting s) throws Exception {
+            PodNetwork network = s.network;
+            if (network != null) {
+                s.step = "connect the VM to the pod network";
+                s.undo.push(this, network.ifname(), () -> PodNetwork.disconnect(network.netns(), network.ifname()));
+                network.connect(s.tap);
+            }
+        }
+
+        @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
             if (state != null && state.netns() != null) {
                 PodNetwork.disconnect(Path.of(state.netns()), state.podInterface());
             }
         }
     },
-    /** The daemon's connection to the guest agent. */
+    /** The daemon's connection to the guest agent, which sets the guest's clock, entropy and network. */
     AGENT {
+        @Override
+        void acquire(Starting s) throws Exception {
+            s.step = "wait for the agent";
+            AgentClient agent = AgentClient.connect(s.dir.resolve("agent.sock"), s.manager.config().agentDeadline(),
+                    Duration.ofSeconds(30));
+            s.undo.push(this, "connection", agent::close);
+            s.agent = agent;
+            agent.setTime(Instant.now());
+            agent.reseedRandom(s.manager.seed());
+            if (s.network != null) {
+                s.step = "configure the guest's network";
+                agent.configureNetwork(s.network.guest());
+            }
+        }
+
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
             // gone with the daemon that held it
         }
     };
+
+    /**
+     * Acquires this resource for the start {@code s}, recording it there (and in the state
+     * file when a restarted daemon needs it), and pushes its release on {@code s.undo}
+     * before anything that can fail after it holds it.
+     */
+    abstract void acquire(Starting s) throws Exception;
 
     /**
      * Releases this resource of sandbox {@code id} as a dead daemon left it, from its

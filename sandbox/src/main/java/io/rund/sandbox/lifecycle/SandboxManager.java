@@ -8,7 +8,6 @@ import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayer;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.Fault;
-import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.cgroup.CgroupException;
@@ -32,36 +31,34 @@ import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.security.SecureRandom;
 import java.time.Duration;
-import java.time.Instant;
 import java.util.List;
 import java.util.stream.Stream;
 
 /**
- * Starts and stops sandboxes, and cleans up after a daemon that died.
+ * Starts and stops sandboxes, keeps spare VMs and templates, and cleans up after a daemon
+ * that died.
  *
- * <p>A start is one linear script, each step named, each step's release pushed on the
- * start's {@link Teardown}, run in reverse if a later step fails and kept by the sandbox
- * for its stop: state directory → cgroup from the pool → read-only layer (share and
- * its vhost-user-fs back-end, then the first container's image on it) → writable layer →
- * VM, cloned from a template or booted cold → the VM's tap joined to the pod network (when
- * the spec names a network namespace, read first) → agent (deadline; then the guest's
- * network) → first container. The state file is rewritten after each step, so that
- * {@link #recover()} finds what a crash left. With spare VMs ({@link #startSpares}), a
- * start that finds one ready begins with it instead: the spare's directory becomes the
- * sandbox's, it already has its disk and its helper serving its share, and "launch the
- * VM" is a resume.
+ * <p>A start acquires each {@link Resource} in its declared order, each pushing its release
+ * on the start's {@link Teardown}, run in reverse if a later step fails and kept by the
+ * sandbox for its stop: state directory → cgroup from the pool → share, its helper (the
+ * vhost-user-fs back-end) and the first container's image → writable layer and VM, cloned
+ * from a template or booted cold → the VM's tap joined to the pod network (when the spec
+ * names a network namespace, read first) → agent (deadline; then the guest's network); then
+ * the first container. The state file is rewritten after each step, so that
+ * {@link #recover()} finds what a crash left and releases it by the same resources. With
+ * spare VMs ({@link #startSpares}), a start that finds one ready begins with it instead:
+ * the spare's directory becomes the sandbox's, it already has its disk and its helper
+ * serving its share, and "launch the VM" is a resume.
  *
- * <p>The start is one method on purpose: its order is the design, read top to bottom.
- * Recovery ({@link Recovery}), the agent's container request ({@link ContainerRequests})
- * and the releases ({@link Teardown}) live in units of their own.
+ * <p>Reason for its size (~450 lines): it is the one place that knows templates, spares
+ * and starts together; each of those is short, and the resources, recovery, the agent's
+ * container request and the releases live in units of their own ({@link Resource},
+ * {@link Recovery}, {@link ContainerRequests}, {@link Teardown}).
  */
 public final class SandboxManager implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(SandboxManager.class.getName());
-    /** The state directory of sandbox {@code id}. */
-    public Path dirOf(String id) {
-        return config.stateRoot().resolve(Ids.dirName(id));
-    }
+
     /** Host memory a VM costs beyond its guest RAM: QEMU itself and TCG's code cache. */
     static final long VM_OVERHEAD_BYTES = 160L << 20;
 
@@ -81,6 +78,29 @@ public final class SandboxManager implements AutoCloseable {
     private volatile String lastKey;
     /** Sandbox starts under way; spare VMs are launched only when there are none. */
     private final java.util.concurrent.atomic.AtomicInteger starting = new java.util.concurrent.atomic.AtomicInteger();
+
+    Config config() {
+        return config;
+    }
+
+    Hypervisor hypervisor() {
+        return hypervisor;
+    }
+
+    CgroupPool pool() {
+        return pool;
+    }
+
+    WritableLayerStore store() {
+        return store;
+    }
+
+    /** Fresh entropy for a guest's pool. */
+    byte[] seed() {
+        byte[] seed = new byte[64];
+        random.nextBytes(seed);
+        return seed;
+    }
 
     /** A manager that cold-boots every VM. */
     public SandboxManager(Config config, Hypervisor hypervisor, CgroupPool pool, WritableLayerStore store)
@@ -204,46 +224,43 @@ public final class SandboxManager implements AutoCloseable {
         return p == null ? 0 : p.ready();
     }
 
+    /** A paused clone named {@code name}: its directory, share and helper, disk and VM; nothing left if it fails. */
     private SparePool.Spare makeSpare(String name) throws Exception {
         Path dir = config.stateRoot().resolve(name);
         Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        Teardown undo = new Teardown(name);
+        undo.push(Resource.STATE_DIR, dir.toString(), () -> Dirs.removeShallow(dir));
         VmJail jail = hypervisor.jail();
         int uid = jail.acquire();
-        SandboxHelper helper = null;
-        WritableLayer writable = null;
-        Vm vm = null;
+        SandboxHelper[] helper = {null};
+        Vm[] vm = {null};
+        undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(uid, helper[0], vm[0]));
         try {
             TemplateStore.Template t = template();
             SandboxState state = SandboxState.of(name, SandboxState.Phase.SPARE, hypervisor.accelerator().kind().name())
                     .withVm(0, "clone " + t.key(), dir.toString());
             state.write(dir);
-            helper = SandboxHelper.start(name, dir, ReadOnlyLayer.mountShare(dir), jail.helperJail(uid),
-                    SandboxHelper.Limits.DEFAULT);
-            writable = store.create(name);
+            Path share = ReadOnlyLayer.mountShare(dir);
+            undo.push(Resource.SHARE, "share", () -> ReadOnlyLayer.unmount(share));
+            helper[0] = SandboxHelper.start(name, dir, share, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT);
+            undo.push(Resource.SHARE, "helper", helper[0]::close);
+            WritableLayer writable = store.create(name);
+            undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
-            vm = hypervisor.launchPaused(vmConfig(name, dir, writable, helper, t.cloneRam(), tap, uid));
-            state.withVm(vm.pid(), state.boot(), state.vmDir()).write(dir);
-            return new SparePool.Spare(name, dir, t.key(), vm, helper, writable, tap);
+            vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], t.cloneRam(), tap, uid));
+            undo.push(Resource.VM, "QEMU", vm[0]::close);
+            state.withVm(vm[0].pid(), state.boot(), state.vmDir()).write(dir);
+            // From here the spare owns them all; its uid goes back once its processes are gone.
+            releaseWhenGone(uid, helper[0], vm[0]);
+            return new SparePool.Spare(name, dir, t.key(), vm[0], helper[0], writable, tap);
         } catch (Exception e) {
-            if (vm != null) {
-                vm.close();
-            }
-            if (helper != null) {
-                helper.close();
-            }
-            ReadOnlyLayer.unmount(dir.resolve("shared"));
-            if (writable != null) {
-                writable.close();
-            }
-            Dirs.removeShallow(dir);
+            undo.run();
             throw e;
-        } finally {
-            releaseWhenGone(uid, helper, vm);
         }
     }
 
     /** Gives a sandbox's uid back once its helper and VM (either may be null: never started) are gone. */
-    private void releaseWhenGone(int uid, SandboxHelper helper, Vm vm) {
+    void releaseWhenGone(int uid, SandboxHelper helper, Vm vm) {
         List<ProcessHandle> holders = new java.util.ArrayList<>();
         if (helper != null) {
             holders.add(helper.process());
@@ -270,7 +287,7 @@ public final class SandboxManager implements AutoCloseable {
      *
      * @throws FileAlreadyExistsException when {@code dir} exists (the spare is discarded)
      */
-    private SparePool.Spare takeSpare(String id, Path dir) throws IOException {
+    SparePool.Spare takeSpare(String id, Path dir) throws IOException {
         SparePool p = spares;
         if (p == null || Files.exists(dir)) {
             return null; // an existing sandbox fails the plain path, and costs no spare
@@ -299,6 +316,11 @@ public final class SandboxManager implements AutoCloseable {
         return spare;
     }
 
+    /** The state directory of sandbox {@code id}. */
+    public Path dirOf(String id) {
+        return config.stateRoot().resolve(Ids.dirName(id));
+    }
+
     /** Starts a sandbox with its first container, whose id becomes the sandbox's. */
     public Sandbox start(ContainerSpec spec) throws SandboxException {
         starting.incrementAndGet();
@@ -325,129 +347,37 @@ public final class SandboxManager implements AutoCloseable {
         } catch (StoreException | NetworkException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
         }
-        Teardown undo = new Teardown(id);
-        String step = "create its state directory";
+        Starting s = new Starting(this, id, dir, spec, lowers, network);
         long started = System.nanoTime();
         try {
-            SparePool.Spare spare = takeSpare(id, dir);
-            if (spare == null) {
-                Files.createDirectory(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+            for (Resource r : Resource.values()) {
+                r.acquire(s);
             }
-            undo.push(Resource.STATE_DIR, dir.toString(), () -> Dirs.removeShallow(dir));
-            if (spare != null) {
-                undo.push(Resource.VM, "spare " + spare.name(), () -> spare.closeIn(dir));
-            }
-            String accelerator = hypervisor.accelerator().kind().name();
-            // A spare's VM runs from the start; its command line names the spare's directory.
-            long vmPid = spare == null ? 0 : spare.vm().pid();
-            String boot = spare == null ? "" : "clone " + spare.key();
-            String vmDir = spare == null ? dir.toString() : spare.dir().toString();
-            SandboxState state = SandboxState.of(id, SandboxState.Phase.STARTING, accelerator).withVm(vmPid, boot, vmDir);
-            if (network != null) {
-                state = state.withNetwork(network.netns().toString(), network.ifname());
-            }
-            state.write(dir);
-
-            step = "claim a cgroup";
-            Cgroup cgroup = pool.claim(id);
-            undo.push(Resource.CGROUP, "pool", () -> Recovery.killAndRelease(pool, cgroup));
-            cgroup.setLimits(new Cgroup.Limits(((long) config.vmMemoryMiB() << 20) + VM_OVERHEAD_BYTES,
-                    spec.resources().quotaPer100ms(), 100_000, 512));
-            if (spare != null) {
-                cgroup.bind(vmPid);
-                cgroup.bind(spare.helper().process().pid());
-            }
-            state = state.withCgroup(cgroup.slot());
-            state.write(dir);
-
-            step = "prepare the read-only layer";
-            ReadOnlyLayer readOnly;
-            int uid = 0;
-            if (spare != null) {
-                readOnly = ReadOnlyLayer.adopt(id, dir, spare.helper()); // its uid is released with the spare's processes
-            } else {
-                // The VM's uid, reserved now: its helper runs as it, and reaches its memory by it.
-                int reserved = uid = hypervisor.jail().acquire();
-                try {
-                    readOnly = ReadOnlyLayer.start(id, dir, hypervisor.jail().helperJail(uid));
-                } catch (StoreException e) {
-                    hypervisor.jail().release(uid);
-                    throw e;
-                }
-                // Pushed before the helper's and the VM's own releases, so it runs after them: the
-                // uid goes back once neither process lives (the VM's release waits for its exit).
-                ReadOnlyLayer layer = readOnly;
-                undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(reserved, layer.helper(), null));
-                cgroup.bind(readOnly.helper().process().pid());
-            }
-            undo.push(Resource.SHARE, "share and helper", readOnly::close);
-            String image = readOnly.add(id, lowers);
-
-            Launched launched;
-            String tap;
-            if (spare != null) {
-                tap = spare.tap();
-                step = "resume the spare VM";
-                spare.vm().resume();
-                spare.disk().close(); // QEMU has reopened it
-                launched = new Launched(spare.vm(), boot + " (spare)");
-            } else {
-                tap = VmConfig.newTapName();
-                step = "create the writable layer";
-                try (WritableLayer writable = store.create(id)) {
-                    step = "launch the VM";
-                    launched = launch(id, dir, writable, readOnly, cgroup, tap, uid);
-                    // QEMU has opened the layer by the time QMP answered; ours closes here.
-                }
-                undo.push(Resource.VM, "QEMU", launched.vm()::close);
-                cgroup.bind(launched.vm().pid());
-                state = state.withVm(launched.vm().pid(), launched.boot(), vmDir);
-                state.write(dir);
-            }
-            Vm vm = launched.vm();
-            if (network != null) {
-                step = "connect the VM to the pod network";
-                undo.push(Resource.POD_NETWORK, network.ifname(), () -> PodNetwork.disconnect(network.netns(), network.ifname()));
-                network.connect(tap);
-            }
-
-            step = "wait for the agent";
-            AgentClient agent = AgentClient.connect(dir.resolve("agent.sock"), config.agentDeadline(), Duration.ofSeconds(30));
-            undo.push(Resource.AGENT, "connection", agent::close);
-            byte[] seed = new byte[64];
-            random.nextBytes(seed);
-            agent.setTime(Instant.now());
-            agent.reseedRandom(seed);
-            if (network != null) {
-                step = "configure the guest's network";
-                agent.configureNetwork(network.guest());
-            }
-
-            step = "create the container";
+            s.step = "create the container";
             try {
-                agent.createContainer(ContainerRequests.of(spec, image, "", ""));
+                s.agent.createContainer(ContainerRequests.of(spec, s.image, "", ""));
             } catch (AgentException e) {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);
             }
-            state.with(SandboxState.Phase.RUNNING).write(dir);
+            s.write(s.state.with(SandboxState.Phase.RUNNING));
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
-                    hypervisor.accelerator().kind(), launched.boot(), network == null ? "" : ", network " + network);
-            return new Sandbox(id, dir, cgroup, readOnly, vm, agent, image, state.boot(), network, undo);
+                    hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network);
+            return new Sandbox(id, dir, s.cgroup, s.readOnly, s.vm, s.agent, s.image, s.state.boot(), network, s.undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
-            undo.run();
-            Fault kind = e instanceof SandboxException s ? s.kind() : Fault.INTERNAL;
-            throw new SandboxException(kind, "start sandbox=" + id + ": " + step + ": " + e.getMessage(), e);
+            s.undo.run();
+            Fault kind = e instanceof SandboxException x ? x.kind() : Fault.INTERNAL;
+            throw new SandboxException(kind, "start sandbox=" + id + ": " + s.step + ": " + e.getMessage(), e);
         }
     }
 
     /** A launched VM and how it started: "cold" or "clone <template key>". */
-    private record Launched(Vm vm, String boot) {}
+    record Launched(Vm vm, String boot) {}
 
     /**
      * Clones the VM from its template when there is a template store, and boots it cold
@@ -455,7 +385,7 @@ public final class SandboxManager implements AutoCloseable {
      * boot have the same devices in the same order, so the guest finds the same disk and
      * file system either way.
      */
-    private Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, Cgroup cgroup,
+    Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, Cgroup cgroup,
             String tap, int uid) throws HypervisorException, StoreException, CgroupException {
         if (templates != null) {
             TemplateStore.Template t = null;

@@ -7,7 +7,6 @@ import io.rund.containerd.cgroups.v1.MemoryEntry;
 import io.rund.containerd.cgroups.v1.MemoryStat;
 import io.rund.containerd.cgroups.v1.Metrics;
 import io.rund.containerd.cgroups.v1.PidsStat;
-import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.guest.ContainerStats;
 
 /**

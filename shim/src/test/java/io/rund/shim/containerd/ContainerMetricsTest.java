@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import com.google.protobuf.Any;
 import io.rund.containerd.cgroups.v1.Metrics;
-import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.guest.ContainerStats;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;

@@ -1,7 +1,6 @@
 package io.rund.shim.containerd;
 
 import io.rund.sandbox.Fault;
-import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.guest.ContainerStats;
 import io.rund.sandbox.guest.GuestProcesses;

@@ -1,0 +1,61 @@
+package io.rund.sandbox.lifecycle;
+
+import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.sandbox.agent.AgentClient;
+import io.rund.sandbox.cgroup.Cgroup;
+import io.rund.sandbox.network.PodNetwork;
+import io.rund.vm.Vm;
+import io.rund.vm.template.SparePool;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.List;
+
+/**
+ * One sandbox start under way: what it was asked (checked before anything was made), what
+ * its {@link Resource}s have acquired so far, the releases pushed for them, and the step it
+ * is at (named in the error when one fails).
+ */
+final class Starting {
+
+    final SandboxManager manager;
+    final String id;
+    final Path dir;
+    final ContainerSpec spec;
+    /** The first container's image layers, top first. */
+    final List<Path> lowers;
+    /** The pod network the VM joins; null for none. */
+    final PodNetwork network;
+    final Teardown undo;
+    String step = "create its state directory";
+
+    /** A spare VM the start began with; null for a VM of its own. */
+    SparePool.Spare spare;
+    SandboxState state;
+    Cgroup cgroup;
+    ReadOnlyLayer readOnly;
+    /** The VM's uid when the start reserved it (0 with a spare, whose uid goes with its processes). */
+    int uid;
+    /** The first container's image directory on the share. */
+    String image;
+    Vm vm;
+    /** How the VM started: "cold", "clone <key>", "... (spare)". */
+    String boot = "";
+    String tap;
+    AgentClient agent;
+
+    Starting(SandboxManager manager, String id, Path dir, ContainerSpec spec, List<Path> lowers, PodNetwork network) {
+        this.manager = manager;
+        this.id = id;
+        this.dir = dir;
+        this.spec = spec;
+        this.lowers = lowers;
+        this.network = network;
+        this.undo = new Teardown(id);
+    }
+
+    /** Records {@code next} in the state file, for a restarted daemon to find. */
+    void write(SandboxState next) throws IOException {
+        state = next;
+        next.write(dir);
+    }
+}
