@@ -53,11 +53,16 @@ struct proc {
     struct proc *next;
 };
 
+struct seccomp_program;
+
 struct container {
     char id[MAX_ID_LEN + 1];
     char cgroup[256];
     char upper_root[600];   /* its own directory on the pod's disk, deleted at removal; "" for the disk's root */
     int mnt_ns, uts_ns, ipc_ns;
+    int pid_ns;             /* its init's PID namespace, which its execs join */
+    int net_ns, cgroup_ns;  /* its own, when it has one; -1: the VM's */
+    struct seccomp_program *seccomp; /* applied to its init and every exec; NULL for none */
     struct proc *procs;     /* init first */
     uint64_t oom_kills;
     int oom_watch;

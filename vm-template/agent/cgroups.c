@@ -139,29 +139,94 @@ int container_freeze(const char *cid, bool freeze, struct fault *f)
 }
 
 
-int container_update(const Rund__Agent__V1__UpdateResourcesRequest *req, struct fault *f)
+static int put(struct fault *f, const char *dir, const char *file, const char *field, const char *value)
 {
-    char cg[256], v[64];
-    if (cgroup_of(f, req->container_id, cg, sizeof(cg)))
+    if (write_file(dir, file, value))
+        return fail(f, CODE_INVALID_ARGUMENT, "%s %s (%s): %s", field, value,
+                    file, strerror(errno));
+    return 0;
+}
+
+/* A limit in bytes or count, or "max" for -1 (and for 0 where 0 means none). */
+static void limit(char *v, size_t cap, int64_t n, bool zero_is_max)
+{
+    if (n < 0 || (zero_is_max && n == 0))
+        snprintf(v, cap, "max");
+    else
+        snprintf(v, cap, "%lld", (long long)n);
+}
+
+int cgroup_apply(struct fault *f, const char *cg, const Rund__Agent__V1__Resources *r)
+{
+    char v[96];
+    if (r->memory_limit) {
+        limit(v, sizeof(v), r->memory_limit->value, false);
+        if (put(f, cg, "memory.max", "memory.limit", v))
+            return -1;
+    }
+    if (r->memory_swap) {
+        /* The spec's swap is memory + swap; cgroup v2 limits swap alone (runc's conversion). */
+        int64_t want = r->memory_swap->value;
+        if (!r->memory_limit && want != -1)
+            return fail(f, CODE_INVALID_ARGUMENT, "memory.swap %lld needs memory.limit", (long long)want);
+        int64_t lim = r->memory_limit ? r->memory_limit->value : -1;
+        if (want >= 0 && lim >= 0 && want < lim)
+            return fail(f, CODE_INVALID_ARGUMENT, "memory.swap %lld is below memory.limit %lld", (long long)want,
+                        (long long)lim);
+        int64_t swap = want < 0 || lim < 0 ? -1 : want - lim;
+        limit(v, sizeof(v), swap, false);
+        /* The guest has no swap (no memory.swap.max): none is what any limit allows there. */
+        char probe[8];
+        if (read_file(cg, "memory.swap.max", probe, sizeof(probe)) == 0 && put(f, cg, "memory.swap.max", "memory.swap", v))
+            return -1;
+    }
+    if (r->memory_reservation) {
+        limit(v, sizeof(v), r->memory_reservation->value, false);
+        if (put(f, cg, "memory.low", "memory.reservation", v))
+            return -1;
+    }
+    if (r->cpu_shares && r->cpu_shares->value != 0) {
+        if (r->cpu_shares->value < 2 || r->cpu_shares->value > 262144)
+            return fail(f, CODE_INVALID_ARGUMENT, "cpu.shares %llu is outside 2..262144", (unsigned long long)r->cpu_shares->value);
+        /* runc's mapping of v1 shares onto v2 weight: 2..262144 -> 1..10000. */
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)(1 + ((r->cpu_shares->value - 2) * 9999) / 262142));
+        if (put(f, cg, "cpu.weight", "cpu.shares", v))
+            return -1;
+    }
+    if (r->cpu_quota || r->cpu_period) {
+        char now[96] = "max 100000";
+        read_file(cg, "cpu.max", now, sizeof(now));
+        char quota[32] = "max";
+        unsigned long long period = 100000;
+        sscanf(now, "%31s %llu", quota, &period);
+        if (r->cpu_period && r->cpu_period->value) {
+            if (r->cpu_period->value < 1000 || r->cpu_period->value > 1000000)
+                return fail(f, CODE_INVALID_ARGUMENT, "cpu.period %llu is outside 1000..1000000",
+                            (unsigned long long)r->cpu_period->value);
+            period = r->cpu_period->value;
+        }
+        if (r->cpu_quota)
+            limit(quota, sizeof(quota), r->cpu_quota->value, true);
+        snprintf(v, sizeof(v), "%s %llu", quota, period);
+        if (put(f, cg, "cpu.max", "cpu.quota and cpu.period", v))
+            return -1;
+    }
+    if (r->cpuset_cpus[0] && put(f, cg, "cpuset.cpus", "cpu.cpus", r->cpuset_cpus))
         return -1;
-    if (req->memory_limit_bytes) {
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)req->memory_limit_bytes);
-        if (write_file(cg, "memory.max", v))
-            return fail(f, CODE_INVALID_ARGUMENT, "memory.max %s: %s", v, strerror(errno));
-    }
-    if (req->cpu_quota_usec || req->cpu_period_usec) {
-        if (req->cpu_quota_usec)
-            snprintf(v, sizeof(v), "%llu %llu", (unsigned long long)req->cpu_quota_usec,
-                     (unsigned long long)(req->cpu_period_usec ? req->cpu_period_usec : 100000));
-        else
-            snprintf(v, sizeof(v), "max %llu", (unsigned long long)req->cpu_period_usec);
-        if (write_file(cg, "cpu.max", v))
-            return fail(f, CODE_INVALID_ARGUMENT, "cpu.max %s: %s", v, strerror(errno));
-    }
-    if (req->pids_limit) {
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)req->pids_limit);
-        if (write_file(cg, "pids.max", v))
-            return fail(f, CODE_INVALID_ARGUMENT, "pids.max %s: %s", v, strerror(errno));
+    if (r->cpuset_mems[0] && put(f, cg, "cpuset.mems", "cpu.mems", r->cpuset_mems))
+        return -1;
+    if (r->pids_limit) {
+        limit(v, sizeof(v), r->pids_limit->value, true);
+        if (put(f, cg, "pids.max", "pids.limit", v))
+            return -1;
     }
     return 0;
+}
+
+int container_update(const Rund__Agent__V1__UpdateResourcesRequest *req, struct fault *f)
+{
+    char cg[256];
+    if (cgroup_of(f, req->container_id, cg, sizeof(cg)))
+        return -1;
+    return req->resources ? cgroup_apply(f, cg, req->resources) : 0;
 }

@@ -9,6 +9,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -17,12 +18,14 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <net/if.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -108,8 +111,10 @@ static char **copy_strings(char **src, size_t n)
     return out;
 }
 
-/* Checks an OCI process description and turns it into a plan. */
-int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, struct plan *out)
+/* Checks an OCI process description and turns it into a plan; `seccomp` (the container's,
+ * or NULL) goes on last. */
+int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, const struct seccomp_program *seccomp,
+              struct plan *out)
 {
     memset(out, 0, sizeof(*out));
     if (!p)
@@ -148,9 +153,19 @@ int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, struct plan *o
         cap_mask(f, "inheritable", p->inheritable, p->n_inheritable, &out->inheritable) ||
         cap_mask(f, "ambient", p->ambient, p->n_ambient, &out->ambient))
         return -1;
+    if (p->umask && p->umask->value > 0777)
+        return fail(f, CODE_INVALID_ARGUMENT, "process.user.umask %o is not a mode", p->umask->value);
+    if (p->oom_score_adj && (p->oom_score_adj->value < -1000 || p->oom_score_adj->value > 1000))
+        return fail(f, CODE_INVALID_ARGUMENT, "process.oomScoreAdj %d is outside -1000..1000", p->oom_score_adj->value);
     out->argv = copy_strings(p->args, p->n_args);
+    /* One slot more than the spec's env: HOME, which runc adds when the spec has none. */
     out->envp = copy_strings(p->env, p->n_env);
-    if (!out->argv || !out->envp) {
+    char **grown = out->envp ? realloc(out->envp, (p->n_env + 2) * sizeof(char *)) : NULL;
+    if (grown) {
+        out->envp = grown;
+        grown[p->n_env] = grown[p->n_env + 1] = NULL;
+    }
+    if (!out->argv || !out->envp || !grown) {
         plan_free(out);
         return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
     }
@@ -162,6 +177,15 @@ int plan_make(struct fault *f, const Rund__Agent__V1__Process *p, struct plan *o
     out->ngroups = p->n_additional_gids;
     out->no_new_privs = p->no_new_privileges;
     out->terminal = p->terminal;
+    out->nenv = p->n_env;
+    out->need_home = true;
+    for (size_t i = 0; i < p->n_env; i++)
+        if (strncmp(p->env[i], "HOME=", 5) == 0)
+            out->need_home = false;
+    out->umask = p->umask ? (int)p->umask->value : 022;
+    out->has_oom_score_adj = p->oom_score_adj != NULL;
+    out->oom_score_adj = p->oom_score_adj ? p->oom_score_adj->value : 0;
+    out->seccomp = seccomp;
     return 0;
 }
 
@@ -254,13 +278,84 @@ int receive_terminal(int sock)
     return fd;
 }
 
-void child_exec(int report, const struct plan *p, int cgroup_procs)
+/* HOME as runc sets it when the spec's env has none: the home of the process's uid in the
+ * container's /etc/passwd (read in its root, by system calls only), else "/". */
+static void child_home(struct plan *p)
+{
+    static char passwd[65536];
+    const char *home = "/";
+    size_t home_len = 1;
+    int fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n = fd >= 0 ? read(fd, passwd, sizeof(passwd) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n > 0) {
+        passwd[n] = 0;
+        /* name:password:uid:gid:gecos:home:shell */
+        for (char *line = passwd; line && *line; ) {
+            char *next = strchr(line, '\n');
+            if (next)
+                *next++ = 0;
+            char *field[7] = {0};
+            int k = 0;
+            field[k++] = line;
+            for (char *c = line; *c && k < 7; c++)
+                if (*c == ':') {
+                    *c = 0;
+                    field[k++] = c + 1;
+                }
+            if (k >= 6) {
+                char *end = NULL;
+                unsigned long uid = strtoul(field[2], &end, 10);
+                if (end != field[2] && *end == 0 && uid == p->uid && field[5][0]) {
+                    home = field[5];
+                    home_len = strlen(home);
+                    break;
+                }
+            }
+            line = next;
+        }
+    }
+    if (home_len > sizeof(p->home) - 6)
+        home_len = sizeof(p->home) - 6;
+    memcpy(p->home, "HOME=", 5);
+    memcpy(p->home + 5, home, home_len);
+    p->home[5 + home_len] = 0;
+    p->envp[p->nenv] = p->home;
+}
+
+static void child_seccomp(int report, const struct plan *p)
+{
+    if (!p->seccomp)
+        return;
+    struct sock_fprog prog = {.len = p->seccomp->len, .filter = p->seccomp->filter};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->seccomp->flags, &prog) < 0)
+        child_fail(report, "install the seccomp filter", errno);
+}
+
+/* The process's own settings, in runc's order, then exec: rlimits, oom_score_adj, HOME, the
+ * seccomp filter when it cannot wait for no_new_privs, user and groups, capabilities,
+ * umask, no_new_privs, cwd, the seccomp filter otherwise. cgroup_procs >= 0: join that
+ * cgroup first (an exec; a container's init joined it before its rootfs). */
+void child_exec(int report, struct plan *p, int cgroup_procs)
 {
     if (cgroup_procs >= 0 && write(cgroup_procs, "0", 1) < 0)
         child_fail(report, "join the container's cgroup", errno);
     for (size_t i = 0; i < p->nrlimits; i++)
         if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].value) < 0)
             child_fail(report, "setrlimit", errno);
+    if (p->oom_score_adj) {
+        char v[16];
+        int len = snprintf(v, sizeof(v), "%d", p->oom_score_adj);
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, v, (size_t)len) != len)
+            child_fail(report, "write oom_score_adj", errno);
+        close(fd);
+    }
+    if (p->need_home)
+        child_home(p);
+    if (!p->no_new_privs)
+        child_seccomp(report, p);
     for (int c = 0; c <= g_cap_last; c++)
         if (!(p->bounding & (1ull << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
             child_fail(report, "drop a capability from the bounding set", errno);
@@ -282,10 +377,13 @@ void child_exec(int report, const struct plan *p, int cgroup_procs)
     for (int c = 0; c <= g_cap_last; c++)
         if ((p->ambient & (1ull << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
             child_fail(report, "raise an ambient capability", errno);
+    umask((mode_t)p->umask);
     if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(report, "set no_new_privs", errno);
     if (chdir(p->cwd) < 0)
         child_fail(report, "chdir to the process's cwd", errno);
+    if (p->no_new_privs)
+        child_seccomp(report, p);
     environ = p->envp;
     execvp(p->argv[0], p->argv);
     child_fail(report, "exec", errno);
@@ -310,10 +408,33 @@ static const struct {
 } MOUNT_FLAGS[] = {
     {"ro", MS_RDONLY, 0},       {"rw", 0, MS_RDONLY},         {"nosuid", MS_NOSUID, 0},   {"suid", 0, MS_NOSUID},
     {"nodev", MS_NODEV, 0},     {"dev", 0, MS_NODEV},         {"noexec", MS_NOEXEC, 0},   {"exec", 0, MS_NOEXEC},
-    {"relatime", MS_RELATIME, 0}, {"noatime", MS_NOATIME, 0}, {"strictatime", MS_STRICTATIME, 0},
-    {"sync", MS_SYNCHRONOUS, 0}, {"bind", MS_BIND, 0},        {"rbind", MS_BIND | MS_REC, 0},
-    {"private", 0, 0},          {"rprivate", 0, 0},
+    {"relatime", MS_RELATIME, 0}, {"norelatime", 0, MS_RELATIME}, {"noatime", MS_NOATIME, 0},
+    {"atime", 0, MS_NOATIME},   {"strictatime", MS_STRICTATIME, 0}, {"nostrictatime", 0, MS_STRICTATIME},
+    {"nodiratime", MS_NODIRATIME, 0}, {"diratime", 0, MS_NODIRATIME}, {"lazytime", MS_LAZYTIME, 0},
+    {"nolazytime", 0, MS_LAZYTIME}, {"sync", MS_SYNCHRONOUS, 0}, {"async", 0, MS_SYNCHRONOUS},
+    {"dirsync", MS_DIRSYNC, 0}, {"mand", MS_MANDLOCK, 0},     {"nomand", 0, MS_MANDLOCK},
+    {"nosymfollow", 256 /* MS_NOSYMFOLLOW */, 0}, {"symfollow", 0, 256},
+    {"bind", MS_BIND, 0},       {"rbind", MS_BIND | MS_REC, 0}, {"defaults", 0, 0},
 };
+
+static const struct {
+    const char *name;
+    unsigned long flags;
+} PROPAGATION[] = {
+    {"private", MS_PRIVATE},   {"rprivate", MS_PRIVATE | MS_REC},   {"slave", MS_SLAVE},
+    {"rslave", MS_SLAVE | MS_REC}, {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+    {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
+};
+
+int propagation_of(const char *name, unsigned long *out)
+{
+    for (size_t k = 0; k < sizeof(PROPAGATION) / sizeof(PROPAGATION[0]); k++)
+        if (strcmp(PROPAGATION[k].name, name) == 0) {
+            *out = PROPAGATION[k].flags;
+            return 0;
+        }
+    return -1;
+}
 
 int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount *m, struct mount_spec *out)
 {
@@ -323,8 +444,10 @@ int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount 
         return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: type or source too long", m->destination);
     memset(out, 0, sizeof(*out));
     snprintf(out->target, sizeof(out->target), "%s%s", root, m->destination);
-    snprintf(out->type, sizeof(out->type), "%s", m->type);
-    snprintf(out->source, sizeof(out->source), "%s", m->source[0] ? m->source : m->type);
+    /* The guest's cgroups are v2 only: a v1 "cgroup" mount becomes cgroup2, as runc does on such a host. */
+    snprintf(out->type, sizeof(out->type), "%s", strcmp(m->type, "cgroup") == 0 ? "cgroup2" : m->type);
+    snprintf(out->source, sizeof(out->source), "%s",
+             strcmp(m->type, "cgroup") == 0 ? "cgroup2" : m->source[0] ? m->source : m->type);
     for (size_t i = 0; i < m->n_options; i++) {
         const char *o = m->options[i];
         size_t k = 0;
@@ -334,6 +457,8 @@ int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount 
             out->flags = (out->flags | MOUNT_FLAGS[k].set) & ~MOUNT_FLAGS[k].clear;
             continue;
         }
+        if (propagation_of(o, &out->propagation) == 0)
+            continue;
         if (strchr(o, ',') || strlen(out->data) + strlen(o) + 2 > sizeof(out->data))
             return fail(f, CODE_INVALID_ARGUMENT, "mount at %.200s: option %.64s is not acceptable", m->destination, o);
         if (out->data[0])
@@ -487,14 +612,77 @@ void remove_container_dir(const char *id)
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-/* Assembles the rootfs in a new mount namespace and pivots into it. */
+/* Brings up the loopback interface of the network namespace the child is in. */
+static void child_loopback(int report)
+{
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
+        child_fail(report, "read lo's flags", errno);
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+        child_fail(report, "bring lo up", errno);
+    close(sock);
+}
+
+/* A tmpfs /dev as runc makes it: the device nodes of its default list, made with mknod as
+ * runc makes them outside a user namespace, and the links fd, stdin, stdout, stderr, ptmx. */
+static void child_dev(int report, const char *rootfs)
+{
+    static const struct {
+        const char *name;
+        unsigned major, minor;
+    } nodes[] = {{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+    static const char *links[][2] = {
+        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},
+    };
+    char dst[1300];
+    mode_t old = umask(0);
+    for (size_t n = 0; n < sizeof(nodes) / sizeof(nodes[0]); n++) {
+        snprintf(dst, sizeof(dst), "%s/dev/%s", rootfs, nodes[n].name);
+        if (mknod(dst, S_IFCHR | 0666, makedev(nodes[n].major, nodes[n].minor)) < 0 && errno != EEXIST)
+            child_fail(report, "make a device node", errno);
+    }
+    umask(old);
+    for (size_t n = 0; n < sizeof(links) / sizeof(links[0]); n++) {
+        snprintf(dst, sizeof(dst), "%s/dev/%s", rootfs, links[n][1]);
+        if (symlink(links[n][0], dst) < 0 && errno != EEXIST)
+            child_fail(report, "link a /dev entry", errno);
+    }
+}
+
+/* Writes the namespaced sysctls through the container's /proc, in its namespaces. */
+static void child_sysctls(int report, const struct rootfs_plan *r)
+{
+    for (size_t i = 0; i < r->nsysctls; i++) {
+        int fd = open(r->sysctl_path[i], O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        size_t len = strlen(r->sysctl_value[i]);
+        if (fd < 0 || write(fd, r->sysctl_value[i], len) != (ssize_t)len)
+            child_fail(report, r->sysctl_path[i] + strlen(r->rootfs), errno);
+        close(fd);
+    }
+}
+
+/* Assembles the rootfs in new namespaces and pivots into it: the container's cgroup (and
+ * a cgroup namespace rooted there), its UTS, IPC (or the pod's), network and mount
+ * namespaces, the overlay, the spec's mounts in order, sysctls, masked and read-only
+ * paths, a read-only root, the hostname; then pivot_root and the root's propagation. */
 void child_rootfs(int report, struct rootfs_plan *r)
 {
+    if (r->cgroup_procs >= 0 && write(r->cgroup_procs, "0", 1) < 0)
+        child_fail(report, "join the container's cgroup", errno);
+    if (r->new_cgroupns && unshare(CLONE_NEWCGROUP) < 0)
+        child_fail(report, "unshare the cgroup namespace", errno);
     bool join = r->join_uts >= 0;
     if (join && (setns(r->join_uts, CLONE_NEWUTS) < 0 || setns(r->join_ipc, CLONE_NEWIPC) < 0))
         child_fail(report, "join the pod's uts and ipc namespaces", errno);
-    if (unshare(CLONE_NEWNS | (join ? 0 : CLONE_NEWUTS | CLONE_NEWIPC)) < 0)
-        child_fail(report, "unshare mount, uts and ipc namespaces", errno);
+    if (unshare(CLONE_NEWNS | (join ? 0 : CLONE_NEWUTS | CLONE_NEWIPC) | (r->new_net ? CLONE_NEWNET : 0)) < 0)
+        child_fail(report, "unshare mount, uts, ipc and network namespaces", errno);
+    if (r->new_net)
+        child_loopback(report);
     child_mount(report, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "make / private");
     child_mount(report, "overlay", r->rootfs, "overlay", 0, r->overlay_data, "mount the overlay rootfs");
     for (size_t i = 0; i < r->nmounts; i++) {
@@ -509,27 +697,16 @@ void child_rootfs(int report, struct rootfs_plan *r)
         }
         child_mount(report, m->source, m->target, m->bind ? NULL : m->type, m->flags & ~(m->bind ? MS_RDONLY : 0),
                     m->data[0] ? m->data : NULL, m->target);
-        if (m->readonly_bind)
-            child_mount(report, NULL, m->target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | (m->flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)),
-                        NULL, "remount a bind mount read-only");
-        if (strcmp(m->type, "tmpfs") == 0 && strcmp(m->target + strlen(r->rootfs), "/dev") == 0) {
-            /* A tmpfs /dev gets the usual device nodes, bound from the guest's /dev. */
-            static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
-            char src[64], dst[1300];
-            for (size_t n = 0; n < sizeof(nodes) / sizeof(nodes[0]); n++) {
-                snprintf(src, sizeof(src), "/dev/%s", nodes[n]);
-                snprintf(dst, sizeof(dst), "%s/dev/%s", r->rootfs, nodes[n]);
-                int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-                if (fd >= 0)
-                    close(fd);
-                child_mount(report, src, dst, NULL, MS_BIND, NULL, "bind a device node");
-            }
-            snprintf(dst, sizeof(dst), "%s/dev/ptmx", r->rootfs);
-            (void)!symlink("pts/ptmx", dst);
-            snprintf(dst, sizeof(dst), "%s/dev/fd", r->rootfs);
-            (void)!symlink("/proc/self/fd", dst);
-        }
+        if (m->bind && (m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)))
+            child_mount(report, NULL, m->target, NULL,
+                        MS_BIND | MS_REMOUNT | (m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)), NULL,
+                        "remount a bind mount with its flags");
+        if (m->propagation)
+            child_mount(report, NULL, m->target, NULL, m->propagation, NULL, "set a mount's propagation");
+        if (strcmp(m->type, "tmpfs") == 0 && strcmp(m->target + strlen(r->rootfs), "/dev") == 0)
+            child_dev(report, r->rootfs);
     }
+    child_sysctls(report, r);
     for (size_t i = 0; i < r->nmasked; i++) {
         struct stat st;
         if (stat(r->masked[i], &st) < 0)
@@ -548,6 +725,8 @@ void child_rootfs(int report, struct rootfs_plan *r)
         child_mount(report, NULL, r->readonly[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
                     "remount a path read-only");
     }
+    if (r->readonly_root)
+        child_mount(report, NULL, r->rootfs, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL, "remount the rootfs read-only");
     if (!join && r->hostname[0] && sethostname(r->hostname, strlen(r->hostname)) < 0)
         child_fail(report, "sethostname", errno);
     if (chdir(r->rootfs) < 0)
@@ -558,4 +737,6 @@ void child_rootfs(int report, struct rootfs_plan *r)
         child_fail(report, "detach the old root", errno);
     if (chdir("/") < 0)
         child_fail(report, "chdir to the new root", errno);
+    if (r->propagation)
+        child_mount(report, NULL, "/", NULL, r->propagation, NULL, "set the root's propagation");
 }

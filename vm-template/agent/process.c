@@ -50,6 +50,7 @@ pthread_cond_t g_changed = PTHREAD_COND_INITIALIZER;
 struct container *g_containers;
 
 static unsigned g_spawn_seq;              /* guarded by g_lock; bumped at every fork */
+static int g_own_pidns = -1;              /* the agent's PID namespace, which forks return to */
 static int g_inotify = -1;
 static char g_oom_queue[32][MAX_ID_LEN + 1]; /* guarded by g_lock */
 static unsigned g_oom_head, g_oom_tail;
@@ -107,6 +108,22 @@ static void proc_free(struct proc *p)
     close_fd(&p->error_fd);
     free(p->spec);
     free(p);
+}
+
+/* Frees a container out of the table: its namespace descriptors and its seccomp program. */
+static void container_free(struct container *c)
+{
+    close_fd(&c->mnt_ns);
+    close_fd(&c->uts_ns);
+    close_fd(&c->ipc_ns);
+    close_fd(&c->pid_ns);
+    close_fd(&c->net_ns);
+    close_fd(&c->cgroup_ns);
+    if (c->seccomp) {
+        seccomp_program_free(c->seccomp);
+        free(c->seccomp);
+    }
+    free(c);
 }
 
 static struct proc *proc_new(struct container *c, const char *exec_id)
@@ -224,13 +241,36 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
         return fail(f, CODE_INVALID_ARGUMENT, "rootfs.upper_dir and rootfs.lower_dir are limited to 256 bytes");
     if (strlen(req->hostname) > 64)
         return fail(f, CODE_INVALID_ARGUMENT, "hostname of %zu characters is longer than 64", strlen(req->hostname));
-    if (req->n_mounts > MAX_MOUNTS || req->n_masked_paths > 64 || req->n_readonly_paths > 64)
-        return fail(f, CODE_INVALID_ARGUMENT, "too many mounts, masked or read-only paths");
+    if (req->n_mounts > MAX_MOUNTS || req->n_masked_paths > MAX_PATHS || req->n_readonly_paths > MAX_PATHS ||
+        req->n_sysctls > MAX_SYSCTLS)
+        return fail(f, CODE_INVALID_ARGUMENT, "more than %d mounts, %d masked or read-only paths or %d sysctls",
+                    MAX_MOUNTS, MAX_PATHS, MAX_SYSCTLS);
+    r->propagation = 0;
+    if (req->rootfs_propagation[0] && propagation_of(req->rootfs_propagation, &r->propagation) < 0)
+        return fail(f, CODE_INVALID_ARGUMENT, "rootfsPropagation %.32s is unknown", req->rootfs_propagation);
+    r->new_net = req->new_network_namespace;
+    r->new_cgroupns = req->new_cgroup_namespace;
+    r->readonly_root = req->readonly_rootfs;
+
     snprintf(r->dir, sizeof(r->dir), "/run/rund/c/%s", req->container_id);
     snprintf(r->share, sizeof(r->share), "/run/rund/shares/%s", rf->lower_tag);
     snprintf(r->disk, sizeof(r->disk), "/run/rund/disks/%s", rf->upper_disk_serial);
     snprintf(r->lower, sizeof(r->lower), "%s%s", r->share, rf->lower_dir);
     snprintf(r->rootfs, sizeof(r->rootfs), "%s/rootfs", r->dir);
+    /* kernel.shmmax is /proc/sys/kernel/shmmax, written through the container's /proc. */
+    for (size_t i = 0; i < req->n_sysctls; i++) {
+        const char *key = req->sysctls[i]->key, *value = req->sysctls[i]->value;
+        if (!key[0] || strlen(key) > 200 || strlen(value) >= sizeof(r->sysctl_value[0]) || key[0] == '.' ||
+            strstr(key, "..") || strchr(key, '/'))
+            return fail(f, CODE_INVALID_ARGUMENT, "sysctl %.64s is not a sysctl name with a value", key);
+        char *path = r->sysctl_path[i];
+        int n = snprintf(path, sizeof(r->sysctl_path[0]), "%s/proc/sys/%s", r->rootfs, key);
+        for (char *c = path + n - strlen(key); *c; c++)
+            if (*c == '.')
+                *c = '/';
+        snprintf(r->sysctl_value[i], sizeof(r->sysctl_value[0]), "%s", value);
+        r->nsysctls++;
+    }
     snprintf(r->lower_tag, sizeof(r->lower_tag), "%s", rf->lower_tag);
     /* The disk's root is the sandbox's; only a directory of it is the container's own. */
     if (rf->upper_dir[0])
@@ -289,16 +329,42 @@ static int open_ns(struct fault *f, pid_t pid, const char *ns)
     return fd;
 }
 
+/* Opens the namespace `ns` of `pid` into *fd, unless *fd is open already or `wanted` is false. */
+static int keep_ns(struct fault *f, pid_t pid, const char *ns, bool wanted, int *fd)
+{
+    if (!wanted || *fd >= 0)
+        return 0;
+    return (*fd = open_ns(f, pid, ns)) < 0 ? -1 : 0;
+}
+
 int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f)
 {
-    if (check_id(f, "container_id", req->container_id, false) || check_id(f, "pod_namespaces_of", req->pod_namespaces_of, true))
+    if (check_id(f, "container_id", req->container_id, false) || check_id(f, "pod_namespaces_of", req->pod_namespaces_of, true) ||
+        check_id(f, "pid_namespace_of", req->pid_namespace_of, true))
         return -1;
+    struct seccomp_program *seccomp = NULL;
+    if (req->seccomp) {
+        seccomp = calloc(1, sizeof(*seccomp));
+        if (!seccomp)
+            return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+        if (seccomp_compile(f, req->seccomp, seccomp)) {
+            free(seccomp);
+            return -1;
+        }
+    }
     struct plan plan;
-    if (plan_make(f, req->process, &plan))
+    if (plan_make(f, req->process, seccomp, &plan)) {
+        if (seccomp)
+            seccomp_program_free(seccomp);
+        free(seccomp);
         return -1;
+    }
     struct rootfs_plan *r = calloc(1, sizeof(*r));
     if (!r) {
         plan_free(&plan);
+        if (seccomp)
+            seccomp_program_free(seccomp);
+        free(seccomp);
         return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
     }
     struct container *c = NULL;
@@ -308,23 +374,24 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     bool cgroup_made = false;
 
     pthread_mutex_lock(&g_lock);
-    if (find_container(req->container_id)) {
-        pthread_mutex_unlock(&g_lock);
-        free(r);
-        plan_free(&plan);
-        return fail(f, CODE_ALREADY_EXISTS, "container %s", req->container_id);
-    }
-    /* Reserve the id while the rootfs is prepared without the lock. */
-    c = calloc(1, sizeof(*c));
+    c = find_container(req->container_id) ? NULL : calloc(1, sizeof(*c));
     if (!c) {
+        bool exists = find_container(req->container_id) != NULL;
         pthread_mutex_unlock(&g_lock);
         free(r);
         plan_free(&plan);
-        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+        if (seccomp)
+            seccomp_program_free(seccomp);
+        free(seccomp);
+        return exists ? fail(f, CODE_ALREADY_EXISTS, "container %s", req->container_id)
+                      : fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
     }
+    /* The id is reserved while the rootfs is prepared without the lock; the container owns
+     * the seccomp program from here (its removal frees it). */
     snprintf(c->id, sizeof(c->id), "%s", req->container_id);
     snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/%s", req->container_id);
-    c->mnt_ns = c->uts_ns = c->ipc_ns = c->oom_watch = -1;
+    c->mnt_ns = c->uts_ns = c->ipc_ns = c->pid_ns = c->net_ns = c->cgroup_ns = c->oom_watch = -1;
+    c->seccomp = seccomp;
     c->next = g_containers;
     g_containers = c;
     pthread_mutex_unlock(&g_lock);
@@ -338,8 +405,11 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         goto fail;
     }
     cgroup_made = true;
+    if (req->resources && cgroup_apply(f, c->cgroup, req->resources))
+        goto fail;
     if ((procs_fd = open_cgroup_procs(f, c)) < 0)
         goto fail;
+    r->cgroup_procs = procs_fd;
     if (!(init = proc_new(c, "")))
         goto fail;
     if (plan.terminal) {
@@ -367,7 +437,27 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         r->join_uts = pod->uts_ns;
         r->join_ipc = pod->ipc_ns;
     }
+    /* The init's PID namespace: a new one (it is PID 1 there) or the pod's; this thread's
+     * children only, and back to the agent's own right after the fork. */
+    int pid_join = -1;
+    if (req->pid_namespace_of[0]) {
+        struct container *owner = find_container(req->pid_namespace_of);
+        if (!owner || owner == c || owner->pid_ns < 0) {
+            pthread_mutex_unlock(&g_lock);
+            fail(f, CODE_NOT_FOUND, "pid_namespace_of: no created container %.64s", req->pid_namespace_of);
+            goto fail;
+        }
+        pid_join = owner->pid_ns;
+    }
+    if (pid_join >= 0 ? setns(pid_join, CLONE_NEWPID) < 0 : unshare(CLONE_NEWPID) < 0) {
+        pthread_mutex_unlock(&g_lock);
+        fail(f, CODE_INTERNAL, "%s a PID namespace: %s", pid_join >= 0 ? "join" : "make", strerror(errno));
+        goto fail;
+    }
     pid_t pid = fork();
+    int fork_errno = errno;
+    if (pid != 0 && setns(g_own_pidns, CLONE_NEWPID) < 0)
+        alog("return to the agent's PID namespace: %s", strerror(errno)); /* later forks would land in the container's */
     if (pid == 0) {
         child_reset_signals();
         if (plan.terminal) {
@@ -384,11 +474,11 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         char go;
         if (read(start[0], &go, 1) != 1)
             _exit(127); /* removed before it was started */
-        child_exec(report[1], &plan, procs_fd);
+        child_exec(report[1], &plan, -1); /* joined its cgroup before its rootfs */
     }
     if (pid < 0) {
         pthread_mutex_unlock(&g_lock);
-        fail(f, CODE_INTERNAL, "fork: %s", strerror(errno));
+        fail(f, CODE_INTERNAL, "fork: %s", strerror(fork_errno));
         goto fail;
     }
     g_spawn_seq++;
@@ -412,7 +502,8 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         goto fail;
     }
     if ((c->mnt_ns = open_ns(f, pid, "mnt")) < 0 || (c->uts_ns = open_ns(f, pid, "uts")) < 0 ||
-        (c->ipc_ns = open_ns(f, pid, "ipc")) < 0) {
+        (c->ipc_ns = open_ns(f, pid, "ipc")) < 0 || (c->pid_ns = open_ns(f, pid, "pid")) < 0 ||
+        keep_ns(f, pid, "net", r->new_net, &c->net_ns) || keep_ns(f, pid, "cgroup", r->new_cgroupns, &c->cgroup_ns)) {
         kill(pid, SIGKILL);
         init = NULL;
         goto fail;
@@ -471,7 +562,7 @@ fail:
                 }
             pthread_mutex_unlock(&g_lock);
             remove_container_dir(c->id);
-            free(c);
+            container_free(c);
         }
     }
     return -1;
@@ -525,7 +616,7 @@ int proc_exec(const Rund__Agent__V1__ExecProcessRequest *req, struct fault *f)
     if (check_id(f, "container_id", req->container_id, false) || check_id(f, "exec_id", req->exec_id, false))
         return -1;
     struct plan plan;
-    if (plan_make(f, req->process, &plan))
+    if (plan_make(f, req->process, NULL, &plan))
         return -1;
     plan_free(&plan); /* checked now; made again at start from the packed copy */
     size_t len = rund__agent__v1__process__get_packed_size(req->process);
@@ -567,7 +658,7 @@ static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_
 {
     Rund__Agent__V1__Process *spec = rund__agent__v1__process__unpack(NULL, p->spec_len, p->spec);
     struct plan plan;
-    int rc = spec ? plan_make(f, spec, &plan) : fail(f, CODE_INTERNAL, "stored process spec is unreadable");
+    int rc = spec ? plan_make(f, spec, c->seccomp, &plan) : fail(f, CODE_INTERNAL, "stored process spec is unreadable");
     if (spec)
         rund__agent__v1__process__free_unpacked(spec, NULL);
     if (rc)
@@ -585,17 +676,32 @@ static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_
         plan_free(&plan);
         return -1;
     }
-    int mnt = c->mnt_ns, uts = c->uts_ns, ipc = c->ipc_ns;
+    int mnt = c->mnt_ns, uts = c->uts_ns, ipc = c->ipc_ns, net = c->net_ns, cgns = c->cgroup_ns;
+    /* Into the container's PID namespace: this thread's children only, back right after. */
+    if (setns(c->pid_ns, CLONE_NEWPID) < 0) {
+        int e = errno;
+        close_fd(&procs_fd);
+        stdio_close_child_ends(&s);
+        close_fd(&report[0]);
+        close_fd(&report[1]);
+        plan_free(&plan);
+        return fail(f, CODE_FAILED_PRECONDITION, "enter container %s's PID namespace: %s", c->id, strerror(e));
+    }
     pid_t pid = fork();
     if (pid == 0) {
         child_reset_signals();
-        if (setns(ipc, CLONE_NEWIPC) < 0 || setns(uts, CLONE_NEWUTS) < 0 || setns(mnt, CLONE_NEWNS) < 0)
+        if (write(procs_fd, "0", 1) < 0)
+            child_fail(report[1], "join the container's cgroup", errno);
+        if ((cgns >= 0 && setns(cgns, CLONE_NEWCGROUP) < 0) || (net >= 0 && setns(net, CLONE_NEWNET) < 0) ||
+            setns(ipc, CLONE_NEWIPC) < 0 || setns(uts, CLONE_NEWUTS) < 0 || setns(mnt, CLONE_NEWNS) < 0)
             child_fail(report[1], "enter the container's namespaces", errno);
         /* After setns, so that a terminal's /dev/pts/N is the container's. */
         child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
-        child_exec(report[1], &plan, procs_fd);
+        child_exec(report[1], &plan, -1);
     }
     int fork_errno = errno;
+    if (pid != 0 && setns(g_own_pidns, CLONE_NEWPID) < 0)
+        alog("return to the agent's PID namespace: %s", strerror(errno));
     stdio_close_child_ends(&s);
     close(report[1]);
     close(procs_fd);
@@ -882,9 +988,6 @@ int container_remove(const char *cid, struct fault *f)
         proc_unlink(c->procs);
     if (c->oom_watch >= 0)
         inotify_rm_watch(g_inotify, c->oom_watch);
-    close_fd(&c->mnt_ns);
-    close_fd(&c->uts_ns);
-    close_fd(&c->ipc_ns);
     for (struct container **pp = &g_containers; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -902,7 +1005,7 @@ int container_remove(const char *cid, struct fault *f)
     if (c->upper_root[0])
         nftw(c->upper_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
     alog("container %s removed", c->id);
-    free(c);
+    container_free(c);
     return 0;
 }
 
@@ -979,6 +1082,9 @@ void procs_init(void)
         g_cap_last = atoi(buf);
     if (g_cap_last > 63)
         g_cap_last = 63;
+    g_own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (g_own_pidns < 0)
+        alog("open the agent's PID namespace: %s", strerror(errno));
     g_inotify = inotify_init1(IN_CLOEXEC);
     pthread_t t;
     pthread_create(&t, NULL, reaper, NULL);

@@ -268,7 +268,7 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     }
 
     public void updateResources(String containerId, ResourceLimits limits) throws AgentException {
-        call("UpdateResources", Protos.resources(containerId, limits), Empty.parser());
+        call("UpdateResources", Protos.update(containerId, limits), Empty.parser());
     }
 
     /** Blocks until some container of the guest has an OOM kill; returns its id. */

@@ -8,10 +8,12 @@ import java.util.Objects;
  *
  * @param capabilities capability names ("CAP_CHOWN") per set; what a set does not name is dropped
  * @param terminal a pseudo-terminal instead of pipes
+ * @param umask null: 0022
+ * @param oomScoreAdj null: inherited
  */
 public record ProcessSpec(List<String> args, List<String> env, String cwd, int uid, int gid,
         List<Integer> additionalGids, List<Rlimit> rlimits, boolean noNewPrivileges, Capabilities capabilities,
-        boolean terminal) {
+        boolean terminal, Integer umask, Integer oomScoreAdj) {
 
     /** A resource limit by its OCI name ("RLIMIT_NOFILE"). */
     public record Rlimit(String type, long soft, long hard) {
@@ -47,14 +49,16 @@ public record ProcessSpec(List<String> args, List<String> env, String cwd, int u
 
     /** {@code args} as root in {@code cwd} with {@code env}, no capabilities, no limits, no terminal. */
     public static ProcessSpec of(List<String> args, List<String> env, String cwd) {
-        return new ProcessSpec(args, env, cwd, 0, 0, List.of(), List.of(), false, Capabilities.NONE, false);
+        return new ProcessSpec(args, env, cwd, 0, 0, List.of(), List.of(), false, Capabilities.NONE, false, null, null);
     }
 
     public ProcessSpec withTerminal(boolean terminal) {
-        return new ProcessSpec(args, env, cwd, uid, gid, additionalGids, rlimits, noNewPrivileges, capabilities, terminal);
+        return new ProcessSpec(args, env, cwd, uid, gid, additionalGids, rlimits, noNewPrivileges, capabilities, terminal,
+                umask, oomScoreAdj);
     }
 
     public ProcessSpec withCapabilities(Capabilities capabilities) {
-        return new ProcessSpec(args, env, cwd, uid, gid, additionalGids, rlimits, noNewPrivileges, capabilities, terminal);
+        return new ProcessSpec(args, env, cwd, uid, gid, additionalGids, rlimits, noNewPrivileges, capabilities, terminal,
+                umask, oomScoreAdj);
     }
 }

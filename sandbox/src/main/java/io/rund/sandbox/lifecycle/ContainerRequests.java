@@ -22,10 +22,10 @@ final class ContainerRequests {
      * The guest's container for {@code spec}, whose image is at {@code lowerDir} of the share
      * and whose writes go to {@code upperDir} of the disk ("" for the disk's root: the
      * sandbox's first container, whose writes live as long as the sandbox). A container that
-     * joins a pod names the pod's first in {@code podNamespacesOf} ("" for the first itself).
+     * joins a pod names the pod's first in {@code podId} ("" for the first itself).
      */
-    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podNamespacesOf) {
-        List<GuestMount> mounts = new ArrayList<>(spec.mounts());
+    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podId) {
+        List<GuestMount> mounts = new ArrayList<>();
         for (ContainerSpec.Volume v : spec.volumes()) {
             mounts.add(new GuestMount(v.destination(), "bind", VOLUMES + v.name(),
                     List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev")));
@@ -34,7 +34,7 @@ final class ContainerRequests {
             mounts.add(new GuestMount(f.destination(), "file", "",
                     List.of(f.readOnly() ? "ro" : "rw", "nosuid", "nodev", "noexec"), f.data()));
         }
-        return new GuestContainer(spec.id(), lowerDir, upperDir, spec.hostname(), mounts, spec.maskedPaths(),
-                spec.readonlyPaths(), spec.process(), podNamespacesOf);
+        return new GuestContainer(spec.id(), lowerDir, upperDir, spec.hostname(), spec.config().withMounts(mounts),
+                spec.process(), podId);
     }
 }

@@ -1,7 +1,7 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.RootfsMount;
-import io.rund.sandbox.guest.GuestMount;
+import io.rund.sandbox.guest.ContainerConfig;
 import io.rund.sandbox.guest.ProcessSpec;
 import io.rund.sandbox.guest.ResourceLimits;
 import java.nio.file.Path;
@@ -14,10 +14,9 @@ import java.util.Objects;
  * starts with its first container, whose id it takes (in a pod, the pause container's id
  * is the pod's); later ones join through {@link Sandbox#addContainer}.
  *
- * @param mounts the container's mounts that name nothing on the host (proc, tmpfs, ...), in order
- * @param maskedPaths paths hidden from the container
- * @param readonlyPaths paths made read-only
- * @param resources the container's limits (the first container's cpu quota also bounds the sandbox's cgroup)
+ * @param config how the guest makes it: its mounts that name nothing on the host (proc,
+ *     tmpfs, ...), in order, hidden and read-only paths, namespaces, limits (the first
+ *     container's cpu quota also bounds the sandbox's cgroup), seccomp
  * @param volumes the pod's volumes this container mounts, kept in the VM
  * @param files small host files the container sees at a path (CRI's /etc/hosts,
  *     /etc/resolv.conf, /etc/hostname): copied into the VM when the container is created
@@ -25,8 +24,7 @@ import java.util.Objects;
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
-        List<GuestMount> mounts, List<String> maskedPaths, List<String> readonlyPaths, ResourceLimits resources,
-        List<Volume> volumes, List<FileMount> files, Path netns) {
+        ContainerConfig config, List<Volume> volumes, List<FileMount> files, Path netns) {
 
     /** A file of {@code data} bound onto {@code destination} in the container. */
     public record FileMount(String destination, byte[] data, boolean readOnly) {
@@ -50,13 +48,15 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
     public ContainerSpec {
         Objects.requireNonNull(id, "id");
         Objects.requireNonNull(process, "process");
-        Objects.requireNonNull(resources, "resources");
+        Objects.requireNonNull(config, "config");
         rootfs = List.copyOf(rootfs);
         hostname = hostname == null ? "" : hostname;
-        mounts = List.copyOf(mounts);
-        maskedPaths = List.copyOf(maskedPaths);
-        readonlyPaths = List.copyOf(readonlyPaths);
         volumes = volumes == null ? List.of() : List.copyOf(volumes);
         files = files == null ? List.of() : List.copyOf(files);
+    }
+
+    /** The container's limits. */
+    public ResourceLimits resources() {
+        return config.resources();
     }
 }

@@ -96,8 +96,7 @@ class GuestAgentTest {
     }
 
     static GuestContainer container(String id, String... args) {
-        return new GuestContainer(id, "", "/" + id, id + "-host", TestContainers.MOUNTS, List.of("/proc/kcore"),
-                List.of("/proc/sys"), process(false, args), "");
+        return new GuestContainer(id, "", "/" + id, id + "-host", TestContainers.config(), process(false, args), "");
     }
 
     /** Runs a process to its end: its exit, its stdout and its stderr. */
@@ -257,7 +256,8 @@ class GuestAgentTest {
                         + " grep CapEff /proc/self/status; grep CapBnd /proc/self/status; pwd"),
                 List.of("PATH=/bin"), "/etc", 1000, 1001, List.of(1002),
                 List.of(new ProcessSpec.Rlimit("RLIMIT_NOFILE", 123, 456)), true,
-                new ProcessSpec.Capabilities(List.of("CAP_KILL"), List.of(), List.of(), List.of(), List.of()), false));
+                new ProcessSpec.Capabilities(List.of("CAP_KILL"), List.of(), List.of(), List.of(), List.of()), false, null,
+                null));
         agent.startProcess(C, exec);
         agent.closeStdin(C, exec);
         String out = readAll(exec, false);
@@ -274,7 +274,7 @@ class GuestAgentTest {
     void aMemoryLimitFromTheHostEndsInAnOomEvent() throws Exception {
         agent.createContainer(container("oom", "sleep", "1000"));
         agent.startProcess("oom", "");
-        agent.updateResources("oom", new ResourceLimits(16L << 20, 0, 0, 64));
+        agent.updateResources("oom", ResourceLimits.memoryAndPids(16L << 20, 64L));
         ContainerStats limited = agent.stats("oom");
         assertEquals(16L << 20, limited.memoryLimitBytes());
         assertEquals(64, limited.pidsLimit());

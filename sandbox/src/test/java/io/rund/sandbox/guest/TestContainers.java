@@ -22,6 +22,11 @@ public final class TestContainers {
 
     private TestContainers() {}
 
+    /** The tests' mounts, /proc/kcore hidden, /proc/sys read-only; new namespaces but the VM's network. */
+    public static ContainerConfig config() {
+        return ContainerConfig.of(MOUNTS, List.of("/proc/kcore"), List.of("/proc/sys"));
+    }
+
     /** {@code args} as root in / with PATH and HOME set and runc's default capabilities. */
     public static ProcessSpec process(boolean terminal, String... args) {
         ProcessSpec.Capabilities caps = new ProcessSpec.Capabilities(CAPS, CAPS, CAPS, List.of(), List.of());

@@ -6,8 +6,8 @@ import io.rund.testing.XfsLoop;
 import io.rund.sandbox.agent.TestGuest;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
+import io.rund.sandbox.guest.ContainerConfig;
 import io.rund.sandbox.guest.ProcessSpec;
-import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.guest.TestContainers;
 import io.rund.testing.Trees;
 import io.rund.vm.qemu.QemuHypervisor;
@@ -84,12 +84,20 @@ final class Fixture implements AutoCloseable {
         return container(id, image, hostname, List.of(), null, args);
     }
 
+    /** A container that joins a pod: it shares the pod's IPC and UTS namespaces, as CRI's do. */
+    static ContainerSpec member(String id, List<RootfsMount> image, String hostname, String... args) {
+        ContainerSpec c = container(id, image, hostname, args);
+        ContainerConfig k = c.config();
+        return new ContainerSpec(id, image, hostname, c.process(), new ContainerConfig(k.mounts(), k.maskedPaths(),
+                k.readonlyPaths(), false, java.util.Map.of(), new ContainerConfig.Namespaces(false, true, false, false), "",
+                k.resources(), null), List.of(), List.of(), null);
+    }
+
     static ContainerSpec container(String id, List<RootfsMount> image, String hostname,
             List<ContainerSpec.FileMount> files, Path netns, String... args) {
         ProcessSpec p = TestContainers.process(false, args);
         return new ContainerSpec(id, image, hostname, ProcessSpec.of(p.args(), List.of("PATH=/bin"), "/")
-                .withCapabilities(p.capabilities()), TestContainers.MOUNTS, List.of("/proc/kcore"), List.of("/proc/sys"),
-                ResourceLimits.NONE, List.of(), files, netns);
+                .withCapabilities(p.capabilities()), TestContainers.config(), List.of(), files, netns);
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */

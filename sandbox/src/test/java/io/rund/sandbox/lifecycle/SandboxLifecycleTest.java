@@ -108,7 +108,7 @@ class SandboxLifecycleTest {
         Sandbox sb = manager.start(fx.spec("pod-a", "sh", "-c", loop));
         try {
             sb.agent().startProcess("pod-a", "");
-            sb.addContainer(Fixture.container("app", otherImage, "not-the-pods", "sh", "-c", loop));
+            sb.addContainer(Fixture.member("app", otherImage, "not-the-pods", "sh", "-c", loop));
             assertTrue(sb.agent().startProcess("app", "") > 1);
             // A pod's containers share its UTS and IPC namespaces: the first container's hostname holds.
             assertEquals("0:pod-a-host\n", runIn(sb, "app", "hostname"));

@@ -5,6 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.rund.rootfs.RootfsMount;
 import io.rund.rootfs.Syscalls;
 import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ContainerConfig;
+import io.rund.sandbox.guest.GuestMount;
 import io.rund.sandbox.guest.ProcessSpec;
 import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.lifecycle.ContainerSpec;
@@ -129,16 +131,10 @@ public final class OciSpec {
         return volumes;
     }
 
-    static ResourceLimits resources(JsonNode r) {
-        return new ResourceLimits(Math.max(0, r.path("memory").path("limit").asLong(0)),
-                Math.max(0, r.path("cpu").path("quota").asLong(0)), Math.max(0, r.path("cpu").path("period").asLong(0)),
-                Math.max(0, r.path("pids").path("limit").asLong(0)));
-    }
-
     /** The LinuxResources JSON of an Update call. */
     public static ResourceLimits resources(byte[] json) throws TaskFault {
         try {
-            return resources(JSON.readTree(json));
+            return OciLinux.resources("update resources", JSON.readTree(json));
         } catch (IOException e) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
         }
@@ -158,16 +154,22 @@ public final class OciSpec {
      * container-type "container" (the sandbox container, type "sandbox", makes the pod).
      * A bundle that cannot be read is no pod member; Create reports what is wrong with it.
      */
+    /** The pod a parsed spec's container joins; null for none. */
+    static PodMember podMember(JsonNode root) {
+        JsonNode a = root.path("annotations");
+        if ("container".equals(a.path(CONTAINER_TYPE).asText()) && !a.path(SANDBOX_ID).asText().isEmpty()) {
+            return new PodMember(a.path(SANDBOX_ID).asText());
+        }
+        return null;
+    }
+
     public static PodMember podMember(Path bundle) {
         try {
             String text = Files.readString(bundle.resolve("config.json"));
             if (!text.contains(SANDBOX_ID)) {
                 return null; // most tasks: no need to parse the spec here, Create does
             }
-            JsonNode a = JSON.readTree(text).path("annotations");
-            if ("container".equals(a.path(CONTAINER_TYPE).asText()) && !a.path(SANDBOX_ID).asText().isEmpty()) {
-                return new PodMember(a.path(SANDBOX_ID).asText());
-            }
+            return podMember(JSON.readTree(text));
         } catch (IOException | RuntimeException e) {
             // not readable as a spec: no pod
         }
@@ -176,7 +178,9 @@ public final class OciSpec {
 
     /**
      * Container {@code id} of the bundle at {@code bundle}, on containerd's {@code rootfs}
-     * mounts, with a terminal when containerd asked for one.
+     * mounts, with a terminal when containerd asked for one. Every field of the spec is
+     * honoured, translated, or refused here naming it (docs/oci.md); labels that only say
+     * how the host would confine are accepted, and said once in the daemon's log.
      */
     public static ContainerSpec readBundle(String id, Path bundle, List<RootfsMount> rootfs, boolean terminal)
             throws TaskFault {
@@ -190,25 +194,124 @@ public final class OciSpec {
         if (root == null || !root.isObject()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, config + " is not a JSON object");
         }
-        ProcessSpec process = process(config + " process", root.path("process")).withTerminal(terminal);
-        return new ContainerSpec(id, rootfs, root.path("hostname").asText(""), process, OciDefaults.MOUNTS,
-                OciDefaults.MASKED_PATHS, OciDefaults.READONLY_PATHS, resources(root.path("linux").path("resources")),
-                volumes(config + " mounts", root.path("mounts")), files(config + " mounts", root.path("mounts")),
-                netns(config + " linux.namespaces", root.path("linux").path("namespaces")));
+        List<String> warnings = new ArrayList<>();
+        refuseTopLevel(config.toString(), root);
+        ProcessSpec process = process(config + " process", root.path("process"), warnings).withTerminal(terminal);
+        JsonNode linux = root.path("linux");
+        String where = config + " linux";
+        OciLinux.refuseTheRest(where, linux, warnings);
+        ContainerConfig.Namespaces ns = OciLinux.namespaces(where + ".namespaces", linux.path("namespaces"),
+                podMember(root) != null);
+        JsonNode mounts = root.path("mounts");
+        ContainerConfig cc = new ContainerConfig(guestMounts(config + " mounts", mounts),
+                strings(where + ".maskedPaths", linux.path("maskedPaths")),
+                strings(where + ".readonlyPaths", linux.path("readonlyPaths")),
+                root.path("root").path("readonly").asBoolean(false),
+                OciLinux.sysctls(where + ".sysctl", linux.path("sysctl"), ns), ns,
+                linux.path("rootfsPropagation").asText(""), OciLinux.resources(where + ".resources", linux.path("resources")),
+                OciLinux.seccomp(where + ".seccomp", linux.path("seccomp")));
+        for (String w : warnings) {
+            LOG.log(System.Logger.Level.WARNING, "container {0}: {1}", id, w);
+        }
+        return new ContainerSpec(id, rootfs, hostname(root), process, cc,
+                volumes(config + " mounts", mounts), files(config + " mounts", mounts),
+                netns(where + ".namespaces", linux.path("namespaces")));
+    }
+
+    private static final System.Logger LOG = System.getLogger(OciSpec.class.getName());
+
+    /**
+     * The spec's hostname; without one, the host's: runc's new UTS namespace starts as a copy
+     * of the host's, so a container that sets none sees the host's name, and so it does here.
+     */
+    static String hostname(JsonNode root) {
+        String name = root.path("hostname").asText("");
+        if (!name.isEmpty()) {
+            return name;
+        }
+        try {
+            return Files.readString(Path.of("/proc/sys/kernel/hostname")).strip();
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    /** The spec's fields outside process and linux: hooks cannot run in a VM, other platforms' objects do not apply. */
+    private static void refuseTopLevel(String where, JsonNode root) throws TaskFault {
+        var hooks = root.path("hooks").fields();
+        while (hooks.hasNext()) {
+            var h = hooks.next();
+            if (h.getValue().size() > 0) {
+                throw OciLinux.refuse(where + " hooks", h.getKey(), "hooks would run on the host, outside the VM");
+            }
+        }
+        for (String other : List.of("solaris", "windows", "vm", "zos")) {
+            if (root.has(other) && !root.path(other).isNull()) {
+                throw OciLinux.refuse(where, other, "is not a Linux container's");
+            }
+        }
+        if (!root.path("domainname").asText("").isEmpty()) {
+            throw OciLinux.refuse(where, "domainname " + root.path("domainname").asText(), "is not set in rund's guest");
+        }
+    }
+
+    /** Mount types the guest makes itself; a bind names the host and goes through {@link #files} and {@link #volumes}. */
+    private static final java.util.Set<String> GUEST_TYPES = java.util.Set.of("proc", "sysfs", "tmpfs", "devpts",
+            "mqueue", "cgroup", "cgroup2");
+
+    /** The spec's mounts that name nothing on the host, in order, for the guest to make. */
+    static List<GuestMount> guestMounts(String where, JsonNode mounts) throws TaskFault {
+        List<GuestMount> out = new ArrayList<>();
+        for (JsonNode m : mounts) {
+            String type = m.path("type").asText("");
+            List<String> options = strings(where + " options", m.path("options"));
+            boolean bind = type.equals("bind") || options.contains("bind") || options.contains("rbind");
+            if (bind) {
+                continue;
+            }
+            String destination = m.path("destination").asText("");
+            if (!GUEST_TYPES.contains(type)) {
+                throw OciLinux.refuse(where, destination + " of type " + (type.isEmpty() ? "(none)" : type),
+                        "only proc, sysfs, tmpfs, devpts, mqueue, cgroup, cgroup2 and binds are made in a VM");
+            }
+            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
+                throw OciLinux.refuse(where, "destination " + destination, "is not an absolute path");
+            }
+            out.add(new GuestMount(destination, type, m.path("source").asText(type), options));
+        }
+        return out;
     }
 
     public static ProcessSpec execProcess(byte[] json) throws TaskFault {
         try {
-            return process("exec spec", JSON.readTree(json));
+            List<String> warnings = new ArrayList<>();
+            ProcessSpec p = process("exec spec", JSON.readTree(json), warnings);
+            for (String w : warnings) {
+                LOG.log(System.Logger.Level.WARNING, "exec: {0}", w);
+            }
+            return p;
         } catch (IOException e) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, "exec spec is not JSON: " + e.getMessage());
         }
     }
 
-    private static ProcessSpec process(String where, JsonNode p) throws TaskFault {
+    private static ProcessSpec process(String where, JsonNode p, List<String> warnings) throws TaskFault {
         if (!p.isObject()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, where + " is missing");
         }
+        for (String f : List.of("ioPriority", "scheduler", "execCPUAffinity", "commandLine")) {
+            if (p.has(f) && !p.path(f).isNull()) {
+                throw OciLinux.refuse(where, f + " " + p.path(f), "is not applied in rund's guest");
+            }
+        }
+        for (String label : List.of("apparmorProfile", "selinuxLabel")) {
+            if (!p.path(label).asText("").isEmpty()) {
+                warnings.add(where + "." + label + " " + p.path(label).asText() + " is not applied: it says how the host"
+                        + " would confine the process; in rund the VM confines it, and the guest has no such policy");
+            }
+        }
+        JsonNode oom = p.path("oomScoreAdj");
+        JsonNode umask = p.path("user").path("umask");
         List<String> args = strings(where + ".args", p.path("args"));
         if (args.isEmpty()) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, where + ".args is empty");
@@ -231,7 +334,9 @@ public final class OciSpec {
                 strings(where + ".capabilities.ambient", caps.path("ambient")));
         return new ProcessSpec(args, strings(where + ".env", p.path("env")), p.path("cwd").asText("/"),
                 uint(where + ".user.uid", user.path("uid")), uint(where + ".user.gid", user.path("gid")), gids, rlimits,
-                p.path("noNewPrivileges").asBoolean(false), capabilities, p.path("terminal").asBoolean(false));
+                p.path("noNewPrivileges").asBoolean(false), capabilities, p.path("terminal").asBoolean(false),
+                umask.isMissingNode() || umask.isNull() ? null : uint(where + ".user.umask", umask),
+                oom.isMissingNode() || oom.isNull() ? null : oom.asInt());
     }
 
     private static int uint(String where, JsonNode n) throws TaskFault {
@@ -244,7 +349,7 @@ public final class OciSpec {
         return (int) n.asLong();
     }
 
-    private static List<String> strings(String where, JsonNode n) throws TaskFault {
+    static List<String> strings(String where, JsonNode n) throws TaskFault {
         List<String> out = new ArrayList<>();
         if (n.isMissingNode() || n.isNull()) {
             return out;

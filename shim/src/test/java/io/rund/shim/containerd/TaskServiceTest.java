@@ -63,7 +63,9 @@ class TaskServiceTest {
     void serve() throws Exception {
         Path bundle = Files.createDirectories(dir.resolve("bundle"));
         Files.writeString(bundle.resolve("config.json"),
-                "{\"process\":{\"args\":[\"sleep\",\"100\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},\"hostname\":\"t\"}");
+                "{\"process\":{\"args\":[\"sleep\",\"100\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},\"hostname\":\"t\","
+                + "\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"},"
+                + "{\"type\":\"network\"}]}}");
         eventsServer = Server.builder().name("events").register(ServiceDefinition.builder("containerd.services.events.ttrpc.v1.Events")
                 .unary("Forward", ForwardRequest.parser(), (c, r) -> {
                     events.add(r.getEnvelope());

@@ -31,7 +31,8 @@ class OciSpecProcessTest {
                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
                    "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"], "effective": ["CAP_NET_BIND_SERVICE"],
                      "permitted": ["CAP_NET_BIND_SERVICE"], "inheritable": [], "ambient": []}},
-                 "linux": {"resources": {"memory": {"limit": 67108864}, "cpu": {"quota": 50000, "period": 100000}}}}
+                 "linux": {"resources": {"memory": {"limit": 67108864}, "cpu": {"quota": 50000, "period": 100000}},
+                   "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}]}}
                 """);
         ContainerSpec b = OciSpec.readBundle("web", bundle, List.of(), true);
         ProcessSpec p = b.process();
