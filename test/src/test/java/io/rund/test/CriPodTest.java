@@ -98,7 +98,7 @@ class CriPodTest {
     }
 
     private static PodSandboxConfig pod(String name) throws Exception {
-        return pod(name, NamespaceMode.NODE);
+        return pod(name, NamespaceMode.POD);
     }
 
     /** A pod on the node's network (NODE) or on its own (POD, from CNI), with a DNS server of its own. */
@@ -171,6 +171,11 @@ class CriPodTest {
         ImageStatusResponse image = cri.call(CriClient.IMAGES, "ImageStatus", ImageStatusRequest.newBuilder()
                 .setImage(ImageSpec.newBuilder().setImage(Containerd.PAUSE)).build(), ImageStatusResponse.parser(), T);
         assertTrue(image.getImage().getRepoTagsList().contains(Containerd.PAUSE), "the pause image, built offline: " + image);
+
+        // A pod on the node's network would share the host's: a VM has none to give, and says so.
+        CriClient.CriException hostNetwork = assertThrows(CriClient.CriException.class,
+                () -> runPod(pod("on-node", NamespaceMode.NODE), "rund"));
+        assertTrue(hostNetwork.getMessage().contains("network absent"), hostNetwork.getMessage());
 
         PodSandboxConfig pod = pod("web");
         String podId = cri.runtime("RunPodSandbox", RunPodSandboxRequest.newBuilder().setConfig(pod)

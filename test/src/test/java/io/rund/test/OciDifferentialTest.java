@@ -89,6 +89,9 @@ class OciDifferentialTest {
             Case.sh("hostname", List.of(), "hostname"),
             Case.sh("memory-limit", List.of("--memory-limit", "33554432"),
                     "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null; echo survived"),
+            Case.sh("memory-2g", List.of("--memory-limit", "2147483648"),
+                    "dd if=/dev/zero of=/dev/null bs=700M count=1 2>/dev/null; echo survived"),
+            Case.sh("cpus", List.of("--cpus", "2"), "nproc"),
             Case.sh("exit-code", List.of(), "exit 42"),
             Case.sh("child-killed", List.of(), "sh -c 'kill -9 $$'; echo child $?"),
             Case.sh("init-ignores-kill", List.of(), "kill -9 $$; echo still here"),
@@ -116,6 +119,9 @@ class OciDifferentialTest {
         }
         assertTrue(differences.isEmpty(), differences.size() + " of " + CASES.size() + " cases differ:\n"
                 + String.join("\n", differences));
+        // A VM sized for 2 GiB is a clone of its own size's template, not a cold boot.
+        String log = java.nio.file.Files.readString(ctd.daemonLog);
+        assertTrue(log.matches("(?s).*sandbox=rund-memory-2g: started in [0-9,]+ ms \\([A-Z]+, clone [0-9a-f]{24}\\).*"), log);
     }
 
     @Test

@@ -22,9 +22,11 @@ import java.util.Objects;
  *     /etc/resolv.conf, /etc/hostname): copied into the VM when the container is created
  * @param netns the network namespace whose interface the VM takes (a pod's, made by the
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
+ * @param vmResources what the VM must hold ({@link VmSize}): a plain container's own limits,
+ *     a pod's from CRI's sandbox annotations; only the first container's counts
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
-        ContainerConfig config, List<Volume> volumes, List<FileMount> files, Path netns) {
+        ContainerConfig config, List<Volume> volumes, List<FileMount> files, Path netns, ResourceLimits vmResources) {
 
     /** A file of {@code data} bound onto {@code destination} in the container. */
     public record FileMount(String destination, byte[] data, boolean readOnly) {
@@ -53,6 +55,7 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         hostname = hostname == null ? "" : hostname;
         volumes = volumes == null ? List.of() : List.copyOf(volumes);
         files = files == null ? List.of() : List.copyOf(files);
+        vmResources = vmResources == null ? ResourceLimits.NONE : vmResources;
     }
 
     /** The container's limits. */

@@ -32,7 +32,7 @@ enum Resource {
     STATE_DIR {
         @Override
         void acquire(Starting s) throws Exception {
-            s.spare = s.manager.takeSpare(s.id, s.dir);
+            s.spare = s.manager.takeSpare(s.id, s.dir, s.size);
             if (s.spare == null) {
                 Files.createDirectory(s.dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             }
@@ -65,7 +65,7 @@ enum Resource {
             Cgroup cgroup = s.manager.pool().claim(s.id);
             s.undo.push(this, "pool", () -> Recovery.killAndRelease(s.manager.pool(), cgroup));
             s.cgroup = cgroup;
-            cgroup.setLimits(new Cgroup.Limits(((long) s.manager.config().vmMemoryMiB() << 20)
+            cgroup.setLimits(new Cgroup.Limits(((long) s.size.memoryMiB() << 20)
                     + SandboxManager.VM_OVERHEAD_BYTES, s.spec.resources().quotaPer100ms(), 100_000, 512));
             if (s.spare != null) {
                 cgroup.bind(s.spare.vm().pid());
@@ -133,7 +133,7 @@ enum Resource {
             SandboxManager.Launched launched;
             try (WritableLayer writable = s.manager.store().create(s.id)) {
                 s.step = "launch the VM";
-                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.cgroup, s.tap, s.uid);
+                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.cgroup, s.tap, s.uid, s.size);
                 // QEMU has opened the layer by the time QMP answered; ours closes here.
             }
             s.undo.push(this, "QEMU", launched.vm()::close);

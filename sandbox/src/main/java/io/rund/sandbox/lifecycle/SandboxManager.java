@@ -74,8 +74,10 @@ public final class SandboxManager implements AutoCloseable {
     private final Recovery recovery;
     private final SecureRandom random = new SecureRandom();
     private volatile SparePool spares;
-    /** The key of the template last cloned. */
-    private volatile String lastKey;
+    /** The key of the template last cloned, per VM size. */
+    private final java.util.Map<VmSize, String> lastKeys = new java.util.concurrent.ConcurrentHashMap<>();
+    /** The most RAM one VM gets: the host's. */
+    private final int maxMemoryMiB = hostMemoryMiB();
     /** Sandbox starts under way; spare VMs are launched only when there are none. */
     private final java.util.concurrent.atomic.AtomicInteger starting = new java.util.concurrent.atomic.AtomicInteger();
 
@@ -127,10 +129,25 @@ public final class SandboxManager implements AutoCloseable {
         Files.createDirectories(config.stateRoot());
     }
 
-    /** What a template for this manager's VMs is made of: the same kernel, size and disk as a cold boot. */
+    /** What a template for this manager's default VMs is made of: the same kernel, size and disk as a cold boot. */
     public TemplateStore.Spec templateSpec() throws IOException {
-        return new TemplateStore.Spec(config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(),
+        return templateSpec(defaultSize());
+    }
+
+    /** A template for VMs of {@code size}. */
+    TemplateStore.Spec templateSpec(VmSize size) throws IOException {
+        return new TemplateStore.Spec(config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
                 Files.size(store.template()));
+    }
+
+    /** The size of a VM whose containers ask for nothing: the configured one. */
+    VmSize defaultSize() {
+        return new VmSize(config.vcpus(), config.vmMemoryMiB());
+    }
+
+    /** The size for a sandbox whose containers are allowed {@code wanted}. */
+    VmSize sizeFor(io.rund.sandbox.guest.ResourceLimits wanted) throws SandboxException {
+        return VmSize.fit(wanted, defaultSize(), maxMemoryMiB, Runtime.getRuntime().availableProcessors());
     }
 
     /**
@@ -151,10 +168,9 @@ public final class SandboxManager implements AutoCloseable {
      * one used before (the guest was rebuilt), the old template is removed: nothing here
      * will clone it again, and its RAM would hold tmpfs memory for good.
      */
-    private TemplateStore.Template template() throws TemplateException, IOException {
-        TemplateStore.Template t = templates.get(templateSpec());
-        String before = lastKey;
-        lastKey = t.key();
+    private TemplateStore.Template template(VmSize size) throws TemplateException, IOException {
+        TemplateStore.Template t = templates.get(templateSpec(size));
+        String before = lastKeys.put(size, t.key());
         if (before != null && !before.equals(t.key())) {
             try {
                 templates.remove(before);
@@ -236,7 +252,7 @@ public final class SandboxManager implements AutoCloseable {
         Vm[] vm = {null};
         undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(uid, helper[0], vm[0]));
         try {
-            TemplateStore.Template t = template();
+            TemplateStore.Template t = template(defaultSize());
             SandboxState state = SandboxState.of(name, SandboxState.Phase.SPARE, hypervisor.accelerator().kind().name())
                     .withVm(0, "clone " + t.key(), dir.toString());
             state.write(dir);
@@ -247,7 +263,7 @@ public final class SandboxManager implements AutoCloseable {
             WritableLayer writable = store.create(name);
             undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
-            vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], t.cloneRam(), tap, uid));
+            vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], t.cloneRam(), tap, uid, defaultSize()));
             undo.push(Resource.VM, "QEMU", vm[0]::close);
             state.withVm(vm[0].pid(), state.boot(), state.vmDir()).write(dir);
             // From here the spare owns them all; its uid goes back once its processes are gone.
@@ -276,8 +292,8 @@ public final class SandboxManager implements AutoCloseable {
      * its network device the tap {@code tap}, its uid the helper's.
      */
     private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper helper, VmConfig.Ram ram,
-            String tap, int uid) {
-        return VmConfig.sandbox(id, dir, config.kernel(), config.initramfs(), config.vcpus(), config.vmMemoryMiB(),
+            String tap, int uid, VmSize size) {
+        return VmConfig.sandbox(id, dir, config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
                 writable.procPath(), helper.socket(), helper.process().pid(), ram, tap, uid);
     }
 
@@ -287,9 +303,9 @@ public final class SandboxManager implements AutoCloseable {
      *
      * @throws FileAlreadyExistsException when {@code dir} exists (the spare is discarded)
      */
-    SparePool.Spare takeSpare(String id, Path dir) throws IOException {
+    SparePool.Spare takeSpare(String id, Path dir, VmSize size) throws IOException {
         SparePool p = spares;
-        if (p == null || Files.exists(dir)) {
+        if (p == null || Files.exists(dir) || !size.equals(defaultSize())) {
             return null; // an existing sandbox fails the plain path, and costs no spare
         }
         SparePool.Spare spare;
@@ -314,6 +330,20 @@ public final class SandboxManager implements AutoCloseable {
         }
         LOG.log(Level.INFO, "sandbox={0}: takes spare VM {1} (pid {2})", id, spare.name(), spare.vm().pid());
         return spare;
+    }
+
+    /** MemTotal of /proc/meminfo in MiB; 1 GiB when it cannot be read. */
+    private static int hostMemoryMiB() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/meminfo"))) {
+                if (line.startsWith("MemTotal:")) {
+                    return (int) (Long.parseLong(line.replaceAll("[^0-9]", "")) >> 10);
+                }
+            }
+        } catch (IOException | NumberFormatException e) {
+            // below
+        }
+        return 1024;
     }
 
     /** The state directory of sandbox {@code id}. */
@@ -347,7 +377,8 @@ public final class SandboxManager implements AutoCloseable {
         } catch (StoreException | NetworkException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
         }
-        Starting s = new Starting(this, id, dir, spec, lowers, network);
+        VmSize size = sizeFor(spec.vmResources());
+        Starting s = new Starting(this, id, dir, spec, lowers, network, size);
         long started = System.nanoTime();
         try {
             for (Resource r : Resource.values()) {
@@ -386,14 +417,14 @@ public final class SandboxManager implements AutoCloseable {
      * file system either way.
      */
     Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, Cgroup cgroup,
-            String tap, int uid) throws HypervisorException, StoreException, CgroupException {
+            String tap, int uid, VmSize size) throws HypervisorException, StoreException, CgroupException {
         if (templates != null) {
             TemplateStore.Template t = null;
             boolean launched = false;
             try {
-                t = template();
+                t = template(size);
                 launched = true;
-                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), t.cloneRam(), tap, uid));
+                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), t.cloneRam(), tap, uid, size));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
@@ -407,7 +438,7 @@ public final class SandboxManager implements AutoCloseable {
             }
         }
         return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), VmConfig.Ram.ANONYMOUS, tap,
-                uid)), "cold");
+                uid, size)), "cold");
     }
 
     /**

@@ -25,6 +25,8 @@ final class Starting {
     final List<Path> lowers;
     /** The pod network the VM joins; null for none. */
     final PodNetwork network;
+    /** The VM's size: the default's, or larger for what the containers are allowed. */
+    final VmSize size;
     final Teardown undo;
     String step = "create its state directory";
 
@@ -43,13 +45,15 @@ final class Starting {
     String tap;
     AgentClient agent;
 
-    Starting(SandboxManager manager, String id, Path dir, ContainerSpec spec, List<Path> lowers, PodNetwork network) {
+    Starting(SandboxManager manager, String id, Path dir, ContainerSpec spec, List<Path> lowers, PodNetwork network,
+            VmSize size) {
         this.manager = manager;
         this.id = id;
         this.dir = dir;
         this.spec = spec;
         this.lowers = lowers;
         this.network = network;
+        this.size = size;
         this.undo = new Teardown(id);
     }
 

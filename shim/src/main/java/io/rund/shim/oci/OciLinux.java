@@ -46,7 +46,7 @@ final class OciLinux {
                 throw refuse(where, type, "is listed twice");
             }
         }
-        for (String needed : List.of("mount", "pid", "ipc", "uts", "network")) {
+        for (String needed : List.of("mount", "network", "pid", "ipc", "uts")) { // network first: CRI drops uts with it
             if (!ns.containsKey(needed)) {
                 throw refuse(where, needed + " absent (the host's " + needed + " namespace)",
                         "a VM has no host namespace to share");

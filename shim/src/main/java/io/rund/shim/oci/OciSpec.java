@@ -215,7 +215,38 @@ public final class OciSpec {
         }
         return new ContainerSpec(id, rootfs, hostname(root), process, cc,
                 volumes(config + " mounts", mounts), files(config + " mounts", mounts),
-                netns(where + ".namespaces", linux.path("namespaces")));
+                netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc));
+    }
+
+    /** CRI's annotations on a pod's sandbox container: what all of the pod's containers are allowed together. */
+    static final String SANDBOX_MEMORY = "io.kubernetes.cri.sandbox-memory";
+    static final String SANDBOX_CPU_QUOTA = "io.kubernetes.cri.sandbox-cpu-quota";
+    static final String SANDBOX_CPU_PERIOD = "io.kubernetes.cri.sandbox-cpu-period";
+
+    /**
+     * What the VM must hold: for a pod's sandbox container, the pod's total from CRI's
+     * annotations (kubelet 1.23 and later send them; none: the default size); for any
+     * other container that makes a VM, its own limits.
+     */
+    static ResourceLimits vmResources(String where, JsonNode root, ContainerConfig cc) throws TaskFault {
+        JsonNode a = root.path("annotations");
+        if (!"sandbox".equals(a.path(CONTAINER_TYPE).asText())) {
+            return cc.resources();
+        }
+        return new ResourceLimits(annotation(where, a, SANDBOX_MEMORY), null, null, null,
+                annotation(where, a, SANDBOX_CPU_QUOTA), annotation(where, a, SANDBOX_CPU_PERIOD), null, null, null);
+    }
+
+    private static Long annotation(String where, JsonNode annotations, String key) throws TaskFault {
+        String v = annotations.path(key).asText("");
+        if (v.isEmpty()) {
+            return null;
+        }
+        try {
+            return Long.parseLong(v);
+        } catch (NumberFormatException e) {
+            throw OciLinux.refuse(where, key + "=" + v, "is not a number");
+        }
     }
 
     private static final System.Logger LOG = System.getLogger(OciSpec.class.getName());

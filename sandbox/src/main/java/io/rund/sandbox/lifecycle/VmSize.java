@@ -1,0 +1,80 @@
+package io.rund.sandbox.lifecycle;
+
+import io.rund.sandbox.Fault;
+import io.rund.sandbox.guest.ResourceLimits;
+
+/**
+ * How large a sandbox's VM is: vCPUs and RAM. Each size is a template of its own (a size
+ * class), built on first need, so a clone stays a clone at any size and a sandbox of the
+ * default size costs what it always did (docs/ARCHITECTURE.md, "VM sizes").
+ *
+ * <p>A VM holds what its containers are allowed: a memory limit of L bytes gets
+ * L + {@link #GUEST_MIB} MiB (the guest kernel and agent), rounded up to {@link #STEP_MIB};
+ * a cpu quota of Q per period P gets ceil(Q / P) vCPUs, and a cpuset as many as its
+ * highest CPU needs (the guest's CPUs are numbered as the host's, so the set means the same);
+ * never less than the default size, never more vCPUs than the host has. A limit above what
+ * the host can give is refused by name.
+ */
+public record VmSize(int vcpus, int memoryMiB) {
+
+    /** What the guest itself needs beside its containers: kernel, agent, page cache to run in. */
+    static final int GUEST_MIB = 64;
+    /** Sizes are multiples of this, so that near limits share a template. */
+    static final int STEP_MIB = 128;
+
+    /**
+     * The size for a sandbox whose containers are allowed {@code wanted} (a plain
+     * container's own limits, or a pod's from CRI's sandbox annotations).
+     *
+     * @param maxMemoryMiB the most this host gives one VM
+     * @param hostCpus the host's CPUs, the most vCPUs one VM gets
+     */
+    static VmSize fit(ResourceLimits wanted, VmSize defaults, int maxMemoryMiB, int hostCpus) throws SandboxException {
+        int memory = defaults.memoryMiB;
+        long limit = wanted.memoryLimitBytes();
+        if (limit > 0) {
+            long mib = (limit + (1 << 20) - 1 >> 20) + GUEST_MIB;
+            long stepped = (mib + STEP_MIB - 1) / STEP_MIB * STEP_MIB;
+            if (stepped > maxMemoryMiB) {
+                throw new SandboxException(Fault.INVALID_ARGUMENT, "memory limit " + limit + " needs a VM of " + stepped
+                        + " MiB, more than the " + maxMemoryMiB + " MiB this host gives one VM", null);
+            }
+            memory = (int) Math.max(memory, stepped);
+        }
+        int cpus = defaults.vcpus;
+        Long quota = wanted.cpuQuota();
+        if (quota != null && quota > 0) {
+            long period = wanted.cpuPeriod() != null && wanted.cpuPeriod() > 0 ? wanted.cpuPeriod() : 100_000;
+            cpus = (int) Math.max(cpus, Math.min(hostCpus, (quota + period - 1) / period));
+        }
+        int span = cpusetSpan(wanted.cpusetCpus());
+        if (span > hostCpus) {
+            throw new SandboxException(Fault.INVALID_ARGUMENT, "cpuset " + wanted.cpusetCpus() + " names a CPU this host "
+                    + "does not have (it has " + hostCpus + ")", null);
+        }
+        cpus = Math.max(cpus, span);
+        return new VmSize(cpus, memory);
+    }
+
+    /** One more than the highest CPU a cpuset list ("0-1,3" -> 4) names; 0 for none or one that does not parse. */
+    static int cpusetSpan(String list) {
+        if (list == null || list.isBlank()) {
+            return 0;
+        }
+        int highest = -1;
+        try {
+            for (String part : list.split(",")) {
+                String[] range = part.strip().split("-");
+                int from = Integer.parseInt(range[0]);
+                int to = range.length > 1 ? Integer.parseInt(range[1]) : from;
+                if (to < from || from < 0 || range.length > 2) {
+                    return 0;
+                }
+                highest = Math.max(highest, to);
+            }
+        } catch (NumberFormatException e) {
+            return 0;
+        }
+        return highest + 1;
+    }
+}
