@@ -570,7 +570,7 @@ static void child_mount(int report, const char *src, const char *dst, const char
 static pthread_mutex_t g_mounts_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int ensure_mounted(struct fault *f, const char *src, char *target, const char *type, unsigned long flags,
-                          const char *what)
+                   const char *data, const char *what)
 {
     int rc = 0;
     pthread_mutex_lock(&g_mounts_lock);
@@ -588,7 +588,7 @@ int ensure_mounted(struct fault *f, const char *src, char *target, const char *t
         if (fd >= 0)
             close(fd);
     }
-    if (!mounted && rc == 0 && mount(src, target, type, flags, NULL) < 0)
+    if (!mounted && rc == 0 && mount(src, target, type, flags, data) < 0)
         rc = fail(f, CODE_INTERNAL, "mount %s %s at %s: %s", what, src, target, strerror(errno));
     pthread_mutex_unlock(&g_mounts_lock);
     return rc;

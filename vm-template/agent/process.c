@@ -282,8 +282,8 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     snprintf(r->hostname, sizeof(r->hostname), "%s", req->hostname);
     if (find_disk(f, rf->upper_disk_serial, r->disk_dev, sizeof(r->disk_dev)))
         return -1;
-    if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, "the read-only layer (virtio-fs)") ||
-        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "the writable layer (ext4)"))
+    if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)") ||
+        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, NULL, "the writable layer (ext4)"))
         return -1;
     struct stat st;
     if (stat(r->lower, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -304,6 +304,13 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
             char dir[sizeof(m->source)];
             snprintf(dir, sizeof(dir), "%s", m->source);
             mkdirs(dir);
+        }
+        /* The pod's /dev/shm: one tmpfs of the pod (CRI's is 64 MiB on the host), mounted when first bound. */
+        if (m->bind && strcmp(m->source, POD_SHM) == 0) {
+            char dir[] = POD_SHM;
+            if (ensure_mounted(f, "shm", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k",
+                               "the pod's /dev/shm (tmpfs)"))
+                return -1;
         }
     }
     for (size_t i = 0; i < req->n_masked_paths; i++) {

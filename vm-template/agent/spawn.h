@@ -21,6 +21,8 @@
 #define MAX_PATHS 128
 #define MAX_SYSCTLS 64
 #define MAX_FILE_MOUNT (1 << 20)
+/* A pod's shared /dev/shm in the guest (the host translates CRI's to it). */
+#define POD_SHM "/run/rund/pod-shm"
 
 /* The highest capability this kernel knows (from /proc/sys/kernel/cap_last_cap). */
 extern int g_cap_last;
@@ -121,7 +123,7 @@ void mkdirs(char *path);
 int place_file(struct fault *f, struct rootfs_plan *r, size_t index, const Rund__Agent__V1__Mount *in,
                       struct mount_spec *m);
 int ensure_mounted(struct fault *f, const char *src, char *target, const char *type, unsigned long flags,
-                          const char *what);
+                   const char *data, const char *what);
 void remove_container_dir(const char *id);
 void child_rootfs(int report, struct rootfs_plan *r);
 /* cgroups.c: a cgroup file of `dir` into buf (NUL-terminated), a value into one, and one number

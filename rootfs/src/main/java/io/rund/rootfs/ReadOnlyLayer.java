@@ -149,7 +149,27 @@ public final class ReadOnlyLayer implements AutoCloseable {
         return "/" + name;
     }
 
-    /** Unmounts an image {@link #add} returned and removes its directory; idempotent. */
+    /**
+     * Mounts a host directory a container binds, read-only (with the mounts below it when
+     * {@code recursive}), in a new directory of the share.
+     *
+     * @return the directory's path within the share, as the guest sees it ("/name")
+     */
+    public synchronized String addDirectory(String containerId, Path source, boolean recursive) throws StoreException {
+        String name = containerId + "." + sequence.incrementAndGet();
+        Path mountpoint = share.resolve(name);
+        try {
+            whileWritable(() -> Files.createDirectory(mountpoint));
+            Syscalls.bindDirectoryReadOnly(source, mountpoint, recursive);
+        } catch (IOException | Syscalls.SyscallException e) {
+            remove(name);
+            throw new StoreException("read-only layer sandbox=" + sandboxId + " container=" + containerId + ": bind "
+                    + source + " at " + mountpoint + ": " + e.getMessage(), e);
+        }
+        return "/" + name;
+    }
+
+    /** Unmounts an image or directory {@link #add} or {@link #addDirectory} returned and removes its directory; idempotent. */
     public synchronized void remove(String name) {
         Path mountpoint = share.resolve(name.startsWith("/") ? name.substring(1) : name);
         if (!mountpoint.getParent().equals(share)) {

@@ -101,6 +101,7 @@ public final class Syscalls {
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
                     ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
     private static final int OPEN_TREE_CLONE = 1;
+    private static final int AT_RECURSIVE = 0x8000;
     private static final int MOVE_MOUNT_F_EMPTY_PATH = 4;
     /** MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV. */
     private static final long MOUNT_ATTR_RO_NOSUID_NODEV = 1 | 2 | 4;
@@ -207,12 +208,25 @@ public final class Syscalls {
      * sandbox's helper) while still writable, and stay writable there.
      */
     public static void bindReadOnly(Path source, Path target) throws SyscallException {
+        bindReadOnly(source, target, OPEN_TREE_CLONE | O_CLOEXEC, AT_EMPTY_PATH);
+    }
+
+    /**
+     * A host directory a container binds: {@link #bindReadOnly(Path, Path)}, with the mounts
+     * below {@code source} too when {@code recursive} (each made read-only), and a symlink at
+     * {@code source} not followed (the bind fails instead).
+     */
+    public static void bindDirectoryReadOnly(Path source, Path target, boolean recursive) throws SyscallException {
+        bindReadOnly(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
+                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0));
+    }
+
+    private static void bindReadOnly(Path source, Path target, int treeFlags, int attrFlags) throws SyscallException {
         int tree = -1;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: the path is a NUL-terminated string in this arena for the duration of the call.
-            tree = (int) OPEN_TREE.invokeExact(state, AT_FDCWD, arena.allocateFrom(source.toString()),
-                    OPEN_TREE_CLONE | O_CLOEXEC);
+            tree = (int) OPEN_TREE.invokeExact(state, AT_FDCWD, arena.allocateFrom(source.toString()), treeFlags);
             if (tree < 0) {
                 throw new SyscallException("open_tree(" + source + ")", (int) ERRNO.get(state, 0L));
             }
@@ -220,7 +234,7 @@ public final class Syscalls {
             MemorySegment attr = arena.allocate(32, 8);
             attr.set(ValueLayout.JAVA_LONG, 0, MOUNT_ATTR_RO_NOSUID_NODEV);
             // SAFETY: attr is a 32-byte struct mount_attr and the empty path is NUL-terminated, both in this arena.
-            if ((int) MOUNT_SETATTR.invokeExact(state, tree, arena.allocateFrom(""), AT_EMPTY_PATH, attr, 32L) < 0) {
+            if ((int) MOUNT_SETATTR.invokeExact(state, tree, arena.allocateFrom(""), attrFlags, attr, 32L) < 0) {
                 throw new SyscallException("mount_setattr(" + source + ", ro)", (int) ERRNO.get(state, 0L));
             }
             // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.

@@ -212,6 +212,11 @@ class CriPodTest {
         try (var listed = Files.list(cache)) {
             assertEquals(0, listed.count(), "the volume lives in the VM, not in the host directory");
         }
+        // The pod's /dev/shm is one tmpfs of the pod, as CRI's is on the host.
+        assertEquals(0, exec(app, "sh", "-c", "echo in-shm > /dev/shm/seg").getExitCode());
+        assertEquals("in-shm\n", exec(side, "cat", "/dev/shm/seg").getStdout().toStringUtf8());
+        assertEquals("tmpfs\n", exec(side, "sh", "-c", "grep ' /dev/shm ' /proc/mounts | cut -d' ' -f3").getStdout()
+                .toStringUtf8());
         // Each container has its own root file system.
         assertEquals(0, exec(app, "sh", "-c", "echo mine > /only-app").getExitCode());
         assertEquals(1, exec(side, "cat", "/only-app").getExitCode());

@@ -34,9 +34,18 @@ class OciDifferentialTest {
     @RegisterExtension
     static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
 
+    /** A host directory the containers bind: a file, a subdirectory, a file only root may read. */
+    private static final java.nio.file.Path HOST_DIR = java.nio.file.Path.of("/tmp/rund-oci-host-dir");
+
     @BeforeAll
     static void start() throws Exception {
         ctd = new Containerd("oci");
+        io.rund.testing.Trees.delete(HOST_DIR);
+        java.nio.file.Files.createDirectories(HOST_DIR.resolve("sub"));
+        java.nio.file.Files.writeString(HOST_DIR.resolve("hello"), "from the host\n");
+        java.nio.file.Files.writeString(HOST_DIR.resolve("sub/secret"), "root only\n");
+        java.nio.file.Files.setPosixFilePermissions(HOST_DIR.resolve("sub/secret"),
+                java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
     }
 
     @AfterAll
@@ -84,6 +93,9 @@ class OciDifferentialTest {
             Case.sh("masked-and-read-only-paths", List.of(), MASKED),
             Case.sh("tmpfs-mount", List.of("--mount", "type=tmpfs,destination=/t,options=size=1m:mode=1700"),
                     "grep ' /t ' /proc/mounts | cut -d' ' -f2,3; stat -c %a /t; stat -f -c '%b %S' /t"),
+            Case.sh("host-directory-read-only", List.of("--mount", "type=bind,src=/tmp/rund-oci-host-dir,dst=/h,options=rbind:ro"),
+                    "ls -R /h; cat /h/hello /h/sub/secret; stat -c '%a %u' /h/sub/secret; touch /h/x 2>&1; echo $?;"
+                    + " grep ' /h ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"),
             Case.sh("network", List.of(), "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"),
             Case.sh("nofile", List.of(), "ulimit -n; ulimit -Hn"),
             Case.sh("hostname", List.of(), "hostname"),
@@ -164,5 +176,9 @@ class OciDifferentialTest {
         assertTrue(device.stderr().contains("/dev/loop-control"), device.stderr());
         assertEquals(0, ctd.ctr(T, "run", "--rm", "--net-host", "--runtime", RUNC, Containerd.IMAGE, "runc-nethost", "true")
                 .exitCode(), "runc runs it: the refusal is rund's own");
+        Command.Result rw = ctd.ctr(T, "run", "--rm", "--mount", "type=bind,src=/tmp/rund-oci-host-dir,dst=/h,options=rbind:rw",
+                "--runtime", RUND, Containerd.IMAGE, "rund-rw-dir", "true");
+        assertNotEquals(0, rw.exitCode(), rw.toString());
+        assertTrue(rw.stderr().contains("read-write bind of host directory /tmp/rund-oci-host-dir"), rw.stderr());
     }
 }

@@ -15,6 +15,8 @@ final class ContainerRequests {
 
     /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
     static final String VOLUMES = "/run/rund/disks/" + VmConfig.UPPER_SERIAL + "/volumes/";
+    /** Where the guest mounts the sandbox's share. */
+    static final String SHARE = "/run/rund/shares/" + VmConfig.LOWER_TAG;
 
     private ContainerRequests() {}
 
@@ -22,10 +24,18 @@ final class ContainerRequests {
      * The guest's container for {@code spec}, whose image is at {@code lowerDir} of the share
      * and whose writes go to {@code upperDir} of the disk ("" for the disk's root: the
      * sandbox's first container, whose writes live as long as the sandbox). A container that
-     * joins a pod names the pod's first in {@code podId} ("" for the first itself).
+     * joins a pod names the pod's first in {@code podId} ("" for the first itself). {@code dirs}
+     * are where the share holds the spec's host directories, in their order.
      */
-    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podId) {
+    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podId, List<String> dirs) {
         List<GuestMount> mounts = new ArrayList<>();
+        for (int i = 0; i < dirs.size(); i++) {
+            ContainerSpec.HostDir d = spec.dirs().get(i);
+            List<String> options = new ArrayList<>(d.options());
+            options.removeAll(List.of("rw", "ro", "bind", "rbind"));
+            options.addAll(List.of("rbind", "ro")); // on the share, its mounts below it are there already
+            mounts.add(new GuestMount(d.destination(), "bind", SHARE + dirs.get(i), options));
+        }
         for (ContainerSpec.Volume v : spec.volumes()) {
             mounts.add(new GuestMount(v.destination(), "bind", VOLUMES + v.name(),
                     List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev")));

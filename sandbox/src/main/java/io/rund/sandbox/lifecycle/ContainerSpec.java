@@ -20,13 +20,29 @@ import java.util.Objects;
  * @param volumes the pod's volumes this container mounts, kept in the VM
  * @param files small host files the container sees at a path (CRI's /etc/hosts,
  *     /etc/resolv.conf, /etc/hostname): copied into the VM when the container is created
+ * @param dirs host directories the container sees read-only, through the sandbox's share
  * @param netns the network namespace whose interface the VM takes (a pod's, made by the
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
  * @param vmResources what the VM must hold ({@link VmSize}): a plain container's own limits,
  *     a pod's from CRI's sandbox annotations; only the first container's counts
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
-        ContainerConfig config, List<Volume> volumes, List<FileMount> files, Path netns, ResourceLimits vmResources) {
+        ContainerConfig config, List<Volume> volumes, List<FileMount> files, List<HostDir> dirs, Path netns,
+        ResourceLimits vmResources) {
+
+    /**
+     * A host directory bound read-only at {@code destination}: it joins the sandbox's share
+     * (served by the confined helper) and the guest binds it from there.
+     *
+     * @param options the spec's mount options ("rbind" takes the mounts below it too)
+     */
+    public record HostDir(Path source, String destination, List<String> options) {
+        public HostDir {
+            Objects.requireNonNull(source, "source");
+            Objects.requireNonNull(destination, "destination");
+            options = List.copyOf(options);
+        }
+    }
 
     /** A file of {@code data} bound onto {@code destination} in the container. */
     public record FileMount(String destination, byte[] data, boolean readOnly) {
@@ -55,6 +71,7 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         hostname = hostname == null ? "" : hostname;
         volumes = volumes == null ? List.of() : List.copyOf(volumes);
         files = files == null ? List.of() : List.copyOf(files);
+        dirs = dirs == null ? List.of() : List.copyOf(dirs);
         vmResources = vmResources == null ? ResourceLimits.NONE : vmResources;
     }
 

@@ -108,6 +108,7 @@ enum Resource {
             }
             s.undo.push(this, "share and helper", s.readOnly::close);
             s.image = s.readOnly.add(s.id, s.lowers);
+            s.dirs = HostDirs.attach(s.readOnly, s.spec); // they go with the share
         }
 
         @Override

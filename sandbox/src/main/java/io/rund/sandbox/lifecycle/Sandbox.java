@@ -44,6 +44,8 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
+    /** The share's directories of each joined container's host directories. */
+    private final Map<String, List<String>> dirs = new ConcurrentHashMap<>();
 
     Sandbox(String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm, AgentClient agent, String firstImage,
             String boot, PodNetwork network, Teardown teardown) {
@@ -81,17 +83,24 @@ public final class Sandbox implements Pod, AutoCloseable {
             throw new SandboxException(Fault.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
         }
         String image = null;
+        List<String> attached = List.of();
         try {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
-            // A pod's containers share its hostname and IPC: the first container's namespaces.
-            agent.createContainer(ContainerRequests.of(spec, image, image, id));
+            attached = HostDirs.attach(readOnly, spec);
+            dirs.put(cid, attached);
+            agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
         } catch (StoreException e) {
             images.remove(cid);
+            if (image != null) {
+                readOnly.remove(image);
+            }
             throw new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);
         } catch (AgentException e) {
             images.remove(cid);
             readOnly.remove(image);
+            HostDirs.detach(readOnly, dirs.getOrDefault(cid, List.of()));
+            dirs.remove(cid);
             // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
             throw new SandboxException(e.kind(), "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
         }
@@ -119,6 +128,8 @@ public final class Sandbox implements Pod, AutoCloseable {
         }
         images.remove(cid);
         readOnly.remove(image);
+        HostDirs.detach(readOnly, dirs.getOrDefault(cid, List.of()));
+        dirs.remove(cid);
     }
 
     /** The ids of the sandbox's containers, the first included. */

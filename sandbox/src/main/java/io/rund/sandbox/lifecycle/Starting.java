@@ -39,6 +39,8 @@ final class Starting {
     int uid;
     /** The first container's image directory on the share. */
     String image;
+    /** Its host directories on the share. */
+    List<String> dirs = List.of();
     Vm vm;
     /** How the VM started: "cold", "clone <key>", "... (spare)". */
     String boot = "";

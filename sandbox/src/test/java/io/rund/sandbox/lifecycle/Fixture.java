@@ -90,14 +90,14 @@ final class Fixture implements AutoCloseable {
         ContainerConfig k = c.config();
         return new ContainerSpec(id, image, hostname, c.process(), new ContainerConfig(k.mounts(), k.maskedPaths(),
                 k.readonlyPaths(), false, java.util.Map.of(), new ContainerConfig.Namespaces(false, true, false, false), "",
-                k.resources(), null), List.of(), List.of(), null, null);
+                k.resources(), null), List.of(), List.of(), List.of(), null, null);
     }
 
     static ContainerSpec container(String id, List<RootfsMount> image, String hostname,
             List<ContainerSpec.FileMount> files, Path netns, String... args) {
         ProcessSpec p = TestContainers.process(false, args);
         return new ContainerSpec(id, image, hostname, ProcessSpec.of(p.args(), List.of("PATH=/bin"), "/")
-                .withCapabilities(p.capabilities()), TestContainers.config(), List.of(), files, netns, null);
+                .withCapabilities(p.capabilities()), TestContainers.config(), List.of(), files, List.of(), netns, null);
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */

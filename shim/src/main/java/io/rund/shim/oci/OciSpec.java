@@ -59,7 +59,7 @@ public final class OciSpec {
             }
             int type = file.stat().type();
             if (type == Syscalls.S_IFDIR) {
-                continue; // directories stay on the host (docs/kubernetes.md)
+                continue; // directories come through the share: see dirs
             }
             if (type != Syscalls.S_IFREG) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": bind source " + source + " is "
@@ -214,7 +214,7 @@ public final class OciSpec {
             LOG.log(System.Logger.Level.WARNING, "container {0}: {1}", id, w);
         }
         return new ContainerSpec(id, rootfs, hostname(root), process, cc,
-                volumes(config + " mounts", mounts), files(config + " mounts", mounts),
+                volumes(config + " mounts", mounts), files(config + " mounts", mounts), dirs(config + " mounts", mounts),
                 netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc));
     }
 
@@ -290,6 +290,44 @@ public final class OciSpec {
     private static final java.util.Set<String> GUEST_TYPES = java.util.Set.of("proc", "sysfs", "tmpfs", "devpts",
             "mqueue", "cgroup", "cgroup2");
 
+    /** Where the guest keeps a pod's shared /dev/shm: a tmpfs the agent mounts when a container first binds it. */
+    static final String POD_SHM = "/run/rund/pod-shm";
+
+    /** CRI's per-pod /dev/shm on the host: {@code <state>/io.containerd.grpc.v1.cri/sandboxes/<id>/shm}. */
+    static boolean isPodShm(String source) {
+        return source.contains("/io.containerd.grpc.v1.cri/sandboxes/") && source.endsWith("/shm");
+    }
+
+    /**
+     * The spec's binds of host directories, which come into the VM read-only through the
+     * sandbox's share. A read-write one is refused by name: writes would need a writable
+     * share, which rund does not have yet (docs/oci.md); CRI's pod /dev/shm is not one of
+     * them ({@link #POD_SHM}), nor are emptyDirs ({@link #volumes}).
+     */
+    static List<ContainerSpec.HostDir> dirs(String where, JsonNode mounts) throws TaskFault {
+        List<ContainerSpec.HostDir> dirs = new ArrayList<>();
+        for (JsonNode m : mounts) {
+            String source = m.path("source").asText("");
+            List<String> options = strings(where + " options", m.path("options"));
+            boolean bind = m.path("type").asText("").equals("bind") || options.contains("bind") || options.contains("rbind");
+            if (!bind || !source.startsWith("/") || source.contains(EMPTY_DIR) || isPodShm(source)
+                    || !Files.isDirectory(Path.of(source), java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                continue; // files and the rest are files'
+            }
+            String destination = m.path("destination").asText("");
+            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
+                throw OciLinux.refuse(where, "destination " + destination + " of directory " + source,
+                        "is not an absolute path");
+            }
+            if (!options.contains("ro")) {
+                throw OciLinux.refuse(where, "read-write bind of host directory " + source + " at " + destination,
+                        "host directories are brought into a VM read-only (through its share) for now");
+            }
+            dirs.add(new ContainerSpec.HostDir(Path.of(source), destination, options));
+        }
+        return dirs;
+    }
+
     /** The spec's mounts that name nothing on the host, in order, for the guest to make. */
     static List<GuestMount> guestMounts(String where, JsonNode mounts) throws TaskFault {
         List<GuestMount> out = new ArrayList<>();
@@ -297,10 +335,15 @@ public final class OciSpec {
             String type = m.path("type").asText("");
             List<String> options = strings(where + " options", m.path("options"));
             boolean bind = type.equals("bind") || options.contains("bind") || options.contains("rbind");
+            String destination = m.path("destination").asText("");
+            if (bind && isPodShm(m.path("source").asText(""))) {
+                // CRI's /dev/shm of the pod: a tmpfs of the pod in the VM, as CRI's is one on the host.
+                out.add(new GuestMount(destination, "bind", POD_SHM, options));
+                continue;
+            }
             if (bind) {
                 continue;
             }
-            String destination = m.path("destination").asText("");
             if (!GUEST_TYPES.contains(type)) {
                 throw OciLinux.refuse(where, destination + " of type " + (type.isEmpty() ? "(none)" : type),
                         "only proc, sysfs, tmpfs, devpts, mqueue, cgroup, cgroup2 and binds are made in a VM");
