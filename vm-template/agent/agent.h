@@ -62,6 +62,7 @@ struct container {
     int mnt_ns, uts_ns, ipc_ns;
     int pid_ns;             /* its init's PID namespace, which its execs join */
     int net_ns, cgroup_ns;  /* its own, when it has one; -1: the VM's */
+    int device_prog;        /* its cgroup's BPF device program; -1: none (every device allowed) */
     struct seccomp_program *seccomp; /* applied to its init and every exec; NULL for none */
     struct proc *procs;     /* init first */
     uint64_t oom_kills;

@@ -156,8 +156,10 @@ static void limit(char *v, size_t cap, int64_t n, bool zero_is_max)
         snprintf(v, cap, "%lld", (long long)n);
 }
 
-int cgroup_apply(struct fault *f, const char *cg, const Rund__Agent__V1__Resources *r)
+int cgroup_apply(struct fault *f, const char *cg, const Rund__Agent__V1__Resources *r, int *device_prog)
 {
+    if (device_prog && devices_apply(f, cg, r->devices, r->n_devices, device_prog))
+        return -1;
     char v[96];
     if (r->memory_limit) {
         limit(v, sizeof(v), r->memory_limit->value, false);
@@ -225,8 +227,23 @@ int cgroup_apply(struct fault *f, const char *cg, const Rund__Agent__V1__Resourc
 
 int container_update(const Rund__Agent__V1__UpdateResourcesRequest *req, struct fault *f)
 {
+    if (check_id(f, "container_id", req->container_id, false))
+        return -1;
     char cg[256];
     if (cgroup_of(f, req->container_id, cg, sizeof(cg)))
         return -1;
-    return req->resources ? cgroup_apply(f, cg, req->resources) : 0;
+    if (!req->resources)
+        return 0;
+    /* Limits without the lock (shrinking memory.max reclaims, which takes its time); the
+     * device program, swapped in the container's record, under it. */
+    if (cgroup_apply(f, cg, req->resources, NULL))
+        return -1;
+    if (req->resources->n_devices == 0)
+        return 0;
+    pthread_mutex_lock(&g_lock);
+    struct container *c = find_container(req->container_id);
+    int rc = c ? devices_apply(f, c->cgroup, req->resources->devices, req->resources->n_devices, &c->device_prog)
+               : fail(f, CODE_NOT_FOUND, "container %s", req->container_id);
+    pthread_mutex_unlock(&g_lock);
+    return rc;
 }

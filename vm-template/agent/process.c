@@ -119,6 +119,7 @@ static void container_free(struct container *c)
     close_fd(&c->pid_ns);
     close_fd(&c->net_ns);
     close_fd(&c->cgroup_ns);
+    close_fd(&c->device_prog);
     if (c->seccomp) {
         seccomp_program_free(c->seccomp);
         free(c->seccomp);
@@ -397,7 +398,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
      * the seccomp program from here (its removal frees it). */
     snprintf(c->id, sizeof(c->id), "%s", req->container_id);
     snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/%s", req->container_id);
-    c->mnt_ns = c->uts_ns = c->ipc_ns = c->pid_ns = c->net_ns = c->cgroup_ns = c->oom_watch = -1;
+    c->mnt_ns = c->uts_ns = c->ipc_ns = c->pid_ns = c->net_ns = c->cgroup_ns = c->device_prog = c->oom_watch = -1;
     c->seccomp = seccomp;
     c->next = g_containers;
     g_containers = c;
@@ -412,7 +413,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         goto fail;
     }
     cgroup_made = true;
-    if (req->resources && cgroup_apply(f, c->cgroup, req->resources))
+    if (req->resources && cgroup_apply(f, c->cgroup, req->resources, &c->device_prog))
         goto fail;
     if ((procs_fd = open_cgroup_procs(f, c)) < 0)
         goto fail;

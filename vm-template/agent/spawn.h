@@ -135,8 +135,12 @@ uint64_t number(const char *dir, const char *name, const char *key);
 /* seccomp.c */
 int seccomp_compile(struct fault *f, const Rund__Agent__V1__Seccomp *s, struct seccomp_program *out);
 void seccomp_program_free(struct seccomp_program *p);
-/* cgroups.c: applies a container's limits to its cgroup `dir` (absent values left as they are). */
-int cgroup_apply(struct fault *f, const char *dir, const Rund__Agent__V1__Resources *r);
+/* cgroups.c: applies a container's limits to its cgroup `dir` (absent values left as they
+ * are); its device program's fd is *device_prog (-1: none yet), replaced when rules come;
+ * device_prog NULL leaves the device rules alone. */
+int cgroup_apply(struct fault *f, const char *dir, const Rund__Agent__V1__Resources *r, int *device_prog);
+/* devices.c */
+int devices_apply(struct fault *f, const char *cg, Rund__Agent__V1__DeviceRule **rules, size_t n, int *prog_fd);
 
 /* nftw callback: removes one entry of a container's upper directory. */
 int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw);

@@ -96,6 +96,8 @@ class OciDifferentialTest {
             Case.sh("host-directory-read-only", List.of("--mount", "type=bind,src=/tmp/rund-oci-host-dir,dst=/h,options=rbind:ro"),
                     "ls -R /h; cat /h/hello /h/sub/secret; stat -c '%a %u' /h/sub/secret; touch /h/x 2>&1; echo $?;"
                     + " grep ' /h ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1"),
+            Case.sh("devices", List.of(), "mknod /dev/xsda b 8 0 && head -c 1 /dev/xsda > /dev/null; echo $?;"
+                    + " head -c 1 /dev/zero | wc -c; mknod /dev/xmem c 1 1 && head -c 1 /dev/xmem > /dev/null; echo $?"),
             Case.sh("network", List.of(), "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"),
             Case.sh("nofile", List.of(), "ulimit -n; ulimit -Hn"),
             Case.sh("hostname", List.of(), "hostname"),

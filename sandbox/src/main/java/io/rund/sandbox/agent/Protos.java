@@ -3,6 +3,7 @@ package io.rund.sandbox.agent;
 import com.google.protobuf.ByteString;
 import io.rund.agent.v1.ConfigureNetworkRequest;
 import io.rund.agent.v1.CreateContainerRequest;
+import io.rund.agent.v1.DeviceRule;
 import io.rund.agent.v1.Int32;
 import io.rund.agent.v1.Int64;
 import io.rund.agent.v1.IpAddress;
@@ -105,6 +106,16 @@ final class Protos {
         }
         if (l.pidsLimit() != null) {
             b.setPidsLimit(Int64.newBuilder().setValue(l.pidsLimit()));
+        }
+        for (ResourceLimits.DeviceRule d : l.devices()) {
+            DeviceRule.Builder rule = DeviceRule.newBuilder().setAllow(d.allow()).setType(d.type()).setAccess(d.access());
+            if (d.major() != null) {
+                rule.setMajor(Int64.newBuilder().setValue(d.major()));
+            }
+            if (d.minor() != null) {
+                rule.setMinor(Int64.newBuilder().setValue(d.minor()));
+            }
+            b.addDevices(rule);
         }
         return b.build();
     }

@@ -16,7 +16,7 @@ class VmSizeTest {
     private static final VmSize DEFAULT = new VmSize(1, 256);
 
     private static ResourceLimits limits(Long memory, Long quota, Long period, String cpus) {
-        return new ResourceLimits(memory, null, null, null, quota, period, cpus, null, null);
+        return new ResourceLimits(memory, null, null, null, quota, period, cpus, null, null, java.util.List.of());
     }
 
     @Test

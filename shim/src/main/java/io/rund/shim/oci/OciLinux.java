@@ -108,12 +108,13 @@ final class OciLinux {
 
     /**
      * linux.resources: memory (limit, swap, reservation), cpu (shares, quota, period, cpus,
-     * mems), pids; the device allow-list containerd always sends is checked, not applied
-     * (the guest holds only the VM's devices: docs/oci.md). What cgroup v2 in a VM cannot do is refused.
+     * mems), pids, the device rules (a BPF device program in the guest, as runc's on cgroup
+     * v2). What cgroup v2 in a VM cannot do is refused.
      */
-    static ResourceLimits resources(String where, JsonNode r) throws TaskFault {
+    static ResourceLimits resources(String where, JsonNode r, boolean create) throws TaskFault {
         if (r.isMissingNode() || r.isNull()) {
-            return ResourceLimits.NONE;
+            return create ? new ResourceLimits(null, null, null, null, null, null, null, null, null, RUNC_ALLOWED)
+                    : ResourceLimits.NONE;
         }
         JsonNode memory = r.path("memory");
         refuseSet(where + ".memory", memory, "kernel", "kernel memory limits do not exist in cgroup v2");
@@ -138,7 +139,51 @@ final class OciLinux {
                 number(where + ".memory.reservation", memory.path("reservation")),
                 number(where + ".cpu.shares", cpu.path("shares")), number(where + ".cpu.quota", cpu.path("quota")),
                 number(where + ".cpu.period", cpu.path("period")), text(where + ".cpu.cpus", cpu.path("cpus")),
-                text(where + ".cpu.mems", cpu.path("mems")), number(where + ".pids.limit", r.path("pids").path("limit")));
+                text(where + ".cpu.mems", cpu.path("mems")), number(where + ".pids.limit", r.path("pids").path("limit")),
+                devices(where + ".devices", r.path("devices"), create));
+    }
+
+    /**
+     * The rules runc appends to every container's (its specconv's allowed devices): mknod of
+     * any device, and the nodes a container's /dev holds (null, random, full, tty, zero,
+     * urandom, the pty slaves, ptmx, tun).
+     */
+    static final List<ResourceLimits.DeviceRule> RUNC_ALLOWED = List.of(
+            new ResourceLimits.DeviceRule(true, "c", null, null, "m"),
+            new ResourceLimits.DeviceRule(true, "b", null, null, "m"),
+            new ResourceLimits.DeviceRule(true, "c", 1L, 3L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 1L, 8L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 1L, 7L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 5L, 0L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 1L, 5L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 1L, 9L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 136L, null, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 5L, 2L, "rwm"),
+            new ResourceLimits.DeviceRule(true, "c", 10L, 200L, "rwm"));
+
+    /**
+     * The device cgroup's rules, checked (type a/b/c, access some of rwm), with runc's own
+     * after them ({@link #RUNC_ALLOWED}), as runc applies them; an update without rules
+     * leaves the container's as they are.
+     */
+    static List<ResourceLimits.DeviceRule> devices(String where, JsonNode list, boolean create) throws TaskFault {
+        List<ResourceLimits.DeviceRule> rules = new ArrayList<>();
+        for (JsonNode d : list) {
+            if (!d.isObject() || !d.path("allow").isBoolean()) {
+                throw refuse(where, d.toString(), "is not a device rule");
+            }
+            String type = d.path("type").asText("a");
+            String access = d.path("access").asText("");
+            if (!Set.of("a", "b", "c").contains(type) || !access.matches("[rwm]*")) {
+                throw refuse(where, d.toString(), "is not a device rule (type a, b or c; access some of rwm)");
+            }
+            rules.add(new ResourceLimits.DeviceRule(d.path("allow").asBoolean(), type, number(where + ".major", d.path("major")),
+                    number(where + ".minor", d.path("minor")), access));
+        }
+        if (create || !rules.isEmpty()) {
+            rules.addAll(RUNC_ALLOWED);
+        }
+        return rules;
     }
 
     /** linux.seccomp; null when absent. */
@@ -194,11 +239,6 @@ final class OciLinux {
         if (!linux.path("mountLabel").asText("").isEmpty()) {
             warnings.add(where + ".mountLabel " + linux.path("mountLabel").asText()
                     + " is not applied: SELinux labels say how the host confines a container; a VM's guest has no policy");
-        }
-        for (JsonNode d : linux.path("resources").path("devices")) {
-            if (!d.isObject() || !d.has("allow")) {
-                throw refuse(where + ".resources.devices", d.toString(), "is not a device rule");
-            }
         }
     }
 

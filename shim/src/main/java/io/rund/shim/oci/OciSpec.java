@@ -134,7 +134,7 @@ public final class OciSpec {
     /** The LinuxResources JSON of an Update call. */
     public static ResourceLimits resources(byte[] json) throws TaskFault {
         try {
-            return OciLinux.resources("update resources", JSON.readTree(json));
+            return OciLinux.resources("update resources", JSON.readTree(json), false);
         } catch (IOException e) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, "resources are not JSON: " + e.getMessage());
         }
@@ -208,7 +208,7 @@ public final class OciSpec {
                 strings(where + ".readonlyPaths", linux.path("readonlyPaths")),
                 root.path("root").path("readonly").asBoolean(false),
                 OciLinux.sysctls(where + ".sysctl", linux.path("sysctl"), ns), ns,
-                linux.path("rootfsPropagation").asText(""), OciLinux.resources(where + ".resources", linux.path("resources")),
+                linux.path("rootfsPropagation").asText(""), OciLinux.resources(where + ".resources", linux.path("resources"), true),
                 OciLinux.seccomp(where + ".seccomp", linux.path("seccomp")));
         for (String w : warnings) {
             LOG.log(System.Logger.Level.WARNING, "container {0}: {1}", id, w);
@@ -234,7 +234,8 @@ public final class OciSpec {
             return cc.resources();
         }
         return new ResourceLimits(annotation(where, a, SANDBOX_MEMORY), null, null, null,
-                annotation(where, a, SANDBOX_CPU_QUOTA), annotation(where, a, SANDBOX_CPU_PERIOD), null, null, null);
+                annotation(where, a, SANDBOX_CPU_QUOTA), annotation(where, a, SANDBOX_CPU_PERIOD), null, null, null,
+                List.of());
     }
 
     private static Long annotation(String where, JsonNode annotations, String key) throws TaskFault {

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.guest.ContainerConfig;
+import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.guest.SeccompProfile;
 import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.shim.TaskFault;
@@ -71,6 +72,9 @@ class OciSpecLinuxTest {
         assertEquals(200000, k.resources().quotaPer100ms());
         assertEquals("0-1", k.resources().cpusetCpus());
         assertEquals(99L, k.resources().pidsLimit());
+        assertEquals(new ResourceLimits.DeviceRule(false, "a", null, null, "rwm"), k.resources().devices().getFirst());
+        assertEquals(OciLinux.RUNC_ALLOWED, k.resources().devices().subList(1, k.resources().devices().size()),
+                "runc's own rules follow the spec's");
         assertEquals(18, c.process().umask());
         assertEquals(500, c.process().oomScoreAdj());
         assertNull(k.seccomp());
