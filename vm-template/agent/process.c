@@ -266,6 +266,8 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
             return fail(f, CODE_INVALID_ARGUMENT, "sysctl %.64s is not a sysctl name with a value", key);
         char *path = r->sysctl_path[i];
         int n = snprintf(path, sizeof(r->sysctl_path[0]), "%s/proc/sys/%s", r->rootfs, key);
+        if (n < 0 || (size_t)n >= sizeof(r->sysctl_path[0]))
+            return fail(f, CODE_INVALID_ARGUMENT, "sysctl %.64s: its path is too long", key);
         for (char *c = path + n - strlen(key); *c; c++)
             if (*c == '.')
                 *c = '/';
