@@ -1092,6 +1092,7 @@ void procs_init(void)
         g_cap_last = atoi(buf);
     if (g_cap_last > 63)
         g_cap_last = 63;
+    devices_preload();
     g_own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
     if (g_own_pidns < 0)
         alog("open the agent's PID namespace: %s", strerror(errno));

@@ -139,7 +139,8 @@ void seccomp_program_free(struct seccomp_program *p);
  * are); its device program's fd is *device_prog (-1: none yet), replaced when rules come;
  * device_prog NULL leaves the device rules alone. */
 int cgroup_apply(struct fault *f, const char *dir, const Rund__Agent__V1__Resources *r, int *device_prog);
-/* devices.c */
+/* devices.c: devices_preload loads the program of containerd's usual rules once, at start. */
+void devices_preload(void);
 int devices_apply(struct fault *f, const char *cg, Rund__Agent__V1__DeviceRule **rules, size_t n, int *prog_fd);
 
 /* nftw callback: removes one entry of a container's upper directory. */

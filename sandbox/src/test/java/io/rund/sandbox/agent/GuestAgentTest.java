@@ -441,4 +441,26 @@ class GuestAgentTest {
         assertFalse(r.getStatus().getMessage().isEmpty(), "an error without a message on stream " + streamId);
         return r.getStatus().getCode();
     }
+
+    @Test
+    @Order(13)
+    void deviceRulesAreAFilterOnTheContainersCgroupSwappedByUpdate() throws Exception {
+        ResourceLimits denyAll = new ResourceLimits(null, null, null, null, null, null, null, null, null,
+                List.of(new ResourceLimits.DeviceRule(false, "a", null, null, "rwm")));
+        agent.updateResources(C, denyAll);
+        // runc's own allowed devices follow the rules: mknod of any device, /dev/null and friends.
+        Run denied = run("sh", "-c", "mknod /dev/xsda b 8 0 && head -c 1 /dev/xsda; head -c 3 /dev/zero | wc -c");
+        assertTrue(denied.err().contains("/dev/xsda: Operation not permitted"), denied.toString());
+        assertEquals("3\n", denied.out());
+        agent.updateResources(C, denyAll); // the same rules again: the same program, nothing to swap
+        ResourceLimits allowAll = new ResourceLimits(null, null, null, null, null, null, null, null, null,
+                List.of(new ResourceLimits.DeviceRule(true, "a", null, null, "rwm")));
+        agent.updateResources(C, allowAll);
+        Run allowed = run("sh", "-c", "head -c 1 /dev/xsda; rm /dev/xsda");
+        assertFalse(allowed.err().contains("not permitted"), "allowed now; the VM has no such disk: " + allowed);
+        AgentException bad = assertThrows(AgentException.class, () -> agent.updateResources(C, new ResourceLimits(null, null,
+                null, null, null, null, null, null, null, List.of(new ResourceLimits.DeviceRule(true, "x", null, null, "rwm")))));
+        assertEquals(Fault.INVALID_ARGUMENT, bad.kind());
+        assertTrue(bad.getMessage().contains("device rule type x"), bad.getMessage());
+    }
 }

@@ -113,7 +113,7 @@ final class OciLinux {
      */
     static ResourceLimits resources(String where, JsonNode r, boolean create) throws TaskFault {
         if (r.isMissingNode() || r.isNull()) {
-            return create ? new ResourceLimits(null, null, null, null, null, null, null, null, null, RUNC_ALLOWED)
+            return create ? new ResourceLimits(null, null, null, null, null, null, null, null, null, DENY_ALL)
                     : ResourceLimits.NONE;
         }
         JsonNode memory = r.path("memory");
@@ -143,28 +143,13 @@ final class OciLinux {
                 devices(where + ".devices", r.path("devices"), create));
     }
 
-    /**
-     * The rules runc appends to every container's (its specconv's allowed devices): mknod of
-     * any device, and the nodes a container's /dev holds (null, random, full, tty, zero,
-     * urandom, the pty slaves, ptmx, tun).
-     */
-    static final List<ResourceLimits.DeviceRule> RUNC_ALLOWED = List.of(
-            new ResourceLimits.DeviceRule(true, "c", null, null, "m"),
-            new ResourceLimits.DeviceRule(true, "b", null, null, "m"),
-            new ResourceLimits.DeviceRule(true, "c", 1L, 3L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 1L, 8L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 1L, 7L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 5L, 0L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 1L, 5L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 1L, 9L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 136L, null, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 5L, 2L, "rwm"),
-            new ResourceLimits.DeviceRule(true, "c", 10L, 200L, "rwm"));
+    /** What a container with no device rules gets, as under runc: everything denied but runc's own allowed devices. */
+    static final List<ResourceLimits.DeviceRule> DENY_ALL = List.of(new ResourceLimits.DeviceRule(false, "a", null, null, "rwm"));
 
     /**
-     * The device cgroup's rules, checked (type a/b/c, access some of rwm), with runc's own
-     * after them ({@link #RUNC_ALLOWED}), as runc applies them; an update without rules
-     * leaves the container's as they are.
+     * The device cgroup's rules, checked (type a/b/c, access some of rwm); the guest appends
+     * runc's own allowed devices, as runc does. A container without rules gets
+     * {@link #DENY_ALL}; an update without rules leaves the container's as they are.
      */
     static List<ResourceLimits.DeviceRule> devices(String where, JsonNode list, boolean create) throws TaskFault {
         List<ResourceLimits.DeviceRule> rules = new ArrayList<>();
@@ -180,10 +165,7 @@ final class OciLinux {
             rules.add(new ResourceLimits.DeviceRule(d.path("allow").asBoolean(), type, number(where + ".major", d.path("major")),
                     number(where + ".minor", d.path("minor")), access));
         }
-        if (create || !rules.isEmpty()) {
-            rules.addAll(RUNC_ALLOWED);
-        }
-        return rules;
+        return rules.isEmpty() && create ? DENY_ALL : rules;
     }
 
     /** linux.seccomp; null when absent. */

@@ -72,9 +72,7 @@ class OciSpecLinuxTest {
         assertEquals(200000, k.resources().quotaPer100ms());
         assertEquals("0-1", k.resources().cpusetCpus());
         assertEquals(99L, k.resources().pidsLimit());
-        assertEquals(new ResourceLimits.DeviceRule(false, "a", null, null, "rwm"), k.resources().devices().getFirst());
-        assertEquals(OciLinux.RUNC_ALLOWED, k.resources().devices().subList(1, k.resources().devices().size()),
-                "runc's own rules follow the spec's");
+        assertEquals(List.of(new ResourceLimits.DeviceRule(false, "a", null, null, "rwm")), k.resources().devices());
         assertEquals(18, c.process().umask());
         assertEquals(500, c.process().oomScoreAdj());
         assertNull(k.seccomp());
