@@ -127,6 +127,7 @@ final class OciLinux {
         refuseSet(where + ".cpu", cpu, "realtimeRuntime", "the guest runs no real-time groups");
         refuseSet(where + ".cpu", cpu, "realtimePeriod", "the guest runs no real-time groups");
         refuseSet(where + ".cpu", cpu, "idle", "cpu.idle is not applied in rund's guest");
+        refuseSet(where + ".cpu", cpu, "burst", "cpu.max.burst is not applied in rund's guest");
         refuseSet(where, r, "blockIO", "block I/O limits would name host devices");
         refuseSet(where, r, "network", "classID and priorities are cgroup v1 only");
         refuseSet(where, r, "rdma", "a VM has no RDMA devices");
@@ -248,6 +249,50 @@ final class OciLinux {
         JsonNode v = parent.path(field);
         if (!v.isMissingNode() && !v.isNull() && !(v.isContainerNode() && v.isEmpty())) {
             throw refuse(where + "." + field, v.toString(), why);
+        }
+    }
+
+    /**
+     * The fields of each object of the spec rund reads, by its path ("" the top level):
+     * docs/oci.md says what rund does with each. A field not listed is one this rund does
+     * not know (a newer runtime spec's): refused by name, never dropped.
+     */
+    static final java.util.Map<String, Set<String>> KNOWN = java.util.Map.of(
+            "", Set.of("ociVersion", "process", "root", "hostname", "domainname", "mounts", "hooks", "annotations", "linux",
+                    "solaris", "windows", "vm", "zos"),
+            "process", Set.of("terminal", "consoleSize", "user", "args", "commandLine", "env", "cwd", "capabilities",
+                    "rlimits", "noNewPrivileges", "apparmorProfile", "oomScoreAdj", "selinuxLabel", "ioPriority", "scheduler",
+                    "execCPUAffinity"),
+            "process.user", Set.of("uid", "gid", "umask", "additionalGids", "username"),
+            "linux", Set.of("namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources",
+                    "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel", "intelRdt",
+                    "personality", "memoryPolicy", "netDevices"),
+            "linux.resources", Set.of("devices", "memory", "cpu", "blockIO", "hugepageLimits", "network", "pids", "rdma",
+                    "unified"),
+            "linux.resources.memory", Set.of("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness",
+                    "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
+            "linux.resources.cpu", Set.of("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus",
+                    "mems", "idle"),
+            "linux.resources.pids", Set.of("limit"));
+
+    /** Refuses a field of {@code spec} that {@link #KNOWN} does not list, naming its path. */
+    static void refuseUnknown(String where, JsonNode spec) throws TaskFault {
+        for (var e : KNOWN.entrySet()) {
+            JsonNode object = spec;
+            for (String step : e.getKey().isEmpty() ? new String[0] : e.getKey().split("\\.")) {
+                object = object.path(step);
+            }
+            if (!object.isObject()) {
+                continue;
+            }
+            var names = object.fieldNames();
+            while (names.hasNext()) {
+                String name = names.next();
+                if (!e.getValue().contains(name)) {
+                    String path = e.getKey().isEmpty() ? name : e.getKey() + "." + name;
+                    throw refuse(where, path, "is a field this rund does not know, so it cannot honour it");
+                }
+            }
         }
     }
 

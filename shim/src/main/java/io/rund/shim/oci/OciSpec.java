@@ -195,6 +195,7 @@ public final class OciSpec {
             throw new TaskFault(Fault.INVALID_ARGUMENT, config + " is not a JSON object");
         }
         List<String> warnings = new ArrayList<>();
+        OciLinux.refuseUnknown(config.toString(), root);
         refuseTopLevel(config.toString(), root);
         ProcessSpec process = process(config + " process", root.path("process"), warnings).withTerminal(terminal);
         JsonNode linux = root.path("linux");

@@ -125,6 +125,9 @@ class OciSpecLinuxTest {
                 {"", ", \"hooks\": {\"prestart\": [{\"path\": \"/usr/bin/hook\"}]}", "prestart"},
                 {"", ", \"domainname\": \"example.org\"", "example.org"},
                 {"", ", \"windows\": {}", "windows"},
+                {", \"futureField\": 1", "", "linux.futureField"},
+                {", \"resources\": {\"cpu\": {\"burst\": 1000}}", "", "burst"},
+                {"", ", \"futureTop\": {}", "futureTop"},
         };
         for (String[] c : cases) {
             if (c[2] == null) {
