@@ -83,11 +83,10 @@ public final class Sandbox implements Pod, AutoCloseable {
             throw new SandboxException(Fault.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
         }
         String image = null;
-        List<String> attached = List.of();
         try {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
-            attached = HostDirs.attach(readOnly, spec);
+            List<String> attached = HostDirs.attach(readOnly, spec);
             dirs.put(cid, attached);
             agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
         } catch (StoreException e) {
