@@ -53,6 +53,7 @@ class OciDifferentialTest {
         if (ctd != null) {
             ctd.close();
         }
+        io.rund.testing.Trees.delete(HOST_DIR);
     }
 
     /** One container: `ctr run` options, and a shell script or a command. */
