@@ -31,22 +31,31 @@ public final class OciSpec {
     /** The largest host file a bind brings into the VM (the agent's limit). */
     static final int MAX_FILE_BIND = 1 << 20;
 
+    /** The spec's binds of host files and directories, sorted by what their sources are. */
+    record Binds(List<ContainerSpec.FileMount> files, List<ContainerSpec.HostDir> dirs) {}
+
     /**
      * The spec's binds of regular host files (CRI's /etc/hosts, /etc/resolv.conf,
      * /etc/hostname, the kubelet's termination log): their contents now, copied into the
      * VM. Later changes on the host are not seen, nor writes in the container on the host.
      */
     static List<ContainerSpec.FileMount> files(String what, JsonNode mounts) throws TaskFault {
+        return binds(what, mounts).files();
+    }
+
+    /**
+     * The spec's binds of host files ({@link #files}) and of host directories, which come
+     * into the VM read-only through the sandbox's share ({@link #readOnly}); each source is
+     * opened once. emptyDirs ({@link #volumes}) and CRI's pod /dev/shm ({@link #POD_SHM}) are
+     * not among them; a source that is neither a regular file nor a directory is refused.
+     */
+    static Binds binds(String what, JsonNode mounts) throws TaskFault {
         List<ContainerSpec.FileMount> files = new ArrayList<>();
+        List<ContainerSpec.HostDir> dirs = new ArrayList<>();
         for (JsonNode m : mounts) {
             String source = m.path("source").asText("");
-            boolean bind = m.path("type").asText("").equals("bind");
-            boolean readOnly = false;
-            for (JsonNode o : m.path("options")) {
-                bind |= o.asText().equals("bind") || o.asText().equals("rbind");
-                readOnly |= o.asText().equals("ro");
-            }
-            if (!bind || !source.startsWith("/") || source.contains(EMPTY_DIR)) {
+            List<String> options = strings(what + " options", m.path("options"));
+            if (!isBind(m, options) || !source.startsWith("/") || source.contains(EMPTY_DIR) || isPodShm(source)) {
                 continue;
             }
             // Read once, by descriptor: a symlink is not followed, a FIFO or device never opened,
@@ -59,25 +68,51 @@ public final class OciSpec {
             }
             int type = file.stat().type();
             if (type == Syscalls.S_IFDIR) {
-                continue; // directories come through the share: see dirs
+                dirs.add(new ContainerSpec.HostDir(Path.of(source), destination(what, m, "directory " + source), options));
+                continue;
             }
             if (type != Syscalls.S_IFREG) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": bind source " + source + " is "
                         + (type == Syscalls.S_IFLNK ? "a symlink (name the file it points to)" : "not a regular file or directory"
                         + " (mode 0" + Integer.toOctalString(file.stat().mode()) + ")") + ", which rund does not bring into a VM");
             }
-            String destination = m.path("destination").asText("");
-            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": mount destination " + destination
-                        + " of file " + source + " is not an absolute path");
-            }
+            String destination = destination(what, m, "file " + source);
             if (file.bytes().length > MAX_FILE_BIND) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": file " + source + " of more than "
                         + MAX_FILE_BIND + " bytes is larger than " + MAX_FILE_BIND + ", the most rund copies into a VM");
             }
-            files.add(new ContainerSpec.FileMount(destination, file.bytes(), readOnly));
+            files.add(new ContainerSpec.FileMount(destination, file.bytes(), options.contains("ro")));
         }
-        return files;
+        return new Binds(files, dirs);
+    }
+
+    /**
+     * {@code dirs}, each of them read-only; a read-write one is refused by name: writes would
+     * need a writable share, which rund does not have yet (docs/oci.md).
+     */
+    static List<ContainerSpec.HostDir> readOnly(String what, List<ContainerSpec.HostDir> dirs) throws TaskFault {
+        for (ContainerSpec.HostDir d : dirs) {
+            if (!d.options().contains("ro")) {
+                throw OciLinux.refuse(what, "read-write bind of host directory " + d.source() + " at " + d.destination(),
+                        "host directories are brought into a VM read-only (through its share) for now");
+            }
+        }
+        return dirs;
+    }
+
+    /** Whether a spec mount is a bind: of type bind, or with a bind or rbind option. */
+    private static boolean isBind(JsonNode m, List<String> options) {
+        return m.path("type").asText("").equals("bind") || options.contains("bind") || options.contains("rbind");
+    }
+
+    /** A mount's destination, refused unless it is an absolute path without "..": {@code of} says whose. */
+    private static String destination(String what, JsonNode m, String of) throws TaskFault {
+        String destination = m.path("destination").asText("");
+        if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
+            throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": mount destination " + destination + " of " + of
+                    + " is not an absolute path");
+        }
+        return destination;
     }
 
     /** The network namespace the spec joins (a path), or null when it has none or makes a new one. */
@@ -113,20 +148,13 @@ public final class OciSpec {
                 continue;
             }
             String name = source.substring(at + EMPTY_DIR.length());
-            String destination = m.path("destination").asText("");
             if (!VOLUME_NAME.matcher(name).matches()) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": emptyDir volume " + source
                         + " is not named like a Kubernetes volume");
             }
-            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": mount destination " + destination
-                        + " of volume " + name + " is not an absolute path");
-            }
-            boolean readOnly = false;
-            for (JsonNode o : m.path("options")) {
-                readOnly |= o.asText().equals("ro");
-            }
-            volumes.add(new ContainerSpec.Volume(name, destination, readOnly));
+            String destination = destination(what, m, "volume " + name);
+            volumes.add(new ContainerSpec.Volume(name, destination,
+                    strings(what + " options", m.path("options")).contains("ro")));
         }
         return volumes;
     }
@@ -214,8 +242,9 @@ public final class OciSpec {
         for (String w : warnings) {
             LOG.log(System.Logger.Level.WARNING, "container {0}: {1}", id, w);
         }
+        Binds binds = binds(config + " mounts", mounts);
         return new ContainerSpec(id, rootfs, hostname(root), process, cc,
-                volumes(config + " mounts", mounts), files(config + " mounts", mounts), dirs(config + " mounts", mounts),
+                volumes(config + " mounts", mounts), binds.files(), readOnly(config + " mounts", binds.dirs()),
                 netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc));
     }
 
@@ -300,60 +329,27 @@ public final class OciSpec {
         return source.contains("/io.containerd.grpc.v1.cri/sandboxes/") && source.endsWith("/shm");
     }
 
-    /**
-     * The spec's binds of host directories, which come into the VM read-only through the
-     * sandbox's share. A read-write one is refused by name: writes would need a writable
-     * share, which rund does not have yet (docs/oci.md); CRI's pod /dev/shm is not one of
-     * them ({@link #POD_SHM}), nor are emptyDirs ({@link #volumes}).
-     */
-    static List<ContainerSpec.HostDir> dirs(String where, JsonNode mounts) throws TaskFault {
-        List<ContainerSpec.HostDir> dirs = new ArrayList<>();
-        for (JsonNode m : mounts) {
-            String source = m.path("source").asText("");
-            List<String> options = strings(where + " options", m.path("options"));
-            boolean bind = m.path("type").asText("").equals("bind") || options.contains("bind") || options.contains("rbind");
-            if (!bind || !source.startsWith("/") || source.contains(EMPTY_DIR) || isPodShm(source)
-                    || !Files.isDirectory(Path.of(source), java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
-                continue; // files and the rest are files'
-            }
-            String destination = m.path("destination").asText("");
-            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw OciLinux.refuse(where, "destination " + destination + " of directory " + source,
-                        "is not an absolute path");
-            }
-            if (!options.contains("ro")) {
-                throw OciLinux.refuse(where, "read-write bind of host directory " + source + " at " + destination,
-                        "host directories are brought into a VM read-only (through its share) for now");
-            }
-            dirs.add(new ContainerSpec.HostDir(Path.of(source), destination, options));
-        }
-        return dirs;
-    }
-
     /** The spec's mounts that name nothing on the host, in order, for the guest to make. */
     static List<GuestMount> guestMounts(String where, JsonNode mounts) throws TaskFault {
         List<GuestMount> out = new ArrayList<>();
         for (JsonNode m : mounts) {
             String type = m.path("type").asText("");
             List<String> options = strings(where + " options", m.path("options"));
-            boolean bind = type.equals("bind") || options.contains("bind") || options.contains("rbind");
-            String destination = m.path("destination").asText("");
+            boolean bind = isBind(m, options);
             if (bind && isPodShm(m.path("source").asText(""))) {
                 // CRI's /dev/shm of the pod: a tmpfs of the pod in the VM, as CRI's is one on the host.
-                out.add(new GuestMount(destination, "bind", POD_SHM, options));
+                out.add(new GuestMount(destination(where, m, "the pod's /dev/shm"), "bind", POD_SHM, options));
                 continue;
             }
             if (bind) {
                 continue;
             }
+            String destination = m.path("destination").asText("");
             if (!GUEST_TYPES.contains(type)) {
                 throw OciLinux.refuse(where, destination + " of type " + (type.isEmpty() ? "(none)" : type),
                         "only proc, sysfs, tmpfs, devpts, mqueue, cgroup, cgroup2 and binds are made in a VM");
             }
-            if (!destination.startsWith("/") || destination.contains("/../") || destination.endsWith("/..")) {
-                throw OciLinux.refuse(where, "destination " + destination, "is not an absolute path");
-            }
-            out.add(new GuestMount(destination, type, m.path("source").asText(type), options));
+            out.add(new GuestMount(destination(where, m, "type " + type), type, m.path("source").asText(type), options));
         }
         return out;
     }
