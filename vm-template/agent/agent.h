@@ -98,6 +98,8 @@ void agent_counts(uint32_t *containers, uint32_t *procs);
 
 /* net.c */
 void net_loopback_up(void);
+/* Sets `set` in interface `name`'s flags (SIOCGIFFLAGS, then SIOCSIFFLAGS); system calls only. */
+int net_if_flags(int sock, const char *name, short set, struct fault *f);
 int net_configure(const Rund__Agent__V1__ConfigureNetworkRequest *req, struct fault *f);
 
 /* Logs a line to the kernel log (and so the serial console), prefixed with the agent's name. */

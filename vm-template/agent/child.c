@@ -618,14 +618,9 @@ void remove_container_dir(const char *id)
 /* Brings up the loopback interface of the network namespace the child is in. */
 static void child_loopback(int report)
 {
+    struct fault f = {0};
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    memcpy(ifr.ifr_name, "lo", 3);
-    if (sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
-        child_fail(report, "read lo's flags", errno);
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+    if (sock < 0 || net_if_flags(sock, "lo", IFF_UP, &f) < 0)
         child_fail(report, "bring lo up", errno);
     close(sock);
 }

@@ -22,7 +22,7 @@
 #define MAX_ADDRESSES 16
 #define MAX_ROUTES 64
 
-static int if_flags(int sock, const char *name, short set, struct fault *f)
+int net_if_flags(int sock, const char *name, short set, struct fault *f)
 {
     struct ifreq ifr = {0};
     snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
@@ -38,7 +38,7 @@ void net_loopback_up(void)
 {
     struct fault f = {0};
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0 || if_flags(sock, "lo", IFF_UP, &f) < 0)
+    if (sock < 0 || net_if_flags(sock, "lo", IFF_UP, &f) < 0)
         alog("bring lo up: %s", sock < 0 ? strerror(errno) : f.message);
     if (sock >= 0)
         close(sock);
@@ -220,7 +220,7 @@ int net_configure(const Rund__Agent__V1__ConfigureNetworkRequest *req, struct fa
             goto out;
         }
     }
-    if (if_flags(sock, GUEST_IF, IFF_UP, f) < 0)
+    if (net_if_flags(sock, GUEST_IF, IFF_UP, f) < 0)
         goto out;
     for (size_t i = 0; i < req->n_addresses; i++)
         if (add_address(nl, ifindex, req->addresses[i], f) < 0)
