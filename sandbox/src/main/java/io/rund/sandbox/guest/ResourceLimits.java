@@ -52,9 +52,13 @@ public record ResourceLimits(Long memoryLimit, Long memorySwap, Long memoryReser
         return memoryLimit == null || memoryLimit < 0 ? 0 : memoryLimit;
     }
 
-    /** The cpu quota per 100 ms period (the period cgroups default to); 0 for none. */
+    /** The cpu period in microseconds; 100 ms, what cgroups default to, when it is not set. */
+    public long periodMicros() {
+        return cpuPeriod != null && cpuPeriod > 0 ? cpuPeriod : 100_000;
+    }
+
+    /** The cpu quota per 100 ms period; 0 for none. */
     public long quotaPer100ms() {
-        long period = cpuPeriod != null && cpuPeriod > 0 ? cpuPeriod : 100_000;
-        return cpuQuota != null && cpuQuota > 0 ? cpuQuota * 100_000 / period : 0;
+        return cpuQuota != null && cpuQuota > 0 ? cpuQuota * 100_000 / periodMicros() : 0;
     }
 }

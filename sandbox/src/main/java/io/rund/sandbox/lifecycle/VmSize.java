@@ -44,7 +44,7 @@ public record VmSize(int vcpus, int memoryMiB) {
         int cpus = defaults.vcpus;
         Long quota = wanted.cpuQuota();
         if (quota != null && quota > 0) {
-            long period = wanted.cpuPeriod() != null && wanted.cpuPeriod() > 0 ? wanted.cpuPeriod() : 100_000;
+            long period = wanted.periodMicros();
             cpus = (int) Math.max(cpus, Math.min(hostCpus, (quota + period - 1) / period));
         }
         int span = cpusetSpan(wanted.cpusetCpus());
