@@ -1,6 +1,18 @@
-/* A read-only FUSE file system serving the share (this process's root) to the guest.
- * Images never change under a running sandbox, so the guest may cache entries and
- * attributes for long; every request that would change the file system gets EROFS.
+/* A FUSE file system serving the share (this process's root) to the guest.
+ *
+ * Read-only (the image share): images never change under a running sandbox, so the guest
+ * may cache entries and attributes for long; every request that would change the file
+ * system gets EROFS.
+ *
+ * Writable (the host-directory share, --writable): the host directories a sandbox's
+ * containers bind read-write. The host may change them too, so the guest caches for a
+ * second. Writes are made as a container's root makes them under runc: a new file,
+ * directory, node or symlink belongs to the guest caller's uid and gid (the parent's group
+ * when the parent is set-group-ID), attributes change as asked. Device nodes are refused
+ * (EPERM), as are extended attributes (ENOSYS: the guest stops asking) and RENAME_WHITEOUT.
+ * Each change names its place by a parent node, resolved confined as below, and one name
+ * that holds no '/' and is not "." or "..": nothing is ever reached by a path the guest
+ * wrote. A rename moves the paths of the nodes it moved.
  *
  * Confinement is the kernel's. Every file is reached with openat2(2) from the root's
  * descriptor with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: a symlink
@@ -33,40 +45,20 @@
 
 #include "helper.h"
 
-#define ENTRY_SECONDS 3600
-#define MAX_NAME 255
-#define MAX_PATH 4095
-#define MAX_READDIR (64u << 10)
-#define MAX_LINK 4096
-#define CONFINED (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-#define ROOT_ID 1
-
-struct node {
-    uint64_t lookups; /* 0: the slot is free */
-    uint64_t generation;
-    dev_t dev;
-    ino_t ino;
-    char *path; /* beneath the root, "" for the root itself */
-    size_t path_len;
-};
-
-struct handle {
-    int fd; /* -1: the slot is free */
-    bool dir;
-    uint32_t generation;
-};
+#include "fuse_fs.h"
 
 static int root_fd = -1;
-static struct fuse_limits limits;
-static struct node *nodes;   /* index = node id - 1; [0] is the root */
+struct fuse_limits limits;
+struct node *nodes;   /* index = node id - 1; [0] is the root */
 static uint32_t *free_nodes; /* a stack of free node slots */
 static uint32_t nfree_nodes, used_nodes;
-static uint64_t path_bytes;
+uint64_t path_bytes;
 static uint32_t *by_inode;   /* open addressing, linear probing: node index + 1, 0 empty */
 static uint32_t inode_slots; /* a power of two, at least twice the node cap */
 static struct handle *handles;
 static uint32_t used_handles;
 static bool mounted;
+bool writable;
 static uint64_t refused_nodes, refused_handles, generation_counter;
 
 static uint32_t hash_inode(dev_t dev, ino_t ino)
@@ -102,8 +94,15 @@ static void inode_remove(uint32_t *slot)
     }
 }
 
-int fuse_init_root(int fd, struct fuse_limits l)
+/* How long the guest may cache an entry or attributes. */
+uint64_t entry_seconds(void)
 {
+    return writable ? WRITABLE_ENTRY_SECONDS : ENTRY_SECONDS;
+}
+
+int fuse_init_root(int fd, struct fuse_limits l, bool rw)
+{
+    writable = rw;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
@@ -143,9 +142,11 @@ static void drop_node(uint32_t idx)
 {
     struct node *n = &nodes[idx];
     inode_remove(inode_slot(n->dev, n->ino));
-    path_bytes -= n->path_len;
+    path_bytes -= n->path_len + n->alt_len;
     free(n->path);
-    n->path = NULL;
+    free(n->alt);
+    n->path = n->alt = NULL;
+    n->alt_len = 0;
     n->lookups = 0;
     free_nodes[nfree_nodes++] = idx;
     used_nodes--;
@@ -167,14 +168,14 @@ static void reset(void)
     }
 }
 
-static long openat2_confined(int dirfd, const char *path, int flags)
+long openat2_confined(int dirfd, const char *path, int flags)
 {
     struct open_how how = {.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC), .resolve = CONFINED};
     long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
     return fd < 0 ? -errno : fd;
 }
 
-static struct node *node_of(uint64_t id)
+struct node *node_of(uint64_t id)
 {
     if (id == 0 || id > (uint64_t)limits.nodes + 1)
         return NULL;
@@ -182,11 +183,10 @@ static struct node *node_of(uint64_t id)
     return n->lookups ? n : NULL;
 }
 
-/* Opens node n's inode (itself, never a symlink's target) from the root, confined; checks
- * it is still the node's inode. Returns the descriptor or -errno. */
-static int resolve(const struct node *n, int flags, struct stat *st)
+/* Opens `path` (beneath the root, confined) and checks it is node n's inode. */
+static int resolve_path(const struct node *n, const char *path, int flags, struct stat *st)
 {
-    long fd = openat2_confined(root_fd, n->path_len ? n->path : ".", flags);
+    long fd = openat2_confined(root_fd, *path ? path : ".", flags);
     if (fd < 0)
         return (int)fd;
     if (fstat((int)fd, st) < 0) {
@@ -201,14 +201,32 @@ static int resolve(const struct node *n, int flags, struct stat *st)
     return (int)fd;
 }
 
+/* Opens node n's inode (itself, never a symlink's target) from the root, confined, by its
+ * path or, that gone, its other name; checks it is still the node's inode. Returns the
+ * descriptor or -errno. */
+int resolve(struct node *n, int flags, struct stat *st)
+{
+    int fd = resolve_path(n, n->path, flags, st);
+    if ((fd == -ENOENT || fd == -ESTALE) && n->alt) {
+        fd = resolve_path(n, n->alt, flags, st);
+        if (fd >= 0) {
+            char *p = n->path;
+            size_t len = n->path_len;
+            n->path = n->alt, n->path_len = n->alt_len;
+            n->alt = p, n->alt_len = len;
+        }
+    }
+    return fd;
+}
+
 /* Node `id`'s inode, resolved and checked as resolve() does; ENOENT for no such node. */
-static int resolve_id(uint64_t id, int flags, struct stat *st)
+int resolve_id(uint64_t id, int flags, struct stat *st)
 {
     struct node *n = node_of(id);
     return n ? resolve(n, flags, st) : -ENOENT;
 }
 
-static void put_attr(struct fuse_attr *a, const struct stat *st)
+void put_attr(struct fuse_attr *a, const struct stat *st)
 {
     *a = (struct fuse_attr){
         .ino = st->st_ino,
@@ -229,44 +247,50 @@ static void put_attr(struct fuse_attr *a, const struct stat *st)
     };
 }
 
-/* The reply being built: its body follows the out header. */
-struct reply {
-    uint8_t *body;
-    size_t cap; /* room for the body */
-    size_t len;
-};
 
-static int lookup(uint64_t parent, const char *name, size_t name_len, struct reply *r)
+/* Replies with the entry for `st`, found as `name` in node `dir`: its node, made if the
+ * guest holds none for that inode, counts one more lookup. A writable share's node found
+ * at a path that is not its own keeps that path as its other name (a hard link: either
+ * name may be removed while the guest holds the node). */
+int entry_reply(struct node *dir, const char *name, size_t name_len, const struct stat *st, struct reply *r)
 {
-    struct node *dir = node_of(parent);
-    if (!dir)
-        return -ENOENT;
     size_t len = dir->path_len ? dir->path_len + 1 + name_len : name_len;
     if (len > MAX_PATH)
         return -ENAMETOOLONG;
-    struct stat st;
-    int dfd = resolve(dir, O_PATH | O_DIRECTORY, &st); /* ENOTDIR: not a directory */
-    if (dfd < 0)
-        return dfd;
-    long fd = openat2_confined(dfd, name, O_PATH);
-    close(dfd);
-    if (fd < 0)
-        return (int)fd;
-    int e = fstat((int)fd, &st) < 0 ? -errno : 0;
-    close((int)fd);
-    if (e)
-        return e;
-    uint32_t *slot = inode_slot(st.st_dev, st.st_ino);
-    struct node *n;
-    if (*slot) {
-        n = &nodes[*slot - 1];
-    } else {
-        if (!nfree_nodes || path_bytes + len > limits.path_bytes) {
-            if (log_every(++refused_nodes))
-                LOG("the guest holds %u nodes (%llu path bytes), the cap; LOOKUP refused with ENOMEM (%llu so far)",
-                    used_nodes, (unsigned long long)path_bytes, (unsigned long long)refused_nodes);
+    struct fuse_entry_out *o = (struct fuse_entry_out *)r->body;
+    if (r->cap < sizeof(*o))
+        return -ERANGE;
+    uint32_t *slot = inode_slot(st->st_dev, st->st_ino);
+    struct node *n = *slot ? &nodes[*slot - 1] : NULL;
+    bool fresh = !n;
+    if (fresh && (!nfree_nodes || path_bytes + len > limits.path_bytes)) {
+        if (log_every(++refused_nodes))
+            LOG("the guest holds %u nodes (%llu path bytes), the cap; LOOKUP refused with ENOMEM (%llu so far)",
+                used_nodes, (unsigned long long)path_bytes, (unsigned long long)refused_nodes);
+        return -ENOMEM;
+    }
+    bool other = false;
+    if (!fresh && writable) {
+        char *here = malloc(len + 1);
+        if (!here)
             return -ENOMEM;
+        if (dir->path_len) {
+            memcpy(here, dir->path, dir->path_len);
+            here[dir->path_len] = '/';
         }
+        memcpy(here + len - name_len, name, name_len);
+        here[len] = 0;
+        other = strcmp(here, n->path) && (!n->alt || strcmp(here, n->alt));
+        if (other) {
+            path_bytes += len - n->alt_len;
+            free(n->alt);
+            n->alt = here;
+            n->alt_len = len;
+        } else {
+            free(here);
+        }
+    }
+    if (fresh) {
         char *path = malloc(len + 1);
         if (!path)
             return -ENOMEM;
@@ -277,25 +301,41 @@ static int lookup(uint64_t parent, const char *name, size_t name_len, struct rep
         memcpy(path + len - name_len, name, name_len);
         path[len] = 0;
         uint32_t idx = free_nodes[--nfree_nodes];
-        nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st.st_dev, .ino = st.st_ino,
-                                   .path = path, .path_len = len};
+        nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st->st_dev, .ino = st->st_ino};
         *slot = idx + 1;
         used_nodes++;
-        path_bytes += len;
         n = &nodes[idx];
+        n->path = path;
+        n->path_len = len;
+        path_bytes += len;
     }
     n->lookups++;
-    struct fuse_entry_out *o = (struct fuse_entry_out *)r->body;
-    if (r->cap < sizeof(*o))
-        return -ERANGE;
     *o = (struct fuse_entry_out){.nodeid = (uint64_t)(n - nodes) + 1, .generation = n->generation,
-                                 .entry_valid = ENTRY_SECONDS, .attr_valid = ENTRY_SECONDS};
-    put_attr(&o->attr, &st);
+                                 .entry_valid = entry_seconds(), .attr_valid = entry_seconds()};
+    put_attr(&o->attr, st);
     r->len = sizeof(*o);
     return 0;
 }
 
-static void forget(uint64_t id, uint64_t count)
+static int lookup(uint64_t parent, const char *name, size_t name_len, struct reply *r)
+{
+    struct node *dir = node_of(parent);
+    if (!dir)
+        return -ENOENT;
+    struct stat st;
+    int dfd = resolve(dir, O_PATH | O_DIRECTORY, &st); /* ENOTDIR: not a directory */
+    if (dfd < 0)
+        return dfd;
+    long fd = openat2_confined(dfd, name, O_PATH);
+    close(dfd);
+    if (fd < 0)
+        return (int)fd;
+    int e = fstat((int)fd, &st) < 0 ? -errno : 0;
+    close((int)fd);
+    return e ? e : entry_reply(dir, name, name_len, &st, r);
+}
+
+void forget(uint64_t id, uint64_t count)
 {
     struct node *n = node_of(id);
     if (!n || id == ROOT_ID)
@@ -317,7 +357,7 @@ static int getattr(uint64_t id, struct reply *r)
     if (r->cap < sizeof(*o))
         return -ERANGE;
     /* The share's own root gains and loses directories as containers come and go. */
-    *o = (struct fuse_attr_out){.attr_valid = id == ROOT_ID ? 1 : ENTRY_SECONDS};
+    *o = (struct fuse_attr_out){.attr_valid = id == ROOT_ID ? 1 : entry_seconds()};
     put_attr(&o->attr, &st);
     r->len = sizeof(*o);
     return 0;
@@ -343,7 +383,7 @@ static int do_readlink(uint64_t id, struct reply *r)
     return 0;
 }
 
-static int add_handle(int fd, bool dir, struct reply *r)
+int add_handle(int fd, bool dir, struct reply *r)
 {
     for (uint32_t i = 0; i < limits.handles; i++) {
         if (handles[i].fd < 0) {
@@ -353,7 +393,7 @@ static int add_handle(int fd, bool dir, struct reply *r)
             used_handles++;
             struct fuse_open_out *o = (struct fuse_open_out *)r->body;
             *o = (struct fuse_open_out){.fh = (uint64_t)handles[i].generation << 32 | (i + 1),
-                                        .open_flags = FOPEN_KEEP_CACHE};
+                                        .open_flags = writable ? 0 : FOPEN_KEEP_CACHE};
             r->len = sizeof(*o);
             return 0;
         }
@@ -362,7 +402,7 @@ static int add_handle(int fd, bool dir, struct reply *r)
     return -EMFILE;
 }
 
-static bool handle_room(void)
+bool handle_room(void)
 {
     if (used_handles < limits.handles)
         return true;
@@ -372,7 +412,7 @@ static bool handle_room(void)
     return false;
 }
 
-static struct handle *handle_of(uint64_t fh)
+struct handle *handle_of(uint64_t fh)
 {
     uint32_t i = (uint32_t)fh;
     if (i == 0 || i > limits.handles)
@@ -386,7 +426,8 @@ static int do_open(uint64_t id, uint32_t flags, struct reply *r)
     struct node *n = node_of(id);
     if (!n)
         return -ENOENT;
-    if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT)))
+    bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT));
+    if (writes && !writable)
         return -EROFS;
     if (r->cap < sizeof(struct fuse_open_out))
         return -ERANGE;
@@ -401,13 +442,20 @@ static int do_open(uint64_t id, uint32_t flags, struct reply *r)
         return -EISDIR;
     if (!S_ISREG(st.st_mode))
         return -ENXIO; /* FIFOs, devices, sockets and symlinks are never opened here */
-    /* Opened without blocking, and checked again: still the node's inode, still regular. */
-    fd = resolve(n, O_RDONLY | O_NONBLOCK, &st);
+    /* Opened without blocking, and checked again: still the node's inode, still regular;
+     * truncated only then. */
+    int mode = writable ? (int)(flags & (O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC)) : O_RDONLY;
+    fd = resolve(n, mode | O_NONBLOCK, &st);
     if (fd < 0)
         return fd;
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return -ENXIO;
+    }
+    if (writable && (flags & O_TRUNC) && ftruncate(fd, 0) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
     }
     return add_handle(fd, false, r);
 }
@@ -549,8 +597,9 @@ static int do_init(const struct fuse_init_in *in, struct reply *r)
     if (r->cap < sizeof(*o))
         return -ERANGE;
     *o = (struct fuse_init_out){.major = 7, .minor = in->minor < 31 ? in->minor : 31,
-                                .max_readahead = in->max_readahead, .flags = 0, .max_background = 16,
-                                .congestion_threshold = 12, .max_write = 4096, .time_gran = 1};
+                                .max_readahead = in->max_readahead, .flags = writable ? FUSE_BIG_WRITES : 0,
+                                .max_background = 16, .congestion_threshold = 12,
+                                .max_write = writable ? MAX_WRITE : 4096, .time_gran = 1};
     r->len = sizeof(*o);
     return 0;
 }
@@ -593,8 +642,10 @@ size_t fuse_handle(const uint8_t *in, size_t in_len, size_t total, uint8_t *out,
     bool answer = true;
     if (hdr->len != total) {
         err = -EINVAL;
+    } else if (!writable && is_write(hdr->opcode)) {
+        err = -EROFS;
     } else if (total > in_len) {
-        err = is_write(hdr->opcode) ? -EROFS : -EINVAL; /* only writes carry this much */
+        err = -EINVAL; /* more than the largest WRITE the guest was told of */
     } else {
         switch (hdr->opcode) {
         case FUSE_INIT:
@@ -659,8 +710,61 @@ size_t fuse_handle(const uint8_t *in, size_t in_len, size_t total, uint8_t *out,
         case FUSE_DESTROY:
             reset();
             break;
+        /* From here, a writable share's only (the read-only one answered EROFS above). */
+        case FUSE_MKDIR:
+            BODY(struct fuse_mkdir_in, sizeof(struct fuse_mkdir_in));
+            err = make_entry(hdr, body, body_len, sizeof(struct fuse_mkdir_in), &r);
+            break;
+        case FUSE_MKNOD:
+            BODY(struct fuse_mknod_in, sizeof(struct fuse_mknod_in));
+            err = make_entry(hdr, body, body_len, sizeof(struct fuse_mknod_in), &r);
+            break;
+        case FUSE_SYMLINK:
+            err = make_entry(hdr, body, body_len, 0, &r);
+            break;
+        case FUSE_CREATE: {
+            const struct fuse_create_in *c = BODY(struct fuse_create_in, sizeof(struct fuse_create_in));
+            err = do_create(hdr, c, body + sizeof(*c), body_len - sizeof(*c), &r);
+            break;
+        }
+        case FUSE_UNLINK:
+            err = do_remove(hdr->nodeid, body, body_len, 0);
+            break;
+        case FUSE_RMDIR:
+            err = do_remove(hdr->nodeid, body, body_len, AT_REMOVEDIR);
+            break;
+        case FUSE_RENAME: {
+            const struct fuse_rename_in *m = BODY(struct fuse_rename_in, sizeof(struct fuse_rename_in));
+            err = do_rename(hdr->nodeid, m->newdir, 0, body + sizeof(*m), body_len - sizeof(*m));
+            break;
+        }
+        case FUSE_RENAME2: {
+            const struct fuse_rename2_in *m = BODY(struct fuse_rename2_in, sizeof(struct fuse_rename2_in));
+            err = do_rename(hdr->nodeid, m->newdir, m->flags, body + sizeof(*m), body_len - sizeof(*m));
+            break;
+        }
+        case FUSE_LINK: {
+            const struct fuse_link_in *l = BODY(struct fuse_link_in, sizeof(struct fuse_link_in));
+            err = do_link(hdr->nodeid, l->oldnodeid, body + sizeof(*l), body_len - sizeof(*l), &r);
+            break;
+        }
+        case FUSE_SETATTR:
+            err = do_setattr(hdr->nodeid, BODY(struct fuse_setattr_in, sizeof(struct fuse_setattr_in)), &r);
+            break;
+        case FUSE_WRITE: {
+            const struct fuse_write_in *w = BODY(struct fuse_write_in, sizeof(struct fuse_write_in));
+            err = do_write(w, body + sizeof(*w), body_len - sizeof(*w), &r);
+            break;
+        }
+        case FUSE_FSYNC:
+        case FUSE_FSYNCDIR:
+            err = writable ? do_fsync(BODY(struct fuse_fsync_in, sizeof(struct fuse_fsync_in))) : 0;
+            break;
+        case FUSE_FALLOCATE:
+            err = do_fallocate(BODY(struct fuse_fallocate_in, sizeof(struct fuse_fallocate_in)));
+            break;
         default:
-            err = is_write(hdr->opcode) ? -EROFS : -ENOSYS;
+            err = -ENOSYS; /* extended attributes, copy_file_range, tmpfile, locks: the guest stops asking */
         }
     }
     goto done;

@@ -18,8 +18,9 @@
 #define MAX_REGIONS 32
 /* The most a request's readable or a reply's writable part may span. */
 #define MAX_CHAIN_BYTES (4u << 20)
-/* The most of a request we read: FUSE requests served here are small (no WRITE). */
-#define MAX_REQUEST (64u << 10)
+/* The most data one WRITE carries (FUSE_INIT's max_write), and the most of a request we read. */
+#define MAX_WRITE (128u << 10)
+#define MAX_REQUEST (MAX_WRITE + 4096)
 /* READ and READDIR replies: at most 1 MiB of data. */
 #define MAX_READ (1u << 20)
 #define MAX_REPLY (MAX_READ + 4096)
@@ -75,7 +76,8 @@ struct fuse_limits {
     uint64_t path_bytes; /* bytes of node paths held: ENOMEM past it */
 };
 
-int fuse_init_root(int root_fd, struct fuse_limits limits);
+/* `writable`: serve writes (the host-directory share); else every write is EROFS. */
+int fuse_init_root(int root_fd, struct fuse_limits limits, bool writable);
 size_t fuse_handle(const uint8_t *in, size_t in_len, size_t total, uint8_t *out, size_t cap);
 bool fuse_mounted(void);
 void fuse_stats(char *buf, size_t len);
@@ -93,7 +95,7 @@ void vhost_kicked(int qi);
 void vhost_stats(char *buf, size_t len);
 
 /* ---- confinement (seccomp.c) ---- */
-int seccomp_allow_list(void);
+int seccomp_allow_list(bool writable);
 int seccomp_pin_peer(pid_t pid);
 
 #endif

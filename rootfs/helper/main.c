@@ -2,13 +2,17 @@
  *
  *   rund-jail --uid U --gid G --pivot SHARE --cap dac_read_search \
  *             --listen 3=VIRTIOFS_SOCKET --listen 4=CONTROL_SOCKET -- \
- *   rund-helper --name NAME [--nodes N] [--handles N] [--path-bytes N]
+ *   rund-helper --name NAME [--writable] [--nodes N] [--handles N] [--path-bytes N]
  *
  * rund-jail starts it as the uid its VM will run as, in a mount namespace whose root is the
  * sandbox's share, with the two listening sockets on descriptors 3 and 4 and one
  * capability, CAP_DAC_READ_SEARCH (an image's files are readable by the guest's root
- * whatever their mode; a back-end that could not read them would break images). Here it
- * checks that it is so confined, makes itself undumpable (its VM, the same uid, cannot
+ * whatever their mode; a back-end that could not read them would break images).
+ * With --writable it serves the sandbox's other share, the host directories its containers
+ * bind read-write, and writes as a container's root does under runc: it creates files
+ * owned by the guest caller's uid and gid, and may also hold CAP_DAC_OVERRIDE, CAP_CHOWN,
+ * CAP_FOWNER and CAP_FSETID (rund-jail --cap each), over a namespace that holds those
+ * directories and nothing else. Here it checks that it is so confined, makes itself undumpable (its VM, the same uid, cannot
  * ptrace it), caps its descriptors, core dumps and log by rlimits, installs its seccomp
  * allow-list and serves:
  *   - descriptor 3: vhost-user, one front-end in its life (the VM's QEMU); its memory is
@@ -32,6 +36,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,9 +96,10 @@ static uint64_t number(const char *s, uint64_t min, uint64_t max)
     return v;
 }
 
-/* Keeps CAP_DAC_READ_SEARCH at most: effective and permitted nothing else, inheritable and
- * ambient nothing; fails if the process is root or may gain privileges. */
-static void check_confined(void)
+/* Keeps `allowed` at most (CAP_DAC_READ_SEARCH; for a writable share also those a write as
+ * the guest's root needs): effective and permitted nothing else, inheritable and ambient
+ * nothing; fails if the process is root or may gain privileges. */
+static void check_confined(uint32_t allowed)
 {
     if (getuid() == 0 || geteuid() == 0) {
         errno = 0;
@@ -109,7 +115,7 @@ static void check_confined(void)
     struct __user_cap_data_struct data[2];
     if (syscall(SYS_capget, &head, data) < 0)
         die("capget");
-    uint32_t keep = data[0].permitted & (1u << CAP_DAC_READ_SEARCH);
+    uint32_t keep = data[0].permitted & allowed;
     data[0].effective = data[0].permitted = keep;
     data[0].inheritable = 0;
     data[1].effective = data[1].permitted = data[1].inheritable = 0;
@@ -117,10 +123,10 @@ static void check_confined(void)
         die("capset");
     if (syscall(SYS_capget, &head, data) < 0)
         die("capget");
-    if ((data[0].effective | data[0].permitted) & ~(1u << CAP_DAC_READ_SEARCH) || data[1].effective
-        || data[1].permitted || data[0].inheritable || data[1].inheritable) {
+    if ((data[0].effective | data[0].permitted) & ~allowed || data[1].effective || data[1].permitted
+        || data[0].inheritable || data[1].inheritable) {
         errno = 0;
-        die("capabilities beyond dac_read_search remain");
+        die("capabilities beyond those it may hold remain");
     }
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         die("undumpable");
@@ -168,7 +174,13 @@ int main(int argc, char **argv)
 {
     struct fuse_limits limits = {.nodes = 1u << 16, .handles = 512, .path_bytes = 32u << 20};
     uint64_t connect_timeout = 300;
+    bool writable = false;
     for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--writable")) {
+            writable = true;
+            i--;
+            continue;
+        }
         if (i + 1 >= argc) {
             errno = 0;
             LOG("missing value for %s", argv[i]);
@@ -186,12 +198,17 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--connect-timeout"))
             connect_timeout = number(v, 1, 86400);
         else {
-            LOG("unknown option %s; usage: rund-helper --name NAME [--nodes N] [--handles N] [--path-bytes N] [--connect-timeout S]",
+            LOG("unknown option %s; usage: rund-helper --name NAME [--writable] [--nodes N] [--handles N] [--path-bytes N] [--connect-timeout S]",
                 argv[i]);
             return 126;
         }
     }
-    check_confined();
+    uint32_t allowed = 1u << CAP_DAC_READ_SEARCH;
+    if (writable) {
+        allowed |= 1u << CAP_DAC_OVERRIDE | 1u << CAP_CHOWN | 1u << CAP_FOWNER | 1u << CAP_FSETID;
+        umask(0); /* the guest's kernel applied its caller's umask to every mode it sends */
+    }
+    check_confined(allowed);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
     limit(RLIMIT_CORE, 0, "no core dumps");
@@ -201,7 +218,7 @@ int main(int argc, char **argv)
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)
         die("open the share (the root)");
-    int e = fuse_init_root(root, limits);
+    int e = fuse_init_root(root, limits, writable);
     if (e) {
         errno = -e;
         die("set up the file system");
@@ -213,8 +230,9 @@ int main(int argc, char **argv)
     watch(epfd, CONTROL_FD, TAG_CTL_LISTEN);
     vhost_init(epfd, 0);
     /* Logged before the allow-list: glibc's first gmtime_r looks for time zone files. */
-    LOG("serving its root, nodes<=%u handles<=%u", limits.nodes, limits.handles);
-    if ((e = seccomp_allow_list())) {
+    LOG("serving its root %s, nodes<=%u handles<=%u", writable ? "read-write" : "read-only", limits.nodes,
+        limits.handles);
+    if ((e = seccomp_allow_list(writable))) {
         errno = -e;
         die("install the seccomp allow-list");
     }

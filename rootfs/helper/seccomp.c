@@ -1,7 +1,7 @@
 /* The helper's seccomp allow-list, as classic BPF written here (no libseccomp: the binary
  * stays static and small). Anything not listed kills the process: it needs to read and
- * write its sockets and eventfds, resolve and read files beneath its root, and reach its
- * VM's memory; never to open sockets, exec, mount, ptrace, or open files by handle (with
+ * write its sockets and eventfds, resolve and read files beneath its root (and, serving a
+ * writable share, change them), and reach its VM's memory; never to open sockets, exec, mount, ptrace, or open files by handle (with
  * CAP_DAC_READ_SEARCH, open_by_handle_at would reach any file of a file system the share
  * holds a mount of). A second filter, once the front-end is known, lets
  * process_vm_readv/writev name that one process only, and seccomp(2) no more. The first
@@ -36,7 +36,19 @@ static const int allowed[] = {
 #endif
 };
 
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452 /* Linux 6.6; the same number on x86_64 and aarch64 */
+#endif
+
+/* A writable share's back-end also changes files: what FUSE's write requests map to (glibc
+ * makes renameat2 without flags a renameat). */
+static const int writes[] = {
+    SYS_pwrite64, SYS_ftruncate, SYS_fallocate, SYS_fsync, SYS_fdatasync, SYS_mkdirat, SYS_mknodat, SYS_symlinkat,
+    SYS_linkat, SYS_unlinkat, SYS_renameat, SYS_renameat2, SYS_fchown, SYS_fchownat, SYS_fchmod, SYS_fchmodat2, SYS_utimensat,
+};
+
 #define N_ALLOWED (sizeof(allowed) / sizeof(allowed[0]))
+#define N_WRITES (sizeof(writes) / sizeof(writes[0]))
 #define NR offsetof(struct seccomp_data, nr)
 #define ARCH_AT offsetof(struct seccomp_data, arch)
 #define ARG0_LO offsetof(struct seccomp_data, args[0])
@@ -52,9 +64,15 @@ static int install(struct sock_filter *f, unsigned short len)
     return 0;
 }
 
-int seccomp_allow_list(void)
+int seccomp_allow_list(bool writable)
 {
-    struct sock_filter f[8 + N_ALLOWED];
+    int list[N_ALLOWED + N_WRITES];
+    unsigned count = 0;
+    for (unsigned i = 0; i < N_ALLOWED; i++)
+        list[count++] = allowed[i];
+    for (unsigned i = 0; writable && i < N_WRITES; i++)
+        list[count++] = writes[i];
+    struct sock_filter f[8 + N_ALLOWED + N_WRITES];
     unsigned short n = 0;
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH_AT);
     f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ARCH, 1, 0);
@@ -62,12 +80,11 @@ int seccomp_allow_list(void)
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NR);
 #if defined(__x86_64__)
     /* x32 system calls share the architecture and set bit 30 of the number. */
-    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, (unsigned char)N_ALLOWED, 0); /* to the KILL */
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, (unsigned char)count, 0); /* to the KILL */
 #endif
-    for (unsigned i = 0; i < N_ALLOWED; i++) {
-        /* A match jumps to the ALLOW after the list: (N_ALLOWED - 1 - i) tests and the KILL in between. */
-        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allowed[i],
-                                              (unsigned char)(N_ALLOWED - i), 0);
+    for (unsigned i = 0; i < count; i++) {
+        /* A match jumps to the ALLOW after the list: (count - 1 - i) tests and the KILL in between. */
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)list[i], (unsigned char)(count - i), 0);
     }
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);

@@ -287,6 +287,9 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     snprintf(r->hostname, sizeof(r->hostname), "%s", req->hostname);
     if (find_disk(f, rf->upper_disk_serial, r->disk_dev, sizeof(r->disk_dev)))
         return -1;
+    /* virtiofs mounts always check modes and owners in the guest (default_permissions): a
+     * container's non-root user is refused what the host's modes refuse it, though both
+     * back-ends could read, and one write, as root. */
     if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)") ||
         ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, NULL, "the writable layer (ext4)"))
         return -1;
@@ -309,6 +312,12 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
             char dir[sizeof(m->source)];
             snprintf(dir, sizeof(dir), "%s", m->source);
             mkdirs(dir);
+        }
+        /* A host directory bound read-write: on the host-directory share. */
+        if (m->bind && strncmp(m->source, HOST_DIRS_SHARE "/", strlen(HOST_DIRS_SHARE) + 1) == 0) {
+            char dir[] = HOST_DIRS_SHARE;
+            if (ensure_mounted(f, HOST_DIRS_TAG, dir, "virtiofs", MS_NODEV, NULL, "the host-directory share (virtio-fs)"))
+                return -1;
         }
         /* The pod's /dev/shm: one tmpfs of the pod (CRI's is 64 MiB on the host), mounted when first bound. */
         if (m->bind && strcmp(m->source, POD_SHM) == 0) {

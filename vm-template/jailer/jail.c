@@ -2,7 +2,7 @@
  *
  *   rund-jail --uid U --gid G [--group K]...
  *             [--open N=rw:PATH | N=r:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
- *             [--pivot DIR] [--cap dac_read_search] [--ptracer PID]
+ *             [--pivot DIR] [--cap NAME]... [--ptracer PID]
  *             -- PROGRAM ARGS...
  *
  * As root it prepares what the hypervisor may use and could not open itself: files
@@ -22,9 +22,11 @@
  * options. --pivot DIR: after the descriptors are made, a mount namespace of its own whose
  * root is DIR (bound onto itself; every mount is made a slave first, so mounts the daemon
  * makes below DIR later still appear, and nothing propagates back), the old root detached;
- * the program is opened before and exec'd by descriptor. --cap dac_read_search: that one
- * capability is kept (permitted, effective, ambient, so it survives the exec); the helper
- * needs it to read an image's files whatever their mode. --ptracer PID: under Yama's
+ * the program is opened before and exec'd by descriptor. --cap NAME: that capability is
+ * kept (permitted, effective, ambient, so it survives the exec), one of dac_read_search
+ * (the image share's helper reads an image's files whatever their mode) and, for the
+ * host-directory share's helper, which writes as the guest's root would, dac_override,
+ * chown, fowner and fsetid; no other can be named. --ptracer PID: under Yama's
  * ptrace_scope 1, lets PID (the helper) reach this process's memory (process_vm_readv),
  * which Yama would otherwise allow only to an ancestor; without Yama it does nothing. */
 #define _GNU_SOURCE
@@ -192,7 +194,7 @@ int main(int argc, char **argv)
 {
     long uid = -1, gid = -1, ptracer = 0;
     const char *pivot_dir = NULL;
-    int keep_cap = -1;
+    uint32_t kept = 0; /* capabilities to keep: all of those nameable are below 32 */
     gid_t groups[MAX_GROUPS];
     int ngroups = 0;
     struct slot slots[MAX_FDS];
@@ -216,11 +218,19 @@ int main(int argc, char **argv)
             }
             pivot_dir = val;
         } else if (!strcmp(opt, "--cap")) {
-            if (strcmp(val, "dac_read_search")) {
+            static const struct {
+                const char *name;
+                int cap;
+            } keepable[] = {{"dac_read_search", CAP_DAC_READ_SEARCH}, {"dac_override", CAP_DAC_OVERRIDE},
+                            {"chown", CAP_CHOWN}, {"fowner", CAP_FOWNER}, {"fsetid", CAP_FSETID}};
+            size_t k = 0;
+            while (k < sizeof(keepable) / sizeof(keepable[0]) && strcmp(val, keepable[k].name))
+                k++;
+            if (k == sizeof(keepable) / sizeof(keepable[0])) {
                 errno = 0;
-                fail("--cap keeps dac_read_search only, got", val);
+                fail("--cap keeps dac_read_search, dac_override, chown, fowner or fsetid, got", val);
             }
-            keep_cap = CAP_DAC_READ_SEARCH;
+            kept |= 1u << keepable[k].cap;
         } else if (!strcmp(opt, "--ptracer")) {
             ptracer = number(val, 1, 0x7fffffff);
         } else if (!strcmp(opt, "--group")) {
@@ -290,14 +300,14 @@ int main(int argc, char **argv)
 
     /* Drop every privilege, in the order that leaves no window. */
     for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
-        if (cap != keep_cap && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+        if (!(cap < 32 && (kept & 1u << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             fail("drop capability from the bounding set", NULL);
     }
     if (setgroups((size_t)ngroups, groups) < 0)
         fail("setgroups", NULL);
     if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
         fail("setresgid", NULL);
-    if (keep_cap >= 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+    if (kept && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
         fail("keep capabilities", NULL);
     if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
         fail("setresuid", NULL);
@@ -305,14 +315,15 @@ int main(int argc, char **argv)
         fail("no_new_privs", NULL);
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
-    uint32_t kept = keep_cap >= 0 ? 1u << keep_cap : 0; /* dac_read_search is below 32 */
     if (kept) {
         memset(data, 0, sizeof(data));
         data[0].effective = data[0].permitted = data[0].inheritable = kept;
         if (syscall(SYS_capset, &head, data) < 0)
-            fail("keep dac_read_search", NULL);
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, keep_cap, 0, 0) < 0)
-            fail("keep dac_read_search across the exec", NULL);
+            fail("keep the capabilities named by --cap", NULL);
+        for (int cap = 0; cap < 32; cap++) {
+            if ((kept & 1u << cap) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+                fail("keep the capabilities named by --cap across the exec", NULL);
+        }
     }
     if (syscall(SYS_capget, &head, data) < 0)
         fail("capget", NULL);

@@ -18,8 +18,9 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * A sandbox's helper process ({@code rund-helper}, C): today the sandbox's virtio-fs
- * back-end, serving the share read-only to its VM. The daemon never parses a byte the guest
+ * A sandbox's helper process ({@code rund-helper}, C): a virtio-fs back-end serving one of
+ * the sandbox's shares to its VM ({@link Kind}): the images, read-only, or the host
+ * directories its containers bind read-write. The daemon never parses a byte the guest
  * wrote into a virtqueue; this process does, confined by the kernel:
  *
  * <ul>
@@ -36,9 +37,12 @@ import java.util.Map;
  *       allocate is the sandbox's own; descriptors, node count and log size are capped.
  * </ul>
  *
- * <p>Its stderr is {@code helper.log} in the sandbox's directory (at most 1 MiB, by rlimit).
+ * <p>The host-directory share's helper holds more capabilities than that one ({@link
+ * Kind#HOST_DIRS}); both are confined alike otherwise. Its stderr is its kind's log in the
+ * sandbox's directory ({@code helper.log}, {@code hostfs.log}; at most 1 MiB, by rlimit).
  * It exits by itself when its VM disconnects, or when no VM connected within five minutes.
- * The daemon asks it for counters over {@code helper.sock}.
+ * The daemon asks it for counters over its control socket ({@code helper.sock},
+ * {@code hostctl.sock}).
  *
  * <p>Threads: any; {@link #stats} opens a connection per call.
  */
@@ -55,6 +59,42 @@ public final class SandboxHelper implements AutoCloseable {
             if (uid <= 0 || gid <= 0) {
                 throw new IllegalArgumentException("a helper runs as a uid and group of its sandbox, not " + uid + ":" + gid);
             }
+        }
+    }
+
+    /**
+     * Which share a helper serves, and so its sockets and log in the sandbox's directory, the
+     * capabilities rund-jail leaves it and how it serves.
+     */
+    public enum Kind {
+        /** The images, and host directories bound read-only: served read-only, cached by the guest for long. */
+        IMAGES("virtiofs.sock", "helper.sock", "helper.log", List.of("--cap", "dac_read_search"), List.of()),
+        /**
+         * Host directories bound read-write: served writable and cached for a second; what the
+         * guest creates belongs to its caller's uid and gid, as a container's root makes it
+         * under runc, which takes CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER and CAP_FSETID over
+         * a namespace holding those directories alone.
+         */
+        HOST_DIRS("hostfs.sock", "hostctl.sock", "hostfs.log", List.of("--cap", "dac_read_search", "--cap",
+                "dac_override", "--cap", "chown", "--cap", "fowner", "--cap", "fsetid"), List.of("--writable"));
+
+        private final String socket;
+        private final String control;
+        private final String log;
+        private final List<String> jailOptions;
+        private final List<String> helperOptions;
+
+        Kind(String socket, String control, String log, List<String> jailOptions, List<String> helperOptions) {
+            this.socket = socket;
+            this.control = control;
+            this.log = log;
+            this.jailOptions = jailOptions;
+            this.helperOptions = helperOptions;
+        }
+
+        /** Where a sandbox directory's back-end of this kind listens. */
+        public Path socket(Path dir) {
+            return dir.resolve(socket);
         }
     }
 
@@ -75,27 +115,30 @@ public final class SandboxHelper implements AutoCloseable {
         this.process = process;
     }
 
-    /** Where a sandbox directory's virtio-fs back-end listens. */
-    public static Path socket(Path dir) {
-        return dir.resolve("virtiofs.sock");
+    /** {@link #start(String, Path, Path, Jail, Limits, Kind)} of the image share's helper. */
+    public static SandboxHelper start(String name, Path dir, Path share, Jail jail, Limits limits) throws StoreException {
+        return start(name, dir, share, jail, limits, Kind.IMAGES);
     }
 
     /**
-     * Starts {@code dir}'s helper serving {@code share} (a directory; mounts below it come
-     * and go) and returns once it answers.
+     * Starts {@code dir}'s helper of {@code kind} serving {@code share} (a directory; mounts
+     * below it come and go) and returns once it answers.
      *
      * @param name names it in logs (the sandbox's id, or the spare's name)
      */
-    public static SandboxHelper start(String name, Path dir, Path share, Jail jail, Limits limits) throws StoreException {
-        Path socket = socket(dir);
-        Path control = dir.resolve("helper.sock");
-        Path log = dir.resolve("helper.log");
+    public static SandboxHelper start(String name, Path dir, Path share, Jail jail, Limits limits, Kind kind)
+            throws StoreException {
+        Path socket = kind.socket(dir);
+        Path control = dir.resolve(kind.control);
+        Path log = dir.resolve(kind.log);
         List<String> argv = new ArrayList<>(List.of(jail.jailer().toString(),
                 "--uid", Integer.toString(jail.uid()), "--gid", Integer.toString(jail.gid()),
-                "--pivot", share.toAbsolutePath().toString(), "--cap", "dac_read_search",
-                "--listen", "3=" + socket, "--listen", "4=" + control, "--",
+                "--pivot", share.toAbsolutePath().toString()));
+        argv.addAll(kind.jailOptions);
+        argv.addAll(List.of("--listen", "3=" + socket, "--listen", "4=" + control, "--",
                 jail.helper().toString(), "--name", name,
                 "--nodes", Integer.toString(limits.nodes()), "--handles", Integer.toString(limits.handles())));
+        argv.addAll(kind.helperOptions);
         Process p;
         try {
             p = new ProcessBuilder(argv).directory(dir.toFile())

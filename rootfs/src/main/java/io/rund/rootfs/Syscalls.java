@@ -104,7 +104,8 @@ public final class Syscalls {
     private static final int AT_RECURSIVE = 0x8000;
     private static final int MOVE_MOUNT_F_EMPTY_PATH = 4;
     /** MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV. */
-    private static final long MOUNT_ATTR_RO_NOSUID_NODEV = 1 | 2 | 4;
+    private static final long MOUNT_ATTR_NOSUID_NODEV = 2 | 4;
+    private static final long MOUNT_ATTR_RO_NOSUID_NODEV = 1 | MOUNT_ATTR_NOSUID_NODEV;
     private static final int AT_SYMLINK_NOFOLLOW = 0x100;
     private static final int AT_EMPTY_PATH = 0x1000;
     /** struct stat on x86_64. */
@@ -208,7 +209,7 @@ public final class Syscalls {
      * sandbox's helper) while still writable, and stay writable there.
      */
     public static void bindReadOnly(Path source, Path target) throws SyscallException {
-        bindReadOnly(source, target, OPEN_TREE_CLONE | O_CLOEXEC, AT_EMPTY_PATH);
+        bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC, AT_EMPTY_PATH, MOUNT_ATTR_RO_NOSUID_NODEV);
     }
 
     /**
@@ -217,11 +218,21 @@ public final class Syscalls {
      * {@code source} not followed (the bind fails instead).
      */
     public static void bindDirectoryReadOnly(Path source, Path target, boolean recursive) throws SyscallException {
-        bindReadOnly(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
-                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0));
+        bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
+                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_RO_NOSUID_NODEV);
     }
 
-    private static void bindReadOnly(Path source, Path target, int treeFlags, int attrFlags) throws SyscallException {
+    /**
+     * A host directory a container binds read-write: as {@link #bindDirectoryReadOnly}, but
+     * writable; nosuid and nodev all the same (what the host sees through it is the
+     * sandbox's helper, which executes nothing and opens no device).
+     */
+    public static void bindDirectoryWritable(Path source, Path target, boolean recursive) throws SyscallException {
+        bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
+                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_NOSUID_NODEV);
+    }
+
+    private static void bind(Path source, Path target, int treeFlags, int attrFlags, long attrSet) throws SyscallException {
         int tree = -1;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
@@ -232,10 +243,10 @@ public final class Syscalls {
             }
             // struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each).
             MemorySegment attr = arena.allocate(32, 8);
-            attr.set(ValueLayout.JAVA_LONG, 0, MOUNT_ATTR_RO_NOSUID_NODEV);
+            attr.set(ValueLayout.JAVA_LONG, 0, attrSet);
             // SAFETY: attr is a 32-byte struct mount_attr and the empty path is NUL-terminated, both in this arena.
             if ((int) MOUNT_SETATTR.invokeExact(state, tree, arena.allocateFrom(""), attrFlags, attr, 32L) < 0) {
-                throw new SyscallException("mount_setattr(" + source + ", ro)", (int) ERRNO.get(state, 0L));
+                throw new SyscallException("mount_setattr(" + source + ", " + attrSet + ")", (int) ERRNO.get(state, 0L));
             }
             // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.
             if ((int) MOVE_MOUNT.invokeExact(state, tree, arena.allocateFrom(""), AT_FDCWD,
@@ -245,7 +256,7 @@ public final class Syscalls {
         } catch (SyscallException e) {
             throw e;
         } catch (Throwable t) {
-            throw new IllegalStateException("bindReadOnly downcall", t);
+            throw new IllegalStateException("bind downcall", t);
         } finally {
             closeQuietly(tree);
         }

@@ -181,9 +181,68 @@ class OciDifferentialTest {
         assertTrue(device.stderr().contains("/dev/loop-control"), device.stderr());
         assertEquals(0, ctd.ctr(T, "run", "--rm", "--net-host", "--runtime", RUNC, Containerd.IMAGE, "runc-nethost", "true")
                 .exitCode(), "runc runs it: the refusal is rund's own");
-        Command.Result rw = ctd.ctr(T, "run", "--rm", "--mount", "type=bind,src=/tmp/rund-oci-host-dir,dst=/h,options=rbind:rw",
-                "--runtime", RUND, Containerd.IMAGE, "rund-rw-dir", "true");
-        assertNotEquals(0, rw.exitCode(), rw.toString());
-        assertTrue(rw.stderr().contains("read-write bind of host directory /tmp/rund-oci-host-dir"), rw.stderr());
+    }
+
+    /** What root of a container does in a host directory bound read-write: the same files, owners and modes on the host. */
+    private static final String WRITES_AS_ROOT = "cd /h || exit 1; echo data > new; mkdir -m 750 d; ln -s new lnk; ln new hard;"
+            + " mv new moved; echo more >> moved; chmod 4750 moved; chown 1:2 moved; touch -d '2000-01-02 03:04:05' moved;"
+            + " mkfifo fifo; mkdir -p a/b/c; echo nested > a/b/c/f; mv a z; cat z/b/c/f; rm hard; rmdir d;"
+            + " dd if=/dev/zero of=big bs=65536 count=40 2>/dev/null; truncate -s 1000000 big; echo x >> root-file;"
+            + " mkdir open; chmod 777 open; mkdir sticky; chmod 3775 sticky; chown 0:7 sticky; mkdir sticky/in;"
+            + " echo twice > moved2; mv -f moved2 z/b/c/f; cat z/b/c/f; rm -r z/b; ls -A z;"
+            + " ls -ln | awk '{print $1, $3, $4, $5, $9, $10, $11}' | sort; stat -c '%n %a %u %g %s %Y' moved; stat -c '%n %a %u %g' sticky/in";
+    /** ... and a user that is not root: what the host's modes allow it, and files it makes are its own. */
+    private static final String WRITES_AS_USER = "cd /h || exit 1; echo mine > open/mine; stat -c '%u %g %a' open/mine;"
+            + " echo no > root-file 2>&1; echo $?; cat secret 2>&1; echo $?; mkdir not-mine 2>&1; echo $?; ls -ln open | tail -n +2";
+
+    /** A host directory for one runtime's container, as the tests expect it: a root-only file and a file to append to. */
+    private static java.nio.file.Path freshHostDir(String name) throws Exception {
+        java.nio.file.Path d = java.nio.file.Path.of("/tmp/rund-oci-rw-" + name);
+        io.rund.testing.Trees.delete(d);
+        java.nio.file.Files.createDirectories(d);
+        java.nio.file.Files.writeString(d.resolve("root-file"), "from the host\n");
+        java.nio.file.Files.writeString(d.resolve("secret"), "root only\n");
+        java.nio.file.Files.setPosixFilePermissions(d.resolve("secret"),
+                java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
+        return d;
+    }
+
+    /** The host's view of a directory: every entry with its type, mode, owner, size and contents' hash. */
+    private static String hostView(java.nio.file.Path d) throws Exception {
+        Command.Result r = Command.run(java.time.Duration.ofSeconds(30), d, java.util.Map.of(), List.of("sh", "-c",
+                "find . -printf '%p %y %m %U %G %s\\n' | sort && find . -type f -exec md5sum {} + | sort -k2"));
+        assertEquals(0, r.exitCode(), r.toString());
+        return r.stdout();
+    }
+
+    @Test
+    void aHostDirectoryBoundReadWriteIsWrittenAsRuncWritesIt() throws Exception {
+        List<String> seen = new ArrayList<>();
+        List<String> onHost = new ArrayList<>();
+        for (String runtime : List.of(RUNC, RUND)) {
+            String name = runtime.equals(RUNC) ? "runc" : "rund";
+            java.nio.file.Path d = freshHostDir(name);
+            String mount = "type=bind,src=" + d + ",dst=/h,options=rbind:rw";
+            Command.Result root = ctd.ctr(T, "run", "--rm", "--mount", mount, "--runtime", runtime, Containerd.IMAGE,
+                    name + "-rw-root", "sh", "-c", WRITES_AS_ROOT);
+            // ctr 1.6 has no --user: the image's su runs the script as nobody (65534).
+            Command.Result user = ctd.ctr(T, "run", "--rm", "--mount", mount, "--runtime", runtime, Containerd.IMAGE,
+                    name + "-rw-user", "su", "-s", "/bin/sh", "nobody", "-c", WRITES_AS_USER);
+            seen.add("root: exit " + root.exitCode() + "\n" + root.stdout() + root.stderr() + "user: exit " + user.exitCode()
+                    + "\n" + user.stdout() + user.stderr());
+            onHost.add(hostView(d));
+        }
+        assertEquals(seen.get(0), seen.get(1), "what the containers saw: under runc (expected) and under rund");
+        assertEquals(onHost.get(0), onHost.get(1), "what the host holds after: under runc (expected) and under rund");
+        // The one difference a VM makes: no device nodes on the host (runc's container root may make them).
+        java.nio.file.Path d = freshHostDir("rund-mknod");
+        Command.Result mknod = ctd.ctr(T, "run", "--rm", "--mount", "type=bind,src=" + d + ",dst=/h,options=rbind:rw",
+                "--runtime", RUND, Containerd.IMAGE, "rund-rw-mknod", "sh", "-c", "mknod /h/sda b 8 0");
+        assertNotEquals(0, mknod.exitCode(), mknod.toString());
+        assertTrue(mknod.stderr().contains("Operation not permitted"), mknod.stderr());
+        assertTrue(java.nio.file.Files.notExists(d.resolve("sda")));
+        for (String name : List.of("runc", "rund", "rund-mknod")) {
+            io.rund.testing.Trees.delete(java.nio.file.Path.of("/tmp/rund-oci-rw-" + name));
+        }
     }
 }

@@ -29,19 +29,22 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
 
     /** The guest agent finds a sandbox's image share by this virtio-fs tag. */
     public static final String LOWER_TAG = "lower";
+    /** ... the share of host directories its containers bind read-write by this one. */
+    public static final String HOST_DIRS_TAG = "hostdirs";
     /** ... and its writable disk by this virtio-blk serial. */
     public static final String UPPER_SERIAL = "upper0";
 
     /**
      * A sandbox's VM, the one device shape every sandbox, spare and template has, in this
      * order (a clone must find its template's devices): the writable {@code disk}, the image
-     * share served on {@code fsSocket} by process {@code fsPid}, a network device on
-     * {@code tap} (null: none).
+     * share served on {@code fsSocket} by process {@code fsPid}, the host-directory share on
+     * {@code hostSocket} by {@code hostPid}, a network device on {@code tap} (null: none).
      */
     public static VmConfig sandbox(String id, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB, Path disk,
-            Path fsSocket, long fsPid, Ram ram, String tap, int uid) {
+            Path fsSocket, long fsPid, Path hostSocket, long hostPid, Ram ram, String tap, int uid) {
         return new VmConfig(id, dir, kernel, initramfs, vcpus, memoryMiB, "", List.of(new Disk(UPPER_SERIAL, disk, false)),
-                List.of(new SharedDir(LOWER_TAG, fsSocket, fsPid)), ram, tap, uid);
+                List.of(new SharedDir(LOWER_TAG, fsSocket, fsPid), new SharedDir(HOST_DIRS_TAG, hostSocket, hostPid)),
+                ram, tap, uid);
     }
 
     /** A VM that is not jailed (uid 0). */

@@ -6,8 +6,8 @@ import io.rund.rootfs.StoreException;
 import io.rund.vm.qemu.QemuHypervisor;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.function.BiFunction;
 
 /**
  * VMs for tests, confined as the daemon confines them: QEMU started by rund-jail as a uid of
@@ -28,37 +28,54 @@ public final class TestVms {
         }
     }
 
-    /** A VM and its helper, sharing a uid; closing ends both and gives the uid back. */
-    public record Served(Vm vm, SandboxHelper helper, int uid, VmJail jail) implements AutoCloseable {
+    /** A VM and its helpers, sharing a uid; closing ends them and gives the uid back. */
+    public record Served(Vm vm, SandboxHelper helper, SandboxHelper hostHelper, int uid, VmJail jail)
+            implements AutoCloseable {
         @Override
         public void close() {
             vm.close();
             helper.close();
+            hostHelper.close();
             jail.release(uid);
         }
     }
 
+    /** A sandbox's VM made of its two helpers (image share, host-directory share) and its uid. */
+    @FunctionalInterface
+    public interface Config {
+        VmConfig of(SandboxHelper images, SandboxHelper hostDirs, int uid);
+    }
+
     /**
-     * Starts a helper serving {@code share} from {@code dir}, then the VM {@code config}
-     * makes of it and the uid (its shared directory is the helper's socket); paused: a
-     * clone left loaded and stopped.
+     * Starts a helper serving {@code share} from {@code dir} and a host-directory helper
+     * serving {@code dir/hostdirs} (made empty), then the VM {@code config} makes of them and
+     * the uid; paused: a clone left loaded and stopped.
      */
-    public static Served launch(QemuHypervisor hypervisor, String name, Path dir, Path share,
-            BiFunction<SandboxHelper, Integer, VmConfig> config, boolean paused) throws HypervisorException, StoreException {
+    public static Served launch(QemuHypervisor hypervisor, String name, Path dir, Path share, Config config,
+            boolean paused) throws HypervisorException, StoreException {
+        Path hostDirs;
+        try {
+            hostDirs = Files.createDirectories(dir.resolve("hostdirs"));
+        } catch (IOException e) {
+            throw new StoreException("make " + dir.resolve("hostdirs") + ": " + e.getMessage(), e);
+        }
         VmJail jail = hypervisor.jail();
         int uid = jail.acquire();
-        SandboxHelper helper;
+        SandboxHelper helper = null;
+        SandboxHelper hostHelper = null;
         try {
             helper = SandboxHelper.start(name, dir, share, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT);
-        } catch (StoreException e) {
-            jail.release(uid);
-            throw e;
-        }
-        try {
-            VmConfig c = config.apply(helper, uid);
-            return new Served(paused ? hypervisor.launchPaused(c) : hypervisor.launch(c), helper, uid, jail);
-        } catch (HypervisorException | RuntimeException e) {
-            helper.close();
+            hostHelper = SandboxHelper.start(name, dir, hostDirs, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT,
+                    SandboxHelper.Kind.HOST_DIRS);
+            VmConfig c = config.of(helper, hostHelper, uid);
+            return new Served(paused ? hypervisor.launchPaused(c) : hypervisor.launch(c), helper, hostHelper, uid, jail);
+        } catch (HypervisorException | StoreException | RuntimeException e) {
+            if (helper != null) {
+                helper.close();
+            }
+            if (hostHelper != null) {
+                hostHelper.close();
+            }
             jail.release(uid);
             throw e;
         }

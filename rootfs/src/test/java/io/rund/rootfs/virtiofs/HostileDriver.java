@@ -48,12 +48,13 @@ final class HostileDriver implements AutoCloseable {
     static final short F_NEXT = 1, F_WRITE = 2, F_INDIRECT = 4;
 
     // FUSE, as linux/fuse.h numbers it.
-    static final int LOOKUP = 1, FORGET = 2, GETATTR = 3, READLINK = 5, MKDIR = 9, OPEN = 14, READ = 15, STATFS = 17,
-            RELEASE = 18, FLUSH = 25, GETXATTR = 22, INIT = 26, OPENDIR = 27, READDIR = 28, RELEASEDIR = 29,
-            INTERRUPT = 36, BATCH_FORGET = 42;
+    static final int LOOKUP = 1, FORGET = 2, GETATTR = 3, SETATTR = 4, READLINK = 5, SYMLINK = 6, MKNOD = 8, MKDIR = 9,
+            UNLINK = 10, RMDIR = 11, RENAME = 12, LINK = 13, OPEN = 14, READ = 15, WRITE = 16, STATFS = 17,
+            RELEASE = 18, FLUSH = 25, SETXATTR = 21, GETXATTR = 22, INIT = 26, OPENDIR = 27, READDIR = 28,
+            RELEASEDIR = 29, CREATE = 35, INTERRUPT = 36, BATCH_FORGET = 42, RENAME2 = 45;
     static final int IN_HEADER = 40, OUT_HEADER = 16;
     static final int ENOENT = 2, ENXIO = 6, EBADF = 9, ENOMEM = 12, ENOTDIR = 20, EINVAL = 22, EMFILE = 24, EROFS = 30,
-            ENAMETOOLONG = 36, ENOSYS = 38;
+            ENAMETOOLONG = 36, ENOSYS = 38, EPERM = 1, EEXIST = 17, ENOTEMPTY = 39, EOPNOTSUPP = 95;
 
     /** Holds the RAM's mapping here; closed with the driver. */
     private final Arena arena;
@@ -300,8 +301,13 @@ final class HostileDriver implements AutoCloseable {
     // ---- FUSE requests, as a guest kernel writes them ----
 
     byte[] fuse(int opcode, long nodeid, byte[] body) {
+        return fuseAs(0, 0, opcode, nodeid, body);
+    }
+
+    /** A request from a guest process of {@code uid} and {@code gid}. */
+    byte[] fuseAs(int uid, int gid, int opcode, long nodeid, byte[] body) {
         ByteBuffer b = le(IN_HEADER + body.length);
-        b.putInt(IN_HEADER + body.length).putInt(opcode).putLong(unique++).putLong(nodeid).putInt(0).putInt(0)
+        b.putInt(IN_HEADER + body.length).putInt(opcode).putLong(unique++).putLong(nodeid).putInt(uid).putInt(gid)
                 .putInt(1).putShort((short) 0).putShort((short) 0).put(body);
         return b.array();
     }

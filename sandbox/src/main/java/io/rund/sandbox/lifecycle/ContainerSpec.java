@@ -20,7 +20,7 @@ import java.util.Objects;
  * @param volumes the pod's volumes this container mounts, kept in the VM
  * @param files small host files the container sees at a path (CRI's /etc/hosts,
  *     /etc/resolv.conf, /etc/hostname): copied into the VM when the container is created
- * @param dirs host directories the container sees read-only, through the sandbox's share
+ * @param dirs host directories the container binds, through one of the sandbox's shares
  * @param netns the network namespace whose interface the VM takes (a pod's, made by the
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
  * @param vmResources what the VM must hold ({@link VmSize}): a plain container's own limits,
@@ -31,16 +31,22 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         ResourceLimits vmResources) {
 
     /**
-     * A host directory bound read-only at {@code destination}: it joins the sandbox's share
-     * (served by the confined helper) and the guest binds it from there.
+     * A host directory bound at {@code destination}: read-only, it joins the sandbox's image
+     * share; read-write, its host-directory share (each served by a confined helper of its
+     * own); the guest binds it from there.
      *
-     * @param options the spec's mount options ("rbind" takes the mounts below it too)
+     * @param options the spec's mount options ("rbind" takes the mounts below it too, "ro"
+     *     makes it read-only)
      */
     public record HostDir(Path source, String destination, List<String> options) {
         public HostDir {
             Objects.requireNonNull(source, "source");
             Objects.requireNonNull(destination, "destination");
             options = List.copyOf(options);
+        }
+
+        public boolean readOnly() {
+            return options.contains("ro");
         }
     }
 

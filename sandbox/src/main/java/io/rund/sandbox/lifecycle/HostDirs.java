@@ -1,36 +1,48 @@
 package io.rund.sandbox.lifecycle;
 
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.StoreException;
 import java.util.ArrayList;
 import java.util.List;
 
-/** A container's host directories on its sandbox's share: attached before the guest creates it, detached after. */
-final class HostDirs {
+/**
+ * A sandbox's two shares as its containers' host directories use them: one bound read-only
+ * joins the image share, one bound read-write the host-directory share. Attached before
+ * the guest creates the container, detached after it is removed.
+ */
+record HostDirs(ReadOnlyLayer readOnly, HostDirShare writable) {
 
-    private HostDirs() {}
+    /** A host directory on one of the shares: the directory {@code name} of the writable one or of the image one. */
+    record Attached(boolean writable, String name) {}
 
     /**
-     * Binds each of {@code spec}'s host directories read-only into the share.
+     * Binds each of {@code spec}'s host directories into its share.
      *
-     * @return their directories in the share, in order; none is left when one fails
+     * @return where they are, in order; none is left when one fails
      */
-    static List<String> attach(ReadOnlyLayer share, ContainerSpec spec) throws StoreException {
-        List<String> names = new ArrayList<>();
+    List<Attached> attach(ContainerSpec spec) throws StoreException {
+        List<Attached> attached = new ArrayList<>();
         try {
             for (ContainerSpec.HostDir d : spec.dirs()) {
-                names.add(share.addDirectory(spec.id(), d.source(), d.options().contains("rbind")));
+                boolean recursive = d.options().contains("rbind");
+                attached.add(d.readOnly() ? new Attached(false, readOnly.addDirectory(spec.id(), d.source(), recursive))
+                        : new Attached(true, writable.addDirectory(spec.id(), d.source(), recursive)));
             }
         } catch (StoreException e) {
-            detach(share, names);
+            detach(attached);
             throw e;
         }
-        return names;
+        return attached;
     }
 
-    static void detach(ReadOnlyLayer share, List<String> names) {
-        for (String name : names) {
-            share.remove(name);
+    void detach(List<Attached> attached) {
+        for (Attached a : attached) {
+            if (a.writable()) {
+                writable.remove(a.name());
+            } else {
+                readOnly.remove(a.name());
+            }
         }
     }
 }

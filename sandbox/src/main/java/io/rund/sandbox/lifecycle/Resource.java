@@ -1,8 +1,8 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.Dirs;
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
-import io.rund.rootfs.StoreException;
 import io.rund.rootfs.WritableLayer;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
@@ -70,6 +70,7 @@ enum Resource {
             if (s.spare != null) {
                 cgroup.bind(s.spare.vm().pid());
                 cgroup.bind(s.spare.helper().process().pid());
+                cgroup.bind(s.spare.hostHelper().process().pid());
             }
             s.write(s.state.withCgroup(cgroup.slot()));
         }
@@ -80,40 +81,43 @@ enum Resource {
         }
     },
     /**
-     * The share ({@code dir/shared}) with its images, and the helper serving it (a spare's,
-     * or one started now as the VM's uid, reserved here), then the first container's image.
+     * The shares: images ({@code dir/shared}) and host directories bound read-write
+     * ({@code dir/hostdirs}), each with the helper serving it (a spare's, or started now as
+     * the VM's uid, reserved here); then the first container's image and host directories.
      */
     SHARE {
         @Override
         void acquire(Starting s) throws Exception {
-            s.step = "prepare the read-only layer";
-            if (s.spare != null) {
-                s.readOnly = ReadOnlyLayer.adopt(s.id, s.dir, s.spare.helper()); // its uid goes with the spare's processes
+            s.step = "prepare the shares";
+            if (s.spare != null) { // its uid goes with the spare's processes
+                s.readOnly = ReadOnlyLayer.adopt(s.id, s.dir, s.spare.helper());
+                s.undo.push(this, "image share and helper", s.readOnly::close);
+                s.hostDirs = HostDirShare.adopt(s.id, s.dir, s.spare.hostHelper());
+                s.undo.push(this, "host-directory share and helper", s.hostDirs::close);
             } else {
-                // The VM's uid, reserved now: its helper runs as it, and reaches its memory by it.
+                // The VM's uid, reserved now: its helpers run as it, and reach its memory by it.
                 VmJail jail = s.manager.hypervisor().jail();
                 int uid = jail.acquire();
-                try {
-                    s.readOnly = ReadOnlyLayer.start(s.id, s.dir, jail.helperJail(uid));
-                } catch (StoreException e) {
-                    jail.release(uid);
-                    throw e;
-                }
                 s.uid = uid;
-                // Pushed before the helper's and the VM's own releases, so it runs after them: the
-                // uid goes back once neither process lives (the VM's release waits for its exit).
-                ReadOnlyLayer layer = s.readOnly;
-                s.undo.push(VM, "uid " + uid, () -> s.manager.releaseWhenGone(uid, layer.helper(), null));
-                s.cgroup.bind(layer.helper().process().pid());
+                // Pushed before the helpers' and the VM's own releases, so it runs after them: the
+                // uid goes back once none of them lives (the VM's release waits for its exit).
+                s.undo.push(VM, "uid " + uid, () -> s.manager.releaseWhenGone(uid, null,
+                        s.readOnly == null ? null : s.readOnly.helper(), s.hostDirs == null ? null : s.hostDirs.helper()));
+                s.readOnly = ReadOnlyLayer.start(s.id, s.dir, jail.helperJail(uid));
+                s.undo.push(this, "image share and helper", s.readOnly::close);
+                s.cgroup.bind(s.readOnly.helper().process().pid());
+                s.hostDirs = HostDirShare.start(s.id, s.dir, jail.helperJail(uid));
+                s.undo.push(this, "host-directory share and helper", s.hostDirs::close);
+                s.cgroup.bind(s.hostDirs.helper().process().pid());
             }
-            s.undo.push(this, "share and helper", s.readOnly::close);
             s.image = s.readOnly.add(s.id, s.lowers);
-            s.dirs = HostDirs.attach(s.readOnly, s.spec); // they go with the share
+            s.dirs = new HostDirs(s.readOnly, s.hostDirs).attach(s.spec); // they go with the shares
         }
 
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
             ReadOnlyLayer.unmount(dir.resolve("shared"));
+            HostDirShare.unmountIn(dir);
         }
     },
     /** The VM (QEMU) with its tap and its writable layer: a spare's resumed, or one launched now. */
@@ -134,7 +138,7 @@ enum Resource {
             SandboxManager.Launched launched;
             try (WritableLayer writable = s.manager.store().create(s.id)) {
                 s.step = "launch the VM";
-                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.cgroup, s.tap, s.uid, s.size);
+                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.hostDirs, s.cgroup, s.tap, s.uid, s.size);
                 // QEMU has opened the layer by the time QMP answered; ours closes here.
             }
             s.undo.push(this, "QEMU", launched.vm()::close);

@@ -35,6 +35,7 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final Path dir;
     private final Cgroup cgroup;
     private final ReadOnlyLayer readOnly;
+    private final HostDirs hostDirs;
     private final Vm vm;
     private final AgentClient agent;
     private final String boot;
@@ -44,15 +45,16 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
-    /** The share's directories of each joined container's host directories. */
-    private final Map<String, List<String>> dirs = new ConcurrentHashMap<>();
+    /** Where the shares hold each joined container's host directories. */
+    private final Map<String, List<HostDirs.Attached>> dirs = new ConcurrentHashMap<>();
 
-    Sandbox(String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, Vm vm, AgentClient agent, String firstImage,
+    Sandbox(String id, Path dir, Cgroup cgroup, HostDirs shares, Vm vm, AgentClient agent, String firstImage,
             String boot, PodNetwork network, Teardown teardown) {
         this.id = id;
         this.dir = dir;
         this.cgroup = cgroup;
-        this.readOnly = readOnly;
+        this.readOnly = shares.readOnly();
+        this.hostDirs = shares;
         this.vm = vm;
         this.agent = agent;
         this.boot = boot;
@@ -86,7 +88,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         try {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
-            List<String> attached = HostDirs.attach(readOnly, spec);
+            List<HostDirs.Attached> attached = hostDirs.attach(spec);
             dirs.put(cid, attached);
             agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
         } catch (StoreException e) {
@@ -98,7 +100,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         } catch (AgentException e) {
             images.remove(cid);
             readOnly.remove(image);
-            HostDirs.detach(readOnly, dirs.getOrDefault(cid, List.of()));
+            hostDirs.detach(dirs.getOrDefault(cid, List.of()));
             dirs.remove(cid);
             // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
             throw new SandboxException(e.kind(), "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
@@ -127,7 +129,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         }
         images.remove(cid);
         readOnly.remove(image);
-        HostDirs.detach(readOnly, dirs.getOrDefault(cid, List.of()));
+        hostDirs.detach(dirs.getOrDefault(cid, List.of()));
         dirs.remove(cid);
     }
 

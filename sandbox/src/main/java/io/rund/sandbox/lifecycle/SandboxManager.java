@@ -1,6 +1,7 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.rootfs.Dirs;
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.SandboxHelper;
 import io.rund.rootfs.StoreException;
@@ -248,9 +249,9 @@ public final class SandboxManager implements AutoCloseable {
         undo.push(Resource.STATE_DIR, dir.toString(), () -> Dirs.removeShallow(dir));
         VmJail jail = hypervisor.jail();
         int uid = jail.acquire();
-        SandboxHelper[] helper = {null};
+        SandboxHelper[] helper = {null, null}; // the image share's, the host-directory share's
         Vm[] vm = {null};
-        undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(uid, helper[0], vm[0]));
+        undo.push(Resource.VM, "uid " + uid, () -> releaseWhenGone(uid, vm[0], helper));
         try {
             TemplateStore.Template t = template(defaultSize());
             SandboxState state = SandboxState.of(name, SandboxState.Phase.SPARE, hypervisor.accelerator().kind().name())
@@ -260,26 +261,34 @@ public final class SandboxManager implements AutoCloseable {
             undo.push(Resource.SHARE, "share", () -> ReadOnlyLayer.unmount(share));
             helper[0] = SandboxHelper.start(name, dir, share, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT);
             undo.push(Resource.SHARE, "helper", helper[0]::close);
+            Path hostShare = HostDirShare.mountShare(dir);
+            undo.push(Resource.SHARE, "host-directory share", () -> HostDirShare.unmountIn(dir));
+            helper[1] = SandboxHelper.start(name, dir, hostShare, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT,
+                    SandboxHelper.Kind.HOST_DIRS);
+            undo.push(Resource.SHARE, "host-directory helper", helper[1]::close);
             WritableLayer writable = store.create(name);
             undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
-            vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], t.cloneRam(), tap, uid, defaultSize()));
+            vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], helper[1], t.cloneRam(), tap, uid,
+                    defaultSize()));
             undo.push(Resource.VM, "QEMU", vm[0]::close);
             state.withVm(vm[0].pid(), state.boot(), state.vmDir()).write(dir);
             // From here the spare owns them all; its uid goes back once its processes are gone.
-            releaseWhenGone(uid, helper[0], vm[0]);
-            return new SparePool.Spare(name, dir, t.key(), vm[0], helper[0], writable, tap);
+            releaseWhenGone(uid, vm[0], helper);
+            return new SparePool.Spare(name, dir, t.key(), vm[0], helper[0], helper[1], writable, tap);
         } catch (Exception e) {
             undo.run();
             throw e;
         }
     }
 
-    /** Gives a sandbox's uid back once its helper and VM (either may be null: never started) are gone. */
-    void releaseWhenGone(int uid, SandboxHelper helper, Vm vm) {
+    /** Gives a sandbox's uid back once its helpers and VM (any may be null: never started) are gone. */
+    void releaseWhenGone(int uid, Vm vm, SandboxHelper... helpers) {
         List<ProcessHandle> holders = new java.util.ArrayList<>();
-        if (helper != null) {
-            holders.add(helper.process());
+        for (SandboxHelper helper : helpers) {
+            if (helper != null) {
+                holders.add(helper.process());
+            }
         }
         if (vm != null) {
             ProcessHandle.of(vm.pid()).ifPresent(holders::add);
@@ -288,13 +297,14 @@ public final class SandboxManager implements AutoCloseable {
     }
 
     /**
-     * A sandbox's VM: its disk is the writable layer, its virtio-fs the back-end {@code helper},
-     * its network device the tap {@code tap}, its uid the helper's.
+     * A sandbox's VM: its disk is the writable layer, its virtio-fs devices the back-ends
+     * {@code images} and {@code hostDirs}, its network device the tap {@code tap}, its uid the helpers'.
      */
-    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper helper, VmConfig.Ram ram,
-            String tap, int uid, VmSize size) {
+    private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper images, SandboxHelper hostDirs,
+            VmConfig.Ram ram, String tap, int uid, VmSize size) {
         return VmConfig.sandbox(id, dir, config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
-                writable.procPath(), helper.socket(), helper.process().pid(), ram, tap, uid);
+                writable.procPath(), images.socket(), images.process().pid(), hostDirs.socket(), hostDirs.process().pid(),
+                ram, tap, uid);
     }
 
     /**
@@ -394,7 +404,8 @@ public final class SandboxManager implements AutoCloseable {
             s.write(s.state.with(SandboxState.Phase.RUNNING));
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network);
-            return new Sandbox(id, dir, s.cgroup, s.readOnly, s.vm, s.agent, s.image, s.state.boot(), network, s.undo);
+            return new Sandbox(id, dir, s.cgroup, new HostDirs(s.readOnly, s.hostDirs), s.vm, s.agent, s.image,
+                    s.state.boot(), network, s.undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -416,15 +427,16 @@ public final class SandboxManager implements AutoCloseable {
      * boot have the same devices in the same order, so the guest finds the same disk and
      * file system either way.
      */
-    Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, Cgroup cgroup,
-            String tap, int uid, VmSize size) throws HypervisorException, StoreException, CgroupException {
+    Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, HostDirShare hostDirs,
+            Cgroup cgroup, String tap, int uid, VmSize size) throws HypervisorException, StoreException, CgroupException {
         if (templates != null) {
             TemplateStore.Template t = null;
             boolean launched = false;
             try {
                 t = template(size);
                 launched = true;
-                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), t.cloneRam(), tap, uid, size));
+                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(), t.cloneRam(),
+                        tap, uid, size));
                 return new Launched(vm, "clone " + t.key());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
@@ -432,13 +444,15 @@ public final class SandboxManager implements AutoCloseable {
                         t == null ? "" : "of template " + t.key() + " ", e.getMessage());
             }
             if (launched) {
-                // The failed clone was the helper's one front-end: the cold VM gets a fresh helper.
+                // The failed clone was the helpers' one front-end: the cold VM gets fresh helpers.
                 readOnly.restartHelper(hypervisor.jail().helperJail(uid));
                 cgroup.bind(readOnly.helper().process().pid());
+                hostDirs.restartHelper(hypervisor.jail().helperJail(uid));
+                cgroup.bind(hostDirs.helper().process().pid());
             }
         }
-        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), VmConfig.Ram.ANONYMOUS, tap,
-                uid, size)), "cold");
+        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(),
+                VmConfig.Ram.ANONYMOUS, tap, uid, size)), "cold");
     }
 
     /**

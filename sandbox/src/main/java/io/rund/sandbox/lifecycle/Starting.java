@@ -1,5 +1,6 @@
 package io.rund.sandbox.lifecycle;
 
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
@@ -35,12 +36,13 @@ final class Starting {
     SandboxState state;
     Cgroup cgroup;
     ReadOnlyLayer readOnly;
+    HostDirShare hostDirs;
     /** The VM's uid when the start reserved it (0 with a spare, whose uid goes with its processes). */
     int uid;
     /** The first container's image directory on the share. */
     String image;
-    /** Its host directories on the share. */
-    List<String> dirs = List.of();
+    /** Its host directories on the shares. */
+    List<HostDirs.Attached> dirs = List.of();
     Vm vm;
     /** How the VM started: "cold", "clone <key>", "... (spare)". */
     String boot = "";

@@ -100,8 +100,8 @@ public final class TemplateBench {
             f.setLength(DISK_BYTES);
         }
         TestVms.Served served = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
-                (helper, uid) -> VmConfig.sandbox(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
-                        MIB, disk, helper.socket(), helper.process().pid(), ram, VmConfig.newTapName(), uid), paused);
+                (helper, host, uid) -> VmConfig.sandbox(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
+                        MIB, disk, helper.socket(), helper.process().pid(), host.socket(), host.process().pid(), ram, VmConfig.newTapName(), uid), paused);
         SERVED.put(served.vm().pid(), served);
         return served.vm();
     }

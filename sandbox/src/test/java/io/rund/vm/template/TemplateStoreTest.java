@@ -75,8 +75,9 @@ class TemplateStoreTest {
             f.setLength(SPEC.diskBytes());
         }
         TestVms.Served clone = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
-                (helper, uid) -> VmConfig.sandbox(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
-                        disk, helper.socket(), helper.process().pid(), t.cloneRam(), VmConfig.newTapName(), uid), false);
+                (helper, host, uid) -> VmConfig.sandbox(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
+                        disk, helper.socket(), helper.process().pid(), host.socket(), host.process().pid(),
+                        t.cloneRam(), VmConfig.newTapName(), uid), false);
         clones.add(clone);
         return clone.vm();
     }

@@ -45,7 +45,8 @@ public final class OciSpec {
 
     /**
      * The spec's binds of host files ({@link #files}) and of host directories, which come
-     * into the VM read-only through the sandbox's share ({@link #readOnly}); each source is
+     * into the VM through one of the sandbox's shares (read-only ones beside the images,
+     * read-write ones on the host-directory share, written by its own helper); each source is
      * opened once. emptyDirs ({@link #volumes}) and CRI's pod /dev/shm ({@link #POD_SHM}) are
      * not among them; a source that is neither a regular file nor a directory is refused.
      */
@@ -84,20 +85,6 @@ public final class OciSpec {
             files.add(new ContainerSpec.FileMount(destination, file.bytes(), options.contains("ro")));
         }
         return new Binds(files, dirs);
-    }
-
-    /**
-     * {@code dirs}, each of them read-only; a read-write one is refused by name: writes would
-     * need a writable share, which rund does not have yet (docs/oci.md).
-     */
-    static List<ContainerSpec.HostDir> readOnly(String what, List<ContainerSpec.HostDir> dirs) throws TaskFault {
-        for (ContainerSpec.HostDir d : dirs) {
-            if (!d.options().contains("ro")) {
-                throw OciLinux.refuse(what, "read-write bind of host directory " + d.source() + " at " + d.destination(),
-                        "host directories are brought into a VM read-only (through its share) for now");
-            }
-        }
-        return dirs;
     }
 
     /** Whether a spec mount is a bind: of type bind, or with a bind or rbind option. */
@@ -244,7 +231,7 @@ public final class OciSpec {
         }
         Binds binds = binds(config + " mounts", mounts);
         return new ContainerSpec(id, rootfs, hostname(root), process, cc,
-                volumes(config + " mounts", mounts), binds.files(), readOnly(config + " mounts", binds.dirs()),
+                volumes(config + " mounts", mounts), binds.files(), binds.dirs(),
                 netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc));
     }
 

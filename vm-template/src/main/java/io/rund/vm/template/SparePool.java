@@ -1,5 +1,6 @@
 package io.rund.vm.template;
 
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.SandboxHelper;
 import io.rund.rootfs.WritableLayer;
@@ -40,20 +41,22 @@ public final class SparePool implements AutoCloseable {
      * open until the VM has resumed: QEMU opened it by its /proc path and opens it again
      * when it activates its disks, on resume after an incoming migration. {@code tap} is
      * its network device's, in the host's namespace until a pod takes the VM. The helper
-     * serves {@code dir/shared}, mounted for it.
+     * serves {@code dir/shared}, mounted for it, and {@code hostHelper} {@code dir/hostdirs}.
      */
-    public record Spare(String name, Path dir, String key, Vm vm, SandboxHelper helper, WritableLayer disk, String tap)
-            implements AutoCloseable {
+    public record Spare(String name, Path dir, String key, Vm vm, SandboxHelper helper, SandboxHelper hostHelper,
+            WritableLayer disk, String tap) implements AutoCloseable {
         @Override
         public void close() {
             closeIn(dir);
         }
 
-        /** Ends it after its directory became {@code where}: the VM, the helper, the share mounted there, the disk. */
+        /** Ends it after its directory became {@code where}: the VM, the helpers, the shares mounted there, the disk. */
         public void closeIn(Path where) {
             vm.close();
             helper.close();
+            hostHelper.close();
             ReadOnlyLayer.unmount(where.resolve("shared"));
+            HostDirShare.unmountIn(where);
             disk.close();
         }
     }

@@ -45,12 +45,13 @@ public final class TemplateStore {
 
     private static final System.Logger LOG = System.getLogger(TemplateStore.class.getName());
     /** Bumped whenever what a template holds changes in a way neither its files nor its machine show. */
-    static final String FORMAT = "v4";
+    static final String FORMAT = "v5";
 
     /**
      * What a template is made of. Its VM has the devices of a sandbox's, in the same
-     * order: the agent's port, a virtio-fs device (served by a helper over an empty
-     * directory; the guest does not mount it before a clone does), a virtio-blk
+     * order: the agent's port, two virtio-fs devices, the image share and the host-directory
+     * share (each served by a helper of its kind over an empty directory; the guest mounts
+     * neither before a clone does), a virtio-blk
      * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
      * disk before it mounts a clone's own) and a virtio-net device on a tap of its own
      * (left down: a clone's agent configures it, on the clone's tap).
@@ -130,10 +131,10 @@ public final class TemplateStore {
     }
 
     /** The VM a template of {@code spec} is built as (and its clones are made as). */
-    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, long fsPid, VmConfig.Ram ram, String tap,
-            int uid) {
-        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk, fsSocket,
-                fsPid, ram, tap, uid);
+    static VmConfig vm(Spec spec, String id, Path dir, Path disk, SandboxHelper images, SandboxHelper hostDirs,
+            VmConfig.Ram ram, String tap, int uid) {
+        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk,
+                images.socket(), images.process().pid(), hostDirs.socket(), hostDirs.process().pid(), ram, tap, uid);
     }
 
     /**
@@ -142,8 +143,10 @@ public final class TemplateStore {
      * that is not running would find its template built.
      */
     public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
-        String machine = hypervisor.machine(vm(spec, "template", Path.of("/template"), Path.of("/template/disk"),
-                Path.of("/template/virtiofs.sock"), 0, VmConfig.Ram.template(Path.of("/template/ram")), "tap", 0));
+        Path dir = Path.of("/template");
+        String machine = hypervisor.machine(VmConfig.sandbox("template", dir, spec.kernel(), spec.initramfs(), spec.vcpus(),
+                spec.memoryMiB(), dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir), 0,
+                SandboxHelper.Kind.HOST_DIRS.socket(dir), 0, VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
         MessageDigest d = Digests.sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             Digests.update(d, p);
@@ -189,6 +192,7 @@ public final class TemplateStore {
         String what = "template " + key + ": ";
         Vm vm = null;
         SandboxHelper fs = null;
+        SandboxHelper hostFs = null;
         int uid = 0;
         // The build VM's sockets and logs: a short path, as unix socket addresses are short.
         Path run = null;
@@ -197,16 +201,19 @@ public final class TemplateStore {
             hypervisor.grantVmRead(work); // the building VM reaches its RAM and state files through it
             run = Files.createTempDirectory("rund-template-");
             Path empty = Files.createDirectory(run.resolve("empty"));
+            Path emptyHost = Files.createDirectory(run.resolve("empty-host"));
             Path disk = work.resolve("disk");
             try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
                 f.setLength(spec.diskBytes());
             }
-            // The build VM's helper serves an empty share: the device must exist (clones have it)
-            // and its back-end state travels with the template.
+            // The build VM's helpers serve empty shares: the devices must exist (clones have them)
+            // and their back-ends' state travels with the template.
             uid = hypervisor.jail().acquire();
             fs = SandboxHelper.start("template-" + key, run, empty, hypervisor.jail().helperJail(uid),
                     SandboxHelper.Limits.DEFAULT);
-            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), fs.process().pid(),
+            hostFs = SandboxHelper.start("template-" + key, run, emptyHost, hypervisor.jail().helperJail(uid),
+                    SandboxHelper.Limits.DEFAULT, SandboxHelper.Kind.HOST_DIRS);
+            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs, hostFs,
                     VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             ready.await(run.resolve("agent.sock"));
@@ -245,14 +252,19 @@ public final class TemplateStore {
             if (fs != null) {
                 fs.close();
             }
+            if (hostFs != null) {
+                hostFs.close();
+            }
             if (uid > 0) {
                 hypervisor.jail().release(uid); // the build VM and its helper are gone: both closed above
             }
             if (run != null) {
-                try {
-                    Files.deleteIfExists(run.resolve("empty")); // the one directory in it: removal does not descend
-                } catch (IOException e) {
-                    LOG.log(Level.WARNING, "template: remove {0}: {1}", run.resolve("empty"), e.getMessage());
+                for (String d : List.of("empty", "empty-host")) { // its directories: removal does not descend
+                    try {
+                        Files.deleteIfExists(run.resolve(d));
+                    } catch (IOException e) {
+                        LOG.log(Level.WARNING, "template: remove {0}: {1}", run.resolve(d), e.getMessage());
+                    }
                 }
                 deleteDirQuietly(run);
             }

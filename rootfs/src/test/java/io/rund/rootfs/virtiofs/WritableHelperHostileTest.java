@@ -1,0 +1,243 @@
+package io.rund.rootfs.virtiofs;
+
+import static io.rund.rootfs.virtiofs.HostileDriver.body;
+import static io.rund.rootfs.virtiofs.HostileDriver.error;
+import static io.rund.rootfs.virtiofs.HostileDriver.le;
+import static io.rund.rootfs.virtiofs.HostileDriver.nodeOf;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.rootfs.SandboxHelper;
+import io.rund.testing.NativeTools;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFileAttributes;
+import java.util.UUID;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The host-directory share's helper (rund-helper --writable) against a hostile guest, started
+ * as production starts it (rund-jail with its capabilities, its own uid, pivoted into the
+ * share): what the guest writes lands in the share as the caller it names and nowhere else,
+ * whatever names, nodes and links it tries; and every write a guest kernel sends is served
+ * without the helper dying of its seccomp filter.
+ */
+class WritableHelperHostileTest {
+
+    private static final int S_IFREG = 0100000, S_IFDIR = 0040000, S_IFIFO = 0010000, S_IFBLK = 0060000;
+    private static final int FATTR_MODE = 1, FATTR_UID = 2, FATTR_GID = 4, FATTR_SIZE = 8;
+    private static final int CAP = 128 << 10;
+
+    @TempDir
+    Path dir;
+    private Path share;
+    private Path outside;
+    private byte[] canary;
+    private SandboxHelper fs;
+    private HostileDriver guest;
+
+    @BeforeEach
+    void serve() throws Exception {
+        share = Files.createDirectories(dir.resolve("share"));
+        outside = Files.createDirectories(dir.resolve("outside"));
+        canary = ("CANARY-" + UUID.randomUUID()).getBytes(StandardCharsets.US_ASCII);
+        Files.write(outside.resolve("canary.txt"), canary);
+        Files.writeString(share.resolve("hello.txt"), "hello from the host\n");
+        Files.createSymbolicLink(share.resolve("x"), Path.of("/"));
+        Files.createSymbolicLink(share.resolve("up"), Path.of("../outside"));
+        Files.createSymbolicLink(share.resolve("canary"), outside.resolve("canary.txt"));
+        SandboxHelper.Jail jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(),
+                NativeTools.TEST_GID + 2, NativeTools.TEST_GID);
+        fs = SandboxHelper.start("writable", dir, share, jail, SandboxHelper.Limits.DEFAULT, SandboxHelper.Kind.HOST_DIRS);
+        guest = HostileDriver.connect(fs, jail);
+        assertEquals(0, error(guest.call(guest.init(), CAP)));
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        guest.close();
+        // Its front-end gone, the helper exits by itself, with a status: never by a signal (its seccomp filter's kill).
+        java.util.OptionalInt status = fs.awaitExit(java.time.Duration.ofSeconds(5));
+        fs.close();
+        assertTrue(status.isPresent(), "the helper outlived its front-end");
+        assertEquals(0, status.getAsInt(), "the helper's exit status");
+        assertArrayEquals(canary, Files.readAllBytes(outside.resolve("canary.txt")), "the file outside the share is untouched");
+        PosixFileAttributes a = Files.readAttributes(outside.resolve("canary.txt"), PosixFileAttributes.class);
+        assertEquals("root", a.owner().getName());
+    }
+
+    private byte[] call(byte[] request) throws Exception {
+        byte[] reply = guest.call(request, CAP);
+        if (reply == null) {
+            throw new AssertionError("no answer; the helper's log: " + Files.readString(dir.resolve("hostfs.log")));
+        }
+        assertFalse(SandboxHelperHostileTest.contains(reply, canary), "a reply carries the canary from outside the share");
+        return reply;
+    }
+
+    private static byte[] names(String... names) {
+        ByteBuffer b = le(java.util.Arrays.stream(names).mapToInt(n -> n.getBytes(StandardCharsets.UTF_8).length + 1).sum());
+        for (String n : names) {
+            b.put(n.getBytes(StandardCharsets.UTF_8)).put((byte) 0);
+        }
+        return b.array();
+    }
+
+    private static byte[] concat(byte[] a, byte[] b) {
+        byte[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
+    private byte[] create(int uid, int gid, long parent, String name, int flags, int mode) throws Exception {
+        return call(guest.fuseAs(uid, gid, HostileDriver.CREATE, parent,
+                concat(le(16).putInt(flags).putInt(mode).putInt(0).putInt(0).array(), names(name))));
+    }
+
+    private byte[] mkdir(int uid, int gid, long parent, String name, int mode) throws Exception {
+        return call(guest.fuseAs(uid, gid, HostileDriver.MKDIR, parent, concat(le(8).putInt(mode).putInt(0).array(), names(name))));
+    }
+
+    private byte[] mknod(long parent, String name, int mode, int rdev) throws Exception {
+        return call(guest.fuse(HostileDriver.MKNOD, parent, concat(le(16).putInt(mode).putInt(rdev).putInt(0).putInt(0).array(),
+                names(name))));
+    }
+
+    private byte[] setattr(long node, int valid, long size, int mode, int uid, int gid) throws Exception {
+        ByteBuffer b = le(88).putInt(valid).putInt(0).putLong(0).putLong(size);
+        b.position(68);
+        b.putInt(mode).putInt(0).putInt(uid).putInt(gid);
+        return call(guest.fuse(HostileDriver.SETATTR, node, b.array()));
+    }
+
+    private byte[] write(long node, long fh, long offset, byte[] data, int claimed) throws Exception {
+        return call(guest.fuse(HostileDriver.WRITE, node, concat(le(40).putLong(fh).putLong(offset).putInt(claimed).array(), data)));
+    }
+
+    private static PosixFileAttributes attrs(Path p) throws Exception {
+        return Files.readAttributes(p, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+    }
+
+    private static int uidOf(Path p) throws Exception {
+        return (Integer) Files.getAttribute(p, "unix:uid", LinkOption.NOFOLLOW_LINKS);
+    }
+
+    private static int gidOf(Path p) throws Exception {
+        return (Integer) Files.getAttribute(p, "unix:gid", LinkOption.NOFOLLOW_LINKS);
+    }
+
+    private static int modeOf(Path p) throws Exception {
+        return (Integer) Files.getAttribute(p, "unix:mode", LinkOption.NOFOLLOW_LINKS);
+    }
+
+    @Test
+    void whatTheGuestMakesBelongsToTheCallerItNamesAndLandsInTheShare() throws Exception {
+        byte[] made = create(1234, 5678, 1, "new.txt", 2 /* O_RDWR */, 0640);
+        assertEquals(0, error(made));
+        long node = nodeOf(made);
+        long fh = body(made).getLong(128); // after fuse_entry_out (128 bytes): fuse_open_out.fh
+        byte[] data = "written by the guest".getBytes(StandardCharsets.UTF_8);
+        assertEquals(data.length, body(write(node, fh, 0, data, data.length)).getInt(0));
+        Path file = share.resolve("new.txt");
+        assertEquals("written by the guest", Files.readString(file));
+        assertEquals(1234, uidOf(file));
+        assertEquals(5678, gidOf(file));
+        assertEquals(S_IFREG | 0640, modeOf(file));
+        // A WRITE claiming more than it carries is refused, not read past.
+        assertEquals(-HostileDriver.EINVAL, error(write(node, fh, 0, data, data.length + 4096)));
+        // Set-ID bits survive the chown that gives the file away.
+        byte[] setuid = create(0, 0, 1, "suid", 2, 04755);
+        assertEquals(0, error(setuid));
+        assertEquals(S_IFREG | 04755, modeOf(share.resolve("suid")));
+        // A directory, a FIFO; no device node.
+        assertEquals(0, error(mkdir(1000, 1000, 1, "d", 0750)));
+        assertEquals(S_IFDIR | 0750, modeOf(share.resolve("d")));
+        assertEquals(1000, uidOf(share.resolve("d")));
+        assertEquals(0, error(mknod(1, "fifo", S_IFIFO | 0644, 0)));
+        assertTrue(Files.exists(share.resolve("fifo"), LinkOption.NOFOLLOW_LINKS));
+        assertEquals(-HostileDriver.EPERM, error(mknod(1, "sda", S_IFBLK | 0600, (8 << 8))));
+        assertFalse(Files.exists(share.resolve("sda"), LinkOption.NOFOLLOW_LINKS));
+        // chmod, chown, truncate of a file the host made.
+        long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
+        assertEquals(0, error(setattr(hello, FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE, 5, 0600, 42, 43)));
+        assertEquals("hello", Files.readString(share.resolve("hello.txt")));
+        assertEquals(42, uidOf(share.resolve("hello.txt")));
+        assertEquals(S_IFREG | 0600, modeOf(share.resolve("hello.txt")));
+    }
+
+    @Test
+    void namesLinksAndNodesReachNothingOutsideTheShare() throws Exception {
+        for (String bad : new String[] {"..", ".", "a/b", "../outside/canary.txt", "/etc"}) {
+            assertTrue(error(create(0, 0, 1, bad, 2, 0644)) < 0, bad);
+            assertTrue(error(mkdir(0, 0, 1, bad, 0755)) < 0, bad);
+            assertTrue(error(call(guest.fuse(HostileDriver.UNLINK, 1, names(bad)))) < 0, bad);
+        }
+        // Under a symlink node (x -> /, up -> ../outside) nothing is made or removed: it is not a directory.
+        long x = nodeOf(call(guest.lookup(1, "x")));
+        long up = nodeOf(call(guest.lookup(1, "up")));
+        assertEquals(-HostileDriver.ENOTDIR, error(create(0, 0, x, "tmp-rund-escape", 2, 0644)));
+        assertEquals(-HostileDriver.ENOTDIR, error(create(0, 0, up, "canary.txt", 2 | 01000 /* O_TRUNC */, 0644)));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.fuse(HostileDriver.UNLINK, up, names("canary.txt")))));
+        assertEquals(-HostileDriver.ENOTDIR, error(call(guest.fuse(HostileDriver.RENAME, 1,
+                concat(le(8).putLong(up).array(), names("hello.txt", "canary.txt"))))));
+        // A symlink node's attributes are its own: no chmod, chown changes the link, truncate is refused.
+        long link = nodeOf(call(guest.lookup(1, "canary")));
+        assertEquals(-HostileDriver.EOPNOTSUPP, error(setattr(link, FATTR_MODE, 0, 0777, 0, 0)));
+        assertEquals(-HostileDriver.EINVAL, error(setattr(link, FATTR_SIZE, 0, 0, 0, 0)));
+        assertEquals(0, error(setattr(link, FATTR_UID, 0, 0, 7, 0)));
+        assertEquals(7, uidOf(share.resolve("canary")), "the link itself changed hands");
+        // A symlink the guest makes points where it says, and is never followed on the host.
+        assertEquals(0, error(call(guest.fuse(HostileDriver.SYMLINK, 1, names("evil", "/proc/self/root/etc/shadow")))));
+        assertEquals(Path.of("/proc/self/root/etc/shadow"), Files.readSymbolicLink(share.resolve("evil")));
+        long evil = nodeOf(call(guest.lookup(1, "evil")));
+        assertEquals(-HostileDriver.ENXIO, error(call(guest.open(evil))));
+        assertEquals(-HostileDriver.ENOTDIR, error(mkdir(0, 0, evil, "d", 0755)));
+        // A hard link to a symlink is a link, not its target.
+        assertEquals(0, error(call(guest.fuse(HostileDriver.LINK, 1, concat(le(8).putLong(link).array(), names("link2"))))));
+        assertTrue(Files.isSymbolicLink(share.resolve("link2")));
+        // Forged nodes and handles change nothing.
+        for (long forged : new long[] {0, 99, -1, Long.MAX_VALUE}) {
+            assertEquals(-HostileDriver.ENOENT, error(create(0, 0, forged, "f", 2, 0644)));
+            assertEquals(-HostileDriver.ENOENT, error(setattr(forged, FATTR_SIZE, 0, 0, 0, 0)));
+            assertEquals(-HostileDriver.EBADF, error(write(1, forged, 0, new byte[] {1}, 1)));
+        }
+    }
+
+    @Test
+    void renamesAndHardLinksKeepTheGuestsNodesWorking() throws Exception {
+        assertEquals(0, error(mkdir(0, 0, 1, "a", 0755)));
+        long a = nodeOf(call(guest.lookup(1, "a")));
+        long f = nodeOf(create(0, 0, a, "f", 2, 0644));
+        // The directory moves: the file's node, found under the old name, still resolves.
+        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME, 1, concat(le(8).putLong(1).array(), names("a", "z"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))));
+        assertTrue(Files.exists(share.resolve("z/f")));
+        // A second name, then the first removed: the node answers by the second.
+        assertEquals(0, error(call(guest.fuse(HostileDriver.LINK, 1, concat(le(8).putLong(f).array(), names("g"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.UNLINK, nodeOf(call(guest.lookup(1, "z"))), names("f")))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))));
+        // RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE swaps.
+        assertEquals(0, error(create(0, 0, 1, "h", 2, 0644)));
+        assertEquals(-HostileDriver.EEXIST, error(call(guest.fuse(HostileDriver.RENAME2, 1,
+                concat(le(16).putLong(1).putInt(1).putInt(0).array(), names("g", "h"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME2, 1,
+                concat(le(16).putLong(1).putInt(2).putInt(0).array(), names("g", "z"))))));
+        assertTrue(Files.isDirectory(share.resolve("g")) && Files.isRegularFile(share.resolve("z")));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))), "the file's node follows the exchange");
+        // A whiteout is refused; removing a non-empty directory fails as the host's does.
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.RENAME2, 1,
+                concat(le(16).putLong(1).putInt(4).putInt(0).array(), names("h", "w"))))));
+        assertEquals(0, error(create(0, 0, nodeOf(call(guest.lookup(1, "g"))), "inside", 2, 0644)));
+        assertEquals(-HostileDriver.ENOTEMPTY, error(call(guest.fuse(HostileDriver.RMDIR, 1, names("g")))));
+        // Extended attributes are not served (the guest stops asking).
+        assertEquals(-HostileDriver.ENOSYS, error(call(guest.fuse(HostileDriver.SETXATTR, 1, new byte[16]))));
+    }
+}
