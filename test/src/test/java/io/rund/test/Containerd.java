@@ -249,11 +249,11 @@ final class Containerd implements AutoCloseable {
                 throw new AssertionError("task endpoints left: " + left);
             }
         }
-        // A spare VM's share is mounted while it waits (its helper serves it); nothing else may be.
+        // A spare VM's shares are mounted while it waits (its helpers serve them); nothing else may be.
         List<String> mounts = Files.readAllLines(Path.of("/proc/self/mountinfo")).stream()
                 .map(l -> l.split(" ")[4])
                 .filter(m -> m.startsWith(rundState + "/"))
-                .filter(m -> !m.matches(java.util.regex.Pattern.quote(rundState.toString()) + "/sandboxes/\\.spare-[^/]+/shared"))
+                .filter(m -> !m.matches(java.util.regex.Pattern.quote(rundState.toString()) + "/sandboxes/\\.spare-[^/]+/(shared|hostdirs)"))
                 .toList();
         if (!mounts.isEmpty()) {
             throw new AssertionError("mounts left under " + rundState + ": " + mounts);

@@ -403,12 +403,15 @@ class CtrRunTest {
     }
 
     /**
-     * The sandbox's helper (its virtio-fs back-end, which parses what the guest writes) runs
-     * as its VM's uid with dac_read_search alone, no_new_privs and its seccomp filters, in
-     * the VM's cgroup (the sandbox's), in a mount namespace of its own whose root is the share.
+     * The sandbox's helpers (its virtio-fs back-ends, which parse what the guest writes), one
+     * per share, run as its VM's uid, no_new_privs and their seccomp filters, in the VM's
+     * cgroup (the sandbox's), each in a mount namespace of its own whose root is its share:
+     * the image share's with dac_read_search alone, the host-directory share's with the
+     * capabilities writing as the guest's root takes, and nothing in its share here (the
+     * container binds no host directory read-write).
      */
     private static void assertHelperConfined(String sandbox, String vmPid, int vmUid) throws Exception {
-        // The sandbox's cgroup holds its VM and its helper, nothing else (the containers run in the guest).
+        // The sandbox's cgroup holds its VM and its helpers, nothing else (the containers run in the guest).
         String memory = Files.readAllLines(Path.of("/proc", vmPid, "cgroup")).stream()
                 .filter(l -> l.split(":")[1].equals("memory") || l.split(":")[1].isEmpty()).findFirst().orElseThrow()
                 .split(":")[2];
@@ -418,26 +421,38 @@ class CtrRunTest {
         }
         List<String> helpers = new ArrayList<>(Files.readAllLines(procs));
         assertTrue(helpers.remove(vmPid), "the VM in its sandbox's cgroup " + procs + ": " + helpers);
-        assertEquals(1, helpers.size(), "one helper beside the VM of sandbox " + sandbox + ": " + helpers);
-        assertTrue(Files.readSymbolicLink(Path.of("/proc", helpers.getFirst(), "exe")).toString().endsWith("/rund-helper"),
-                "the other process is the sandbox's helper");
-        Path helper = Path.of("/proc", helpers.getFirst());
-        String status = Files.readString(helper.resolve("status"));
-        assertTrue(status.contains("\nUid:\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\n"),
-                "the helper runs as its VM's uid: " + status);
-        assertTrue(status.contains("\nCapEff:\t0000000000000004\n") && status.contains("\nCapPrm:\t0000000000000004\n")
-                && status.contains("\nCapAmb:\t0000000000000000\n"), "dac_read_search alone: " + status);
-        assertTrue(status.contains("\nNoNewPrivs:\t1\n") && status.contains("\nSeccomp:\t2\n")
-                && status.contains("\nSeccomp_filters:\t2\n"), "its allow-list and the pin to its VM: " + status);
-        assertEquals(Files.readString(Path.of("/proc", vmPid, "cgroup")), Files.readString(helper.resolve("cgroup")),
-                "the helper is charged to the sandbox's cgroups in every hierarchy, as its VM is");
-        assertFalse(Files.readSymbolicLink(helper.resolve("ns/mnt")).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/mnt"))),
-                "a mount namespace of its own");
-        List<String> mounts = Files.readAllLines(helper.resolve("mountinfo"));
-        assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root: " + mounts);
-        assertEquals(2, mounts.size(), "the share and its one image, nothing of the host: " + mounts);
-        assertTrue(mounts.get(1).split(" ")[4].startsWith("/" + sandbox + ".") && mounts.get(1).split(" ")[5].startsWith("ro,"),
-                "the image, read-only: " + mounts);
+        assertEquals(2, helpers.size(), "two helpers beside the VM of sandbox " + sandbox + ": " + helpers);
+        int writable = 0;
+        for (String pid : helpers) {
+            Path helper = Path.of("/proc", pid);
+            assertTrue(Files.readSymbolicLink(helper.resolve("exe")).toString().endsWith("/rund-helper"),
+                    "the other processes are the sandbox's helpers");
+            boolean hostDirs = Files.readString(helper.resolve("cmdline")).contains("--writable");
+            writable += hostDirs ? 1 : 0;
+            String status = Files.readString(helper.resolve("status"));
+            assertTrue(status.contains("\nUid:\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\n"),
+                    "the helper runs as its VM's uid: " + status);
+            // chown, dac_override, dac_read_search, fowner, fsetid: bits 0-4; dac_read_search: bit 2.
+            String caps = hostDirs ? "000000000000001f" : "0000000000000004";
+            assertTrue(status.contains("\nCapEff:\t" + caps + "\n") && status.contains("\nCapPrm:\t" + caps + "\n")
+                    && status.contains("\nCapAmb:\t0000000000000000\n"), "capabilities " + caps + " alone: " + status);
+            assertTrue(status.contains("\nNoNewPrivs:\t1\n") && status.contains("\nSeccomp:\t2\n")
+                    && status.contains("\nSeccomp_filters:\t2\n"), "its allow-list and the pin to its VM: " + status);
+            assertEquals(Files.readString(Path.of("/proc", vmPid, "cgroup")), Files.readString(helper.resolve("cgroup")),
+                    "the helper is charged to the sandbox's cgroups in every hierarchy, as its VM is");
+            assertFalse(Files.readSymbolicLink(helper.resolve("ns/mnt")).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/mnt"))),
+                    "a mount namespace of its own");
+            List<String> mounts = Files.readAllLines(helper.resolve("mountinfo"));
+            assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root: " + mounts);
+            if (hostDirs) {
+                assertEquals(1, mounts.size(), "its share alone, nothing of the host: " + mounts);
+            } else {
+                assertEquals(2, mounts.size(), "the share and its one image, nothing of the host: " + mounts);
+                assertTrue(mounts.get(1).split(" ")[4].startsWith("/" + sandbox + ".")
+                        && mounts.get(1).split(" ")[5].startsWith("ro,"), "the image, read-only: " + mounts);
+            }
+        }
+        assertEquals(1, writable, "one helper of each share: " + helpers);
     }
 
     @Test
