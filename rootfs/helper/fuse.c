@@ -50,8 +50,11 @@
 static int root_fd = -1;
 struct fuse_limits limits;
 struct node *nodes;   /* index = node id - 1; [0] is the root */
-static uint32_t *free_nodes; /* a stack of free node slots */
+static uint32_t *free_nodes; /* a stack of node slots freed */
 static uint32_t nfree_nodes, used_nodes;
+/* Slots from here to the cap were never used: taken in order, so that the tables' pages
+ * are touched only as the guest holds nodes (an idle helper's memory stays small). */
+uint32_t fresh_nodes = 1;
 uint64_t path_bytes;
 static uint32_t *by_inode;   /* open addressing, linear probing: node index + 1, 0 empty */
 static uint32_t inode_slots; /* a power of two, at least twice the node cap */
@@ -119,8 +122,6 @@ int fuse_init_root(int fd, struct fuse_limits l, bool rw)
         return -ENOMEM;
     for (uint32_t i = 0; i < l.handles; i++)
         handles[i].fd = -1;
-    for (uint32_t i = l.nodes; i >= 1; i--)
-        free_nodes[nfree_nodes++] = i;
     nodes[0] = (struct node){.lookups = 1, .dev = st.st_dev, .ino = st.st_ino, .path = "", .path_len = 0};
     *inode_slot(st.st_dev, st.st_ino) = 1;
     return 0;
@@ -162,10 +163,12 @@ static void reset(void)
         }
     }
     used_handles = 0;
-    for (uint32_t i = 1; i <= limits.nodes; i++) {
+    for (uint32_t i = 1; i < fresh_nodes; i++) {
         if (nodes[i].lookups)
             drop_node(i);
     }
+    nfree_nodes = 0;
+    fresh_nodes = 1;
 }
 
 long openat2_confined(int dirfd, const char *path, int flags)
@@ -263,7 +266,7 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
     uint32_t *slot = inode_slot(st->st_dev, st->st_ino);
     struct node *n = *slot ? &nodes[*slot - 1] : NULL;
     bool fresh = !n;
-    if (fresh && (!nfree_nodes || path_bytes + len > limits.path_bytes)) {
+    if (fresh && ((!nfree_nodes && fresh_nodes > limits.nodes) || path_bytes + len > limits.path_bytes)) {
         if (log_every(++refused_nodes))
             LOG("the guest holds %u nodes (%llu path bytes), the cap; LOOKUP refused with ENOMEM (%llu so far)",
                 used_nodes, (unsigned long long)path_bytes, (unsigned long long)refused_nodes);
@@ -300,7 +303,7 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
         }
         memcpy(path + len - name_len, name, name_len);
         path[len] = 0;
-        uint32_t idx = free_nodes[--nfree_nodes];
+        uint32_t idx = nfree_nodes ? free_nodes[--nfree_nodes] : fresh_nodes++;
         nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st->st_dev, .ino = st->st_ino};
         *slot = idx + 1;
         used_nodes++;

@@ -51,6 +51,7 @@ struct reply {
 extern struct fuse_limits limits;
 extern struct node *nodes; /* index = node id - 1; [0] is the root */
 extern uint64_t path_bytes;
+extern uint32_t fresh_nodes; /* node slots at and past it were never used */
 extern bool writable;
 
 /* How long the guest may cache an entry or attributes. */

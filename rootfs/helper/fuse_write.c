@@ -222,7 +222,7 @@ static void move_path(char **path, size_t *path_len, size_t old_len, const char 
 
 static void move_paths(const char *from, size_t from_len, const char *to, size_t to_len, bool exchange)
 {
-    for (uint32_t i = 1; i <= limits.nodes; i++) {
+    for (uint32_t i = 1; i < fresh_nodes; i++) {
         struct node *n = &nodes[i];
         if (!n->lookups)
             continue;

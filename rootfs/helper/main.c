@@ -45,7 +45,11 @@
 
 #define VHOST_FD 3
 #define CONTROL_FD 4
-#define LOG_LIMIT (1 << 20) /* bytes of log, by RLIMIT_FSIZE */
+/* Bytes of log: counted here, and for a read-only share's helper, which writes no other
+ * file, also by RLIMIT_FSIZE (a writable share's writes files of any size). */
+#define LOG_LIMIT (1 << 20)
+
+static size_t logged;
 
 static const char *name = "?";
 
@@ -68,7 +72,10 @@ void logf_(const char *fmt, ...)
     if ((size_t)n >= sizeof(line) - 1)
         n = sizeof(line) - 2;
     line[n++] = '\n';
-    ssize_t ignored = write(2, line, (size_t)n); /* past RLIMIT_FSIZE: EFBIG, and the log stops */
+    if (logged + (size_t)n > LOG_LIMIT)
+        return; /* the log stops */
+    logged += (size_t)n;
+    ssize_t ignored = write(2, line, (size_t)n);
     (void)ignored;
 }
 
@@ -212,7 +219,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
     limit(RLIMIT_CORE, 0, "no core dumps");
-    limit(RLIMIT_FSIZE, LOG_LIMIT, "cap the log");
+    if (!writable)
+        limit(RLIMIT_FSIZE, LOG_LIMIT, "cap the log");
     /* Every descriptor the guest can make us hold is a handle; the rest are a few of ours. */
     limit(RLIMIT_NOFILE, limits.handles + 32, "cap descriptors");
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);

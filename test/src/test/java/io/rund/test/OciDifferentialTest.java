@@ -187,7 +187,8 @@ class OciDifferentialTest {
     private static final String WRITES_AS_ROOT = "cd /h || exit 1; echo data > new; mkdir -m 750 d; ln -s new lnk; ln new hard;"
             + " mv new moved; echo more >> moved; chmod 4750 moved; chown 1:2 moved; touch -d '2000-01-02 03:04:05' moved;"
             + " mkfifo fifo; mkdir -p a/b/c; echo nested > a/b/c/f; mv a z; cat z/b/c/f; rm hard; rmdir d;"
-            + " dd if=/dev/zero of=big bs=65536 count=40 2>/dev/null; truncate -s 1000000 big; echo x >> root-file;"
+            + " dd if=/dev/zero of=big bs=65536 count=40 2>/dev/null && stat -c '%n %s' big; truncate -s 1000000 big;"
+            + " echo x >> root-file;"
             + " mkdir open; chmod 777 open; mkdir sticky; chmod 3775 sticky; chown 0:7 sticky; mkdir sticky/in;"
             + " echo twice > moved2; mv -f moved2 z/b/c/f; cat z/b/c/f; rm -r z/b; ls -A z;"
             + " ls -ln | awk '{print $1, $3, $4, $5, $9, $10, $11}' | sort; stat -c '%n %a %u %g %s %Y' moved; stat -c '%n %a %u %g' sticky/in";

@@ -18,8 +18,9 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.UUID;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * A seeded, structure-aware fuzzer of a sandbox's helper (its virtio-fs back-end, started as
@@ -29,7 +30,9 @@ import org.junit.jupiter.api.io.TempDir;
  * junk, sizes and offsets at their extremes, and headers and bodies mangled. The back-end
  * must answer every request (FORGETs excepted) or close, never crash or hang; no reply may
  * carry the canary from beside the share; its nodes, open files, descriptors and memory stay
- * under the caps; it never dies of a signal.
+ * under the caps; it never dies of a signal. The host-directory share's helper gets write
+ * requests too (creates, links, renames, attributes, writes), built and mangled the same
+ * way: afterwards nothing beside the share has changed and the share holds no device node.
  *
  * <p>CI runs {@code rund.fuzz.requests} (200,000) from seed {@code rund.fuzz.seed}; run
  * longer by hand with {@code -Drund.fuzz.requests=5000000 -Drund.fuzz.seed=...}.
@@ -47,8 +50,15 @@ class SandboxHelperFuzzTest {
     @TempDir
     Path dir;
 
-    @Test
-    void theBackEndAnswersEveryRequestAndNeverLeaksOrGrows() throws Exception {
+    /** What a writable share is also sent: the requests that change it. */
+    private static final int[] WRITES = {HostileDriver.CREATE, HostileDriver.MKDIR, HostileDriver.MKNOD, HostileDriver.SYMLINK,
+            HostileDriver.LINK, HostileDriver.UNLINK, HostileDriver.RMDIR, HostileDriver.RENAME, HostileDriver.RENAME2,
+            HostileDriver.SETATTR, HostileDriver.WRITE, 20 /* FSYNC */, 43 /* FALLOCATE */};
+
+    @ParameterizedTest
+    @EnumSource(SandboxHelper.Kind.class)
+    void theBackEndAnswersEveryRequestAndNeverLeaksOrGrows(SandboxHelper.Kind kind) throws Exception {
+        boolean writable = kind == SandboxHelper.Kind.HOST_DIRS;
         long seed = Long.getLong("rund.fuzz.seed", 20261128L);
         int count = Integer.getInteger("rund.fuzz.requests", 200_000);
         Path share = Files.createDirectories(dir.resolve("share"));
@@ -69,11 +79,16 @@ class SandboxHelperFuzzTest {
         Files.createSymbolicLink(share.resolve("link-loop"), Path.of("link-loop"));
         Syscalls.mkfifo(share.resolve("fifo"), 0644);
 
+        long entriesBefore;
+        try (var all = Files.walk(share)) {
+            entriesBefore = all.count();
+        }
         Random rnd = new Random(seed);
         List<Long> nodes = new ArrayList<>(List.of(1L));
         List<Long> handles = new ArrayList<>();
         SandboxHelper.Jail jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(), NativeTools.TEST_GID + 2, NativeTools.TEST_GID);
-        try (SandboxHelper fs = SandboxHelper.start("fuzz", dir, share, jail, new SandboxHelper.Limits(NODE_CAP, HANDLE_CAP));
+        try (SandboxHelper fs = SandboxHelper.start("fuzz", dir, share, jail, new SandboxHelper.Limits(NODE_CAP, HANDLE_CAP),
+                kind);
                 HostileDriver guest = HostileDriver.connect(fs, jail)) {
             assertEquals(0, error(guest.call(guest.init(), 4096)));
             int sent = 0;
@@ -82,7 +97,7 @@ class SandboxHelperFuzzTest {
                 int batch = Math.min(HostileDriver.SLOTS, count - sent);
                 List<byte[]> requests = new ArrayList<>();
                 for (int i = 0; i < batch; i++) {
-                    requests.add(request(guest, rnd, nodes, handles));
+                    requests.add(request(guest, rnd, nodes, handles, writable));
                 }
                 int capacity = switch (rnd.nextInt(8)) {
                     case 0 -> rnd.nextInt(40);
@@ -129,6 +144,22 @@ class SandboxHelperFuzzTest {
             assertEquals(java.util.OptionalInt.of(0), fs.awaitExit(java.time.Duration.ofSeconds(5)),
                     "the helper exits with its front-end, never by a signal");
         }
+        try (var outsideNow = Files.list(outside)) {
+            assertEquals(List.of(outside.resolve("canary.txt")), outsideNow.toList(), "nothing made beside the share");
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(canary, Files.readAllBytes(outside.resolve("canary.txt")));
+        try (var all = Files.walk(share)) {
+            List<Path> entries = all.toList();
+            if (writable) {
+                assertTrue(entries.size() > entriesBefore, "the fuzzer's writes made something: " + entries.size());
+            } else {
+                assertEquals(entriesBefore, entries.size(), "a read-only share is unchanged");
+            }
+            for (Path p : entries) {
+                int type = (Integer) Files.getAttribute(p, "unix:mode", java.nio.file.LinkOption.NOFOLLOW_LINKS) & 0170000;
+                assertTrue(type != 0060000 && type != 0020000, "no device node in the share: " + p);
+            }
+        }
     }
 
     /** Remembers the node ids and handles the back-end gave out, for later requests to use. */
@@ -138,10 +169,15 @@ class SandboxHelperFuzzTest {
         }
         int opcode = ByteBuffer.wrap(req).order(ByteOrder.LITTLE_ENDIAN).getInt(4);
         long first = ByteBuffer.wrap(reply).order(ByteOrder.LITTLE_ENDIAN).getLong(16);
-        if (opcode == HostileDriver.LOOKUP && nodes.size() < 1000) {
+        boolean entry = opcode == HostileDriver.LOOKUP || opcode == HostileDriver.MKDIR || opcode == HostileDriver.MKNOD
+                || opcode == HostileDriver.SYMLINK || opcode == HostileDriver.LINK || opcode == HostileDriver.CREATE;
+        if (entry && nodes.size() < 1000) {
             nodes.add(first);
-        } else if ((opcode == HostileDriver.OPEN || opcode == HostileDriver.OPENDIR) && handles.size() < 1000) {
+        }
+        if ((opcode == HostileDriver.OPEN || opcode == HostileDriver.OPENDIR) && handles.size() < 1000) {
             handles.add(first);
+        } else if (opcode == HostileDriver.CREATE && reply.length >= 16 + 128 + 8 && handles.size() < 1000) {
+            handles.add(ByteBuffer.wrap(reply).order(ByteOrder.LITTLE_ENDIAN).getLong(16 + 128));
         }
     }
 
@@ -174,8 +210,28 @@ class SandboxHelperFuzzTest {
         };
     }
 
-    private static byte[] request(HostileDriver guest, Random rnd, List<Long> nodes, List<Long> handles) {
-        int opcode = rnd.nextInt(20) == 0 ? rnd.nextInt(64) : OPCODES[rnd.nextInt(OPCODES.length)];
+    private static byte[] cat(byte[]... parts) {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        for (byte[] p : parts) {
+            out.writeBytes(p);
+        }
+        return out.toByteArray();
+    }
+
+    /** A mode: mostly a plain file or directory's, sometimes a device's or any bits at all. */
+    private static int mode(Random rnd) {
+        return switch (rnd.nextInt(6)) {
+            case 0 -> rnd.nextInt();
+            case 1 -> 0060000 | 0600; // a block device
+            case 2 -> 0020000 | 0600; // a character device
+            case 3 -> 0010000 | 0644; // a FIFO
+            default -> 0100000 | rnd.nextInt(010000);
+        };
+    }
+
+    private static byte[] request(HostileDriver guest, Random rnd, List<Long> nodes, List<Long> handles, boolean writable) {
+        int opcode = rnd.nextInt(20) == 0 ? rnd.nextInt(64)
+                : writable && rnd.nextBoolean() ? WRITES[rnd.nextInt(WRITES.length)] : OPCODES[rnd.nextInt(OPCODES.length)];
         long node = pick(rnd, nodes);
         byte[] body = switch (opcode) {
             case HostileDriver.LOOKUP -> name(rnd);
@@ -193,6 +249,29 @@ class SandboxHelperFuzzTest {
             case HostileDriver.READ, HostileDriver.READDIR -> HostileDriver.le(40).putLong(pick(rnd, handles))
                     .putLong(extreme(rnd)).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 4096).array();
             case HostileDriver.RELEASE, HostileDriver.RELEASEDIR -> HostileDriver.le(24).putLong(pick(rnd, handles)).array();
+            case HostileDriver.CREATE -> cat(HostileDriver.le(16).putInt(rnd.nextInt(4) == 0 ? rnd.nextInt() : 0102)
+                    .putInt(mode(rnd)).array(), name(rnd));
+            case HostileDriver.MKDIR -> cat(HostileDriver.le(8).putInt(mode(rnd)).array(), name(rnd));
+            case HostileDriver.MKNOD -> cat(HostileDriver.le(16).putInt(mode(rnd)).putInt(rnd.nextInt()).array(), name(rnd));
+            case HostileDriver.SYMLINK -> cat(name(rnd), name(rnd));
+            case HostileDriver.UNLINK, HostileDriver.RMDIR -> name(rnd);
+            case HostileDriver.LINK -> cat(HostileDriver.le(8).putLong(pick(rnd, nodes)).array(), name(rnd));
+            case HostileDriver.RENAME -> cat(HostileDriver.le(8).putLong(pick(rnd, nodes)).array(), name(rnd), name(rnd));
+            case HostileDriver.RENAME2 -> cat(HostileDriver.le(16).putLong(pick(rnd, nodes)).putInt(rnd.nextInt(8)).array(),
+                    name(rnd), name(rnd));
+            case HostileDriver.SETATTR -> HostileDriver.le(88).putInt(rnd.nextInt(1 << 10)).putInt(0).putLong(pick(rnd, handles))
+                    .putLong(rnd.nextInt(3) == 0 ? extreme(rnd) : rnd.nextInt(100_000)).putLong(0).putLong(extreme(rnd))
+                    .putLong(extreme(rnd)).putLong(0).putInt(rnd.nextInt()).putInt(rnd.nextInt()).putInt(0).putInt(mode(rnd))
+                    .putInt(0).putInt(rnd.nextInt(70000)).putInt(rnd.nextInt(70000)).array();
+            case HostileDriver.WRITE -> {
+                byte[] data = new byte[rnd.nextInt(3000)];
+                rnd.nextBytes(data);
+                int claimed = rnd.nextInt(4) == 0 ? rnd.nextInt() : data.length;
+                yield cat(HostileDriver.le(40).putLong(pick(rnd, handles)).putLong(rnd.nextInt(3) == 0 ? extreme(rnd)
+                        : rnd.nextInt(100_000)).putInt(claimed).array(), data);
+            }
+            case 20, 43 -> HostileDriver.le(32).putLong(pick(rnd, handles)).putLong(extreme(rnd)).putLong(extreme(rnd))
+                    .putInt(rnd.nextInt(4)).array();
             default -> {
                 byte[] b = new byte[rnd.nextInt(64)];
                 rnd.nextBytes(b);

@@ -148,9 +148,13 @@ class WritableHelperHostileTest {
         assertEquals(data.length, body(write(node, fh, 0, data, data.length)).getInt(0));
         Path file = share.resolve("new.txt");
         assertEquals("written by the guest", Files.readString(file));
+        assertEquals(data.length, Files.size(file));
         assertEquals(1234, uidOf(file));
         assertEquals(5678, gidOf(file));
         assertEquals(S_IFREG | 0640, modeOf(file));
+        // Files grow past the helper's own log limit (no RLIMIT_FSIZE on this helper).
+        assertEquals(data.length, body(write(node, fh, 3 << 20, data, data.length)).getInt(0));
+        assertEquals((3 << 20) + data.length, Files.size(file));
         // A WRITE claiming more than it carries is refused, not read past.
         assertEquals(-HostileDriver.EINVAL, error(write(node, fh, 0, data, data.length + 4096)));
         // Set-ID bits survive the chown that gives the file away.
