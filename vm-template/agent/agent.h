@@ -76,6 +76,9 @@ extern struct container *g_containers;
 
 /* process.c */
 void procs_init(void);
+/* Reads the serials of the disks present now (at boot: before a template is saved), so
+ * that finding a disk by serial later asks no device (child.c). */
+void disks_learn(void);
 struct container *find_container(const char *id);
 struct proc *find_proc(struct container *c, const char *exec_id);
 int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f);

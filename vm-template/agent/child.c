@@ -480,30 +480,100 @@ int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount 
 }
 
 /* The /dev/vdX whose virtio-blk serial is `serial`. */
+/* Disks by serial, as found. Reading a serial asks the device itself (a request to the
+ * VMM: ~10 ms under TCG), so the disks present at boot are read once then, before a
+ * template is saved: a clone has its template's devices and finds its disk without
+ * asking. An entry is used while its block device still exists. */
+#define MAX_KNOWN_DISKS 16
+static struct {
+    char serial[64];
+    char name[32];
+} g_known_disks[MAX_KNOWN_DISKS];
+static int g_nknown_disks;
+static pthread_mutex_t g_known_disks_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void remember_disk(const char *serial, const char *name)
+{
+    pthread_mutex_lock(&g_known_disks_lock);
+    int i = 0;
+    while (i < g_nknown_disks && strcmp(g_known_disks[i].serial, serial) != 0)
+        i++;
+    if (i < MAX_KNOWN_DISKS) {
+        snprintf(g_known_disks[i].serial, sizeof(g_known_disks[i].serial), "%s", serial);
+        snprintf(g_known_disks[i].name, sizeof(g_known_disks[i].name), "%s", name);
+        if (i == g_nknown_disks)
+            g_nknown_disks++;
+    }
+    pthread_mutex_unlock(&g_known_disks_lock);
+}
+
+static bool known_disk(const char *serial, char *dev, size_t cap)
+{
+    bool found = false;
+    pthread_mutex_lock(&g_known_disks_lock);
+    for (int i = 0; i < g_nknown_disks && !found; i++) {
+        if (strcmp(g_known_disks[i].serial, serial) == 0) {
+            char path[64];
+            snprintf(path, sizeof(path), "/sys/block/%s", g_known_disks[i].name);
+            found = access(path, F_OK) == 0;
+            if (found)
+                snprintf(dev, cap, "/dev/%s", g_known_disks[i].name);
+        }
+    }
+    pthread_mutex_unlock(&g_known_disks_lock);
+    return found;
+}
+
+/* The serial of block device `name` into s (cap bytes), trailing blanks cut; its length. */
+static ssize_t disk_serial(const char *name, char *s, size_t cap)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "/sys/block/%s/serial", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, s, cap - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    s[n] = 0;
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = 0;
+    return n;
+}
+
+void disks_learn(void)
+{
+    DIR *d = opendir("/sys/block");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char s[64];
+        if (e->d_name[0] != '.' && strlen(e->d_name) < sizeof(g_known_disks[0].name) && disk_serial(e->d_name, s, sizeof(s)) > 0)
+            remember_disk(s, e->d_name);
+    }
+    closedir(d);
+}
+
 int find_disk(struct fault *f, const char *serial, char *dev, size_t cap)
 {
+    if (known_disk(serial, dev, cap))
+        return 0;
     for (int tries = 0; tries < 200; tries++) {
         DIR *d = opendir("/sys/block");
         if (!d)
             return fail(f, CODE_INTERNAL, "open /sys/block: %s", strerror(errno));
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
+            char s[64];
+            if (e->d_name[0] == '.' || disk_serial(e->d_name, s, sizeof(s)) <= 0 || strcmp(s, serial) != 0)
                 continue;
-            char path[300], s[64] = {0};
-            snprintf(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                continue;
-            ssize_t n = read(fd, s, sizeof(s) - 1);
-            close(fd);
-            while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
-                s[--n] = 0;
-            if (n > 0 && strcmp(s, serial) == 0) {
-                snprintf(dev, cap, "/dev/%s", e->d_name);
-                closedir(d);
-                return 0;
-            }
+            snprintf(dev, cap, "/dev/%s", e->d_name);
+            if (strlen(e->d_name) < sizeof(g_known_disks[0].name))
+                remember_disk(s, e->d_name);
+            closedir(d);
+            return 0;
         }
         closedir(d);
         usleep(10000); /* a hot-plugged disk may still be probing */
