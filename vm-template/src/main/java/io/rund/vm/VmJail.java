@@ -69,7 +69,7 @@ public final class VmJail {
 
     /**
      * Gives {@code uid} back once every one of {@code processes} has exited: a sandbox's VM
-     * and its helper share a uid, which no other sandbox may get while either lives.
+     * and its helpers share a uid, which no other sandbox may get while any of them lives.
      */
     public void releaseWhenGone(int uid, List<ProcessHandle> processes) {
         java.util.concurrent.CompletableFuture.allOf(processes.stream().map(ProcessHandle::onExit)

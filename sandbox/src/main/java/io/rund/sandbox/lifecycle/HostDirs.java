@@ -17,7 +17,8 @@ record HostDirs(ReadOnlyLayer readOnly, HostDirShare writable) {
     record Attached(boolean writable, String name) {}
 
     /**
-     * Binds each of {@code spec}'s host directories into its share.
+     * Binds each of {@code spec}'s host directories into its share: the image share when
+     * read-only, the host-directory share when read-write.
      *
      * @return where they are, in order; none is left when one fails
      */

@@ -72,7 +72,7 @@ final class Recovery {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
                 if (id.startsWith(SparePool.PREFIX)) {
-                    // A spare has a VM, a share and a directory; its helper exits with its VM.
+                    // A spare has a VM, two shares and a directory; its helpers exit with its VM.
                     releaseAll(id, dir);
                     LOG.log(Level.INFO, "spare VM {0}: removed after a previous daemon", id);
                     continue;

@@ -41,15 +41,16 @@ import java.util.stream.Stream;
  *
  * <p>A start acquires each {@link Resource} in its declared order, each pushing its release
  * on the start's {@link Teardown}, run in reverse if a later step fails and kept by the
- * sandbox for its stop: state directory → cgroup from the pool → share, its helper (the
- * vhost-user-fs back-end) and the first container's image → writable layer and VM, cloned
+ * sandbox for its stop: state directory → cgroup from the pool → the two shares, each with
+ * its helper (a vhost-user-fs back-end), and the first container's image and host
+ * directories → writable layer and VM, cloned
  * from a template or booted cold → the VM's tap joined to the pod network (when the spec
  * names a network namespace, read first) → agent (deadline; then the guest's network); then
  * the first container. The state file is rewritten after each step, so that
  * {@link #recover()} finds what a crash left and releases it by the same resources. With
  * spare VMs ({@link #startSpares}), a start that finds one ready begins with it instead:
- * the spare's directory becomes the sandbox's, it already has its disk and its helper
- * serving its share, and "launch the VM" is a resume.
+ * the spare's directory becomes the sandbox's, it already has its disk and its helpers
+ * serving its shares, and "launch the VM" is a resume.
  *
  * <p>Reason for its size (~450 lines): it is the one place that knows templates, spares
  * and starts together; each of those is short, and the resources, recovery, the agent's

@@ -18,7 +18,7 @@ import java.util.function.BooleanSupplier;
 /**
  * Spare VMs: clones of the current template, launched ahead of need and left paused with
  * the template's state loaded, each in its own directory ({@code <state root>/.spare-<daemon pid>-N})
- * with its own writable disk, and its helper serving a share that holds no image yet. A
+ * with its own writable disk, and its helpers serving shares that hold nothing yet. A
  * sandbox start takes one, renames its directory (share mount included) to the sandbox's,
  * mounts its image on the share, gives it a cgroup and its identity, and resumes it; QEMU's process start and the state load, about half of a
  * clone's start under TCG, are then behind it.

@@ -256,7 +256,7 @@ public final class TemplateStore {
                 hostFs.close();
             }
             if (uid > 0) {
-                hypervisor.jail().release(uid); // the build VM and its helper are gone: both closed above
+                hypervisor.jail().release(uid); // the build VM and its helpers are gone: all closed above
             }
             if (run != null) {
                 for (String d : List.of("empty", "empty-host")) { // its directories: removal does not descend
