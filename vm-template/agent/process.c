@@ -313,7 +313,7 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
             snprintf(dir, sizeof(dir), "%s", m->source);
             mkdirs(dir);
         }
-        /* A host directory bound read-write: on the host-directory share. */
+        /* A host directory: on the host-directory share. */
         if (m->bind && strncmp(m->source, HOST_DIRS_SHARE "/", strlen(HOST_DIRS_SHARE) + 1) == 0) {
             char dir[] = HOST_DIRS_SHARE;
             if (ensure_mounted(f, HOST_DIRS_TAG, dir, "virtiofs", MS_NODEV, NULL, "the host-directory share (virtio-fs)"))

@@ -23,7 +23,7 @@
 #define MAX_FILE_MOUNT (1 << 20)
 /* A pod's shared /dev/shm in the guest (the host translates CRI's to it). */
 #define POD_SHM "/run/rund/pod-shm"
-/* The sandbox's share of host directories bound read-write (virtio-fs tag "hostdirs", the
+/* The sandbox's share of host directories (virtio-fs tag "hostdirs", the
  * host's VmConfig.HOST_DIRS_TAG), mounted when a container first binds from it. */
 #define HOST_DIRS_TAG "hostdirs"
 #define HOST_DIRS_SHARE "/run/rund/shares/" HOST_DIRS_TAG

@@ -4,14 +4,16 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 
 /**
- * The host directories a sandbox's containers bind read-write: each bound writable (nosuid,
- * nodev) in its own directory of the sandbox's second {@link Share} ({@code <sandbox
- * dir>/hostdirs}), served to the guest by a helper of its own ({@link
+ * The host directories a sandbox's containers bind: each bound (read-only, or writable,
+ * nosuid and nodev either way) in its own directory of the sandbox's second {@link Share}
+ * ({@code <sandbox dir>/hostdirs}), served to the guest by a helper of its own ({@link
  * SandboxHelper.Kind#HOST_DIRS}) on a virtio-fs device of its own. The image share never
  * holds anything writable; this one holds nothing but these directories, so the helper
  * that writes, the one with capabilities to write as the guest's root, can reach nothing
- * else. What the container writes is on the host at once; what the host writes the guest
- * sees within a second (its cache's lifetime on this share).
+ * else, and a directory bound read-only is read-only to it by its mount. What the container
+ * writes is on the host at once; what the host writes the guest sees within a second (its
+ * cache's lifetime on this share): a kubelet's configMap or secret update, which swaps a
+ * {@code ..data} symlink, included.
  */
 public final class HostDirShare implements AutoCloseable {
 
@@ -44,15 +46,22 @@ public final class HostDirShare implements AutoCloseable {
     }
 
     /**
-     * Binds host directory {@code source} writable (with the mounts below it when
-     * {@code recursive}, each writable as it is on the host) in a new directory of the share.
+     * Binds host directory {@code source} in a new directory of the share, with the mounts
+     * below it when {@code recursive}: read-only (each of them too), or writable as each is
+     * on the host.
      *
      * @return the directory's path within the share, as the guest sees it ("/name")
      */
-    public String addDirectory(String containerId, Path source, boolean recursive) throws StoreException {
-        String name = share.attach(containerId, "host directory " + source,
-                mountpoint -> Syscalls.bindDirectoryWritable(source, mountpoint, recursive));
-        LOG.log(Level.DEBUG, "host-directory share: {0} at {1}", source, name);
+    public String addDirectory(String containerId, Path source, boolean recursive, boolean readOnly)
+            throws StoreException {
+        String name = share.attach(containerId, "host directory " + source, mountpoint -> {
+            if (readOnly) {
+                Syscalls.bindDirectoryReadOnly(source, mountpoint, recursive);
+            } else {
+                Syscalls.bindDirectoryWritable(source, mountpoint, recursive);
+            }
+        });
+        LOG.log(Level.DEBUG, "host-directory share: {0} at {1}{2}", source, name, readOnly ? ", read-only" : "");
         return name;
     }
 

@@ -10,8 +10,8 @@ import java.util.List;
  * A sandbox's read-only layers: each container's image, joined read-only on the host in
  * its own directory of the sandbox's image {@link Share} ({@code <sandbox dir>/shared}),
  * served to the guest over virtio-fs by the sandbox's helper process ({@link
- * SandboxHelper}), whose root is the share; and the host directories its containers bind
- * read-only, beside them.
+ * SandboxHelper}), whose root is the share. (Host directories go on the other share, {@link
+ * HostDirShare}: they change under a running sandbox, images never do.)
  *
  * <p>From containerd's rootfs mount only the lower directories are used: an overlay's
  * {@code lowerdir=} (its upperdir and workdir, the host-side writable snapshot, are not:
@@ -124,18 +124,7 @@ public final class ReadOnlyLayer implements AutoCloseable {
         return name;
     }
 
-    /**
-     * Mounts a host directory a container binds, read-only (with the mounts below it when
-     * {@code recursive}), in a new directory of the share.
-     *
-     * @return the directory's path within the share, as the guest sees it ("/name")
-     */
-    public String addDirectory(String containerId, Path source, boolean recursive) throws StoreException {
-        return share.attach(containerId, "host directory " + source,
-                mountpoint -> Syscalls.bindDirectoryReadOnly(source, mountpoint, recursive));
-    }
-
-    /** Unmounts an image or directory {@link #add} or {@link #addDirectory} returned and removes its directory; idempotent. */
+    /** Unmounts an image {@link #add} returned and removes its directory; idempotent. */
     public void remove(String name) {
         share.remove(name);
     }

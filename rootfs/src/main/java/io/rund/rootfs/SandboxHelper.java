@@ -20,7 +20,7 @@ import java.util.Map;
 /**
  * A sandbox's helper process ({@code rund-helper}, C): a virtio-fs back-end serving one of
  * the sandbox's shares to its VM ({@link Kind}): the images, read-only, or the host
- * directories its containers bind read-write. The daemon never parses a byte the guest
+ * directories its containers bind. The daemon never parses a byte the guest
  * wrote into a virtqueue; this process does, confined by the kernel:
  *
  * <ul>
@@ -67,10 +67,11 @@ public final class SandboxHelper implements AutoCloseable {
      * capabilities rund-jail leaves it and how it serves.
      */
     public enum Kind {
-        /** The images, and host directories bound read-only: served read-only, cached by the guest for long. */
+        /** The images: served read-only, cached by the guest for long (an image never changes). */
         IMAGES("virtiofs.sock", "helper.sock", "helper.log", List.of("--cap", "dac_read_search"), List.of()),
         /**
-         * Host directories bound read-write: served writable and cached for a second; what the
+         * Host directories, bound read-only or read-write: served writable (a read-only one is
+         * read-only by its mount) and cached for a second, as the host may change them; what the
          * guest creates belongs to its caller's uid and gid, as a container's root makes it
          * under runc, which takes CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER and CAP_FSETID over
          * a namespace holding those directories alone.

@@ -9,8 +9,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * One of a sandbox's shares: a directory served to its VM over virtio-fs by a helper of
  * its own, whose root it is. What it serves is mounted below it, one new directory each;
- * {@link ReadOnlyLayer} (images, host directories bound read-only) and {@link HostDirShare}
- * (host directories bound read-write) are its two uses.
+ * {@link ReadOnlyLayer} (images) and {@link HostDirShare} (host directories) are its two uses.
  *
  * <p>The share is a small tmpfs at {@code <sandbox dir>/<kind's name>}, read-only except
  * while a directory is made or removed, and a shared mount: the helper's mount namespace

@@ -29,7 +29,7 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
 
     /** The guest agent finds a sandbox's image share by this virtio-fs tag. */
     public static final String LOWER_TAG = "lower";
-    /** ... the share of host directories its containers bind read-write by this one. */
+    /** ... the share of host directories its containers bind by this one. */
     public static final String HOST_DIRS_TAG = "hostdirs";
     /** ... and its writable disk by this virtio-blk serial. */
     public static final String UPPER_SERIAL = "upper0";

@@ -15,9 +15,7 @@ final class ContainerRequests {
 
     /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
     static final String VOLUMES = "/run/rund/disks/" + VmConfig.UPPER_SERIAL + "/volumes/";
-    /** Where the guest mounts the sandbox's image share (the agent mounts a share at /run/rund/shares/<tag>). */
-    static final String SHARE = "/run/rund/shares/" + VmConfig.LOWER_TAG;
-    /** ... and its host-directory share, when a container first binds from it. */
+    /** Where the guest mounts the sandbox's host-directory share, when a container first binds from it. */
     static final String HOST_DIRS_SHARE = "/run/rund/shares/" + VmConfig.HOST_DIRS_TAG;
 
     private ContainerRequests() {}
@@ -27,20 +25,17 @@ final class ContainerRequests {
      * and whose writes go to {@code upperDir} of the disk ("" for the disk's root: the
      * sandbox's first container, whose writes live as long as the sandbox). A container that
      * joins a pod names the pod's first in {@code podId} ("" for the first itself). {@code dirs}
-     * are where the shares hold the spec's host directories, in their order.
+     * are where the host-directory share holds the spec's host directories, in their order.
      */
-    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podId,
-            List<HostDirs.Attached> dirs) {
+    static GuestContainer of(ContainerSpec spec, String lowerDir, String upperDir, String podId, List<String> dirs) {
         List<GuestMount> mounts = new ArrayList<>();
         for (int i = 0; i < dirs.size(); i++) {
             ContainerSpec.HostDir d = spec.dirs().get(i);
-            HostDirs.Attached on = dirs.get(i);
             List<String> options = new ArrayList<>(d.options());
             options.removeAll(List.of("rw", "ro", "bind", "rbind"));
             // On the share, its mounts below it are there already.
-            options.addAll(List.of("rbind", on.writable() ? "rw" : "ro"));
-            mounts.add(new GuestMount(d.destination(), "bind", (on.writable() ? HOST_DIRS_SHARE : SHARE) + on.name(),
-                    options));
+            options.addAll(List.of("rbind", d.readOnly() ? "ro" : "rw"));
+            mounts.add(new GuestMount(d.destination(), "bind", HOST_DIRS_SHARE + dirs.get(i), options));
         }
         for (ContainerSpec.Volume v : spec.volumes()) {
             mounts.add(new GuestMount(v.destination(), "bind", VOLUMES + v.name(),

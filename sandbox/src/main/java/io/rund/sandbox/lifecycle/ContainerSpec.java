@@ -31,9 +31,9 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         ResourceLimits vmResources) {
 
     /**
-     * A host directory bound at {@code destination}: read-only, it joins the sandbox's image
-     * share; read-write, its host-directory share (each served by a confined helper of its
-     * own); the guest binds it from there.
+     * A host directory bound at {@code destination}: it joins the sandbox's host-directory
+     * share (served by a confined helper of its own, read-only or writable as bound); the
+     * guest binds it from there.
      *
      * @param options the spec's mount options ("rbind" takes the mounts below it too, "ro"
      *     makes it read-only)

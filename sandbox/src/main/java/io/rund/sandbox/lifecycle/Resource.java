@@ -81,8 +81,8 @@ enum Resource {
         }
     },
     /**
-     * The shares: images ({@code dir/shared}) and host directories bound read-write
-     * ({@code dir/hostdirs}), each with the helper serving it (a spare's, or started now as
+     * The shares: images ({@code dir/shared}) and host directories ({@code dir/hostdirs}),
+     * each with the helper serving it (a spare's, or started now as
      * the VM's uid, reserved here); then the first container's image and host directories.
      */
     SHARE {
@@ -111,7 +111,7 @@ enum Resource {
                 s.cgroup.bind(s.hostDirs.helper().process().pid());
             }
             s.image = s.readOnly.add(s.id, s.lowers);
-            s.dirs = new HostDirs(s.readOnly, s.hostDirs).attach(s.spec); // they go with the shares
+            s.dirs = HostDirs.attach(s.hostDirs, s.spec); // they go with the share
         }
 
         @Override

@@ -1,5 +1,6 @@
 package io.rund.sandbox.lifecycle;
 
+import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.StoreException;
 import io.rund.sandbox.Fault;
@@ -35,7 +36,7 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final Path dir;
     private final Cgroup cgroup;
     private final ReadOnlyLayer readOnly;
-    private final HostDirs hostDirs;
+    private final HostDirShare hostDirs;
     private final Vm vm;
     private final AgentClient agent;
     private final String boot;
@@ -45,16 +46,16 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
-    /** Where the shares hold each joined container's host directories. */
-    private final Map<String, List<HostDirs.Attached>> dirs = new ConcurrentHashMap<>();
+    /** Where the host-directory share holds each joined container's host directories. */
+    private final Map<String, List<String>> dirs = new ConcurrentHashMap<>();
 
-    Sandbox(String id, Path dir, Cgroup cgroup, HostDirs shares, Vm vm, AgentClient agent, String firstImage,
-            String boot, PodNetwork network, Teardown teardown) {
+    Sandbox(String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, HostDirShare hostDirs, Vm vm, AgentClient agent,
+            String firstImage, String boot, PodNetwork network, Teardown teardown) {
         this.id = id;
         this.dir = dir;
         this.cgroup = cgroup;
-        this.readOnly = shares.readOnly();
-        this.hostDirs = shares;
+        this.readOnly = readOnly;
+        this.hostDirs = hostDirs;
         this.vm = vm;
         this.agent = agent;
         this.boot = boot;
@@ -88,7 +89,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         try {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
-            List<HostDirs.Attached> attached = hostDirs.attach(spec);
+            List<String> attached = HostDirs.attach(hostDirs, spec);
             dirs.put(cid, attached);
             agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
         } catch (StoreException e) {
@@ -100,7 +101,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         } catch (AgentException e) {
             images.remove(cid);
             readOnly.remove(image);
-            hostDirs.detach(dirs.getOrDefault(cid, List.of()));
+            HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
             dirs.remove(cid);
             // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
             throw new SandboxException(e.kind(), "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
@@ -129,7 +130,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         }
         images.remove(cid);
         readOnly.remove(image);
-        hostDirs.detach(dirs.getOrDefault(cid, List.of()));
+        HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
         dirs.remove(cid);
     }
 

@@ -405,8 +405,8 @@ public final class SandboxManager implements AutoCloseable {
             s.write(s.state.with(SandboxState.Phase.RUNNING));
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network);
-            return new Sandbox(id, dir, s.cgroup, new HostDirs(s.readOnly, s.hostDirs), s.vm, s.agent, s.image,
-                    s.state.boot(), network, s.undo);
+            return new Sandbox(id, dir, s.cgroup, s.readOnly, s.hostDirs, s.vm, s.agent, s.image, s.state.boot(),
+                    network, s.undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {

@@ -41,8 +41,8 @@ final class Starting {
     int uid;
     /** The first container's image directory on the share. */
     String image;
-    /** Its host directories on the shares. */
-    List<HostDirs.Attached> dirs = List.of();
+    /** Its host directories on the host-directory share. */
+    List<String> dirs = List.of();
     Vm vm;
     /** How the VM started: "cold", "clone <key>", "... (spare)". */
     String boot = "";
