@@ -5,14 +5,15 @@
  * system gets EROFS.
  *
  * Writable (the host-directory share, --writable): the host directories a sandbox's
- * containers bind read-write. The host may change them too, so the guest caches for a
- * second. Writes are made as a container's root makes them under runc: a new file,
+ * containers bind (a read-only one refuses changes by its mount, EROFS, whatever this
+ * process may do). The host may change them, so the guest caches for a second. Writes are made as a container's root makes them under runc: a new file,
  * directory, node or symlink belongs to the guest caller's uid and gid (the parent's group
  * when the parent is set-group-ID), attributes change as asked. Device nodes are refused
  * (EPERM), as are extended attributes (ENOSYS: the guest stops asking) and RENAME_WHITEOUT.
  * Each change names its place by a parent node, resolved confined as below, and one name
  * that holds no '/' and is not "." or "..": nothing is ever reached by a path the guest
- * wrote. A rename moves the paths of the nodes it moved.
+ * wrote. A rename moves the paths of the nodes it moved; a node keeps a second name (a hard
+ * link) to fall back on. The changes are fuse_write.c's.
  *
  * Confinement is the kernel's. Every file is reached with openat2(2) from the root's
  * descriptor with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: a symlink
@@ -349,6 +350,17 @@ void forget(uint64_t id, uint64_t count)
         n->lookups -= count;
 }
 
+int attr_reply(const struct stat *st, uint64_t valid, struct reply *r)
+{
+    struct fuse_attr_out *o = (struct fuse_attr_out *)r->body;
+    if (r->cap < sizeof(*o))
+        return -ERANGE;
+    *o = (struct fuse_attr_out){.attr_valid = valid};
+    put_attr(&o->attr, st);
+    r->len = sizeof(*o);
+    return 0;
+}
+
 static int getattr(uint64_t id, struct reply *r)
 {
     struct stat st;
@@ -356,14 +368,8 @@ static int getattr(uint64_t id, struct reply *r)
     if (fd < 0)
         return fd;
     close(fd);
-    struct fuse_attr_out *o = (struct fuse_attr_out *)r->body;
-    if (r->cap < sizeof(*o))
-        return -ERANGE;
     /* The share's own root gains and loses directories as containers come and go. */
-    *o = (struct fuse_attr_out){.attr_valid = id == ROOT_ID ? 1 : entry_seconds()};
-    put_attr(&o->attr, &st);
-    r->len = sizeof(*o);
-    return 0;
+    return attr_reply(&st, id == ROOT_ID ? 1 : entry_seconds(), r);
 }
 
 static int do_readlink(uint64_t id, struct reply *r)

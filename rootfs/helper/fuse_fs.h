@@ -65,6 +65,8 @@ struct node *node_of(uint64_t id);
 int resolve(struct node *n, int flags, struct stat *st);
 int resolve_id(uint64_t id, int flags, struct stat *st);
 void put_attr(struct fuse_attr *a, const struct stat *st);
+/* Replies with `st` as attributes the guest may cache for `valid` seconds. */
+int attr_reply(const struct stat *st, uint64_t valid, struct reply *r);
 /* Replies with the entry for `st`, found as `name` in `dir`; its node counts a lookup. */
 int entry_reply(struct node *dir, const char *name, size_t name_len, const struct stat *st, struct reply *r);
 void forget(uint64_t id, uint64_t count);

@@ -1,5 +1,6 @@
 /* The writable share's changes (rund-helper --writable): what FUSE's write requests do to
- * the host directories a sandbox's containers bind read-write. fuse.c has the nodes, the
+ * the host directories a sandbox's containers bind (a read-only one refuses them by its
+ * mount: EROFS). fuse.c has the nodes, the
  * handles, the reads and the dispatch; fuse_fs.h what the two share. See fuse.c's comment
  * for how a change is confined. */
 #define _GNU_SOURCE
@@ -79,8 +80,7 @@ static int adopt_new(struct node *dir, int dfd, const struct stat *parent, const
 }
 
 /* MKDIR, MKNOD and SYMLINK: `make` creates the entry in `dfd`. */
-int make_entry(const struct fuse_in_header *hdr, const uint8_t *body, size_t body_len, size_t fixed,
-                      struct reply *r)
+int make_entry(const struct fuse_in_header *hdr, const uint8_t *body, size_t body_len, size_t fixed, struct reply *r)
 {
     const uint8_t *p = body + fixed;
     size_t left = body_len - fixed;
@@ -122,8 +122,8 @@ int make_entry(const struct fuse_in_header *hdr, const uint8_t *body, size_t bod
 }
 
 /* CREATE: a regular file made and opened; replies with its entry and its handle. */
-int do_create(const struct fuse_in_header *hdr, const struct fuse_create_in *in, const uint8_t *rest,
-                     size_t left, struct reply *r)
+int do_create(const struct fuse_in_header *hdr, const struct fuse_create_in *in, const uint8_t *rest, size_t left,
+              struct reply *r)
 {
     const char *name;
     size_t name_len;
@@ -364,15 +364,7 @@ int do_setattr(uint64_t id, const struct fuse_setattr_in *in, struct reply *r)
     if (!e && fstat(fd, &st) < 0)
         e = -errno;
     close(fd);
-    if (e)
-        return e;
-    struct fuse_attr_out *o = (struct fuse_attr_out *)r->body;
-    if (r->cap < sizeof(*o))
-        return -ERANGE;
-    *o = (struct fuse_attr_out){.attr_valid = entry_seconds()};
-    put_attr(&o->attr, &st);
-    r->len = sizeof(*o);
-    return 0;
+    return e ? e : attr_reply(&st, entry_seconds(), r);
 }
 
 /* WRITE: the data follows the request's fixed part; all of it was read (max_write). */

@@ -527,19 +527,14 @@ static bool known_disk(const char *serial, char *dev, size_t cap)
 /* The serial of block device `name` into s (cap bytes), trailing blanks cut; its length. */
 static ssize_t disk_serial(const char *name, char *s, size_t cap)
 {
-    char path[300];
-    snprintf(path, sizeof(path), "/sys/block/%s/serial", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char dir[300];
+    snprintf(dir, sizeof(dir), "/sys/block/%s", name);
+    if (read_file(dir, "serial", s, cap) < 0)
         return -1;
-    ssize_t n = read(fd, s, cap - 1);
-    close(fd);
-    if (n < 0)
-        return -1;
-    s[n] = 0;
+    size_t n = strlen(s);
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
         s[--n] = 0;
-    return n;
+    return (ssize_t)n;
 }
 
 void disks_learn(void)

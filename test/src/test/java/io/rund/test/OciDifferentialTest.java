@@ -139,6 +139,15 @@ class OciDifferentialTest {
         assertTrue(log.matches("(?s).*sandbox=rund-memory-2g: started in [0-9,]+ ms \\([A-Z]+, clone [0-9a-f]{24}\\).*"), log);
     }
 
+    /** Waits (at most a minute) until containerd lists task {@code id} as running. */
+    private static void awaitRunning(String id) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+RUNNING.*")) {
+            assertTrue(System.nanoTime() < end, id + " did not start");
+            Thread.sleep(100);
+        }
+    }
+
     @Test
     void anExecSeesTheContainersNamespacesAndSettings() throws Exception {
         List<String> differences = new ArrayList<>();
@@ -155,11 +164,7 @@ class OciDifferentialTest {
                     throw new RuntimeException(e);
                 }
             });
-            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-            while (!ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+RUNNING.*")) {
-                assertTrue(System.nanoTime() < end, id + " did not start");
-                Thread.sleep(100);
-            }
+            awaitRunning(id);
             Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "e1", id, "sh", "-c", script);
             differences.add("exit " + exec.exitCode() + "\n" + exec.stdout() + exec.stderr());
             // sleep is PID 1 of its namespace, which ignores TERM (as under runc): KILL.
@@ -210,11 +215,7 @@ class OciDifferentialTest {
                     throw new RuntimeException(e);
                 }
             });
-            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-            while (!ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+RUNNING.*")) {
-                assertTrue(System.nanoTime() < end, id + " did not start");
-                Thread.sleep(100);
-            }
+            awaitRunning(id);
             Thread.sleep(1000); // past its first read
             java.nio.file.Files.createDirectories(d.resolve("..v2"));
             java.nio.file.Files.writeString(d.resolve("..v2/key"), "v2\n");
