@@ -211,8 +211,8 @@ public final class HostCheck {
             add(Level.FAIL, "vm confinement", "helper " + config.jail().helper() + " is missing (hack/install builds it)");
         } else {
             add(Level.OK, "vm confinement", "each QEMU as its own uid of " + config.jail() + ", no capabilities,"
-                    + " no_new_privs, QEMU's seccomp filter; its virtio-fs back-end (rund-helper) as the same uid"
-                    + " in a mount namespace of the share, seccomp allow-list");
+                    + " no_new_privs, QEMU's seccomp filter; its virtio-fs back-ends (rund-helper, one per share) as"
+                    + " the same uid, each in a mount namespace of its share, seccomp allow-list");
         }
     }
 
