@@ -252,14 +252,29 @@ void put_attr(struct fuse_attr *a, const struct stat *st)
 }
 
 
+size_t child_path(const struct node *dir, const char *name, size_t name_len, char *buf)
+{
+    size_t len = dir->path_len ? dir->path_len + 1 + name_len : name_len;
+    if (len > MAX_PATH)
+        return 0;
+    if (dir->path_len) {
+        memcpy(buf, dir->path, dir->path_len);
+        buf[dir->path_len] = '/';
+    }
+    memcpy(buf + len - name_len, name, name_len);
+    buf[len] = 0;
+    return len;
+}
+
 /* Replies with the entry for `st`, found as `name` in node `dir`: its node, made if the
  * guest holds none for that inode, counts one more lookup. A writable share's node found
  * at a path that is not its own keeps that path as its other name (a hard link: either
  * name may be removed while the guest holds the node). */
 int entry_reply(struct node *dir, const char *name, size_t name_len, const struct stat *st, struct reply *r)
 {
-    size_t len = dir->path_len ? dir->path_len + 1 + name_len : name_len;
-    if (len > MAX_PATH)
+    char here[MAX_PATH + 1];
+    size_t len = child_path(dir, name, name_len, here);
+    if (!len)
         return -ENAMETOOLONG;
     struct fuse_entry_out *o = (struct fuse_entry_out *)r->body;
     if (r->cap < sizeof(*o))
@@ -273,37 +288,19 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
                 used_nodes, (unsigned long long)path_bytes, (unsigned long long)refused_nodes);
         return -ENOMEM;
     }
-    bool other = false;
-    if (!fresh && writable) {
-        char *here = malloc(len + 1);
-        if (!here)
+    if (!fresh && writable && strcmp(here, n->path) && (!n->alt || strcmp(here, n->alt))) {
+        char *alt = strdup(here);
+        if (!alt)
             return -ENOMEM;
-        if (dir->path_len) {
-            memcpy(here, dir->path, dir->path_len);
-            here[dir->path_len] = '/';
-        }
-        memcpy(here + len - name_len, name, name_len);
-        here[len] = 0;
-        other = strcmp(here, n->path) && (!n->alt || strcmp(here, n->alt));
-        if (other) {
-            path_bytes += len - n->alt_len;
-            free(n->alt);
-            n->alt = here;
-            n->alt_len = len;
-        } else {
-            free(here);
-        }
+        path_bytes += len - n->alt_len;
+        free(n->alt);
+        n->alt = alt;
+        n->alt_len = len;
     }
     if (fresh) {
-        char *path = malloc(len + 1);
+        char *path = strdup(here);
         if (!path)
             return -ENOMEM;
-        if (dir->path_len) {
-            memcpy(path, dir->path, dir->path_len);
-            path[dir->path_len] = '/';
-        }
-        memcpy(path + len - name_len, name, name_len);
-        path[len] = 0;
         uint32_t idx = nfree_nodes ? free_nodes[--nfree_nodes] : fresh_nodes++;
         nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st->st_dev, .ino = st->st_ino};
         *slot = idx + 1;

@@ -65,6 +65,9 @@ struct node *node_of(uint64_t id);
 int resolve(struct node *n, int flags, struct stat *st);
 int resolve_id(uint64_t id, int flags, struct stat *st);
 void put_attr(struct fuse_attr *a, const struct stat *st);
+/* The path beneath the root of `name` in directory node `dir`, into buf (MAX_PATH + 1
+ * bytes); its length, 0 when it would be longer than MAX_PATH. */
+size_t child_path(const struct node *dir, const char *name, size_t name_len, char *buf);
 /* Replies with `st` as attributes the guest may cache for `valid` seconds. */
 int attr_reply(const struct stat *st, uint64_t valid, struct reply *r);
 /* Replies with the entry for `st`, found as `name` in `dir`; its node counts a lookup. */

@@ -239,21 +239,6 @@ static void move_paths(const char *from, size_t from_len, const char *to, size_t
     }
 }
 
-/* The path beneath the root of `name` in directory node `dir`, into buf (MAX_PATH + 1). */
-static size_t child_path(const struct node *dir, const char *name, size_t name_len, char *buf)
-{
-    size_t len = dir->path_len ? dir->path_len + 1 + name_len : name_len;
-    if (len > MAX_PATH)
-        return 0;
-    if (dir->path_len) {
-        memcpy(buf, dir->path, dir->path_len);
-        buf[dir->path_len] = '/';
-    }
-    memcpy(buf + len - name_len, name, name_len);
-    buf[len] = 0;
-    return len;
-}
-
 /* RENAME and RENAME2: `newdir` and `flags` (RENAME_NOREPLACE, RENAME_EXCHANGE; a whiteout is
  * the guest's overlay's business, not the host's), then the old and the new name. */
 int do_rename(uint64_t olddir_id, uint64_t newdir_id, uint32_t flags, const uint8_t *p, size_t left)

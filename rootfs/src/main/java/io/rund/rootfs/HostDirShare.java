@@ -41,7 +41,7 @@ public final class HostDirShare implements AutoCloseable {
 
     /** The share already mounted at {@code dir/hostdirs} and served by {@code helper} (a spare VM's); it owns both from here. */
     public static HostDirShare adopt(String sandboxId, Path dir, SandboxHelper helper) {
-        return new HostDirShare(new Share(sandboxId, Share.path(dir, SandboxHelper.Kind.HOST_DIRS),
+        return new HostDirShare(new Share(sandboxId, SandboxHelper.Kind.HOST_DIRS.share(dir),
                 SandboxHelper.Kind.HOST_DIRS, helper));
     }
 
@@ -88,6 +88,6 @@ public final class HostDirShare implements AutoCloseable {
 
     /** Detaches {@code dir}'s share with everything on it, after a crashed daemon; nothing mounted is fine. */
     public static void unmountIn(Path dir) {
-        Share.unmount(Share.path(dir, SandboxHelper.Kind.HOST_DIRS));
+        Share.unmount(SandboxHelper.Kind.HOST_DIRS.share(dir));
     }
 }

@@ -91,7 +91,7 @@ public final class ReadOnlyLayer implements AutoCloseable {
      * layer owns both from here.
      */
     public static ReadOnlyLayer adopt(String sandboxId, Path dir, SandboxHelper helper) {
-        return log(new ReadOnlyLayer(sandboxId, new Share(sandboxId, Share.path(dir, SandboxHelper.Kind.IMAGES),
+        return log(new ReadOnlyLayer(sandboxId, new Share(sandboxId, SandboxHelper.Kind.IMAGES.share(dir),
                 SandboxHelper.Kind.IMAGES, helper)));
     }
 
@@ -154,11 +154,10 @@ public final class ReadOnlyLayer implements AutoCloseable {
     }
 
     /**
-     * Detaches whatever is mounted at {@code mountpoint}, with everything mounted below it,
-     * and removes the directory; for release and for cleaning up after a crashed daemon
-     * (the share of a sandbox directory is {@code <dir>/shared}). Nothing mounted is fine.
+     * Detaches sandbox directory {@code dir}'s image share with every image on it and removes
+     * it; for release and for cleaning up after a crashed daemon. Nothing mounted is fine.
      */
-    public static void unmount(Path mountpoint) {
-        Share.unmount(mountpoint);
+    public static void unmountIn(Path dir) {
+        Share.unmount(SandboxHelper.Kind.IMAGES.share(dir));
     }
 }

@@ -63,12 +63,13 @@ public final class SandboxHelper implements AutoCloseable {
     }
 
     /**
-     * Which share a helper serves, and so its sockets and log in the sandbox's directory, the
+     * Which share a helper serves, and so the share's, its sockets' and its log's names in the
+     * sandbox's directory, the
      * capabilities rund-jail leaves it and how it serves.
      */
     public enum Kind {
         /** The images: served read-only, cached by the guest for long (an image never changes). */
-        IMAGES("virtiofs.sock", "helper.sock", "helper.log", List.of("--cap", "dac_read_search"), List.of()),
+        IMAGES("shared", "virtiofs.sock", "helper.sock", "helper.log", List.of("--cap", "dac_read_search"), List.of()),
         /**
          * Host directories, bound read-only or read-write: served writable (a read-only one is
          * read-only by its mount) and cached for a second, as the host may change them; what the
@@ -76,21 +77,29 @@ public final class SandboxHelper implements AutoCloseable {
          * under runc, which takes CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER and CAP_FSETID over
          * a namespace holding those directories alone.
          */
-        HOST_DIRS("hostfs.sock", "hostctl.sock", "hostfs.log", List.of("--cap", "dac_read_search", "--cap",
+        HOST_DIRS("hostdirs", "hostfs.sock", "hostctl.sock", "hostfs.log", List.of("--cap", "dac_read_search", "--cap",
                 "dac_override", "--cap", "chown", "--cap", "fowner", "--cap", "fsetid"), List.of("--writable"));
 
+        private final String share;
         private final String socket;
         private final String control;
         private final String log;
         private final List<String> jailOptions;
         private final List<String> helperOptions;
 
-        Kind(String socket, String control, String log, List<String> jailOptions, List<String> helperOptions) {
+        Kind(String share, String socket, String control, String log, List<String> jailOptions,
+                List<String> helperOptions) {
+            this.share = share;
             this.socket = socket;
             this.control = control;
             this.log = log;
             this.jailOptions = jailOptions;
             this.helperOptions = helperOptions;
+        }
+
+        /** Where a sandbox directory's share of this kind is mounted. */
+        public Path share(Path dir) {
+            return dir.resolve(share);
         }
 
         /** Where a sandbox directory's back-end of this kind listens. */

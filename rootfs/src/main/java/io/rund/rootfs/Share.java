@@ -44,14 +44,9 @@ final class Share implements AutoCloseable {
         this.helper = helper;
     }
 
-    /** The share of {@code kind} in sandbox directory {@code dir}. */
-    static Path path(Path dir, SandboxHelper.Kind kind) {
-        return dir.resolve(kind == SandboxHelper.Kind.IMAGES ? "shared" : "hostdirs");
-    }
-
     /** Mounts the share of {@code kind} in {@code dir}, read-only and shared, for a helper to serve. */
     static Path mount(Path dir, SandboxHelper.Kind kind) throws StoreException {
-        Path share = path(dir, kind);
+        Path share = kind.share(dir);
         try {
             Files.createDirectories(share);
             Syscalls.mount("rund-share", share, "tmpfs", SHARE_FLAGS | Syscalls.MS_RDONLY, "size=64k,nr_inodes=4096,mode=0755");

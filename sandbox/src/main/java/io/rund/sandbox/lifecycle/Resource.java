@@ -116,7 +116,7 @@ enum Resource {
 
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
-            ReadOnlyLayer.unmount(dir.resolve("shared"));
+            ReadOnlyLayer.unmountIn(dir);
             HostDirShare.unmountIn(dir);
         }
     },

@@ -259,7 +259,7 @@ public final class SandboxManager implements AutoCloseable {
                     .withVm(0, "clone " + t.key(), dir.toString());
             state.write(dir);
             Path share = ReadOnlyLayer.mountShare(dir);
-            undo.push(Resource.SHARE, "share", () -> ReadOnlyLayer.unmount(share));
+            undo.push(Resource.SHARE, "share", () -> ReadOnlyLayer.unmountIn(dir));
             helper[0] = SandboxHelper.start(name, dir, share, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT);
             undo.push(Resource.SHARE, "helper", helper[0]::close);
             Path hostShare = HostDirShare.mountShare(dir);

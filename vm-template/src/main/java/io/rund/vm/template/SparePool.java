@@ -55,7 +55,7 @@ public final class SparePool implements AutoCloseable {
             vm.close();
             helper.close();
             hostHelper.close();
-            ReadOnlyLayer.unmount(where.resolve("shared"));
+            ReadOnlyLayer.unmountIn(where);
             HostDirShare.unmountIn(where);
             disk.close();
         }

@@ -131,10 +131,10 @@ public final class TemplateStore {
     }
 
     /** The VM a template of {@code spec} is built as (and its clones are made as). */
-    static VmConfig vm(Spec spec, String id, Path dir, Path disk, SandboxHelper images, SandboxHelper hostDirs,
-            VmConfig.Ram ram, String tap, int uid) {
-        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk,
-                images.socket(), images.process().pid(), hostDirs.socket(), hostDirs.process().pid(), ram, tap, uid);
+    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, long fsPid, Path hostSocket,
+            long hostPid, VmConfig.Ram ram, String tap, int uid) {
+        return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk, fsSocket,
+                fsPid, hostSocket, hostPid, ram, tap, uid);
     }
 
     /**
@@ -144,9 +144,8 @@ public final class TemplateStore {
      */
     public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
         Path dir = Path.of("/template");
-        String machine = hypervisor.machine(VmConfig.sandbox("template", dir, spec.kernel(), spec.initramfs(), spec.vcpus(),
-                spec.memoryMiB(), dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir), 0,
-                SandboxHelper.Kind.HOST_DIRS.socket(dir), 0, VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
+        String machine = hypervisor.machine(vm(spec, "template", dir, dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir),
+                0, SandboxHelper.Kind.HOST_DIRS.socket(dir), 0, VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
         MessageDigest d = Digests.sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             Digests.update(d, p);
@@ -213,8 +212,8 @@ public final class TemplateStore {
                     SandboxHelper.Limits.DEFAULT);
             hostFs = SandboxHelper.start("template-" + key, run, emptyHost, hypervisor.jail().helperJail(uid),
                     SandboxHelper.Limits.DEFAULT, SandboxHelper.Kind.HOST_DIRS);
-            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs, hostFs,
-                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
+            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), fs.process().pid(), hostFs.socket(),
+                    hostFs.process().pid(), VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             ready.await(run.resolve("agent.sock"));
             awaitHostGone(key, run.resolve("console.log"));
