@@ -23,6 +23,14 @@ struct fault {
 /* Sets f (when it is still clear) and returns -1, so callers can `return fail(...)`. */
 int fail(struct fault *f, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* True when the host that made the calling thread's call has left (main.c): its answer
+ * would be dropped, so a call that would consume something (output read from a process)
+ * must stop before it does and leave it for the host's next connection. */
+bool call_abandoned(void);
+
+/* Wakes the calls waiting for a process's exit, so that those of a host that left end. */
+void procs_host_left(void);
+
 /* Validation of what the host sends. */
 int check_id(struct fault *f, const char *what, const char *id, bool may_be_empty);
 int check_path(struct fault *f, const char *what, const char *path);
@@ -48,6 +56,13 @@ struct proc {
     size_t spec_len;
     int exit_status;
     int64_t exited_at_ns;
+    /* Per output stream (stdout, stderr): what acked reads answered and no read has yet
+     * acknowledged, ending at stream offset `off`. */
+    struct {
+        uint64_t off;
+        uint8_t *pend;
+        size_t len;
+    } out[2];
     int users;      /* calls using the fds right now; delete waits for 0 */
     int stdin_users; /* of those, writers to stdin; closing stdin waits for 0 */
     struct proc *next;
@@ -89,7 +104,10 @@ int proc_wait(const char *cid, const char *eid, int *status, int64_t *at, struct
 int proc_delete(const char *cid, const char *eid, struct fault *f);
 int proc_write_stdin(const char *cid, const char *eid, const uint8_t *data, size_t len, size_t *written, struct fault *f);
 int proc_close_stdin(const char *cid, const char *eid, struct fault *f);
-int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uint8_t *buf, size_t *n, bool *eof, struct fault *f);
+/* Reads a process's output into buf (at most max). acked: from stream offset `offset`
+ * (ReadStreamRequest), the answer's offset in *at. */
+int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uint64_t offset, size_t max, uint8_t *buf,
+              size_t *n, bool *eof, uint64_t *at, struct fault *f);
 int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, struct fault *f);
 int container_pids(const char *cid, uint32_t **pids, size_t *n, struct fault *f);
 int container_stats(const char *cid, Rund__Agent__V1__StatsResponse *out, struct fault *f);

@@ -271,9 +271,18 @@ struct call {
     size_t payload_len;
 };
 
+/* The connection whose call this thread runs. */
+static __thread unsigned t_generation;
+
+bool call_abandoned(void)
+{
+    return t_generation != g_generation;
+}
+
 static void *run_call(void *arg)
 {
     struct call *c = arg;
+    t_generation = c->generation;
     struct fault f = {0};
     uint8_t *out = NULL;
     size_t out_len = 0;
@@ -453,6 +462,7 @@ static void serve(void)
         pthread_mutex_lock(&g_write_lock);
         g_generation++;
         pthread_mutex_unlock(&g_write_lock);
+        procs_host_left();
         alog("host disconnected; waiting for it to come back");
         wait_for_host();
     }

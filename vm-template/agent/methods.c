@@ -161,9 +161,11 @@ static int read_stream(const void *in, void *out, void **keep, struct fault *f, 
     *keep = buf;
     resp->data.data = buf;
     bool eof = false;
-    if (proc_read(req->container_id, req->exec_id, err, max, buf, &resp->data.len, &eof, f))
+    uint64_t at = 0;
+    if (proc_read(req->container_id, req->exec_id, err, req->acked, req->offset, max, buf, &resp->data.len, &eof, &at, f))
         return -1;
     resp->eof = eof;
+    resp->offset = at;
     return 0;
 }
 

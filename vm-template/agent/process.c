@@ -108,6 +108,8 @@ static void proc_free(struct proc *p)
     close_fd(&p->stderr_fd);
     close_fd(&p->start_fd);
     close_fd(&p->error_fd);
+    free(p->out[0].pend);
+    free(p->out[1].pend);
     free(p->spec);
     free(p);
 }
@@ -790,8 +792,16 @@ int proc_wait(const char *cid, const char *eid, int *status, int64_t *at, struct
         return -1;
     }
     p->users++;
-    while (p->state != PROC_EXITED)
+    while (p->state != PROC_EXITED && !call_abandoned())
         pthread_cond_wait(&g_changed, &g_lock);
+    if (p->state != PROC_EXITED) {
+        /* Its host left (procs_host_left woke us): nobody waits for this answer, and the
+         * thread would otherwise count against the calls the next host may make. */
+        p->users--;
+        pthread_cond_broadcast(&g_changed);
+        pthread_mutex_unlock(&g_lock);
+        return fail(f, CODE_UNAVAILABLE, "the host that waited for %s/%s left", cid, eid);
+    }
     *status = p->exit_status;
     *at = p->exited_at_ns;
     p->users--;
@@ -813,6 +823,13 @@ static void proc_unlink(struct proc *p)
             break;
         }
     proc_free(p);
+}
+
+void procs_host_left(void)
+{
+    pthread_mutex_lock(&g_lock);
+    pthread_cond_broadcast(&g_changed);
+    pthread_mutex_unlock(&g_lock);
 }
 
 int proc_delete(const char *cid, const char *eid, struct fault *f)
@@ -908,18 +925,66 @@ int proc_close_stdin(const char *cid, const char *eid, struct fault *f)
     return rc;
 }
 
-int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uint8_t *buf, size_t *n, bool *eof,
-              struct fault *f)
+/* Most an output stream keeps unacknowledged: more than a few reads' worth is a host that
+ * does not acknowledge. */
+#define MAX_PENDING (4u << 20)
+
+/* Answers an acked read at `offset` from what is kept, if it lies there. Called with g_lock. */
+static int answer_kept(struct proc *p, int s, uint64_t offset, size_t max, uint8_t *buf, size_t *n, uint64_t *at,
+                       struct fault *f)
+{
+    uint64_t base = p->out[s].off - p->out[s].len;
+    if (offset < base || offset > p->out[s].off)
+        return fail(f, CODE_OUT_OF_RANGE, "offset %llu of the output is outside %llu..%llu (what is kept)",
+                    (unsigned long long)offset, (unsigned long long)base, (unsigned long long)p->out[s].off);
+    size_t k = (size_t)(p->out[s].off - offset);
+    if (k > max)
+        k = max;
+    memcpy(buf, p->out[s].pend + (offset - base), k);
+    *n = k;
+    *at = offset;
+    return 0;
+}
+
+int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uint64_t offset, size_t max, uint8_t *buf,
+              size_t *n, bool *eof, uint64_t *at, struct fault *f)
 {
     struct proc *p;
-    int fd = use_fd(f, cid, eid, err_stream ? 2 : 1, &p);
+    int which = err_stream ? 2 : 1, s = err_stream ? 1 : 0;
+    int fd = use_fd(f, cid, eid, which, &p);
     if (fd < 0)
         return -1;
     *n = 0;
     *eof = false;
+    *at = offset;
+    if (acked) {
+        pthread_mutex_lock(&g_lock);
+        int rc = 0;
+        if (offset < p->out[s].off)
+            rc = answer_kept(p, s, offset, max, buf, n, at, f) ? -1 : 1;
+        else if (offset > p->out[s].off)
+            rc = answer_kept(p, s, offset, max, buf, n, at, f); /* refused: past what was read */
+        else if (p->out[s].len) {
+            /* Everything kept has been passed on. */
+            free(p->out[s].pend);
+            p->out[s].pend = NULL;
+            p->out[s].len = 0;
+        }
+        pthread_mutex_unlock(&g_lock);
+        if (rc) {
+            release_fd(p, which);
+            return rc < 0 ? -1 : 0;
+        }
+    }
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r = poll(&pfd, 1, 200);
+        if (call_abandoned()) {
+            /* The host that asked is gone (a daemon restart): what the process wrote stays in
+             * the pipe for the next host's read, not in an answer nobody receives. */
+            release_fd(p, which);
+            return fail(f, CODE_UNAVAILABLE, "the host that asked for the output of %s/%s left", cid, eid);
+        }
         if (r > 0) {
             ssize_t got = read(fd, buf, max);
             if (got > 0) {
@@ -933,7 +998,7 @@ int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uin
             }
             if (errno != EINTR && errno != EAGAIN) {
                 int e = errno;
-                release_fd(p, err_stream ? 2 : 1);
+                release_fd(p, which);
                 return fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(e));
             }
         }
@@ -946,8 +1011,26 @@ int proc_read(const char *cid, const char *eid, bool err_stream, size_t max, uin
             break;
         }
     }
-    release_fd(p, err_stream ? 2 : 1);
-    return 0;
+    int rc = 0;
+    if (acked && *n) {
+        /* Kept until acknowledged. Another read may have taken output meanwhile (a host that
+         * left, whose answer went nowhere): what it took is kept too, before this. */
+        pthread_mutex_lock(&g_lock);
+        size_t len = p->out[s].len;
+        uint8_t *grown = len + *n <= MAX_PENDING ? realloc(p->out[s].pend, len + *n) : NULL;
+        if (!grown) {
+            rc = fail(f, CODE_RESOURCE_EXHAUSTED, "output of %s/%s: %zu bytes unacknowledged", cid, eid, len + *n);
+        } else {
+            memcpy(grown + len, buf, *n);
+            p->out[s].pend = grown;
+            p->out[s].len = len + *n;
+            p->out[s].off += *n;
+            rc = answer_kept(p, s, offset, max, buf, n, at, f);
+        }
+        pthread_mutex_unlock(&g_lock);
+    }
+    release_fd(p, which);
+    return rc;
 }
 
 int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, struct fault *f)

@@ -229,15 +229,34 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         return read("ReadStderr", containerId, execId, maxBytes, timeout);
     }
 
+    @Override
+    public StreamChunk readAt(boolean stderr, String containerId, String execId, long offset, int maxBytes, Duration timeout)
+            throws AgentException {
+        return read(stderr ? "ReadStderr" : "ReadStdout", containerId, execId, offset, maxBytes, timeout);
+    }
+
     private StreamChunk read(String method, String containerId, String execId, int maxBytes, Duration timeout)
+            throws AgentException {
+        return read(method, containerId, execId, -1, maxBytes, timeout);
+    }
+
+    /** A read at {@code offset}, or (-1) one that takes what it gets. */
+    private StreamChunk read(String method, String containerId, String execId, long offset, int maxBytes, Duration timeout)
             throws AgentException {
         if (maxBytes < 1 || maxBytes > MAX_CHUNK) {
             throw new IllegalArgumentException("maxBytes " + maxBytes + " is outside 1.." + MAX_CHUNK);
         }
-        ReadStreamResponse r = call(method, ReadStreamRequest.newBuilder().setContainerId(containerId)
-                .setExecId(execId).setMaxBytes(maxBytes).build(), ReadStreamResponse.parser(), timeout);
+        ReadStreamRequest.Builder req = ReadStreamRequest.newBuilder().setContainerId(containerId).setExecId(execId)
+                .setMaxBytes(maxBytes);
+        if (offset >= 0) {
+            req.setAcked(true).setOffset(offset);
+        }
+        ReadStreamResponse r = call(method, req.build(), ReadStreamResponse.parser(), timeout);
         if (r.getData().size() > maxBytes) {
             throw AgentException.badAnswer(method, r.getData().size() + " bytes where at most " + maxBytes + " were asked");
+        }
+        if (offset >= 0 && r.getOffset() != offset) {
+            throw AgentException.badAnswer(method, "data at offset " + r.getOffset() + " where " + offset + " was asked");
         }
         return new StreamChunk(r.getData().toByteArray(), r.getEof());
     }

@@ -60,6 +60,14 @@ public final class GuestProcess {
                 : guest.readStdout(containerId, execId, maxBytes, timeout);
     }
 
+    /**
+     * Like {@link #read}, at stream offset {@code offset} (what the caller has passed on):
+     * what a reader never passed on is read again by the next (see {@link GuestProcesses#readAt}).
+     */
+    public StreamChunk readAt(boolean stderr, long offset, int maxBytes, Duration timeout) throws AgentException {
+        return guest.readAt(stderr, containerId, execId, offset, maxBytes, timeout);
+    }
+
     public void resizePty(int rows, int cols) throws AgentException {
         guest.resizePty(containerId, execId, rows, cols);
     }

@@ -31,6 +31,14 @@ public interface GuestProcesses {
 
     StreamChunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) throws AgentException;
 
+    /**
+     * Reads stdout (or stderr) at stream offset {@code offset}: how much of it the caller has
+     * passed on. What was answered is kept until a read at a later offset, so output a reader
+     * took but never passed on (it died) is read again by the next.
+     */
+    StreamChunk readAt(boolean stderr, String containerId, String execId, long offset, int maxBytes, Duration timeout)
+            throws AgentException;
+
     void resizePty(String containerId, String execId, int rows, int cols) throws AgentException;
 
     List<Integer> pids(String containerId) throws AgentException;

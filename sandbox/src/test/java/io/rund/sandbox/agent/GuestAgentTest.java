@@ -180,6 +180,28 @@ class GuestAgentTest {
     }
 
     @Test
+    @Order(4)
+    void outputReadAtAnOffsetIsKeptUntilAReadPastIt() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(false, "sh", "-c", "echo first; read x; echo second"));
+        agent.startProcess(C, exec);
+        StreamChunk first = agent.readAt(false, C, exec, 0, 64, T);
+        assertEquals("first\n", new String(first.data(), StandardCharsets.UTF_8));
+        // A reader that died with it: the next reads it again, from the same offset, and a part of it.
+        assertEquals("first\n", new String(agent.readAt(false, C, exec, 0, 64, T).data(), StandardCharsets.UTF_8));
+        assertEquals("rst\n", new String(agent.readAt(false, C, exec, 2, 64, T).data(), StandardCharsets.UTF_8));
+        AgentException past = assertThrows(AgentException.class, () -> agent.readAt(false, C, exec, 99, 64, T));
+        assertEquals(Fault.INVALID_ARGUMENT, past.kind(), "an offset past what was read: " + past.getMessage());
+        agent.writeStdin(C, exec, "go\n".getBytes(StandardCharsets.UTF_8));
+        assertEquals("second\n", new String(agent.readAt(false, C, exec, 6, 64, T).data(), StandardCharsets.UTF_8));
+        AgentException before = assertThrows(AgentException.class, () -> agent.readAt(false, C, exec, 0, 64, T));
+        assertEquals(Fault.INVALID_ARGUMENT, before.kind(), "what a later read acknowledged is gone: " + before.getMessage());
+        assertTrue(agent.readAt(false, C, exec, 13, 64, T).eof());
+        assertEquals(0, agent.waitProcess(C, exec, T).status());
+        agent.deleteProcess(C, exec);
+    }
+
+    @Test
     @Order(5)
     void aTerminalSessionSeesItsNewWindowSize() throws Exception {
         String exec = newExec();
