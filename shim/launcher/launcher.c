@@ -6,8 +6,10 @@
  *
  * It holds no state and runs no sandbox: it asks the node's rund daemon (over ttrpc on
  * its control socket, starting the daemon when none answers) for the task's endpoint,
- * prints that address (start) or the DeleteResponse bytes (delete), and exits. containerd
- * reads stdout and stderr together, so nothing else is printed on success.
+ * prints that address (start) or the DeleteResponse bytes (delete), and exits. For a new
+ * endpoint, `start` first forks its relay (relay.c), which listens on the address and
+ * outlives the daemon. containerd reads stdout and stderr together, so nothing else is
+ * printed on success.
  *
  * Environment: TTRPC_ADDRESS (from containerd); RUND_CONTROL_SOCKET, RUND_DAEMON and
  * RUND_LOG override the control socket (/run/rund/rund.sock), the daemon command
@@ -25,17 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
+#include "relay.h"
 #include "ttrpc.h"
 #include "version.h"
 
 #define CONTROL_SERVICE "rund.control.v1.Control"
 #define MAX_OPTIONS (1 << 20)
-
-static const char *env_or(const char *name, const char *fallback)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : fallback;
-}
 
 static void die(const char *fmt, const char *a)
 {
@@ -60,69 +58,19 @@ static int valid_id(const char *id)
     return 1;
 }
 
-static int try_connect(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
-        die("control socket path %s is too long", path);
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-        return fd;
-    close(fd);
-    return -1;
-}
-
-/* Starts the daemon detached from us and from containerd: double fork, setsid, its
- * output to the log file. */
-static void start_daemon(void)
-{
-    const char *daemon = env_or("RUND_DAEMON", "/usr/local/lib/rund/rund-daemon");
-    const char *log = env_or("RUND_LOG", "/var/log/rund/daemon.log");
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
-    if (pid == 0) {
-        if (setsid() < 0)
-            _exit(1);
-        if (fork() != 0)
-            _exit(0);
-        char dir[4096];
-        snprintf(dir, sizeof(dir), "%s", log);
-        char *slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-            *slash = 0;
-            mkdir(dir, 0755);
-        }
-        int null = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0640);
-        if (null < 0 || out < 0)
-            _exit(1);
-        dup2(null, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
-        if (chdir("/") < 0)
-            _exit(1);
-        execl("/bin/sh", "sh", "-c", daemon, (char *)NULL);
-        _exit(127);
-    }
-    waitpid(pid, NULL, 0);
-}
-
 /* Connects to the daemon, starting it if nobody answers; gives up after 60 s. */
 static int connect_daemon(void)
 {
-    const char *path = env_or("RUND_CONTROL_SOCKET", "/run/rund/rund.sock");
-    int fd = try_connect(path);
+    const char *path = daemon_control_socket();
+    int fd = unix_connect(path);
     if (fd >= 0)
         return fd;
-    start_daemon();
+    if (errno == ENAMETOOLONG)
+        die("control socket path %s is too long", path);
+    if (daemon_start())
+        die("fork: %s", strerror(errno));
     for (int i = 0; i < 6000; i++) {
-        fd = try_connect(path);
+        fd = unix_connect(path);
         if (fd >= 0)
             return fd;
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -292,14 +240,34 @@ int main(int argc, char **argv)
         if (ol)
             n = put_field(req, n, sizeof(req), 7, opts, ol);
         out = call(fd, "Start", req, n, &out_len);
-        /* StartResponse { string address = 1; } */
-        if (out_len < 2 || out[0] != ((1 << 3) | 2))
+        /* StartResponse { string address = 1; string relay = 2; } */
+        char address_out[512] = "", relay[128] = "";
+        const uint8_t *p = out, *end = out + out_len;
+        while (p < end) {
+            uint64_t key, fl;
+            if (ttrpc_read_varint(&p, end, &key) || (key & 7) != 2 || ttrpc_read_varint(&p, end, &fl) ||
+                fl > (uint64_t)(end - p))
+                die("%s", "malformed Start answer");
+            char *dst = key >> 3 == 1 ? address_out : key >> 3 == 2 ? relay : NULL;
+            size_t cap = key >> 3 == 1 ? sizeof(address_out) : sizeof(relay);
+            if (dst) {
+                if (fl >= cap)
+                    die("%s", "the rund daemon's Start answer has a field too long");
+                memcpy(dst, p, (size_t)fl);
+                dst[fl] = 0;
+            }
+            p += fl;
+        }
+        if (!address_out[0])
             die("%s", "the rund daemon answered Start without an address");
-        const uint8_t *p = out + 1, *end = out + out_len;
-        uint64_t al;
-        if (ttrpc_read_varint(&p, end, &al) || al > (uint64_t)(end - p))
-            die("%s", "malformed Start answer");
-        fwrite(p, 1, (size_t)al, stdout);
+        if (relay[0]) {
+            char err[300];
+            if (strncmp(address_out, "unix://", 7))
+                die("the rund daemon answered Start with address %s, not unix://", address_out);
+            if (relay_spawn(relay, address_out + 7, err, sizeof(err)))
+                die("relay: %s", err);
+        }
+        fputs(address_out, stdout);
     } else {
         out = call(fd, "Delete", req, n, &out_len);
         fwrite(out, 1, out_len, stdout);

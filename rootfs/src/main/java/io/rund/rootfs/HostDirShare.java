@@ -40,9 +40,8 @@ public final class HostDirShare implements AutoCloseable {
     }
 
     /** The share already mounted at {@code dir/hostdirs} and served by {@code helper} (a spare VM's); it owns both from here. */
-    public static HostDirShare adopt(String sandboxId, Path dir, SandboxHelper helper) {
-        return new HostDirShare(new Share(sandboxId, SandboxHelper.Kind.HOST_DIRS.share(dir),
-                SandboxHelper.Kind.HOST_DIRS, helper));
+    public static HostDirShare adopt(String sandboxId, Path dir, SandboxHelper helper) throws StoreException {
+        return new HostDirShare(Share.adopt(sandboxId, dir, SandboxHelper.Kind.HOST_DIRS, helper));
     }
 
     /**

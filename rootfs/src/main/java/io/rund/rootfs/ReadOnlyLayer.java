@@ -87,12 +87,12 @@ public final class ReadOnlyLayer implements AutoCloseable {
 
     /**
      * The layer of a share already mounted at {@code dir/shared} ({@link #mountShare}) and
-     * served by {@code helper} (a spare VM's, whose directory became the sandbox's). The
-     * layer owns both from here.
+     * served by {@code helper} (a spare VM's, whose directory became the sandbox's, or a
+     * running sandbox's after a daemon restart, its images mounted). The layer owns both
+     * from here.
      */
-    public static ReadOnlyLayer adopt(String sandboxId, Path dir, SandboxHelper helper) {
-        return log(new ReadOnlyLayer(sandboxId, new Share(sandboxId, SandboxHelper.Kind.IMAGES.share(dir),
-                SandboxHelper.Kind.IMAGES, helper)));
+    public static ReadOnlyLayer adopt(String sandboxId, Path dir, SandboxHelper helper) throws StoreException {
+        return log(new ReadOnlyLayer(sandboxId, Share.adopt(sandboxId, dir, SandboxHelper.Kind.IMAGES, helper)));
     }
 
     private static ReadOnlyLayer log(ReadOnlyLayer layer) {

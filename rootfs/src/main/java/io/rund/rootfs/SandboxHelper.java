@@ -116,13 +116,20 @@ public final class SandboxHelper implements AutoCloseable {
     private final String name;
     private final Path socket;
     private final Path control;
+    /** Ours when this daemon started it; null for one adopted from a previous daemon. */
     private final Process process;
+    private final ProcessHandle handle;
 
     private SandboxHelper(String name, Path socket, Path control, Process process) {
+        this(name, socket, control, process, process.toHandle());
+    }
+
+    private SandboxHelper(String name, Path socket, Path control, Process process, ProcessHandle handle) {
         this.name = name;
         this.socket = socket;
         this.control = control;
         this.process = process;
+        this.handle = handle;
     }
 
     /** {@link #start(String, Path, Path, Jail, Limits, Kind)} of the image share's helper. */
@@ -194,6 +201,25 @@ public final class SandboxHelper implements AutoCloseable {
                 + (last == null ? "" : " (" + last.getMessage() + ")") + ": " + tail(log), last);
     }
 
+    /**
+     * The helper of {@code kind} that a previous daemon started for {@code dir} and that
+     * still serves its VM: {@code pid}, if it is alive and answers on its control socket.
+     */
+    public static SandboxHelper adopt(String name, Path dir, Kind kind, long pid) throws StoreException {
+        ProcessHandle h = ProcessHandle.of(pid).filter(ProcessHandle::isAlive).orElseThrow(() -> new StoreException(
+                "helper " + name + ": pid " + pid + " of " + kind.socket(dir) + " is gone", null));
+        SandboxHelper helper = new SandboxHelper(name, kind.socket(dir), dir.resolve(kind.control), null, h);
+        try {
+            String frontEnd = helper.stats().getOrDefault("front_end", "0");
+            if (frontEnd.equals("0")) {
+                throw new StoreException("helper " + name + " (pid " + pid + ") serves no VM", null);
+            }
+        } catch (IOException e) {
+            throw new StoreException("helper " + name + " (pid " + pid + "): " + e.getMessage(), e);
+        }
+        return helper;
+    }
+
     /** The last lines of a helper's log, for an error message. */
     private static String tail(Path log) {
         try {
@@ -214,7 +240,7 @@ public final class SandboxHelper implements AutoCloseable {
 
     /** The helper's process (for binding it to a cgroup, and to know when it is gone). */
     public ProcessHandle process() {
-        return process.toHandle();
+        return handle;
     }
 
     /**
@@ -223,6 +249,9 @@ public final class SandboxHelper implements AutoCloseable {
      * confine itself; 128 + N when signal N killed it (SIGSYS, 159: its seccomp filter).
      */
     public java.util.OptionalInt awaitExit(Duration wait) throws InterruptedException {
+        if (process == null) {
+            throw new IllegalStateException("helper " + name + " was adopted: its exit status is not ours to read");
+        }
         return process.waitFor(wait.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)
                 ? java.util.OptionalInt.of(process.exitValue()) : java.util.OptionalInt.empty();
     }
@@ -280,11 +309,11 @@ public final class SandboxHelper implements AutoCloseable {
     /** Kills the helper (its VM, if any, loses its file system), waits for it, removes its sockets. */
     @Override
     public void close() {
-        process.destroyForcibly();
+        handle.destroyForcibly();
         try {
-            if (!process.waitFor(5, java.util.concurrent.TimeUnit.SECONDS)) {
-                LOG.log(Level.WARNING, "helper {0} (pid {1}) survived SIGKILL for 5 s", name, process.pid());
-            }
+            handle.onExit().get(5, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException | java.util.concurrent.ExecutionException e) {
+            LOG.log(Level.WARNING, "helper {0} (pid {1}) survived SIGKILL for 5 s", name, handle.pid());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -299,6 +328,6 @@ public final class SandboxHelper implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "helper " + name + " (pid " + process.pid() + ")";
+        return "helper " + name + " (pid " + handle.pid() + ")";
     }
 }

@@ -44,6 +44,27 @@ final class Share implements AutoCloseable {
         this.helper = helper;
     }
 
+    /**
+     * The share already mounted at its place in {@code dir} and served by {@code helper}: a
+     * spare VM's (empty), or a running sandbox's that a previous daemon started, whose
+     * directories' numbers are never used again.
+     */
+    static Share adopt(String sandboxId, Path dir, SandboxHelper.Kind kind, SandboxHelper helper) throws StoreException {
+        Share share = new Share(sandboxId, kind.share(dir), kind, helper);
+        try (var names = Files.list(share.path)) {
+            for (Path p : names.toList()) {
+                String n = p.getFileName().toString();
+                int dot = n.lastIndexOf('.');
+                if (dot > 0 && n.substring(dot + 1).matches("[0-9]{1,9}")) {
+                    share.sequence.accumulateAndGet(Integer.parseInt(n.substring(dot + 1)), Math::max);
+                }
+            }
+        } catch (IOException e) {
+            throw new StoreException("share " + share.path + " sandbox=" + sandboxId + ": " + e.getMessage(), e);
+        }
+        return share;
+    }
+
     /** Mounts the share of {@code kind} in {@code dir}, read-only and shared, for a helper to serve. */
     static Path mount(Path dir, SandboxHelper.Kind kind) throws StoreException {
         Path share = kind.share(dir);

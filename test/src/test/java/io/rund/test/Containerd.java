@@ -71,7 +71,9 @@ final class Containerd implements AutoCloseable {
         Command.run(Duration.ofMinutes(2), REPO.resolve("rootfs/helper"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok(); // rund-helper, beside the jailer as installed
         Path daemon = dir.resolve("rund-daemon");
-        Files.writeString(daemon, "#!/bin/sh\nexec " + Path.of(System.getProperty("java.home"), "bin", "java")
+        // A test holds the daemon down (a relay restarting it waits) while daemon.hold exists.
+        Files.writeString(daemon, "#!/bin/sh\nwhile [ -e '" + dir.resolve("daemon.hold") + "' ]; do sleep 0.05; done\nexec "
+                + Path.of(System.getProperty("java.home"), "bin", "java")
                 + " @" + System.getProperty("rund.jvm.argfile") + " -cp '" + System.getProperty("java.class.path")
                 + "' io.rund.shim.control.Main\n");
         Files.setPosixFilePermissions(daemon, PosixFilePermissions.fromString("rwxr-xr-x"));
@@ -266,6 +268,10 @@ final class Containerd implements AutoCloseable {
         if (!helpers.isEmpty()) {
             throw new AssertionError("helpers left: " + helpers);
         }
+        List<Long> relays = relays();
+        if (!relays.isEmpty()) {
+            throw new AssertionError("relays left: " + relays);
+        }
         try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
             List<String> files = s.map(p -> p.getFileName().toString()).toList();
             if (!files.equals(List.of("ext4-256M.img"))) {
@@ -345,6 +351,24 @@ final class Containerd implements AutoCloseable {
         }).toList();
     }
 
+    /** The pids of this fixture's task relays (forked by its launcher, whose binary they run). */
+    List<Long> relays() {
+        String exe = launcher.toString();
+        return ProcessHandle.allProcesses().filter(p -> {
+            try {
+                return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "exe")).toString().equals(exe);
+            } catch (IOException | UnsupportedOperationException e) {
+                return false;
+            }
+        }).map(ProcessHandle::pid).toList();
+    }
+
+    /** The daemon's pid, from its pid file (0 when there is none). */
+    long daemonPid() throws IOException {
+        Path pid = rundState.resolve("rund.pid");
+        return Files.exists(pid) ? Long.parseLong(Files.readString(pid).trim()) : 0;
+    }
+
     private static String cwd(ProcessHandle p) {
         try {
             return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "cwd")).toString();
@@ -359,6 +383,13 @@ final class Containerd implements AutoCloseable {
         containerd.destroy();
         containerd.waitFor(10, TimeUnit.SECONDS);
         containerd.destroyForcibly().waitFor();
+        // Relays outlive containerd and restart a daemon that goes: they go first.
+        for (long relay : relays()) {
+            ProcessHandle.of(relay).ifPresent(p -> {
+                p.destroyForcibly();
+                p.onExit().orTimeout(10, TimeUnit.SECONDS).exceptionally(t -> null).join();
+            });
+        }
         Path pid = rundState.resolve("rund.pid");
         if (Files.exists(pid)) {
             ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(d -> {

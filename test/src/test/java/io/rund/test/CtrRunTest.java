@@ -214,12 +214,19 @@ class CtrRunTest {
 
     @Test
     @Order(9)
-    void theLaunchersDeleteCleansUpWhenTheDaemonWasKilled() throws Exception {
+    void theLaunchersDeleteCleansUpWhenTheDaemonAndTheRelayWereKilled() throws Exception {
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "orphan", "sleep", "1000")
                 .exitCode());
-        long daemon = Long.parseLong(Files.readString(ctd.rundState.resolve("rund.pid")).trim());
+        long daemon = ctd.daemonPid();
         ProcessHandle.of(daemon).ifPresent(ProcessHandle::destroyForcibly);
         ProcessHandle.of(daemon).ifPresent(p -> p.onExit().join());
+        // The relay is what containerd sees as the task's shim: with it gone, the task is lost.
+        List<Long> relays = ctd.relays();
+        assertEquals(1, relays.size(), "one relay, the task's: " + relays);
+        ProcessHandle.of(relays.get(0)).ifPresent(p -> {
+            p.destroyForcibly();
+            p.onExit().join();
+        });
         // What containerd runs for a task whose shim died: the launcher's delete. With no
         // daemon it starts one, which cleans what the dead one left, and answers.
         Process delete = launcherDelete("default", "orphan");

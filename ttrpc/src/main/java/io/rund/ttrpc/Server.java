@@ -106,6 +106,14 @@ public final class Server implements AutoCloseable {
         Thread.ofVirtual().name("ttrpc-" + name + "-accept").start(() -> acceptLoop(listener));
     }
 
+    /**
+     * Serves one connection accepted elsewhere (a relay's link, whose first bytes the caller
+     * has read), as if it had arrived on a listener: the peer policy applies.
+     */
+    public void serve(SocketChannel channel) {
+        admit(channel);
+    }
+
     private void acceptLoop(ServerSocketChannel listener) {
         long backoffMillis = 0;
         while (true) {

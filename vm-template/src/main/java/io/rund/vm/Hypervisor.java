@@ -41,6 +41,17 @@ public interface Hypervisor {
     java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process);
 
     /**
+     * Takes over the running VM {@code process} of directory {@code dir}, which a previous
+     * daemon launched (it is no child of ours): its control channel is connected again. Its
+     * console and messages, which went to the previous daemon, are not logged any more.
+     *
+     * @param uid its uid, which the caller has reserved ({@link VmJail#reserve}); -1 unjailed
+     * @throws HypervisorException when the process is not this hypervisor's VM of {@code dir},
+     *     or does not answer
+     */
+    Vm adopt(String id, java.nio.file.Path dir, ProcessHandle process, int uid) throws HypervisorException;
+
+    /**
      * How this hypervisor's VMs are confined (their uids, and the jail that also starts their
      * helpers), or null where VMs run as the daemon's user, which only tests of a VM alone do.
      */

@@ -59,6 +59,19 @@ public final class VmJail {
         return base + 1 + i;
     }
 
+    /**
+     * Marks {@code uid} as taken: a running VM's, adopted from a previous daemon. False when
+     * it is not one of this jail's uids.
+     */
+    public synchronized boolean reserve(int uid) {
+        int i = uid - base - 1;
+        if (i < 0 || i >= UIDS) {
+            return false;
+        }
+        inUse.set(i);
+        return true;
+    }
+
     /** Gives {@code uid} back once its VM's process is gone. */
     public synchronized void release(int uid) {
         int i = uid - base - 1;

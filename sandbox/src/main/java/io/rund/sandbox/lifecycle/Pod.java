@@ -20,6 +20,12 @@ public interface Pod {
     /** The pid of its VM on the host (containerd reports it as every task's pid). */
     long vmPid();
 
+    /**
+     * Whether its VM still runs {@code within} from now: false once the VM has exited (it was
+     * killed, or its guest panicked). Waits only while the VM runs.
+     */
+    boolean awaitVmRunning(Duration within);
+
     /** Adds another container of the pod. */
     void addContainer(ContainerSpec spec) throws SandboxException;
 

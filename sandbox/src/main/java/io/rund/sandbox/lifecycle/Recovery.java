@@ -12,6 +12,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.stream.Stream;
 
 /**
@@ -56,18 +58,27 @@ final class Recovery {
         pool.release(cgroup);
     }
 
+    /** What recovery did: sandboxes cleaned, and sandboxes adopted (running, and wanted). */
+    record Result(List<String> cleaned, Map<String, Sandbox> adopted) {}
+
     /**
-     * Cleans everything a previous daemon left: for each state directory, its processes
-     * (found through its cgroup, and through the state file for those not yet bound), its
-     * image mount, its cgroup and the directory; then cgroups claimed with no directory.
-     * Re-adopting running sandboxes instead is left to the shim (issue 5), which knows
-     * whether containerd still wants them.
-     *
-     * @return the ids cleaned
+     * Takes over or cleans everything a previous daemon left. Each sandbox in {@code keep}
+     * (containerd still has its task: its relay lives) that still runs is adopted
+     * ({@link Adoption}); every other state directory is cleaned: its processes (found
+     * through its cgroup, and through the state file for those not yet bound), its mounts,
+     * its cgroup and the directory; then cgroups claimed with no directory, and VMs of the
+     * state root that no adopted sandbox owns.
      */
-    public List<String> recover() throws IOException {
+    Result recover(SandboxManager manager, Set<String> keep) throws IOException {
         List<String> cleaned = new java.util.ArrayList<>();
-        killStrays();
+        Map<String, Sandbox> adopted = new java.util.HashMap<>();
+        Set<Path> kept = new java.util.HashSet<>();
+        for (String id : keep) {
+            if (Ids.isValid(id)) {
+                kept.add(stateRoot.resolve(Ids.dirName(id)));
+            }
+        }
+        killStrays(kept);
         try (Stream<Path> dirs = Files.list(stateRoot)) {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
@@ -89,12 +100,25 @@ final class Recovery {
                 } catch (IOException e) {
                     // no state yet: the directory's name is all there is
                 }
+                if (keep.contains(id)) {
+                    try {
+                        adopted.put(id, Adoption.adopt(manager, id, dir));
+                        LOG.log(Level.INFO, "sandbox={0}: adopted from a previous daemon", id);
+                        continue;
+                    } catch (SandboxException e) {
+                        LOG.log(Level.WARNING, "{0}; cleaning it", e.getMessage());
+                        kill(dir);
+                    }
+                }
                 cleanup(id);
                 cleaned.add(id);
                 LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
             }
         }
         for (Cgroup orphan : pool.claimed().values()) {
+            if (adopted.containsKey(orphan.sandboxId())) {
+                continue;
+            }
             try {
                 killAndRelease(pool, orphan);
                 cleaned.add(orphan.sandboxId());
@@ -102,7 +126,7 @@ final class Recovery {
                 LOG.log(Level.WARNING, "{0}: {1}", orphan, e.getMessage());
             }
         }
-        return cleaned;
+        return new Result(cleaned, adopted);
     }
 
     /**
@@ -151,12 +175,22 @@ final class Recovery {
      * dead daemon launched but had not yet written into a state file or bound to a cgroup
      * (a spare being launched when it died, a start between launch and its next step).
      * Only processes the hypervisor proves are its VMs (its binary, its control socket in
-     * such a directory) are killed. Only for recovery, which cleans every sandbox.
+     * such a directory) are killed. Only for recovery, which cleans every sandbox but those
+     * in {@code kept} (their directories), which it may adopt.
      */
-    private void killStrays() {
+    private void killStrays(Set<Path> kept) {
         Path root = stateRoot;
-        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent())).ifPresent(d -> {
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent()))
+                .filter(d -> !kept.contains(d)).ifPresent(d -> {
             LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
+            p.destroyForcibly();
+            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+        }));
+    }
+
+    /** Kills every VM of this hypervisor whose directory is {@code dir} (an adoption that failed). */
+    private void kill(Path dir) {
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(dir::equals).ifPresent(d -> {
             p.destroyForcibly();
             p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
         }));

@@ -131,6 +131,7 @@ enum Resource {
                 s.spare.disk().close(); // QEMU has reopened it
                 s.vm = s.spare.vm();
                 s.boot = s.boot + " (spare)";
+                s.write(s.state.withHelpers(s.spare.helper().process().pid(), s.spare.hostHelper().process().pid()));
                 return;
             }
             s.tap = VmConfig.newTapName();
@@ -145,7 +146,9 @@ enum Resource {
             s.vm = launched.vm();
             s.boot = launched.boot();
             s.cgroup.bind(s.vm.pid());
-            s.write(s.state.withVm(s.vm.pid(), s.boot, s.dir.toString()));
+            // The helpers now serving it (a failed clone's were replaced), for a restarted daemon to adopt.
+            s.write(s.state.withVm(s.vm.pid(), s.boot, s.dir.toString())
+                    .withHelpers(s.readOnly.helper().process().pid(), s.hostDirs.helper().process().pid()));
         }
 
         @Override

@@ -46,11 +46,17 @@ public final class Sandbox implements Pod, AutoCloseable {
     private final AtomicBoolean stopped = new AtomicBoolean();
     /** Container id → its image's directory on the share. */
     private final Map<String, String> images = new ConcurrentHashMap<>();
-    /** Where the host-directory share holds each joined container's host directories. */
+    /** Where the host-directory share holds each container's host directories (the first's go with the share). */
     private final Map<String, List<String>> dirs = new ConcurrentHashMap<>();
+    /** What the state file says, rewritten as containers come and go (a restarted daemon adopts by it). */
+    private SandboxState state;
 
+    /**
+     * A sandbox whose resources are held and whose containers are those {@code state} lists
+     * (its first, at a start; all it had, when a restarted daemon adopts it).
+     */
     Sandbox(String id, Path dir, Cgroup cgroup, ReadOnlyLayer readOnly, HostDirShare hostDirs, Vm vm, AgentClient agent,
-            String firstImage, String boot, PodNetwork network, Teardown teardown) {
+            SandboxState state, PodNetwork network, Teardown teardown) {
         this.id = id;
         this.dir = dir;
         this.cgroup = cgroup;
@@ -58,10 +64,30 @@ public final class Sandbox implements Pod, AutoCloseable {
         this.hostDirs = hostDirs;
         this.vm = vm;
         this.agent = agent;
-        this.boot = boot;
+        this.boot = state.boot();
         this.network = network;
         this.teardown = teardown;
-        images.put(id, firstImage);
+        this.state = state;
+        state.containers().forEach((cid, attached) -> {
+            images.put(cid, attached.image());
+            dirs.put(cid, attached.dirs());
+        });
+    }
+
+    /** Rewrites the state file with the containers as they are now; a failure is logged (only an adoption would miss it). */
+    private synchronized void saveContainers() {
+        Map<String, SandboxState.Attached> now = new java.util.HashMap<>();
+        images.forEach((cid, image) -> {
+            if (!image.isEmpty()) {
+                now.put(cid, new SandboxState.Attached(image, dirs.getOrDefault(cid, List.of())));
+            }
+        });
+        state = state.withContainers(now);
+        try {
+            state.write(dir);
+        } catch (java.io.IOException e) {
+            LOG.log(Level.WARNING, "sandbox={0}: write its state: {1}", id, e.getMessage());
+        }
     }
 
     /**
@@ -92,6 +118,7 @@ public final class Sandbox implements Pod, AutoCloseable {
             List<String> attached = HostDirs.attach(hostDirs, spec);
             dirs.put(cid, attached);
             agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
+            saveContainers();
         } catch (StoreException e) {
             images.remove(cid);
             if (image != null) {
@@ -132,6 +159,7 @@ public final class Sandbox implements Pod, AutoCloseable {
         readOnly.remove(image);
         HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
         dirs.remove(cid);
+        saveContainers();
     }
 
     /** The ids of the sandbox's containers, the first included. */
@@ -159,6 +187,21 @@ public final class Sandbox implements Pod, AutoCloseable {
     @Override
     public long vmPid() {
         return vm.pid();
+    }
+
+    @Override
+    public boolean awaitVmRunning(Duration within) {
+        try {
+            vm.exited().get(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            return false;
+        } catch (java.util.concurrent.TimeoutException e) {
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return !vm.exited().isDone();
+        } catch (java.util.concurrent.ExecutionException e) {
+            return false;
+        }
     }
 
     @Override

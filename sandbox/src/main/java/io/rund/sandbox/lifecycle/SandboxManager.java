@@ -33,6 +33,8 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.stream.Stream;
 
 /**
@@ -402,11 +404,11 @@ public final class SandboxManager implements AutoCloseable {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);
             }
-            s.write(s.state.with(SandboxState.Phase.RUNNING));
+            s.write(s.state.with(SandboxState.Phase.RUNNING)
+                    .withContainers(Map.of(id, new SandboxState.Attached(s.image, s.dirs))));
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
                     hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network);
-            return new Sandbox(id, dir, s.cgroup, s.readOnly, s.hostDirs, s.vm, s.agent, s.image, s.state.boot(),
-                    network, s.undo);
+            return new Sandbox(id, dir, s.cgroup, s.readOnly, s.hostDirs, s.vm, s.agent, s.state, network, s.undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
         } catch (Exception e) {
@@ -462,7 +464,19 @@ public final class SandboxManager implements AutoCloseable {
      * @return the ids cleaned
      */
     public List<String> recover() throws IOException {
-        return recovery.recover();
+        return recovery.recover(this, Set.of()).cleaned();
+    }
+
+    /**
+     * Adopts every sandbox of {@code keep} that still runs, and cleans everything else a
+     * previous daemon left (see {@link Recovery#recover}).
+     *
+     * @return the sandboxes adopted, by id; what could not be adopted is cleaned and absent
+     */
+    public Map<String, Sandbox> recover(Set<String> keep) throws IOException {
+        Recovery.Result r = recovery.recover(this, keep);
+        r.cleaned().forEach(id -> LOG.log(Level.INFO, "sandbox={0}: cleaned after a previous daemon", id));
+        return r.adopted();
     }
 
     /**

@@ -31,7 +31,10 @@ public final class EventPublisher implements AutoCloseable {
 
     private final String address;
     private final String namespace;
-    private final BlockingQueue<Envelope> queue = new LinkedBlockingQueue<>(1024);
+    /** An event, and what to run once it has been sent (or given up on). */
+    private record Queued(Envelope envelope, Runnable sent) {}
+
+    private final BlockingQueue<Queued> queue = new LinkedBlockingQueue<>(1024);
     private final Thread sender;
     private Client client;
 
@@ -43,6 +46,11 @@ public final class EventPublisher implements AutoCloseable {
 
     /** Queues {@code event} under {@code topic}, e.g. "/tasks/exit". */
     void publish(String topic, Message event) {
+        publish(topic, event, () -> {});
+    }
+
+    /** Queues {@code event}; {@code sent} runs once containerd has it, or it was given up on. */
+    void publish(String topic, Message event, Runnable sent) {
         Envelope e = Envelope.newBuilder()
                 .setTimestamp(Timestamps.of(Instant.now()))
                 .setNamespace(namespace)
@@ -50,7 +58,7 @@ public final class EventPublisher implements AutoCloseable {
                 .setEvent(Any.newBuilder().setTypeUrl(event.getDescriptorForType().getFullName())
                         .setValue(event.toByteString()))
                 .build();
-        if (!queue.offer(e)) {
+        if (!queue.offer(new Queued(e, sent))) {
             LOG.log(Level.WARNING, "events: queue full, dropped {0}", topic);
         }
     }
@@ -58,11 +66,12 @@ public final class EventPublisher implements AutoCloseable {
     private void run() {
         try {
             while (true) {
-                Envelope e = queue.take();
-                if (e.getTopic().isEmpty()) {
+                Queued q = queue.take();
+                if (q.envelope().getTopic().isEmpty()) {
                     return; // the close marker
                 }
-                send(e);
+                send(q.envelope());
+                q.sent().run();
             }
         } catch (InterruptedException ignored) {
             // closing
@@ -92,7 +101,7 @@ public final class EventPublisher implements AutoCloseable {
     /** Sends what is queued (bounded wait), then stops. */
     @Override
     public void close() {
-        queue.offer(Envelope.getDefaultInstance());
+        queue.offer(new Queued(Envelope.getDefaultInstance(), () -> {}));
         try {
             sender.join(Duration.ofSeconds(10));
         } catch (InterruptedException e) {

@@ -46,10 +46,11 @@ final class TaskEvents {
         publisher.publish("/tasks/exec-added", TaskExecAdded.newBuilder().setContainerId(containerId).setExecId(execId).build());
     }
 
-    void exited(String containerId, String execId, int pid, TaskService.Exit exit) {
+    /** A process exited; {@code sent} runs once containerd has the event (or it was given up on). */
+    void exited(String containerId, String execId, int pid, TaskService.Exit exit, Runnable sent) {
         publisher.publish("/tasks/exit", TaskExit.newBuilder().setContainerId(containerId)
                 .setId(execId.isEmpty() ? containerId : execId).setPid(pid).setExitStatus(exit.status())
-                .setExitedAt(Timestamps.of(exit.at())).build());
+                .setExitedAt(Timestamps.of(exit.at())).build(), sent);
     }
 
     void deleted(String containerId, String execId, int pid, TaskService.Exit exit) {

@@ -76,6 +76,18 @@ public final class TaskService {
 
     record Exit(int status, Instant at) {}
 
+    /**
+     * Keeps a process's fifos open while no daemon does (the endpoint's relay): containerd's
+     * side of an output fifo sees no end of stream, and of a stdin fifo no EPIPE, across a
+     * daemon restart. Keys are this service's; a drop of an unknown key does nothing.
+     */
+    public interface Fifos {
+        /** Holds {@code path}'s read end ({@code read}: a stdin fifo) or write end (an output fifo). */
+        void hold(String key, boolean read, String path);
+
+        void drop(String key);
+    }
+
     /** What the daemon hears from an endpoint. */
     public interface Owner {
         /** A container that joined the pod was deleted: its id no longer routes here. */
@@ -111,6 +123,8 @@ public final class TaskService {
         private int pid;
         /** Completed with the stop: callers wait on it. */
         final CompletableFuture<Exit> exit = new CompletableFuture<>();
+        /** containerd has been sent its exit. */
+        private boolean reported;
 
         Proc(String execId, String stdin, String stdout, String stderr, boolean terminal) {
             this.execId = execId;
@@ -152,6 +166,35 @@ public final class TaskService {
             return state() instanceof Running;
         }
 
+        synchronized void reported() {
+            reported = true;
+        }
+
+        synchronized TaskRecord.Proc saved() {
+            return switch (state) {
+                case Created c -> new TaskRecord.Proc(execId, stdin, stdout, stderr, terminal, pid, "created", 0, 0, 0, false);
+                case Running r -> new TaskRecord.Proc(execId, stdin, stdout, stderr, terminal, pid, "running",
+                        Timestamps.nanos(r.since()), 0, 0, false);
+                case Stopped t -> new TaskRecord.Proc(execId, stdin, stdout, stderr, terminal, pid, "stopped", 0,
+                        t.exit().status(), Timestamps.nanos(t.exit().at()), reported);
+            };
+        }
+
+        /** The process as a previous daemon saved it. */
+        static Proc restored(TaskRecord.Proc r) {
+            Proc p = new Proc(r.execId(), r.stdin(), r.stdout(), r.stderr(), r.terminal());
+            p.pid = r.pid();
+            switch (r.state()) {
+                case "running" -> p.state = new Running(Timestamps.ofNanos(r.sinceNanos()));
+                case "stopped" -> {
+                    p.stop(new Exit(r.exitStatus(), Timestamps.ofNanos(r.exitedAtNanos())));
+                    p.reported = r.reported();
+                }
+                default -> p.state = new Created();
+            }
+            return p;
+        }
+
         static String name(ProcState s) {
             return switch (s) {
                 case Created c -> "created";
@@ -176,15 +219,25 @@ public final class TaskService {
         boolean running() {
             return procs.values().stream().anyMatch(Proc::running);
         }
+
+        TaskRecord.Container saved() {
+            return new TaskRecord.Container(id, bundle.toString(), paused, procs.values().stream().map(Proc::saved).toList());
+        }
     }
 
     final String namespace;
     /** The sandbox's id: its first container's. */
     public final String id;
+    private final String ttrpcAddress;
     private final Pod.Starter starter;
     private final EventPublisher publisher;
     private final TaskEvents events;
     private final Owner owner;
+    private final Fifos fifos;
+    /** Where this endpoint is kept for a restarted daemon ({@link TaskRecord}). */
+    private final Path record;
+    private final Object saving = new Object();
+    private volatile long relayPid;
     /** Ids containerd was given this endpoint for, whether created yet or not. */
     private final Set<String> routed = ConcurrentHashMap.newKeySet();
     private final Map<String, Container> containers = new ConcurrentHashMap<>();
@@ -192,14 +245,134 @@ public final class TaskService {
     private volatile Pod sandbox;
     private volatile boolean closed;
 
-    public TaskService(String namespace, String id, Pod.Starter starter, EventPublisher events, Owner owner) {
+    /**
+     * The endpoint of sandbox {@code id}, whose events go to containerd at {@code ttrpcAddress}
+     * through {@code events}, whose fifos {@code fifos} holds, kept in {@code record}.
+     */
+    public TaskService(String namespace, String id, String ttrpcAddress, Pod.Starter starter, EventPublisher events,
+            Owner owner, Fifos fifos, Path record) {
         this.namespace = namespace;
         this.id = id;
+        this.ttrpcAddress = ttrpcAddress;
         this.starter = starter;
         this.publisher = events;
         this.events = new TaskEvents(events);
         this.owner = owner;
+        this.fifos = fifos;
+        this.record = record;
         routed.add(id);
+    }
+
+    /**
+     * The endpoint a previous daemon kept in {@code saved}, serving {@code pod} (its sandbox,
+     * adopted; null when it could not be: its VM died, or it was never made). Each process
+     * is taken up where it was: a running one's output, input and exit are watched again
+     * (the guest kept what it wrote meanwhile in its pipes; exits that happened meanwhile
+     * are reported with their status); an exit containerd was not told of is told; without
+     * a sandbox, what ran is reported killed (137).
+     */
+    public static TaskService adopt(TaskRecord saved, Pod pod, Pod.Starter starter, EventPublisher events, Owner owner,
+            Fifos fifos, Path record) {
+        TaskService t = new TaskService(saved.namespace(), saved.id(), saved.ttrpcAddress(), starter, events, owner, fifos,
+                record);
+        t.routed.addAll(saved.routed());
+        t.relayPid = saved.relayPid();
+        t.sandbox = pod;
+        for (TaskRecord.Container sc : saved.containers()) {
+            Container c = new Container(sc.id(), Path.of(sc.bundle()));
+            c.paused = sc.paused();
+            sc.procs().forEach(sp -> c.procs.put(sp.execId(), Proc.restored(sp)));
+            t.containers.put(c.id, c);
+        }
+        for (Container c : t.containers.values()) {
+            for (Proc p : c.procs.values()) {
+                t.takeUp(c, p);
+            }
+        }
+        t.save();
+        return t;
+    }
+
+    /** One process of an adopted endpoint, as {@link #adopt} says. */
+    private void takeUp(Container c, Proc p) {
+        ProcState state = p.state();
+        Pod pod = sandbox;
+        if (state instanceof Running running && pod != null) {
+            try {
+                GuestProcess process = pod.container(c.id).process(p.execId);
+                Stdio.Output output = Stdio.output(pod.dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
+                output.begin(process);
+                watchExit(process, c, p, running, output, Stdio.pumpIn(process, p.stdin));
+                LOG.log(Level.INFO, "task {0}: process {1} taken up after a daemon restart", c.id, label(c, p));
+                return;
+            } catch (TaskFault e) {
+                LOG.log(Level.WARNING, "task {0}: take up {1}: {2}", c.id, label(c, p), e.getMessage());
+            }
+        }
+        if (!(state instanceof Stopped)) {
+            if (state instanceof Created && pod != null) {
+                return; // still waiting in the guest for its Start
+            }
+            p.stop(new Exit(137, Instant.now()));
+        }
+        synchronized (p) {
+            if (p.reported) {
+                return;
+            }
+        }
+        Exit exit = p.exit.join();
+        dropFifos(c, p);
+        events.exited(c.id, p.execId, p.pid(), exit, () -> reported(p));
+    }
+
+    /** Rewrites this endpoint's record; a failure is logged (only a restarted daemon would miss it). */
+    public void save() {
+        synchronized (saving) {
+            TaskRecord r = new TaskRecord(namespace, id, ttrpcAddress, relayPid, List.copyOf(routed),
+                    containers.values().stream().map(Container::saved).toList());
+            try {
+                r.write(record);
+            } catch (java.io.IOException e) {
+                LOG.log(Level.WARNING, "task {0}: write {1}: {2}", id, record, e.getMessage());
+            }
+        }
+    }
+
+    /** The relay serving this endpoint said hello: its pid is kept, for a restarted daemon to know it lives. */
+    public void relayPid(long pid) {
+        if (pid != relayPid) {
+            relayPid = pid;
+            save();
+        }
+    }
+
+    private void reported(Proc p) {
+        p.reported();
+        save();
+    }
+
+    /** The relay's keys of a process's fifos. */
+    private static String fifoKey(Container c, Proc p, String stream) {
+        return io.rund.sandbox.id.Ids.shortHash(c.id + "/" + p.execId) + "." + stream;
+    }
+
+    /** Has the relay hold a started process's fifos (file:// destinations and binaries need nothing). */
+    private void holdFifos(Container c, Proc p) {
+        if (p.stdin.startsWith("/")) {
+            fifos.hold(fifoKey(c, p, "in"), true, p.stdin);
+        }
+        if (p.stdout.startsWith("/")) {
+            fifos.hold(fifoKey(c, p, "out"), false, p.stdout);
+        }
+        if (!p.terminal && p.stderr.startsWith("/")) {
+            fifos.hold(fifoKey(c, p, "err"), false, p.stderr);
+        }
+    }
+
+    private void dropFifos(Container c, Proc p) {
+        for (String stream : List.of("in", "out", "err")) {
+            fifos.drop(fifoKey(c, p, stream));
+        }
     }
 
     /** Lets a container of the pod be created here; false once the endpoint is closing. */
@@ -209,8 +382,9 @@ public final class TaskService {
                 return false;
             }
             routed.add(containerId);
-            return true;
         }
+        save();
+        return true;
     }
 
     public ServiceDefinition definition() {
@@ -257,6 +431,7 @@ public final class TaskService {
     private void forgetJoined(String cid) {
         containers.remove(cid);
         routed.remove(cid);
+        save();
         owner.containerGone(cid);
     }
 
@@ -308,6 +483,7 @@ public final class TaskService {
         }
         // The task's pid is the VM's on the host: containerd and its users look pids up there.
         init.pid((int) sandbox.vmPid());
+        save();
         events.created(r, init.pid());
         return CreateTaskResponse.newBuilder().setPid(init.pid()).build();
     }
@@ -336,8 +512,10 @@ public final class TaskService {
             if (!p.execId.isEmpty()) {
                 p.pid(guestPid);
             }
+            holdFifos(c, p);
             watchExit(process, c, p, p.run(), output, input);
         }
+        save();
         events.started(c.id, p.execId, p.pid());
         return StartResponse.newBuilder().setPid(p.pid()).build();
     }
@@ -351,13 +529,18 @@ public final class TaskService {
                 // The guest's clock may run behind the host's; an exit before the start is that.
                 exit = new Exit(e.status(), e.exitedAt().isBefore(running.since()) ? running.since() : e.exitedAt());
             } catch (AgentException e) {
-                LOG.log(Level.WARNING, "task {0}: lost process {1}: {2}", c.id, label(c, p), e.getMessage());
-                exit = new Exit(255, Instant.now());
+                // A VM that died took its processes with it, as a kill would: 137, as for runc's SIGKILL.
+                boolean vmGone = sandbox != null && !sandbox.awaitVmRunning(Duration.ofSeconds(2));
+                LOG.log(Level.WARNING, "task {0}: lost process {1}{2}: {3}", c.id, label(c, p),
+                        vmGone ? " (its VM is gone)" : "", e.getMessage());
+                exit = new Exit(vmGone ? 137 : 255, Instant.now());
             }
             output.awaitDrained(Duration.ofSeconds(10));
             input.cancel();
             p.stop(exit);
-            events.exited(c.id, p.execId, p.pid(), exit);
+            save();
+            dropFifos(c, p); // containerd's side of the output sees its end once ours is closed too
+            events.exited(c.id, p.execId, p.pid(), exit, () -> reported(p));
         });
     }
 
@@ -432,6 +615,7 @@ public final class TaskService {
             }
             c.procs.remove(execId);
         }
+        save();
         events.deleted(c.id, execId, p.pid(), e);
         return DeleteResponse.newBuilder().setPid(p.pid()).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
@@ -484,6 +668,7 @@ public final class TaskService {
             c.procs.remove(r.getExecId());
             throw e;
         }
+        save();
         events.execAdded(c.id, r.getExecId());
         return Empty.getDefaultInstance();
     }
@@ -519,10 +704,12 @@ public final class TaskService {
         if (pause) {
             sandbox().container(c.id).pause();
             c.paused = true;
+            save();
             events.paused(c.id, true);
         } else {
             sandbox().container(c.id).resume();
             c.paused = false;
+            save();
             events.paused(c.id, false);
         }
         return Empty.getDefaultInstance();

@@ -22,6 +22,7 @@ import io.rund.shim.Timestamps;
 import io.rund.shim.Version;
 import io.rund.shim.containerd.EventPublisher;
 import io.rund.shim.containerd.StatusMapper;
+import io.rund.shim.containerd.TaskRecord;
 import io.rund.shim.containerd.TaskService;
 import io.rund.shim.oci.OciSpec;
 import io.rund.ttrpc.PeerPolicy;
@@ -46,6 +47,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
 
@@ -55,6 +57,14 @@ import java.util.regex.Pattern;
  * (annotated with the pod's sandbox id), which is routed to its pod's endpoint and runs
  * in its VM. Holds the node-wide parts: cgroup pool, writable-layer store, hypervisor,
  * sandbox manager.
+ *
+ * <p>An endpoint's socket is its relay's (forked by the launcher's start, shim/launcher/
+ * relay.c): it holds containerd's connections and links each to the daemon
+ * ({@link RelayLinks}), so the daemon may die or be replaced while containerd sees
+ * nothing close. Each endpoint is kept in {@code <state>/t/<name>.json}
+ * ({@link io.rund.shim.containerd.TaskRecord}); a new daemon takes up every endpoint whose
+ * relay lives, with its sandbox adopted, and cleans the rest. Stopping the daemon
+ * (SIGTERM) leaves every sandbox running, for the next daemon.
  *
  * <p>Threads: ttrpc's (a virtual thread per call); nothing here blocks the accept loops.
  */
@@ -89,11 +99,19 @@ public final class Daemon implements AutoCloseable {
     private final SandboxManager manager;
     private final String accelerator;
     private final Server control;
+    private final RelayLinks relays;
     /** namespace/task id → the endpoint serving it; a pod's containers share their pod's. */
     private final Map<String, Endpoint> tasks = new ConcurrentHashMap<>();
+    /** Endpoint name (its relay's) → endpoint. */
+    private final Map<String, Endpoint> byName = new ConcurrentHashMap<>();
 
-    /** A sandbox's service with its own ttrpc server and socket. */
-    private record Endpoint(TaskService service, Server server, Path socket) {}
+    /** A sandbox's service with its own ttrpc server, the socket its relay listens on and the relay. */
+    private record Endpoint(TaskService service, Server server, Path socket, Relay relay) {
+
+        Path record() {
+            return socket.resolveSibling(relay.name + ".json");
+        }
+    }
 
     /**
      * Takes the node's daemon lock, or returns null when another daemon holds it. Two
@@ -113,13 +131,6 @@ public final class Daemon implements AutoCloseable {
     Daemon(Config config) throws Exception {
         this.config = config;
         Files.createDirectories(config.stateDir().resolve("t"));
-        // No task endpoint outlives the daemon that served it: containerd reconnects through
-        // the launcher, which gets a new one.
-        try (var stale = Files.list(config.stateDir().resolve("t"))) {
-            for (Path p : stale.toList()) {
-                Files.deleteIfExists(p);
-            }
-        }
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
         VmJail jail = config.jail();
         for (Path p : List.of(jail.jailer(), jail.helper())) {
@@ -138,9 +149,37 @@ public final class Daemon implements AutoCloseable {
                 config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, AgentClient.ready(Duration.ofSeconds(60))));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
-        for (String id : manager.recover()) {
-            LOG.log(Level.INFO, "daemon: cleaned sandbox {0} left by a previous daemon", id);
-        }
+        takeUpEndpoints();
+        relays = new RelayLinks(config.stateDir().resolve("relay.sock"), new RelayLinks.Endpoints() {
+            @Override
+            public boolean control(String name, long pid, java.nio.channels.SocketChannel ch) throws IOException {
+                Endpoint e = byName.get(name);
+                if (e == null) {
+                    return false;
+                }
+                e.relay().attach(ch);
+                e.service().relayPid(pid);
+                return true;
+            }
+
+            @Override
+            public boolean connection(String name, java.nio.channels.SocketChannel ch) {
+                Endpoint e = byName.get(name);
+                if (e == null) {
+                    return false;
+                }
+                e.server().serve(ch);
+                return true;
+            }
+
+            @Override
+            public void controlClosed(String name, java.nio.channels.SocketChannel ch) {
+                Endpoint e = byName.get(name);
+                if (e != null) {
+                    e.relay().detach(ch);
+                }
+            }
+        });
         manager.startSpares(config.spareVms());
         control = Server.builder().name("control").peerPolicy(PeerPolicy.sameUser()).errorMapper(StatusMapper.MAPPER)
                 .register(ServiceDefinition.builder("rund.control.v1.Control")
@@ -154,6 +193,94 @@ public final class Daemon implements AutoCloseable {
         Files.writeString(config.stateDir().resolve("rund.pid"), Long.toString(ProcessHandle.current().pid()));
         LOG.log(Level.INFO, "daemon: serving on {0}, accelerator {1}", config.stateDir().resolve("rund.sock"),
                 hypervisor.accelerator());
+    }
+
+    /**
+     * Takes up the endpoints a previous daemon kept: those whose relay lives (containerd
+     * still holds their tasks) with their sandboxes, adopted; the sandboxes of the others,
+     * and any other a previous daemon left, are cleaned.
+     */
+    private void takeUpEndpoints() throws IOException {
+        Path dir = config.stateDir().resolve("t");
+        Map<Path, TaskRecord> records = new java.util.HashMap<>();
+        try (var files = Files.list(dir)) {
+            for (Path f : files.toList()) {
+                String n = f.getFileName().toString();
+                if (!n.endsWith(".json")) {
+                    continue;
+                }
+                Path socket = f.resolveSibling(n.substring(0, n.length() - 5) + ".sock");
+                try {
+                    TaskRecord r = TaskRecord.read(f);
+                    if (relayLives(r, socket)) {
+                        records.put(f, r);
+                        continue;
+                    }
+                    LOG.log(Level.INFO, "task {0}/{1}: its relay is gone; cleaning it", r.namespace(), r.id());
+                } catch (IOException e) {
+                    LOG.log(Level.WARNING, "endpoint {0}: unreadable ({1}); removing it", f, e.getMessage());
+                }
+                Files.deleteIfExists(f);
+                Files.deleteIfExists(socket);
+            }
+        }
+        Set<String> keep = new java.util.HashSet<>();
+        records.values().forEach(r -> keep.add(r.id()));
+        Map<String, io.rund.sandbox.lifecycle.Sandbox> adopted = manager.recover(keep);
+        for (var entry : records.entrySet()) {
+            TaskRecord r = entry.getValue();
+            String name = entry.getKey().getFileName().toString().replaceFirst("\\.json$", "");
+            Endpoint e = endpoint(r.namespace(), r.id(), r.ttrpcAddress(), name, adopted.get(r.id()), r);
+            LOG.log(Level.INFO, "task {0}/{1}: endpoint {2} taken up, sandbox {3}", r.namespace(), r.id(), name,
+                    adopted.containsKey(r.id()) ? "adopted" : "gone");
+            for (String task : r.routed()) {
+                tasks.put(key(r.namespace(), task), e);
+            }
+            tasks.put(key(r.namespace(), r.id()), e);
+        }
+    }
+
+    /** Whether the relay of a kept endpoint still runs: its pid is a launcher's, or it has not said hello yet but listens. */
+    private static boolean relayLives(TaskRecord r, Path socket) {
+        if (r.relayPid() <= 0) {
+            return Files.exists(socket);
+        }
+        return ProcessHandle.of(r.relayPid())
+                .flatMap(p -> p.info().command())
+                .filter(c -> c.endsWith("/containerd-shim-rund-v2") || c.endsWith("/containerd-shim-rund-v2 (deleted)"))
+                .isPresent();
+    }
+
+    /**
+     * An endpoint named {@code name}, registered by name: new ({@code saved} null) or
+     * taken up from what a previous daemon saved, serving {@code pod}.
+     */
+    private Endpoint endpoint(String namespace, String id, String ttrpcAddress, String name,
+            io.rund.sandbox.lifecycle.Sandbox pod, TaskRecord saved) {
+        String key = key(namespace, id);
+        Path socket = config.stateDir().resolve("t").resolve(name + ".sock");
+        Relay relay = new Relay(name);
+        EventPublisher events = new EventPublisher(ttrpcAddress, namespace);
+        TaskService.Owner owner = new TaskService.Owner() {
+            @Override
+            public void containerGone(String containerId) {
+                tasks.remove(key(namespace, containerId));
+            }
+
+            @Override
+            public void closed() {
+                forget(key);
+            }
+        };
+        Path record = socket.resolveSibling(name + ".json");
+        TaskService service = saved == null
+                ? new TaskService(namespace, id, ttrpcAddress, manager::start, events, owner, relay, record)
+                : TaskService.adopt(saved, pod, manager::start, events, owner, relay, record);
+        Server server = Server.builder().name("task-" + id).peerPolicy(PeerPolicy.sameUser())
+                .errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
+        Endpoint e = new Endpoint(service, server, socket, relay);
+        byName.put(name, e);
+        return e;
     }
 
     private static ServerSocketChannel listen(Path socket) throws IOException {
@@ -188,30 +315,19 @@ public final class Daemon implements AutoCloseable {
         if (member != null && !member.sandboxId().equals(r.getId())) {
             return join(r, key, member.sandboxId());
         }
-        Path socket = config.stateDir().resolve("t").resolve(shortName(key) + ".sock");
-        EventPublisher events = new EventPublisher(r.getTtrpcAddress(), r.getNamespace());
-        TaskService service = new TaskService(r.getNamespace(), r.getId(), manager::start, events, new TaskService.Owner() {
-            @Override
-            public void containerGone(String containerId) {
-                tasks.remove(key(r.getNamespace(), containerId));
+        String name = shortName(key);
+        synchronized (tasks) {
+            Endpoint raced = tasks.get(key);
+            if (raced != null) {
+                return StartResponse.newBuilder().setAddress("unix://" + raced.socket()).build();
             }
-
-            @Override
-            public void closed() {
-                forget(key);
-            }
-        });
-        Server server = Server.builder().name("task-" + r.getId()).peerPolicy(PeerPolicy.sameUser())
-                .errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
-        Endpoint endpoint = new Endpoint(service, server, socket);
-        if (tasks.putIfAbsent(key, endpoint) != null) {
-            server.close();
-            events.close();
-            return StartResponse.newBuilder().setAddress("unix://" + tasks.get(key).socket()).build();
+            Endpoint endpoint = endpoint(r.getNamespace(), r.getId(), r.getTtrpcAddress(), name, null, null);
+            endpoint.service().save(); // kept before its relay exists: a restarted daemon finds it
+            tasks.put(key, endpoint);
+            LOG.log(Level.INFO, "task {0}: endpoint {1}", key, endpoint.socket());
+            // The launcher forks the relay, which listens on the socket.
+            return StartResponse.newBuilder().setAddress("unix://" + endpoint.socket()).setRelay(name).build();
         }
-        server.serve(listen(socket));
-        LOG.log(Level.INFO, "task {0}: endpoint {1}", key, socket);
-        return StartResponse.newBuilder().setAddress("unix://" + socket).build();
     }
 
     /** Routes a container of a pod to the endpoint of the pod's sandbox, whose VM it will run in. */
@@ -281,16 +397,20 @@ public final class Daemon implements AutoCloseable {
                 .setBuilt(b.built()).setBuildMillis(b.millis()).addAllRemoved(b.removed()).build();
     }
 
-    /** Closes a sandbox's endpoint, and unroutes every task that was routed to it. */
+    /** Closes a sandbox's endpoint, unroutes every task that was routed to it and lets its relay go. */
     private void forget(String key) {
         Endpoint e = tasks.remove(key);
         if (e != null) {
             tasks.values().removeIf(other -> other == e);
+            byName.remove(e.relay().name, e);
+            e.relay().quit();
             e.server().shutdown(Duration.ofSeconds(2));
-            try {
-                Files.deleteIfExists(e.socket());
-            } catch (IOException ex) {
-                LOG.log(Level.WARNING, "task {0}: remove {1}: {2}", key, e.socket(), ex.getMessage());
+            for (Path p : List.of(e.record(), e.socket())) {
+                try {
+                    Files.deleteIfExists(p);
+                } catch (IOException ex) {
+                    LOG.log(Level.WARNING, "task {0}: remove {1}: {2}", key, p, ex.getMessage());
+                }
             }
             LOG.log(Level.INFO, "task {0}: endpoint closed", key);
         }
@@ -301,14 +421,16 @@ public final class Daemon implements AutoCloseable {
         return Ids.shortHash(key);
     }
 
+    /**
+     * Stops serving and goes, leaving every sandbox running and every endpoint kept for the
+     * next daemon (their relays hold containerd's connections meanwhile); the spare VMs end.
+     */
     @Override
     public void close() {
         control.shutdown(Duration.ofSeconds(2));
-        for (String key : tasks.keySet()) {
-            Endpoint e = tasks.get(key);
-            if (e != null) {
-                e.service().close();
-            }
+        relays.close();
+        for (Endpoint e : Set.copyOf(byName.values())) {
+            e.server().close();
         }
         manager.close();
         pool.close();

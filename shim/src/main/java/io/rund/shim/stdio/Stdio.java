@@ -11,10 +11,12 @@ import java.lang.System.Logger.Level;
 import java.net.URI;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -67,6 +69,7 @@ public final class Stdio {
      * and ready) before the process starts, then the pumps once it has.
      */
     public static final class Output {
+        private final Path workDir;
         private final String containerId;
         private final String execId;
         private final String stdout;
@@ -75,7 +78,9 @@ public final class Stdio {
         private final LoggingProgram logger;
         private CompletableFuture<Void> drained = CompletableFuture.completedFuture(null);
 
-        private Output(String containerId, String execId, String stdout, String stderr, boolean terminal, LoggingProgram logger) {
+        private Output(Path workDir, String containerId, String execId, String stdout, String stderr, boolean terminal,
+                LoggingProgram logger) {
+            this.workDir = workDir;
             this.containerId = containerId;
             this.execId = execId;
             this.stdout = stdout;
@@ -89,18 +94,18 @@ public final class Stdio {
             CompletableFuture<Void> out;
             CompletableFuture<Void> err;
             if (logger != null) {
-                out = pumpOut(process, opened(logger.out), false);
+                out = pumpOut(process, opened(logger.out), offsets("out"), false);
                 if (terminal) {
                     closeQuietly(logger.err);
                     err = CompletableFuture.completedFuture(null);
                 } else {
-                    err = pumpOut(process, opened(logger.err), true);
+                    err = pumpOut(process, opened(logger.err), offsets("err"), true);
                 }
             } else {
                 out = stdout.isEmpty() ? CompletableFuture.completedFuture(null)
-                        : pumpOut(process, () -> openOut(stdout), false);
+                        : pumpOut(process, () -> openOut(stdout), offsets("out"), false);
                 err = terminal || stderr.isEmpty() ? CompletableFuture.completedFuture(null)
-                        : pumpOut(process, () -> openOut(stderr), true);
+                        : pumpOut(process, () -> openOut(stderr), offsets("err"), true);
             }
             drained = CompletableFuture.allOf(out, err);
         }
@@ -109,6 +114,21 @@ public final class Stdio {
         public void awaitDrained(Duration limit) {
             await(drained, limit);
             abandon();
+            for (String stream : List.of("out", "err")) {
+                try {
+                    Files.deleteIfExists(offsets(stream));
+                } catch (IOException e) {
+                    LOG.log(Level.DEBUG, "stdio: remove {0}: {1}", offsets(stream), e.getMessage());
+                }
+            }
+        }
+
+        /**
+         * Where a stream's offset is kept: how much of it has been passed on, for the daemon
+         * that takes the process up after this one (its read starts there).
+         */
+        private Path offsets(String stream) {
+            return workDir.resolve("stdio-" + io.rund.sandbox.id.Ids.shortHash(containerId + "/" + execId) + "." + stream);
         }
 
         /** Lets the logging program go (the process did not start, or its output is done). */
@@ -124,7 +144,7 @@ public final class Stdio {
             boolean terminal) throws TaskFault {
         LoggingProgram logger = stdout.startsWith("binary://")
                 ? LoggingProgram.start(stdout, namespace, execId.isEmpty() ? containerId : execId, workDir) : null;
-        return new Output(containerId, execId, stdout, stderr, terminal, logger);
+        return new Output(workDir, containerId, execId, stdout, stderr, terminal, logger);
     }
 
     private static void await(CompletableFuture<Void> f, Duration limit) {
@@ -154,6 +174,10 @@ public final class Stdio {
         FileChannel open() throws IOException;
     }
 
+    private static FileChannel openOffsets(Path file) throws IOException {
+        return FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+    }
+
     private static FileChannel openOut(String uri) throws IOException {
         if (uri.startsWith("file://")) {
             return FileChannel.open(Path.of(uri.substring("file://".length())), StandardOpenOption.CREATE,
@@ -162,16 +186,27 @@ public final class Stdio {
         return FileChannel.open(Path.of(uri), StandardOpenOption.WRITE);
     }
 
-    /** Copies stdout or stderr of a process until the guest says the stream ended. */
-    private static CompletableFuture<Void> pumpOut(GuestProcess process, Opener opener, boolean stderr) {
+    /**
+     * Copies stdout or stderr of a process until the guest says the stream ended, reading at
+     * the offset it has passed on, which it keeps in {@code offsets} after each write: a
+     * daemon that takes the process up reads from there, so a chunk read but never written
+     * by a daemon that died is read again (one written but not yet counted is written twice).
+     */
+    private static CompletableFuture<Void> pumpOut(GuestProcess process, Opener opener, Path offsets, boolean stderr) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         Thread.ofPlatform().daemon().name("stdio-" + process.name() + (stderr ? "-err" : "-out")).start(() -> {
-            try (FileChannel out = opener.open()) {
+            try (FileChannel out = opener.open(); FileChannel kept = openOffsets(offsets)) {
+                ByteBuffer at = ByteBuffer.allocate(Long.BYTES);
+                long offset = kept.size() == Long.BYTES && kept.read(at, 0) == Long.BYTES ? at.getLong(0) : 0;
                 while (true) {
-                    StreamChunk c = process.read(stderr, CHUNK, null);
+                    StreamChunk c = process.readAt(stderr, offset, CHUNK, null);
                     ByteBuffer b = ByteBuffer.wrap(c.data());
                     while (b.hasRemaining()) {
                         out.write(b);
+                    }
+                    if (c.data().length > 0) {
+                        offset += c.data().length;
+                        kept.write(at.clear().putLong(0, offset), 0);
                     }
                     if (c.eof()) {
                         break;

@@ -101,6 +101,11 @@ final class StandInPod implements Pod, GuestProcesses {
     }
 
     @Override
+    public boolean awaitVmRunning(Duration within) {
+        return !stopped;
+    }
+
+    @Override
     public void addContainer(ContainerSpec spec) throws SandboxException {
         create(spec);
     }
@@ -169,6 +174,11 @@ final class StandInPod implements Pod, GuestProcesses {
 
     @Override
     public StreamChunk readStderr(String containerId, String execId, int maxBytes, Duration timeout) {
+        return new StreamChunk(new byte[0], true);
+    }
+
+    @Override
+    public StreamChunk readAt(boolean stderr, String containerId, String execId, long offset, int maxBytes, Duration timeout) {
         return new StreamChunk(new byte[0], true);
     }
 

@@ -21,6 +21,7 @@ import io.rund.containerd.task.v2.WaitResponse;
 import io.rund.containerd.types.task.Status;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentException;
+import io.rund.sandbox.lifecycle.Pod;
 import io.rund.ttrpc.Client;
 import io.rund.ttrpc.Code;
 import io.rund.ttrpc.Server;
@@ -29,6 +30,7 @@ import io.rund.ttrpc.TtrpcException;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.channels.ServerSocketChannel;
+import java.util.List;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.BlockingQueue;
@@ -59,6 +61,27 @@ class TaskServiceTest {
     private Client client;
     private final BlockingQueue<Envelope> events = new LinkedBlockingQueue<>();
 
+    /** The fifos the service asked the relay to hold, by key. */
+    private final java.util.Map<String, String> held = new java.util.concurrent.ConcurrentHashMap<>();
+    private final TaskService.Fifos fifos = new TaskService.Fifos() {
+        @Override
+        public void hold(String key, boolean read, String path) {
+            held.put(key, (read ? "r " : "w ") + path);
+        }
+
+        @Override
+        public void drop(String key) {
+            held.remove(key);
+        }
+    };
+    private static final TaskService.Owner OWNER = new TaskService.Owner() {
+        @Override
+        public void containerGone(String containerId) {}
+
+        @Override
+        public void closed() {}
+    };
+
     @BeforeEach
     void serve() throws Exception {
         Path bundle = Files.createDirectories(dir.resolve("bundle"));
@@ -73,14 +96,8 @@ class TaskServiceTest {
                 }).build()).build();
         eventsServer.serve(listen(dir.resolve("events.sock")));
         pod = new StandInPod("web", dir);
-        service = new TaskService("default", "web", pod.starter(),
-                new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), new TaskService.Owner() {
-                    @Override
-                    public void containerGone(String containerId) {}
-
-                    @Override
-                    public void closed() {}
-                });
+        service = new TaskService("default", "web", "unix://" + dir.resolve("events.sock"), pod.starter(),
+                new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos, dir.resolve("task.json"));
         tasks = Server.builder().name("task").errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
         tasks.serve(listen(dir.resolve("task.sock")));
         client = Client.connect(dir.resolve("task.sock"));
@@ -168,5 +185,79 @@ class TaskServiceTest {
         TtrpcException signal = assertThrows(TtrpcException.class,
                 () -> call("Kill", KillRequest.newBuilder().setId("web").setSignal(99).build(), Empty.parser()));
         assertEquals(Code.INVALID_ARGUMENT, signal.code());
+    }
+
+    /** A second service over the first's record, as a restarted daemon makes it; served on its own socket. */
+    private TaskService adopted(Pod with, Client[] clientOut) throws Exception {
+        TaskService again = TaskService.adopt(TaskRecord.read(dir.resolve("task.json")), with, pod.starter(),
+                new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos,
+                dir.resolve("task.json"));
+        Server server = Server.builder().name("task2").errorMapper(StatusMapper.MAPPER).register(again.definition()).build();
+        java.nio.file.Files.deleteIfExists(dir.resolve("task2.sock"));
+        server.serve(listen(dir.resolve("task2.sock")));
+        clientOut[0] = Client.connect(dir.resolve("task2.sock"));
+        return again;
+    }
+
+    @Test
+    void aRestartedDaemonTakesUpWhatTheRecordSays() throws Exception {
+        call("Create", create("web"), CreateTaskResponse.parser());
+        call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser());
+        assertEquals("/tasks/create", nextTopic());
+        assertEquals("/tasks/start", nextTopic());
+        TaskRecord saved = TaskRecord.read(dir.resolve("task.json"));
+        assertEquals("running", saved.containers().get(0).procs().get(0).state(), saved.toString());
+        assertEquals("unix://" + dir.resolve("events.sock"), saved.ttrpcAddress());
+
+        // The daemon is gone; the next one takes the endpoint up from the record with the same pod.
+        Client[] c = {null};
+        adopted(pod, c);
+        StateResponse state = c[0].call(TASK, "State", StateRequest.newBuilder().setId("web").build(), StateResponse.parser(),
+                io.rund.ttrpc.CallOptions.DEFAULT);
+        assertEquals(Status.RUNNING, state.getStatus());
+        c[0].call(TASK, "Kill", KillRequest.newBuilder().setId("web").setSignal(15).build(), Empty.parser(),
+                io.rund.ttrpc.CallOptions.DEFAULT);
+        WaitResponse waited = c[0].call(TASK, "Wait", WaitRequest.newBuilder().setId("web").build(), WaitResponse.parser(),
+                io.rund.ttrpc.CallOptions.DEFAULT);
+        assertEquals(143, waited.getExitStatus(), "the taken-up process's exit is watched again");
+        // Both services watch the stand-in's process here (one JVM): two exits, each reported once.
+        assertEquals("/tasks/exit", nextTopic());
+        assertEquals("/tasks/exit", nextTopic());
+        c[0].close();
+    }
+
+    @Test
+    void anExitNobodyReportedIsReportedAndASandboxThatIsGoneEndsItsTasksKilled() throws Exception {
+        TaskRecord.Proc ran = new TaskRecord.Proc("", "", "", "", false, 4242, "stopped", 0, 7, 1_700_000_000_000_000_000L,
+                false);
+        new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(ran))))
+                .write(dir.resolve("task.json"));
+        Client[] c = {null};
+        adopted(pod, c);
+        Envelope exit = events.poll(10, TimeUnit.SECONDS);
+        assertEquals("/tasks/exit", exit == null ? "(none)" : exit.getTopic());
+        assertEquals(7, io.rund.containerd.events.TaskExit.parseFrom(exit.getEvent().getValue()).getExitStatus());
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (!TaskRecord.read(dir.resolve("task.json")).containers().get(0).procs().get(0).reported()) {
+            assertTrue(System.nanoTime() < end, "the record says the exit was reported");
+            Thread.sleep(10);
+        }
+        c[0].close();
+
+        // A record of a running task whose sandbox could not be adopted (its VM died meanwhile).
+        TaskRecord.Proc running = new TaskRecord.Proc("", "", "", "", false, 4242, "running", 1_700_000_000_000_000_000L, 0,
+                0, false);
+        new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(running))))
+                .write(dir.resolve("task.json"));
+        adopted(null, c);
+        Envelope killed = events.poll(10, TimeUnit.SECONDS);
+        assertEquals(137, io.rund.containerd.events.TaskExit.parseFrom(killed.getEvent().getValue()).getExitStatus());
+        StateResponse state = c[0].call(TASK, "State", StateRequest.newBuilder().setId("web").build(), StateResponse.parser(),
+                io.rund.ttrpc.CallOptions.DEFAULT);
+        assertEquals(Status.STOPPED, state.getStatus());
+        assertEquals(137, state.getExitStatus());
+        c[0].close();
     }
 }

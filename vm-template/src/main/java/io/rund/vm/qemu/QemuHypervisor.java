@@ -229,6 +229,21 @@ public final class QemuHypervisor implements Hypervisor {
         }
     }
 
+    @Override
+    public Vm adopt(String id, Path dir, ProcessHandle process, int uid) throws HypervisorException {
+        if (vmDirOf(process).filter(dir::equals).isEmpty()) {
+            throw new HypervisorException("adopt vm sandbox=" + id + ": pid " + process.pid() + " is not a VM of " + dir, null);
+        }
+        try {
+            QmpClient qmp = QmpClient.connect(dir.resolve("qmp.sock"), id, QMP_DEADLINE, process);
+            LOG.log(Level.INFO, "vm sandbox={0}: adopted, pid {1}{2}", id, process.pid(), uid < 0 ? "" : " uid " + uid);
+            return new QemuVm(id, process, qmp, jail, uid);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new HypervisorException("adopt vm sandbox=" + id + ": interrupted", e);
+        }
+    }
+
     /**
      * The migration URI of a state file. QEMU reads and writes it itself: its seccomp filter
      * forbids the process an exec: URI would start.

@@ -11,14 +11,19 @@ import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
-/** One QEMU process and its QMP connection. Its exit is watched, not polled: {@link Process#onExit()}. */
+/**
+ * One QEMU process and its QMP connection. Its exit is watched, not polled:
+ * {@link ProcessHandle#onExit()}. A VM this daemon launched knows its exit status; one it
+ * adopted from a previous daemon ({@link QemuHypervisor#adopt}) is not its child, and
+ * reports -1.
+ */
 final class QemuVm implements Vm {
 
     private static final System.Logger LOG = System.getLogger(QemuVm.class.getName());
     private static final Duration QMP_TIMEOUT = Duration.ofSeconds(5);
 
     private final String sandboxId;
-    private final Process process;
+    private final ProcessHandle process;
     private final QmpClient qmp;
     private final CompletableFuture<Integer> exited;
 
@@ -27,12 +32,22 @@ final class QemuVm implements Vm {
     private final int uid;
 
     QemuVm(String sandboxId, Process process, QmpClient qmp, VmJail jail, int uid) {
+        this(sandboxId, process.toHandle(), process.onExit().thenApply(Process::exitValue), qmp, jail, uid);
+    }
+
+    /** A QEMU that is not this daemon's child: its status is not ours to read. */
+    QemuVm(String sandboxId, ProcessHandle process, QmpClient qmp, VmJail jail, int uid) {
+        this(sandboxId, process, process.onExit().thenApply(p -> -1), qmp, jail, uid);
+    }
+
+    private QemuVm(String sandboxId, ProcessHandle process, CompletableFuture<Integer> exited, QmpClient qmp, VmJail jail,
+            int uid) {
         this.sandboxId = sandboxId;
         this.process = process;
         this.qmp = qmp;
         this.jail = jail;
         this.uid = uid;
-        this.exited = process.onExit().thenApply(Process::exitValue);
+        this.exited = exited;
         exited.thenAccept(code -> {
             qmp.close();
             LOG.log(Level.INFO, "vm sandbox={0}: exited with {1}", sandboxId, code);
@@ -107,9 +122,11 @@ final class QemuVm implements Vm {
     public void close() {
         process.destroyForcibly();
         try {
-            process.waitFor();
+            exited.get();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        } catch (java.util.concurrent.ExecutionException e) {
+            // onExit does not fail
         }
         qmp.close();
     }

@@ -1,0 +1,166 @@
+package io.rund.test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.testing.Command;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.extension.TestWatcher;
+
+/**
+ * The node survives its runtime (DESIGN.md decision 11): with tasks running under rund on
+ * a private containerd, the daemon is killed (SIGKILL) and held down for a while, then
+ * comes back (started by the tasks' relays), and later is stopped (SIGTERM, as an upgrade
+ * does) and comes back again. Throughout, containerd must see no task die that did not:
+ * every task is still there, a foreground `ctr run` gets all its output and its exit
+ * status, output written while no daemon ran is not lost, an exit that happened meanwhile
+ * is reported with its real status, and exec, kill, wait and delete work afterwards.
+ */
+@Timeout(600)
+class DaemonRestartTest {
+
+    private static final Duration T = Duration.ofSeconds(120);
+    private static final String RUNTIME = "io.containerd.rund.v2";
+    private static Containerd ctd;
+
+    @RegisterExtension
+    static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
+
+    @BeforeAll
+    static void start() throws Exception {
+        ctd = new Containerd("restart");
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        if (ctd != null) {
+            ctd.close();
+        }
+    }
+
+    @Test
+    void aKilledOrRestartedDaemonLosesNoTask() throws Exception {
+        Path log = ctd.dir.resolve("steady.log");
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, "--log-uri", "file://" + log, Containerd.IMAGE,
+                "steady", "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.1; done").exitCode());
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "sleeper", "sleep", "1000")
+                .exitCode());
+        // Exits with 7 while no daemon runs.
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "exiter", "sh", "-c",
+                "sleep 4; exit 7").exitCode());
+        // A foreground run: its Wait is in flight when the daemon dies, and its output crosses the gap.
+        List<String> fgArgv = List.of("ctr", "-a", ctd.socket.toString(), "run", "--rm", "--runtime", RUNTIME,
+                Containerd.IMAGE, "fg", "sh", "-c", "for i in $(seq 1 50); do echo fg$i; sleep 0.2; done; exit 3");
+        Process fg = new ProcessBuilder(fgArgv).redirectErrorStream(true).start();
+        StringBuffer fgOut = new StringBuffer();
+        Thread.ofVirtual().start(() -> {
+            try (var in = new java.io.BufferedReader(new java.io.InputStreamReader(fg.getInputStream()))) {
+                for (String line; (line = in.readLine()) != null; ) {
+                    fgOut.append(line).append('\n');
+                }
+            } catch (java.io.IOException e) {
+                fgOut.append("(read: ").append(e).append(")\n");
+            }
+        });
+        // Its Start answered (it prints): a call in flight when the daemon dies may fail, UNAVAILABLE.
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!fgOut.toString().contains("fg2\n")) {
+            assertTrue(System.nanoTime() < end && fg.isAlive(), "fg runs: " + fgOut);
+            Thread.sleep(20);
+        }
+        Files.createFile(ctd.dir.resolve("daemon.hold"));
+        long first = ctd.daemonPid();
+        ProcessHandle.of(first).ifPresent(ProcessHandle::destroyForcibly);
+        ProcessHandle.of(first).ifPresent(p -> p.onExit().join());
+        Thread.sleep(6000); // exiter exits; steady and fg write into their pipes
+        Files.delete(ctd.dir.resolve("daemon.hold"));
+        long second = awaitNewDaemon(first);
+
+        assertTrue(fg.waitFor(90, TimeUnit.SECONDS), "the foreground run ends");
+        Thread.sleep(200); // the reader's last line
+        String out = fgOut.toString();
+        assertEquals(3, fg.exitValue(), out);
+        List<String> expected = new ArrayList<>();
+        for (int i = 1; i <= 50; i++) {
+            expected.add("fg" + i);
+        }
+        assertEquals(expected, out.lines().toList(), "every line, in order, across the restart");
+
+        String tasks = ctd.ctr(T, "task", "ls").stdout();
+        assertTrue(tasks.matches("(?s).*steady\\s+\\d+\\s+RUNNING.*"), tasks);
+        assertTrue(tasks.matches("(?s).*sleeper\\s+\\d+\\s+RUNNING.*"), tasks);
+        assertTrue(tasks.matches("(?s).*exiter\\s+\\d+\\s+STOPPED.*"), tasks);
+        // ctr 1.6 has no task wait: its task delete says the task's status.
+        Command.Result exited = ctd.ctr(T, "task", "delete", "exiter");
+        assertTrue(exited.stderr().contains("exit with non-zero exit code 7"),
+                "the exit that happened while no daemon ran: " + exited);
+        Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "e1", "sleeper", "echo", "after-kill");
+        assertEquals("after-kill\n", exec.stdout(), exec.toString());
+        String daemonLog = Files.readString(ctd.daemonLog);
+        assertTrue(daemonLog.contains("sandbox=steady: adopted from a previous daemon"), daemonLog);
+
+        // An upgrade: the daemon is stopped, and the next one (started by a relay) takes over.
+        ProcessHandle.of(second).ifPresent(ProcessHandle::destroy);
+        long third = awaitNewDaemon(second);
+        assertNotEquals(second, third);
+        Command.Result exec2 = ctd.ctr(T, "task", "exec", "--exec-id", "e2", "sleeper", "echo", "after-upgrade");
+        assertEquals("after-upgrade\n", exec2.stdout(), exec2.toString());
+
+        // steady's output: every line, none lost or doubled, including those written while no daemon ran.
+        ctd.ctr(T, "task", "kill", "-s", "SIGKILL", "steady");
+        awaitStatus("steady", "STOPPED");
+        Command.Result killed = ctd.ctr(T, "task", "delete", "steady");
+        assertTrue(killed.stderr().contains("exit with non-zero exit code 137"), killed.toString());
+        List<String> lines = Files.readAllLines(log);
+        assertTrue(lines.size() > 60, "steady wrote for over 6 s: " + lines.size());
+        for (int i = 0; i < lines.size(); i++) {
+            assertEquals("line" + i, lines.get(i), "line " + i + " of " + lines.size());
+        }
+
+        for (String id : List.of("sleeper", "steady", "exiter")) {
+            ctd.ctr(T, "task", "kill", "-s", "SIGKILL", id);
+            ctd.ctr(T, "task", "delete", "--force", id);
+            ctd.ctr(T, "container", "delete", id);
+        }
+        ctd.assertNothingLeft();
+    }
+
+    private static void awaitRunning(String id) throws Exception {
+        awaitStatus(id, "RUNNING");
+    }
+
+    private static void awaitStatus(String id, String status) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (System.nanoTime() < end) {
+            if (ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+" + status + ".*")) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        throw new AssertionError("task " + id + " is not " + status + ": " + ctd.ctr(T, "task", "ls").stdout());
+    }
+
+    /** Waits until a daemon other than {@code old} serves (a relay started it). */
+    private static long awaitNewDaemon(long old) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+        while (System.nanoTime() < end) {
+            long now = ctd.daemonPid();
+            if (now != old && now != 0 && ProcessHandle.of(now).isPresent()) {
+                return now;
+            }
+            Thread.sleep(100);
+        }
+        throw new AssertionError("no new daemon after " + old + ":\n" + ctd.diagnostics());
+    }
+}
