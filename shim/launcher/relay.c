@@ -11,8 +11,8 @@
  *     again to the next daemon; answers the others UNAVAILABLE (their effect is unknown);
  *   - holds new requests until a daemon is back, or answers DEADLINE_EXCEEDED when the
  *     request's own deadline passes first;
- *   - starts a daemon (as the launcher does) when none has answered for 2 s, at most every
- *     10 s.
+ *   - starts a daemon (as the launcher does) when none has answered for 2 s, and again
+ *     every 10 s while none answers.
  * A control link (hello "ctl NAME PID", answered "ok" or "unknown") carries the daemon's
  * orders, one line each:
  *   hold KEY r|w PATH  keep a fifo open (read end of a stdin fifo, both ends of an output
@@ -21,7 +21,10 @@
  *   drop KEY           close it (the process's output is done)
  *   quit               the endpoint is closed: finish passing answers on, then exit
  * "unknown" (the daemon has no such endpoint any more) answers every request NOT_FOUND and
- * exits. The relay runs as root, as the launcher does, and parses nothing a guest wrote. */
+ * exits. The relay says one thing on the control link after its hello: "idle" once every
+ * containerd connection it had has closed (containerd gave the task up: after a failed
+ * create, containerd 1.6 only closes its connection), again to each new daemon while that
+ * holds; the daemon closes an endpoint that serves no container then. The relay runs as root, as the launcher does, and parses nothing a guest wrote. */
 #define _GNU_SOURCE
 #include "relay.h"
 
@@ -110,16 +113,27 @@ static size_t queued(const struct queue *q)
     return q->len - q->off;
 }
 
+/* One non-blocking send or recv: bytes moved, 0 for "not now", -1 when the peer is gone. */
+static ssize_t io_some(int fd, void *buf, size_t n, int out)
+{
+    for (;;) {
+        ssize_t r = out ? send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, buf, n, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return r <= 0 ? -1 : r;
+    }
+}
+
 /* Writes what it can; -1 when the peer is gone. */
 static int queue_flush(struct queue *q, int fd)
 {
     while (queued(q)) {
-        ssize_t w = send(fd, q->data + q->off, queued(q), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        ssize_t w = io_some(fd, q->data + q->off, queued(q), 1);
+        if (w == 0)
             return 0;
-        if (w <= 0)
+        if (w < 0)
             return -1;
         q->off += (size_t)w;
     }
@@ -148,13 +162,9 @@ static int reader_step(struct reader *r, int fd, uint8_t **out, size_t *out_len)
 {
     for (;;) {
         if (r->head_got < TTRPC_HEADER_LEN) {
-            ssize_t n = recv(fd, r->head + r->head_got, TTRPC_HEADER_LEN - r->head_got, MSG_DONTWAIT);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return 0;
+            ssize_t n = io_some(fd, r->head + r->head_got, TTRPC_HEADER_LEN - r->head_got, 0);
             if (n <= 0)
-                return -1;
+                return (int)n;
             r->head_got += (size_t)n;
             if (r->head_got < TTRPC_HEADER_LEN)
                 continue;
@@ -169,13 +179,9 @@ static int reader_step(struct reader *r, int fd, uint8_t **out, size_t *out_len)
             r->got = TTRPC_HEADER_LEN;
         }
         if (r->got < r->len) {
-            ssize_t n = recv(fd, r->frame + r->got, r->len - r->got, MSG_DONTWAIT);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return 0;
+            ssize_t n = io_some(fd, r->frame + r->got, r->len - r->got, 0);
             if (n <= 0)
-                return -1;
+                return (int)n;
             r->got += (size_t)n;
             if (r->got < r->len)
                 continue;
@@ -226,6 +232,9 @@ static int64_t g_quit_at;
 static int64_t g_down_since; /* when the daemon was last seen going (or we started) */
 static int64_t g_started_at; /* when we last started a daemon */
 static int64_t g_retry_at;
+static int g_nconns;    /* containerd's connections open */
+static int g_had_conns; /* containerd connected at least once */
+static int g_idle_told; /* the current daemon has been told "idle" */
 
 struct hold {
     char key[80];
@@ -289,6 +298,7 @@ static void close_daemon_link(struct conn *c)
 static void close_conn(int slot)
 {
     struct conn *c = g_conns[slot];
+    g_nconns--;
     close(c->cfd);
     if (c->dfd >= 0)
         close(c->dfd);
@@ -326,10 +336,15 @@ static void open_daemon_link(struct conn *c)
     }
 }
 
+static uint32_t frame_sid(const uint8_t *frame)
+{
+    return (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+}
+
 /* A frame from containerd: a request is kept until answered, and goes on if a daemon is there. */
 static int from_containerd(struct conn *c, uint8_t *frame, size_t len)
 {
-    uint32_t sid = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+    uint32_t sid = frame_sid(frame);
     if (frame[8] != TTRPC_TYPE_REQUEST) {
         if (c->dfd >= 0)
             queue_put(&c->to_d, frame, len);
@@ -362,7 +377,7 @@ static int from_containerd(struct conn *c, uint8_t *frame, size_t len)
 /* A frame from the daemon: an answer ends its request's keeping; all of it goes to containerd. */
 static void from_daemon(struct conn *c, uint8_t *frame, size_t len)
 {
-    uint32_t sid = (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+    uint32_t sid = frame_sid(frame);
     if (frame[8] == TTRPC_TYPE_RESPONSE)
         for (int i = 0; i < c->nreqs; i++)
             if (c->reqs[i].sid == sid) {
@@ -460,6 +475,8 @@ static void ctl_line(char *line)
     if (!g_up) {
         if (!strcmp(line, "ok")) {
             g_up = 1;
+            g_idle_told = 0;
+            g_started_at = 0; /* the daemon came: the next loss may start one after START_AFTER_MS */
             for (int s = 0; s < MAX_CONNS; s++)
                 if (g_conns[s] && g_conns[s]->dfd < 0)
                     open_daemon_link(g_conns[s]);
@@ -490,12 +507,10 @@ static void ctl_line(char *line)
 static void ctl_read(void)
 {
     for (;;) {
-        ssize_t n = recv(g_ctl, g_ctl_in + g_ctl_got, sizeof(g_ctl_in) - 1 - g_ctl_got, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        ssize_t n = io_some(g_ctl, g_ctl_in + g_ctl_got, sizeof(g_ctl_in) - 1 - g_ctl_got, 0);
+        if (n == 0)
             return;
-        if (n <= 0) {
+        if (n < 0) {
             ctl_down();
             return;
         }
@@ -544,6 +559,15 @@ static void ctl_connect(void)
     g_ctl = fd;
 }
 
+/* Tells the daemon, once per daemon and per time it happens, that containerd has left. */
+static void tell_idle(void)
+{
+    if (!g_up || g_ctl < 0 || g_idle_told || !g_had_conns || g_nconns || g_quitting)
+        return;
+    if (send(g_ctl, "idle\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5)
+        g_idle_told = 1;
+}
+
 /* ---- the loop ------------------------------------------------------------------------- */
 
 static void accept_conn(void)
@@ -559,6 +583,9 @@ static void accept_conn(void)
             c->cfd = fd;
             c->dfd = -1;
             g_conns[s] = c;
+            g_nconns++;
+            g_had_conns = 1;
+            g_idle_told = 0;
             if (g_up)
                 open_daemon_link(c);
             return;
@@ -607,6 +634,7 @@ static void serve(void)
         if (g_ctl < 0)
             ctl_connect();
         expire();
+        tell_idle();
         int n = 0;
         if (g_listen >= 0)
             fds[n++] = (struct pollfd){.fd = g_listen, .events = POLLIN};

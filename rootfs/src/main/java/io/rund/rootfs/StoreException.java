@@ -12,4 +12,9 @@ public final class StoreException extends Exception {
     public StoreException(String message, Throwable cause) {
         super(message, cause);
     }
+
+    /** The file system had no space left (ENOSPC): nothing is wrong but room. */
+    public boolean noSpace() {
+        return getCause() instanceof Syscalls.SyscallException e && e.errno() == 28;
+    }
 }

@@ -69,7 +69,16 @@ public final class WritableLayerStore {
             throw new StoreException("open writable layer store " + dir + ": " + e.getMessage(), e);
         }
         WritableLayerStore store = new WritableLayerStore(dir, template, (long) sizeMiB << 20);
-        store.create("probe").close();
+        try {
+            store.create("probe").close();
+        } catch (StoreException e) {
+            if (!e.noSpace()) {
+                throw e;
+            }
+            // A full store must not keep the daemon down: running sandboxes need it, and a
+            // start will fail naming the store until space is freed.
+            LOG.log(Level.WARNING, "writable layer store {0}: {1}", dir, e.getMessage());
+        }
         LOG.log(Level.INFO, "writable layer store: {0}, {1} MiB ext4 layers by reflink", dir, sizeMiB);
         return store;
     }

@@ -40,6 +40,8 @@ final class Containerd implements AutoCloseable {
     final Path socket;
     final Path rundState;
     final Path daemonLog;
+    /** The daemon's configuration file (RUND_CONFIG): absent, unless a test writes it. */
+    final Path rundConfig;
     final String pool;
     final XfsLoop scratch;
     final Path launcher;
@@ -60,6 +62,7 @@ final class Containerd implements AutoCloseable {
         socket = dir.resolve("containerd.sock");
         rundState = dir.resolve("rund");
         daemonLog = dir.resolve("rund-daemon.log");
+        rundConfig = dir.resolve("rund.toml");
         pool = "rund-e2e-" + name + "-" + ProcessHandle.current().pid();
         scratch = new XfsLoop(2048);
 
@@ -132,7 +135,7 @@ final class Containerd implements AutoCloseable {
                     PosixFilePermissions.fromString("rwx------")));
         }
         env.put("RUND_TEMPLATES", templates.toString());
-        env.put("RUND_CONFIG", dir.resolve("no-rund.toml").toString()); // not the machine's /etc/rund
+        env.put("RUND_CONFIG", rundConfig.toString()); // not the machine's /etc/rund
         env.put("RUND_JAILER", bin.resolve("rund-jail").toString()); // VMs and helpers as uids of their own
         env.putAll(rundSettings);
         for (String k : env.keySet()) {
@@ -353,7 +356,11 @@ final class Containerd implements AutoCloseable {
 
     /** The pids of this fixture's task relays (forked by its launcher, whose binary they run). */
     List<Long> relays() {
-        String exe = launcher.toString();
+        return running(launcher.toString());
+    }
+
+    /** The pids of the processes running binary {@code exe}. */
+    static List<Long> running(String exe) {
         return ProcessHandle.allProcesses().filter(p -> {
             try {
                 return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "exe")).toString().equals(exe);
@@ -363,10 +370,49 @@ final class Containerd implements AutoCloseable {
         }).map(ProcessHandle::pid).toList();
     }
 
+    /** Waits (two minutes at most) until `ctr task ls` shows task {@code id} in {@code status}, e.g. RUNNING. */
+    void awaitTask(String id, String status) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        while (System.nanoTime() < end) {
+            if (ctr(Duration.ofSeconds(60), "task", "ls").stdout().matches("(?s).*\\b" + id + "\\s+\\d+\\s+" + status + ".*")) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        throw new AssertionError("task " + id + " is not " + status + ": " + ctr(Duration.ofSeconds(60), "task", "ls").stdout());
+    }
+
+    /**
+     * Kills task {@code id} and deletes it and its container, as a user would (a delete while
+     * the kill is on its way is refused, by containerd or rund, as running: again); the task
+     * delete's result.
+     */
+    Command.Result killAndDelete(String id) throws Exception {
+        Duration bound = Duration.ofSeconds(300);
+        ctr(bound, "task", "kill", "-s", "SIGKILL", id);
+        long end = System.nanoTime() + bound.toNanos();
+        Command.Result deleted;
+        while ((deleted = ctr(bound, "task", "delete", id)).stderr().matches("(?s).*(still running|must be stopped).*")) {
+            if (System.nanoTime() > end) {
+                throw new AssertionError(deleted.toString());
+            }
+            Thread.sleep(50);
+        }
+        Command.Result removed = ctr(bound, "container", "delete", id);
+        if (removed.exitCode() != 0) {
+            throw new AssertionError(removed.toString());
+        }
+        return deleted;
+    }
+
     /** The daemon's pid, from its pid file (0 when there is none). */
     long daemonPid() throws IOException {
         Path pid = rundState.resolve("rund.pid");
-        return Files.exists(pid) ? Long.parseLong(Files.readString(pid).trim()) : 0;
+        try {
+            return Long.parseLong(Files.readString(pid).trim());
+        } catch (IOException | NumberFormatException e) {
+            return 0; // none yet
+        }
     }
 
     private static String cwd(ProcessHandle p) {

@@ -76,6 +76,7 @@ class CriPodTest {
     private static final Duration T = Duration.ofSeconds(120);
     private static Containerd ctd;
     private static CriClient cri;
+    private static CriPods pods;
 
     @RegisterExtension
     static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
@@ -85,6 +86,7 @@ class CriPodTest {
         ctd = new Containerd("cri");
         ctd.importCriImages();
         cri = new CriClient(ctd.socket);
+        pods = new CriPods(ctd, cri);
     }
 
     @AfterAll
@@ -101,23 +103,12 @@ class CriPodTest {
         return pod(name, NamespaceMode.POD);
     }
 
-    /** A pod on the node's network (NODE) or on its own (POD, from CNI), with a DNS server of its own. */
     private static PodSandboxConfig pod(String name, NamespaceMode network) throws Exception {
-        Path logs = Files.createDirectories(ctd.dir.resolve("pod-logs").resolve(name));
-        return PodSandboxConfig.newBuilder()
-                .setMetadata(PodSandboxMetadata.newBuilder().setName(name).setUid("uid-" + name).setNamespace("default"))
-                .setHostname(name)
-                .setDnsConfig(DNSConfig.newBuilder().addServers("10.203.0.53").addSearches("pods.rund.test"))
-                .setLogDirectory(logs.toString())
-                .setLinux(LinuxPodSandboxConfig.newBuilder().setSecurityContext(LinuxSandboxSecurityContext.newBuilder()
-                        .setNamespaceOptions(NamespaceOption.newBuilder().setNetwork(network)
-                                .setPid(NamespaceMode.CONTAINER).setIpc(NamespaceMode.POD))))
-                .build();
+        return pods.pod(name, network);
     }
 
     private static String runPod(PodSandboxConfig pod, String handler) {
-        return cri.runtime("RunPodSandbox", RunPodSandboxRequest.newBuilder().setConfig(pod)
-                .setRuntimeHandler(handler).build(), RunPodSandboxResponse.parser()).getPodSandboxId();
+        return pods.runPod(pod, handler);
     }
 
     private static PodSandboxStatus podStatus(String podId) {
@@ -126,29 +117,16 @@ class CriPodTest {
     }
 
     private static void stopAndRemovePod(String podId) {
-        cri.runtime("StopPodSandbox", StopPodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
-                StopPodSandboxResponse.parser());
-        cri.runtime("RemovePodSandbox", RemovePodSandboxRequest.newBuilder().setPodSandboxId(podId).build(),
-                RemovePodSandboxResponse.parser());
+        pods.stopAndRemovePod(podId);
     }
 
     private static String createAndStart(String podId, PodSandboxConfig pod, String name, String script,
             Mount... mounts) {
-        String id = cri.runtime("CreateContainer", CreateContainerRequest.newBuilder().setPodSandboxId(podId)
-                .setSandboxConfig(pod)
-                .setConfig(ContainerConfig.newBuilder().setMetadata(ContainerMetadata.newBuilder().setName(name))
-                        .setImage(ImageSpec.newBuilder().setImage(Containerd.IMAGE))
-                        .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log")
-                        .addAllMounts(List.of(mounts)))
-                .build(), CreateContainerResponse.parser()).getContainerId();
-        cri.runtime("StartContainer", StartContainerRequest.newBuilder().setContainerId(id).build(),
-                StartContainerResponse.parser());
-        return id;
+        return pods.createAndStart(podId, pod, name, script, mounts);
     }
 
     private static ExecSyncResponse exec(String id, String... cmd) {
-        return cri.runtime("ExecSync", ExecSyncRequest.newBuilder().setContainerId(id).addAllCmd(List.of(cmd))
-                .setTimeout(60).build(), ExecSyncResponse.parser());
+        return pods.exec(id, cmd);
     }
 
     private static ContainerStatus status(String id) {

@@ -119,7 +119,7 @@ class DaemonRestartTest {
 
         // steady's output: every line, none lost or doubled, including those written while no daemon ran.
         ctd.ctr(T, "task", "kill", "-s", "SIGKILL", "steady");
-        awaitStatus("steady", "STOPPED");
+        ctd.awaitTask("steady", "STOPPED");
         Command.Result killed = ctd.ctr(T, "task", "delete", "steady");
         assertTrue(killed.stderr().contains("exit with non-zero exit code 137"), killed.toString());
         List<String> lines = Files.readAllLines(log);
@@ -134,21 +134,6 @@ class DaemonRestartTest {
             ctd.ctr(T, "container", "delete", id);
         }
         ctd.assertNothingLeft();
-    }
-
-    private static void awaitRunning(String id) throws Exception {
-        awaitStatus(id, "RUNNING");
-    }
-
-    private static void awaitStatus(String id, String status) throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (System.nanoTime() < end) {
-            if (ctd.ctr(T, "task", "ls").stdout().matches("(?s).*" + id + "\\s+\\d+\\s+" + status + ".*")) {
-                return;
-            }
-            Thread.sleep(100);
-        }
-        throw new AssertionError("task " + id + " is not " + status + ": " + ctd.ctr(T, "task", "ls").stdout());
     }
 
     /** Waits until a daemon other than {@code old} serves (a relay started it). */

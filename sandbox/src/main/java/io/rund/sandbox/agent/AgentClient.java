@@ -139,7 +139,12 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     public record Health(String version, String kernelRelease, long monotonicNanos) {}
 
     public Health health() throws AgentException {
-        HealthResponse r = call("Health", HealthRequest.getDefaultInstance(), HealthResponse.parser());
+        return health(callTimeout);
+    }
+
+    /** Health, answered within {@code timeout}. */
+    public Health health(Duration timeout) throws AgentException {
+        HealthResponse r = call("Health", HealthRequest.getDefaultInstance(), HealthResponse.parser(), timeout);
         return new Health(r.getVersion(), r.getKernelRelease(), r.getMonotonicNs());
     }
 

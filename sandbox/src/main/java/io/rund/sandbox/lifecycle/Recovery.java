@@ -196,6 +196,26 @@ final class Recovery {
         }));
     }
 
+    /** Kills {@code pid} only if it runs the sandboxes' helper binary: pids get reused. */
+    void killHelper(long pid) {
+        if (pid <= 0 || hypervisor.jail() == null) {
+            return;
+        }
+        String helper = hypervisor.jail().helper().toString();
+        ProcessHandle.of(pid).ifPresent(p -> {
+            String exe;
+            try {
+                exe = java.nio.file.Files.readSymbolicLink(Path.of("/proc", Long.toString(pid), "exe")).toString();
+            } catch (IOException e) {
+                return; // gone, or not ours to read
+            }
+            if (exe.equals(helper) || exe.equals(helper + " (deleted)")) {
+                p.destroyForcibly();
+                p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+            }
+        });
+    }
+
     /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
     void killIfOurs(long pid, Path dir) {
         if (pid <= 0) {

@@ -109,6 +109,8 @@ enum Resource {
                 s.hostDirs = HostDirShare.start(s.id, s.dir, jail.helperJail(uid));
                 s.undo.push(this, "host-directory share and helper", s.hostDirs::close);
                 s.cgroup.bind(s.hostDirs.helper().process().pid());
+                // A helper whose VM never comes waits 300 s for it: a restarted daemon ends it sooner.
+                s.write(s.state.withHelpers(s.readOnly.helper().process().pid(), s.hostDirs.helper().process().pid()));
             }
             s.image = s.readOnly.add(s.id, s.lowers);
             s.dirs = HostDirs.attach(s.hostDirs, s.spec); // they go with the share
@@ -116,6 +118,10 @@ enum Resource {
 
         @Override
         void recover(Recovery r, String id, Path dir, SandboxState state) {
+            if (state != null) {
+                r.killHelper(state.helperPid());
+                r.killHelper(state.hostHelperPid());
+            }
             ReadOnlyLayer.unmountIn(dir);
             HostDirShare.unmountIn(dir);
         }

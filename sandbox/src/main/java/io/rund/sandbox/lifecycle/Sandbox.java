@@ -72,6 +72,61 @@ public final class Sandbox implements Pod, AutoCloseable {
             images.put(cid, attached.image());
             dirs.put(cid, attached.dirs());
         });
+        watch();
+    }
+
+    /**
+     * How often the agent is asked whether it lives, how long it has to answer, and how many
+     * missed answers in a row fail the sandbox: ~45 s of silence, which a guest starved by
+     * dozens of TCG VMs starting on two cores does not come near.
+     */
+    static final Duration HEALTH_EVERY = Duration.ofSeconds(5);
+    static final Duration HEALTH_TIMEOUT = Duration.ofSeconds(10);
+    static final int HEALTH_MISSES = 3;
+
+    /**
+     * Fails the sandbox (kills its VM, so its processes end as killed) when it can no longer
+     * serve: a helper died while the VM runs (the guest's file requests would wait for ever),
+     * or the agent has not answered {@link #HEALTH_MISSES} health checks in a row (a hung
+     * guest). A VM that ended by itself (killed, or its guest panicked: panic=-1 and
+     * -no-reboot end QEMU) needs nothing here: its processes' waits fail and report 137.
+     */
+    private void watch() {
+        for (var helper : List.of(readOnly.helper(), hostDirs.helper())) {
+            helper.process().onExit().thenRun(() -> fail(helper + " exited while the VM ran"));
+        }
+        Thread.ofVirtual().name("health-" + id).start(() -> {
+            int missed = 0;
+            while (!stopped.get() && !vm.exited().isDone()) {
+                try {
+                    Thread.sleep(HEALTH_EVERY);
+                    agent.health(HEALTH_TIMEOUT);
+                    missed = 0;
+                } catch (InterruptedException e) {
+                    return;
+                } catch (AgentException e) {
+                    if (stopped.get() || vm.exited().isDone()) {
+                        return;
+                    }
+                    missed++;
+                    LOG.log(Level.WARNING, "sandbox={0}: agent missed health check {1} of {2}: {3}", id, missed,
+                            HEALTH_MISSES, e.getMessage());
+                    if (missed >= HEALTH_MISSES) {
+                        fail("its agent did not answer " + missed + " health checks");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /** Kills the VM of a sandbox that cannot serve any more; its stop (containerd's delete) cleans the rest. */
+    private void fail(String why) {
+        if (stopped.get() || vm.exited().isDone()) {
+            return;
+        }
+        LOG.log(Level.WARNING, "sandbox={0}: failed: {1}; killing its VM", id, why);
+        vm.close();
     }
 
     /** Rewrites the state file with the containers as they are now; a failure is logged (only an adoption would miss it). */
@@ -112,26 +167,39 @@ public final class Sandbox implements Pod, AutoCloseable {
             throw new SandboxException(Fault.ALREADY_EXISTS, "container " + cid + " in sandbox=" + id, null);
         }
         String image = null;
+        boolean created = false;
         try {
             image = readOnly.add(cid, lowers);
             images.put(cid, image);
             List<String> attached = HostDirs.attach(hostDirs, spec);
             dirs.put(cid, attached);
             agent.createContainer(ContainerRequests.of(spec, image, image, id, attached));
+            created = true;
+            FaultPoints.at("container.add");
             saveContainers();
-        } catch (StoreException e) {
-            images.remove(cid);
+        } catch (StoreException | AgentException | SandboxException e) {
+            // Whatever was made goes, newest first.
+            if (created) {
+                try {
+                    agent.removeContainer(cid);
+                } catch (AgentException gone) {
+                    LOG.log(Level.WARNING, "sandbox={0}: remove container {1} after a failed add: {2}", id, cid,
+                            gone.getMessage());
+                }
+            }
+            HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
+            dirs.remove(cid);
             if (image != null) {
                 readOnly.remove(image);
             }
-            throw new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);
-        } catch (AgentException e) {
             images.remove(cid);
-            readOnly.remove(image);
-            HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
-            dirs.remove(cid);
-            // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
-            throw new SandboxException(e.kind(), "sandbox=" + id + ": create container " + cid + ": " + e.getMessage(), e);
+            throw switch (e) {
+                // The guest's own verdict: an agent INVALID_ARGUMENT is one for containerd too.
+                case AgentException a -> new SandboxException(a.kind(), "sandbox=" + id + ": create container " + cid + ": "
+                        + a.getMessage(), a);
+                case SandboxException x -> x;
+                default -> new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);
+            };
         }
     }
 
@@ -155,6 +223,7 @@ public final class Sandbox implements Pod, AutoCloseable {
                 throw new SandboxException(e.kind(), "sandbox=" + id + ": remove container " + cid + ": " + e.getMessage(), e);
             }
         }
+        FaultPoints.at("container.remove");
         images.remove(cid);
         readOnly.remove(image);
         HostDirs.detach(hostDirs, dirs.getOrDefault(cid, List.of()));
@@ -241,6 +310,11 @@ public final class Sandbox implements Pod, AutoCloseable {
             }
         }
         vm.stop(grace); // the guest's exit, given its grace; the VM's own release below finds it gone
+        try {
+            FaultPoints.at("stop");
+        } catch (SandboxException e) {
+            LOG.log(Level.WARNING, "sandbox={0}: {1}; releasing the rest", id, e.getMessage()); // a stop goes on
+        }
         teardown.run();
         LOG.log(Level.INFO, "sandbox={0}: stopped", id);
     }

@@ -269,12 +269,15 @@ public final class SandboxManager implements AutoCloseable {
             helper[1] = SandboxHelper.start(name, dir, hostShare, jail.helperJail(uid), SandboxHelper.Limits.DEFAULT,
                     SandboxHelper.Kind.HOST_DIRS);
             undo.push(Resource.SHARE, "host-directory helper", helper[1]::close);
+            state = state.withHelpers(helper[0].process().pid(), helper[1].process().pid());
+            state.write(dir);
             WritableLayer writable = store.create(name);
             undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
             vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], helper[1], t.cloneRam(), tap, uid,
                     defaultSize()));
             undo.push(Resource.VM, "QEMU", vm[0]::close);
+            FaultPoints.at("spare.refill");
             state.withVm(vm[0].pid(), state.boot(), state.vmDir()).write(dir);
             // From here the spare owns them all; its uid goes back once its processes are gone.
             releaseWhenGone(uid, vm[0], helper);
@@ -396,6 +399,7 @@ public final class SandboxManager implements AutoCloseable {
         try {
             for (Resource r : Resource.values()) {
                 r.acquire(s);
+                FaultPoints.at("start." + r.name().toLowerCase(java.util.Locale.ROOT));
             }
             s.step = "create the container";
             try {
@@ -404,6 +408,7 @@ public final class SandboxManager implements AutoCloseable {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);
             }
+            FaultPoints.at("start.container");
             s.write(s.state.with(SandboxState.Phase.RUNNING)
                     .withContainers(Map.of(id, new SandboxState.Attached(s.image, s.dirs))));
             LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
@@ -416,7 +421,8 @@ public final class SandboxManager implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
             s.undo.run();
-            Fault kind = e instanceof SandboxException x ? x.kind() : Fault.INTERNAL;
+            Fault kind = e instanceof SandboxException x ? x.kind()
+                    : e instanceof StoreException se && se.noSpace() ? Fault.RESOURCE_EXHAUSTED : Fault.INTERNAL;
             throw new SandboxException(kind, "start sandbox=" + id + ": " + s.step + ": " + e.getMessage(), e);
         }
     }

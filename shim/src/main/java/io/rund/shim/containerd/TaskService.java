@@ -35,6 +35,7 @@ import io.rund.sandbox.guest.GuestProcess;
 import io.rund.sandbox.guest.ProcessExit;
 import io.rund.sandbox.guest.ProcessSpec;
 import io.rund.sandbox.lifecycle.ContainerSpec;
+import io.rund.sandbox.lifecycle.FaultPoints;
 import io.rund.sandbox.lifecycle.Pod;
 import io.rund.shim.TaskFault;
 import io.rund.shim.Timestamps;
@@ -515,6 +516,7 @@ public final class TaskService {
             holdFifos(c, p);
             watchExit(process, c, p, p.run(), output, input);
         }
+        FaultPoints.at("task.start");
         save();
         events.started(c.id, p.execId, p.pid());
         return StartResponse.newBuilder().setPid(p.pid()).build();
@@ -539,6 +541,11 @@ public final class TaskService {
             input.cancel();
             p.stop(exit);
             save();
+            try {
+                FaultPoints.at("task.exit");
+            } catch (io.rund.sandbox.lifecycle.SandboxException e) {
+                LOG.log(Level.WARNING, "task {0}: {1}", c.id, e.getMessage()); // an exit is still reported
+            }
             dropFifos(c, p); // containerd's side of the output sees its end once ours is closed too
             events.exited(c.id, p.execId, p.pid(), exit, () -> reported(p));
         });
@@ -581,13 +588,38 @@ public final class TaskService {
         }
         ProcState state = p.state();
         if (state instanceof Created && p.execId.isEmpty()) {
-            throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " is not started");
+            killCreated(c, p, r.getSignal());
+            return Empty.getDefaultInstance();
         }
         if (state instanceof Stopped && !r.getAll()) {
             throw new TaskFault(Fault.NOT_FOUND, "process " + label(c, p) + " already finished");
         }
         sandbox().container(c.id).process(p.execId).signal(r.getSignal(), r.getAll());
         return Empty.getDefaultInstance();
+    }
+
+    /** Signals whose default action leaves a process running: what a created init survives. */
+    private static final Set<Integer> HARMLESS = Set.of(17, 18, 19, 20, 21, 22, 23, 28);
+
+    /**
+     * A signal to a created, not started init. runc delivers it to the init waiting in
+     * `runc init`, which a fatal one ends (128 + signal, with its exit event), and containerd's
+     * forced delete of a created task counts on that. Here the init waits in the guest for a
+     * start that will not come: it is ended with the container, at Delete.
+     */
+    private void killCreated(Container c, Proc p, int signal) {
+        if (HARMLESS.contains(signal)) {
+            return;
+        }
+        Exit exit = new Exit(128 + signal, Instant.now());
+        synchronized (p) {
+            if (!(p.state() instanceof Created)) {
+                return; // started meanwhile: its exit is watched
+            }
+            p.stop(exit);
+        }
+        save();
+        events.exited(c.id, p.execId, p.pid(), exit, () -> reported(p));
     }
 
     private DeleteResponse delete(String cid, String execId) throws Exception {
@@ -749,6 +781,11 @@ public final class TaskService {
         // After the answer has gone out: close this endpoint.
         CompletableFuture.delayedExecutor(100, TimeUnit.MILLISECONDS).execute(this::close);
         return Empty.getDefaultInstance();
+    }
+
+    /** No container is created here (none yet, or all deleted). */
+    public boolean servesNothing() {
+        return containers.isEmpty();
     }
 
     /** Stops the sandbox if it still runs and ends this endpoint. */

@@ -15,6 +15,7 @@ import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
 import io.rund.sandbox.id.Ids;
+import io.rund.sandbox.lifecycle.FaultPoints;
 import io.rund.sandbox.lifecycle.SandboxManager;
 import io.rund.sandbox.lifecycle.SandboxState;
 import io.rund.shim.TaskFault;
@@ -83,10 +84,11 @@ public final class Daemon implements AutoCloseable {
      * Where things are; see {@link RundConfig} for where the values come from.
      * {@code templates}: the VM template store's directory, or null to boot every VM cold;
      * {@code spareVms}: paused clones kept ready (with templates only);
-     * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer}.
+     * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer};
+     * {@code fault}: a fault point armed for tests ("" for none, see {@link FaultPoints}).
      */
     public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates, int spareVms, int vmUidBase, Path jailer) {
+            Path templates, int spareVms, int vmUidBase, Path jailer, String fault) {
 
         /** The VMs' jail. */
         public VmJail jail() {
@@ -132,6 +134,7 @@ public final class Daemon implements AutoCloseable {
         this.config = config;
         Files.createDirectories(config.stateDir().resolve("t"));
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
+        FaultPoints.arm(config.fault());
         VmJail jail = config.jail();
         for (Path p : List.of(jail.jailer(), jail.helper())) {
             if (!Files.isExecutable(p)) {
@@ -173,6 +176,15 @@ public final class Daemon implements AutoCloseable {
             }
 
             @Override
+            public void idle(String name) {
+                Endpoint e = byName.get(name);
+                if (e != null && e.service().servesNothing()) {
+                    LOG.log(Level.INFO, "endpoint {0}: containerd left it with no container; closing it", name);
+                    e.service().close();
+                }
+            }
+
+            @Override
             public void controlClosed(String name, java.nio.channels.SocketChannel ch) {
                 Endpoint e = byName.get(name);
                 if (e != null) {
@@ -190,7 +202,10 @@ public final class Daemon implements AutoCloseable {
                         .build())
                 .build();
         control.serve(listen(config.stateDir().resolve("rund.sock")));
-        Files.writeString(config.stateDir().resolve("rund.pid"), Long.toString(ProcessHandle.current().pid()));
+        // Whole or not at all: a relay or a test may read it at any moment.
+        Path pidTmp = config.stateDir().resolve("rund.pid.tmp");
+        Files.writeString(pidTmp, Long.toString(ProcessHandle.current().pid()));
+        Files.move(pidTmp, config.stateDir().resolve("rund.pid"), java.nio.file.StandardCopyOption.ATOMIC_MOVE);
         LOG.log(Level.INFO, "daemon: serving on {0}, accelerator {1}", config.stateDir().resolve("rund.sock"),
                 hypervisor.accelerator());
     }

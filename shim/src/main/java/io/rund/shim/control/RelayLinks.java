@@ -37,6 +37,9 @@ final class RelayLinks implements AutoCloseable {
 
         /** The control link {@code ch} of endpoint {@code name} ended. */
         void controlClosed(String name, SocketChannel ch);
+
+        /** Every containerd connection of endpoint {@code name}'s relay has closed. */
+        void idle(String name);
     }
 
     private final ServerSocketChannel listener;
@@ -98,8 +101,14 @@ final class RelayLinks implements AutoCloseable {
                     Relay.closeQuietly(ch);
                     return;
                 }
-                awaitEnd(ch); // the relay sends nothing more: the read ends when it goes
-                endpoints.controlClosed(w[1], ch);
+                String name = w[1];
+                readLines(ch, said -> {
+                    if (said.equals("idle")) {
+                        endpoints.idle(name);
+                    }
+                });
+                endpoints.controlClosed(name, ch);
+                Relay.closeQuietly(ch);
             } else if (w.length == 2 && w[0].equals("conn")) {
                 if (!endpoints.connection(w[1], ch)) {
                     Relay.closeQuietly(ch);
@@ -132,15 +141,36 @@ final class RelayLinks implements AutoCloseable {
         throw new IOException("a hello over " + MAX_HELLO + " bytes");
     }
 
-    private static void awaitEnd(SocketChannel ch) {
-        ByteBuffer sink = ByteBuffer.allocate(256);
+    /** Hands each line the relay says to {@code each} until the link ends; an overlong line ends it. */
+    private static void readLines(SocketChannel ch, java.util.function.Consumer<String> each) {
+        ByteBuffer in = ByteBuffer.allocate(MAX_HELLO);
         try {
-            while (ch.read(sink.clear()) >= 0) {
-                // nothing is expected; whatever comes is ignored
+            while (ch.read(in) >= 0) {
+                int nl;
+                while ((nl = indexOf(in, (byte) '\n')) >= 0) {
+                    String line = new String(in.array(), 0, nl, StandardCharsets.US_ASCII);
+                    in.flip().position(nl + 1);
+                    in.compact();
+                    each.accept(line);
+                }
+                if (!in.hasRemaining()) {
+                    LOG.log(Level.WARNING, "relay links: a line over {0} bytes; closing the link", MAX_HELLO);
+                    Relay.closeQuietly(ch);
+                    return;
+                }
             }
         } catch (IOException e) {
             // the link broke: the same as its end
         }
+    }
+
+    private static int indexOf(ByteBuffer b, byte c) {
+        for (int i = 0; i < b.position(); i++) {
+            if (b.get(i) == c) {
+                return i;
+            }
+        }
+        return -1;
     }
 
     @Override

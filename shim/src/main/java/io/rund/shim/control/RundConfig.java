@@ -27,6 +27,7 @@ import java.util.Map;
  *                                      # this, in group vm_uid_base
  * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU and helper confined; the helper,
  *                                      # rund-helper, is installed beside it
+ * fault = ""                           # tests only: "POINT=kill" or "POINT=fail" (FaultPoints)
  * </pre>
  */
 public final class RundConfig {
@@ -53,6 +54,8 @@ public final class RundConfig {
         Integer vmUidBase;
         @JsonProperty("jailer")
         String jailer;
+        @JsonProperty("fault")
+        String fault;
     }
 
     /** Far above the uids of people and services, and of the usual user-namespace ranges (100000 + 65536 n). */
@@ -94,7 +97,21 @@ public final class RundConfig {
                 Path.of(pick(env, "RUND_SCRATCH", f.scratch, "/var/lib/rund/scratch")),
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
                 accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares,
-                uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")));
+                uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")),
+                checkFault(path, pick(env, "RUND_FAULT", f.fault, "")));
+    }
+
+    /** A fault point as {@link io.rund.sandbox.lifecycle.FaultPoints#arm} takes it, or an error naming what is wrong. */
+    private static String checkFault(Path path, String fault) throws IOException {
+        String was = fault;
+        try {
+            io.rund.sandbox.lifecycle.FaultPoints.arm(fault);
+        } catch (IllegalArgumentException e) {
+            throw new IOException(path + ": " + e.getMessage(), e);
+        } finally {
+            io.rund.sandbox.lifecycle.FaultPoints.arm(null); // checked only; the daemon arms it
+        }
+        return was;
     }
 
     static File parse(Path path) throws IOException {
@@ -104,7 +121,7 @@ public final class RundConfig {
         } catch (UnrecognizedPropertyException e) {
             throw new IOException(path + ": unknown key " + e.getPropertyName()
                     + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates, spare_vms,"
-                    + " vm_uid_base, jailer)", e);
+                    + " vm_uid_base, jailer, fault)", e);
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IOException(path + ": " + e.getOriginalMessage(), e);
         }

@@ -168,6 +168,25 @@ class TaskServiceTest {
     }
 
     @Test
+    void aCreatedTaskKilledEndsAsRuncsDoes() throws Exception {
+        call("Create", create("web"), CreateTaskResponse.parser());
+        assertEquals("/tasks/create", nextTopic());
+        call("Kill", KillRequest.newBuilder().setId("web").setSignal(28).build(), Empty.parser());
+        assertEquals(Status.CREATED, call("State", StateRequest.newBuilder().setId("web").build(), StateResponse.parser())
+                .getStatus(), "SIGWINCH leaves it be");
+        call("Kill", KillRequest.newBuilder().setId("web").setSignal(9).setAll(true).build(), Empty.parser());
+        WaitResponse waited = call("Wait", WaitRequest.newBuilder().setId("web").build(), WaitResponse.parser());
+        assertEquals(137, waited.getExitStatus(), "containerd's forced delete kills, then waits");
+        assertEquals("/tasks/exit", nextTopic());
+        TtrpcException start = assertThrows(TtrpcException.class,
+                () -> call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser()));
+        assertEquals(Code.FAILED_PRECONDITION, start.code());
+        assertEquals(137, call("Delete", DeleteRequest.newBuilder().setId("web").build(), DeleteResponse.parser())
+                .getExitStatus());
+        assertTrue(pod.stopped);
+    }
+
+    @Test
     void badCallsGetTheCodesContainerdActsOn() throws Exception {
         TtrpcException unknown = assertThrows(TtrpcException.class,
                 () -> call("State", StateRequest.newBuilder().setId("nobody").build(), StateResponse.parser()));

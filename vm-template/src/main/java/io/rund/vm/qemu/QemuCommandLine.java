@@ -172,8 +172,11 @@ public final class QemuCommandLine {
             }
             // The set's two descriptors are two open files of one inode, and QEMU's image locks (OFD
             // locks) on one conflict with those on the other; the disk is this VM's alone, so no lock.
+            // An error (ENOSPC of a full store above all) goes to the guest, whose writer gets it as
+            // under runc: QEMU's default for ENOSPC pauses the whole VM, which then never answers.
             a.addAll(List.of("-drive", "file=" + file + ",if=none,id=disk" + index + ",format=raw"
-                            + (readOnly ? ",readonly=on" : "") + (fd >= 0 ? ",file.locking=off" : ""),
+                            + (readOnly ? ",readonly=on" : "") + (fd >= 0 ? ",file.locking=off" : "")
+                            + ",werror=report,rerror=report",
                     "-device", "virtio-blk-device,drive=disk" + index + ",serial=" + serial));
             return a;
         }

@@ -1,0 +1,263 @@
+package io.rund.test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.rund.sandbox.lifecycle.FaultPoints;
+import io.rund.testing.Command;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.extension.TestWatcher;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * Every step of a sandbox's life, broken: at each named fault point ({@link FaultPoints})
+ * the daemon dies there (as SIGKILL would) or the step fails, on a private containerd.
+ * Afterwards nothing is left (process, mount, cgroup outside the pool, store file, task
+ * endpoint, relay) and containerd was told the truth (what failed failed, what ran to its
+ * end ended with its status). Then the faults a sandbox meets from outside: its QEMU
+ * killed, its virtio-fs back-end killed, its guest frozen (the agent stops answering).
+ */
+@Timeout(900)
+class FaultTest {
+
+    private static final Duration T = Duration.ofSeconds(120);
+    private static final String RUNTIME = "io.containerd.rund.v2";
+    private static final String TYPE = "io.kubernetes.cri.container-type";
+    private static final String POD = "io.kubernetes.cri.sandbox-id";
+    private static Containerd ctd;
+    private static int serial;
+
+    @RegisterExtension
+    static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
+
+    @BeforeAll
+    static void start() throws Exception {
+        ctd = new Containerd("fault");
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        if (ctd != null) {
+            ctd.close();
+        }
+    }
+
+    /** Every point and both actions; {@code -Drund.fault.points=a,b} runs only those points. */
+    static Stream<Arguments> points() {
+        List<Arguments> cases = new ArrayList<>();
+        String only = System.getProperty("rund.fault.points", "");
+        for (String point : FaultPoints.POINTS) {
+            if (!only.isEmpty() && !List.of(only.split(",")).contains(point)) {
+                continue;
+            }
+            cases.add(Arguments.of(point, "kill"));
+            cases.add(Arguments.of(point, "fail"));
+        }
+        return cases.stream();
+    }
+
+    @ParameterizedTest(name = "{1} at {0}")
+    @MethodSource("points")
+    void aFaultAtEveryStepLeavesNothing(String point, String action) throws Exception {
+        String id = "f" + (++serial);
+        arm(point + "=" + action);
+        Command.Result r = reach(point, id);
+        arm("");
+        boolean kill = action.equals("kill");
+        switch (point) {
+            case "task.exit" -> assertEquals(3, r.exitCode(), "the run ends with its status: " + r);
+            case "stop", "container.remove", "spare.refill" -> {
+                // The step's caller is answered (UNAVAILABLE, or the failure) or nothing depended on it.
+            }
+            default -> {
+                assertNotEquals(0, r.exitCode(), "what failed is told as failed: " + r);
+                assertTrue(r.stderr().contains(kill ? "rund daemon went away" : "fault injected at " + point),
+                        r.toString());
+            }
+        }
+        // containerd cleans up what it was told failed; what it still has is deleted as a user would.
+        for (String task : List.of(id + "-app", id)) {
+            ctd.ctr(T, "task", "kill", "-s", "SIGKILL", task);
+            ctd.ctr(T, "task", "delete", "--force", task);
+            ctd.ctr(T, "container", "delete", task);
+        }
+        awaitNothingLeft();
+        assertTrue(ctd.ctr(T, "task", "ls").stdout().lines().noneMatch(l -> l.startsWith(id)),
+                ctd.ctr(T, "task", "ls").stdout());
+    }
+
+    /** Does what reaches {@code point} with sandbox {@code id}; the result of the step that meets it. */
+    private static Command.Result reach(String point, String id) throws Exception {
+        return switch (point) {
+            case "task.exit" -> ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, id, "sh", "-c", "exit 3");
+            case "container.add", "container.remove" -> {
+                Command.Result pod = ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, "--annotation", TYPE + "=sandbox",
+                        "--annotation", POD + "=" + id, Containerd.IMAGE, id, "sleep", "1000");
+                assertEquals(0, pod.exitCode(), pod.toString());
+                Command.Result app = ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, "--annotation", TYPE + "=container",
+                        "--annotation", POD + "=" + id, Containerd.IMAGE, id + "-app", "sleep", "1000");
+                if (point.equals("container.add")) {
+                    yield app;
+                }
+                assertEquals(0, app.exitCode(), app.toString());
+                ctd.ctr(T, "task", "kill", "-s", "SIGKILL", id + "-app");
+                ctd.awaitTask(id + "-app", "STOPPED");
+                yield ctd.ctr(T, "task", "delete", id + "-app");
+            }
+            case "stop" -> {
+                assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, id, "sleep", "1000").exitCode());
+                ctd.ctr(T, "task", "kill", "-s", "SIGKILL", id);
+                ctd.awaitTask(id, "STOPPED");
+                yield ctd.ctr(T, "task", "delete", id);
+            }
+            case "spare.refill" -> {
+                // The daemon refills its spares as soon as it starts: a start brings one up.
+                Command.Result run = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, id, "true");
+                Thread.sleep(3000);
+                yield run;
+            }
+            default -> ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, id, "sleep", "1000");
+        };
+    }
+
+    @Test
+    void aSandboxThatCannotServeIsFailedAndItsTasksEndKilled() throws Exception {
+        for (String id : List.of("qemu-killed", "helper-killed", "guest-frozen")) {
+            assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, id, "sleep", "1000").exitCode());
+        }
+        // Frozen first: its agent needs ~45 s of silence to be given up on.
+        ProcessHandle frozen = qemuOf("guest-frozen");
+        Command.run(T, null, java.util.Map.of(), List.of("kill", "-STOP", Long.toString(frozen.pid()))).ok();
+        qemuOf("qemu-killed").destroyForcibly();
+        ProcessHandle helper = helperOf("helper-killed");
+        helper.destroyForcibly();
+        for (String id : List.of("qemu-killed", "helper-killed", "guest-frozen")) {
+            ctd.awaitTask(id, "STOPPED");
+            Command.Result deleted = ctd.ctr(T, "task", "delete", id);
+            assertTrue(deleted.stderr().contains("exit with non-zero exit code 137"), id + ": " + deleted);
+            ctd.ctr(T, "container", "delete", id);
+        }
+        String log = Files.readString(ctd.daemonLog);
+        assertTrue(log.contains("sandbox=helper-killed: failed: helper"), log);
+        assertTrue(log.contains("sandbox=guest-frozen: failed: its agent did not answer"), log);
+        awaitNothingLeft();
+    }
+
+    @Test
+    void aFullStoreFailsWritesAndStartsByNameNotTheNode() throws Exception {
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "full", "sleep", "1000").exitCode());
+        // The store is a 2 GiB XFS; two files take what is left of it, to the last block.
+        Path filler = ctd.scratch.mount.resolve("filler");
+        Path rest = ctd.scratch.mount.resolve("filler-rest");
+        Command.run(T, null, java.util.Map.of(), List.of("sh", "-c", "fallocate -l $(($(stat -f -c '%a*%S' "
+                + ctd.scratch.mount + ") - 33554432)) " + filler + " && { dd if=/dev/zero of=" + rest
+                + " bs=1M 2>/dev/null; true; }")).ok();
+        try {
+            Command.Result write = ctd.ctr(T, "task", "exec", "--exec-id", "dd", "full", "sh", "-c",
+                    "dd if=/dev/zero of=/big bs=1M count=64 conv=fsync 2>&1; echo status=$?");
+            assertTrue(write.stdout().contains("status=1"), "the write fails in the container, as under runc: " + write);
+            assertEquals("alive\n", ctd.ctr(T, "task", "exec", "--exec-id", "e", "full", "echo", "alive").stdout(),
+                    "its VM runs on (QEMU reports the error to the guest; it would pause the VM by default)");
+            // Starts take the spare VMs made before (their disks exist), then fail naming the store.
+            boolean refused = false;
+            for (int i = 0; i < Containerd.SPARES + 1 && !refused; i++) {
+                Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "start" + i, "true");
+                refused = r.exitCode() != 0;
+                assertTrue(!refused || r.stderr().contains("the store is full"), r.toString());
+            }
+            assertTrue(refused, "a start with no room for its disk fails, naming the store");
+        } finally {
+            Files.deleteIfExists(filler);
+            Files.deleteIfExists(rest);
+        }
+        ctd.killAndDelete("full");
+        ctd.ctr(T, "container", "delete", "start" + Containerd.SPARES);
+        awaitNothingLeft();
+    }
+
+    @Test
+    void aTemplateRemovedUnderItsClonesIsBuiltAgain() throws Exception {
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "clone", "sleep", "1000").exitCode());
+        Path templates = Path.of(ctd.rundEnv.get("RUND_TEMPLATES"));
+        try (Stream<Path> keys = Files.list(templates)) {
+            for (Path t : keys.toList()) {
+                io.rund.testing.Trees.delete(t);
+            }
+        }
+        Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "x", "clone", "echo", "alive");
+        assertEquals(0, exec.exitCode(), "a clone runs on when its template's files are gone: " + exec);
+        // Spares of the removed template are used or dropped; then starts clone a template built again.
+        for (int i = 0; i < 4; i++) {
+            Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "after" + i, "echo", "ok");
+            assertEquals("ok\n", r.stdout(), r.toString());
+        }
+        try (Stream<Path> keys = Files.list(templates)) {
+            assertEquals(1, keys.count(), "the template was built again");
+        }
+        ctd.killAndDelete("clone");
+        awaitNothingLeft();
+    }
+
+    /** Writes the daemon's configuration with {@code fault} armed ("" for none) and has the next daemon read it. */
+    private static void arm(String fault) throws Exception {
+        Files.writeString(ctd.rundConfig, fault.isEmpty() ? "" : "fault = \"" + fault + "\"\n");
+        long pid = ctd.daemonPid();
+        ProcessHandle.of(pid).ifPresent(p -> {
+            p.destroy();
+            p.onExit().orTimeout(30, TimeUnit.SECONDS).join();
+        });
+        if (!ctd.relays().isEmpty()) {
+            // Tasks are left: their relays start the next daemon; calls wait for it.
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            long now;
+            while ((now = ctd.daemonPid()) == pid || ProcessHandle.of(now).isEmpty()) {
+                assertTrue(System.nanoTime() < end, "a relay started no daemon after " + pid);
+                Thread.sleep(100);
+            }
+        }
+    }
+
+    /** Cleanups run on after containerd's calls return (a relay's exit, a released cgroup): waits for them. */
+    private static void awaitNothingLeft() throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (true) {
+            try {
+                ctd.assertNothingLeft();
+                return;
+            } catch (AssertionError e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(250);
+            }
+        }
+    }
+
+    private static ProcessHandle qemuOf(String id) throws Exception {
+        String state = Files.readString(ctd.rundState.resolve("sandboxes").resolve(id).resolve("state.json"));
+        var m = java.util.regex.Pattern.compile("\"vmPid\":(\\d+)").matcher(state);
+        assertTrue(m.find(), state);
+        return ProcessHandle.of(Long.parseLong(m.group(1))).orElseThrow();
+    }
+
+    private static ProcessHandle helperOf(String id) throws Exception {
+        String state = Files.readString(ctd.rundState.resolve("sandboxes").resolve(id).resolve("state.json"));
+        var m = java.util.regex.Pattern.compile("\"helperPid\":(\\d+)").matcher(state);
+        assertTrue(m.find(), state);
+        return ProcessHandle.of(Long.parseLong(m.group(1))).orElseThrow();
+    }
+}
