@@ -400,14 +400,23 @@ static void hold(const char *key, char mode, const char *path)
      * waits for a reader, and the daemon's writes never meet EPIPE when containerd's reader
      * is briefly gone. A stdin fifo is held read-only, so that its writer's close still
      * ends the daemon's read. */
-    int fd = open(path, (mode == 'r' ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        rlog("hold %s: open %s: %s", key, path, strerror(errno));
+    /* Only a fifo is opened: looked at first through an O_PATH descriptor (opening a device
+     * can act), then opened through that very descriptor. */
+    int at = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (at < 0 || fstat(at, &st) || !S_ISFIFO(st.st_mode)) {
+        if (at < 0)
+            rlog("hold %s: %s: %s", key, path, strerror(errno));
+        else
+            close(at); /* a file:// destination needs nothing held */
         return;
     }
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISFIFO(st.st_mode)) {
-        close(fd); /* only fifos are held: a file:// destination needs nothing */
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", at);
+    int fd = open(self, (mode == 'r' ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    close(at);
+    if (fd < 0) {
+        rlog("hold %s: open %s: %s", key, path, strerror(errno));
         return;
     }
     snprintf(g_holds[g_nholds].key, sizeof(g_holds[0].key), "%s", key);

@@ -33,6 +33,8 @@ class DaemonRestartTest {
     private static final Duration T = Duration.ofSeconds(120);
     private static final String RUNTIME = "io.containerd.rund.v2";
     private static Containerd ctd;
+    private static CriClient cri;
+    private static CriPods pods;
 
     @RegisterExtension
     static final TestWatcher DUMP = Containerd.dumpOnFailure(() -> ctd);
@@ -40,10 +42,16 @@ class DaemonRestartTest {
     @BeforeAll
     static void start() throws Exception {
         ctd = new Containerd("restart");
+        ctd.importCriImages();
+        cri = new CriClient(ctd.socket);
+        pods = new CriPods(ctd, cri);
     }
 
     @AfterAll
     static void stop() throws Exception {
+        if (cri != null) {
+            cri.close();
+        }
         if (ctd != null) {
             ctd.close();
         }
@@ -56,6 +64,10 @@ class DaemonRestartTest {
                 "steady", "sh", "-c", "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.1; done").exitCode());
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "sleeper", "sleep", "1000")
                 .exitCode());
+        // A CRI pod: its VM holds the sandbox (pause) container and an app that joined it.
+        var podConfig = pods.pod("survivor", io.rund.test.cri.NamespaceMode.POD);
+        String podId = pods.runPod(podConfig, "rund");
+        String app = pods.createAndStart(podId, podConfig, "app", "echo started; sleep 1000");
         // Exits with 7 while no daemon runs.
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "exiter", "sh", "-c",
                 "sleep 4; exit 7").exitCode());
@@ -107,6 +119,8 @@ class DaemonRestartTest {
                 "the exit that happened while no daemon ran: " + exited);
         Command.Result exec = ctd.ctr(T, "task", "exec", "--exec-id", "e1", "sleeper", "echo", "after-kill");
         assertEquals("after-kill\n", exec.stdout(), exec.toString());
+        assertEquals("pod-after-kill\n", pods.exec(app, "echo", "pod-after-kill").getStdout().toStringUtf8(),
+                "a pod's joined container is taken up with its VM");
         String daemonLog = Files.readString(ctd.daemonLog);
         assertTrue(daemonLog.contains("sandbox=steady: adopted from a previous daemon"), daemonLog);
 
@@ -128,6 +142,8 @@ class DaemonRestartTest {
             assertEquals("line" + i, lines.get(i), "line " + i + " of " + lines.size());
         }
 
+        assertEquals("pod-after-upgrade\n", pods.exec(app, "echo", "pod-after-upgrade").getStdout().toStringUtf8());
+        pods.stopAndRemovePod(podId);
         for (String id : List.of("sleeper", "steady", "exiter")) {
             ctd.ctr(T, "task", "kill", "-s", "SIGKILL", id);
             ctd.ctr(T, "task", "delete", "--force", id);
