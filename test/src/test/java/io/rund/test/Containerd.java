@@ -275,6 +275,12 @@ final class Containerd implements AutoCloseable {
         if (!relays.isEmpty()) {
             throw new AssertionError("relays left: " + relays);
         }
+        // A template build's VM runs in a directory of the temporary directory; the builds are done.
+        List<String> builds = ProcessHandle.allProcesses().map(p -> cwd(p) + " " + p.info().commandLine().orElse(""))
+                .filter(c -> c.startsWith(System.getProperty("java.io.tmpdir") + "/rund-template-")).toList();
+        if (!builds.isEmpty()) {
+            throw new AssertionError("template builds left: " + builds);
+        }
         try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
             List<String> files = s.map(p -> p.getFileName().toString()).toList();
             if (!files.equals(List.of("ext4-256M.img"))) {
@@ -403,6 +409,22 @@ final class Containerd implements AutoCloseable {
             throw new AssertionError(removed.toString());
         }
         return deleted;
+    }
+
+    /**
+     * Has a daemon run, as containerd would: the launcher's delete of a task that never was
+     * starts one when none answers (and the daemon finishes what a dead one left).
+     */
+    void ensureDaemon() throws Exception {
+        ProcessBuilder pb = new ProcessBuilder(launcher.toString(), "-namespace", "default", "-address", socket.toString(),
+                "-publish-binary", "/usr/bin/containerd", "-id", "no-such-task", "-bundle", dir.toString(), "delete")
+                .redirectErrorStream(true);
+        pb.environment().putAll(rundEnv);
+        Process p = pb.start();
+        String out = new String(p.getInputStream().readAllBytes());
+        if (!p.waitFor(90, TimeUnit.SECONDS) || p.exitValue() != 0) {
+            throw new AssertionError("the launcher's delete: " + out);
+        }
     }
 
     /** The daemon's pid, from its pid file (0 when there is none). */

@@ -21,11 +21,12 @@ public final class FaultPoints {
      * container is made / removed in the guest, not yet recorded; {@code task.start}: a process
      * started in the guest, not yet recorded; {@code task.exit}: an exit seen, not yet sent to
      * containerd; {@code stop}: a sandbox's containers and VM are ended, nothing else released;
-     * {@code spare.refill}: a spare VM was launched, not yet recorded.
+     * {@code spare.refill}: a spare VM was launched, not yet recorded; {@code template.build}: a
+     * template's build VM was launched, its guest not yet ready.
      */
     public static final List<String> POINTS = List.of("start.state_dir", "start.cgroup", "start.share", "start.vm",
             "start.pod_network", "start.agent", "start.container", "container.add", "task.start", "task.exit",
-            "container.remove", "stop", "spare.refill");
+            "container.remove", "stop", "spare.refill", "template.build");
 
     /** What an armed point does. */
     public enum Action {

@@ -149,7 +149,7 @@ public final class Daemon implements AutoCloseable {
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
                 VM_VCPUS, VM_MEMORY_MIB, Duration.ofSeconds(60)), hypervisor, pool, store,
-                config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, AgentClient.ready(Duration.ofSeconds(60))));
+                config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, buildReady()));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
         takeUpEndpoints();
@@ -296,6 +296,15 @@ public final class Daemon implements AutoCloseable {
         Endpoint e = new Endpoint(service, server, socket, relay);
         byName.put(name, e);
         return e;
+    }
+
+    /** A template build's guest is ready when its agent answers; the build's fault point is there. */
+    private static TemplateStore.GuestReady buildReady() {
+        TemplateStore.GuestReady agent = AgentClient.ready(Duration.ofSeconds(60));
+        return socket -> {
+            FaultPoints.at("template.build");
+            agent.await(socket);
+        };
     }
 
     private static ServerSocketChannel listen(Path socket) throws IOException {

@@ -100,6 +100,7 @@ public final class TemplateStore {
             Files.createDirectory(root, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
         }
         hypervisor.grantVmRead(root);
+        endBuildsLeft(root, hypervisor);
         try (Stream<Path> s = Files.list(root)) {
             for (Path p : s.toList()) {
                 if (p.getFileName().toString().contains(".")) {
@@ -198,7 +199,7 @@ public final class TemplateStore {
         try {
             Files.createDirectory(work, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             hypervisor.grantVmRead(work); // the building VM reaches its RAM and state files through it
-            run = Files.createTempDirectory("rund-template-");
+            run = Files.createTempDirectory(runPrefix(root));
             Path empty = Files.createDirectory(run.resolve("empty"));
             Path emptyHost = Files.createDirectory(run.resolve("empty-host"));
             Path disk = work.resolve("disk");
@@ -280,6 +281,38 @@ public final class TemplateStore {
      * host's departure only after the daemon's first connection arrived, dropping its first
      * call: a spare's start then waited for the Health call's whole timeout.
      */
+    /**
+     * The prefix of a build's run directory (sockets and logs, in the temporary directory for
+     * short socket paths): named after the store, so that the next daemon knows its own.
+     */
+    private static String runPrefix(Path root) {
+        return "rund-template-" + Integer.toHexString(root.toAbsolutePath().toString().hashCode()) + "-";
+    }
+
+    /**
+     * Ends what a daemon that died during a build left: the build's VM (its helpers go with
+     * it) and its run directory. A build's VM runs in its run directory, which is how it is
+     * known ({@link Hypervisor#vmDirOf}).
+     */
+    private static void endBuildsLeft(Path root, Hypervisor hypervisor) {
+        Path tmp = Path.of(System.getProperty("java.io.tmpdir"));
+        String prefix = runPrefix(root);
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p)
+                .filter(d -> tmp.equals(d.getParent()) && d.getFileName().toString().startsWith(prefix))
+                .ifPresent(d -> {
+                    LOG.log(Level.INFO, "template: ending the build VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
+                    p.destroyForcibly();
+                    p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+                }));
+        try (Stream<Path> s = Files.list(tmp)) {
+            for (Path d : s.filter(d -> d.getFileName().toString().startsWith(prefix)).toList()) {
+                deleteDirQuietly(d);
+            }
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "template: list {0}: {1}", tmp, e.getMessage());
+        }
+    }
+
     private static void awaitHostGone(String key, Path console) throws InterruptedException {
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
         while (System.nanoTime() < end) {
