@@ -198,22 +198,40 @@ final class Recovery {
 
     /** Kills {@code pid} only if it runs the sandboxes' helper binary: pids get reused. */
     void killHelper(long pid) {
-        if (pid <= 0 || hypervisor.jail() == null) {
-            return;
+        if (pid > 0) {
+            ProcessHandle.of(pid).filter(this::isHelper).ifPresent(Recovery::killAndWait);
+        }
+    }
+
+    /**
+     * Kills the helpers started for {@code name} (a sandbox's id or a spare's name: the
+     * helper's --name), which a daemon that died right after starting them never recorded.
+     */
+    void killHelpersNamed(String name) {
+        ProcessHandle.allProcesses().filter(this::isHelper)
+                .filter(p -> p.info().arguments().map(a -> List.of(a).indexOf("--name")).filter(i -> i >= 0)
+                        .flatMap(i -> p.info().arguments().filter(a -> a.length > i + 1).map(a -> a[i + 1]))
+                        .filter(name::equals).isPresent())
+                .forEach(Recovery::killAndWait);
+    }
+
+    /** Whether {@code p} runs this daemon's helper binary. */
+    private boolean isHelper(ProcessHandle p) {
+        if (hypervisor.jail() == null) {
+            return false;
         }
         String helper = hypervisor.jail().helper().toString();
-        ProcessHandle.of(pid).ifPresent(p -> {
-            String exe;
-            try {
-                exe = java.nio.file.Files.readSymbolicLink(Path.of("/proc", Long.toString(pid), "exe")).toString();
-            } catch (IOException e) {
-                return; // gone, or not ours to read
-            }
-            if (exe.equals(helper) || exe.equals(helper + " (deleted)")) {
-                p.destroyForcibly();
-                p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
-            }
-        });
+        try {
+            String exe = java.nio.file.Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "exe")).toString();
+            return exe.equals(helper) || exe.equals(helper + " (deleted)");
+        } catch (IOException e) {
+            return false; // gone, or not ours to read
+        }
+    }
+
+    private static void killAndWait(ProcessHandle p) {
+        p.destroyForcibly();
+        p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
     }
 
     /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */

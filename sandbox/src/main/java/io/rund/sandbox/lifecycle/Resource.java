@@ -122,6 +122,7 @@ enum Resource {
                 r.killHelper(state.helperPid());
                 r.killHelper(state.hostHelperPid());
             }
+            r.killHelpersNamed(id); // started before the state file named them
             ReadOnlyLayer.unmountIn(dir);
             HostDirShare.unmountIn(dir);
         }
