@@ -222,16 +222,31 @@ class FaultTest {
 
     /** Writes the daemon's configuration with {@code fault} armed ("" for none) and has the next daemon read it. */
     private static void arm(String fault) throws Exception {
+        java.time.Instant armed = java.time.Instant.now();
         Files.writeString(ctd.rundConfig, fault.isEmpty() ? "" : "fault = \"" + fault + "\"\n");
-        long pid = ctd.daemonPid();
+        stopDaemon(ctd.daemonPid());
+        if (fault.isEmpty()) {
+            // A node has a daemon: the next one finishes what the dead one left. One that
+            // containerd's cleanup started before this (it read the armed configuration) goes.
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+            while (true) {
+                ctd.ensureDaemon();
+                long pid = ctd.daemonPid();
+                var started = ProcessHandle.of(pid).flatMap(p -> p.info().startInstant());
+                if (started.isPresent() && started.get().isAfter(armed)) {
+                    return;
+                }
+                assertTrue(System.nanoTime() < end, "no daemon started after the fault was disarmed");
+                stopDaemon(pid);
+            }
+        }
+    }
+
+    private static void stopDaemon(long pid) {
         ProcessHandle.of(pid).ifPresent(p -> {
             p.destroy();
             p.onExit().orTimeout(30, TimeUnit.SECONDS).join();
         });
-        if (fault.isEmpty()) {
-            // A node has a daemon: the next one finishes what the dead one left.
-            ctd.ensureDaemon();
-        }
     }
 
     /** Cleanups run on after containerd's calls return (a relay's exit, a released cgroup): waits for them. */
