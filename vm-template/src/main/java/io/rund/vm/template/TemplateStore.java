@@ -290,8 +290,9 @@ public final class TemplateStore {
     }
 
     /**
-     * Ends what a daemon that died during a build left: the build's VM (its helpers go with
-     * it) and its run directory. A build's VM runs in its run directory, which is how it is
+     * Ends what a daemon that died during a build left: the build's VM, its helpers (which
+     * wait for a VM that never came when the daemon died before launching it) and its run
+     * directory. A build's VM runs in its run directory, which is how it is
      * known ({@link Hypervisor#vmDirOf}).
      */
     private static void endBuildsLeft(Path root, Hypervisor hypervisor) {
@@ -304,6 +305,21 @@ public final class TemplateStore {
                     p.destroyForcibly();
                     p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
                 }));
+        // A build killed before its VM came has helpers waiting for one: this jail's, named template-*.
+        if (hypervisor.jail() != null) {
+            String helper = hypervisor.jail().helper().toString();
+            ProcessHandle.allProcesses().filter(p -> {
+                try {
+                    return Files.readSymbolicLink(Path.of("/proc", Long.toString(p.pid()), "exe")).toString().equals(helper)
+                            && p.info().commandLine().orElse("").contains(" --name template-");
+                } catch (IOException e) {
+                    return false;
+                }
+            }).forEach(p -> {
+                p.destroyForcibly();
+                p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+            });
+        }
         try (Stream<Path> s = Files.list(tmp)) {
             for (Path d : s.filter(d -> d.getFileName().toString().startsWith(prefix)).toList()) {
                 deleteDirQuietly(d);
