@@ -176,4 +176,29 @@ class CgroupPoolTest {
             removeAll(layout);
         }
     }
+
+    @Test
+    void aDryPoolCreatesTheCgroupOnTheStartPath(@TempDir Path claims) throws Exception {
+        CgroupLayout layout = CgroupLayout.detect(poolName("dry"));
+        CgroupPool pool = CgroupPool.open(layout, claims, 1);
+        try {
+            // Closing stops the refiller: from here on nothing refills, as when claims outrun it.
+            pool.close();
+            Cgroup first = pool.claim("sb-a");
+            assertEquals(0, pool.createdOnStartPath(), "the one free cgroup served the first claim");
+            assertEquals(0, pool.freeCount());
+            Cgroup second = pool.claim("sb-b");
+            assertEquals(1, pool.createdOnStartPath(), "the second claim found the pool dry and made its own");
+            for (Path dir : second.dirs()) {
+                assertTrue(Files.isDirectory(dir), dir.toString());
+            }
+            assertEquals(List.of("sb-a", "sb-b"), pool.claimed().keySet().stream().sorted().toList());
+            pool.release(first);
+            pool.release(second);
+            assertTrue(pool.claimed().isEmpty());
+        } finally {
+            pool.close();
+            removeAll(layout);
+        }
+    }
 }
