@@ -228,6 +228,46 @@ static int open_cgroup_procs(struct fault *f, struct container *c)
     return fd;
 }
 
+/* A pod volume's root: made 0777 as the kubelet makes an emptyDir (any user of the pod
+ * writes there); for a memory volume (`fs` "tmpfs") a tmpfs of the size the mount's
+ * "size=" option gives (none: tmpfs's default). Then the subPath below the root, if the
+ * source names one. `at` is where the volume's name starts in the source. */
+static int make_volume(struct fault *f, const struct mount_spec *m, size_t at, const char *fs)
+{
+    char root[sizeof(m->source)];
+    snprintf(root, sizeof(root), "%s", m->source);
+    char *slash = strchr(root + at, '/');
+    if (slash)
+        *slash = 0;
+    if (root[at] == 0)
+        return fail(f, CODE_INVALID_ARGUMENT, "volume source %.200s names no volume", m->source);
+    if (fs) {
+        char data[96] = "mode=0777";
+        const char *size = strstr(m->data, "size=");
+        if (size && (size == m->data || size[-1] == ',')) {
+            size_t n = strspn(size + 5, "0123456789");
+            if (n == 0 || n > 19 || (size[5 + n] != 0 && size[5 + n] != ','))
+                return fail(f, CODE_INVALID_ARGUMENT, "memory volume %.200s: size %.40s is not a number of bytes", root,
+                            size + 5);
+            snprintf(data + strlen(data), sizeof(data) - strlen(data), ",size=%.*s", (int)n, size + 5);
+        }
+        if (ensure_mounted(f, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, data, "a memory volume (tmpfs)"))
+            return -1;
+    } else {
+        struct stat st;
+        if (stat(root, &st) < 0) {
+            mkdirs(root);
+            chmod(root, 0777);
+        }
+    }
+    if (slash) {
+        char dir[sizeof(m->source)];
+        snprintf(dir, sizeof(dir), "%s", m->source);
+        mkdirs(dir);
+    }
+    return 0;
+}
+
 /* ---- create ------------------------------------------------------------------------- */
 
 static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContainerRequest *req, struct rootfs_plan *r)
@@ -310,11 +350,12 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
         if (strcmp(m->type, "file") == 0 && place_file(f, r, i, req->mounts[i], m))
             return -1;
         /* A pod volume is a directory of the pod's disk, made when a container first mounts it. */
-        if (m->bind && strncmp(m->source, volumes, strlen(volumes)) == 0) {
-            char dir[sizeof(m->source)];
-            snprintf(dir, sizeof(dir), "%s", m->source);
-            mkdirs(dir);
-        }
+        if (m->bind && strncmp(m->source, volumes, strlen(volumes)) == 0 && make_volume(f, m, strlen(volumes), NULL))
+            return -1;
+        /* A memory volume is a tmpfs of the pod, mounted when a container first mounts it. */
+        if (m->bind && strncmp(m->source, POD_MEMORY, strlen(POD_MEMORY)) == 0 &&
+            make_volume(f, m, strlen(POD_MEMORY), "tmpfs"))
+            return -1;
         /* A host directory: on the host-directory share. */
         if (m->bind && strncmp(m->source, HOST_DIRS_SHARE "/", strlen(HOST_DIRS_SHARE) + 1) == 0) {
             char dir[] = HOST_DIRS_SHARE;

@@ -23,6 +23,8 @@
 #define MAX_FILE_MOUNT (1 << 20)
 /* A pod's shared /dev/shm in the guest (the host translates CRI's to it). */
 #define POD_SHM "/run/rund/pod-shm"
+/* The pod's memory volumes (emptyDir medium: Memory): a tmpfs each, /run/rund/pod-memory/<name>. */
+#define POD_MEMORY "/run/rund/pod-memory/"
 /* The sandbox's share of host directories (virtio-fs tag "hostdirs", the
  * host's VmConfig.HOST_DIRS_TAG), mounted when a container first binds from it. */
 #define HOST_DIRS_TAG "hostdirs"

@@ -58,13 +58,23 @@ record CriPods(Containerd ctd, CriClient cri) {
     }
 
     String createAndStart(String podId, PodSandboxConfig pod, String name, String script, Mount... mounts) {
-        String id = cri.runtime("CreateContainer", CreateContainerRequest.newBuilder().setPodSandboxId(podId)
-                .setSandboxConfig(pod)
-                .setConfig(ContainerConfig.newBuilder().setMetadata(ContainerMetadata.newBuilder().setName(name))
-                        .setImage(ImageSpec.newBuilder().setImage(Containerd.IMAGE))
-                        .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log")
-                        .addAllMounts(List.of(mounts)))
-                .build(), CreateContainerResponse.parser()).getContainerId();
+        return createAndStart(podId, pod, container(name, script).addAllMounts(List.of(mounts)));
+    }
+
+    /** A busybox container of the pod that runs {@code script}, its log in the pod's directory as {@code name}.log. */
+    static ContainerConfig.Builder container(String name, String script) {
+        return ContainerConfig.newBuilder().setMetadata(ContainerMetadata.newBuilder().setName(name))
+                .setImage(ImageSpec.newBuilder().setImage(Containerd.IMAGE))
+                .addAllCommand(List.of("sh", "-c", script)).setLogPath(name + ".log");
+    }
+
+    String create(String podId, PodSandboxConfig pod, ContainerConfig.Builder config) {
+        return cri.runtime("CreateContainer", CreateContainerRequest.newBuilder().setPodSandboxId(podId)
+                .setSandboxConfig(pod).setConfig(config).build(), CreateContainerResponse.parser()).getContainerId();
+    }
+
+    String createAndStart(String podId, PodSandboxConfig pod, ContainerConfig.Builder config) {
+        String id = create(podId, pod, config);
         cri.runtime("StartContainer", StartContainerRequest.newBuilder().setContainerId(id).build(),
                 StartContainerResponse.parser());
         return id;

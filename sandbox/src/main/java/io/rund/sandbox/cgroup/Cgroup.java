@@ -14,9 +14,18 @@ import java.util.Map;
  */
 public final class Cgroup {
 
-    /** Limits to write; 0 means unlimited. */
-    public record Limits(long memoryBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pids) {
-        public static final Limits NONE = new Limits(0, 0, 0, 0);
+    /** Limits to write; 0 means unlimited (for {@code cpuShares}: the kernel's default, 1024). */
+    public record Limits(long memoryBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pids, long cpuShares) {
+        public static final Limits NONE = new Limits(0, 0, 0, 0, 0);
+
+        public Limits(long memoryBytes, long cpuQuotaMicros, long cpuPeriodMicros, long pids) {
+            this(memoryBytes, cpuQuotaMicros, cpuPeriodMicros, pids, 0);
+        }
+    }
+
+    /** cgroup v1 cpu.shares as cgroup v2 cpu.weight, by runc's conversion (2..262144 onto 1..10000). */
+    static long weightOf(long shares) {
+        return shares <= 0 ? 100 : 1 + ((long) Math.clamp(shares, 2, 262144) - 2) * 9999 / 262142;
     }
 
     private final CgroupLayout layout;
@@ -73,6 +82,7 @@ public final class Cgroup {
             write(dir("memory"), "memory.limit_in_bytes", limits.memoryBytes() > 0 ? Long.toString(limits.memoryBytes()) : "-1");
             write(dir("cpu"), "cpu.cfs_period_us", Long.toString(limits.cpuPeriodMicros() > 0 ? limits.cpuPeriodMicros() : 100_000));
             write(dir("cpu"), "cpu.cfs_quota_us", limits.cpuQuotaMicros() > 0 ? Long.toString(limits.cpuQuotaMicros()) : "-1");
+            write(dir("cpu"), "cpu.shares", Long.toString(limits.cpuShares() > 0 ? limits.cpuShares() : 1024));
             write(dir("pids"), "pids.max", limits.pids() > 0 ? Long.toString(limits.pids()) : "max");
             return;
         }
@@ -85,6 +95,7 @@ public final class Cgroup {
         if (layout.controllers().contains("cpu")) {
             long period = limits.cpuPeriodMicros() > 0 ? limits.cpuPeriodMicros() : 100_000;
             write(dir, "cpu.max", (limits.cpuQuotaMicros() > 0 ? Long.toString(limits.cpuQuotaMicros()) : "max") + " " + period);
+            write(dir, "cpu.weight", Long.toString(weightOf(limits.cpuShares())));
         } else if (limits.cpuQuotaMicros() > 0) {
             throw new CgroupException("cgroup " + dir + ": a cpu quota needs the cpu controller, which is not enabled");
         }

@@ -15,6 +15,8 @@ final class ContainerRequests {
 
     /** Where the pod's volumes live in the guest: a directory of its disk, made by the agent when first mounted. */
     static final String VOLUMES = "/run/rund/disks/" + VmConfig.UPPER_SERIAL + "/volumes/";
+    /** Where the pod's memory volumes live in the guest: a tmpfs each, mounted by the agent when first bound. */
+    static final String MEMORY_VOLUMES = "/run/rund/pod-memory/";
     /** Where the guest mounts the sandbox's host-directory share, when a container first binds from it. */
     static final String HOST_DIRS_SHARE = "/run/rund/shares/" + VmConfig.HOST_DIRS_TAG;
 
@@ -38,8 +40,13 @@ final class ContainerRequests {
             mounts.add(new GuestMount(d.destination(), "bind", HOST_DIRS_SHARE + dirs.get(i), options));
         }
         for (ContainerSpec.Volume v : spec.volumes()) {
-            mounts.add(new GuestMount(v.destination(), "bind", VOLUMES + v.name(),
-                    List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev")));
+            List<String> options = new ArrayList<>(List.of("rbind", v.readOnly() ? "ro" : "rw", "nosuid", "nodev"));
+            if (v.memory() && v.sizeBytes() > 0) {
+                options.add("size=" + v.sizeBytes()); // the tmpfs's, when the agent mounts it; a bind ignores it
+            }
+            String root = (v.memory() ? MEMORY_VOLUMES : VOLUMES) + v.name();
+            mounts.add(new GuestMount(v.destination(), "bind", v.subPath().isEmpty() ? root : root + "/" + v.subPath(),
+                    options));
         }
         for (ContainerSpec.FileMount f : spec.files()) {
             mounts.add(new GuestMount(f.destination(), "file", "",

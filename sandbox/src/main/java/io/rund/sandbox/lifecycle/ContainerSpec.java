@@ -64,10 +64,25 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
     }
 
     /**
-     * A pod volume (Kubernetes' emptyDir): a directory of the pod's disk in the VM, named
-     * {@code name}, shared by every container of the pod that mounts it, and gone with the pod.
+     * A pod volume (Kubernetes' emptyDir) named {@code name}, shared by every container of
+     * the pod that mounts it and gone with the pod: a directory of the pod's disk in the VM,
+     * or for {@code medium: Memory} ({@code memory}) a tmpfs of the guest's of
+     * {@code sizeBytes} (0: tmpfs's default, half the VM's RAM). {@code subPath} ("" for the
+     * whole volume) is the directory below the volume's root that the container mounts.
      */
-    public record Volume(String name, String destination, boolean readOnly) {}
+    public record Volume(String name, String destination, boolean readOnly, boolean memory, long sizeBytes,
+            String subPath) {
+        public Volume {
+            Objects.requireNonNull(name, "name");
+            Objects.requireNonNull(destination, "destination");
+            subPath = subPath == null ? "" : subPath;
+        }
+
+        /** A whole volume on the pod's disk. */
+        public Volume(String name, String destination, boolean readOnly) {
+            this(name, destination, readOnly, false, 0, "");
+        }
+    }
 
     public ContainerSpec {
         Objects.requireNonNull(id, "id");

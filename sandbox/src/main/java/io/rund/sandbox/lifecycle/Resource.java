@@ -6,6 +6,7 @@ import io.rund.rootfs.ReadOnlyLayer;
 import io.rund.rootfs.WritableLayer;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
+import io.rund.sandbox.guest.ResourceLimits;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.vm.VmConfig;
 import io.rund.vm.VmJail;
@@ -65,8 +66,11 @@ enum Resource {
             Cgroup cgroup = s.manager.pool().claim(s.id);
             s.undo.push(this, "pool", () -> Recovery.killAndRelease(s.manager.pool(), cgroup));
             s.cgroup = cgroup;
+            // What the VM holds (a pod's total, from CRI's annotations) bounds it on the host too.
+            ResourceLimits vm = s.spec.vmResources();
             cgroup.setLimits(new Cgroup.Limits(((long) s.size.memoryMiB() << 20)
-                    + SandboxManager.VM_OVERHEAD_BYTES, s.spec.resources().quotaPer100ms(), 100_000, 512));
+                    + SandboxManager.VM_OVERHEAD_BYTES, vm.quotaPer100ms(), 100_000, 512,
+                    vm.cpuShares() == null ? 0 : vm.cpuShares()));
             if (s.spare != null) {
                 cgroup.bind(s.spare.vm().pid());
                 cgroup.bind(s.spare.helper().process().pid());

@@ -67,7 +67,11 @@ public final class SandboxManager implements AutoCloseable {
     static final long VM_OVERHEAD_BYTES = 160L << 20;
 
     /** Where things are and how large a VM is. */
-    public record Config(Path stateRoot, Path kernel, Path initramfs, int vcpus, int vmMemoryMiB,
+    /**
+     * Where things are and how large a VM is: {@code vcpus} and {@code vmMemoryMiB} by
+     * default; a sized one holds its containers' limits and {@code guestMemoryMiB} more.
+     */
+    public record Config(Path stateRoot, Path kernel, Path initramfs, int vcpus, int vmMemoryMiB, int guestMemoryMiB,
             Duration agentDeadline) {}
 
     private final Config config;
@@ -151,7 +155,7 @@ public final class SandboxManager implements AutoCloseable {
 
     /** The size for a sandbox whose containers are allowed {@code wanted}. */
     VmSize sizeFor(io.rund.sandbox.guest.ResourceLimits wanted) throws SandboxException {
-        return VmSize.fit(wanted, defaultSize(), maxMemoryMiB, Runtime.getRuntime().availableProcessors());
+        return VmSize.fit(wanted, defaultSize(), config.guestMemoryMiB(), maxMemoryMiB, Runtime.getRuntime().availableProcessors());
     }
 
     /**

@@ -9,7 +9,7 @@ import io.rund.sandbox.guest.ResourceLimits;
  * default size costs what it always did (docs/ARCHITECTURE.md, "VM sizes").
  *
  * <p>A VM holds what its containers are allowed: a memory limit of L bytes gets
- * L + {@link #GUEST_MIB} MiB (the guest kernel and agent), rounded up to {@link #STEP_MIB};
+ * L + G MiB (the guest kernel and agent: rund.toml's guest_memory_mib), rounded up to {@link #STEP_MIB};
  * a cpu quota of Q per period P gets ceil(Q / P) vCPUs, and a cpuset as many as its
  * highest CPU needs (the guest's CPUs are numbered as the host's, so the set means the same);
  * never less than the default size, never more vCPUs than the host has. A limit above what
@@ -17,8 +17,6 @@ import io.rund.sandbox.guest.ResourceLimits;
  */
 public record VmSize(int vcpus, int memoryMiB) {
 
-    /** What the guest itself needs beside its containers: kernel, agent, page cache to run in. */
-    static final int GUEST_MIB = 64;
     /** Sizes are multiples of this, so that near limits share a template. */
     static final int STEP_MIB = 128;
 
@@ -26,14 +24,15 @@ public record VmSize(int vcpus, int memoryMiB) {
      * The size for a sandbox whose containers are allowed {@code wanted} (a plain
      * container's own limits, or a pod's from CRI's sandbox annotations).
      *
+     * @param guestMiB what the guest itself needs beside its containers: kernel, agent, page cache to run in
      * @param maxMemoryMiB the most this host gives one VM
      * @param hostCpus the host's CPUs, the most vCPUs one VM gets
      */
-    static VmSize fit(ResourceLimits wanted, VmSize defaults, int maxMemoryMiB, int hostCpus) throws SandboxException {
+    static VmSize fit(ResourceLimits wanted, VmSize defaults, int guestMiB, int maxMemoryMiB, int hostCpus) throws SandboxException {
         int memory = defaults.memoryMiB;
         long limit = wanted.memoryLimitBytes();
         if (limit > 0) {
-            long mib = (limit + (1 << 20) - 1 >> 20) + GUEST_MIB;
+            long mib = (limit + (1 << 20) - 1 >> 20) + guestMiB;
             long stepped = (mib + STEP_MIB - 1) / STEP_MIB * STEP_MIB;
             if (stepped > maxMemoryMiB) {
                 throw new SandboxException(Fault.INVALID_ARGUMENT, "memory limit " + limit + " needs a VM of " + stepped

@@ -80,8 +80,9 @@ class CgroupPoolTest {
                 assertEquals(List.of("free-1", "free-2", "free-3", "sb-1"), names(layout.roots().get("memory")).stream()
                         .filter(n -> !n.equals("free-4")).toList(), "sb-1 is the renamed free-0");
             }
-            cg.setLimits(new Cgroup.Limits(64L << 20, 50_000, 100_000, 10));
+            cg.setLimits(new Cgroup.Limits(64L << 20, 50_000, 100_000, 10, 512));
             if (layout.version() == CgroupLayout.Version.V1) {
+                assertEquals("512", Files.readString(layout.roots().get("cpu").resolve("sb-1/cpu.shares")).trim());
                 Path mem = layout.roots().get("memory").resolve("sb-1");
                 assertEquals(String.valueOf(64L << 20), Files.readString(mem.resolve("memory.limit_in_bytes")).trim());
                 assertEquals("10", Files.readString(layout.roots().get("pids").resolve("sb-1/pids.max")).trim());
@@ -124,6 +125,8 @@ class CgroupPoolTest {
                 Path released = layout.roots().get("memory").resolve(names(layout.roots().get("memory")).getLast());
                 assertEquals("9223372036854771712", Files.readString(released.resolve("memory.limit_in_bytes")).trim(),
                         "limits are reset on release");
+                assertEquals("1024", Files.readString(layout.roots().get("cpu").resolve(released.getFileName())
+                        .resolve("cpu.shares")).trim(), "shares are reset on release");
             }
             reopened.destroy();
             for (Path root : layout.roots().values()) {
@@ -175,6 +178,14 @@ class CgroupPoolTest {
             pool.close();
             removeAll(layout);
         }
+    }
+
+    @Test
+    void sharesBecomeWeightsAsRuncConvertsThem() {
+        assertEquals(1, Cgroup.weightOf(2));
+        assertEquals(39, Cgroup.weightOf(1024));
+        assertEquals(10000, Cgroup.weightOf(262144));
+        assertEquals(100, Cgroup.weightOf(0), "none asked: the kernel's default");
     }
 
     @Test

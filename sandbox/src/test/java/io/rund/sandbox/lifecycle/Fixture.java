@@ -62,7 +62,7 @@ final class Fixture implements AutoCloseable {
 
     SandboxManager.Config config() {
         return new SandboxManager.Config(stateRoot, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"),
-                1, 128, Duration.ofSeconds(60));
+                1, 128, 64, Duration.ofSeconds(60));
     }
 
     SandboxManager manager() throws IOException {

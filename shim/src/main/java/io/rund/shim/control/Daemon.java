@@ -88,7 +88,7 @@ public final class Daemon implements AutoCloseable {
      * {@code fault}: a fault point armed for tests ("" for none, see {@link FaultPoints}).
      */
     public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates, int spareVms, int vmUidBase, Path jailer, String fault) {
+            Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, String fault) {
 
         /** The VMs' jail. */
         public VmJail jail() {
@@ -148,7 +148,7 @@ public final class Daemon implements AutoCloseable {
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
-                VM_VCPUS, VM_MEMORY_MIB, Duration.ofSeconds(60)), hypervisor, pool, store,
+                VM_VCPUS, VM_MEMORY_MIB, config.guestMemoryMiB(), Duration.ofSeconds(60)), hypervisor, pool, store,
                 config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, buildReady()));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");

@@ -27,6 +27,8 @@ import java.util.Map;
  *                                      # this, in group vm_uid_base
  * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU and helper confined; the helper,
  *                                      # rund-helper, is installed beside it
+ * guest_memory_mib = 64                # what a sized VM holds beyond its containers' memory limits
+ *                                      # (the guest kernel and agent); 32..1024
  * fault = ""                           # tests only: "POINT=kill" or "POINT=fail" (FaultPoints)
  * </pre>
  */
@@ -54,12 +56,17 @@ public final class RundConfig {
         Integer vmUidBase;
         @JsonProperty("jailer")
         String jailer;
+        @JsonProperty("guest_memory_mib")
+        Integer guestMemoryMiB;
         @JsonProperty("fault")
         String fault;
     }
 
     /** Far above the uids of people and services, and of the usual user-namespace ranges (100000 + 65536 n). */
     static final int DEFAULT_VM_UID_BASE = 2_000_000;
+
+    /** The guest kernel and agent with room to run: measured in docs/BENCHMARKS.md, "Pod overhead". */
+    static final int DEFAULT_GUEST_MEMORY_MIB = 64;
 
     private RundConfig() {}
 
@@ -88,7 +95,12 @@ public final class RundConfig {
                     + (Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS)
                     + (uidBase == 0 ? " (VMs no longer run as root: each sandbox's helper runs as its VM's uid)" : ""));
         }
-                String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
+        int guestMiB = env.containsKey("RUND_GUEST_MEMORY_MIB") ? Integer.parseInt(env.get("RUND_GUEST_MEMORY_MIB"))
+                : f.guestMemoryMiB != null ? f.guestMemoryMiB : DEFAULT_GUEST_MEMORY_MIB;
+        if (guestMiB < 32 || guestMiB > 1024) {
+            throw new IOException(path + ": guest_memory_mib " + guestMiB + " is outside 32..1024");
+        }
+        String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
             throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
         }
@@ -98,7 +110,7 @@ public final class RundConfig {
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
                 accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares,
                 uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")),
-                checkFault(path, pick(env, "RUND_FAULT", f.fault, "")));
+                guestMiB, checkFault(path, pick(env, "RUND_FAULT", f.fault, "")));
     }
 
     /** A fault point as {@link io.rund.sandbox.lifecycle.FaultPoints#arm} takes it, or an error naming what is wrong. */
@@ -121,7 +133,7 @@ public final class RundConfig {
         } catch (UnrecognizedPropertyException e) {
             throw new IOException(path + ": unknown key " + e.getPropertyName()
                     + " (known: state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates, spare_vms,"
-                    + " vm_uid_base, jailer, fault)", e);
+                    + " vm_uid_base, jailer, guest_memory_mib, fault)", e);
         } catch (com.fasterxml.jackson.core.JacksonException e) {
             throw new IOException(path + ": " + e.getOriginalMessage(), e);
         }

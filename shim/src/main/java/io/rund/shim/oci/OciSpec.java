@@ -13,6 +13,7 @@ import io.rund.sandbox.lifecycle.ContainerSpec;
 import io.rund.shim.TaskFault;
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -56,7 +57,7 @@ public final class OciSpec {
         for (JsonNode m : mounts) {
             String source = m.path("source").asText("");
             List<String> options = strings(what + " options", m.path("options"));
-            if (!isBind(m, options) || !source.startsWith("/") || source.contains(EMPTY_DIR) || isPodShm(source)) {
+            if (!isBind(m, options) || !source.startsWith("/") || isEmptyDir(source) || isPodShm(source)) {
                 continue;
             }
             // Read once, by descriptor: a symlink is not followed, a FIFO or device never opened,
@@ -122,28 +123,189 @@ public final class OciSpec {
     private static final java.util.regex.Pattern VOLUME_NAME = java.util.regex.Pattern.compile("[a-z0-9]([a-z0-9.-]{0,62})");
 
     /**
-     * The spec's emptyDir volumes: bind mounts of a kubelet emptyDir directory, which live
-     * in the pod's VM (on its disk) instead of on the host. Files the spec binds in come
-     * through {@link #files}; binds of host directories are not brought into the VM.
+     * kubelet's binds of a volume's subPath: {@code <kubelet>/pods/<uid>/volume-subpaths/<volume>/<container>/<n>},
+     * a bind mount of the directory below the volume.
+     */
+    private static final java.util.regex.Pattern SUBPATH = java.util.regex.Pattern.compile(
+            "(/.+/pods/[^/]+)/volume-subpaths/([a-z0-9][a-z0-9.-]{0,62})/[^/]+/[0-9]+");
+    /** How far below an emptyDir's root a subPath is looked for, and among how many entries. */
+    private static final int SUBPATH_DEPTH = 16;
+    private static final int SUBPATH_ENTRIES = 10_000;
+
+    /** Whether a bind source is an emptyDir or a subPath of one: it lives in the VM. */
+    static boolean isEmptyDir(String source) {
+        if (source.contains(EMPTY_DIR)) {
+            return true;
+        }
+        java.util.regex.Matcher m = SUBPATH.matcher(source);
+        return m.matches() && Files.isDirectory(Path.of(m.group(1) + EMPTY_DIR + m.group(2)), LinkOption.NOFOLLOW_LINKS);
+    }
+
+    /**
+     * The spec's emptyDir volumes: bind mounts of a kubelet emptyDir directory, or of a
+     * subPath of one, which live in the pod's VM instead of on the host: on its disk, or
+     * for {@code medium: Memory} (the kubelet mounted a tmpfs there) in a tmpfs of the
+     * guest's, as large as the host's (sizeLimit). Files the spec binds in come through
+     * {@link #files}; host directories through {@link #binds}.
      */
     static List<ContainerSpec.Volume> volumes(String what, JsonNode mounts) throws TaskFault {
         List<ContainerSpec.Volume> volumes = new ArrayList<>();
+        String mountinfo = null;
         for (JsonNode m : mounts) {
             String source = m.path("source").asText("");
-            int at = source.indexOf(EMPTY_DIR);
-            if (at < 0) {
+            if (!isEmptyDir(source)) {
                 continue;
             }
-            String name = source.substring(at + EMPTY_DIR.length());
+            String name;
+            Path dir;
+            String subPath = "";
+            int at = source.indexOf(EMPTY_DIR);
+            if (at >= 0) {
+                name = source.substring(at + EMPTY_DIR.length());
+                dir = Path.of(source);
+            } else {
+                java.util.regex.Matcher sm = SUBPATH.matcher(source);
+                sm.matches();
+                name = sm.group(2);
+                dir = Path.of(sm.group(1) + EMPTY_DIR + name);
+                subPath = subPathOf(what, dir, Path.of(source));
+            }
             if (!VOLUME_NAME.matcher(name).matches()) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": emptyDir volume " + source
                         + " is not named like a Kubernetes volume");
             }
             String destination = destination(what, m, "volume " + name);
+            if (mountinfo == null) {
+                mountinfo = readMountinfo();
+            }
+            long size = tmpfsSize(dir.toString(), mountinfo);
             volumes.add(new ContainerSpec.Volume(name, destination,
-                    strings(what + " options", m.path("options")).contains("ro")));
+                    strings(what + " options", m.path("options")).contains("ro"), size >= 0, Math.max(size, 0), subPath));
         }
         return volumes;
+    }
+
+    private static String readMountinfo() throws TaskFault {
+        try {
+            return Files.readString(Path.of("/proc/self/mountinfo"));
+        } catch (IOException e) {
+            throw new TaskFault(Fault.INTERNAL, "read /proc/self/mountinfo: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Whether {@code dir} is a tmpfs mount point in {@code mountinfo} (the last mount there
+     * wins): its size in bytes (0 when it has tmpfs's default size), or -1 when it is not.
+     */
+    static long tmpfsSize(String dir, String mountinfo) {
+        long size = -1;
+        for (String line : mountinfo.split("\n")) {
+            String[] f = line.split(" ");
+            int dash = java.util.Arrays.asList(f).indexOf("-");
+            if (f.length < 5 || dash < 0 || dash + 3 >= f.length || !unescape(f[4]).equals(dir)) {
+                continue;
+            }
+            if (!f[dash + 1].equals("tmpfs")) {
+                size = -1;
+                continue;
+            }
+            size = 0;
+            for (String o : f[dash + 3].split(",")) {
+                if (o.startsWith("size=")) {
+                    size = tmpfsBytes(o.substring(5));
+                }
+            }
+        }
+        return size;
+    }
+
+    /** A tmpfs size option ("65536k", "1g", "4096") in bytes; 0 when it does not parse. */
+    private static long tmpfsBytes(String v) {
+        if (v.isEmpty()) {
+            return 0;
+        }
+        char unit = Character.toLowerCase(v.charAt(v.length() - 1));
+        int shift = switch (unit) {
+            case 'k' -> 10;
+            case 'm' -> 20;
+            case 'g' -> 30;
+            default -> 0;
+        };
+        try {
+            return Long.parseLong(shift == 0 ? v : v.substring(0, v.length() - 1)) << shift;
+        } catch (NumberFormatException e) {
+            return 0;
+        }
+    }
+
+    /** A mountinfo path field with its octal escapes (\040 for a space) undone. */
+    private static String unescape(String field) {
+        if (field.indexOf('\\') < 0) {
+            return field;
+        }
+        StringBuilder b = new StringBuilder();
+        for (int i = 0; i < field.length(); i++) {
+            char c = field.charAt(i);
+            if (c == '\\' && i + 3 < field.length()) {
+                b.append((char) Integer.parseInt(field.substring(i + 1, i + 4), 8));
+                i += 3;
+            } else {
+                b.append(c);
+            }
+        }
+        return b.toString();
+    }
+
+    /**
+     * Where below the emptyDir {@code dir} a subPath bind {@code source} points: kubelet made
+     * the directory on the host (it is empty there: the volume's content is in the VM) and
+     * bound it, so the directory with the source's device and inode is the one. Looked for
+     * without following symlinks, within {@link #SUBPATH_DEPTH} levels and
+     * {@link #SUBPATH_ENTRIES} entries.
+     */
+    static String subPathOf(String what, Path dir, Path source) throws TaskFault {
+        Object want;
+        try {
+            var a = Files.readAttributes(source, java.nio.file.attribute.BasicFileAttributes.class);
+            if (!a.isDirectory()) {
+                throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": subPath bind " + source + " of emptyDir " + dir
+                        + " is not a directory; an emptyDir's files live in the VM");
+            }
+            want = a.fileKey();
+        } catch (IOException e) {
+            throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": subPath bind " + source + ": " + e.getMessage());
+        }
+        int[] seen = {0};
+        Path[] found = {null};
+        try {
+            Files.walkFileTree(dir, java.util.Set.of(), SUBPATH_DEPTH, new java.nio.file.SimpleFileVisitor<>() {
+                @Override
+                public java.nio.file.FileVisitResult preVisitDirectory(Path d, java.nio.file.attribute.BasicFileAttributes a) {
+                    if (++seen[0] > SUBPATH_ENTRIES) {
+                        return java.nio.file.FileVisitResult.TERMINATE;
+                    }
+                    if (want != null && want.equals(a.fileKey()) && !d.equals(dir)) {
+                        found[0] = d;
+                        return java.nio.file.FileVisitResult.TERMINATE;
+                    }
+                    return java.nio.file.FileVisitResult.CONTINUE;
+                }
+
+                @Override
+                public java.nio.file.FileVisitResult visitFile(Path f, java.nio.file.attribute.BasicFileAttributes a) {
+                    return ++seen[0] > SUBPATH_ENTRIES ? java.nio.file.FileVisitResult.TERMINATE
+                            : java.nio.file.FileVisitResult.CONTINUE;
+                }
+            });
+        } catch (IOException e) {
+            throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": subPath bind " + source + ": look in " + dir + ": "
+                    + e.getMessage());
+        }
+        if (found[0] == null) {
+            throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": subPath bind " + source + " is no directory of emptyDir "
+                    + dir + " (looked " + SUBPATH_DEPTH + " levels deep, at most " + SUBPATH_ENTRIES + " entries)");
+        }
+        return dir.relativize(found[0]).toString();
     }
 
     /** The LinuxResources JSON of an Update call. */
@@ -239,6 +401,7 @@ public final class OciSpec {
     static final String SANDBOX_MEMORY = "io.kubernetes.cri.sandbox-memory";
     static final String SANDBOX_CPU_QUOTA = "io.kubernetes.cri.sandbox-cpu-quota";
     static final String SANDBOX_CPU_PERIOD = "io.kubernetes.cri.sandbox-cpu-period";
+    static final String SANDBOX_CPU_SHARES = "io.kubernetes.cri.sandbox-cpu-shares";
 
     /**
      * What the VM must hold: for a pod's sandbox container, the pod's total from CRI's
@@ -250,7 +413,11 @@ public final class OciSpec {
         if (!"sandbox".equals(a.path(CONTAINER_TYPE).asText())) {
             return cc.resources();
         }
-        return new ResourceLimits(annotation(where, a, SANDBOX_MEMORY), null, null, null,
+        Long shares = annotation(where, a, SANDBOX_CPU_SHARES);
+        if (shares != null && shares != 0 && (shares < 2 || shares > 262144)) {
+            throw OciLinux.refuse(where, SANDBOX_CPU_SHARES + "=" + shares, "is outside 2..262144");
+        }
+        return new ResourceLimits(annotation(where, a, SANDBOX_MEMORY), null, null, shares == null || shares == 0 ? null : shares,
                 annotation(where, a, SANDBOX_CPU_QUOTA), annotation(where, a, SANDBOX_CPU_PERIOD), null, null, null,
                 List.of());
     }

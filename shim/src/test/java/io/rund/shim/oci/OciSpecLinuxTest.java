@@ -92,6 +92,29 @@ class OciSpecLinuxTest {
     }
 
     @Test
+    void aPodsSandboxContainerSizesTheVmFromCrisAnnotations(@TempDir Path bundle) throws Exception {
+        Files.writeString(bundle.resolve("config.json"), """
+                {"process": {"args": ["/pause"]},
+                 "annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "pod1",
+                   "io.kubernetes.cri.sandbox-memory": "536870912", "io.kubernetes.cri.sandbox-cpu-quota": "150000",
+                   "io.kubernetes.cri.sandbox-cpu-period": "100000", "io.kubernetes.cri.sandbox-cpu-shares": "1536"},
+                 "linux": {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}], "resources": {"cpu": {"shares": 2}}}}
+                """);
+        ResourceLimits vm = OciSpec.readBundle("pod1", bundle, List.of(), false).vmResources();
+        assertEquals(536870912L, vm.memoryLimit());
+        assertEquals(150000, vm.quotaPer100ms());
+        assertEquals(1536L, vm.cpuShares(), "the pod's shares, not the pause container's own");
+
+        Files.writeString(bundle.resolve("config.json"), """
+                {"process": {"args": ["/pause"]},
+                 "annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-cpu-shares": "-4"},
+                 "linux": {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}]}}
+                """);
+        TaskFault bad = assertThrows(TaskFault.class, () -> OciSpec.readBundle("pod1", bundle, List.of(), false));
+        assertTrue(bad.getMessage().contains("io.kubernetes.cri.sandbox-cpu-shares=-4"), bad.getMessage());
+    }
+
+    @Test
     void seccompIsHandedOverRuleByRule(@TempDir Path bundle) throws Exception {
         SeccompProfile p = read(bundle, """
                 , "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "architectures": ["SCMP_ARCH_X86_64"],

@@ -31,6 +31,23 @@ class OciSpecVolumesTest {
     }
 
     @Test
+    void aTmpfsAtAnEmptyDirIsAMemoryVolumeOfItsSize() {
+        String mountinfo = """
+                22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+                91 22 0:50 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/mem rw,relatime shared:40 - tmpfs tmpfs rw,size=65536k,inode64
+                92 22 0:51 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/big rw,relatime - tmpfs tmpfs rw,inode64
+                93 22 0:52 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/a\\040b rw - tmpfs tmpfs rw,size=1g
+                94 22 0:53 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/over rw - tmpfs tmpfs rw,size=1g
+                95 94 8:1 /x /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/over rw - ext4 /dev/sda1 rw
+                """;
+        assertEquals(64L << 20, OciSpec.tmpfsSize(DIR + "mem", mountinfo), "sizeLimit, as the kubelet mounted it");
+        assertEquals(0, OciSpec.tmpfsSize(DIR + "big", mountinfo), "no size: tmpfs's default");
+        assertEquals(1L << 30, OciSpec.tmpfsSize(DIR + "a b", mountinfo), "escaped mount points are read");
+        assertEquals(-1, OciSpec.tmpfsSize(DIR + "disk", mountinfo), "no mount: on the disk");
+        assertEquals(-1, OciSpec.tmpfsSize(DIR + "over", mountinfo), "the last mount there decides");
+    }
+
+    @Test
     void badNamesAndDestinationsAreRefusedNamingThem() {
         TaskFault name = assertThrows(TaskFault.class, () -> OciSpec.volumes("spec", JSON.readTree(
                 "[{\"destination\":\"/c\",\"type\":\"bind\",\"source\":\"" + DIR + "../../etc\"}]")));
