@@ -11,6 +11,12 @@
  * outlives the daemon. containerd reads stdout and stderr together, so nothing else is
  * printed on success.
  *
+ * What containerd writes on stdin at `start` is either the runtime options (a protobuf Any,
+ * containerd 1.6 to 2.2) or a BootstrapParams (2.3 and later: bootstrap.c). The answer is
+ * the bare address every version reads (task API v2), or, to a containerd that sent a
+ * BootstrapParams, the JSON BootstrapResult naming task API v3. (MAX_SHIM_VERSION does not
+ * tell: containerd 1.7 to 2.3 all set it to 2.)
+ *
  * Environment: TTRPC_ADDRESS (from containerd); RUND_CONTROL_SOCKET, RUND_DAEMON and
  * RUND_LOG override the control socket (/run/rund/rund.sock), the daemon command
  * (/usr/local/lib/rund/rund-daemon) and its log file (/var/log/rund/daemon.log). */
@@ -27,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bootstrap.h"
 #include "daemon.h"
 #include "relay.h"
 #include "ttrpc.h"
@@ -34,6 +41,21 @@
 
 #define CONTROL_SERVICE "rund.control.v1.Control"
 #define MAX_OPTIONS (1 << 20)
+
+/* containerd's BootstrapResult as JSON (read by containerd 1.7 and later): task API v3 over ttrpc at `address`. */
+static void print_bootstrap_result(const char *address)
+{
+    fputs("{\"version\":3,\"address\":\"", stdout);
+    for (const char *c = address; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fputc('\\', stdout);
+        if ((unsigned char)*c < 0x20)
+            printf("\\u%04x", *c);
+        else
+            fputc(*c, stdout);
+    }
+    fputs("\",\"protocol\":\"ttrpc\"}", stdout);
+}
 
 static void die(const char *fmt, const char *a)
 {
@@ -225,18 +247,25 @@ int main(int argc, char **argv)
     size_t out_len = 0;
     uint8_t *out;
     if (!strcmp(verb, "start")) {
-        const char *ttrpc = env_or("TTRPC_ADDRESS", "");
-        n = put_field(req, n, sizeof(req), 4, address, strlen(address));
-        n = put_field(req, n, sizeof(req), 5, ttrpc, strlen(ttrpc));
-        n = put_field(req, n, sizeof(req), 6, publish, strlen(publish));
-        /* The runtime options containerd writes on stdin (a protobuf Any), passed on as is. */
-        static uint8_t opts[MAX_OPTIONS];
-        size_t ol = 0;
+        static uint8_t in[MAX_OPTIONS];
+        size_t il = 0;
         if (!isatty(0)) {
             ssize_t r;
-            while (ol < sizeof(opts) && (r = read(0, opts + ol, sizeof(opts) - ol)) > 0)
-                ol += (size_t)r;
+            while (il < sizeof(in) && (r = read(0, in + il, sizeof(in) - il)) > 0)
+                il += (size_t)r;
         }
+        struct bootstrap boot;
+        int bootstrapped = bootstrap_parse(in, il, id, ns, &boot);
+        const char *ttrpc = env_or("TTRPC_ADDRESS", "");
+        n = put_field(req, n, sizeof(req), 4, address, strlen(address));
+        if (bootstrapped && boot.ttrpc_address_len)
+            n = put_field(req, n, sizeof(req), 5, boot.ttrpc_address, boot.ttrpc_address_len);
+        else
+            n = put_field(req, n, sizeof(req), 5, ttrpc, strlen(ttrpc));
+        n = put_field(req, n, sizeof(req), 6, publish, strlen(publish));
+        /* The runtime options (a protobuf Any), passed on as is: all of stdin, or a BootstrapParams' extension. */
+        const uint8_t *opts = bootstrapped ? boot.options : in;
+        size_t ol = bootstrapped ? boot.options_len : il;
         if (ol)
             n = put_field(req, n, sizeof(req), 7, opts, ol);
         out = call(fd, "Start", req, n, &out_len);
@@ -267,7 +296,10 @@ int main(int argc, char **argv)
             if (relay_spawn(relay, address_out + 7, err, sizeof(err)))
                 die("relay: %s", err);
         }
-        fputs(address_out, stdout);
+        if (bootstrapped)
+            print_bootstrap_result(address_out);
+        else
+            fputs(address_out, stdout);
     } else {
         out = call(fd, "Delete", req, n, &out_len);
         fwrite(out, 1, out_len, stdout);

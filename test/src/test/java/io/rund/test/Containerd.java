@@ -33,6 +33,33 @@ final class Containerd implements AutoCloseable {
     /** The namespace where containerd's CRI plugin keeps its images and containers. */
     static final String CRI_NAMESPACE = "k8s.io";
     static final Path REPO = Path.of("").toAbsolutePath().getParent();
+    /**
+     * The containerd under test: the directory holding its containerd, ctr and runc shim
+     * (rund.containerd; the system's, /usr/bin, by default; hack/install-deps unpacks 1.7
+     * and 2.x from Debian's archive beside it), and its version as it says.
+     */
+    static final Path BIN = Path.of(System.getProperty("rund.containerd", "/usr/bin"));
+    static final String CTR = BIN.resolve("ctr").toString();
+    static final String VERSION = version();
+
+    private static String version() {
+        try {
+            String out = Command.run(Duration.ofSeconds(30), null, Map.of(),
+                    List.of(BIN.resolve("containerd").toString(), "--version")).ok().stdout();
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile(" v?(\\d+\\.\\d+\\.\\d+)").matcher(out);
+            return m.find() ? m.group(1) : out.strip();
+        } catch (Exception e) {
+            throw new AssertionError("containerd in " + BIN + " does not say its version: " + e, e);
+        }
+    }
+
+    /** Whether the containerd under test is {@code major} or later. */
+    static boolean atLeast(int major, int minor) {
+        String[] v = VERSION.split("\\.");
+        int ma = Integer.parseInt(v[0]);
+        return ma > major || (ma == major && Integer.parseInt(v[1]) >= minor);
+    }
+
     /** The daemon's spare VMs (the default). */
     static final int SPARES = 2;
 
@@ -115,10 +142,11 @@ final class Containerd implements AutoCloseable {
                 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rund]
                   runtime_type = "io.containerd.rund.v2"
                 """.formatted(dir, PAUSE));
-        ProcessBuilder pb = new ProcessBuilder("containerd", "--config", config.toString())
+        ProcessBuilder pb = new ProcessBuilder(BIN.resolve("containerd").toString(), "--config", config.toString())
                 .redirectErrorStream(true).redirectOutput(dir.resolve("containerd.log").toFile());
         Map<String, String> env = pb.environment();
-        env.put("PATH", bin + ":" + env.getOrDefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"));
+        // Its own runc shim first: containerd finds shims on PATH.
+        env.put("PATH", bin + ":" + BIN + ":" + env.getOrDefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"));
         env.put("RUND_DAEMON", daemon.toString());
         env.put("RUND_CONTROL_SOCKET", rundState.resolve("rund.sock").toString());
         env.put("RUND_STATE_DIR", rundState.toString());
@@ -144,6 +172,7 @@ final class Containerd implements AutoCloseable {
             }
         }
         launcher = bin.resolve("containerd-shim-rund-v2");
+        System.out.println("containerd " + VERSION + " (" + BIN + ") for " + name);
         containerd = pb.start();
         long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (!Files.exists(socket)) {
@@ -166,7 +195,7 @@ final class Containerd implements AutoCloseable {
     }
 
     Command.Result ctr(Duration bound, String... args) throws IOException, InterruptedException {
-        List<String> argv = new ArrayList<>(List.of("ctr", "-a", socket.toString()));
+        List<String> argv = new ArrayList<>(List.of(CTR, "-a", socket.toString()));
         argv.addAll(List.of(args));
         return Command.run(bound, null, Map.of(), argv);
     }
@@ -174,7 +203,7 @@ final class Containerd implements AutoCloseable {
     /** Like {@link #ctr} with stdin fed from {@code input}. */
     Command.Result ctrWithInput(Duration bound, String input, String... args) throws Exception {
         Path in = Files.writeString(dir.resolve("stdin-" + System.nanoTime()), input);
-        List<String> argv = new ArrayList<>(List.of("ctr", "-a", socket.toString()));
+        List<String> argv = new ArrayList<>(List.of(CTR, "-a", socket.toString()));
         argv.addAll(List.of(args));
         Process p = new ProcessBuilder(argv).redirectInput(in.toFile()).start();
         var out = Command.drain(p.getInputStream());

@@ -179,7 +179,7 @@ class CtrRunTest {
     @Test
     @Order(7)
     void eventsArriveInTheOrderContainerdRequires() throws Exception {
-        List<String> argv = List.of("ctr", "-a", ctd.socket.toString(), "events");
+        List<String> argv = List.of(Containerd.CTR, "-a", ctd.socket.toString(), "events");
         Process events = new ProcessBuilder(argv).start();
         var out = Command.drain(events.getInputStream());
         try {

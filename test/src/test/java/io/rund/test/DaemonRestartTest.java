@@ -72,7 +72,7 @@ class DaemonRestartTest {
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "exiter", "sh", "-c",
                 "sleep 4; exit 7").exitCode());
         // A foreground run: its Wait is in flight when the daemon dies, and its output crosses the gap.
-        List<String> fgArgv = List.of("ctr", "-a", ctd.socket.toString(), "run", "--rm", "--runtime", RUNTIME,
+        List<String> fgArgv = List.of(Containerd.CTR, "-a", ctd.socket.toString(), "run", "--rm", "--runtime", RUNTIME,
                 Containerd.IMAGE, "fg", "sh", "-c", "for i in $(seq 1 50); do echo fg$i; sleep 0.2; done; exit 3");
         Process fg = new ProcessBuilder(fgArgv).redirectErrorStream(true).start();
         StringBuffer fgOut = new StringBuffer();

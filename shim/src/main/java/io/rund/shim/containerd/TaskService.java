@@ -73,6 +73,12 @@ public final class TaskService {
 
     private static final System.Logger LOG = System.getLogger(TaskService.class.getName());
     static final String SERVICE = "containerd.task.v2.Task";
+    /**
+     * containerd 2.x's task API v3: the same methods and messages as v2 (its shim.proto is
+     * v2's under a new package), asked for by a containerd the launcher answered with a
+     * BootstrapResult of version 3.
+     */
+    static final String SERVICE_V3 = "containerd.task.v3.Task";
     private static final Duration STOP_GRACE = Duration.ofSeconds(5);
 
     record Exit(int status, Instant at) {}
@@ -388,8 +394,13 @@ public final class TaskService {
         return true;
     }
 
-    public ServiceDefinition definition() {
-        return ServiceDefinition.builder(SERVICE)
+    /** The task API, as v2 and as v3: containerd asks for the one the launcher's answer named. */
+    public List<ServiceDefinition> definitions() {
+        return List.of(definition(SERVICE), definition(SERVICE_V3));
+    }
+
+    private ServiceDefinition definition(String service) {
+        return ServiceDefinition.builder(service)
                 .unary("Create", CreateTaskRequest.parser(), (c, r) -> create(r))
                 .unary("Start", StartRequest.parser(), (c, r) -> start(r))
                 .unary("State", StateRequest.parser(), (c, r) -> state(r))

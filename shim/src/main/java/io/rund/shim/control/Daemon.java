@@ -291,8 +291,10 @@ public final class Daemon implements AutoCloseable {
         TaskService service = saved == null
                 ? new TaskService(namespace, id, ttrpcAddress, manager::start, events, owner, relay, record)
                 : TaskService.adopt(saved, pod, manager::start, events, owner, relay, record);
-        Server server = Server.builder().name("task-" + id).peerPolicy(PeerPolicy.sameUser())
-                .errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
+        Server.Builder builder = Server.builder().name("task-" + id).peerPolicy(PeerPolicy.sameUser())
+                .errorMapper(StatusMapper.MAPPER);
+        service.definitions().forEach(builder::register);
+        Server server = builder.build();
         Endpoint e = new Endpoint(service, server, socket, relay);
         byName.put(name, e);
         return e;

@@ -98,7 +98,9 @@ class TaskServiceTest {
         pod = new StandInPod("web", dir);
         service = new TaskService("default", "web", "unix://" + dir.resolve("events.sock"), pod.starter(),
                 new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos, dir.resolve("task.json"));
-        tasks = Server.builder().name("task").errorMapper(StatusMapper.MAPPER).register(service.definition()).build();
+        Server.Builder b = Server.builder().name("task").errorMapper(StatusMapper.MAPPER);
+        service.definitions().forEach(b::register);
+        tasks = b.build();
         tasks.serve(listen(dir.resolve("task.sock")));
         client = Client.connect(dir.resolve("task.sock"));
     }
@@ -143,6 +145,9 @@ class TaskServiceTest {
         assertEquals("/tasks/start", nextTopic());
         assertEquals(Status.RUNNING, call("State", StateRequest.newBuilder().setId("web").build(), StateResponse.parser())
                 .getStatus());
+        // containerd 2.x's task API v3 is the same service under its own name.
+        assertEquals(Status.RUNNING, client.call("containerd.task.v3.Task", "State", StateRequest.newBuilder().setId("web")
+                .build(), StateResponse.parser(), io.rund.ttrpc.CallOptions.DEFAULT).getStatus());
         TtrpcException again = assertThrows(TtrpcException.class,
                 () -> call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser()));
         assertEquals(Code.FAILED_PRECONDITION, again.code(), "a process starts once");
@@ -211,7 +216,9 @@ class TaskServiceTest {
         TaskService again = TaskService.adopt(TaskRecord.read(dir.resolve("task.json")), with, pod.starter(),
                 new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos,
                 dir.resolve("task.json"));
-        Server server = Server.builder().name("task2").errorMapper(StatusMapper.MAPPER).register(again.definition()).build();
+        Server.Builder b = Server.builder().name("task2").errorMapper(StatusMapper.MAPPER);
+        again.definitions().forEach(b::register);
+        Server server = b.build();
         java.nio.file.Files.deleteIfExists(dir.resolve("task2.sock"));
         server.serve(listen(dir.resolve("task2.sock")));
         clientOut[0] = Client.connect(dir.resolve("task2.sock"));
