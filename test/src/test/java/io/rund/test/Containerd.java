@@ -41,6 +41,11 @@ final class Containerd implements AutoCloseable {
     static final Path BIN = Path.of(System.getProperty("rund.containerd", "/usr/bin"));
     static final String CTR = BIN.resolve("ctr").toString();
     static final String VERSION = version();
+    /**
+     * How containerd 2.x's CRI makes rund's pods (rund.cri.sandboxer): "" or "podsandbox"
+     * runs a pause container with rund, "shim" asks rund's Sandbox API for the pod's VM.
+     */
+    static final String SANDBOXER = System.getProperty("rund.cri.sandboxer", "");
 
     private static String version() {
         try {
@@ -141,7 +146,7 @@ final class Containerd implements AutoCloseable {
                   runtime_type = "io.containerd.runc.v2"
                 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rund]
                   runtime_type = "io.containerd.rund.v2"
-                """.formatted(dir, PAUSE));
+                """.formatted(dir, PAUSE) + (SANDBOXER.isEmpty() ? "" : "  sandboxer = \"" + SANDBOXER + "\"\n"));
         ProcessBuilder pb = new ProcessBuilder(BIN.resolve("containerd").toString(), "--config", config.toString())
                 .redirectErrorStream(true).redirectOutput(dir.resolve("containerd.log").toFile());
         Map<String, String> env = pb.environment();
@@ -263,6 +268,25 @@ final class Containerd implements AutoCloseable {
      * (paused clones in sandboxes/.spare-N, at most {@link #SPARES}) are not leftovers:
      * their QEMUs are told apart by the pids in their state files.
      */
+    /**
+     * {@link #assertNothingLeft}, given 30 s: cleanups run on after containerd's calls
+     * return (a relay's exit, a released cgroup, a helper's end).
+     */
+    void awaitNothingLeft() throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (true) {
+            try {
+                assertNothingLeft();
+                return;
+            } catch (AssertionError e) {
+                if (System.nanoTime() > end) {
+                    throw e;
+                }
+                Thread.sleep(200);
+            }
+        }
+    }
+
     void assertNothingLeft() throws Exception {
         Path sandboxes = rundState.resolve("sandboxes");
         if (Files.exists(sandboxes)) {

@@ -55,10 +55,9 @@ class CriKubernetesTest {
 
     @BeforeAll
     static void start() throws Exception {
-        ctd = new Containerd("k8s");
-        ctd.importCriImages();
-        cri = new CriClient(ctd.socket);
-        pods = new CriPods(ctd, cri);
+        pods = CriPods.start("k8s");
+        ctd = pods.ctd();
+        cri = pods.cri();
     }
 
     @AfterAll
@@ -66,11 +65,8 @@ class CriKubernetesTest {
         for (Path p : MOUNTS.reversed()) {
             Command.run(T, null, Map.of(), List.of("umount", "-l", p.toString()));
         }
-        if (cri != null) {
-            cri.close();
-        }
-        if (ctd != null) {
-            ctd.close();
+        if (pods != null) {
+            pods.close();
         }
     }
 
@@ -230,7 +226,7 @@ class CriKubernetesTest {
         want.put("subPath", "deep\nf\n");
         assertEquals(want, runc, "runc, the reference");
         assertEquals(want, rund, "rund");
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -267,21 +263,7 @@ class CriKubernetesTest {
         assertNotEquals(io.grpc.Status.Code.OK, refused.code);
         assertEquals("2\n", sh(app, "nproc"), "the pod runs on");
         pods.stopAndRemovePod(podId);
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
-    private static void awaitNothingLeft() throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (true) {
-            try {
-                ctd.assertNothingLeft();
-                return;
-            } catch (AssertionError e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(200);
-            }
-        }
-    }
 }

@@ -29,7 +29,28 @@ import java.nio.file.Path;
 import java.util.List;
 
 /** What a kubelet asks CRI for a pod, as the tests ask it: one place for the messages. */
-record CriPods(Containerd ctd, CriClient cri) {
+record CriPods(Containerd ctd, CriClient cri) implements AutoCloseable {
+
+    /** A containerd of the test's own with the CRI images imported, and a kubelet's client to it. */
+    static CriPods start(String name) throws Exception {
+        Containerd ctd = new Containerd(name);
+        try {
+            ctd.importCriImages();
+            return new CriPods(ctd, new CriClient(ctd.socket));
+        } catch (Exception | Error e) {
+            ctd.close();
+            throw e;
+        }
+    }
+
+    @Override
+    public void close() throws Exception {
+        try {
+            cri.close();
+        } finally {
+            ctd.close();
+        }
+    }
 
     /** A pod on the node's network (NODE) or on its own (POD, from CNI), with a DNS server of its own. */
     PodSandboxConfig pod(String name, NamespaceMode network) throws IOException {

@@ -51,23 +51,19 @@ class CriWorkloadTest {
 
     @BeforeAll
     static void start() throws Exception {
-        ctd = new Containerd("work");
-        ctd.importCriImages();
+        pods = CriPods.start("work");
+        ctd = pods.ctd();
+        cri = pods.cri();
         Path image = ctd.dir.resolve("debian-python.tar");
         Command.run(Duration.ofMinutes(15), Containerd.REPO, Map.of(), List.of("hack/make-image", "--debian",
                 image.toString(), IMAGE)).ok();
         ctd.ctr(Duration.ofMinutes(2), "-n", Containerd.CRI_NAMESPACE, "images", "import", image.toString()).ok();
-        cri = new CriClient(ctd.socket);
-        pods = new CriPods(ctd, cri);
     }
 
     @AfterAll
     static void stop() throws Exception {
-        if (cri != null) {
-            cri.close();
-        }
-        if (ctd != null) {
-            ctd.close();
+        if (pods != null) {
+            pods.close();
         }
     }
 
@@ -134,17 +130,6 @@ class CriWorkloadTest {
     void aPythonServiceInAPodServesTheNodeAndAnotherPodAsUnderRunc() throws Exception {
         assertEquals("hello from a pod\nhello from a pod\n", served("runc"), "runc, the reference");
         assertEquals("hello from a pod\nhello from a pod\n", served("rund"));
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (true) {
-            try {
-                ctd.assertNothingLeft();
-                return;
-            } catch (AssertionError e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(200);
-            }
-        }
+        ctd.awaitNothingLeft();
     }
 }

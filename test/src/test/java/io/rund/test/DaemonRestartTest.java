@@ -41,19 +41,15 @@ class DaemonRestartTest {
 
     @BeforeAll
     static void start() throws Exception {
-        ctd = new Containerd("restart");
-        ctd.importCriImages();
-        cri = new CriClient(ctd.socket);
-        pods = new CriPods(ctd, cri);
+        pods = CriPods.start("restart");
+        ctd = pods.ctd();
+        cri = pods.cri();
     }
 
     @AfterAll
     static void stop() throws Exception {
-        if (cri != null) {
-            cri.close();
-        }
-        if (ctd != null) {
-            ctd.close();
+        if (pods != null) {
+            pods.close();
         }
     }
 

@@ -96,7 +96,7 @@ class FaultTest {
             ctd.ctr(T, "task", "delete", "--force", task);
             ctd.ctr(T, "container", "delete", task);
         }
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
         assertTrue(ctd.ctr(T, "task", "ls").stdout().lines().noneMatch(l -> l.startsWith(id)),
                 ctd.ctr(T, "task", "ls").stdout());
     }
@@ -159,7 +159,7 @@ class FaultTest {
         String log = Files.readString(ctd.daemonLog);
         assertTrue(log.contains("sandbox=helper-killed: failed: helper"), log);
         assertTrue(log.contains("sandbox=guest-frozen: failed: its agent did not answer"), log);
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -191,7 +191,7 @@ class FaultTest {
         }
         ctd.killAndDelete("full");
         ctd.ctr(T, "container", "delete", "start" + Containerd.SPARES);
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -209,7 +209,7 @@ class FaultTest {
             assertEquals(1, keys.count(), "the template was built again");
         }
         ctd.killAndDelete("clone");
-        awaitNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     private static void removeTemplates() throws Exception {
@@ -249,21 +249,6 @@ class FaultTest {
         });
     }
 
-    /** Cleanups run on after containerd's calls return (a relay's exit, a released cgroup): waits for them. */
-    private static void awaitNothingLeft() throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (true) {
-            try {
-                ctd.assertNothingLeft();
-                return;
-            } catch (AssertionError e) {
-                if (System.nanoTime() > end) {
-                    throw e;
-                }
-                Thread.sleep(250);
-            }
-        }
-    }
 
     private static ProcessHandle qemuOf(String id) throws Exception {
         String state = Files.readString(ctd.rundState.resolve("sandboxes").resolve(id).resolve("state.json"));

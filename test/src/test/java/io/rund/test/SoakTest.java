@@ -56,19 +56,15 @@ class SoakTest {
 
     @BeforeAll
     static void start() throws Exception {
-        ctd = new Containerd("soak");
-        ctd.importCriImages();
-        cri = new CriClient(ctd.socket);
-        pods = new CriPods(ctd, cri);
+        pods = CriPods.start("soak");
+        ctd = pods.ctd();
+        cri = pods.cri();
     }
 
     @AfterAll
     static void stop() throws Exception {
-        if (cri != null) {
-            cri.close();
-        }
-        if (ctd != null) {
-            ctd.close();
+        if (pods != null) {
+            pods.close();
         }
     }
 
