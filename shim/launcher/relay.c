@@ -243,10 +243,12 @@ struct hold {
 static struct hold g_holds[MAX_HOLDS];
 static int g_nholds;
 
-/* Requests that may run twice: reads. Everything else changes something. */
+/* Requests that may run twice: reads (the task API's, and the Sandbox API's). Everything
+ * else changes something. */
 static int may_repeat(const char *method)
 {
-    static const char *const reads[] = {"State", "Wait", "Pids", "Stats", "Connect"};
+    static const char *const reads[] = {"State",         "Wait",        "Pids",     "Stats",   "Connect",
+                                        "SandboxStatus", "WaitSandbox", "PingSandbox", "Platform"};
     for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
         if (!strcmp(method, reads[i]))
             return 1;

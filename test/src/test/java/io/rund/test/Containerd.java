@@ -105,6 +105,11 @@ final class Containerd implements AutoCloseable {
                 List.of("make", "-s", "OUT=" + bin)).ok();
         Command.run(Duration.ofMinutes(2), REPO.resolve("rootfs/helper"), Map.of(),
                 List.of("make", "-s", "OUT=" + bin)).ok(); // rund-helper, beside the jailer as installed
+        Path pause = Files.createDirectories(bin.resolve("pause-rootfs")); // rund's pause, beside the jailer too
+        Files.createDirectories(pause.resolve("proc"));
+        Files.createDirectories(pause.resolve("dev"));
+        Command.run(Duration.ofMinutes(2), REPO, Map.of(), List.of("gcc", "-O2", "-static", "-o",
+                pause.resolve("pause").toString(), "hack/pause/pause.c")).ok();
         Path daemon = dir.resolve("rund-daemon");
         // A test holds the daemon down (a relay restarting it waits) while daemon.hold exists.
         Files.writeString(daemon, "#!/bin/sh\nwhile [ -e '" + dir.resolve("daemon.hold") + "' ]; do sleep 0.05; done\nexec "

@@ -72,7 +72,7 @@ public final class PodStartBench {
             for (int r = 0; r < runtimes.size(); r++) {
                 double[] s = single[r].clone();
                 Arrays.sort(s);
-                System.out.printf("| %s | 1 | %d | %.0f | %.0f | %.0f | %.0f |%n", runtimes.get(r), singles, pct(s, 50),
+                System.out.printf("| %s | 1 | %d | %.0f | %.0f | %.0f | %.0f |%n", label(runtimes.get(r)), singles, pct(s, 50),
                         pct(s, 99), pct(s, 50), s[s.length - 1]);
             }
             for (int[] level : levels) {
@@ -86,7 +86,7 @@ public final class PodStartBench {
                     double[] p = perPod.stream().mapToDouble(Double::doubleValue).sorted().toArray();
                     double[] t = totals.clone();
                     Arrays.sort(t);
-                    System.out.printf("| %s | %d | %d | %.0f | %.0f | %.0f | %.0f |%n", rt, level[0], level[1],
+                    System.out.printf("| %s | %d | %d | %.0f | %.0f | %.0f | %.0f |%n", label(rt), level[0], level[1],
                             pct(p, 50), pct(p, 99), pct(t, 50), t[t.length - 1]);
                 }
             }
@@ -95,6 +95,12 @@ public final class PodStartBench {
                     .filter(l -> l.startsWith("accelerator") || l.startsWith("spare"))
                     .map(l -> "- rund " + l).reduce("", (x, y) -> x + y + "\n"));
         }
+    }
+
+    /** The runtime as the table names it: containerd's version, and for rund how its pods are made. */
+    private static String label(String runtime) {
+        String how = !runtime.equals("rund") ? "" : Containerd.SANDBOXER.equals("shim") ? ", Sandbox API" : ", pause container";
+        return runtime + " (containerd " + Containerd.VERSION + how + ")";
     }
 
     /** N pods started together; each one's latency into {@code perPod}; the first start to the last ready, in ms. */

@@ -96,6 +96,13 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         vmResources = vmResources == null ? ResourceLimits.NONE : vmResources;
     }
 
+    /** This spec with {@code more} files bound in after its own. */
+    public ContainerSpec withFiles(List<FileMount> more) {
+        List<FileMount> all = new java.util.ArrayList<>(files);
+        all.addAll(more);
+        return new ContainerSpec(id, rootfs, hostname, process, config, volumes, all, dirs, netns, vmResources);
+    }
+
     /** The container's limits. */
     public ResourceLimits resources() {
         return config.resources();

@@ -26,6 +26,9 @@ public interface Pod {
      */
     boolean awaitVmRunning(Duration within);
 
+    /** Completes when its VM has ended (stopped, killed, or its guest panicked). */
+    java.util.concurrent.CompletionStage<?> vmEnded();
+
     /** Adds another container of the pod. */
     void addContainer(ContainerSpec spec) throws SandboxException;
 

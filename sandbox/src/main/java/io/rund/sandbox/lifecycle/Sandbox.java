@@ -259,6 +259,11 @@ public final class Sandbox implements Pod, AutoCloseable {
     }
 
     @Override
+    public java.util.concurrent.CompletionStage<?> vmEnded() {
+        return vm.exited();
+    }
+
+    @Override
     public boolean awaitVmRunning(Duration within) {
         try {
             vm.exited().get(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);

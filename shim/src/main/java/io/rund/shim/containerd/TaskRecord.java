@@ -12,12 +12,14 @@ import java.util.List;
  * A task endpoint as a restarted daemon needs it, in {@code <state>/t/<name>.json}: whom
  * it serves (namespace, sandbox id, the task ids routed to it), where containerd takes
  * events, its relay's pid, and each container's processes with their stdio, pid, state
- * and exit, and whether containerd has been told of that exit. Rewritten (atomically) at
- * every change of a process's state.
+ * and exit, and whether containerd has been told of that exit; {@code podFiles}, when
+ * containerd's Sandbox API made the sandbox (SandboxApi), the directory of the pod's
+ * /etc/hostname, /etc/hosts and /etc/resolv.conf. Rewritten (atomically) at every change
+ * of a process's state.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record TaskRecord(String namespace, String id, String ttrpcAddress, long relayPid, List<String> routed,
-        List<Container> containers) {
+        List<Container> containers, String podFiles) {
 
     public TaskRecord {
         routed = routed == null ? List.of() : List.copyOf(routed);

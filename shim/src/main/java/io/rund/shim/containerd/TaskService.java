@@ -67,7 +67,9 @@ import java.util.concurrent.TimeUnit;
  * its own.
  *
  * <p>The sandbox (the VM) is made by the first container's Create and stopped by its
- * Delete, which waits until no other container of the pod still runs.
+ * Delete, which waits until no other container of the pod still runs; or, when
+ * containerd 2.x's Sandbox API made it ({@link SandboxApi}), by StartSandbox and
+ * StopSandbox, and then every container is one that joins it.
  */
 public final class TaskService {
 
@@ -102,6 +104,9 @@ public final class TaskService {
 
         /** The endpoint serves nothing any more. */
         void closed();
+
+        /** A container joined a Sandbox API sandbox by its Create alone: its id routes here now. */
+        default void containerJoined(String containerId) {}
     }
 
     /** Where a process is: each state a type, so what a state knows (a start time, an exit) goes with it. */
@@ -284,6 +289,7 @@ public final class TaskService {
                 record);
         t.routed.addAll(saved.routed());
         t.relayPid = saved.relayPid();
+        t.podFiles = saved.podFiles() == null ? null : Path.of(saved.podFiles());
         t.sandbox = pod;
         for (TaskRecord.Container sc : saved.containers()) {
             Container c = new Container(sc.id(), Path.of(sc.bundle()));
@@ -336,7 +342,8 @@ public final class TaskService {
     public void save() {
         synchronized (saving) {
             TaskRecord r = new TaskRecord(namespace, id, ttrpcAddress, relayPid, List.copyOf(routed),
-                    containers.values().stream().map(Container::saved).toList());
+                    containers.values().stream().map(Container::saved).toList(),
+                    podFiles == null ? null : podFiles.toString());
             try {
                 r.write(record);
             } catch (java.io.IOException e) {
@@ -392,6 +399,11 @@ public final class TaskService {
         }
         save();
         return true;
+    }
+
+    /** containerd 2.x's Sandbox API for this endpoint, with rund's pause from {@code pauseRootfs}. */
+    public ServiceDefinition sandboxApi(Path pauseRootfs) {
+        return new SandboxApi(this, pauseRootfs).definition();
     }
 
     /** The task API, as v2 and as v3: containerd asks for the one the launcher's answer named. */
@@ -467,7 +479,14 @@ public final class TaskService {
     private CreateTaskResponse create(CreateTaskRequest r) throws Exception {
         String cid = r.getId();
         if (!routed.contains(cid)) {
-            throw new TaskFault(Fault.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id + ")");
+            // A Sandbox API sandbox's containers come without a start of their own: one whose
+            // spec names this pod joins it.
+            OciSpec.PodMember member = sandboxApi() ? OciSpec.podMember(Path.of(r.getBundle())) : null;
+            if (member == null || !member.sandboxId().equals(id) || !route(cid)) {
+                throw new TaskFault(Fault.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id
+                        + ")" + (sandboxApi() ? " and its spec does not name this pod as its " + OciSpec.SANDBOX_ID : ""));
+            }
+            owner.containerJoined(cid);
         }
         if (!r.getCheckpoint().isEmpty()) {
             throw new TaskFault(Fault.UNIMPLEMENTED, "restore from checkpoint is not supported");
@@ -487,7 +506,7 @@ public final class TaskService {
             if (cid.equals(id)) {
                 sandbox = starter.start(cs);
             } else {
-                sandbox().addContainer(cs);
+                sandbox().addContainer(sandboxApi() ? SandboxApi.withPodFiles(cs, podFiles) : cs);
             }
         } catch (Exception e) {
             containers.remove(cid);
@@ -782,6 +801,11 @@ public final class TaskService {
      * it serves no container (with {@code now}, at once, stopping the sandbox).
      */
     private Empty shutdown(ShutdownRequest r) throws TaskFault {
+        if (sandboxApi()) {
+            // After each container's delete, for the container's id (gone from here by then):
+            // a Sandbox API sandbox's endpoint ends with ShutdownSandbox only.
+            return Empty.getDefaultInstance();
+        }
         checkServed(r.getId());
         synchronized (lifecycle) {
             if (!r.getNow() && !containers.isEmpty()) {
@@ -794,9 +818,60 @@ public final class TaskService {
         return Empty.getDefaultInstance();
     }
 
-    /** No container is created here (none yet, or all deleted). */
+    /** No container is created here (none yet, or all deleted), nor a sandbox of the Sandbox API. */
     public boolean servesNothing() {
-        return containers.isEmpty();
+        return containers.isEmpty() && !sandboxApi();
+    }
+
+    /**
+     * Set by CreateSandbox when containerd 2.x's Sandbox API makes this endpoint's sandbox:
+     * where the pod's /etc files are, which every container that joins gets.
+     */
+    private volatile Path podFiles;
+
+    /**
+     * Marks the endpoint as a Sandbox API sandbox's (CreateSandbox), its pod's /etc files in
+     * {@code files}; false when it already has a sandbox or has ended.
+     */
+    boolean useSandboxApi(Path files) {
+        synchronized (lifecycle) {
+            if (closed || sandbox != null || !containers.isEmpty() || podFiles != null) {
+                return false;
+            }
+            podFiles = files;
+        }
+        save();
+        return true;
+    }
+
+    boolean sandboxApi() {
+        return podFiles != null;
+    }
+
+    /** StartSandbox: the pod's VM, holding the pod's namespaces in {@code holder}, a container containerd does not see. */
+    Pod startSandbox(ContainerSpec holder) throws Exception {
+        synchronized (lifecycle) {
+            if (closed) {
+                throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + id + " has ended");
+            }
+            if (sandbox != null) {
+                throw new TaskFault(Fault.ALREADY_EXISTS, "sandbox " + id + " is started");
+            }
+        }
+        Pod p = starter.start(holder);
+        synchronized (lifecycle) {
+            if (!closed) {
+                sandbox = p;
+                return p;
+            }
+        }
+        p.stop(STOP_GRACE); // shut down while it started
+        throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + id + " ended while it started");
+    }
+
+    /** The sandbox, or null before it started. */
+    Pod sandboxOrNull() {
+        return sandbox;
     }
 
     /** Stops the sandbox if it still runs and ends this endpoint. */

@@ -286,6 +286,14 @@ public final class Daemon implements AutoCloseable {
             public void closed() {
                 forget(key);
             }
+
+            @Override
+            public void containerJoined(String containerId) {
+                Endpoint e = byName.get(name);
+                if (e != null) {
+                    tasks.putIfAbsent(key(namespace, containerId), e);
+                }
+            }
         };
         Path record = socket.resolveSibling(name + ".json");
         TaskService service = saved == null
@@ -294,6 +302,8 @@ public final class Daemon implements AutoCloseable {
         Server.Builder builder = Server.builder().name("task-" + id).peerPolicy(PeerPolicy.sameUser())
                 .errorMapper(StatusMapper.MAPPER);
         service.definitions().forEach(builder::register);
+        // containerd 2.x's Sandbox API: the pod's VM without a pause container of containerd's.
+        builder.register(service.sandboxApi(config.jailer().resolveSibling("pause-rootfs")));
         Server server = builder.build();
         Endpoint e = new Endpoint(service, server, socket, relay);
         byName.put(name, e);

@@ -105,6 +105,13 @@ final class StandInPod implements Pod, GuestProcesses {
         return !stopped;
     }
 
+    private final java.util.concurrent.CompletableFuture<Integer> ended = new java.util.concurrent.CompletableFuture<>();
+
+    @Override
+    public java.util.concurrent.CompletionStage<?> vmEnded() {
+        return ended;
+    }
+
     @Override
     public void addContainer(ContainerSpec spec) throws SandboxException {
         create(spec);
@@ -125,6 +132,7 @@ final class StandInPod implements Pod, GuestProcesses {
     @Override
     public void stop(Duration grace) {
         stopped = true;
+        ended.complete(0);
     }
 
     @Override

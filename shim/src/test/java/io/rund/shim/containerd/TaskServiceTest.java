@@ -257,7 +257,7 @@ class TaskServiceTest {
         TaskRecord.Proc ran = new TaskRecord.Proc("", "", "", "", false, 4242, "stopped", 0, 7, 1_700_000_000_000_000_000L,
                 false);
         new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
-                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(ran))))
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(ran))), null)
                 .write(dir.resolve("task.json"));
         Client[] c = {null};
         adopted(pod, c);
@@ -275,7 +275,7 @@ class TaskServiceTest {
         TaskRecord.Proc running = new TaskRecord.Proc("", "", "", "", false, 4242, "running", 1_700_000_000_000_000_000L, 0,
                 0, false);
         new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
-                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(running))))
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(running))), null)
                 .write(dir.resolve("task.json"));
         adopted(null, c);
         Envelope killed = events.poll(10, TimeUnit.SECONDS);
