@@ -478,20 +478,25 @@ public final class TaskService {
 
     private CreateTaskResponse create(CreateTaskRequest r) throws Exception {
         String cid = r.getId();
+        if (!r.getCheckpoint().isEmpty()) {
+            throw new TaskFault(Fault.UNIMPLEMENTED, "restore from checkpoint is not supported");
+        }
+        Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
+        boolean joinedHere = false;
         if (!routed.contains(cid)) {
             // A Sandbox API sandbox's containers come without a start of their own: one whose
             // spec names this pod joins it.
+            if (sandboxApi() && !io.rund.sandbox.id.Ids.isValid(cid)) {
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "task id " + cid + " must be " + io.rund.sandbox.id.Ids.RULE);
+            }
             OciSpec.PodMember member = sandboxApi() ? OciSpec.podMember(Path.of(r.getBundle())) : null;
             if (member == null || !member.sandboxId().equals(id) || !route(cid)) {
                 throw new TaskFault(Fault.NOT_FOUND, "task " + cid + " was not started on this endpoint (sandbox " + id
                         + ")" + (sandboxApi() ? " and its spec does not name this pod as its " + OciSpec.SANDBOX_ID : ""));
             }
             owner.containerJoined(cid);
+            joinedHere = true;
         }
-        if (!r.getCheckpoint().isEmpty()) {
-            throw new TaskFault(Fault.UNIMPLEMENTED, "restore from checkpoint is not supported");
-        }
-        Stdio.check(r.getStdin(), r.getStdout(), r.getStderr());
         Path bundlePath = Path.of(r.getBundle());
         Container c = new Container(cid, bundlePath);
         Proc init = new Proc("", r.getStdin(), r.getStdout(), r.getStderr(), r.getTerminal());
@@ -510,6 +515,9 @@ public final class TaskService {
             }
         } catch (Exception e) {
             containers.remove(cid);
+            if (joinedHere) {
+                forgetJoined(cid); // routed by this Create alone: nothing of it stays
+            }
             throw e;
         }
         // The task's pid is the VM's on the host: containerd and its users look pids up there.

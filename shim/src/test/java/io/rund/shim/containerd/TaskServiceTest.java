@@ -100,6 +100,10 @@ class TaskServiceTest {
                 new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos, dir.resolve("task.json"));
         Server.Builder b = Server.builder().name("task").errorMapper(StatusMapper.MAPPER);
         service.definitions().forEach(b::register);
+        Path pause = Files.createDirectories(dir.resolve("pause-rootfs"));
+        Files.createFile(pause.resolve("pause"), java.nio.file.attribute.PosixFilePermissions.asFileAttribute(
+                java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x")));
+        b.register(service.sandboxApi(pause));
         tasks = b.build();
         tasks.serve(listen(dir.resolve("task.sock")));
         client = Client.connect(dir.resolve("task.sock"));
@@ -131,6 +135,65 @@ class TaskServiceTest {
     private String nextTopic() throws InterruptedException {
         Envelope e = events.poll(10, TimeUnit.SECONDS);
         return e == null ? "(no event in 10 s)" : e.getTopic();
+    }
+
+    private <R> R sandboxCall(String method, com.google.protobuf.MessageLite request, com.google.protobuf.Parser<R> parser)
+            throws TtrpcException {
+        return client.call(SandboxApi.SERVICE, method, request, parser, io.rund.ttrpc.CallOptions.DEFAULT);
+    }
+
+    /** A container's bundle whose spec names pod {@code podId} as CRI names it. */
+    private CreateTaskRequest joining(String cid, String podId) throws Exception {
+        Path bundle = Files.createDirectories(dir.resolve("bundle-" + cid.replace('/', '_')));
+        Files.writeString(bundle.resolve("config.json"),
+                "{\"process\":{\"args\":[\"sh\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},"
+                + "\"annotations\":{\"io.kubernetes.cri.container-type\":\"container\",\"io.kubernetes.cri.sandbox-id\":\""
+                + podId + "\"},\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},"
+                + "{\"type\":\"mount\"},{\"type\":\"network\"}]}}");
+        return CreateTaskRequest.newBuilder().setId(cid).setBundle(bundle.toString()).build();
+    }
+
+    @Test
+    void aSandboxApiSandboxTakesThePodsContainersByWhatTheirSpecsName() throws Exception {
+        Path sb = Files.createDirectories(dir.resolve("sandbox-bundle"));
+        com.google.protobuf.ByteString config = com.google.protobuf.ByteString.copyFrom(new byte[] {0x12, 5, 'w', 'e', 'b', '-', '0'});
+        sandboxCall("CreateSandbox", io.rund.containerd.sandbox.v1.CreateSandboxRequest.newBuilder().setSandboxId("web")
+                .setBundlePath(sb.toString()).setNetnsPath("/var/run/netns/web")
+                .setOptions(com.google.protobuf.Any.newBuilder().setTypeUrl("runtime.v1.PodSandboxConfig").setValue(config))
+                .build(), io.rund.containerd.sandbox.v1.CreateSandboxResponse.parser());
+        assertEquals("web-0\n", Files.readString(sb.resolve("rund-pod/hostname")), "the pod's hostname, from its config");
+        var started = sandboxCall("StartSandbox", io.rund.containerd.sandbox.v1.StartSandboxRequest.newBuilder()
+                .setSandboxId("web").build(), io.rund.containerd.sandbox.v1.StartSandboxResponse.parser());
+        assertEquals(StandInPod.VM_PID, started.getPid(), "the sandbox's pid is its VM's");
+        assertEquals(List.of("web"), pod.containers, "the pod's pause holds its namespaces, a container containerd never sees");
+
+        // The pod's containers come as tasks with no start of their own; their specs say whose they are.
+        call("Create", joining("app", "web"), CreateTaskResponse.parser());
+        assertEquals(List.of("web", "app"), pod.containers);
+        TtrpcException other = assertThrows(TtrpcException.class,
+                () -> call("Create", joining("stray", "another-pod"), CreateTaskResponse.parser()));
+        assertEquals(Code.NOT_FOUND, other.code(), other.getMessage());
+        TtrpcException bad = assertThrows(TtrpcException.class,
+                () -> call("Create", joining("../escape", "web"), CreateTaskResponse.parser()));
+        assertEquals(Code.INVALID_ARGUMENT, bad.code(), bad.getMessage());
+        assertTrue(bad.getMessage().contains("../escape"), bad.getMessage());
+
+        // containerd's Shutdown after a container's delete does not end the pod's endpoint.
+        call("Shutdown", io.rund.containerd.task.v2.ShutdownRequest.newBuilder().setId("app").build(), Empty.parser());
+        assertTrue(!service.servesNothing() && !pod.stopped, "the sandbox lives on");
+        var status = sandboxCall("SandboxStatus", io.rund.containerd.sandbox.v1.SandboxStatusRequest.newBuilder()
+                .setSandboxId("web").build(), io.rund.containerd.sandbox.v1.SandboxStatusResponse.parser());
+        assertEquals("SANDBOX_READY", status.getState());
+
+        sandboxCall("StopSandbox", io.rund.containerd.sandbox.v1.StopSandboxRequest.newBuilder().setSandboxId("web").build(),
+                io.rund.containerd.sandbox.v1.StopSandboxResponse.parser());
+        assertTrue(pod.stopped);
+        var waited = sandboxCall("WaitSandbox", io.rund.containerd.sandbox.v1.WaitSandboxRequest.newBuilder()
+                .setSandboxId("web").build(), io.rund.containerd.sandbox.v1.WaitSandboxResponse.parser());
+        assertEquals(0, waited.getExitStatus(), "stopped as asked");
+        assertEquals("SANDBOX_NOTREADY", sandboxCall("SandboxStatus", io.rund.containerd.sandbox.v1.SandboxStatusRequest
+                .newBuilder().setSandboxId("web").build(), io.rund.containerd.sandbox.v1.SandboxStatusResponse.parser())
+                .getState());
     }
 
     @Test
