@@ -315,7 +315,8 @@ public final class TaskService {
                 GuestProcess process = pod.container(c.id).process(p.execId);
                 Stdio.Output output = Stdio.output(pod.dir(), namespace, c.id, p.execId, p.stdout, p.stderr, p.terminal);
                 output.begin(process);
-                watchExit(process, c, p, running, output, Stdio.pumpIn(process, p.stdin));
+                // The relay holds this stdin already (a hold is kept across daemons).
+                watchExit(process, c, p, running, output, Stdio.pumpIn(process, p.stdin, () -> { }));
                 LOG.log(Level.INFO, "task {0}: process {1} taken up after a daemon restart", c.id, label(c, p));
                 return;
             } catch (TaskFault e) {
@@ -371,15 +372,22 @@ public final class TaskService {
     }
 
     /** Has the relay hold a started process's fifos (file:// destinations and binaries need nothing). */
+    /** The relay holds the process's output fifos (its stdin once the pump has it open: {@link #holdStdin}). */
     private void holdFifos(Container c, Proc p) {
-        if (p.stdin.startsWith("/")) {
-            fifos.hold(fifoKey(c, p, "in"), true, p.stdin);
-        }
         if (p.stdout.startsWith("/")) {
             fifos.hold(fifoKey(c, p, "out"), false, p.stdout);
         }
         if (!p.terminal && p.stderr.startsWith("/")) {
             fifos.hold(fifoKey(c, p, "err"), false, p.stderr);
+        }
+    }
+
+    /** The relay holds the stdin fifo, read-only, so that containerd's writes never see EPIPE while no daemon runs. */
+    private void holdStdin(Container c, Proc p) {
+        synchronized (p) { // not after its exit's stop and drop (they come after p.stop, under p)
+            if (p.stdin.startsWith("/") && !(p.state() instanceof Stopped)) {
+                fifos.hold(fifoKey(c, p, "in"), true, p.stdin);
+            }
         }
     }
 
@@ -547,7 +555,7 @@ public final class TaskService {
                 throw e;
             }
             output.begin(process);
-            Stdio.Input input = Stdio.pumpIn(process, p.stdin);
+            Stdio.Input input = Stdio.pumpIn(process, p.stdin, () -> holdStdin(c, p));
             if (!p.execId.isEmpty()) {
                 p.pid(guestPid);
             }

@@ -248,14 +248,21 @@ public final class Stdio {
         }
     }
 
-    /** Copies containerd's stdin into the process until it ends, then closes the process's stdin. */
-    public static Input pumpIn(GuestProcess process, String uri) {
+    /**
+     * Copies containerd's stdin into the process until it ends, then closes the process's
+     * stdin. {@code opened} runs once the fifo is open here: only then may another reader
+     * (the relay's hold) open it. A reader that came first would let containerd write its
+     * stdin and close the fifo before this open, which then waits for a writer that never
+     * comes (ctr with stdin from a file hung so, now and then).
+     */
+    public static Input pumpIn(GuestProcess process, String uri, Runnable opened) {
         if (uri.isEmpty()) {
             return new Input(null);
         }
         Input input = new Input(uri);
         Thread.ofPlatform().daemon().name("stdio-" + process.name() + "-in").start(() -> {
             try (FileChannel in = FileChannel.open(Path.of(uri), StandardOpenOption.READ)) {
+                opened.run();
                 ByteBuffer b = ByteBuffer.allocate(CHUNK);
                 while (!input.cancelled && in.read(b.clear()) >= 0) {
                     byte[] data = Arrays.copyOf(b.array(), b.position());

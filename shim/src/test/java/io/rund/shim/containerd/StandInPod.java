@@ -169,11 +169,18 @@ final class StandInPod implements Pod, GuestProcesses {
 
     @Override
     public int writeStdin(String containerId, String execId, byte[] data) {
+        stdin.computeIfAbsent(key(containerId, execId), k -> new java.io.ByteArrayOutputStream()).writeBytes(data);
         return data.length;
     }
 
     @Override
-    public void closeStdin(String containerId, String execId) {}
+    public void closeStdin(String containerId, String execId) {
+        stdinClosed.computeIfAbsent(key(containerId, execId), k -> new CompletableFuture<>()).complete(null);
+    }
+
+    /** What each process got on its stdin, and when its stdin was closed (its EOF). */
+    final Map<String, java.io.ByteArrayOutputStream> stdin = new ConcurrentHashMap<>();
+    final Map<String, CompletableFuture<Void>> stdinClosed = new ConcurrentHashMap<>();
 
     @Override
     public StreamChunk readStdout(String containerId, String execId, int maxBytes, Duration timeout) {

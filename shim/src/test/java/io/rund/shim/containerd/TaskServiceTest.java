@@ -61,12 +61,24 @@ class TaskServiceTest {
     private Client client;
     private final BlockingQueue<Envelope> events = new LinkedBlockingQueue<>();
 
+    private final java.util.concurrent.CompletableFuture<Boolean> stdinReaderAtHold = new java.util.concurrent.CompletableFuture<>();
+
     /** The fifos the service asked the relay to hold, by key. */
     private final java.util.Map<String, String> held = new java.util.concurrent.ConcurrentHashMap<>();
     private final TaskService.Fifos fifos = new TaskService.Fifos() {
         @Override
         public void hold(String key, boolean read, String path) {
             held.put(key, (read ? "r " : "w ") + path);
+            if (read) {
+                // Whether the pump had the fifo open when the relay was told to hold it too.
+                try {
+                    io.rund.rootfs.Syscalls.close(io.rund.rootfs.Syscalls.open(Path.of(path),
+                            io.rund.rootfs.Syscalls.O_WRONLY | io.rund.rootfs.Syscalls.O_NONBLOCK, 0));
+                    stdinReaderAtHold.complete(true);
+                } catch (io.rund.rootfs.Syscalls.SyscallException e) {
+                    stdinReaderAtHold.complete(false); // ENXIO: nobody read it yet
+                }
+            }
         }
 
         @Override
@@ -194,6 +206,27 @@ class TaskServiceTest {
         assertEquals("SANDBOX_NOTREADY", sandboxCall("SandboxStatus", io.rund.containerd.sandbox.v1.SandboxStatusRequest
                 .newBuilder().setSandboxId("web").build(), io.rund.containerd.sandbox.v1.SandboxStatusResponse.parser())
                 .getState());
+    }
+
+    @Test
+    void stdinWrittenAndClosedAtOnceReachesTheProcessAndEndsIt() throws Exception {
+        // ctr with stdin from a file: it writes everything and closes the fifo as soon as a
+        // reader has it open. The relay's hold is a reader too: it must come after the pump's.
+        Path in = dir.resolve("stdin-fifo");
+        io.rund.rootfs.Syscalls.mkfifo(in, 0600);
+        call("Create", create("web").toBuilder().setStdin(in.toString()).build(), CreateTaskResponse.parser());
+        Thread writer = Thread.ofVirtual().start(() -> { // as ctr: opens as soon as anyone reads, writes, closes
+            try (var w = java.nio.channels.FileChannel.open(in, java.nio.file.StandardOpenOption.WRITE)) {
+                w.write(java.nio.ByteBuffer.wrap("line one\nline two\n".getBytes(java.nio.charset.StandardCharsets.UTF_8)));
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser());
+        assertTrue(stdinReaderAtHold.get(10, TimeUnit.SECONDS), "the pump had the fifo open before the relay held it");
+        writer.join();
+        pod.stdinClosed.computeIfAbsent("web/", k -> new java.util.concurrent.CompletableFuture<>()).get(10, TimeUnit.SECONDS);
+        assertEquals("line one\nline two\n", pod.stdin.get("web/").toString(java.nio.charset.StandardCharsets.UTF_8));
     }
 
     @Test
