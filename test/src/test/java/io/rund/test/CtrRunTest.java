@@ -152,7 +152,7 @@ class CtrRunTest {
             assertEquals(0, r.exitCode(), r.toString());
             assertEquals("par-" + i + "\n", r.stdout());
         }
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -160,7 +160,7 @@ class CtrRunTest {
     void badIdsAreRefusedClearly() throws Exception {
         Command.Result r = ctd.ctr(T, "run", "--rm", "--runtime", RUNTIME, Containerd.IMAGE, "a..b/../x", "true");
         assertNotEquals(0, r.exitCode());
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -173,7 +173,7 @@ class CtrRunTest {
         assertNotEquals(0, r.exitCode());
         assertTrue(r.stderr().contains("process.args is empty"), r.toString());
         ctd.ctr(T, "container", "delete", "badcfg");
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -209,7 +209,7 @@ class CtrRunTest {
         assertEquals(0, r.exitCode(), r.toString());
         assertTrue(r.stdout().contains("/dev/pts/0"), "the init's terminal is the container's own: " + r);
         assertTrue(r.stdout().contains("done"), r.toString());
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -237,12 +237,12 @@ class CtrRunTest {
         io.rund.containerd.task.v2.DeleteResponse response = io.rund.containerd.task.v2.DeleteResponse.parseFrom(out);
         assertEquals(137, response.getExitStatus(), "a task that died with its daemon ends as killed");
         assertTrue(response.getExitedAt().getSeconds() > 0);
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
         // containerd's own bookkeeping, then a run on the new daemon.
         ctd.ctr(T, "task", "delete", "--force", "orphan");
         ctd.ctr(T, "container", "delete", "orphan");
         assertEquals("after\n", run("after-crash", "echo", "after").stdout());
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -274,7 +274,7 @@ class CtrRunTest {
         assertNotEquals(0, bad.exitCode());
         assertTrue(bad.stderr().contains("/no/such/logger is not an executable file"), bad.toString());
         ctd.ctr(T, "container", "delete", "badlog");
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -312,7 +312,7 @@ class CtrRunTest {
         awaitStopped("pod1");
         assertKilled(ctd.ctr(T, "task", "delete", "pod1"));
         ctd.ctr(T, "container", "delete", "pod1", "app1");
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -337,7 +337,7 @@ class CtrRunTest {
         awaitStopped("dup");
         assertKilled(ctd.ctr(T, "task", "delete", "dup"));
         ctd.ctr(T, "container", "delete", "dup");
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     @Test
@@ -397,7 +397,7 @@ class CtrRunTest {
         awaitStopped("st");
         assertKilled(ctd.ctr(T, "task", "delete", "st"));
         ctd.ctr(T, "container", "delete", "st");
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
         assertFalse(ctd.rund(T, "status").stdout().contains("\nst "), "a deleted sandbox is not listed");
 
         Command.Result bad = ctd.rund(T, "template", "bild");

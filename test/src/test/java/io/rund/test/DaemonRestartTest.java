@@ -145,7 +145,7 @@ class DaemonRestartTest {
             ctd.ctr(T, "task", "delete", "--force", id);
             ctd.ctr(T, "container", "delete", id);
         }
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     /** Waits until a daemon other than {@code old} serves (a relay started it). */

@@ -138,7 +138,7 @@ class SoakTest {
         }
         Audit last = audits.get(audits.size() - 1);
         assertTrue(last.heapKiB() - first.heapKiB() < 8 * 1024, "the daemon's heap after GC grew: " + table);
-        ctd.assertNothingLeft();
+        ctd.awaitNothingLeft();
     }
 
     /** One cycle: a plain container (three in four) or a CRI pod with a container. */
