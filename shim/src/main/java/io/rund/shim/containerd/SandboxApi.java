@@ -67,7 +67,10 @@ final class SandboxApi {
 
     private final TaskService tasks;
     private final Path pauseRootfs;
-    private volatile CreateSandboxRequest created;
+    /** What CreateSandbox was asked, with the pod's hostname and size read from its options once. */
+    private record Created(CreateSandboxRequest request, String hostname, java.util.Map<String, String> size) {}
+
+    private volatile Created created;
     /** The VM's end: 0 when StopSandbox or ShutdownSandbox ended it, 137 when it died. */
     private final CompletableFuture<WaitSandboxResponse> ended = new CompletableFuture<>();
     private volatile boolean stopAsked;
@@ -143,25 +146,26 @@ final class SandboxApi {
         if (created != null) {
             throw new TaskFault(Fault.ALREADY_EXISTS, "sandbox " + r.getSandboxId() + " is created");
         }
+        PodConfig pod = podConfig(r.getSandboxId(), r.getOptions());
+        String hostname = pod.hostname().isEmpty() ? OciSpec.nodeHostname() : pod.hostname();
         Path files = bundle.resolve("rund-pod");
-        writePodFiles(r, files);
+        writePodFiles(r.getSandboxId(), pod, hostname, files);
         if (!tasks.useSandboxApi(files)) {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + r.getSandboxId()
                     + " already has a task of its own or has ended");
         }
-        created = r;
+        created = new Created(r, hostname, pod.resources());
         return CreateSandboxResponse.getDefaultInstance();
     }
 
     private StartSandboxResponse start(StartSandboxRequest r) throws Exception {
         check(r.getSandboxId());
-        CreateSandboxRequest c = created;
+        Created c = created;
         if (c == null) {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + r.getSandboxId() + " is not created"
                     + (tasks.sandboxOrNull() != null ? " here (it was started, and runs)" : ""));
         }
-        Path bundle = holderBundle(c, Files.readString(Path.of(c.getBundlePath(), "rund-pod", "hostname")).strip(),
-                podConfig(c.getSandboxId(), c.getOptions()).resources());
+        Path bundle = holderBundle(c.request(), c.hostname(), c.size());
         ContainerSpec holder = OciSpec.readBundle(tasks.id, bundle, List.of(new RootfsMount("bind",
                 pauseRootfs.toString(), List.of("rbind", "ro"))), false);
         Pod pod = tasks.startSandbox(holder);
@@ -296,9 +300,7 @@ final class SandboxApi {
     }
 
     /** The pod's /etc/hostname, /etc/hosts and /etc/resolv.conf, made as containerd's CRI makes them for a pause container. */
-    private static void writePodFiles(CreateSandboxRequest r, Path dir) throws TaskFault {
-        PodConfig p = podConfig(r.getSandboxId(), r.getOptions());
-        String hostname = p.hostname().isEmpty() ? hostHostname() : p.hostname();
+    private static void writePodFiles(String sandboxId, PodConfig p, String hostname, Path dir) throws TaskFault {
         StringBuilder resolv = new StringBuilder();
         if (!p.searches().isEmpty()) {
             resolv.append("search ").append(String.join(" ", p.searches())).append('\n');
@@ -318,16 +320,8 @@ final class SandboxApi {
                 Files.writeString(dir.resolve("resolv.conf"), resolv);
             }
         } catch (IOException e) {
-            throw new TaskFault(Fault.INTERNAL, "sandbox " + r.getSandboxId() + ": write the pod's files in " + dir + ": "
+            throw new TaskFault(Fault.INTERNAL, "sandbox " + sandboxId + ": write the pod's files in " + dir + ": "
                     + e.getMessage());
-        }
-    }
-
-    private static String hostHostname() {
-        try {
-            return Files.readString(Path.of("/proc/sys/kernel/hostname")).strip();
-        } catch (IOException e) {
-            return "localhost";
         }
     }
 

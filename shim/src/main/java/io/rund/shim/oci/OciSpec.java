@@ -132,13 +132,29 @@ public final class OciSpec {
     private static final int SUBPATH_DEPTH = 16;
     private static final int SUBPATH_ENTRIES = 10_000;
 
-    /** Whether a bind source is an emptyDir or a subPath of one: it lives in the VM. */
-    static boolean isEmptyDir(String source) {
-        if (source.contains(EMPTY_DIR)) {
-            return true;
+    /**
+     * The kubelet emptyDir a bind source names: the volume's {@code name} and host directory
+     * {@code dir}, and for a subPath bind the bound directory {@code subPathSource} (null for
+     * the whole volume); null when the source is no emptyDir's.
+     */
+    record EmptyDirSource(String name, Path dir, Path subPathSource) {}
+
+    static EmptyDirSource emptyDir(String source) {
+        int at = source.indexOf(EMPTY_DIR);
+        if (at >= 0) {
+            return new EmptyDirSource(source.substring(at + EMPTY_DIR.length()), Path.of(source), null);
         }
         java.util.regex.Matcher m = SUBPATH.matcher(source);
-        return m.matches() && Files.isDirectory(Path.of(m.group(1) + EMPTY_DIR + m.group(2)), LinkOption.NOFOLLOW_LINKS);
+        if (!m.matches()) {
+            return null;
+        }
+        Path dir = Path.of(m.group(1) + EMPTY_DIR + m.group(2));
+        return Files.isDirectory(dir, LinkOption.NOFOLLOW_LINKS) ? new EmptyDirSource(m.group(2), dir, Path.of(source)) : null;
+    }
+
+    /** Whether a bind source is an emptyDir or a subPath of one: it lives in the VM. */
+    static boolean isEmptyDir(String source) {
+        return emptyDir(source) != null;
     }
 
     /**
@@ -153,23 +169,13 @@ public final class OciSpec {
         String mountinfo = null;
         for (JsonNode m : mounts) {
             String source = m.path("source").asText("");
-            if (!isEmptyDir(source)) {
+            EmptyDirSource e = emptyDir(source);
+            if (e == null) {
                 continue;
             }
-            String name;
-            Path dir;
-            String subPath = "";
-            int at = source.indexOf(EMPTY_DIR);
-            if (at >= 0) {
-                name = source.substring(at + EMPTY_DIR.length());
-                dir = Path.of(source);
-            } else {
-                java.util.regex.Matcher sm = SUBPATH.matcher(source);
-                sm.matches();
-                name = sm.group(2);
-                dir = Path.of(sm.group(1) + EMPTY_DIR + name);
-                subPath = subPathOf(what, dir, Path.of(source));
-            }
+            String name = e.name();
+            Path dir = e.dir();
+            String subPath = e.subPathSource() == null ? "" : subPathOf(what, dir, e.subPathSource());
             if (!VOLUME_NAME.matcher(name).matches()) {
                 throw new TaskFault(Fault.INVALID_ARGUMENT, what + ": emptyDir volume " + source
                         + " is not named like a Kubernetes volume");
@@ -442,9 +448,11 @@ public final class OciSpec {
      */
     static String hostname(JsonNode root) {
         String name = root.path("hostname").asText("");
-        if (!name.isEmpty()) {
-            return name;
-        }
+        return name.isEmpty() ? nodeHostname() : name;
+    }
+
+    /** This node's hostname ("" when it cannot be read). */
+    public static String nodeHostname() {
         try {
             return Files.readString(Path.of("/proc/sys/kernel/hostname")).strip();
         } catch (IOException e) {
