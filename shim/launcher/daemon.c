@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,13 +43,71 @@ int unix_connect(const char *path)
     return -1;
 }
 
+/* A file in the control socket's directory (the daemon's state directory, where its lock
+ * is), or with name NULL the directory itself. */
+static int state_file(char *out, size_t cap, const char *name)
+{
+    const char *control = daemon_control_socket();
+    const char *slash = strrchr(control, '/');
+    int dir = slash ? (int)(slash - control) : 1;
+    const char *base = slash ? control : ".";
+    int n = name ? snprintf(out, cap, "%.*s/%s", dir, base, name) : snprintf(out, cap, "%.*s", dir, base);
+    if (n < 0 || (size_t)n >= cap) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether a POSIX lock is held on the state directory's file name: rund.lock (a daemon
+ * serves, or is on its way to: Daemon.lock) or rund.standby (a standby daemon waits to take
+ * over: Standby.java). */
+static int held(const char *name)
+{
+    char path[4096];
+    if (state_file(path, sizeof(path), name))
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    int held = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    close(fd);
+    return held;
+}
+
 int daemon_start(void)
 {
+    /* Many relays and launchers find the daemon gone at the same moment; one starts the next.
+     * A JVM that would lose the daemon's lock costs a core for a second on a small node. */
+    if (held("rund.lock") || held("rund.standby"))
+        return DAEMON_LOCKED;
+    char start_lock[4096];
+    if (state_file(start_lock, sizeof(start_lock), NULL))
+        return -1;
+    mkdir(start_lock, 0700); /* the daemon makes it so too */
+    if (state_file(start_lock, sizeof(start_lock), "rund.start"))
+        return -1;
+    /* Held (flock) by whoever starts a daemon and inherited by that daemon for its life: a
+     * second starter sees it taken and waits instead. Not close-on-exec, on purpose. */
+    int starting = open(start_lock, O_RDWR | O_CREAT, 0600);
+    if (starting < 0)
+        return -1;
+    if (flock(starting, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        close(starting);
+        if (e == EWOULDBLOCK)
+            return DAEMON_STARTING;
+        errno = e;
+        return -1;
+    }
     const char *daemon = env_or("RUND_DAEMON", "/usr/local/lib/rund/rund-daemon");
     const char *log = env_or("RUND_LOG", "/var/log/rund/daemon.log");
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(starting);
         return -1;
+    }
     if (pid == 0) {
         if (setsid() < 0)
             _exit(1);
@@ -68,14 +127,19 @@ int daemon_start(void)
         dup2(null, 0);
         dup2(out, 1);
         dup2(out, 2);
-        for (int fd = 3; fd < 1024; fd++)
+        if (starting != 3) {
+            dup2(starting, 3);
+            close(starting);
+        }
+        for (int fd = 4; fd < 1024; fd++)
             close(fd);
         if (chdir("/") < 0)
             _exit(1);
         execl("/bin/sh", "sh", "-c", daemon, (char *)NULL);
         _exit(127);
     }
+    close(starting); /* the daemon keeps its copy, and with it the lock */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    return 0;
+    return DAEMON_STARTED;
 }

@@ -14,7 +14,13 @@ const char *daemon_control_socket(void);
 int unix_connect(const char *path);
 
 /* Starts the daemon (RUND_DAEMON, run by /bin/sh, its output appended to RUND_LOG)
- * detached from the caller: double fork and setsid. 0, or -1 when it could not fork. */
+ * detached from the caller: double fork and setsid; unless a daemon holds the node's lock
+ * (it runs or is starting), a standby daemon waits to take over (rund.standby), or another
+ * caller is starting one (rund.start, beside the
+ * control socket, which the daemon it started holds for its life). DAEMON_STARTED,
+ * DAEMON_LOCKED (a daemon or a standby holds its lock), DAEMON_STARTING (another caller is starting
+ * one), or -1 with errno when it could not. */
+enum { DAEMON_LOCKED = 0, DAEMON_STARTED = 1, DAEMON_STARTING = 2 };
 int daemon_start(void);
 
 #endif

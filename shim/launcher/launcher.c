@@ -80,21 +80,19 @@ static int valid_id(const char *id)
     return 1;
 }
 
-/* Connects to the daemon, starting it if nobody answers; gives up after 60 s. */
+/* Connects to the daemon, starting it if nobody answers (again each second while a
+ * daemon that held the node's lock is still leaving); gives up after 60 s. */
 static int connect_daemon(void)
 {
     const char *path = daemon_control_socket();
-    int fd = unix_connect(path);
-    if (fd >= 0)
-        return fd;
-    if (errno == ENAMETOOLONG)
-        die("control socket path %s is too long", path);
-    if (daemon_start())
-        die("fork: %s", strerror(errno));
     for (int i = 0; i < 6000; i++) {
-        fd = unix_connect(path);
+        int fd = unix_connect(path);
         if (fd >= 0)
             return fd;
+        if (errno == ENAMETOOLONG)
+            die("control socket path %s is too long", path);
+        if (i % 100 == 0 && daemon_start() < 0)
+            die("start the rund daemon: %s", strerror(errno));
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -102,10 +100,11 @@ static int connect_daemon(void)
     return -1;
 }
 
+/* Sends all of p on a socket; a peer that left is -1, not SIGPIPE. */
 static int write_all(int fd, const uint8_t *p, size_t n)
 {
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -130,22 +129,22 @@ static int read_all(int fd, uint8_t *p, size_t n)
     return 0;
 }
 
-/* One ttrpc call on stream 1; returns the response payload (malloc'd) or dies with the
- * daemon's message. */
-static uint8_t *call(int fd, const char *method, const uint8_t *payload, size_t len, size_t *out_len)
+/* One ttrpc call on stream 1 over fd; returns the response payload (malloc'd), NULL when
+ * the daemon went away before it answered or was stopping and did not run it (ABORTED),
+ * or dies with the daemon's message. */
+static uint8_t *call_once(int fd, const char *method, const uint8_t *payload, size_t len, size_t *out_len)
 {
     uint8_t *req;
     size_t n = ttrpc_encode_request(&req, CONTROL_SERVICE, method, payload, len);
     if (!n || n > TTRPC_MAX_PAYLOAD)
         die("request %s is too large", method);
     ttrpc_put_header(req, (uint32_t)n, 1, TTRPC_TYPE_REQUEST, 0);
-    if (write_all(fd, req, TTRPC_HEADER_LEN + n))
-        die("send %s to the rund daemon failed", method);
+    int sent = write_all(fd, req, TTRPC_HEADER_LEN + n);
     free(req);
     uint8_t h[TTRPC_HEADER_LEN];
-    if (read_all(fd, h, sizeof(h)))
-        die("the rund daemon closed the connection during %s", method);
-    uint32_t rl = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    if (sent || read_all(fd, h, sizeof(h)))
+        return NULL;
+    uint32_t rl = ttrpc_header_length(h);
     if (rl > TTRPC_MAX_PAYLOAD)
         die("the rund daemon's answer to %s is too large", method);
     uint8_t *body = malloc(rl ? rl : 1);
@@ -154,6 +153,10 @@ static uint8_t *call(int fd, const char *method, const uint8_t *payload, size_t 
     struct ttrpc_response resp;
     if (ttrpc_decode_response(body, rl, &resp))
         die("malformed answer from the rund daemon to %s", method);
+    if (resp.code == CODE_ABORTED) { /* a stopping daemon did not run it: the next one will */
+        free(body);
+        return NULL;
+    }
     if (resp.code != 0) {
         fprintf(stderr, "containerd-shim-rund-v2: %s: %.*s\n", method, (int)resp.message_len, (const char *)resp.message);
         exit(1);
@@ -163,6 +166,26 @@ static uint8_t *call(int fd, const char *method, const uint8_t *payload, size_t 
     *out_len = resp.payload_len;
     free(body);
     return out;
+}
+
+/* A Control call, sent again to the next daemon (started if need be) when the one that had
+ * it went without answering: both of the launcher's calls may run twice. Start finds the
+ * endpoint a first Start made, or makes it again (a daemon that died before the relay
+ * existed left a record the next one removes); Delete of a task already deleted answers
+ * as for one that is gone. */
+static uint8_t *call(const char *method, const uint8_t *payload, size_t len, size_t *out_len)
+{
+    for (int attempt = 1;; attempt++) {
+        int fd = connect_daemon();
+        uint8_t *out = call_once(fd, method, payload, len, out_len);
+        close(fd);
+        if (out)
+            return out;
+        if (attempt == 5)
+            die("the rund daemon went away during %s, five times", method);
+        struct timespec ts = {0, 100 * 1000 * 1000}; /* a stopping daemon may still take connections */
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Appends a length-delimited protobuf field. */
@@ -243,7 +266,6 @@ int main(int argc, char **argv)
     n = put_field(req, n, sizeof(req), 1, id, strlen(id));
     n = put_field(req, n, sizeof(req), 2, ns, strlen(ns));
     n = put_field(req, n, sizeof(req), 3, bundle, strlen(bundle));
-    int fd = connect_daemon();
     size_t out_len = 0;
     uint8_t *out;
     if (!strcmp(verb, "start")) {
@@ -268,7 +290,7 @@ int main(int argc, char **argv)
         size_t ol = bootstrapped ? boot.options_len : il;
         if (ol)
             n = put_field(req, n, sizeof(req), 7, opts, ol);
-        out = call(fd, "Start", req, n, &out_len);
+        out = call("Start", req, n, &out_len);
         /* StartResponse { string address = 1; string relay = 2; } */
         char address_out[512] = "", relay[128] = "";
         const uint8_t *p = out, *end = out + out_len;
@@ -301,7 +323,7 @@ int main(int argc, char **argv)
         else
             fputs(address_out, stdout);
     } else {
-        out = call(fd, "Delete", req, n, &out_len);
+        out = call("Delete", req, n, &out_len);
         fwrite(out, 1, out_len, stdout);
     }
     fflush(stdout);

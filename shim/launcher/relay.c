@@ -4,15 +4,20 @@
  *
  * It listens on the endpoint's socket and holds containerd's connections. Each has a
  * link to the daemon (relay.sock beside the control socket, hello "conn NAME"), and
- * ttrpc frames are copied both ways whole. The relay reads only frame headers and each
- * request's method and deadline: it keeps every request until its answer has passed,
- * and when the daemon goes it
- *   - keeps requests that may run twice (State, Wait, Pids, Stats, Connect) and sends them
- *     again to the next daemon; answers the others UNAVAILABLE (their effect is unknown);
+ * ttrpc frames are copied both ways whole. The relay reads only frame headers, each
+ * request's method and deadline, and each answer's status code: it keeps every request
+ * until its answer has passed, and when the daemon goes it
+ *   - sends the requests that are safe to repeat (may_repeat says which and why) again to
+ *     the next daemon, marked with the metadata "rund-replay" so that it answers from what
+ *     it knows of the first (a Delete already done answers as that Delete did); answers
+ *     the others UNAVAILABLE (their effect is unknown);
  *   - holds new requests until a daemon is back, or answers DEADLINE_EXCEEDED when the
- *     request's own deadline passes first;
- *   - starts a daemon (as the launcher does) when none has answered for 2 s, and again
- *     every 10 s while none answers.
+ *     request's own deadline passes first: the mere absence of a daemon is never an error;
+ *   - starts a daemon (as the launcher does) at once, unless one holds the node's lock or
+ *     is being started (daemon.c), and again after 1, 2, 4 .. 10 s while none answers.
+ * A daemon that is stopping answers a request it will not run ABORTED: the relay keeps it
+ * for the next daemon and sends that link nothing more (ABORTED from a daemon means
+ * exactly that; the daemon never answers ABORTED otherwise).
  * A control link (hello "ctl NAME PID", answered "ok" or "unknown") carries the daemon's
  * orders, one line each:
  *   hold KEY r|w PATH  keep a fifo open (read end of a stdin fifo, both ends of an output
@@ -20,8 +25,9 @@
  *                      while no daemon holds it
  *   drop KEY           close it (the process's output is done)
  *   quit               the endpoint is closed: finish passing answers on, then exit
- * "unknown" (the daemon has no such endpoint any more) answers every request NOT_FOUND and
- * exits. The relay says one thing on the control link after its hello: "idle" once every
+ * "unknown" (the daemon has no such endpoint any more) answers every request NOT_FOUND
+ * (a Shutdown OK: what it asked for is so) and exits. The relay says one thing on the
+ * control link after its hello: "idle" once every
  * containerd connection it had has closed (containerd gave the task up: after a failed
  * create, containerd 1.6 only closes its connection), again to each new daemon while that
  * holds; the daemon closes an endpoint that serves no container then. The relay runs as root, as the launcher does, and parses nothing a guest wrote. */
@@ -51,9 +57,11 @@
 #define MAX_HOLDS 4096
 #define MAX_LINE 4200
 #define RETRY_MS 100
-#define START_AFTER_MS 2000
-#define START_EVERY_MS 10000
+#define DOWN_RETRY_MS 20      /* how often a relay without a daemon tries its socket */
+#define START_FIRST_GAP_MS 1000
+#define START_MAX_GAP_MS 10000
 #define QUIT_GRACE_MS 5000
+#define HELLO_MS 5000         /* a daemon that takes a control link answers its hello at once */
 
 static const char *g_name;
 static char g_relay_socket[108];
@@ -168,7 +176,7 @@ static int reader_step(struct reader *r, int fd, uint8_t **out, size_t *out_len)
             r->head_got += (size_t)n;
             if (r->head_got < TTRPC_HEADER_LEN)
                 continue;
-            uint32_t plen = (uint32_t)r->head[0] << 24 | (uint32_t)r->head[1] << 16 | (uint32_t)r->head[2] << 8 | r->head[3];
+            uint32_t plen = ttrpc_header_length(r->head);
             if (plen > TTRPC_MAX_PAYLOAD)
                 return -1;
             r->len = TTRPC_HEADER_LEN + plen;
@@ -209,6 +217,7 @@ struct request {
     int64_t deadline; /* monotonic ms; 0 for none */
     int again;        /* may be sent to the next daemon if this one went without answering */
     int sent;         /* the current daemon link has it */
+    int replay;       /* a daemon had it and went without answering: marked when sent again */
     char method[64];
 };
 
@@ -219,18 +228,21 @@ struct conn {
     struct request reqs[MAX_REQS];
     int nreqs;
     int64_t reopen_at; /* a daemon link that closed alone is opened again from then */
+    int stopping;      /* the linked daemon is stopping (it answered ABORTED): send it nothing more */
 };
 
 static struct conn *g_conns[MAX_CONNS];
 static int g_listen = -1;
 static int g_ctl = -1;       /* the control link; up once answered "ok" */
 static int g_up;             /* a daemon answered the control link's hello */
+static int64_t g_hello_by;   /* a control link not answered by then is dropped and tried again */
 static char g_ctl_in[MAX_LINE];
 static size_t g_ctl_got;
 static int g_quitting;
 static int64_t g_quit_at;
-static int64_t g_down_since; /* when the daemon was last seen going (or we started) */
-static int64_t g_started_at; /* when we last started a daemon */
+static int64_t g_next_start; /* a daemon may be started from then (0: at once) */
+static int64_t g_start_gap;  /* the wait after the next start, doubling while none answers */
+static int g_last_start = -2; /* what daemon_start said last, for the log */
 static int64_t g_retry_at;
 static int g_nconns;    /* containerd's connections open */
 static int g_had_conns; /* containerd connected at least once */
@@ -243,16 +255,42 @@ struct hold {
 static struct hold g_holds[MAX_HOLDS];
 static int g_nholds;
 
-/* Requests that may run twice: reads (the task API's, and the Sandbox API's). Everything
- * else changes something. */
+/* Requests that are safe to send again to the next daemon when the one that had them went
+ * without answering. Each gives the same outcome whether it ran once or twice, and the
+ * next daemon answers a repeat from what it adopted (it sees "rund-replay"):
+ *   State, Wait, Pids, Stats, Connect   reads;
+ *   Delete      a task or exec already deleted is answered as that delete was (the daemon
+ *               keeps its answer); one not yet deleted is deleted;
+ *   Kill        a signal is a request that a process be signalled, and standard signals do
+ *               not count (two sent before one is handled arrive once); a process that has
+ *               ended meanwhile makes it a success;
+ *   Shutdown    asks the endpoint to go once it serves nothing: it depends on the endpoint's
+ *               state, not on how often it is asked; an endpoint gone already is its answer;
+ *   CloseIO, ResizePty   set a state (stdin closed, a size), however often;
+ *   the Sandbox API's reads (SandboxStatus, WaitSandbox, PingSandbox, Platform,
+ *   SandboxMetrics), StopSandbox (a stopped VM stays stopped) and ShutdownSandbox (as
+ *   Shutdown).
+ * Not safe, and answered UNAVAILABLE ("whether it took effect is unknown"): Create, Start,
+ * Exec (each makes a process; twice would make or start it twice, or fail the second time
+ * on what the first made), Update, Pause, Resume (the state they set may have been changed
+ * by a later call the daemon ran), and the Sandbox API's CreateSandbox and StartSandbox. */
 static int may_repeat(const char *method)
 {
-    static const char *const reads[] = {"State",         "Wait",        "Pids",     "Stats",   "Connect",
-                                        "SandboxStatus", "WaitSandbox", "PingSandbox", "Platform"};
-    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
-        if (!strcmp(method, reads[i]))
+    static const char *const safe[] = {"State",       "Wait",          "Pids",           "Stats",
+                                       "Connect",     "Delete",        "Kill",           "Shutdown",
+                                       "CloseIO",     "ResizePty",     "SandboxStatus",  "WaitSandbox",
+                                       "PingSandbox", "Platform",      "SandboxMetrics", "StopSandbox",
+                                       "ShutdownSandbox"};
+    for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++)
+        if (!strcmp(method, safe[i]))
             return 1;
     return 0;
+}
+
+/* Requests whose purpose an endpoint that no longer exists has met. */
+static int ends_endpoint(const char *method)
+{
+    return !strcmp(method, "Shutdown") || !strcmp(method, "ShutdownSandbox");
 }
 
 static void answer(struct conn *c, uint32_t sid, int code, const char *message)
@@ -292,9 +330,12 @@ static void close_daemon_link(struct conn *c)
             drop_request(c, i);
             continue;
         }
+        if (r->sent)
+            r->replay = 1;
         r->sent = 0;
         i++;
     }
+    c->stopping = 0;
 }
 
 static void close_conn(int slot)
@@ -320,6 +361,18 @@ static int cmp_sid(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Queues a request towards the daemon; one sent before to a daemon that went is marked, once. */
+static void send_request(struct conn *c, struct request *r)
+{
+    if (r->replay) {
+        r->replay = 0;
+        if (ttrpc_frame_add_metadata(&r->frame, &r->len, "rund-replay", "1"))
+            rlog("%s on stream %u: could not mark it as a repeat; sending it as it was", r->method, r->sid);
+    }
+    queue_put(&c->to_d, r->frame, r->len);
+    r->sent = 1;
+}
+
 /* Opens a daemon link for c and sends what it holds, in the order containerd sent it
  * (the daemon refuses stream ids that do not increase). */
 static void open_daemon_link(struct conn *c)
@@ -332,23 +385,16 @@ static void open_daemon_link(struct conn *c)
     int n = snprintf(hello, sizeof(hello), "conn %s\n", g_name);
     queue_put(&c->to_d, (const uint8_t *)hello, (size_t)n);
     qsort(c->reqs, (size_t)c->nreqs, sizeof(c->reqs[0]), cmp_sid);
-    for (int i = 0; i < c->nreqs; i++) {
-        queue_put(&c->to_d, c->reqs[i].frame, c->reqs[i].len);
-        c->reqs[i].sent = 1;
-    }
-}
-
-static uint32_t frame_sid(const uint8_t *frame)
-{
-    return (uint32_t)frame[4] << 24 | (uint32_t)frame[5] << 16 | (uint32_t)frame[6] << 8 | frame[7];
+    for (int i = 0; i < c->nreqs; i++)
+        send_request(c, &c->reqs[i]);
 }
 
 /* A frame from containerd: a request is kept until answered, and goes on if a daemon is there. */
 static int from_containerd(struct conn *c, uint8_t *frame, size_t len)
 {
-    uint32_t sid = frame_sid(frame);
+    uint32_t sid = ttrpc_header_stream(frame);
     if (frame[8] != TTRPC_TYPE_REQUEST) {
-        if (c->dfd >= 0)
+        if (c->dfd >= 0 && !c->stopping)
             queue_put(&c->to_d, frame, len);
         free(frame);
         return 0;
@@ -369,20 +415,27 @@ static int from_containerd(struct conn *c, uint8_t *frame, size_t len)
     snprintf(r->method, sizeof(r->method), "%s", req.method);
     if (req.timeout_nano > 0)
         r->deadline = now_ms() + req.timeout_nano / 1000000;
-    if (c->dfd >= 0) {
-        queue_put(&c->to_d, frame, len);
-        r->sent = 1;
-    }
+    if (c->dfd >= 0 && !c->stopping)
+        send_request(c, r);
     return 0;
 }
 
-/* A frame from the daemon: an answer ends its request's keeping; all of it goes to containerd. */
+/* A frame from the daemon: an answer ends its request's keeping and goes to containerd,
+ * except ABORTED, with which a stopping daemon gives back a request it did not run. */
 static void from_daemon(struct conn *c, uint8_t *frame, size_t len)
 {
-    uint32_t sid = frame_sid(frame);
+    uint32_t sid = ttrpc_header_stream(frame);
     if (frame[8] == TTRPC_TYPE_RESPONSE)
         for (int i = 0; i < c->nreqs; i++)
             if (c->reqs[i].sid == sid) {
+                struct ttrpc_response resp;
+                if (!ttrpc_decode_response(frame + TTRPC_HEADER_LEN, len - TTRPC_HEADER_LEN, &resp) &&
+                    resp.code == CODE_ABORTED) {
+                    c->reqs[i].sent = 0; /* kept for the next daemon, unmarked: it never ran */
+                    c->stopping = 1;
+                    free(frame);
+                    return;
+                }
                 drop_request(c, i);
                 break;
             }
@@ -457,7 +510,10 @@ static void unknown_endpoint(void)
         if (!c)
             continue;
         for (int i = c->nreqs - 1; i >= 0; i--) {
-            answer(c, c->reqs[i].sid, CODE_NOT_FOUND, "the rund daemon has no such task endpoint");
+            if (ends_endpoint(c->reqs[i].method))
+                answer(c, c->reqs[i].sid, CODE_OK, NULL);
+            else
+                answer(c, c->reqs[i].sid, CODE_NOT_FOUND, "the rund daemon has no such task endpoint");
             drop_request(c, i);
         }
     }
@@ -472,7 +528,9 @@ static void ctl_down(void)
     g_ctl_got = 0;
     if (g_up) {
         g_up = 0;
-        g_down_since = now_ms();
+        g_next_start = 0; /* the next daemon may be started at once */
+        g_last_start = -2;
+        g_start_gap = START_FIRST_GAP_MS;
         if (!g_quitting)
             rlog("the daemon went away; holding requests until one is back");
     }
@@ -487,7 +545,6 @@ static void ctl_line(char *line)
         if (!strcmp(line, "ok")) {
             g_up = 1;
             g_idle_told = 0;
-            g_started_at = 0; /* the daemon came: the next loss may start one after START_AFTER_MS */
             for (int s = 0; s < MAX_CONNS; s++)
                 if (g_conns[s] && g_conns[s]->dfd < 0)
                     open_daemon_link(g_conns[s]);
@@ -544,20 +601,29 @@ static void ctl_read(void)
     }
 }
 
-/* Tries the daemon's relay socket; starts a daemon when none has answered for a while. */
+/* Tries the daemon's relay socket; starts a daemon when none answers and none is starting. */
 static void ctl_connect(void)
 {
     int64_t now = now_ms();
     if (now < g_retry_at)
         return;
-    g_retry_at = now + RETRY_MS;
+    g_retry_at = now + DOWN_RETRY_MS;
     int fd = unix_connect(g_relay_socket);
     if (fd < 0) {
-        if (!g_quitting && now - g_down_since >= START_AFTER_MS &&
-            (!g_started_at || now - g_started_at >= START_EVERY_MS)) {
-            g_started_at = now;
-            rlog("no daemon on %s: starting one", g_relay_socket);
-            daemon_start();
+        if (!g_quitting && now >= g_next_start) {
+            int started = daemon_start();
+            if (started >= 0 && started != g_last_start) /* once per change, not 50 times a second */
+                rlog("no daemon on %s: %s", g_relay_socket,
+                     started == DAEMON_LOCKED ? "a daemon or its standby holds the node's lock; waiting for it"
+                     : started == DAEMON_STARTING ? "another is starting one; waiting for it" : "started one");
+            g_last_start = started;
+            if (started == DAEMON_STARTED) {
+                g_next_start = now + g_start_gap;
+                g_start_gap = g_start_gap * 2 > START_MAX_GAP_MS ? START_MAX_GAP_MS : g_start_gap * 2;
+            } else if (started < 0) {
+                rlog("no daemon on %s, and starting one failed: %s", g_relay_socket, strerror(errno));
+                g_next_start = now + START_MAX_GAP_MS;
+            }
         }
         return;
     }
@@ -568,6 +634,7 @@ static void ctl_connect(void)
         return;
     }
     g_ctl = fd;
+    g_hello_by = now + HELLO_MS;
 }
 
 /* Tells the daemon, once per daemon and per time it happens, that containerd has left. */
@@ -642,6 +709,10 @@ static void serve(void)
     for (;;) {
         if (g_quitting && done_quitting())
             return;
+        if (g_ctl >= 0 && !g_up && now_ms() >= g_hello_by) {
+            rlog("the daemon on %s did not answer the hello in %d ms; trying again", g_relay_socket, HELLO_MS);
+            ctl_down();
+        }
         if (g_ctl < 0)
             ctl_connect();
         expire();
@@ -674,9 +745,9 @@ static void serve(void)
                 fds[n++] = (struct pollfd){.fd = c->dfd, .events = dev};
             }
         }
-        int timeout = g_ctl < 0 || g_quitting ? RETRY_MS : 1000;
+        int timeout = g_ctl < 0 ? DOWN_RETRY_MS : g_quitting ? RETRY_MS : 1000;
         for (int s = 0; s < MAX_CONNS; s++)
-            if (g_conns[s] && (g_conns[s]->dfd < 0 || g_conns[s]->nreqs))
+            if (g_conns[s] && (g_conns[s]->dfd < 0 || g_conns[s]->nreqs) && timeout > RETRY_MS)
                 timeout = RETRY_MS; /* a link to open again, or deadlines to keep */
         if (poll(fds, (nfds_t)n, timeout) < 0) {
             if (errno == EINTR)
@@ -808,7 +879,7 @@ int relay_spawn(const char *name, const char *socket_path, char *err, size_t err
         close(ready[1]);
         if (g_listen < 0)
             _exit(1);
-        g_down_since = now_ms();
+        g_start_gap = START_FIRST_GAP_MS;
         serve();
         if (g_listen >= 0)
             close(g_listen);

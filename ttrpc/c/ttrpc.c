@@ -248,3 +248,35 @@ void ttrpc_put_header(uint8_t *h, uint32_t length, uint32_t stream_id, uint8_t t
     h[8] = type;
     h[9] = flags;
 }
+
+uint32_t ttrpc_header_length(const uint8_t *h)
+{
+    return (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+}
+
+uint32_t ttrpc_header_stream(const uint8_t *h)
+{
+    return (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+}
+
+int ttrpc_frame_add_metadata(uint8_t **frame, size_t *len, const char *key, const char *value)
+{
+    size_t kl = strlen(key), vl = strlen(value);
+    size_t kv = 1 + varint_len(kl) + kl + 1 + varint_len(vl) + vl;
+    size_t add = 1 + varint_len(kv) + kv;
+    size_t payload = *len - TTRPC_HEADER_LEN;
+    if (payload + add > TTRPC_MAX_PAYLOAD)
+        return -1;
+    uint8_t *f = realloc(*frame, *len + add);
+    if (!f)
+        return -1;
+    uint8_t *p = f + *len;
+    *p++ = (5 << 3) | WT_LEN;
+    p = put_varint(p, kv);
+    p = put_bytes(p, 1, key, kl);
+    put_bytes(p, 2, value, vl);
+    ttrpc_put_header(f, (uint32_t)(payload + add), ttrpc_header_stream(f), f[8], f[9]);
+    *frame = f;
+    *len += add;
+    return 0;
+}

@@ -75,4 +75,14 @@ int ttrpc_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 /* Fills the 10-byte frame header. */
 void ttrpc_put_header(uint8_t *h, uint32_t length, uint32_t stream_id, uint8_t type, uint8_t flags);
 
+/* A frame header's payload length and stream id. */
+uint32_t ttrpc_header_length(const uint8_t *h);
+uint32_t ttrpc_header_stream(const uint8_t *h);
+
+/* Adds one metadata entry (Request field 5: KeyValue { key = 1; value = 2; }) to a whole
+ * request frame (header and envelope) in *frame, *len bytes, malloc'd: a repeated field's
+ * entries may arrive in any order, so the entry is appended and the header's length grown.
+ * 0, or -1 (frame untouched) when out of memory or the payload would pass the limit. */
+int ttrpc_frame_add_metadata(uint8_t **frame, size_t *len, const char *key, const char *value);
+
 #endif

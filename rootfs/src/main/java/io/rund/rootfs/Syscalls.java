@@ -15,7 +15,8 @@ import java.nio.file.Path;
  * The few system calls the JDK does not offer, through the FFM API, the daemon's one FFM
  * layer: open(2) with flags, ioctl(2) (FICLONE), unlink(2), mkfifo(3), mount(2), umount2(2),
  * open_tree/mount_setattr/move_mount (a bind read-only from its first moment), renameat2(2),
- * fstatat(2), read(2), close(2). Failures become {@link SyscallException} carrying errno and
+ * fstatat(2), read(2), close(2), pidfd_open(2) with poll(2) (waiting for a process that is
+ * not this one's child). Failures become {@link SyscallException} carrying errno and
  * the call that failed. Thread-safe.
  */
 public final class Syscalls {
@@ -64,42 +65,68 @@ public final class Syscalls {
     }
 
     private static final Linker LINKER = Linker.nativeLinker();
+    // Each downcall handle is made on its first use, in a holder class of its own: making one
+    // costs milliseconds in a JVM that has just started, and a restarted daemon needs few.
     private static final StructLayout STATE = Linker.Option.captureStateLayout();
     private static final VarHandle ERRNO = STATE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
     private static final Linker.Option CAPTURE = Linker.Option.captureCallState("errno");
-    private static final MethodHandle OPEN = handle("open",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT),
-            CAPTURE, Linker.Option.firstVariadicArg(2));
-    private static final MethodHandle IOCTL = handle("ioctl",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG),
-            CAPTURE, Linker.Option.firstVariadicArg(2));
-    private static final MethodHandle UNLINK = handle("unlink",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
-    private static final MethodHandle MOUNT = handle("mount",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
-                    ValueLayout.JAVA_LONG, ValueLayout.ADDRESS), CAPTURE);
-    private static final MethodHandle UMOUNT2 = handle("umount2",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle MKFIFO = handle("mkfifo",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle RENAMEAT2 = handle("renameat2",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
-                    ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle FSTATAT = handle("fstatat",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
-                    ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle READ = handle("read",
-            FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
-            CAPTURE);
-    private static final MethodHandle OPEN_TREE = handle("open_tree",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT),
-            CAPTURE);
-    private static final MethodHandle MOUNT_SETATTR = handle("mount_setattr",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
-                    ValueLayout.ADDRESS, ValueLayout.JAVA_LONG), CAPTURE);
-    private static final MethodHandle MOVE_MOUNT = handle("move_mount",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
-                    ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    private static final class Open {
+        static final MethodHandle H = handle("open",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT),
+                CAPTURE, Linker.Option.firstVariadicArg(2));
+    }
+    private static final class Ioctl {
+        static final MethodHandle H = handle("ioctl",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG),
+                CAPTURE, Linker.Option.firstVariadicArg(2));
+    }
+    private static final class Unlink {
+        static final MethodHandle H = handle("unlink",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
+    }
+    private static final class Mount {
+        static final MethodHandle H = handle("mount",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                        ValueLayout.JAVA_LONG, ValueLayout.ADDRESS), CAPTURE);
+    }
+    private static final class Umount2 {
+        static final MethodHandle H = handle("umount2",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    }
+    private static final class Mkfifo {
+        static final MethodHandle H = handle("mkfifo",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    }
+    private static final class Renameat2 {
+        static final MethodHandle H = handle("renameat2",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                        ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    }
+    private static final class Fstatat {
+        static final MethodHandle H = handle("fstatat",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                        ValueLayout.JAVA_INT), CAPTURE);
+    }
+    private static final class Read {
+        static final MethodHandle H = handle("read",
+                FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
+                CAPTURE);
+    }
+    private static final class OpenTree {
+        static final MethodHandle H = handle("open_tree",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT),
+                CAPTURE);
+    }
+    private static final class MountSetattr {
+        static final MethodHandle H = handle("mount_setattr",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                        ValueLayout.ADDRESS, ValueLayout.JAVA_LONG), CAPTURE);
+    }
+    private static final class MoveMount {
+        static final MethodHandle H = handle("move_mount",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                        ValueLayout.ADDRESS, ValueLayout.JAVA_INT), CAPTURE);
+    }
     private static final int OPEN_TREE_CLONE = 1;
     private static final int AT_RECURSIVE = 0x8000;
     private static final int MOVE_MOUNT_F_EMPTY_PATH = 4;
@@ -110,13 +137,93 @@ public final class Syscalls {
     private static final int AT_EMPTY_PATH = 0x1000;
     /** struct stat on x86_64. */
     private static final long STAT_SIZE = 144;
-    private static final MethodHandle CLOSE = handle("close",
-            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle STRERROR = handle("strerror",
-            FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
-                    ValueLayout.JAVA_INT));
+    private static final class Close {
+        static final MethodHandle H = handle("close",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
+    }
+    private static final class Strerror {
+        static final MethodHandle H = handle("strerror",
+                FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
+                        ValueLayout.JAVA_INT));
+    }
 
     private Syscalls() {}
+
+    /** pidfd_open(2) and poll(2), made on first use: most daemons never wait for a stranger's exit. */
+    private static final class Pidfd {
+        static final long SYS_PIDFD_OPEN = 434; // x86_64
+        static final MethodHandle SYSCALL = handle("syscall",
+                FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT),
+                CAPTURE, Linker.Option.firstVariadicArg(1));
+        static final MethodHandle POLL = handle("poll",
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT),
+                CAPTURE);
+        static final int ESRCH = 3;
+        static final int EINTR = 4;
+        static final short POLLIN = 1;
+    }
+
+    /**
+     * SIGKILLs {@code p} and waits up to {@code bound} for it to be gone ({@link #awaitExit});
+     * false if it is not, or cannot be waited for.
+     */
+    public static boolean killAndAwait(ProcessHandle p, java.time.Duration bound) {
+        p.destroyForcibly();
+        try {
+            return awaitExit(p.pid(), bound);
+        } catch (SyscallException e) {
+            return false;
+        }
+    }
+
+    /**
+     * Waits up to {@code bound} for process {@code pid} to end, whoever its parent: true once
+     * it has (or never was), false when it still runs. The JDK's {@code onExit} of a process
+     * that is not this one's child polls with a growing sleep (seconds, for a QEMU a dead
+     * daemon left); a pidfd becomes readable the moment the process exits.
+     */
+    public static boolean awaitExit(long pid, java.time.Duration bound) throws SyscallException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(STATE);
+            // SAFETY: pidfd_open takes a pid and flags, no memory; the descriptor is closed below.
+            int fd = (int) (long) Pidfd.SYSCALL.invokeExact(state, Pidfd.SYS_PIDFD_OPEN, (int) pid, 0);
+            if (fd < 0) {
+                int errno = (int) ERRNO.get(state, 0L);
+                if (errno == Pidfd.ESRCH) {
+                    return true;
+                }
+                throw new SyscallException("pidfd_open(" + pid + ")", errno);
+            }
+            try {
+                // struct pollfd { int fd; short events; short revents; }
+                MemorySegment pfd = arena.allocate(8, 4);
+                pfd.set(ValueLayout.JAVA_INT, 0, fd);
+                pfd.set(ValueLayout.JAVA_SHORT, 4, Pidfd.POLLIN);
+                long end = System.nanoTime() + bound.toNanos();
+                while (true) {
+                    int left = (int) Math.max(0, Math.min(Integer.MAX_VALUE, (end - System.nanoTime()) / 1_000_000));
+                    // SAFETY: poll(2) reads and writes the one pollfd in this arena, alive until the call returns.
+                    int n = (int) Pidfd.POLL.invokeExact(state, pfd, 1L, left);
+                    if (n > 0) {
+                        return true; // exited: what it held is released; its reaping is its parent's affair
+                    }
+                    if (n == 0) {
+                        return false;
+                    }
+                    int errno = (int) ERRNO.get(state, 0L);
+                    if (errno != Pidfd.EINTR) {
+                        throw new SyscallException("poll(pidfd of " + pid + ")", errno);
+                    }
+                }
+            } finally {
+                closeQuietly(fd);
+            }
+        } catch (SyscallException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException("pidfd downcall", t);
+        }
+    }
 
     private static MethodHandle handle(String name, FunctionDescriptor fd, Linker.Option... options) {
         return LINKER.downcallHandle(LINKER.defaultLookup().find(name).orElseThrow(), fd, options);
@@ -126,7 +233,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: open(2) reads the NUL-terminated path, which lives in this arena until the call returns.
-            int fd = (int) OPEN.invokeExact(state, arena.allocateFrom(path.toString()), flags, mode);
+            int fd = (int) Open.H.invokeExact(state, arena.allocateFrom(path.toString()), flags, mode);
             if (fd < 0) {
                 throw new SyscallException("open(" + path + ")", (int) ERRNO.get(state, 0L));
             }
@@ -143,7 +250,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: the requests used with this method take an integer, never a pointer into our memory.
-            int r = (int) IOCTL.invokeExact(state, fd, request, arg);
+            int r = (int) Ioctl.H.invokeExact(state, fd, request, arg);
             if (r < 0) {
                 throw new SyscallException("ioctl(" + fd + ", 0x" + Long.toHexString(request) + ")",
                         (int) ERRNO.get(state, 0L));
@@ -160,7 +267,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: unlink(2) reads the NUL-terminated path, which lives in this arena until the call returns.
-            if ((int) UNLINK.invokeExact(state, arena.allocateFrom(path.toString())) < 0) {
+            if ((int) Unlink.H.invokeExact(state, arena.allocateFrom(path.toString())) < 0) {
                 throw new SyscallException("unlink(" + path + ")", (int) ERRNO.get(state, 0L));
             }
         } catch (SyscallException e) {
@@ -174,7 +281,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: mkfifo(3) reads the NUL-terminated path, which lives in this arena until the call returns.
-            if ((int) MKFIFO.invokeExact(state, arena.allocateFrom(path.toString()), mode) < 0) {
+            if ((int) Mkfifo.H.invokeExact(state, arena.allocateFrom(path.toString()), mode) < 0) {
                 throw new SyscallException("mkfifo(" + path + ")", (int) ERRNO.get(state, 0L));
             }
         } catch (SyscallException e) {
@@ -189,7 +296,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: every pointer is a NUL-terminated string in this arena, or NULL, for the duration of the call.
-            int r = (int) MOUNT.invokeExact(state, str(arena, source), arena.allocateFrom(target.toString()),
+            int r = (int) Mount.H.invokeExact(state, str(arena, source), arena.allocateFrom(target.toString()),
                     str(arena, type), flags, str(arena, data));
             if (r < 0) {
                 throw new SyscallException("mount(" + source + ", " + target + ", " + type + ")", (int) ERRNO.get(state, 0L));
@@ -237,7 +344,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: the path is a NUL-terminated string in this arena for the duration of the call.
-            tree = (int) OPEN_TREE.invokeExact(state, AT_FDCWD, arena.allocateFrom(source.toString()), treeFlags);
+            tree = (int) OpenTree.H.invokeExact(state, AT_FDCWD, arena.allocateFrom(source.toString()), treeFlags);
             if (tree < 0) {
                 throw new SyscallException("open_tree(" + source + ")", (int) ERRNO.get(state, 0L));
             }
@@ -245,11 +352,11 @@ public final class Syscalls {
             MemorySegment attr = arena.allocate(32, 8);
             attr.set(ValueLayout.JAVA_LONG, 0, attrSet);
             // SAFETY: attr is a 32-byte struct mount_attr and the empty path is NUL-terminated, both in this arena.
-            if ((int) MOUNT_SETATTR.invokeExact(state, tree, arena.allocateFrom(""), attrFlags, attr, 32L) < 0) {
+            if ((int) MountSetattr.H.invokeExact(state, tree, arena.allocateFrom(""), attrFlags, attr, 32L) < 0) {
                 throw new SyscallException("mount_setattr(" + source + ", " + attrSet + ")", (int) ERRNO.get(state, 0L));
             }
             // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.
-            if ((int) MOVE_MOUNT.invokeExact(state, tree, arena.allocateFrom(""), AT_FDCWD,
+            if ((int) MoveMount.H.invokeExact(state, tree, arena.allocateFrom(""), AT_FDCWD,
                     arena.allocateFrom(target.toString()), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
                 throw new SyscallException("move_mount(" + source + ", " + target + ")", (int) ERRNO.get(state, 0L));
             }
@@ -266,7 +373,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: the path is a NUL-terminated string in this arena for the duration of the call.
-            if ((int) UMOUNT2.invokeExact(state, arena.allocateFrom(target.toString()), flags) < 0) {
+            if ((int) Umount2.H.invokeExact(state, arena.allocateFrom(target.toString()), flags) < 0) {
                 throw new SyscallException("umount2(" + target + ")", (int) ERRNO.get(state, 0L));
             }
         } catch (SyscallException e) {
@@ -284,7 +391,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: both paths are NUL-terminated strings in this arena for the duration of the call.
-            if ((int) RENAMEAT2.invokeExact(state, AT_FDCWD, arena.allocateFrom(from.toString()), AT_FDCWD,
+            if ((int) Renameat2.H.invokeExact(state, AT_FDCWD, arena.allocateFrom(from.toString()), AT_FDCWD,
                     arena.allocateFrom(to.toString()), RENAME_NOREPLACE) < 0) {
                 throw new SyscallException("renameat2(" + from + ", " + to + ", RENAME_NOREPLACE)", (int) ERRNO.get(state, 0L));
             }
@@ -310,7 +417,7 @@ public final class Syscalls {
             MemorySegment state = arena.allocate(STATE);
             MemorySegment st = arena.allocate(STAT_SIZE, 8);
             // SAFETY: st holds a struct stat (STAT_SIZE bytes) and the empty path is NUL-terminated, both in this arena.
-            if ((int) FSTATAT.invokeExact(state, fd, arena.allocateFrom(""), st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+            if ((int) Fstatat.H.invokeExact(state, fd, arena.allocateFrom(""), st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
                 throw new SyscallException("fstatat(" + fd + ")", (int) ERRNO.get(state, 0L));
             }
             ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
@@ -339,7 +446,7 @@ public final class Syscalls {
             MemorySegment state = arena.allocate(STATE);
             while (true) {
                 // SAFETY: the slice bounds len by buf's size; read writes at most len bytes into it.
-                long n = (long) READ.invokeExact(state, fd, buf.asSlice(0, len), len);
+                long n = (long) Read.H.invokeExact(state, fd, buf.asSlice(0, len), len);
                 if (n >= 0) {
                     return (int) n;
                 }
@@ -407,7 +514,7 @@ public final class Syscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
             // SAFETY: closes a descriptor this process opened; callers close each once.
-            if ((int) CLOSE.invokeExact(state, fd) < 0) {
+            if ((int) Close.H.invokeExact(state, fd) < 0) {
                 throw new SyscallException("close(" + fd + ")", (int) ERRNO.get(state, 0L));
             }
         } catch (SyscallException e) {
@@ -420,7 +527,7 @@ public final class Syscalls {
     static String strerror(int errno) {
         try {
             // SAFETY: strerror returns a pointer to a static NUL-terminated string shorter than 256 bytes.
-            MemorySegment s = (MemorySegment) STRERROR.invokeExact(errno);
+            MemorySegment s = (MemorySegment) Strerror.H.invokeExact(errno);
             return s.getString(0);
         } catch (Throwable t) {
             return "errno " + errno;

@@ -134,6 +134,31 @@ public final class WritableLayerStore {
     }
 
     /**
+     * Makes {@code dir} a store of its own beside the store in {@code nodeStore} (on its
+     * filesystem): the node's formatted image, cloned, so that {@link #open} need not format
+     * one. For a daemon's rehearsal of its start, which must not touch the node's store.
+     */
+    public static void seed(Path nodeStore, Path dir, int sizeMiB) throws StoreException {
+        Path image = nodeStore.resolve("ext4-" + sizeMiB + "M.img");
+        int src = -1;
+        int dst = -1;
+        try {
+            Files.createDirectories(dir);
+            src = Syscalls.open(image, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+            dst = Syscalls.open(dir.resolve(image.getFileName()),
+                    Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
+            Syscalls.ioctl(dst, FICLONE, src);
+        } catch (IOException e) {
+            throw new StoreException("make store " + dir + ": " + e.getMessage(), e);
+        } catch (Syscalls.SyscallException e) {
+            throw new StoreException(explain(dir, "clone " + image, e), e);
+        } finally {
+            Syscalls.closeQuietly(src);
+            Syscalls.closeQuietly(dst);
+        }
+    }
+
+    /**
      * Checks, without touching the store's image or layers, that {@code dir} can clone
      * files: clones a 4 KiB probe file and removes both. For `rund check`, which must not
      * change a store a running daemon uses.

@@ -24,4 +24,9 @@ public enum Fault {
     UNIMPLEMENTED,
     /** rund or the guest failed, or answered something that cannot be accepted. */
     INTERNAL,
+    /**
+     * The daemon is stopping and did not run the call (or gave up waiting in it before it
+     * did anything): the endpoint's relay sends it to the next daemon (shim/launcher/relay.c).
+     */
+    NOT_RUN,
 }

@@ -485,6 +485,29 @@ final class Containerd implements AutoCloseable {
         }
     }
 
+    /** The standby daemon's pid, from its pid file, once one waits (0 before, or when it took over). */
+    long standbyPid() throws IOException {
+        try {
+            long pid = Long.parseLong(Files.readString(rundState.resolve("standby.pid")).trim());
+            return ProcessHandle.of(pid).isPresent() ? pid : 0;
+        } catch (IOException | NumberFormatException e) {
+            return 0;
+        }
+    }
+
+    /** Waits until a standby daemon waits (the serving one starts it 2 s after it is ready, then it rehearses). */
+    long awaitStandby() throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        long pid;
+        while ((pid = standbyPid()) == 0 || !Files.readString(daemonLog).contains("standby: pid " + pid + " rehearsed")) {
+            if (System.nanoTime() > end) {
+                throw new AssertionError("no standby daemon waits:\n" + diagnostics());
+            }
+            Thread.sleep(100);
+        }
+        return pid;
+    }
+
     /** The daemon's pid, from its pid file (0 when there is none). */
     long daemonPid() throws IOException {
         Path pid = rundState.resolve("rund.pid");
@@ -516,13 +539,26 @@ final class Containerd implements AutoCloseable {
                 p.onExit().orTimeout(10, TimeUnit.SECONDS).exceptionally(t -> null).join();
             });
         }
-        Path pid = rundState.resolve("rund.pid");
-        if (Files.exists(pid)) {
-            ProcessHandle.of(Long.parseLong(Files.readString(pid).trim())).ifPresent(d -> {
-                d.destroy();
-                d.onExit().orTimeout(20, TimeUnit.SECONDS).exceptionally(t -> null).join();
-                d.destroyForcibly();
-            });
+        // A standby daemon takes over from a stopped one: each is stopped, the standby first,
+        // until neither runs (a daemon may start a standby meanwhile).
+        for (int i = 0; i < 5; i++) {
+            boolean any = false;
+            for (String file : List.of("standby.pid", "rund.pid")) {
+                Path pid = rundState.resolve(file);
+                if (!Files.exists(pid)) {
+                    continue;
+                }
+                var process = ProcessHandle.of(Long.parseLong(Files.readString(pid).trim()));
+                any |= process.isPresent();
+                process.ifPresent(d -> {
+                    d.destroy();
+                    d.onExit().orTimeout(20, TimeUnit.SECONDS).exceptionally(t -> null).join();
+                    d.destroyForcibly();
+                });
+            }
+            if (!any) {
+                break;
+            }
         }
         for (String hierarchy : List.of("memory", "cpu", "pids", "cpuacct")) {
             Path root = Path.of("/sys/fs/cgroup", hierarchy, pool);

@@ -20,9 +20,10 @@ import org.junit.jupiter.api.extension.TestWatcher;
 
 /**
  * The node survives its runtime (DESIGN.md decision 11): with tasks running under rund on
- * a private containerd, the daemon is killed (SIGKILL) and held down for a while, then
- * comes back (started by the tasks' relays), and later is stopped (SIGTERM, as an upgrade
- * does) and comes back again. Throughout, containerd must see no task die that did not:
+ * a private containerd, the daemon is killed (SIGKILL) with no standby and held down for a
+ * while, then comes back (started by the tasks' relays); later it is stopped (SIGTERM, as an
+ * upgrade does) and its standby takes over; then that one is killed (SIGKILL) and its own
+ * standby takes over. Throughout, containerd must see no task die that did not:
  * every task is still there, a foreground `ctr run` gets all its output and its exit
  * status, output written while no daemon ran is not lost, an exit that happened meanwhile
  * is reported with its real status, and exec, kill, wait and delete work afterwards.
@@ -87,6 +88,11 @@ class DaemonRestartTest {
             assertTrue(System.nanoTime() < end && fg.isAlive(), "fg runs: " + fgOut);
             Thread.sleep(20);
         }
+        // No standby this time: the node has no daemon at all until the hold goes.
+        ProcessHandle.of(ctd.awaitStandby()).ifPresent(p -> {
+            p.destroyForcibly();
+            p.onExit().join();
+        });
         Files.createFile(ctd.dir.resolve("daemon.hold"));
         long first = ctd.daemonPid();
         ProcessHandle.of(first).ifPresent(ProcessHandle::destroyForcibly);
@@ -120,12 +126,25 @@ class DaemonRestartTest {
         String daemonLog = Files.readString(ctd.daemonLog);
         assertTrue(daemonLog.contains("sandbox=steady: adopted from a previous daemon"), daemonLog);
 
-        // An upgrade: the daemon is stopped, and the next one (started by a relay) takes over.
+        // An upgrade of the same build: the daemon is stopped, and its standby takes over.
+        long standby = ctd.awaitStandby();
         ProcessHandle.of(second).ifPresent(ProcessHandle::destroy);
         long third = awaitNewDaemon(second);
-        assertNotEquals(second, third);
+        assertEquals(standby, third, "the standby took over");
         Command.Result exec2 = ctd.ctr(T, "task", "exec", "--exec-id", "e2", "sleeper", "echo", "after-upgrade");
         assertEquals("after-upgrade\n", exec2.stdout(), exec2.toString());
+
+        // A kill with a standby waiting: it takes over, and a call made across loses nothing.
+        long nextStandby = ctd.awaitStandby();
+        Process fg2 = new ProcessBuilder(Containerd.CTR, "-a", ctd.socket.toString(), "run", "--rm", "--runtime", RUNTIME,
+                Containerd.IMAGE, "fg2", "sh", "-c", "sleep 2; echo across; exit 5").redirectErrorStream(true).start();
+        ctd.awaitTask("fg2", "RUNNING"); // its Create and Start are answered: the kill meets its Wait
+        ProcessHandle.of(third).ifPresent(ProcessHandle::destroyForcibly);
+        assertEquals(nextStandby, awaitNewDaemon(third), "the standby took over");
+        assertTrue(fg2.waitFor(90, TimeUnit.SECONDS));
+        assertEquals(5, fg2.exitValue(), new String(fg2.getInputStream().readAllBytes()));
+        Command.Result exec3 = ctd.ctr(T, "task", "exec", "--exec-id", "e3", "sleeper", "echo", "after-takeover");
+        assertEquals("after-takeover\n", exec3.stdout(), exec3.toString());
 
         // steady's output: every line, none lost or doubled, including those written while no daemon ran.
         ctd.ctr(T, "task", "kill", "-s", "SIGKILL", "steady");

@@ -59,6 +59,7 @@ public final class Server implements AutoCloseable {
     private final PeerPolicy peerPolicy;
     private final ErrorMapper errorMapper;
     private final int maxConcurrentCalls;
+    private final Code stoppingCode;
     private final ScheduledThreadPoolExecutor timers;
     private final AtomicLong connectionIds = new AtomicLong();
 
@@ -77,6 +78,7 @@ public final class Server implements AutoCloseable {
         this.peerPolicy = b.peerPolicy;
         this.errorMapper = b.errorMapper;
         this.maxConcurrentCalls = b.maxConcurrentCalls;
+        this.stoppingCode = b.stoppingCode;
         this.timers = new ScheduledThreadPoolExecutor(1, r -> {
             Thread t = new Thread(r, "ttrpc-" + name + "-timer");
             t.setDaemon(true);
@@ -173,7 +175,8 @@ public final class Server implements AutoCloseable {
 
     /**
      * Stops accepting, lets each connection finish the calls it has in flight (new calls
-     * are answered UNAVAILABLE), and closes connections as they go idle. After
+     * are answered UNAVAILABLE, or the builder's {@link Builder#stoppingCode}, and never
+     * run), and closes connections as they go idle. After
      * {@code grace}, whatever is still open is closed.
      *
      * @return true when every connection went idle within the grace period
@@ -350,7 +353,7 @@ public final class Server implements AutoCloseable {
                 return;
             }
             if (draining) {
-                answer(streamId, Status.of(Code.UNAVAILABLE, "ttrpc server %s is shutting down", name), ByteString.EMPTY);
+                answer(streamId, Status.of(stoppingCode, "ttrpc server %s is shutting down", name), ByteString.EMPTY);
                 return;
             }
             // Backpressure: with every slot busy, stop reading until a call finishes.
@@ -369,7 +372,7 @@ public final class Server implements AutoCloseable {
                     // Shutdown stopped the timer while this request was being read.
                     calls.remove(call);
                     callEnded();
-                    answer(streamId, Status.of(Code.UNAVAILABLE, "ttrpc server %s is shutting down", name),
+                    answer(streamId, Status.of(stoppingCode, "ttrpc server %s is shutting down", name),
                             ByteString.EMPTY);
                     return;
                 }
@@ -518,6 +521,7 @@ public final class Server implements AutoCloseable {
         private PeerPolicy peerPolicy = PeerPolicy.sameUser();
         private ErrorMapper errorMapper = ErrorMapper.standard();
         private int maxConcurrentCalls = 1024;
+        private Code stoppingCode = Code.UNAVAILABLE;
 
         private Builder() {}
 
@@ -552,6 +556,19 @@ public final class Server implements AutoCloseable {
                 throw new IllegalArgumentException("maxConcurrentCalls must be at least 1, got " + max);
             }
             this.maxConcurrentCalls = max;
+            return this;
+        }
+
+        /**
+         * The code of the answer to a request that arrives while the server shuts down, which
+         * it does not run: UNAVAILABLE by default. A peer that can send such a request
+         * elsewhere (rund's relay, to the next daemon) is better told so by a code of its own.
+         */
+        public Builder stoppingCode(Code code) {
+            if (code == Code.OK) {
+                throw new IllegalArgumentException("a request that is not run cannot be answered OK");
+            }
+            this.stoppingCode = Objects.requireNonNull(code, "code");
             return this;
         }
 

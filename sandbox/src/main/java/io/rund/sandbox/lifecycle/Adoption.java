@@ -55,35 +55,66 @@ final class Adoption {
         SandboxHelper[] helpers = {null, null};
         Vm[] vm = {null};
         AgentClient agent = null;
+        // What adoption asks of the sandbox's processes (each helper whether it serves, QEMU's
+        // QMP greeting, the agent's health) waits on their answers, slow on a busy node: asked
+        // at once, they cost the slowest of them, not their sum.
+        var images = ask(() -> SandboxHelper.adopt(id, dir, SandboxHelper.Kind.IMAGES, state.helperPid()));
+        var hostHelper = ask(() -> SandboxHelper.adopt(id, dir, SandboxHelper.Kind.HOST_DIRS, state.hostHelperPid()));
+        var qmp = ask(() -> m.hypervisor().adopt(id, dir, qemu, uid));
+        var health = ask(() -> AgentClient.connect(dir.resolve("agent.sock"), AGENT, Duration.ofSeconds(30)));
         try {
             undo.push(Resource.STATE_DIR, dir.toString(), () -> Dirs.removeShallow(dir));
             undo.push(Resource.CGROUP, "pool", () -> Recovery.killAndRelease(m.pool(), cgroup));
             undo.push(Resource.VM, "uid " + uid, () -> m.releaseWhenGone(uid, vm[0], helpers));
-            helpers[0] = SandboxHelper.adopt(id, dir, SandboxHelper.Kind.IMAGES, state.helperPid());
-            helpers[1] = SandboxHelper.adopt(id, dir, SandboxHelper.Kind.HOST_DIRS, state.hostHelperPid());
+            helpers[0] = answer(images);
+            helpers[1] = answer(hostHelper);
             ReadOnlyLayer readOnly = ReadOnlyLayer.adopt(id, dir, helpers[0]);
             undo.push(Resource.SHARE, "image share and helper", readOnly::close);
             HostDirShare hostDirs = HostDirShare.adopt(id, dir, helpers[1]);
             undo.push(Resource.SHARE, "host-directory share and helper", hostDirs::close);
-            vm[0] = m.hypervisor().adopt(id, dir, qemu, uid);
+            vm[0] = answer(qmp);
             undo.push(Resource.VM, "QEMU", vm[0]::close);
             if (state.netns() != null) {
                 Path netns = Path.of(state.netns());
                 undo.push(Resource.POD_NETWORK, state.podInterface(), () -> PodNetwork.disconnect(netns, state.podInterface()));
             }
-            agent = AgentClient.connect(dir.resolve("agent.sock"), AGENT, Duration.ofSeconds(30));
+            agent = answer(health);
             undo.push(Resource.AGENT, "connection", agent::close);
             return new Sandbox(id, dir, cgroup, readOnly, hostDirs, vm[0], agent, state, null, undo);
         } catch (Exception e) {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
-            if (agent != null) {
-                agent.close();
-            }
-            // The VM and helpers are left as they are, for the caller's cleanup.
+            // The VM and helpers are left as they are, for the caller's cleanup; a connection
+            // made meanwhile to the agent is closed.
+            health.thenAccept(AgentClient::close);
             m.hypervisor().jail().release(uid);
             throw e instanceof SandboxException se ? se : fail(id, e.getMessage());
+        }
+    }
+
+    /** Something adoption asks of a sandbox's process, which may fail. */
+    private interface Question<T> {
+        T ask() throws Exception;
+    }
+
+    private static <T> java.util.concurrent.CompletableFuture<T> ask(Question<T> q) {
+        var answer = new java.util.concurrent.CompletableFuture<T>();
+        Thread.ofVirtual().name("adopt-ask").start(() -> {
+            try {
+                answer.complete(q.ask());
+            } catch (Throwable t) {
+                answer.completeExceptionally(t);
+            }
+        });
+        return answer;
+    }
+
+    private static <T> T answer(java.util.concurrent.CompletableFuture<T> f) throws Exception {
+        try {
+            return f.get();
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw e.getCause() instanceof Exception x ? x : new IllegalStateException(e.getCause());
         }
     }
 

@@ -1,7 +1,10 @@
 package io.rund.sandbox.lifecycle;
 
 import io.rund.sandbox.Fault;
+import java.io.IOException;
 import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.List;
 
 /**
@@ -9,6 +12,12 @@ import java.util.List;
  * very step) or makes the step fail, to prove that every step leaves nothing behind and
  * that containerd is told the truth. Armed only by configuration (`fault = "POINT=kill"`
  * or `"POINT=fail"` in rund.toml, or RUND_FAULT); unarmed, {@link #at} is one volatile read.
+ *
+ * <p>A kill is a crash, then a healthy restart: it happens once per arming. Before it halts,
+ * the daemon writes the spec into its marker file ({@link #arm(String, Path)}); a daemon that
+ * finds the marker naming the spec it was given does not arm it, so the next daemon (which
+ * reads the same configuration) finishes what the dead one left instead of dying there too.
+ * Whoever arms a kill anew removes the marker. A fail stays armed.
  */
 public final class FaultPoints {
 
@@ -38,6 +47,8 @@ public final class FaultPoints {
 
     private static volatile String armed;
     private static volatile Action action;
+    /** Where a kill leaves its spec (null: nowhere, and it may fire again in the next daemon). */
+    private static volatile Path fired;
 
     private FaultPoints() {}
 
@@ -47,6 +58,16 @@ public final class FaultPoints {
      * @throws IllegalArgumentException naming what is wrong in the spec
      */
     public static void arm(String spec) {
+        arm(spec, null);
+    }
+
+    /**
+     * Arms {@code spec} as {@link #arm(String)} does, unless it is a kill that already fired:
+     * {@code marker} names it. A kill that fires writes its spec there first.
+     *
+     * @throws IllegalArgumentException naming what is wrong in the spec
+     */
+    public static void arm(String spec, Path marker) {
         if (spec == null || spec.isEmpty()) {
             armed = null;
             return;
@@ -62,9 +83,23 @@ public final class FaultPoints {
             case "fail" -> Action.FAIL;
             default -> throw new IllegalArgumentException("fault " + spec + ": the action must be kill or fail, not " + what);
         };
+        if (a == Action.KILL && marker != null && spec.equals(readQuietly(marker))) {
+            armed = null;
+            LOG.log(Level.WARNING, "fault injection: {0} fired in an earlier daemon; not armed again", spec);
+            return;
+        }
+        fired = marker;
         action = a;
         armed = point;
         LOG.log(Level.WARNING, "fault injection armed: {0} at {1}", a, point);
+    }
+
+    private static String readQuietly(Path marker) {
+        try {
+            return Files.readString(marker).strip();
+        } catch (IOException e) {
+            return null;
+        }
     }
 
     /** Point {@code name} is reached: dies or fails there if it is the armed one. */
@@ -74,6 +109,14 @@ public final class FaultPoints {
         }
         if (action == Action.KILL) {
             System.err.println("rund: fault injection: dying at " + name);
+            Path marker = fired;
+            if (marker != null) {
+                try {
+                    Files.writeString(marker, name + "=kill\n");
+                } catch (IOException e) {
+                    System.err.println("rund: fault injection: " + marker + ": " + e.getMessage());
+                }
+            }
             Runtime.getRuntime().halt(137);
         }
         throw new SandboxException(Fault.INTERNAL, "fault injected at " + name, null);

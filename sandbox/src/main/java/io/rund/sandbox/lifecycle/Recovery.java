@@ -26,6 +26,8 @@ import java.util.stream.Stream;
 final class Recovery {
 
     private static final System.Logger LOG = System.getLogger(Recovery.class.getName());
+    /** Sandboxes adopted at once: each mostly waits on its guest, and 16 keep 2 cores busy. */
+    private static final int ADOPTING_AT_ONCE = 64;
 
     private final Path stateRoot;
     private final CgroupPool pool;
@@ -78,7 +80,11 @@ final class Recovery {
                 kept.add(stateRoot.resolve(Ids.dirName(id)));
             }
         }
+        long t0 = System.nanoTime();
         killStrays(kept);
+        long strays = System.nanoTime();
+        Map<String, Path> toAdopt = new java.util.LinkedHashMap<>();
+        List<Map.Entry<String, Path>> toClean = new java.util.ArrayList<>();
         try (Stream<Path> dirs = Files.list(stateRoot)) {
             for (Path dir : dirs.filter(Files::isDirectory).toList()) {
                 String id = dir.getFileName().toString();
@@ -101,20 +107,64 @@ final class Recovery {
                     // no state yet: the directory's name is all there is
                 }
                 if (keep.contains(id)) {
-                    try {
-                        adopted.put(id, Adoption.adopt(manager, id, dir));
-                        LOG.log(Level.INFO, "sandbox={0}: adopted from a previous daemon", id);
-                        continue;
-                    } catch (SandboxException e) {
-                        LOG.log(Level.WARNING, "{0}; cleaning it", e.getMessage());
-                        kill(dir);
-                    }
+                    toAdopt.put(id, dir);
+                } else {
+                    toClean.add(Map.entry(id, dir));
                 }
-                cleanup(id);
-                cleaned.add(id);
-                LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", id);
             }
         }
+        // Adoptions wait mostly on their guests and QEMUs (an agent's answer, QMP's greeting):
+        // taken in parallel, 50 sandboxes cost about what a few do one after another.
+        Map<String, Sandbox> taken = new java.util.concurrent.ConcurrentHashMap<>();
+        Map<String, Path> failed = new java.util.concurrent.ConcurrentHashMap<>();
+        java.util.concurrent.Semaphore slots = new java.util.concurrent.Semaphore(ADOPTING_AT_ONCE);
+        List<Thread> adopting = new java.util.ArrayList<>();
+        for (var e : toAdopt.entrySet()) {
+            adopting.add(Thread.ofVirtual().name("adopt-" + e.getKey()).start(() -> {
+                slots.acquireUninterruptibly();
+                try {
+                    taken.put(e.getKey(), Adoption.adopt(manager, e.getKey(), e.getValue()));
+                    LOG.log(Level.INFO, "sandbox={0}: adopted from a previous daemon", e.getKey());
+                } catch (SandboxException ex) {
+                    LOG.log(Level.WARNING, "{0}; cleaning it", ex.getMessage());
+                    failed.put(e.getKey(), e.getValue());
+                } catch (RuntimeException ex) {
+                    LOG.log(Level.WARNING, "adopt sandbox=" + e.getKey() + " failed; cleaning it", ex);
+                    failed.put(e.getKey(), e.getValue());
+                } finally {
+                    slots.release();
+                }
+            }));
+        }
+        boolean interrupted = false;
+        for (Thread t : adopting) {
+            while (true) { // each adoption is bounded (its agent's and QMP's deadlines): none is left half done
+                try {
+                    t.join();
+                    break;
+                } catch (InterruptedException ie) {
+                    interrupted = true;
+                }
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        adopted.putAll(taken);
+        long adoptedAt = System.nanoTime();
+        for (var e : failed.entrySet()) {
+            kill(e.getValue());
+            toClean.add(e);
+        }
+        for (var e : toClean) {
+            cleanup(e.getKey());
+            cleaned.add(e.getKey());
+            LOG.log(Level.INFO, "sandbox={0}: cleaned up after a previous daemon", e.getKey());
+        }
+        long end = System.nanoTime();
+        LOG.log(Level.INFO, "recover: stray VMs {0} ms, spares and adoption of {1} sandbox(es) {2} ms, cleaning {3} {4} ms",
+                (strays - t0) / 1_000_000, adopted.size(), (adoptedAt - strays) / 1_000_000, toClean.size(),
+                (end - adoptedAt) / 1_000_000);
         for (Cgroup orphan : pool.claimed().values()) {
             if (adopted.containsKey(orphan.sandboxId())) {
                 continue;
@@ -183,16 +233,14 @@ final class Recovery {
         ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent()))
                 .filter(d -> !kept.contains(d)).ifPresent(d -> {
             LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
-            p.destroyForcibly();
-            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+            killAndWait(p);
         }));
     }
 
     /** Kills every VM of this hypervisor whose directory is {@code dir} (an adoption that failed). */
     private void kill(Path dir) {
         ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(dir::equals).ifPresent(d -> {
-            p.destroyForcibly();
-            p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+            killAndWait(p);
         }));
     }
 
@@ -230,8 +278,7 @@ final class Recovery {
     }
 
     private static void killAndWait(ProcessHandle p) {
-        p.destroyForcibly();
-        p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+        io.rund.rootfs.Syscalls.killAndAwait(p, java.time.Duration.ofSeconds(10));
     }
 
     /** Kills {@code pid} only if it is the hypervisor's VM of {@code dir}: pids get reused. */
@@ -241,8 +288,7 @@ final class Recovery {
         }
         ProcessHandle.of(pid).ifPresent(p -> {
             if (hypervisor.vmDirOf(p).filter(dir::equals).isPresent()) {
-                p.destroyForcibly();
-                p.onExit().join();
+                killAndWait(p);
             }
         });
     }

@@ -147,6 +147,8 @@ public final class Cli {
                     + (s.getTemplateBuilt() ? "" : " (not built yet)"));
             out.println("spare VMs    " + s.getSpareVmsReady() + " ready of " + s.getSpareVms());
         }
+        out.println("standby      " + (s.getStandbyPid() == 0 ? "none" : "pid " + s.getStandbyPid()
+                + ", waiting to take over"));
         out.println();
         String row = "%-24s %-9s %-32s %-8s %-10s %s%n";
         out.printf(row, "SANDBOX", "PHASE", "BOOT", "VM PID", "CGROUP", "TASKS");

@@ -360,6 +360,11 @@ final class SandboxApi {
             throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + r.getSandboxId() + " is not started");
         }
         try {
+            CompletableFuture.anyOf(ended, tasks.leaving).get();
+            if (!ended.isDone()) {
+                throw new TaskFault(Fault.NOT_RUN, "the daemon is stopping: wait for sandbox " + r.getSandboxId()
+                        + " goes on with the next one");
+            }
             return ended.get();
         } catch (ExecutionException e) {
             throw new TaskFault(Fault.INTERNAL, "sandbox " + r.getSandboxId() + ": " + e.getCause());

@@ -7,6 +7,7 @@ import io.rund.shim.TaskFault;
 import io.rund.ttrpc.Code;
 import io.rund.ttrpc.ErrorMapper;
 import io.rund.ttrpc.Status;
+import io.rund.ttrpc.TtrpcException;
 
 /**
  * The one place where rund's faults become the codes containerd acts on (NotFound,
@@ -17,13 +18,16 @@ public final class StatusMapper {
 
     private StatusMapper() {}
 
-    public static final ErrorMapper MAPPER = ErrorMapper.standard().orElse(StatusMapper::map);
+    public static final ErrorMapper MAPPER = ((ErrorMapper) StatusMapper::map).orElse(ErrorMapper.standard());
 
     private static Status map(Throwable t) {
         return switch (t) {
             case TaskFault f -> new Status(code(f.kind), f.getMessage());
             case SandboxException e -> new Status(code(e.kind()), e.getMessage());
             case AgentException e -> new Status(code(e.kind()), e.getMessage());
+            // ABORTED tells the relay "not run, send it to the next daemon" (NOT_RUN): another
+            // peer's ABORTED passing through would make it repeat a call that ran.
+            case TtrpcException e when e.code() == Code.ABORTED -> new Status(Code.INTERNAL, e.getMessage());
             default -> null;
         };
     }
@@ -39,6 +43,8 @@ public final class StatusMapper {
             case RESOURCE_EXHAUSTED -> Code.RESOURCE_EXHAUSTED;
             case UNIMPLEMENTED -> Code.UNIMPLEMENTED;
             case INTERNAL -> Code.INTERNAL;
+            // The relay's signal to keep the request for the next daemon; containerd never sees it.
+            case NOT_RUN -> Code.ABORTED;
         };
     }
 }

@@ -14,17 +14,23 @@ import java.util.List;
  * events, its relay's pid, and each container's processes with their stdio, pid, state
  * and exit, and whether containerd has been told of that exit; {@code podFiles}, when
  * containerd's Sandbox API made the sandbox (SandboxApi), the directory of the pod's
- * /etc/hostname, /etc/hosts and /etc/resolv.conf. Rewritten (atomically) at every change
- * of a process's state.
+ * /etc/hostname, /etc/hosts and /etc/resolv.conf; {@code deleted}, the answers of the last
+ * Deletes (a Delete the relay sends again to a restarted daemon is answered as the first
+ * was). Rewritten (atomically) at every change of a process's state.
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record TaskRecord(String namespace, String id, String ttrpcAddress, long relayPid, List<String> routed,
-        List<Container> containers, String podFiles) {
+        List<Container> containers, String podFiles, List<Deleted> deleted) {
 
     public TaskRecord {
         routed = routed == null ? List.of() : List.copyOf(routed);
         containers = containers == null ? List.of() : List.copyOf(containers);
+        deleted = deleted == null ? List.of() : List.copyOf(deleted); // absent in a record of rund before it
     }
+
+    /** A task's (empty {@code execId}) or an exec's Delete, as it was answered. */
+    @JsonIgnoreProperties(ignoreUnknown = true)
+    public record Deleted(String id, String execId, int pid, int exitStatus, long exitedAtNanos) {}
 
     @JsonIgnoreProperties(ignoreUnknown = true)
     public record Container(String id, String bundle, boolean paused, List<Proc> procs) {

@@ -82,6 +82,15 @@ public final class TaskService {
      */
     static final String SERVICE_V3 = "containerd.task.v3.Task";
     private static final Duration STOP_GRACE = Duration.ofSeconds(5);
+    /**
+     * The metadata key the endpoint's relay adds to a request it sends again to a new daemon
+     * because the one that had it went without answering (shim/launcher/relay.c lists which
+     * calls it repeats, and why each is safe). Such a Delete, Kill or CloseIO whose work is
+     * already done is answered as the first would have been.
+     */
+    static final String REPLAY = "rund-replay";
+    /** Deletes whose answers are kept for a repeat: more than containerd has in flight on one endpoint. */
+    private static final int KEPT_DELETES = 64;
 
     record Exit(int status, Instant at) {}
 
@@ -249,6 +258,8 @@ public final class TaskService {
     /** Where this endpoint is kept for a restarted daemon ({@link TaskRecord}). */
     private final Path record;
     private final Object saving = new Object();
+    /** Set (under {@code saving}) once the record is removed: nothing writes it again. */
+    private boolean discarded;
     private volatile long relayPid;
     /** Ids containerd was given this endpoint for, whether created yet or not. */
     private final Set<String> routed = ConcurrentHashMap.newKeySet();
@@ -256,6 +267,13 @@ public final class TaskService {
     private final Object lifecycle = new Object();
     private volatile Pod sandbox;
     private volatile boolean closed;
+    /** The answers of the last deletes, oldest first; guarded by itself. */
+    private final java.util.ArrayDeque<TaskRecord.Deleted> deleted = new java.util.ArrayDeque<>();
+    /**
+     * Completed when the daemon stops: a call that would wait past it (Wait, WaitSandbox)
+     * gives its request back to the relay for the next daemon ({@link Fault#NOT_RUN}).
+     */
+    final CompletableFuture<Void> leaving = new CompletableFuture<>();
 
     /**
      * The endpoint of sandbox {@code id}, whose events go to containerd at {@code ttrpcAddress}
@@ -290,6 +308,7 @@ public final class TaskService {
         t.routed.addAll(saved.routed());
         t.relayPid = saved.relayPid();
         t.podFiles = saved.podFiles() == null ? null : Path.of(saved.podFiles());
+        t.deleted.addAll(saved.deleted());
         t.sandbox = pod;
         for (TaskRecord.Container sc : saved.containers()) {
             Container c = new Container(sc.id(), Path.of(sc.bundle()));
@@ -342,14 +361,29 @@ public final class TaskService {
     /** Rewrites this endpoint's record; a failure is logged (only a restarted daemon would miss it). */
     public void save() {
         synchronized (saving) {
+            if (discarded) {
+                return; // the endpoint is gone: a process's late exit must not bring its record back
+            }
+            List<TaskRecord.Deleted> deletes;
+            synchronized (deleted) {
+                deletes = List.copyOf(deleted);
+            }
             TaskRecord r = new TaskRecord(namespace, id, ttrpcAddress, relayPid, List.copyOf(routed),
                     containers.values().stream().map(Container::saved).toList(),
-                    podFiles == null ? null : podFiles.toString());
+                    podFiles == null ? null : podFiles.toString(), deletes);
             try {
                 r.write(record);
             } catch (java.io.IOException e) {
                 LOG.log(Level.WARNING, "task {0}: write {1}: {2}", id, record, e.getMessage());
             }
+        }
+    }
+
+    /** The endpoint is gone for good: its record is removed, and no later save writes it again. */
+    public void discardRecord() throws java.io.IOException {
+        synchronized (saving) {
+            discarded = true;
+            java.nio.file.Files.deleteIfExists(record);
         }
     }
 
@@ -425,11 +459,11 @@ public final class TaskService {
                 .unary("Start", StartRequest.parser(), (c, r) -> start(r))
                 .unary("State", StateRequest.parser(), (c, r) -> state(r))
                 .unary("Wait", WaitRequest.parser(), (c, r) -> waitFor(r))
-                .unary("Kill", KillRequest.parser(), (c, r) -> kill(r))
-                .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r.getId(), r.getExecId()))
+                .unary("Kill", KillRequest.parser(), (c, r) -> kill(r, replayed(c)))
+                .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r.getId(), r.getExecId(), replayed(c)))
                 .unary("Exec", ExecProcessRequest.parser(), (c, r) -> exec(r))
                 .unary("ResizePty", ResizePtyRequest.parser(), (c, r) -> resize(r))
-                .unary("CloseIO", CloseIORequest.parser(), (c, r) -> closeIO(r))
+                .unary("CloseIO", CloseIORequest.parser(), (c, r) -> closeIO(r, replayed(c)))
                 .unary("Pids", PidsRequest.parser(), (c, r) -> pids(r))
                 .unary("Pause", PauseRequest.parser(), (c, r) -> pause(r.getId(), true))
                 .unary("Resume", ResumeRequest.parser(), (c, r) -> pause(r.getId(), false))
@@ -622,17 +656,52 @@ public final class TaskService {
 
     private WaitResponse waitFor(WaitRequest r) throws Exception {
         Proc p = proc(container(r.getId()), r.getExecId());
+        CompletableFuture.anyOf(p.exit, leaving).get();
+        if (!p.exit.isDone()) {
+            throw new TaskFault(Fault.NOT_RUN, "the daemon is stopping: wait for " + r.getId()
+                    + (r.getExecId().isEmpty() ? "" : "/" + r.getExecId()) + " goes on with the next one");
+        }
         Exit e = p.exit.get();
         return WaitResponse.newBuilder().setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
     }
 
-    private Empty kill(KillRequest r) throws Exception {
-        Container c = container(r.getId());
-        Proc p = proc(c, r.getExecId());
+    /** Whether the relay sent this request again, after a daemon that had it went ({@link #REPLAY}). */
+    private static boolean replayed(io.rund.ttrpc.CallContext c) {
+        return c.metadata().get(REPLAY).isPresent();
+    }
+
+    /** Whether task {@code cid} has process {@code execId} here now. */
+    private boolean exists(String cid, String execId) {
+        Container c = containers.get(cid);
+        return c != null && c.procs.containsKey(execId);
+    }
+
+    /** The answer a Delete of {@code cid}/{@code execId} was given, the latest; null if none is kept. */
+    private TaskRecord.Deleted deletedEarlier(String cid, String execId) {
+        synchronized (deleted) {
+            for (var it = deleted.descendingIterator(); it.hasNext(); ) {
+                TaskRecord.Deleted d = it.next();
+                if (d.id().equals(cid) && d.execId().equals(execId)) {
+                    return d;
+                }
+            }
+        }
+        return null;
+    }
+
+    private Empty kill(KillRequest r, boolean replayed) throws Exception {
         if (r.getSignal() < 1 || r.getSignal() > 64) {
             throw new TaskFault(Fault.INVALID_ARGUMENT, "signal " + r.getSignal() + " is outside 1..64");
         }
+        if (replayed && !exists(r.getId(), r.getExecId()) && deletedEarlier(r.getId(), r.getExecId()) != null) {
+            return Empty.getDefaultInstance(); // deleted since: it ended, as the kill asked
+        }
+        Container c = container(r.getId());
+        Proc p = proc(c, r.getExecId());
         ProcState state = p.state();
+        if (replayed && state instanceof Stopped) {
+            return Empty.getDefaultInstance(); // the first kill, or the process's own end, got there
+        }
         if (state instanceof Created && p.execId.isEmpty()) {
             killCreated(c, p, r.getSignal());
             return Empty.getDefaultInstance();
@@ -668,7 +737,16 @@ public final class TaskService {
         events.exited(c.id, p.execId, p.pid(), exit, () -> reported(p));
     }
 
-    private DeleteResponse delete(String cid, String execId) throws Exception {
+    private DeleteResponse delete(String cid, String execId, boolean replayed) throws Exception {
+        if (replayed && !exists(cid, execId)) {
+            TaskRecord.Deleted d = deletedEarlier(cid, execId);
+            if (d != null) {
+                LOG.log(Level.INFO, "task {0}: a repeated delete{1}, answered as the first", cid,
+                        execId.isEmpty() ? "" : " of " + execId);
+                return DeleteResponse.newBuilder().setPid(d.pid()).setExitStatus(d.exitStatus())
+                        .setExitedAt(Timestamps.of(Timestamps.ofNanos(d.exitedAtNanos()))).build();
+            }
+        }
         Container c = container(cid);
         Proc p = proc(c, execId);
         Exit e;
@@ -680,12 +758,23 @@ public final class TaskService {
                 case Created created -> new Exit(0, Instant.now());
             };
         }
+        // Kept before the removal is saved (a restarted daemon answers a repeat from it), taken back if it fails.
+        TaskRecord.Deleted answer = new TaskRecord.Deleted(c.id, execId, p.pid(), e.status(), Timestamps.nanos(e.at()));
         if (execId.isEmpty()) {
             if (c.running()) {
                 throw new TaskFault(Fault.FAILED_PRECONDITION, "task " + c.id + " still has running execs");
             }
-            removeContainer(c);
+            keepDelete(answer);
+            try {
+                removeContainer(c);
+            } catch (Exception ex) {
+                synchronized (deleted) {
+                    deleted.remove(answer);
+                }
+                throw ex;
+            }
         } else {
+            keepDelete(answer);
             try {
                 sandbox().container(c.id).process(execId).delete();
             } catch (AgentException ignored) {
@@ -696,6 +785,15 @@ public final class TaskService {
         save();
         events.deleted(c.id, execId, p.pid(), e);
         return DeleteResponse.newBuilder().setPid(p.pid()).setExitStatus(e.status()).setExitedAt(Timestamps.of(e.at())).build();
+    }
+
+    private void keepDelete(TaskRecord.Deleted answer) {
+        synchronized (deleted) {
+            if (deleted.size() == KEPT_DELETES) {
+                deleted.removeFirst();
+            }
+            deleted.addLast(answer);
+        }
     }
 
     /**
@@ -758,7 +856,10 @@ public final class TaskService {
         return Empty.getDefaultInstance();
     }
 
-    private Empty closeIO(CloseIORequest r) throws Exception {
+    private Empty closeIO(CloseIORequest r, boolean replayed) throws Exception {
+        if (replayed && !exists(r.getId(), r.getExecId())) {
+            return Empty.getDefaultInstance(); // gone since: its stdin with it
+        }
         Container c = container(r.getId());
         Proc p = proc(c, r.getExecId());
         if (r.getStdin() && p.stdin.isEmpty()) {
@@ -888,6 +989,14 @@ public final class TaskService {
     /** The sandbox, or null before it started. */
     Pod sandboxOrNull() {
         return sandbox;
+    }
+
+    /**
+     * The daemon is stopping (the sandbox runs on): calls waiting here give their requests
+     * back to the relay, for the next daemon.
+     */
+    public void daemonLeaving() {
+        leaving.complete(null);
     }
 
     /** Stops the sandbox if it still runs and ends this endpoint. */

@@ -26,6 +26,7 @@ import io.rund.shim.containerd.StatusMapper;
 import io.rund.shim.containerd.TaskRecord;
 import io.rund.shim.containerd.TaskService;
 import io.rund.shim.oci.OciSpec;
+import io.rund.ttrpc.Code;
 import io.rund.ttrpc.PeerPolicy;
 import io.rund.ttrpc.Server;
 import io.rund.ttrpc.ServiceDefinition;
@@ -79,16 +80,19 @@ public final class Daemon implements AutoCloseable {
     public static final int VM_VCPUS = 1;
     public static final int VM_MEMORY_MIB = 256;
     public static final int LAYER_MIB = 256;
+    /** How long a stopping daemon lets the calls it is running finish. */
+    private static final Duration STOP_GRACE = Duration.ofSeconds(10);
 
     /**
      * Where things are; see {@link RundConfig} for where the values come from.
      * {@code templates}: the VM template store's directory, or null to boot every VM cold;
      * {@code spareVms}: paused clones kept ready (with templates only);
      * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer};
-     * {@code fault}: a fault point armed for tests ("" for none, see {@link FaultPoints}).
+     * {@code fault}: a fault point armed for tests ("" for none, see {@link FaultPoints});
+     * {@code standby}: keep a standby daemon, warm, to take over at once when this one goes ({@link Standby}).
      */
     public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, String fault) {
+            Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, String fault, boolean standby) {
 
         /** The VMs' jail. */
         public VmJail jail() {
@@ -102,18 +106,15 @@ public final class Daemon implements AutoCloseable {
     private final String accelerator;
     private final Server control;
     private final RelayLinks relays;
+    /** Keeps a standby daemon ready to take over from this one (config {@code standby}). */
+    private final Standby.Keeper standby = new Standby.Keeper();
     /** namespace/task id → the endpoint serving it; a pod's containers share their pod's. */
     private final Map<String, Endpoint> tasks = new ConcurrentHashMap<>();
     /** Endpoint name (its relay's) → endpoint. */
     private final Map<String, Endpoint> byName = new ConcurrentHashMap<>();
 
     /** A sandbox's service with its own ttrpc server, the socket its relay listens on and the relay. */
-    private record Endpoint(TaskService service, Server server, Path socket, Relay relay) {
-
-        Path record() {
-            return socket.resolveSibling(relay.name + ".json");
-        }
-    }
+    private record Endpoint(TaskService service, Server server, Path socket, Relay relay) {}
 
     /**
      * Takes the node's daemon lock, or returns null when another daemon holds it. Two
@@ -130,11 +131,30 @@ public final class Daemon implements AutoCloseable {
         return lock;
     }
 
+    /** The steps of a daemon's start and what each took (ms), for its log line once it serves. */
+    private static final class StartTrace {
+        private long last = System.nanoTime();
+        private final java.util.StringJoiner steps = new java.util.StringJoiner(", ");
+
+        void step(String name) {
+            long now = System.nanoTime();
+            steps.add(name + " " + (now - last) / 1_000_000);
+            last = now;
+        }
+
+        @Override
+        public String toString() {
+            return steps.toString();
+        }
+    }
+
     Daemon(Config config) throws Exception {
         this.config = config;
+        long constructed = System.nanoTime();
+        StartTrace trace = new StartTrace();
         Files.createDirectories(config.stateDir().resolve("t"));
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
-        FaultPoints.arm(config.fault());
+        FaultPoints.arm(config.fault(), config.stateDir().resolve("fault.fired"));
         VmJail jail = config.jail();
         for (Path p : List.of(jail.jailer(), jail.helper())) {
             if (!Files.isExecutable(p)) {
@@ -144,15 +164,21 @@ public final class Daemon implements AutoCloseable {
         QemuHypervisor hypervisor = new QemuHypervisor(QEMU, new AcceleratorProbe().choose(config.accelerator()), jail);
         accelerator = hypervisor.accelerator().toString();
         LOG.log(Level.INFO, "daemon: hypervisor {0}", hypervisor);
+        trace.step("hypervisor");
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
+        trace.step("cgroup pool");
         WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);
+        trace.step("store");
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
                 VM_VCPUS, VM_MEMORY_MIB, config.guestMemoryMiB(), Duration.ofSeconds(60)), hypervisor, pool, store,
                 config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, buildReady()));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");
-        takeUpEndpoints();
+        trace.step("templates");
+        long tookUp = System.nanoTime();
+        takeUpEndpoints(trace);
+        tookUp = System.nanoTime() - tookUp;
         relays = new RelayLinks(config.stateDir().resolve("relay.sock"), new RelayLinks.Endpoints() {
             @Override
             public boolean control(String name, long pid, java.nio.channels.SocketChannel ch) throws IOException {
@@ -194,6 +220,7 @@ public final class Daemon implements AutoCloseable {
         });
         manager.startSpares(config.spareVms());
         control = Server.builder().name("control").peerPolicy(PeerPolicy.sameUser()).errorMapper(StatusMapper.MAPPER)
+                .stoppingCode(Code.ABORTED) // the launcher sends it to the next daemon
                 .register(ServiceDefinition.builder("rund.control.v1.Control")
                         .unary("Start", StartRequest.parser(), (c, r) -> start(r))
                         .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r))
@@ -208,6 +235,16 @@ public final class Daemon implements AutoCloseable {
         Files.move(pidTmp, config.stateDir().resolve("rund.pid"), java.nio.file.StandardCopyOption.ATOMIC_MOVE);
         LOG.log(Level.INFO, "daemon: serving on {0}, accelerator {1}", config.stateDir().resolve("rund.sock"),
                 hypervisor.accelerator());
+        // Where a (re)start's time went (the JVM's own start, before main, is ~50 ms here).
+        long now = System.nanoTime();
+        long began = Main.began == 0 ? constructed : Main.began; // 0: made by a test, not by main
+        LOG.log(Level.INFO, "daemon: ready {0} ms after main began: {1} ms reading the configuration, {2} ms"
+                + " making the node''s parts, {3} ms taking up {4} endpoint(s) ({5})", (now - began) / 1_000_000,
+                (constructed - began) / 1_000_000, (now - constructed - tookUp) / 1_000_000, tookUp / 1_000_000,
+                byName.size(), trace);
+        if (config.standby()) {
+            standby.start();
+        }
     }
 
     /**
@@ -215,7 +252,7 @@ public final class Daemon implements AutoCloseable {
      * still holds their tasks) with their sandboxes, adopted; the sandboxes of the others,
      * and any other a previous daemon left, are cleaned.
      */
-    private void takeUpEndpoints() throws IOException {
+    private void takeUpEndpoints(StartTrace trace) throws IOException {
         Path dir = config.stateDir().resolve("t");
         Map<Path, TaskRecord> records = new java.util.HashMap<>();
         try (var files = Files.list(dir)) {
@@ -241,18 +278,34 @@ public final class Daemon implements AutoCloseable {
         }
         Set<String> keep = new java.util.HashSet<>();
         records.values().forEach(r -> keep.add(r.id()));
+        trace.step("records");
         Map<String, io.rund.sandbox.lifecycle.Sandbox> adopted = manager.recover(keep);
+        trace.step("recovery");
+        // Each endpoint's processes are taken up on a thread of its own: their pumps and exit
+        // watches start with a call to their guest each.
+        List<Thread> takingUp = new java.util.ArrayList<>();
         for (var entry : records.entrySet()) {
             TaskRecord r = entry.getValue();
             String name = entry.getKey().getFileName().toString().replaceFirst("\\.json$", "");
-            Endpoint e = endpoint(r.namespace(), r.id(), r.ttrpcAddress(), name, adopted.get(r.id()), r);
-            LOG.log(Level.INFO, "task {0}/{1}: endpoint {2} taken up, sandbox {3}", r.namespace(), r.id(), name,
-                    adopted.containsKey(r.id()) ? "adopted" : "gone");
-            for (String task : r.routed()) {
-                tasks.put(key(r.namespace(), task), e);
-            }
-            tasks.put(key(r.namespace(), r.id()), e);
+            takingUp.add(Thread.ofVirtual().name("take-up-" + name).start(() -> {
+                Endpoint e = endpoint(r.namespace(), r.id(), r.ttrpcAddress(), name, adopted.get(r.id()), r);
+                LOG.log(Level.INFO, "task {0}/{1}: endpoint {2} taken up, sandbox {3}", r.namespace(), r.id(), name,
+                        adopted.containsKey(r.id()) ? "adopted" : "gone");
+                for (String task : r.routed()) {
+                    tasks.put(key(r.namespace(), task), e);
+                }
+                tasks.put(key(r.namespace(), r.id()), e);
+            }));
         }
+        for (Thread t : takingUp) {
+            try {
+                t.join();
+            } catch (InterruptedException ex) {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted while taking up endpoints", ex);
+            }
+        }
+        trace.step("processes");
     }
 
     /** Whether the relay of a kept endpoint still runs: its pid is a launcher's, or it has not said hello yet but listens. */
@@ -299,8 +352,9 @@ public final class Daemon implements AutoCloseable {
         TaskService service = saved == null
                 ? new TaskService(namespace, id, ttrpcAddress, manager::start, events, owner, relay, record)
                 : TaskService.adopt(saved, pod, manager::start, events, owner, relay, record);
+        // A request that arrives while this daemon stops is not run: the relay keeps it for the next.
         Server.Builder builder = Server.builder().name("task-" + id).peerPolicy(PeerPolicy.sameUser())
-                .errorMapper(StatusMapper.MAPPER);
+                .errorMapper(StatusMapper.MAPPER).stoppingCode(Code.ABORTED);
         service.definitions().forEach(builder::register);
         // containerd 2.x's Sandbox API: the pod's VM without a pause container of containerd's.
         builder.register(service.sandboxApi(config.jailer().resolveSibling("pause-rootfs")));
@@ -402,6 +456,7 @@ public final class Daemon implements AutoCloseable {
                 .setVersion(Version.CURRENT.toString())
                 .setCgroupPool(pool.freeCount() + " free, " + pool.claimed().size() + " claimed")
                 .setAccelerator(accelerator).setSpareVmsReady(manager.sparesReady()).setSpareVms(manager.spareVms());
+        Standby.waiting(config.stateDir()).ifPresent(p -> b.setStandbyPid(p.pid()));
         if (config.templates() != null) {
             String key = manager.templateKey();
             b.setTemplates(config.templates().toString()).setTemplateKey(key)
@@ -441,12 +496,11 @@ public final class Daemon implements AutoCloseable {
             byName.remove(e.relay().name, e);
             e.relay().quit();
             e.server().shutdown(Duration.ofSeconds(2));
-            for (Path p : List.of(e.record(), e.socket())) {
-                try {
-                    Files.deleteIfExists(p);
-                } catch (IOException ex) {
-                    LOG.log(Level.WARNING, "task {0}: remove {1}: {2}", key, p, ex.getMessage());
-                }
+            try {
+                e.service().discardRecord();
+                Files.deleteIfExists(e.socket());
+            } catch (IOException ex) {
+                LOG.log(Level.WARNING, "task {0}: remove its record and socket: {1}", key, ex.getMessage());
             }
             LOG.log(Level.INFO, "task {0}: endpoint closed", key);
         }
@@ -460,13 +514,27 @@ public final class Daemon implements AutoCloseable {
     /**
      * Stops serving and goes, leaving every sandbox running and every endpoint kept for the
      * next daemon (their relays hold containerd's connections meanwhile); the spare VMs end.
+     * Calls in flight that change something finish (within {@link #STOP_GRACE}); calls that
+     * only wait (Wait, WaitSandbox) and calls that arrive meanwhile are given back to the
+     * relays, unrun, for the next daemon: an upgrade costs containerd nothing.
      */
     @Override
     public void close() {
+        standby.close(); // the one waiting stays, and takes over
         control.shutdown(Duration.ofSeconds(2));
         relays.close();
-        for (Endpoint e : Set.copyOf(byName.values())) {
-            e.server().close();
+        List<Endpoint> all = List.copyOf(byName.values());
+        all.forEach(e -> e.service().daemonLeaving());
+        List<Thread> stops = all.stream()
+                .map(e -> Thread.ofVirtual().name("stop-" + e.relay().name).start(() -> e.server().shutdown(STOP_GRACE)))
+                .toList();
+        for (Thread t : stops) {
+            try {
+                t.join();
+            } catch (InterruptedException ex) {
+                Thread.currentThread().interrupt();
+                break;
+            }
         }
         manager.close();
         pool.close();

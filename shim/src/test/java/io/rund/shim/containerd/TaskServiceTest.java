@@ -311,7 +311,7 @@ class TaskServiceTest {
     private TaskService adopted(Pod with, Client[] clientOut) throws Exception {
         TaskService again = TaskService.adopt(TaskRecord.read(dir.resolve("task.json")), with, pod.starter(),
                 new EventPublisher("unix://" + dir.resolve("events.sock"), "default"), OWNER, fifos,
-                dir.resolve("task.json"));
+                dir.resolve("task2.json")); // its own record: the first service still writes task.json
         Server.Builder b = Server.builder().name("task2").errorMapper(StatusMapper.MAPPER);
         again.definitions().forEach(b::register);
         Server server = b.build();
@@ -345,7 +345,17 @@ class TaskServiceTest {
         // Both services watch the stand-in's process here (one JVM): two exits, each reported once.
         assertEquals("/tasks/exit", nextTopic());
         assertEquals("/tasks/exit", nextTopic());
+        awaitReported("task.json");
+        awaitReported("task2.json"); // each service's last write, before the directory goes
         c[0].close();
+    }
+
+    private void awaitReported(String record) throws Exception {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (!TaskRecord.read(dir.resolve(record)).containers().get(0).procs().get(0).reported()) {
+            assertTrue(System.nanoTime() < end, record + " says the exit was reported");
+            Thread.sleep(10);
+        }
     }
 
     @Test
@@ -353,25 +363,21 @@ class TaskServiceTest {
         TaskRecord.Proc ran = new TaskRecord.Proc("", "", "", "", false, 4242, "stopped", 0, 7, 1_700_000_000_000_000_000L,
                 false);
         new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
-                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(ran))), null)
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(ran))), null, null)
                 .write(dir.resolve("task.json"));
         Client[] c = {null};
         adopted(pod, c);
         Envelope exit = events.poll(10, TimeUnit.SECONDS);
         assertEquals("/tasks/exit", exit == null ? "(none)" : exit.getTopic());
         assertEquals(7, io.rund.containerd.events.TaskExit.parseFrom(exit.getEvent().getValue()).getExitStatus());
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (!TaskRecord.read(dir.resolve("task.json")).containers().get(0).procs().get(0).reported()) {
-            assertTrue(System.nanoTime() < end, "the record says the exit was reported");
-            Thread.sleep(10);
-        }
+        awaitReported("task2.json");
         c[0].close();
 
         // A record of a running task whose sandbox could not be adopted (its VM died meanwhile).
         TaskRecord.Proc running = new TaskRecord.Proc("", "", "", "", false, 4242, "running", 1_700_000_000_000_000_000L, 0,
                 0, false);
         new TaskRecord("default", "web", "unix://" + dir.resolve("events.sock"), 0, List.of("web"),
-                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(running))), null)
+                List.of(new TaskRecord.Container("web", dir.resolve("bundle").toString(), false, List.of(running))), null, null)
                 .write(dir.resolve("task.json"));
         adopted(null, c);
         Envelope killed = events.poll(10, TimeUnit.SECONDS);
@@ -381,5 +387,56 @@ class TaskServiceTest {
         assertEquals(Status.STOPPED, state.getStatus());
         assertEquals(137, state.getExitStatus());
         c[0].close();
+    }
+
+    /** A call as the relay sends it again to a new daemon, after the one that had it died unanswered. */
+    private <R> R repeated(Client c, String method, com.google.protobuf.MessageLite request,
+            com.google.protobuf.Parser<R> parser) throws TtrpcException {
+        return c.call(TASK, method, request, parser, new io.rund.ttrpc.CallOptions(java.time.Duration.ofSeconds(10),
+                io.rund.ttrpc.Metadata.of(TaskService.REPLAY, "1")));
+    }
+
+    @Test
+    void aRepeatedDeleteOrKillIsAnsweredAsTheFirstEvenByTheNextDaemon() throws Exception {
+        call("Create", create("web"), CreateTaskResponse.parser());
+        call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser());
+        call("Kill", KillRequest.newBuilder().setId("web").setSignal(9).build(), Empty.parser());
+        WaitResponse waited = call("Wait", WaitRequest.newBuilder().setId("web").build(), WaitResponse.parser());
+        assertEquals(137, waited.getExitStatus());
+        // A kill that reaches the process after its end, sent again: done, as the first asked.
+        repeated(client, "Kill", KillRequest.newBuilder().setId("web").setSignal(9).build(), Empty.parser());
+        TtrpcException late = assertThrows(TtrpcException.class,
+                () -> call("Kill", KillRequest.newBuilder().setId("web").setSignal(9).build(), Empty.parser()));
+        assertEquals(Code.NOT_FOUND, late.code(), "containerd's own kill of an ended process, as runc's shim answers");
+        io.rund.containerd.task.v2.DeleteResponse first = call("Delete",
+                io.rund.containerd.task.v2.DeleteRequest.newBuilder().setId("web").build(),
+                io.rund.containerd.task.v2.DeleteResponse.parser());
+        assertEquals(137, first.getExitStatus());
+
+        // The daemon that answered died before the answer left: the next one, from the record, answers the same.
+        Client[] c = {null};
+        adopted(pod, c);
+        io.rund.containerd.task.v2.DeleteResponse again = repeated(c[0], "Delete",
+                io.rund.containerd.task.v2.DeleteRequest.newBuilder().setId("web").build(),
+                io.rund.containerd.task.v2.DeleteResponse.parser());
+        assertEquals(first, again, "a repeated delete is answered as the first was");
+        repeated(c[0], "Kill", KillRequest.newBuilder().setId("web").setSignal(15).build(), Empty.parser());
+        TtrpcException notRepeated = assertThrows(TtrpcException.class, () -> c[0].call(TASK, "Delete",
+                io.rund.containerd.task.v2.DeleteRequest.newBuilder().setId("web").build(),
+                io.rund.containerd.task.v2.DeleteResponse.parser(), io.rund.ttrpc.CallOptions.DEFAULT));
+        assertEquals(Code.NOT_FOUND, notRepeated.code(), "a second delete from containerd finds nothing, as under runc");
+        c[0].close();
+    }
+
+    @Test
+    void aStoppingDaemonGivesAWaitBackUnrun() throws Exception {
+        call("Create", create("web"), CreateTaskResponse.parser());
+        call("Start", StartRequest.newBuilder().setId("web").build(), StartResponse.parser());
+        var waiting = client.callAsync(TASK, "Wait", WaitRequest.newBuilder().setId("web").build(), WaitResponse.parser(),
+                io.rund.ttrpc.CallOptions.DEFAULT);
+        service.daemonLeaving(); // whether the Wait is in its handler yet or not, it is given back
+        var failure = assertThrows(java.util.concurrent.ExecutionException.class, () -> waiting.get(10, TimeUnit.SECONDS));
+        assertEquals(Code.ABORTED, ((TtrpcException) failure.getCause()).code(),
+                "ABORTED: the relay keeps the Wait for the next daemon (and never passes this code on)");
     }
 }

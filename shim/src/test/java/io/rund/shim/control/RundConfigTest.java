@@ -80,4 +80,20 @@ class RundConfigTest {
         IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", broken.toString())));
         assertTrue(b.getMessage().contains(broken.toString()), b.getMessage());
     }
+
+    @Test
+    void valuesOfTheWrongKindAreErrorsNamingTheKey(@TempDir Path dir) throws Exception {
+        Path text = Files.writeString(dir.resolve("t.toml"), "pool_size = \"eight\"\n");
+        IOException t = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", text.toString())));
+        assertTrue(t.getMessage().contains("pool_size must be a whole number, not eight"), t.getMessage());
+        Path number = Files.writeString(dir.resolve("n.toml"), "state_dir = 7\n");
+        IOException n = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", number.toString())));
+        assertTrue(n.getMessage().contains("state_dir must be a string, not 7"), n.getMessage());
+        Path table = Files.writeString(dir.resolve("s.toml"), "[templates]\ndir = \"/x\"\n");
+        IOException s = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", table.toString())));
+        assertTrue(s.getMessage().contains("templates must be a string, not a table"), s.getMessage());
+        Path big = Files.writeString(dir.resolve("b.toml"), "spare_vms = 99999999999\n");
+        IOException b = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", big.toString())));
+        assertTrue(b.getMessage().contains("spare_vms must be a whole number, not 99999999999"), b.getMessage());
+    }
 }

@@ -302,8 +302,7 @@ public final class TemplateStore {
                 .filter(d -> tmp.equals(d.getParent()) && d.getFileName().toString().startsWith(prefix))
                 .ifPresent(d -> {
                     LOG.log(Level.INFO, "template: ending the build VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
-                    p.destroyForcibly();
-                    p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+                    io.rund.rootfs.Syscalls.killAndAwait(p, java.time.Duration.ofSeconds(10));
                 }));
         // A build killed before its VM came has helpers waiting for one: this jail's, named template-*.
         if (hypervisor.jail() != null) {
@@ -316,8 +315,7 @@ public final class TemplateStore {
                     return false;
                 }
             }).forEach(p -> {
-                p.destroyForcibly();
-                p.onExit().orTimeout(10, java.util.concurrent.TimeUnit.SECONDS).exceptionally(t -> p).join();
+                io.rund.rootfs.Syscalls.killAndAwait(p, java.time.Duration.ofSeconds(10));
             });
         }
         try (Stream<Path> s = Files.list(tmp)) {
