@@ -59,16 +59,25 @@ class FaultTest {
         }
     }
 
-    /** Every point and both actions; {@code -Drund.fault.points=a,b} runs only those points. */
+    /**
+     * Every point and both actions; {@code -Drund.fault.points=a,b} runs only those points,
+     * {@code -Drund.fault.actions=kill} only that action, {@code -Drund.fault.rounds=20} each
+     * case that many times in a row (to show an outcome does not depend on the timing).
+     */
     static Stream<Arguments> points() {
         List<Arguments> cases = new ArrayList<>();
         String only = System.getProperty("rund.fault.points", "");
-        for (String point : FaultPoints.POINTS) {
-            if (!only.isEmpty() && !List.of(only.split(",")).contains(point)) {
-                continue;
+        List<String> actions = List.of(System.getProperty("rund.fault.actions", "kill,fail").split(","));
+        int rounds = Integer.getInteger("rund.fault.rounds", 1);
+        for (int round = 0; round < rounds; round++) {
+            for (String point : FaultPoints.POINTS) {
+                if (!only.isEmpty() && !List.of(only.split(",")).contains(point)) {
+                    continue;
+                }
+                for (String action : actions) {
+                    cases.add(Arguments.of(point, action));
+                }
             }
-            cases.add(Arguments.of(point, "kill"));
-            cases.add(Arguments.of(point, "fail"));
         }
         return cases.stream();
     }
