@@ -26,7 +26,7 @@ import java.util.stream.Stream;
 final class Recovery {
 
     private static final System.Logger LOG = System.getLogger(Recovery.class.getName());
-    /** Sandboxes adopted at once: each mostly waits on its guest, and 16 keep 2 cores busy. */
+    /** Sandboxes adopted at once: each mostly waits on its guest (its agent, QMP, helpers), so all of a node's, up to 64. */
     private static final int ADOPTING_AT_ONCE = 64;
 
     private final Path stateRoot;
