@@ -289,6 +289,13 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
         return -ENOMEM;
     }
     if (!fresh && writable && strcmp(here, n->path) && (!n->alt || strcmp(here, n->alt))) {
+        /* A second name grows what the guest holds as surely as a new node does. */
+        if (len > n->alt_len && path_bytes + (len - n->alt_len) > limits.path_bytes) {
+            if (log_every(++refused_nodes))
+                LOG("the guest holds %llu path bytes, the cap; a second name's LOOKUP refused with ENOMEM (%llu so far)",
+                    (unsigned long long)path_bytes, (unsigned long long)refused_nodes);
+            return -ENOMEM;
+        }
         char *alt = strdup(here);
         if (!alt)
             return -ENOMEM;

@@ -36,6 +36,107 @@ static int take_name(const uint8_t **p, size_t *len, const char **name, size_t *
     return 0;
 }
 
+/* Whom the guest may give a host file to: at most what the pod's own specs let its
+ * processes do (the daemon says, as containers and execs come; never taken back while the
+ * sandbox lives). `any` when a process holds CAP_CHOWN; else new entries belong to the
+ * uids and gids the specs name, and a chown is what the kernel lets a process without
+ * CAP_CHOWN do (may_chown). Until the daemon says, nobody: a guest that makes files before
+ * any container asked for the share is refused. A set-group-ID directory's group for what
+ * is made in it is always allowed: it gives nothing away. */
+#define MAX_OWNER_IDS 256
+static struct {
+    bool any;
+    uint32_t nuids, ngids;
+    uid_t uids[MAX_OWNER_IDS];
+    gid_t gids[MAX_OWNER_IDS];
+} owners;
+
+static bool listed(const uint32_t *ids, uint32_t n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+static bool uid_allowed(uid_t uid, uid_t current)
+{
+    return owners.any || uid == current || listed(owners.uids, owners.nuids, uid);
+}
+
+static bool gid_allowed(gid_t gid, gid_t current)
+{
+    return owners.any || gid == current || listed(owners.gids, owners.ngids, gid);
+}
+
+/* A chown as the kernel allows it to a process without CAP_CHOWN: the owner stays, and the
+ * group changes only on a file the pod's user owns, to one of the pod's groups. */
+static bool may_chown(const struct stat *st, bool set_uid, uid_t uid, bool set_gid, gid_t gid)
+{
+    if (owners.any)
+        return true;
+    if (set_uid && uid != st->st_uid)
+        return false;
+    return !set_gid || gid == st->st_gid || (listed(owners.uids, owners.nuids, st->st_uid) && gid_allowed(gid, st->st_gid));
+}
+
+static bool add_id(uint32_t *ids, uint32_t *n, uint32_t id)
+{
+    if (listed(ids, *n, id))
+        return true;
+    if (*n == MAX_OWNER_IDS)
+        return false;
+    ids[(*n)++] = id;
+    return true;
+}
+
+int fuse_allow_owners(const char *list)
+{
+    if (!writable)
+        return -1;
+    if (!strcmp(list, "any")) {
+        owners.any = true;
+        return 0;
+    }
+    /* Parsed whole before anything is added: a bad list changes nothing. */
+    uint32_t ids[2 + 64];
+    int n = 0;
+    for (const char *p = list; *p;) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || errno || v > 0xfffffffeul || (*end && *end != ' ') || n == (int)(sizeof(ids) / sizeof(ids[0])))
+            return -1;
+        ids[n++] = (uint32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n < 2)
+        return -1;
+    if (owners.nuids + 1 > MAX_OWNER_IDS || owners.ngids + (uint32_t)n - 1 > MAX_OWNER_IDS)
+        return -1;
+    add_id(owners.uids, &owners.nuids, ids[0]);
+    for (int i = 1; i < n; i++)
+        add_id(owners.gids, &owners.ngids, ids[i]);
+    return 0;
+}
+
+/* Set-ID bits never reach a host file (a nosuid mount would make them inert; the host's
+ * other users and runc pods sharing the directory have none). A directory keeps its
+ * set-group-ID bit, which only says what group new entries get; the kernel itself clears
+ * it when the helper, which holds no CAP_FSETID, is not in the directory's group. */
+static mode_t without_set_id(mode_t mode, bool dir)
+{
+    return dir ? mode & 07777 : mode & 01777;
+}
+
+/* Whether the caller in `hdr` may have a new entry in `parent`: its owner is the caller's
+ * uid, its group the caller's gid or a set-group-ID parent's. */
+static int may_make(const struct fuse_in_header *hdr, const struct stat *parent)
+{
+    gid_t gid = parent->st_mode & S_ISGID ? parent->st_gid : hdr->gid;
+    return uid_allowed(hdr->uid, (uid_t)-1) && gid_allowed(gid, parent->st_mode & S_ISGID ? gid : (gid_t)-1) ? 0 : -EPERM;
+}
+
 /* Node `id`, which must be a directory: its descriptor (O_PATH) and attributes. */
 static int open_dir(uint64_t id, struct node **dir, struct stat *st)
 {
@@ -48,13 +149,13 @@ static int chmod_inode(int fd, const struct stat *st, mode_t mode)
 {
     if (S_ISLNK(st->st_mode))
         return -EOPNOTSUPP;
-    return syscall(SYS_fchmodat2, fd, "", mode & 07777, AT_EMPTY_PATH) < 0 ? -errno : 0;
+    return syscall(SYS_fchmodat2, fd, "", without_set_id(mode, S_ISDIR(st->st_mode)), AT_EMPTY_PATH) < 0 ? -errno : 0;
 }
 
 /* Makes what `name` in `dfd` now is (just created by the helper's own uid) the guest
  * caller's, as under runc: its uid, and its gid or the parent's when the parent is
- * set-group-ID; then the set-ID bits `mode` asked for, which a chown clears. On failure the
- * entry is removed again. Replies with its entry. */
+ * set-group-ID (may_make said both are allowed). Set-ID bits are not given (see
+ * without_set_id). On failure the entry is removed again. Replies with its entry. */
 static int adopt_new(struct node *dir, int dfd, const struct stat *parent, const char *name, size_t name_len,
                      const struct fuse_in_header *hdr, mode_t mode, struct reply *r)
 {
@@ -66,8 +167,7 @@ static int adopt_new(struct node *dir, int dfd, const struct stat *parent, const
     gid_t gid = parent->st_mode & S_ISGID ? parent->st_gid : hdr->gid;
     if (!e && fchownat((int)fd, "", hdr->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
         e = -errno;
-    if (!e && (mode & (S_ISUID | S_ISGID)) && !S_ISDIR(st.st_mode))
-        e = chmod_inode((int)fd, &st, mode);
+    (void)mode;
     if (!e && fstat((int)fd, &st) < 0)
         e = -errno;
     if (fd >= 0)
@@ -103,12 +203,17 @@ int make_entry(const struct fuse_in_header *hdr, const uint8_t *body, size_t bod
         mode = ((const struct fuse_mknod_in *)body)->mode;
         if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
             return -EPERM; /* no device nodes on the host */
+        mode = (mode & S_IFMT) | without_set_id(mode, false);
     }
     struct node *dir;
     struct stat parent;
     int dfd = open_dir(hdr->nodeid, &dir, &parent);
     if (dfd < 0)
         return dfd;
+    if ((e = may_make(hdr, &parent))) {
+        close(dfd);
+        return e;
+    }
     if (hdr->opcode == FUSE_SYMLINK)
         e = symlinkat(target, dfd, name) < 0 ? -errno : 0;
     else if (hdr->opcode == FUSE_MKDIR)
@@ -139,12 +244,16 @@ int do_create(const struct fuse_in_header *hdr, const struct fuse_create_in *in,
     int dfd = open_dir(hdr->nodeid, &dir, &parent);
     if (dfd < 0)
         return dfd;
+    if ((e = may_make(hdr, &parent))) {
+        close(dfd);
+        return e;
+    }
     /* Made here (O_EXCL) or, when the guest did not ask for O_EXCL and the host made it
      * meanwhile, opened as it is: only a file made here is given to the caller. */
     uint64_t flags = (in->flags & (O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC)) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
     if ((flags & O_ACCMODE) == O_RDONLY)
         flags |= O_RDWR; /* the guest's page cache may write back through any handle */
-    struct open_how how = {.flags = flags | O_CREAT | O_EXCL, .mode = in->mode & 07777, .resolve = CONFINED};
+    struct open_how how = {.flags = flags | O_CREAT | O_EXCL, .mode = without_set_id(in->mode, false), .resolve = CONFINED};
     long fd = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
     bool made = fd >= 0;
     if (fd < 0 && errno == EEXIST && !(in->flags & O_EXCL)) {
@@ -199,7 +308,8 @@ int do_remove(uint64_t parent, const uint8_t *body, size_t body_len, int flags)
 
 /* Moves the paths of nodes at or beneath `from` to `to` (and, exchanging, those at or
  * beneath `to` to `from`), after a rename did so on disk. A path that would grow past
- * MAX_PATH stays as it was: its node answers ESTALE, as one gone does. */
+ * MAX_PATH, or the paths held past their cap, stays as it was: its node answers ESTALE,
+ * as one gone does. */
 static bool beneath(const char *path, size_t len, const char *dir, size_t dir_len)
 {
     return len >= dir_len && !memcmp(path, dir, dir_len) && (len == dir_len || path[dir_len] == '/');
@@ -209,6 +319,8 @@ static bool beneath(const char *path, size_t len, const char *dir, size_t dir_le
 static void move_path(char **path, size_t *path_len, size_t old_len, const char *new, size_t new_len)
 {
     size_t len = *path_len - old_len + new_len;
+    if (len > *path_len && path_bytes + (len - *path_len) > limits.path_bytes)
+        return;
     char *moved = len <= MAX_PATH ? malloc(len + 1) : NULL;
     if (!moved)
         return;
@@ -330,6 +442,8 @@ int do_setattr(uint64_t id, const struct fuse_setattr_in *in, struct reply *r)
                 close(wfd);
         }
     }
+    if (!e && !may_chown(&st, in->valid & FATTR_UID, in->uid, in->valid & FATTR_GID, in->gid))
+        e = -EPERM; /* what no process of the pod may do */
     if (!e && (in->valid & (FATTR_UID | FATTR_GID))
         && fchownat(fd, "", in->valid & FATTR_UID ? in->uid : (uid_t)-1, in->valid & FATTR_GID ? in->gid : (gid_t)-1,
                     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)

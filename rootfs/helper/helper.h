@@ -81,6 +81,9 @@ int fuse_init_root(int root_fd, struct fuse_limits limits, bool writable);
 size_t fuse_handle(const uint8_t *in, size_t in_len, size_t total, uint8_t *out, size_t cap);
 bool fuse_mounted(void);
 void fuse_stats(char *buf, size_t len);
+/* The daemon's "owners" request: "any", or "UID GID [GID]..." the pod's specs name, added
+ * to those the guest may give files to; 0, or -1 for a malformed list or one too long. */
+int fuse_allow_owners(const char *list);
 
 /* ---- vhost-user (vhost.c) ---- */
 /* epoll tags: what a ready descriptor is. */

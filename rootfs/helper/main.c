@@ -10,9 +10,10 @@
  * whatever their mode; a back-end that could not read them would break images).
  * With --writable it serves the sandbox's other share, the host directories its containers
  * bind read-write, and writes as a container's root does under runc: it creates files
- * owned by the guest caller's uid and gid, and may also hold CAP_DAC_OVERRIDE, CAP_CHOWN,
- * CAP_FOWNER and CAP_FSETID (rund-jail --cap each), over a namespace that holds those
- * directories and nothing else. Here it checks that it is so confined, makes itself undumpable (its VM, the same uid, cannot
+ * owned by the guest caller's uid and gid, among the owners the daemon allowed, never
+ * with a set-ID bit, and may also hold CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER
+ * (rund-jail --cap each; not CAP_FSETID), over a namespace that holds those directories
+ * and nothing else. Here it checks that it is so confined, makes itself undumpable (its VM, the same uid, cannot
  * ptrace it), caps its descriptors, core dumps and log by rlimits, installs its seccomp
  * allow-list and serves:
  *   - descriptor 3: vhost-user, one front-end in its life (the VM's QEMU); its memory is
@@ -21,7 +22,9 @@
  *     within --connect-timeout seconds (default 300: its daemon died between starting it
  *     and launching the VM) exits too, so none outlives its sandbox;
  *   - descriptor 4: the daemon's control connection, one line per request:
- *     "stats" -> "ok mounted=.. nodes=.. handles=.. ... front_end=PID ...".
+ *     "stats" -> "ok mounted=.. nodes=.. handles=.. ... front_end=PID ...";
+ *     "owners any" or "owners UID GID [GID]..." -> "ok": whom a writable share's guest may
+ *     give files to, added to those allowed before (the pod's specs, as they come).
  * Any failure before serving exits 126 with the reason on stderr. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -156,7 +159,7 @@ static void watch(int epfd, int fd, int tag)
 /* One control request line; the answer is one line. */
 static bool control(int fd)
 {
-    char req[128];
+    char req[1024];
     ssize_t n = read(fd, req, sizeof(req) - 1);
     if (n <= 0)
         return false;
@@ -171,6 +174,11 @@ static bool control(int fd)
         fuse_stats(f, sizeof(f));
         vhost_stats(v, sizeof(v));
         snprintf(out, sizeof(out), "ok %s %s\n", f, v);
+    } else if (!strncmp(req, "owners ", 7)) {
+        if (fuse_allow_owners(req + 7))
+            snprintf(out, sizeof(out), "error owners: a writable share's, \"any\" or \"UID GID [GID]...\"\n");
+        else
+            snprintf(out, sizeof(out), "ok\n");
     } else {
         snprintf(out, sizeof(out), "error unknown request\n");
     }
@@ -212,7 +220,7 @@ int main(int argc, char **argv)
     }
     uint32_t allowed = 1u << CAP_DAC_READ_SEARCH;
     if (writable) {
-        allowed |= 1u << CAP_DAC_OVERRIDE | 1u << CAP_CHOWN | 1u << CAP_FOWNER | 1u << CAP_FSETID;
+        allowed |= 1u << CAP_DAC_OVERRIDE | 1u << CAP_CHOWN | 1u << CAP_FOWNER;
         umask(0); /* the guest's kernel applied its caller's umask to every mode it sends */
     }
     check_confined(allowed);

@@ -2,7 +2,7 @@
  *
  *   rund-jail --uid U --gid G [--group K]...
  *             [--open N=rw:PATH | N=r:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
- *             [--pivot DIR] [--cap NAME]... [--ptracer PID]
+ *             [--pivot DIR] [--cap NAME]... [--ptracer PID|any]
  *             -- PROGRAM ARGS...
  *
  * As root it prepares what the hypervisor may use and could not open itself: files
@@ -28,7 +28,10 @@
  * host-directory share's helper, which writes as the guest's root would, dac_override,
  * chown, fowner and fsetid; no other can be named. --ptracer PID: under Yama's
  * ptrace_scope 1, lets PID (the helper) reach this process's memory (process_vm_readv),
- * which Yama would otherwise allow only to an ancestor; without Yama it does nothing. */
+ * which Yama would otherwise allow only to an ancestor; without Yama it does nothing.
+ * Yama keeps one such PID per process: a VM with two helpers says --ptracer any, which
+ * lets whoever passes the kernel's other ptrace checks (the same uid, the VM's own, which
+ * only its helpers share; or CAP_SYS_PTRACE) do what a named PID could. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -232,7 +235,7 @@ int main(int argc, char **argv)
             }
             kept |= 1u << keepable[k].cap;
         } else if (!strcmp(opt, "--ptracer")) {
-            ptracer = number(val, 1, 0x7fffffff);
+            ptracer = strcmp(val, "any") ? number(val, 1, 0x7fffffff) : -1;
         } else if (!strcmp(opt, "--group")) {
             if (ngroups == MAX_GROUPS) {
                 errno = 0;
@@ -295,7 +298,8 @@ int main(int argc, char **argv)
             fail("open", argv[i + 1]);
         pivot(pivot_dir);
     }
-    if (ptracer && prctl(PR_SET_PTRACER, ptracer, 0, 0, 0) < 0 && errno != EINVAL)
+    if (ptracer && prctl(PR_SET_PTRACER, ptracer < 0 ? PR_SET_PTRACER_ANY : (unsigned long)ptracer, 0, 0, 0) < 0 &&
+        errno != EINVAL)
         fail("declare the ptracer", NULL);
 
     /* Drop every privilege, in the order that leaves no window. */

@@ -45,19 +45,37 @@ public final class HostDirShare implements AutoCloseable {
     }
 
     /**
+     * Lets the guest give files in the writable directories to a process's {@code uid} and
+     * {@code gids} (its group first), or with {@code any} to every id, beside those allowed
+     * before (see {@link SandboxHelper#allowOwners}).
+     */
+    public void allowOwners(boolean any, int uid, java.util.List<Integer> gids) throws StoreException {
+        if (gids.isEmpty()) {
+            throw new IllegalArgumentException("a process has a group");
+        }
+        try {
+            share.helper().allowOwners(any, uid, gids);
+        } catch (java.io.IOException e) {
+            throw new StoreException("host-directory share: allow owners " + (any ? "any" : uid + " " + gids) + ": "
+                    + e.getMessage(), e);
+        }
+    }
+
+    /**
      * Binds host directory {@code source} in a new directory of the share, with the mounts
      * below it when {@code recursive}: read-only (each of them too), or writable as each is
-     * on the host.
+     * on the host; with {@code followsHost} a slave of the host's mounts there (what the host
+     * mounts below it later appears in it), else private; never their peer.
      *
      * @return the directory's path within the share, as the guest sees it ("/name")
      */
-    public String addDirectory(String containerId, Path source, boolean recursive, boolean readOnly)
+    public String addDirectory(String containerId, Path source, boolean recursive, boolean readOnly, boolean followsHost)
             throws StoreException {
         String name = share.attach(containerId, "host directory " + source, mountpoint -> {
             if (readOnly) {
-                Syscalls.bindDirectoryReadOnly(source, mountpoint, recursive);
+                Syscalls.bindDirectoryReadOnly(source, mountpoint, recursive, followsHost);
             } else {
-                Syscalls.bindDirectoryWritable(source, mountpoint, recursive);
+                Syscalls.bindDirectoryWritable(source, mountpoint, recursive, followsHost);
             }
         });
         LOG.log(Level.DEBUG, "host-directory share: {0} at {1}{2}", source, name, readOnly ? ", read-only" : "");

@@ -74,11 +74,12 @@ public final class SandboxHelper implements AutoCloseable {
          * Host directories, bound read-only or read-write: served writable (a read-only one is
          * read-only by its mount) and cached for a second, as the host may change them; what the
          * guest creates belongs to its caller's uid and gid, as a container's root makes it
-         * under runc, which takes CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER and CAP_FSETID over
-         * a namespace holding those directories alone.
+         * under runc, which takes CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER over a namespace
+         * holding those directories alone; owners only among those the daemon allowed (see
+         * {@link #allowOwners}), and never a set-ID bit, so no CAP_FSETID.
          */
         HOST_DIRS("hostdirs", "hostfs.sock", "hostctl.sock", "hostfs.log", List.of("--cap", "dac_read_search", "--cap",
-                "dac_override", "--cap", "chown", "--cap", "fowner", "--cap", "fsetid"), List.of("--writable"));
+                "dac_override", "--cap", "chown", "--cap", "fowner"), List.of("--writable"));
 
         private final String share;
         private final String socket;
@@ -108,9 +109,14 @@ public final class SandboxHelper implements AutoCloseable {
         }
     }
 
-    /** The guest's caps: looked-up nodes (ENOMEM past it) and open files and directories (EMFILE). */
-    public record Limits(int nodes, int handles) {
+    /** The guest's caps: looked-up nodes and the bytes of their paths (ENOMEM past either), open files and directories (EMFILE). */
+    public record Limits(int nodes, int handles, long pathBytes) {
         public static final Limits DEFAULT = new Limits(1 << 16, 512);
+
+        /** The helper's own cap on the bytes of node paths it holds (32 MiB). */
+        public Limits(int nodes, int handles) {
+            this(nodes, handles, 32L << 20);
+        }
     }
 
     private final String name;
@@ -130,6 +136,14 @@ public final class SandboxHelper implements AutoCloseable {
         this.control = control;
         this.process = process;
         this.handle = handle;
+    }
+
+    /**
+     * The same helper after its directory was renamed to {@code dir} (a spare VM's, taken by
+     * a sandbox): its sockets are reached there now.
+     */
+    SandboxHelper in(Path dir, Kind kind) {
+        return new SandboxHelper(name, kind.socket(dir), dir.resolve(kind.control), process, handle);
     }
 
     /** {@link #start(String, Path, Path, Jail, Limits, Kind)} of the image share's helper. */
@@ -154,7 +168,8 @@ public final class SandboxHelper implements AutoCloseable {
         argv.addAll(kind.jailOptions);
         argv.addAll(List.of("--listen", "3=" + socket, "--listen", "4=" + control, "--",
                 jail.helper().toString(), "--name", name,
-                "--nodes", Integer.toString(limits.nodes()), "--handles", Integer.toString(limits.handles())));
+                "--nodes", Integer.toString(limits.nodes()), "--handles", Integer.toString(limits.handles()),
+                "--path-bytes", Long.toString(limits.pathBytes())));
         argv.addAll(kind.helperOptions);
         Process p;
         try {
@@ -262,10 +277,44 @@ public final class SandboxHelper implements AutoCloseable {
      * (its VM's pid, 0 before it connected), {@code queue0}, {@code queue1}.
      */
     public Map<String, String> stats() throws IOException {
+        return parse(ask("stats"));
+    }
+
+    /** Most ids one "owners" request carries (the helper reads a request in 1 KiB). */
+    private static final int IDS_PER_REQUEST = 32;
+
+    /**
+     * Lets the guest give files of a writable share to {@code uid} and {@code gids} (a
+     * process's user, group and additional groups), or with {@code any} to every id (a process
+     * that holds CAP_CHOWN), beside those allowed before. Before any such call the guest may
+     * make no file there at all.
+     */
+    public void allowOwners(boolean any, int uid, List<Integer> gids) throws IOException {
+        if (any) {
+            expectOk(ask("owners any"));
+            return;
+        }
+        for (int from = 0; from < Math.max(1, gids.size()); from += IDS_PER_REQUEST) {
+            StringBuilder b = new StringBuilder("owners ").append(Integer.toUnsignedString(uid));
+            for (int g : gids.subList(from, Math.min(gids.size(), from + IDS_PER_REQUEST))) {
+                b.append(' ').append(Integer.toUnsignedString(g));
+            }
+            expectOk(ask(b.toString()));
+        }
+    }
+
+    private void expectOk(String answer) throws IOException {
+        if (!answer.equals("ok")) {
+            throw new IOException("helper " + name + ": " + answer);
+        }
+    }
+
+    /** One request line on the control socket, and its one-line answer. */
+    private String ask(String request) throws IOException {
         try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
              Selector selector = Selector.open()) {
             ch.connect(UnixDomainSocketAddress.of(control));
-            ch.write(ByteBuffer.wrap("stats\n".getBytes(StandardCharsets.US_ASCII)));
+            ch.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.US_ASCII)));
             ch.configureBlocking(false);
             ch.register(selector, SelectionKey.OP_READ);
             ByteBuffer in = ByteBuffer.allocate(MAX_ANSWER);
@@ -282,7 +331,7 @@ public final class SandboxHelper implements AutoCloseable {
                 String got = new String(in.array(), 0, in.position(), StandardCharsets.US_ASCII);
                 int nl = got.indexOf('\n');
                 if (nl >= 0) {
-                    return parse(got.substring(0, nl));
+                    return got.substring(0, nl);
                 }
                 if (!in.hasRemaining()) {
                     throw new IOException("helper " + name + " answered more than " + MAX_ANSWER + " bytes without a line");

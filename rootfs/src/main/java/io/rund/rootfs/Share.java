@@ -50,7 +50,7 @@ final class Share implements AutoCloseable {
      * directories' numbers are never used again.
      */
     static Share adopt(String sandboxId, Path dir, SandboxHelper.Kind kind, SandboxHelper helper) throws StoreException {
-        Share share = new Share(sandboxId, kind.share(dir), kind, helper);
+        Share share = new Share(sandboxId, kind.share(dir), kind, helper.in(dir, kind));
         try (var names = Files.list(share.path)) {
             for (Path p : names.toList()) {
                 String n = p.getFileName().toString();

@@ -40,6 +40,7 @@ public final class Syscalls {
     public static final long MS_BIND = 4096;
     public static final long MS_REC = 16384;
     public static final long MS_PRIVATE = 1 << 18;
+    public static final long MS_SLAVE = 1 << 19;
     public static final long MS_SHARED = 1 << 20;
     public static final long MS_NOEXEC = 8;
     public static final int MNT_DETACH = 2;
@@ -316,17 +317,21 @@ public final class Syscalls {
      * sandbox's helper) while still writable, and stay writable there.
      */
     public static void bindReadOnly(Path source, Path target) throws SyscallException {
-        bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC, AT_EMPTY_PATH, MOUNT_ATTR_RO_NOSUID_NODEV);
+        bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC, AT_EMPTY_PATH, MOUNT_ATTR_RO_NOSUID_NODEV, false);
     }
 
     /**
      * A host directory a container binds: {@link #bindReadOnly(Path, Path)}, with the mounts
      * below {@code source} too when {@code recursive} (each made read-only), and a symlink at
-     * {@code source} not followed (the bind fails instead).
+     * {@code source} not followed (the bind fails instead). With {@code followsHost} the copy
+     * is a slave of the host's mounts (mounts made below {@code source} later appear in it,
+     * as in a runc container's default rslave bind), else private; never their peer, so
+     * nothing unmounted in the copy is unmounted on the host.
      */
-    public static void bindDirectoryReadOnly(Path source, Path target, boolean recursive) throws SyscallException {
+    public static void bindDirectoryReadOnly(Path source, Path target, boolean recursive, boolean followsHost)
+            throws SyscallException {
         bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
-                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_RO_NOSUID_NODEV);
+                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_RO_NOSUID_NODEV, followsHost);
     }
 
     /**
@@ -334,12 +339,66 @@ public final class Syscalls {
      * writable; nosuid and nodev all the same (what the host sees through it is the
      * sandbox's helper, which executes nothing and opens no device).
      */
-    public static void bindDirectoryWritable(Path source, Path target, boolean recursive) throws SyscallException {
+    public static void bindDirectoryWritable(Path source, Path target, boolean recursive, boolean followsHost)
+            throws SyscallException {
         bind(source, target, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0),
-                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_NOSUID_NODEV);
+                AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), MOUNT_ATTR_NOSUID_NODEV, followsHost);
     }
 
-    private static void bind(Path source, Path target, int treeFlags, int attrFlags, long attrSet) throws SyscallException {
+    /**
+     * Makes {@code dir} a mount of its own (bound onto itself if it is not one), private with
+     * everything below it: mounts made and unmounted below it (a daemon's shares) are no peers
+     * of the host's, and neither appear in nor vanish from any other mount namespace.
+     * Idempotent.
+     */
+    public static void makePrivateMount(Path dir) throws SyscallException {
+        if (!isMountPoint(dir)) {
+            mount(dir.toString(), dir, null, MS_BIND, null);
+        }
+        mount(null, dir, null, MS_PRIVATE | MS_REC, null);
+    }
+
+    /** Whether a mount of this mount namespace is at {@code dir} (read from /proc/self/mountinfo). */
+    public static boolean isMountPoint(Path dir) {
+        String want = dir.toAbsolutePath().normalize().toString();
+        try {
+            for (String line : java.nio.file.Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
+                String[] f = line.split(" ");
+                if (f.length > 4 && mountinfoPath(f[4]).equals(want)) {
+                    return true;
+                }
+            }
+        } catch (java.io.IOException e) {
+            return false;
+        }
+        return false;
+    }
+
+    /** A path field of /proc/self/mountinfo, which writes space, tab, newline and backslash as \ooo, as it was. */
+    public static String mountinfoPath(String field) {
+        if (field.indexOf('\\') < 0) {
+            return field;
+        }
+        StringBuilder b = new StringBuilder();
+        for (int i = 0; i < field.length(); i++) {
+            char c = field.charAt(i);
+            if (c == '\\' && i + 3 < field.length()) {
+                b.append((char) Integer.parseInt(field.substring(i + 1, i + 4), 8));
+                i += 3;
+            } else {
+                b.append(c);
+            }
+        }
+        return b.toString();
+    }
+
+    /**
+     * Clones {@code source} detached (open_tree), sets its attributes and its propagation
+     * (mount_setattr: a slave of the source's peer group, or private; before it is attached,
+     * so not for a moment a peer of the host's mounts), then attaches it (move_mount).
+     */
+    private static void bind(Path source, Path target, int treeFlags, int attrFlags, long attrSet, boolean slave)
+            throws SyscallException {
         int tree = -1;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(STATE);
@@ -349,8 +408,10 @@ public final class Syscalls {
                 throw new SyscallException("open_tree(" + source + ")", (int) ERRNO.get(state, 0L));
             }
             // struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each).
+            // struct mount_attr { u64 attr_set; u64 attr_clr; u64 propagation; u64 userns_fd; }
             MemorySegment attr = arena.allocate(32, 8);
             attr.set(ValueLayout.JAVA_LONG, 0, attrSet);
+            attr.set(ValueLayout.JAVA_LONG, 16, slave ? MS_SLAVE : MS_PRIVATE);
             // SAFETY: attr is a 32-byte struct mount_attr and the empty path is NUL-terminated, both in this arena.
             if ((int) MountSetattr.H.invokeExact(state, tree, arena.allocateFrom(""), attrFlags, attr, 32L) < 0) {
                 throw new SyscallException("mount_setattr(" + source + ", " + attrSet + ")", (int) ERRNO.get(state, 0L));

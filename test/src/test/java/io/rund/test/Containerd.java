@@ -340,7 +340,8 @@ final class Containerd implements AutoCloseable {
             throw new AssertionError("template builds left: " + builds);
         }
         try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
-            List<String> files = s.map(p -> p.getFileName().toString()).toList();
+            // (A standby daemon rehearsing its start has a store of its own there for a moment.)
+            List<String> files = s.map(p -> p.getFileName().toString()).filter(n -> !n.startsWith(".rehearsal-")).toList();
             if (!files.equals(List.of("ext4-256M.img"))) {
                 throw new AssertionError("store holds " + files);
             }
@@ -559,6 +560,10 @@ final class Containerd implements AutoCloseable {
             if (!any) {
                 break;
             }
+        }
+        // The daemon makes its state directory a private mount of its own.
+        while (io.rund.rootfs.Syscalls.isMountPoint(rundState)) {
+            io.rund.rootfs.Syscalls.umount2(rundState, io.rund.rootfs.Syscalls.MNT_DETACH);
         }
         for (String hierarchy : List.of("memory", "cpu", "pids", "cpuacct")) {
             Path root = Path.of("/sys/fs/cgroup", hierarchy, pool);

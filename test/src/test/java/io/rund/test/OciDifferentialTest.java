@@ -110,7 +110,8 @@ class OciDifferentialTest {
             Case.sh("exit-code", List.of(), "exit 42"),
             Case.sh("child-killed", List.of(), "sh -c 'kill -9 $$'; echo child $?"),
             Case.sh("init-ignores-kill", List.of(), "kill -9 $$; echo still here"),
-            Case.sh("umask", List.of(), "umask; touch /tmp/f; stat -c %a /tmp/f"));
+            Case.sh("umask", List.of(), "umask; touch /tmp/f; stat -c %a /tmp/f"),
+            Case.sh("kernel-log", List.of(), "dmesg > /dev/null 2>&1; echo dmesg $?"));
 
     private static Command.Result run(String runtime, String id, Case c) throws Exception {
         List<String> args = new ArrayList<>(List.of("run", "--rm", "--runtime", runtime));
@@ -231,11 +232,11 @@ class OciDifferentialTest {
 
     /** What root of a container does in a host directory bound read-write: the same files, owners and modes on the host. */
     private static final String WRITES_AS_ROOT = "cd /h || exit 1; echo data > new; mkdir -m 750 d; ln -s new lnk; ln new hard;"
-            + " mv new moved; echo more >> moved; chmod 4750 moved; chown 1:2 moved; touch -d '2000-01-02 03:04:05' moved;"
+            + " mv new moved; echo more >> moved; chmod 0750 moved; chown 1:2 moved; touch -d '2000-01-02 03:04:05' moved;"
             + " mkfifo fifo; mkdir -p a/b/c; echo nested > a/b/c/f; mv a z; cat z/b/c/f; rm hard; rmdir d;"
             + " dd if=/dev/zero of=big bs=65536 count=40 2>/dev/null && stat -c '%n %s' big; truncate -s 1000000 big;"
             + " echo x >> root-file;"
-            + " mkdir open; chmod 777 open; mkdir sticky; chmod 3775 sticky; chown 0:7 sticky; mkdir sticky/in;"
+            + " mkdir open; chmod 777 open; mkdir sticky; chmod 1775 sticky; chown 0:7 sticky; mkdir sticky/in;"
             + " echo twice > moved2; mv -f moved2 z/b/c/f; cat z/b/c/f; rm -r z/b; ls -A z;"
             + " ls -ln | awk '{print $1, $3, $4, $5, $9, $10, $11}' | sort; stat -c '%n %a %u %g %s %Y' moved; stat -c '%n %a %u %g' sticky/in";
     /** ... and a user that is not root: what the host's modes allow it, and files it makes are its own. */
@@ -289,6 +290,15 @@ class OciDifferentialTest {
         assertNotEquals(0, mknod.exitCode(), mknod.toString());
         assertTrue(mknod.stderr().contains("Operation not permitted"), mknod.stderr());
         assertTrue(java.nio.file.Files.notExists(d.resolve("sda")));
+        // ... and no set-ID bit on a host file (runc's root keeps 4755 and 2775), docs/oci.md.
+        Command.Result setId = ctd.ctr(T, "run", "--rm", "--mount", "type=bind,src=" + d + ",dst=/h,options=rbind:rw",
+                "--runtime", RUND, Containerd.IMAGE, "rund-rw-setid", "sh", "-c",
+                "cd /h; echo x > s; chmod 4755 s; mkdir g; chmod 2775 g; stat -c '%n %a' s g");
+        assertEquals("s 755\ng 775\n", setId.stdout(), setId.toString());
+        assertEquals("rwxr-xr-x", java.nio.file.attribute.PosixFilePermissions.toString(
+                java.nio.file.Files.getPosixFilePermissions(d.resolve("s"))));
+        assertEquals(0755, (Integer) java.nio.file.Files.getAttribute(d.resolve("s"), "unix:mode") & 07777);
+        assertEquals(0775, (Integer) java.nio.file.Files.getAttribute(d.resolve("g"), "unix:mode") & 07777);
         for (String name : List.of("runc", "rund", "rund-mknod")) {
             io.rund.testing.Trees.delete(java.nio.file.Path.of("/tmp/rund-oci-rw-" + name));
         }

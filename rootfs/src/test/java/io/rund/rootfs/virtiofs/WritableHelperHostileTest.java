@@ -17,6 +17,8 @@ import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFileAttributes;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.UUID;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -54,12 +56,27 @@ class WritableHelperHostileTest {
         Files.createSymbolicLink(share.resolve("x"), Path.of("/"));
         Files.createSymbolicLink(share.resolve("up"), Path.of("../outside"));
         Files.createSymbolicLink(share.resolve("canary"), outside.resolve("canary.txt"));
+        start(SandboxHelper.Limits.DEFAULT);
+    }
+
+    private void start(SandboxHelper.Limits limits) throws Exception {
         SandboxHelper.Jail jail = new SandboxHelper.Jail(NativeTools.jailer(), NativeTools.helper(),
                 NativeTools.TEST_GID + 2, NativeTools.TEST_GID);
-        fs = SandboxHelper.start("writable", dir, share, jail, SandboxHelper.Limits.DEFAULT, SandboxHelper.Kind.HOST_DIRS);
+        fs = SandboxHelper.start("writable", dir, share, jail, limits, SandboxHelper.Kind.HOST_DIRS);
         guest = HostileDriver.connect(fs, jail);
         assertEquals(0, error(guest.call(guest.init(), CAP)));
+        if (owners != null) {
+            fs.allowOwners(owners.isEmpty(), owners.isEmpty() ? 0 : owners.getFirst(), owners.isEmpty() ? List.of(0)
+                    : owners.subList(1, owners.size()));
+        }
     }
+
+    /**
+     * Whom the next helper lets the guest give files to, as the daemon tells it from the pod's
+     * specs: empty for anyone (a root container with CAP_CHOWN, the default here), else a uid
+     * and its gids; null for nobody (the daemon said nothing yet).
+     */
+    private List<Integer> owners = List.of();
 
     @AfterEach
     void stop() throws Exception {
@@ -157,10 +174,10 @@ class WritableHelperHostileTest {
         assertEquals((3 << 20) + data.length, Files.size(file));
         // A WRITE claiming more than it carries is refused, not read past.
         assertEquals(-HostileDriver.EINVAL, error(write(node, fh, 0, data, data.length + 4096)));
-        // Set-ID bits survive the chown that gives the file away.
+        // Set-ID bits never reach a host file, even from a pod that may give files to anyone.
         byte[] setuid = create(0, 0, 1, "suid", 2, 04755);
         assertEquals(0, error(setuid));
-        assertEquals(S_IFREG | 04755, modeOf(share.resolve("suid")));
+        assertEquals(S_IFREG | 0755, modeOf(share.resolve("suid")));
         // A directory, a FIFO; no device node.
         assertEquals(0, error(mkdir(1000, 1000, 1, "d", 0750)));
         assertEquals(S_IFDIR | 0750, modeOf(share.resolve("d")));
@@ -243,5 +260,98 @@ class WritableHelperHostileTest {
         assertEquals(-HostileDriver.ENOTEMPTY, error(call(guest.fuse(HostileDriver.RMDIR, 1, names("g")))));
         // Extended attributes are not served (the guest stops asking).
         assertEquals(-HostileDriver.ENOSYS, error(call(guest.fuse(HostileDriver.SETXATTR, 1, new byte[16]))));
+    }
+
+    /** The bytes of node paths the helper holds, from its counters. */
+    private long pathBytes() throws Exception {
+        return Long.parseLong(fs.stats().get("path_bytes"));
+    }
+
+    @Test
+    void secondNamesAndRenamesCannotGrowThePathsPastTheirCap() throws Exception {
+        long cap = 8192;
+        stop();
+        start(new SandboxHelper.Limits(1 << 16, 512, cap));
+        // Short first names, then a long second name for each (LINK answers the node at it).
+        List<Long> files = new ArrayList<>();
+        for (int i = 0; i < 40; i++) {
+            files.add(nodeOf(create(0, 0, 1, String.format("g%02d", i), 2, 0644)));
+        }
+        int refused = 0;
+        for (int i = 0; i < files.size(); i++) {
+            int e = error(call(guest.fuse(HostileDriver.LINK, 1,
+                    concat(le(8).putLong(files.get(i)).array(), names("L".repeat(250) + i)))));
+            if (e == -HostileDriver.ENOMEM) {
+                refused++;
+            } else {
+                assertEquals(0, e);
+            }
+            assertTrue(pathBytes() <= cap, "after LINK " + i + ": " + pathBytes() + " path bytes held");
+        }
+        assertTrue(refused > 0, "40 names of 250 bytes do not fit in " + cap);
+
+        // Short paths, then their directory renamed long: every held path below it would grow.
+        stop();
+        start(new SandboxHelper.Limits(1 << 16, 512, cap));
+        assertEquals(0, error(mkdir(0, 0, 1, "d", 0755)));
+        long d = nodeOf(call(guest.lookup(1, "d")));
+        for (int i = 0; i < 40; i++) {
+            assertEquals(0, error(create(0, 0, d, String.format("f%02d", i), 2, 0644)));
+        }
+        long before = pathBytes();
+        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME, 1,
+                concat(le(8).putLong(1).array(), names("d", "D".repeat(250)))))));
+        assertTrue(pathBytes() <= cap, "after the rename: " + pathBytes() + " path bytes held (" + before + " before)");
+        assertTrue(pathBytes() > before, "what fits moved");
+        assertTrue(Files.exists(share.resolve("D".repeat(250) + "/f39")), "the rename happened on the host");
+    }
+
+    /**
+     * A hostile guest kernel under a pod whose process runs as nobody without CAP_CHOWN: it
+     * claims uid 0 in the FUSE header, asks for set-ID modes and gives files to root. The
+     * host file is never set-ID nor root-owned; the pod's own ids still work.
+     */
+    @Test
+    void aGuestCannotMakeSetIdOrRootOwnedFilesBeyondItsPodsIds() throws Exception {
+        stop();
+        owners = List.of(65534, 65534, 100);
+        start(SandboxHelper.Limits.DEFAULT);
+        assertEquals(-HostileDriver.EPERM, error(create(0, 0, 1, "as-root", 2, 04755)), "CREATE as uid 0");
+        assertFalse(Files.exists(share.resolve("as-root"), LinkOption.NOFOLLOW_LINKS), "nothing made");
+        assertEquals(-HostileDriver.EPERM, error(create(65534, 0, 1, "root-group", 2, 0644)), "CREATE with gid 0");
+        assertEquals(-HostileDriver.EPERM, error(mkdir(0, 0, 1, "root-dir", 0755)), "MKDIR as uid 0");
+        assertEquals(-HostileDriver.EPERM, error(mknod(1, "root-fifo", S_IFIFO | 04644, 0)), "MKNOD as uid 0");
+        byte[] mine = create(65534, 65534, 1, "mine", 2, 06755);
+        assertEquals(0, error(mine));
+        Path file = share.resolve("mine");
+        assertEquals(S_IFREG | 0755, modeOf(file), "no set-ID bit from CREATE");
+        long node = nodeOf(mine);
+        assertEquals(0, error(setattr(node, FATTR_MODE, 0, 06755, 0, 0)));
+        assertEquals(S_IFREG | 0755, modeOf(file), "no set-ID bit from SETATTR");
+        assertEquals(-HostileDriver.EPERM, error(setattr(node, FATTR_UID, 0, 0, 0, 0)), "chown to root");
+        assertEquals(-HostileDriver.EPERM, error(setattr(node, FATTR_GID, 0, 0, 0, 0)), "chgrp to root");
+        assertEquals(65534, uidOf(file));
+        assertEquals(0, error(setattr(node, FATTR_GID, 0, 0, 0, 100)), "chgrp to the pod's additional group");
+        assertEquals(100, gidOf(file));
+        assertEquals(0, error(setattr(node, FATTR_UID | FATTR_GID, 0, 0, 65534, 100)), "the owners it has: no change");
+        // A file the host made, owned by root: without CAP_CHOWN the pod may neither take it
+        // nor change its group (it is not the owner).
+        long hello = nodeOf(call(guest.lookup(1, "hello.txt")));
+        assertEquals(-HostileDriver.EPERM, error(setattr(hello, FATTR_UID, 0, 0, 65534, 0)));
+        assertEquals(-HostileDriver.EPERM, error(setattr(hello, FATTR_GID, 0, 0, 0, 100)));
+        assertEquals(0, uidOf(share.resolve("hello.txt")));
+        assertEquals(0, gidOf(share.resolve("hello.txt")));
+        // The helper holds no CAP_FSETID: a write cannot keep a host file's set-ID bit either.
+        String status = Files.readString(Path.of("/proc", Long.toString(fs.process().pid()), "status"));
+        long capEff = Long.parseLong(status.lines().filter(l -> l.startsWith("CapEff:")).findFirst().orElseThrow()
+                .substring(7).strip(), 16);
+        assertEquals(0, capEff & (1L << 4), "CAP_FSETID (4) in " + Long.toHexString(capEff));
+
+        // Before the daemon names any owner, the guest makes nothing.
+        stop();
+        owners = null;
+        start(SandboxHelper.Limits.DEFAULT);
+        assertEquals(-HostileDriver.EPERM, error(create(65534, 65534, 1, "early", 2, 0644)));
+        assertEquals(-HostileDriver.EPERM, error(mkdir(65534, 65534, 1, "early-dir", 0755)));
     }
 }

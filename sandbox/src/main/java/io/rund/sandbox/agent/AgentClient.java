@@ -217,6 +217,10 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
             throw AgentException.badAnswer("WriteStdin", "wrote " + Integer.toUnsignedString(r.getWritten())
                     + " of " + data.length + " bytes");
         }
+        // A blocking write takes at least a byte or fails: "none" would be sent again at once, for ever.
+        if (r.getWritten() == 0 && data.length > 0) {
+            throw AgentException.badAnswer("WriteStdin", "took none of " + data.length + " bytes");
+        }
         return r.getWritten();
     }
 
@@ -262,6 +266,12 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         }
         if (offset >= 0 && r.getOffset() != offset) {
             throw AgentException.badAnswer(method, "data at offset " + r.getOffset() + " where " + offset + " was asked");
+        }
+        // The agent answers a read when it has bytes or the stream ended, never empty-handed:
+        // an empty answer would have the caller ask again at once, a daemon thread spinning
+        // for as long as a hostile guest likes.
+        if (r.getData().isEmpty() && !r.getEof()) {
+            throw AgentException.badAnswer(method, "neither data nor the end of the stream");
         }
         return new StreamChunk(r.getData().toByteArray(), r.getEof());
     }

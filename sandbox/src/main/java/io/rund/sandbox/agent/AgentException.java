@@ -9,10 +9,21 @@ public final class AgentException extends Exception {
     private static final long serialVersionUID = 1L;
 
     private final Fault kind;
+    private final boolean rejected;
 
     public AgentException(Fault kind, String message, Throwable cause) {
+        this(kind, message, cause, false);
+    }
+
+    private AgentException(Fault kind, String message, Throwable cause, boolean rejected) {
         super(message, cause);
         this.kind = kind;
+        this.rejected = rejected;
+    }
+
+    /** Whether the guest broke the protocol's promises (a hostile or broken guest), not just failed a call. */
+    public boolean rejectedAnswer() {
+        return rejected;
     }
 
     public Fault kind() {
@@ -62,7 +73,7 @@ public final class AgentException extends Exception {
 
     /** The guest answered something that breaks the protocol's promises. */
     static AgentException badAnswer(String method, String what) {
-        return new AgentException(Fault.INTERNAL, "agent " + method + ": rejected answer: " + what, null);
+        return new AgentException(Fault.INTERNAL, "agent " + method + ": rejected answer: " + what, null, true);
     }
 
 }

@@ -48,6 +48,30 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
         public boolean readOnly() {
             return options.contains("ro");
         }
+
+        /**
+         * Whether mounts the host makes below {@code source} later are to appear in the
+         * container, as runc decides it: by the mount's own propagation option, else by the
+         * container's root's ({@code rootfsPropagation}), which runc makes rslave when the spec
+         * says nothing. A shared bind follows the host too; what the guest mounts cannot reach
+         * the host across the VM (docs/oci.md).
+         */
+        public boolean followsHost(String rootfsPropagation) {
+            for (String o : options) {
+                switch (o) {
+                    case "private", "rprivate", "unbindable", "runbindable" -> {
+                        return false;
+                    }
+                    case "slave", "rslave", "shared", "rshared" -> {
+                        return true;
+                    }
+                    default -> {
+                        // not a propagation option
+                    }
+                }
+            }
+            return !rootfsPropagation.equals("private") && !rootfsPropagation.equals("rprivate");
+        }
     }
 
     /** A file of {@code data} bound onto {@code destination} in the container. */

@@ -35,6 +35,12 @@ public interface Pod {
     /** Removes a container that joined; the first goes only with the pod. */
     void removeContainer(String containerId) throws SandboxException;
 
+    /**
+     * Tells the pod, before {@code process} is exec'd in container {@code containerId}, what
+     * its spec lets it do to the host (the owners it may give files to in host directories).
+     */
+    default void allowExec(String containerId, io.rund.sandbox.guest.ProcessSpec process) throws SandboxException {}
+
     /** The containers' processes in the guest, which the handles drive. */
     GuestProcesses processes();
 

@@ -8,6 +8,7 @@ import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.agent.AgentException;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.guest.GuestProcesses;
+import io.rund.sandbox.guest.ProcessSpec;
 import io.rund.sandbox.id.Ids;
 import io.rund.sandbox.network.PodNetwork;
 import io.rund.vm.Vm;
@@ -200,6 +201,18 @@ public final class Sandbox implements Pod, AutoCloseable {
                 case SandboxException x -> x;
                 default -> new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": " + e.getMessage(), e);
             };
+        }
+    }
+
+    @Override
+    public void allowExec(String cid, ProcessSpec process) throws SandboxException {
+        if (dirs.getOrDefault(cid, List.of()).isEmpty()) {
+            return;
+        }
+        try {
+            HostDirs.allowOwners(hostDirs, process);
+        } catch (StoreException e) {
+            throw new SandboxException(Fault.INTERNAL, "sandbox=" + id + ": exec in " + cid + ": " + e.getMessage(), e);
         }
     }
 

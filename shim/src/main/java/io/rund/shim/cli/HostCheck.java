@@ -214,6 +214,31 @@ public final class HostCheck {
                     + " no_new_privs, QEMU's seccomp filter; its virtio-fs back-ends (rund-helper, one per share) as"
                     + " the same uid, each in a mount namespace of its share, seccomp allow-list");
         }
+        lines.add(ptraceScope(Path.of("/proc/sys/kernel/yama/ptrace_scope")));
+    }
+
+    /**
+     * The back-ends read the VM's memory with process_vm_readv, which Yama may forbid: scope 1
+     * allows it to the processes a VM declares (every VM declares its back-ends), 2 and 3 to
+     * none of them.
+     */
+    static Line ptraceScope(Path scope) {
+        String value;
+        try {
+            value = Files.readString(scope).strip();
+        } catch (IOException e) {
+            return new Line(Level.OK, "ptrace scope", "no Yama (" + scope + " absent): the back-ends reach their VM's"
+                    + " memory as its uid");
+        }
+        return switch (value) {
+            case "0" -> new Line(Level.OK, "ptrace scope", "Yama ptrace_scope 0: the back-ends reach their VM's memory"
+                    + " as its uid");
+            case "1" -> new Line(Level.OK, "ptrace scope", "Yama ptrace_scope 1: each VM declares its virtio-fs back-ends"
+                    + " its ptracers (rund-jail --ptracer), so they reach its memory");
+            default -> new Line(Level.FAIL, "ptrace scope", "Yama ptrace_scope " + value + " lets no virtio-fs back-end"
+                    + " read its VM's memory (process_vm_readv): every guest's file I/O would fail; set"
+                    + " kernel.yama.ptrace_scope to 1 or 0");
+        };
     }
 
     /** One guest artifact: present, its SHA-256, and whether it is the one hack/build-guest recorded. */

@@ -839,8 +839,9 @@ public final class TaskService {
             throw new TaskFault(Fault.ALREADY_EXISTS, "process " + r.getExecId() + " of task " + c.id);
         }
         try {
+            sandbox().allowExec(c.id, process);
             sandbox().container(c.id).exec(r.getExecId(), process);
-        } catch (AgentException e) {
+        } catch (AgentException | io.rund.sandbox.lifecycle.SandboxException e) {
             c.procs.remove(r.getExecId());
             throw e;
         }

@@ -9,6 +9,7 @@ import io.rund.control.v1.StartRequest;
 import io.rund.control.v1.StartResponse;
 import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
+import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
@@ -153,6 +154,9 @@ public final class Daemon implements AutoCloseable {
         long constructed = System.nanoTime();
         StartTrace trace = new StartTrace();
         Files.createDirectories(config.stateDir().resolve("t"));
+        // The shares are mounted below it: none of that may reach, or be reached from, the
+        // host's mounts (a shared /run would carry each share's mount and unmount elsewhere).
+        Syscalls.makePrivateMount(config.stateDir());
         LOG.log(Level.INFO, "daemon: rund {0}", Version.CURRENT);
         FaultPoints.arm(config.fault(), config.stateDir().resolve("fault.fired"));
         VmJail jail = config.jail();

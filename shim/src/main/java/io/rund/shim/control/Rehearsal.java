@@ -6,6 +6,7 @@ import io.rund.control.v1.StartRequest;
 import io.rund.control.v1.StartResponse;
 import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
+import io.rund.rootfs.Syscalls;
 import io.rund.rootfs.WritableLayerStore;
 import io.rund.sandbox.cgroup.CgroupLayout;
 import io.rund.sandbox.cgroup.CgroupPool;
@@ -98,6 +99,9 @@ final class Rehearsal {
             }
         } finally {
             CgroupPool.open(CgroupLayout.detect(pool), config.stateDir().resolve("cgroup-claims"), 1).destroy();
+            if (Syscalls.isMountPoint(config.stateDir())) {
+                Syscalls.umount2(config.stateDir(), Syscalls.MNT_DETACH);
+            }
             deleteTree(dir);
             deleteTree(store);
         }

@@ -208,7 +208,7 @@ public final class OciSpec {
         for (String line : mountinfo.split("\n")) {
             String[] f = line.split(" ");
             int dash = java.util.Arrays.asList(f).indexOf("-");
-            if (f.length < 5 || dash < 0 || dash + 3 >= f.length || !unescape(f[4]).equals(dir)) {
+            if (f.length < 5 || dash < 0 || dash + 3 >= f.length || !Syscalls.mountinfoPath(f[4]).equals(dir)) {
                 continue;
             }
             if (!f[dash + 1].equals("tmpfs")) {
@@ -242,24 +242,6 @@ public final class OciSpec {
         } catch (NumberFormatException e) {
             return 0;
         }
-    }
-
-    /** A mountinfo path field with its octal escapes (\040 for a space) undone. */
-    private static String unescape(String field) {
-        if (field.indexOf('\\') < 0) {
-            return field;
-        }
-        StringBuilder b = new StringBuilder();
-        for (int i = 0; i < field.length(); i++) {
-            char c = field.charAt(i);
-            if (c == '\\' && i + 3 < field.length()) {
-                b.append((char) Integer.parseInt(field.substring(i + 1, i + 4), 8));
-                i += 3;
-            } else {
-                b.append(c);
-            }
-        }
-        return b.toString();
     }
 
     /**

@@ -161,6 +161,11 @@ public final class Stdio {
         return () -> ch;
     }
 
+    /** A guest that broke the protocol ends the pump, and says so in the log (an ordinary end does not). */
+    private static boolean rejected(Exception e) {
+        return e instanceof AgentException a && a.rejectedAnswer();
+    }
+
     static void closeQuietly(java.io.Closeable c) {
         try {
             c.close();
@@ -213,7 +218,7 @@ public final class Stdio {
                     }
                 }
             } catch (IOException | AgentException e) {
-                LOG.log(Level.DEBUG, "stdio {0}: {1}", process.name(), e.getMessage());
+                LOG.log(rejected(e) ? Level.WARNING : Level.DEBUG, "stdio {0}: {1}", process.name(), e.getMessage());
             } finally {
                 done.complete(null);
             }
@@ -275,7 +280,7 @@ public final class Stdio {
                     process.closeStdin();
                 }
             } catch (IOException | AgentException e) {
-                LOG.log(Level.DEBUG, "stdin {0}: {1}", process.name(), e.getMessage());
+                LOG.log(rejected(e) ? Level.WARNING : Level.DEBUG, "stdin {0}: {1}", process.name(), e.getMessage());
             }
         });
         return input;

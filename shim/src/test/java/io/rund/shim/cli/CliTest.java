@@ -171,4 +171,17 @@ class CliTest {
         return r.out().lines().filter(l -> l.matches("(ok|warn|fail) +" + Pattern.quote(check) + " .*")).findFirst()
                 .orElseThrow(() -> new AssertionError("no " + check + " line in:\n" + r.out()));
     }
+
+    /** Yama's scope decides whether the back-ends can read their VM's memory; 2 and 3 fail the check. */
+    @Test
+    void checkSaysWhetherYamaLetsTheBackEndsReachTheirVm(@TempDir Path dir) throws Exception {
+        assertEquals(HostCheck.Level.OK, HostCheck.ptraceScope(dir.resolve("absent")).level());
+        for (String scope : List.of("0", "1", "2", "3")) {
+            Path f = Files.writeString(dir.resolve("scope" + scope), scope + "\n");
+            HostCheck.Line line = HostCheck.ptraceScope(f);
+            assertEquals(scope.equals("0") || scope.equals("1") ? HostCheck.Level.OK : HostCheck.Level.FAIL, line.level(),
+                    line.toString());
+            assertTrue(line.detail().contains("ptrace_scope " + scope), line.detail());
+        }
+    }
 }

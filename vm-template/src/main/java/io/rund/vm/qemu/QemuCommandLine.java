@@ -13,7 +13,7 @@ import java.util.List;
 public final class QemuCommandLine {
 
     /** One group of QEMU arguments. */
-    sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Disk,
+    sealed interface Group permits Base, Machine, Accel, Memory, Smp, Boot, Console, Qmp, AgentPort, SharedDir, Ptracer, Disk,
             Nic, Incoming, Sandbox {
         List<String> args();
 
@@ -143,13 +143,28 @@ public final class QemuCommandLine {
         }
 
         public List<String> jail() {
-            if (fd < 0) {
-                return List.of();
-            }
-            // Yama (ptrace_scope 1) lets one declared process besides ancestors reach the VM's memory.
-            return index == 0 && backEndPid > 0
-                    ? List.of("--connect", fd + "=" + socket, "--ptracer", Long.toString(backEndPid))
-                    : List.of("--connect", fd + "=" + socket);
+            return fd < 0 ? List.of() : List.of("--connect", fd + "=" + socket);
+        }
+    }
+
+    /**
+     * Who besides its ancestors may reach the VM's memory under Yama's ptrace_scope 1: every
+     * virtio-fs back-end must (process_vm_readv). Yama keeps one declared process per tracee,
+     * so one back-end is named by pid and two or more by "any", which lets any process that
+     * passes the kernel's other checks (the VM's own uid, which only its back-ends share, or
+     * CAP_SYS_PTRACE) do what the declared one could.
+     */
+    record Ptracer(List<Long> backEnds) implements Group {
+        public List<String> args() {
+            return List.of();
+        }
+
+        public List<String> jail() {
+            return switch (backEnds.size()) {
+                case 0 -> List.of();
+                case 1 -> List.of("--ptracer", Long.toString(backEnds.getFirst()));
+                default -> List.of("--ptracer", "any");
+            };
         }
     }
 
@@ -247,6 +262,10 @@ public final class QemuCommandLine {
             VmConfig.SharedDir d = c.sharedDirs().get(i);
             g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1,
                     d.backEndPid()));
+        }
+        if (jailed) {
+            g.add(new Ptracer(c.sharedDirs().stream().map(VmConfig.SharedDir::backEndPid).filter(p -> p > 0).distinct()
+                    .toList()));
         }
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);

@@ -62,10 +62,13 @@ public final class QemuHypervisor implements Hypervisor {
     /**
      * The guest kernel command line. Under TCG the TSC frequency is pinned to the host's:
      * microvm guests sometimes hang in early TSC calibration otherwise (DESIGN.md's quirks).
-     * Kernel messages below "notice" stay off the console; the agent logs at notice.
+     * Kernel messages below "notice" stay off the console; the agent logs at notice. The
+     * kernel's log and its pointers are for CAP_SYSLOG only (dmesg_restrict, kptr_restrict:
+     * a hardened host's settings, set before init runs), so a container reads neither, as
+     * under runc on such a host.
      */
     static String baseCmdline(Accelerator accelerator) {
-        String common = "console=ttyS0 loglevel=6 panic=-1";
+        String common = "console=ttyS0 loglevel=6 panic=-1 sysctl.kernel.dmesg_restrict=1 sysctl.kernel.kptr_restrict=1";
         return accelerator.kind() == Accelerator.Kind.KVM ? common
                 : common + " tsc=reliable tsc_early_khz=" + hostTscKhz();
     }

@@ -1,6 +1,7 @@
 package io.rund.vm.qemu;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -89,6 +90,24 @@ class QemuCommandLineTest {
                 Path.of("qemu"), config(List.of(new VmConfig.Disk("x".repeat(21), Path.of("/a"), false)), List.of()),
                 TCG, ""));
         assertTrue(tooLong.getMessage().contains("1-20"), tooLong.getMessage());
+    }
+
+    /** Under Yama's ptrace_scope 1 each back-end reads the VM's memory only if the VM declared it. */
+    @Test
+    void everyVirtioFsBackEndIsDeclaredTheVmsPtracer() {
+        java.util.function.Function<List<VmConfig.SharedDir>, String> jail = dirs -> {
+            VmConfig c = new VmConfig("sb1", Path.of("/s/sb1"), Path.of("/g/vmlinux"), Path.of("/g/init.cpio"), 1, 256, "",
+                    List.of(), dirs);
+            List<String> argv = QemuCommandLine.jailedArgv(Path.of("/lib/rund-jail"), 2000007, 2000000, List.of(),
+                    Path.of("/usr/bin/qemu-system-x86_64"), c, TCG, "console=ttyS0");
+            return String.join(" ", argv.subList(0, argv.indexOf("--")));
+        };
+        VmConfig.SharedDir lower = new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"), 41);
+        VmConfig.SharedDir hostdirs = new VmConfig.SharedDir("hostdirs", Path.of("/s/sb1/hostfs.sock"), 42);
+        assertTrue(jail.apply(List.of(lower)).endsWith(" --ptracer 41"), jail.apply(List.of(lower)));
+        assertTrue(jail.apply(List.of(lower, hostdirs)).endsWith(" --ptracer any"), jail.apply(List.of(lower, hostdirs)));
+        assertFalse(jail.apply(List.of(new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"), 0)))
+                .contains("--ptracer"), "a back-end not known by pid is not declared");
     }
 
     @Test
