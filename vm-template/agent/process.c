@@ -1095,10 +1095,15 @@ int proc_resize(const char *cid, const char *eid, unsigned rows, unsigned cols, 
 
 int container_wait_oom(char *cid_out, size_t cap, struct fault *f)
 {
-    (void)f;
     pthread_mutex_lock(&g_lock);
-    while (g_oom_head == g_oom_tail)
+    while (g_oom_head == g_oom_tail && !call_abandoned())
         pthread_cond_wait(&g_changed, &g_lock);
+    if (g_oom_head == g_oom_tail) {
+        /* Its host left (procs_host_left woke us): an event taken now would be answered to
+         * nobody and lost; it stays queued for the next host's wait. */
+        pthread_mutex_unlock(&g_lock);
+        return fail(f, CODE_UNAVAILABLE, "the host that waited for OOM events left");
+    }
     snprintf(cid_out, cap, "%s", g_oom_queue[g_oom_tail++ % 32]);
     pthread_mutex_unlock(&g_lock);
     return 0;

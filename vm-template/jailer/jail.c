@@ -1,12 +1,13 @@
 /* rund-jail: starts a VM's hypervisor unprivileged, the way Firecracker's jailer does.
  *
  *   rund-jail --uid U --gid G [--group K]...
- *             [--open N=rw:PATH | N=r:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
+ *             [--open N=MODE:PATH]... [--tap N=NAME]... [--listen N=PATH]... [--connect N=PATH]...
  *             [--pivot DIR] [--cap NAME]... [--ptracer PID|any]
  *             -- PROGRAM ARGS...
  *
  * As root it prepares what the hypervisor may use and could not open itself: files
- * (the writable layer, through the daemon's /proc/<pid>/fd link), a tap device it creates
+ * (the writable layer, through the daemon's /proc/<pid>/fd link; MODE r or rw, and rd or
+ * rwd with O_DIRECT, which QEMU's cache.direct=on asks its descriptors to have), a tap device it creates
  * (TUNSETIFF needs CAP_NET_ADMIN), listening sockets for QMP and the agent, a connection
  * to the virtio-fs back-end, each on descriptor N, and closes every other descriptor it
  * inherited. Then it drops
@@ -111,9 +112,13 @@ static int open_file(const char *spec)
         flags = O_RDWR;
     else if (!strncmp(spec, "r:", 2))
         flags = O_RDONLY;
+    else if (!strncmp(spec, "rwd:", 4))
+        flags = O_RDWR | O_DIRECT;
+    else if (!strncmp(spec, "rd:", 3))
+        flags = O_RDONLY | O_DIRECT;
     else {
         errno = 0;
-        fail("open mode must be r: or rw:, got", spec);
+        fail("open mode must be r:, rw:, rd: or rwd:, got", spec);
     }
     const char *path = strchr(spec, ':') + 1;
     int fd = open(path, flags | O_CLOEXEC | O_NOCTTY);

@@ -165,9 +165,9 @@ final class Containerd implements AutoCloseable {
         env.put("RUND_CGROUP_POOL", pool);
         env.put("RUND_POOL_SIZE", "4");
         // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
-        // Nested as a node's (/dev/shm/rund/templates), under a parent closed as older rund left it:
+        // Nested as a node's (/var/lib/rund/templates), under a parent closed as older rund left it:
         // VMs run as uids of their own and must still reach the templates' RAM.
-        Path templates = Path.of("/dev/shm/rund-test/templates");
+        Path templates = Path.of("/var/lib/rund-test/templates");
         if (!Files.exists(templates.getParent())) {
             Files.createDirectory(templates.getParent(), PosixFilePermissions.asFileAttribute(
                     PosixFilePermissions.fromString("rwx------")));

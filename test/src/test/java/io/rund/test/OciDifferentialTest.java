@@ -111,7 +111,11 @@ class OciDifferentialTest {
             Case.sh("child-killed", List.of(), "sh -c 'kill -9 $$'; echo child $?"),
             Case.sh("init-ignores-kill", List.of(), "kill -9 $$; echo still here"),
             Case.sh("umask", List.of(), "umask; touch /tmp/f; stat -c %a /tmp/f"),
-            Case.sh("kernel-log", List.of(), "dmesg > /dev/null 2>&1; echo dmesg $?"));
+            Case.sh("kernel-log", List.of(), "dmesg > /dev/null 2>&1; echo dmesg $?"),
+            // The writable layer's writes are the guest's to cache: none charged to the VM's host
+            // cgroup (under rund the host once OOM-killed QEMU here).
+            Case.sh("big-write", List.of(), "head -c 200000000 /dev/zero > /big; echo write $?; sync; echo sync $?;"
+                    + " ls -l /big | awk '{print $5}'"));
 
     private static Command.Result run(String runtime, String id, Case c) throws Exception {
         List<String> args = new ArrayList<>(List.of("run", "--rm", "--runtime", runtime));
@@ -124,6 +128,10 @@ class OciDifferentialTest {
     @Test
     void whatAContainerSeesIsWhatRuncShowsIt() throws Exception {
         List<String> differences = new ArrayList<>();
+        // containerd's events as a user sees them: which containers it was told were OOM-killed.
+        java.nio.file.Path eventLog = ctd.dir.resolve("oci-events.log");
+        Process events = new ProcessBuilder(Containerd.CTR, "-a", ctd.socket.toString(), "events")
+                .redirectErrorStream(true).redirectOutput(eventLog.toFile()).start();
         for (Case c : CASES) {
             Command.Result runc = run(RUNC, "runc-" + c.name(), c);
             Command.Result rund = run(RUND, "rund-" + c.name(), c);
@@ -133,6 +141,18 @@ class OciDifferentialTest {
                 differences.add("== " + c.name() + " " + c.options() + "\n-- runc:\n" + expected + "\n-- rund:\n" + actual);
             }
         }
+        Thread.sleep(1000); // the last events on their way
+        events.destroy();
+        events.waitFor(10, TimeUnit.SECONDS);
+        java.util.Set<String> runcOom = new java.util.TreeSet<>();
+        java.util.Set<String> rundOom = new java.util.TreeSet<>();
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("/tasks/oom \\{\"container_id\":\"(runc|rund)-([^\"]+)\"")
+                .matcher(java.nio.file.Files.readString(eventLog));
+        while (m.find()) {
+            (m.group(1).equals("runc") ? runcOom : rundOom).add(m.group(2));
+        }
+        assertTrue(runcOom.contains("memory-limit"), "runc's memory-limit case is OOM-killed: " + runcOom);
+        assertEquals(runcOom, rundOom, "the cases containerd heard were OOM-killed: under runc (expected) and under rund");
         assertTrue(differences.isEmpty(), differences.size() + " of " + CASES.size() + " cases differ:\n"
                 + String.join("\n", differences));
         // A VM sized for 2 GiB is a clone of its own size's template, not a cold boot.

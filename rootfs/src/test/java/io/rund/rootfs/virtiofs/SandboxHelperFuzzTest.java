@@ -91,6 +91,9 @@ class SandboxHelperFuzzTest {
                 kind);
                 HostileDriver guest = HostileDriver.connect(fs, jail)) {
             assertEquals(0, error(guest.call(guest.init(), 4096)));
+            if (writable) {
+                fs.allowOwners(true, 0, List.of(0)); // a root pod's, with CAP_CHOWN: the most a guest may do
+            }
             int sent = 0;
             long answered = 0;
             while (sent < count) {

@@ -306,6 +306,7 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     }
 
     /** Blocks until some container of the guest has an OOM kill; returns its id. */
+    @Override
     public String waitOom(Duration timeout) throws AgentException {
         return call("WaitOOM", Empty.getDefaultInstance(), OOMEvent.parser(), timeout).getContainerId();
     }

@@ -11,6 +11,12 @@ import java.util.List;
  */
 public interface GuestProcesses {
 
+    /**
+     * Blocks until a container of the sandbox is OOM-killed in the guest, or {@code timeout}
+     * passes (null: for as long as the guest runs); that container's id.
+     */
+    String waitOom(Duration timeout) throws AgentException;
+
     /** Starts a created process; returns its pid in the guest. */
     int startProcess(String containerId, String execId) throws AgentException;
 

@@ -393,9 +393,10 @@ public final class HostCheck {
         }
         Path root = config.templates();
         String fs = fsType(root);
-        if (!fs.equals("tmpfs") && !fs.equals("hugetlbfs")) {
-            add(Level.WARN, "template store", root + " is on " + fs + ": clones map template RAM from it, which belongs"
-                    + " on tmpfs or hugetlbfs");
+        if (fs.equals("tmpfs") || fs.equals("hugetlbfs")) {
+            add(Level.WARN, "template store", root + " is on " + fs + ": a clone's reads of template pages its template"
+                    + " never touched allocate pages there, charged to the clone's memory cgroup and never reclaimed (a"
+                    + " container's big write can get its QEMU killed by the host); put templates on a disk file system");
         }
         if (daemon != null) {
             add(daemon.getTemplateBuilt() ? Level.OK : Level.WARN, "templates", root + ", current " + daemon.getTemplateKey()

@@ -6,6 +6,7 @@ import io.rund.containerd.events.TaskExecAdded;
 import io.rund.containerd.events.TaskExecStarted;
 import io.rund.containerd.events.TaskExit;
 import io.rund.containerd.events.TaskIO;
+import io.rund.containerd.events.TaskOOM;
 import io.rund.containerd.events.TaskPaused;
 import io.rund.containerd.events.TaskResumed;
 import io.rund.containerd.events.TaskStart;
@@ -57,6 +58,11 @@ final class TaskEvents {
         publisher.publish("/tasks/delete", TaskDelete.newBuilder().setContainerId(containerId).setPid(pid)
                 .setExitStatus(exit.status()).setExitedAt(Timestamps.of(exit.at()))
                 .setId(execId.isEmpty() ? containerId : execId).build());
+    }
+
+    /** A process of the container was killed for memory (the guest's cgroup OOM killer). */
+    void oom(String containerId) {
+        publisher.publish("/tasks/oom", TaskOOM.newBuilder().setContainerId(containerId).build());
     }
 
     void paused(String containerId, boolean paused) {

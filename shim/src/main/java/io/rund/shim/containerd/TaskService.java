@@ -310,6 +310,9 @@ public final class TaskService {
         t.podFiles = saved.podFiles() == null ? null : Path.of(saved.podFiles());
         t.deleted.addAll(saved.deleted());
         t.sandbox = pod;
+        if (pod != null) {
+            t.watchOom(pod);
+        }
         for (TaskRecord.Container sc : saved.containers()) {
             Container c = new Container(sc.id(), Path.of(sc.bundle()));
             c.paused = sc.paused();
@@ -552,6 +555,7 @@ public final class TaskService {
             ContainerSpec cs = OciSpec.readBundle(cid, bundlePath, rootfs, r.getTerminal());
             if (cid.equals(id)) {
                 sandbox = starter.start(cs);
+                watchOom(sandbox);
             } else {
                 sandbox().addContainer(sandboxApi() ? SandboxApi.withPodFiles(cs, podFiles) : cs);
             }
@@ -980,11 +984,57 @@ public final class TaskService {
         synchronized (lifecycle) {
             if (!closed) {
                 sandbox = p;
+                watchOom(p);
                 return p;
             }
         }
         p.stop(STOP_GRACE); // shut down while it started
         throw new TaskFault(Fault.FAILED_PRECONDITION, "sandbox " + id + " ended while it started");
+    }
+
+    /** Fewest milliseconds between two OOM answers of one pod's guest: none can flood containerd or spin a thread. */
+    private static final long OOM_EVENT_GAP_MILLIS = 100;
+
+    /**
+     * Tells containerd of every OOM kill in the pod's containers (TaskOOM), as runc's shim
+     * does from the cgroup, for as long as the guest answers: it waits on the agent, which
+     * watches each container's memory.events. At most one answer per {@link
+     * #OOM_EVENT_GAP_MILLIS}, so a guest that answers at once, for ever, costs nothing.
+     */
+    private void watchOom(Pod pod) {
+        Thread.ofVirtual().name("oom-" + id).start(() -> {
+            while (true) {
+                String cid;
+                try {
+                    cid = pod.processes().waitOom(null);
+                } catch (AgentException e) {
+                    LOG.log(Level.DEBUG, "task {0}: OOM watch ends: {1}", id, e.getMessage());
+                    return;
+                }
+                if (containers.containsKey(cid)) {
+                    LOG.log(Level.INFO, "task {0}: container {1} had a process OOM-killed", id, cid);
+                    events.oom(cid);
+                } else {
+                    // Another endpoint's container of the pod (it reports its own), or a guest's lie.
+                    LOG.log(Level.DEBUG, "task {0}: OOM kill in {1}, not a container of this endpoint", id, quoted(cid));
+                }
+                try {
+                    Thread.sleep(OOM_EVENT_GAP_MILLIS);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /** A guest's string for the log: at most 64 characters, control characters escaped. */
+    private static String quoted(String s) {
+        StringBuilder b = new StringBuilder("\"");
+        for (int i = 0; i < s.length() && i < 64; i++) {
+            char c = s.charAt(i);
+            b.append(c < 0x20 || c == 0x7f ? String.format("\\x%02x", (int) c) : String.valueOf(c));
+        }
+        return b.append(s.length() > 64 ? "...\"" : "\"").toString();
     }
 
     /** The sandbox, or null before it started. */

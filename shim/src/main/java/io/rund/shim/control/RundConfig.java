@@ -20,7 +20,7 @@ import java.util.Map;
  * pool_size = 8                        # pre-created cgroups
  * cgroup_pool = "rund"                 # the pool's directory in each cgroup hierarchy
  * accelerator = "auto"                 # auto, kvm or tcg
- * templates = "/dev/shm/rund/templates" # VM templates (tmpfs); "off" boots every VM cold
+ * templates = "/var/lib/rund/templates" # VM templates (a disk file system, not tmpfs); "off" boots every VM cold
  * spare_vms = 2                        # paused clones kept ready for the next starts; 0 for none
  * vm_uid_base = 2000000                # each sandbox's QEMU and helper run as a uid of its own above
  *                                      # this, in group vm_uid_base
@@ -90,7 +90,7 @@ public final class RundConfig {
         if (guestMiB < 32 || guestMiB > 1024) {
             throw new IOException(path + ": guest_memory_mib " + guestMiB + " is outside 32..1024");
         }
-        String templates = pick(env, "RUND_TEMPLATES", f.templates, "/dev/shm/rund/templates");
+        String templates = pick(env, "RUND_TEMPLATES", f.templates, "/var/lib/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
             throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
         }

@@ -135,6 +135,25 @@ final class StandInPod implements Pod, GuestProcesses {
         ended.complete(0);
     }
 
+    /** Containers the stand-in guest says were OOM-killed, in order (a test adds them). */
+    final java.util.concurrent.BlockingQueue<String> ooms = new java.util.concurrent.LinkedBlockingQueue<>();
+
+    @Override
+    public String waitOom(Duration timeout) throws AgentException {
+        long end = timeout == null ? Long.MAX_VALUE : System.nanoTime() + timeout.toNanos();
+        try {
+            while (!stopped && System.nanoTime() < end) {
+                String cid = ooms.poll(50, TimeUnit.MILLISECONDS);
+                if (cid != null) {
+                    return cid;
+                }
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        throw new AgentException(stopped ? Fault.UNAVAILABLE : Fault.DEADLINE_EXCEEDED, "no OOM", null);
+    }
+
     @Override
     public int startProcess(String containerId, String execId) throws AgentException {
         exit(containerId, execId);

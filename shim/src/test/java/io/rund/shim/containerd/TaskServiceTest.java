@@ -251,6 +251,13 @@ class TaskServiceTest {
                 () -> call("Delete", DeleteRequest.newBuilder().setId("web").build(), DeleteResponse.parser()));
         assertEquals(Code.FAILED_PRECONDITION, running.code(), "a running task is not deleted");
 
+        // The guest's OOM killer took a process: containerd hears of it as from runc's shim.
+        pod.ooms.add("web");
+        Envelope oom = events.poll(10, TimeUnit.SECONDS);
+        assertEquals("/tasks/oom", oom == null ? "(none)" : oom.getTopic());
+        assertEquals("web", io.rund.containerd.events.TaskOOM.parseFrom(oom.getEvent().getValue()).getContainerId());
+        pod.ooms.add("not-a-container-here"); // another endpoint's, or a lie: not told
+
         call("Kill", KillRequest.newBuilder().setId("web").setSignal(9).build(), Empty.parser());
         WaitResponse waited = call("Wait", WaitRequest.newBuilder().setId("web").build(), WaitResponse.parser());
         assertEquals(137, waited.getExitStatus());

@@ -24,7 +24,7 @@ class RundConfigTest {
         assertEquals(8, c.poolSize());
         assertEquals("rund", c.cgroupPool());
         assertNull(c.accelerator(), "automatic");
-        assertEquals(Path.of("/dev/shm/rund/templates"), c.templates(), "VMs are cloned by default");
+        assertEquals(Path.of("/var/lib/rund/templates"), c.templates(), "VMs are cloned by default");
         assertEquals(2, c.spareVms());
         assertEquals(2_000_000, c.vmUidBase(), "VMs are confined by default");
         assertEquals(Path.of("/usr/local/lib/rund/rund-jail"), c.jailer());

@@ -189,8 +189,13 @@ public final class QemuCommandLine {
             // locks) on one conflict with those on the other; the disk is this VM's alone, so no lock.
             // An error (ENOSPC of a full store above all) goes to the guest, whose writer gets it as
             // under runc: QEMU's default for ENOSPC pauses the whole VM, which then never answers.
+            // A writable disk bypasses the host's page cache (cache.direct=on, O_DIRECT): the guest
+            // caches what it reads and writes itself, and a host cache of it would be a second copy
+            // charged to the sandbox's memory cgroup, where dirty pages of a container's big write
+            // got QEMU OOM-killed (the RunD paper's own point). Writes still complete in QEMU's
+            // order as the guest flushes them (cache=none keeps writeback semantics to the guest).
             a.addAll(List.of("-drive", "file=" + file + ",if=none,id=disk" + index + ",format=raw"
-                            + (readOnly ? ",readonly=on" : "") + (fd >= 0 ? ",file.locking=off" : "")
+                            + (readOnly ? ",readonly=on" : ",cache.direct=on") + (fd >= 0 ? ",file.locking=off" : "")
                             + ",werror=report,rerror=report",
                     "-device", "virtio-blk-device,drive=disk" + index + ",serial=" + serial));
             return a;
@@ -200,11 +205,12 @@ public final class QemuCommandLine {
             if (fd < 0) {
                 return List.of();
             }
+            // QEMU takes from a set only a descriptor whose O_DIRECT matches the open it makes.
             List<String> j = new ArrayList<>();
             if (!readOnly) {
-                j.addAll(List.of("--open", fd + "=rw:" + this.file));
+                j.addAll(List.of("--open", fd + "=rwd:" + this.file));
             }
-            j.addAll(List.of("--open", (fd + 1) + "=r:" + this.file));
+            j.addAll(List.of("--open", (fd + 1) + (readOnly ? "=r:" : "=rd:") + this.file));
             return j;
         }
     }
