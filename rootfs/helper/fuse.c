@@ -65,19 +65,29 @@ static bool mounted;
 bool writable;
 static uint64_t refused_nodes, refused_handles, generation_counter;
 
-static uint32_t hash_inode(dev_t dev, ino_t ino)
+static uint32_t hash_inode(dev_t dev, ino_t ino, uint64_t top)
 {
-    uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev * 0xc2b2ae3d27d4eb4full;
+    uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev * 0xc2b2ae3d27d4eb4full ^ top;
     return (uint32_t)(h ^ h >> 29) & (inode_slots - 1);
 }
 
-static uint32_t *inode_slot(dev_t dev, ino_t ino)
+static uint32_t *inode_slot(dev_t dev, ino_t ino, uint64_t top)
 {
-    for (uint32_t s = hash_inode(dev, ino);; s = (s + 1) & (inode_slots - 1)) {
+    for (uint32_t s = hash_inode(dev, ino, top);; s = (s + 1) & (inode_slots - 1)) {
         uint32_t v = by_inode[s];
-        if (!v || (nodes[v - 1].dev == dev && nodes[v - 1].ino == ino))
+        if (!v || (nodes[v - 1].dev == dev && nodes[v - 1].ino == ino && nodes[v - 1].top == top))
             return &by_inode[s];
     }
+}
+
+/* The share directory a path beneath the root lies in, as struct node's `top` says: a hash
+ * (FNV-1a) of its first name, never 0. */
+static uint64_t top_of(const char *path)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *c = path; *c && *c != '/'; c++)
+        h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+    return h | 1;
 }
 
 /* Backward-shift deletion keeps every probe sequence unbroken without tombstones. */
@@ -87,7 +97,7 @@ static void inode_remove(uint32_t *slot)
     by_inode[i] = 0;
     for (uint32_t j = (i + 1) & (inode_slots - 1); by_inode[j]; j = (j + 1) & (inode_slots - 1)) {
         const struct node *n = &nodes[by_inode[j] - 1];
-        uint32_t home = hash_inode(n->dev, n->ino);
+        uint32_t home = hash_inode(n->dev, n->ino, n->top);
         /* Move j's entry into the hole at i unless its home lies cyclically in (i, j]. */
         bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
@@ -124,7 +134,7 @@ int fuse_init_root(int fd, struct fuse_limits l, bool rw)
     for (uint32_t i = 0; i < l.handles; i++)
         handles[i].fd = -1;
     nodes[0] = (struct node){.lookups = 1, .dev = st.st_dev, .ino = st.st_ino, .path = "", .path_len = 0};
-    *inode_slot(st.st_dev, st.st_ino) = 1;
+    *inode_slot(st.st_dev, st.st_ino, 0) = 1;
     return 0;
 }
 
@@ -143,7 +153,7 @@ void fuse_stats(char *buf, size_t len)
 static void drop_node(uint32_t idx)
 {
     struct node *n = &nodes[idx];
-    inode_remove(inode_slot(n->dev, n->ino));
+    inode_remove(inode_slot(n->dev, n->ino, n->top));
     path_bytes -= n->path_len + n->alt_len;
     free(n->path);
     free(n->alt);
@@ -279,7 +289,8 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
     struct fuse_entry_out *o = (struct fuse_entry_out *)r->body;
     if (r->cap < sizeof(*o))
         return -ERANGE;
-    uint32_t *slot = inode_slot(st->st_dev, st->st_ino);
+    uint64_t top = top_of(here);
+    uint32_t *slot = inode_slot(st->st_dev, st->st_ino, top);
     struct node *n = *slot ? &nodes[*slot - 1] : NULL;
     bool fresh = !n;
     if (fresh && ((!nfree_nodes && fresh_nodes > limits.nodes) || path_bytes + len > limits.path_bytes)) {
@@ -309,7 +320,7 @@ int entry_reply(struct node *dir, const char *name, size_t name_len, const struc
         if (!path)
             return -ENOMEM;
         uint32_t idx = nfree_nodes ? free_nodes[--nfree_nodes] : fresh_nodes++;
-        nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st->st_dev, .ino = st->st_ino};
+        nodes[idx] = (struct node){.generation = ++generation_counter, .dev = st->st_dev, .ino = st->st_ino, .top = top};
         *slot = idx + 1;
         used_nodes++;
         n = &nodes[idx];

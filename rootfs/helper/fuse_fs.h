@@ -27,6 +27,11 @@ struct node {
     uint64_t generation;
     dev_t dev;
     ino_t ino;
+    /* Which directory of the share the node lies in (a hash of its path's first name; 0 for
+     * the root): one host directory bound twice, read-only for one container and writable
+     * for another, or one image layer in two containers' images, is one inode in two trees,
+     * and a node of one must never be served by a path of the other. */
+    uint64_t top;
     char *path; /* beneath the root, "" for the root itself */
     size_t path_len;
     /* A writable share's inode may have a second name (a hard link) the guest found or

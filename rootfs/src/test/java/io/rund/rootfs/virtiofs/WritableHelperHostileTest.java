@@ -234,30 +234,34 @@ class WritableHelperHostileTest {
 
     @Test
     void renamesAndHardLinksKeepTheGuestsNodesWorking() throws Exception {
-        assertEquals(0, error(mkdir(0, 0, 1, "a", 0755)));
-        long a = nodeOf(call(guest.lookup(1, "a")));
+        // Within one directory of the share, as a container's bind is one (the share's root
+        // holds only those, and nothing there is renamed or linked).
+        assertEquals(0, error(mkdir(0, 0, 1, "t", 0755)));
+        long t = nodeOf(call(guest.lookup(1, "t")));
+        assertEquals(0, error(mkdir(0, 0, t, "a", 0755)));
+        long a = nodeOf(call(guest.lookup(t, "a")));
         long f = nodeOf(create(0, 0, a, "f", 2, 0644));
         // The directory moves: the file's node, found under the old name, still resolves.
-        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME, 1, concat(le(8).putLong(1).array(), names("a", "z"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME, t, concat(le(8).putLong(t).array(), names("a", "z"))))));
         assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))));
-        assertTrue(Files.exists(share.resolve("z/f")));
+        assertTrue(Files.exists(share.resolve("t/z/f")));
         // A second name, then the first removed: the node answers by the second.
-        assertEquals(0, error(call(guest.fuse(HostileDriver.LINK, 1, concat(le(8).putLong(f).array(), names("g"))))));
-        assertEquals(0, error(call(guest.fuse(HostileDriver.UNLINK, nodeOf(call(guest.lookup(1, "z"))), names("f")))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.LINK, t, concat(le(8).putLong(f).array(), names("g"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.UNLINK, nodeOf(call(guest.lookup(t, "z"))), names("f")))));
         assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))));
         // RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE swaps.
-        assertEquals(0, error(create(0, 0, 1, "h", 2, 0644)));
-        assertEquals(-HostileDriver.EEXIST, error(call(guest.fuse(HostileDriver.RENAME2, 1,
-                concat(le(16).putLong(1).putInt(1).putInt(0).array(), names("g", "h"))))));
-        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME2, 1,
-                concat(le(16).putLong(1).putInt(2).putInt(0).array(), names("g", "z"))))));
-        assertTrue(Files.isDirectory(share.resolve("g")) && Files.isRegularFile(share.resolve("z")));
+        assertEquals(0, error(create(0, 0, t, "h", 2, 0644)));
+        assertEquals(-HostileDriver.EEXIST, error(call(guest.fuse(HostileDriver.RENAME2, t,
+                concat(le(16).putLong(t).putInt(1).putInt(0).array(), names("g", "h"))))));
+        assertEquals(0, error(call(guest.fuse(HostileDriver.RENAME2, t,
+                concat(le(16).putLong(t).putInt(2).putInt(0).array(), names("g", "z"))))));
+        assertTrue(Files.isDirectory(share.resolve("t/g")) && Files.isRegularFile(share.resolve("t/z")));
         assertEquals(0, error(call(guest.fuse(HostileDriver.GETATTR, f, new byte[16]))), "the file's node follows the exchange");
         // A whiteout is refused; removing a non-empty directory fails as the host's does.
-        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.RENAME2, 1,
-                concat(le(16).putLong(1).putInt(4).putInt(0).array(), names("h", "w"))))));
-        assertEquals(0, error(create(0, 0, nodeOf(call(guest.lookup(1, "g"))), "inside", 2, 0644)));
-        assertEquals(-HostileDriver.ENOTEMPTY, error(call(guest.fuse(HostileDriver.RMDIR, 1, names("g")))));
+        assertEquals(-HostileDriver.EINVAL, error(call(guest.fuse(HostileDriver.RENAME2, t,
+                concat(le(16).putLong(t).putInt(4).putInt(0).array(), names("h", "w"))))));
+        assertEquals(0, error(create(0, 0, nodeOf(call(guest.lookup(t, "g"))), "inside", 2, 0644)));
+        assertEquals(-HostileDriver.ENOTEMPTY, error(call(guest.fuse(HostileDriver.RMDIR, t, names("g")))));
         // Extended attributes are not served (the guest stops asking).
         assertEquals(-HostileDriver.ENOSYS, error(call(guest.fuse(HostileDriver.SETXATTR, 1, new byte[16]))));
     }
@@ -353,5 +357,45 @@ class WritableHelperHostileTest {
         start(SandboxHelper.Limits.DEFAULT);
         assertEquals(-HostileDriver.EPERM, error(create(65534, 65534, 1, "early", 2, 0644)));
         assertEquals(-HostileDriver.EPERM, error(mkdir(65534, 65534, 1, "early-dir", 0755)));
+    }
+
+    private static void run(String... argv) throws Exception {
+        Process p = new ProcessBuilder(argv).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        assertEquals(0, p.waitFor(), String.join(" ", argv) + ": " + out);
+    }
+
+    /**
+     * A pod that binds one host directory read-only into one container and writable into
+     * another: two directories of the share, one inode. Each is a tree of its own to the
+     * guest, so a write through the writable one is not sent to the read-only one's path.
+     */
+    @Test
+    void oneDirectoryBoundTwiceIsTwoTrees() throws Exception {
+        stop();
+        Path host = Files.createDirectories(dir.resolve("host-dir"));
+        Files.writeString(host.resolve("f"), "from the host\n");
+        Path ro = Files.createDirectories(share.resolve("c1.1"));
+        Path rw = Files.createDirectories(share.resolve("c2.2"));
+        run("mount", "--bind", host.toString(), ro.toString());
+        try {
+            run("mount", "-o", "remount,bind,ro", ro.toString());
+            run("mount", "--bind", host.toString(), rw.toString());
+            try {
+                start(SandboxHelper.Limits.DEFAULT);
+                long roDir = nodeOf(call(guest.lookup(1, "c1.1")));
+                long rwDir = nodeOf(call(guest.lookup(1, "c2.2")));
+                assertTrue(roDir != rwDir, "one node for both trees");
+                assertEquals(0, error(create(0, 0, rwDir, "made", 2, 0644)), "made through the writable tree");
+                assertTrue(Files.exists(host.resolve("made")));
+                assertEquals(-HostileDriver.EROFS, error(create(0, 0, roDir, "refused", 2, 0644)),
+                        "the read-only tree stays read-only");
+                assertTrue(nodeOf(call(guest.lookup(roDir, "f"))) != nodeOf(call(guest.lookup(rwDir, "f"))));
+            } finally {
+                run("umount", "-l", rw.toString());
+            }
+        } finally {
+            run("umount", "-l", ro.toString());
+        }
     }
 }
