@@ -392,6 +392,32 @@ void child_exec(int report, struct plan *p, int cgroup_procs)
     child_fail(report, "exec", errno);
 }
 
+/* Closes every descriptor from 3 up but the `n` in `keep` (-1 ignored): what a child holds
+ * of the agent's (its port to the host, other containers' pipes and namespaces) goes before
+ * the child is anything of a container's. */
+void child_close_others(int report, const int *keep, size_t n)
+{
+    int k[16];
+    size_t m = 0;
+    for (size_t i = 0; i < n && m < sizeof(k) / sizeof(k[0]); i++) {
+        if (keep[i] < 3)
+            continue;
+        size_t j = m++;
+        for (; j > 0 && k[j - 1] > keep[i]; j--)
+            k[j] = k[j - 1];
+        k[j] = keep[i];
+    }
+    unsigned int from = 3;
+    for (size_t i = 0; i < m; i++) {
+        if ((unsigned int)k[i] > from && syscall(SYS_close_range, from, (unsigned int)k[i] - 1, 0) < 0)
+            child_fail(report, "close the agent's descriptors", errno);
+        if ((unsigned int)k[i] >= from)
+            from = (unsigned int)k[i] + 1;
+    }
+    if (syscall(SYS_close_range, from, ~0U, 0) < 0)
+        child_fail(report, "close the agent's descriptors", errno);
+}
+
 void child_reset_signals(void)
 {
     sigset_t all;

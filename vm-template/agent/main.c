@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -475,6 +476,13 @@ int main(int argc, char **argv)
         leave_initramfs(argv);
         setup_guest();
     }
+    /* Not dumpable, so neither is any child it forks, from its first instruction until its
+     * execve (which makes a process dumpable again as its own): between fork and exec a child
+     * holds the agent's descriptors, and once it has dropped to a container's capabilities
+     * a root process of the same pod could otherwise PTRACE_SEIZE it there (the class of
+     * runc's CVE-2016-9962). Only CAP_SYS_PTRACE attaches to a process that is not dumpable. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        alog("make the agent not dumpable: %s", strerror(errno));
     /* Calls run on threads; children are reaped by one thread (process.c). SIGPIPE would
      * kill PID 1 when a process closes its stdin early. */
     signal(SIGPIPE, SIG_IGN);

@@ -524,6 +524,9 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         alog("return to the agent's PID namespace: %s", strerror(errno)); /* later forks would land in the container's */
     if (pid == 0) {
         child_reset_signals();
+        int own[] = {report[1], start[0], ptysock[1], s.child_in, s.child_out, s.child_err, r->join_uts, r->join_ipc,
+                     r->cgroup_procs};
+        child_close_others(report[1], own, sizeof(own) / sizeof(own[0]));
         if (plan.terminal) {
             /* The terminal must come from the container's own devpts, which exists only
              * once the rootfs is set up: allocate it there, hand the master to the agent. */
@@ -754,11 +757,15 @@ static int start_exec(struct fault *f, struct container *c, struct proc *p, pid_
     pid_t pid = fork();
     if (pid == 0) {
         child_reset_signals();
+        int own[] = {report[1], procs_fd, s.child_in, s.child_out, s.child_err, cgns, net, ipc, uts, mnt};
+        child_close_others(report[1], own, sizeof(own) / sizeof(own[0]));
         if (write(procs_fd, "0", 1) < 0)
             child_fail(report[1], "join the container's cgroup", errno);
         if ((cgns >= 0 && setns(cgns, CLONE_NEWCGROUP) < 0) || (net >= 0 && setns(net, CLONE_NEWNET) < 0) ||
             setns(ipc, CLONE_NEWIPC) < 0 || setns(uts, CLONE_NEWUTS) < 0 || setns(mnt, CLONE_NEWNS) < 0)
             child_fail(report[1], "enter the container's namespaces", errno);
+        int stdio[] = {report[1], s.child_in, s.child_out, s.child_err};
+        child_close_others(report[1], stdio, sizeof(stdio) / sizeof(stdio[0]));
         /* After setns, so that a terminal's /dev/pts/N is the container's. */
         child_stdio(report[1], &plan, s.child_in, s.child_out, s.child_err, s.slave);
         child_exec(report[1], &plan, -1);

@@ -120,6 +120,7 @@ void child_stdio(int report, const struct plan *p, int in, int out, int err, con
 void child_terminal(int report, int sock);
 int receive_terminal(int sock);
 void child_exec(int report, struct plan *p, int cgroup_procs);
+void child_close_others(int report, const int *keep, size_t n);
 void child_reset_signals(void);
 int parse_mount(struct fault *f, const char *root, const Rund__Agent__V1__Mount *m, struct mount_spec *out);
 /* "rprivate" and friends as mount(2) flags; -1 for a name that is none of them. */

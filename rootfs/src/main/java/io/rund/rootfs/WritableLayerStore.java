@@ -205,6 +205,27 @@ public final class WritableLayerStore {
         };
     }
 
+    /** The least a start needs free in the store: its disk's first writes (a mount's journal, a container's files). */
+    public static final long MIN_FREE_BYTES = 64L << 20;
+
+    /**
+     * Refuses a start the store cannot hold, naming the store and its free space: a disk is a
+     * clone whose blocks are allocated as the guest writes them (a spare's was made before),
+     * and a store without room would fail the guest's first writes with EIO instead.
+     */
+    public void requireRoom(String sandboxId) throws StoreException {
+        long free;
+        try {
+            free = Files.getFileStore(dir).getUsableSpace();
+        } catch (IOException e) {
+            throw new StoreException("store " + dir + ": free space: " + e.getMessage(), e);
+        }
+        if (free < MIN_FREE_BYTES) {
+            throw new StoreException("create writable layer sandbox=" + sandboxId + " in " + dir + ": the store is full ("
+                    + free + " bytes free, fewer than the " + MIN_FREE_BYTES + " a start needs)");
+        }
+    }
+
     public Path dir() {
         return dir;
     }

@@ -414,7 +414,7 @@ class CtrRunTest {
      * per share, run as its VM's uid, no_new_privs and their seccomp filters, in the VM's
      * cgroup (the sandbox's), each in a mount namespace of its own whose root is its share:
      * the image share's with dac_read_search alone, the host-directory share's with the
-     * capabilities writing as the guest's root takes, and nothing in its share here (the
+     * capabilities writing as the guest's root takes but fsetid, and nothing in its share here (the
      * container binds no host directory read-write).
      */
     private static void assertHelperConfined(String sandbox, String vmPid, int vmUid) throws Exception {
@@ -439,8 +439,8 @@ class CtrRunTest {
             String status = Files.readString(helper.resolve("status"));
             assertTrue(status.contains("\nUid:\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\t" + vmUid + "\n"),
                     "the helper runs as its VM's uid: " + status);
-            // chown, dac_override, dac_read_search, fowner, fsetid: bits 0-4; dac_read_search: bit 2.
-            String caps = hostDirs ? "000000000000001f" : "0000000000000004";
+            // chown, dac_override, dac_read_search, fowner: bits 0-3 (no fsetid, bit 4); dac_read_search: bit 2.
+            String caps = hostDirs ? "000000000000000f" : "0000000000000004";
             assertTrue(status.contains("\nCapEff:\t" + caps + "\n") && status.contains("\nCapPrm:\t" + caps + "\n")
                     && status.contains("\nCapAmb:\t0000000000000000\n"), "capabilities " + caps + " alone: " + status);
             assertTrue(status.contains("\nNoNewPrivs:\t1\n") && status.contains("\nSeccomp:\t2\n")

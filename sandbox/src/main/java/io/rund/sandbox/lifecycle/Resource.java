@@ -3,7 +3,9 @@ package io.rund.sandbox.lifecycle;
 import io.rund.rootfs.Dirs;
 import io.rund.rootfs.HostDirShare;
 import io.rund.rootfs.ReadOnlyLayer;
+import io.rund.rootfs.StoreException;
 import io.rund.rootfs.WritableLayer;
+import io.rund.sandbox.Fault;
 import io.rund.sandbox.agent.AgentClient;
 import io.rund.sandbox.cgroup.Cgroup;
 import io.rund.sandbox.guest.ResourceLimits;
@@ -33,6 +35,11 @@ enum Resource {
     STATE_DIR {
         @Override
         void acquire(Starting s) throws Exception {
+            try {
+                s.manager.store().requireRoom(s.id);
+            } catch (StoreException e) {
+                throw new SandboxException(Fault.RESOURCE_EXHAUSTED, e.getMessage(), e);
+            }
             s.spare = s.manager.takeSpare(s.id, s.dir, s.size);
             if (s.spare == null) {
                 Files.createDirectory(s.dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
