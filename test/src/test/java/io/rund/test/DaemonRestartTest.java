@@ -136,13 +136,22 @@ class DaemonRestartTest {
 
         // A kill with a standby waiting: it takes over, and a call made across loses nothing.
         long nextStandby = ctd.awaitStandby();
-        Process fg2 = new ProcessBuilder(Containerd.CTR, "-a", ctd.socket.toString(), "run", "--rm", "--runtime", RUNTIME,
-                Containerd.IMAGE, "fg2", "sh", "-c", "sleep 2; echo across; exit 5").redirectErrorStream(true).start();
-        ctd.awaitTask("fg2", "RUNNING"); // its Create and Start are answered: the kill meets its Wait
+        // Started (`run -d` returns once Start is answered: a Start the kill met would be answered
+        // "unknown", as it is not replayed), then attached: its Wait crosses the kill, or is
+        // sent after it and waits for the next daemon; the outcome is the same.
+        assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "fg2", "sh", "-c",
+                "sleep 3; echo across; exit 5").exitCode());
+        Process fg2 = new ProcessBuilder(Containerd.CTR, "-a", ctd.socket.toString(), "task", "attach", "fg2")
+                .redirectErrorStream(true).start();
+        Thread.sleep(500); // its Wait on its way
         ProcessHandle.of(third).ifPresent(ProcessHandle::destroyForcibly);
         assertEquals(nextStandby, awaitNewDaemon(third), "the standby took over");
         assertTrue(fg2.waitFor(90, TimeUnit.SECONDS));
-        assertEquals(5, fg2.exitValue(), new String(fg2.getInputStream().readAllBytes()));
+        String attached = new String(fg2.getInputStream().readAllBytes());
+        assertEquals(5, fg2.exitValue(), attached);
+        assertTrue(attached.contains("across"), attached);
+        ctd.ctr(T, "task", "delete", "fg2");
+        ctd.ctr(T, "container", "delete", "fg2");
         Command.Result exec3 = ctd.ctr(T, "task", "exec", "--exec-id", "e3", "sleeper", "echo", "after-takeover");
         assertEquals("after-takeover\n", exec3.stdout(), exec3.toString());
 

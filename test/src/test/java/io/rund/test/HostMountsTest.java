@@ -83,14 +83,15 @@ class HostMountsTest {
     /**
      * The host's mount table (this process's mount namespace is the host's), every field of
      * every line, but for mounts at or below rund's state directory and a standby daemon's
-     * rehearsal store: those are rund's own.
+     * rehearsal (its store and its state directory, a mount of its own): those are rund's own.
      */
     private static List<String> hostMounts() throws Exception {
         String state = ctd.rundState.toString();
         List<String> lines = new ArrayList<>();
         for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
             String at = line.split(" ")[4];
-            if (!at.equals(state) && !at.startsWith(state + "/") && !at.contains("/.rehearsal-")) {
+            if (!at.equals(state) && !at.startsWith(state + "/") && !at.contains("/.rehearsal-")
+                    && !at.contains("/rund-rehearsal-")) {
                 lines.add(line);
             }
         }

@@ -72,7 +72,8 @@ final class Rehearsal {
     private static void rehearse(Daemon.Config node, int rounds) throws Exception {
         removeLeftovers(node);
         long pid = ProcessHandle.current().pid();
-        Path dir = Files.createTempDirectory("rund-rehearsal-");
+        // Named by pid, as the store and the pool are: what a killed rehearsal left is known as such.
+        Path dir = Files.createTempDirectory("rund-rehearsal-" + pid + "-");
         Path store = node.scratch().resolve(".rehearsal-" + pid);
         String pool = "rund-rehearsal-" + pid;
         Daemon.Config config = new Daemon.Config(dir.resolve("state"), node.guestDir(), store, 1, pool,
@@ -107,8 +108,25 @@ final class Rehearsal {
         }
     }
 
-    /** What a rehearsal that was killed left (a standby ended mid-way): private stores and pools of dead pids. */
+    /**
+     * What a rehearsal that was killed left (a standby ended mid-way): private stores, pools
+     * and directories (its state directory a mount of its own) of dead pids.
+     */
     private static void removeLeftovers(Daemon.Config node) {
+        try (var temps = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
+            for (Path p : temps.toList()) {
+                String n = p.getFileName().toString();
+                if (n.startsWith("rund-rehearsal-") && !alive(n.substring("rund-rehearsal-".length()).split("-")[0])) {
+                    while (Syscalls.isMountPoint(p.resolve("state"))) {
+                        Syscalls.umount2(p.resolve("state"), Syscalls.MNT_DETACH);
+                    }
+                    deleteTree(p);
+                }
+            }
+        } catch (Exception e) {
+            System.getLogger(Rehearsal.class.getName()).log(System.Logger.Level.WARNING,
+                    "rehearsal: removing what an earlier one left: {0}", e.toString());
+        }
         try (var entries = Files.list(node.scratch())) {
             for (Path p : entries.toList()) {
                 String n = p.getFileName().toString();
@@ -121,7 +139,7 @@ final class Rehearsal {
                 for (Path p : pools.toList()) {
                     String n = p.getFileName().toString();
                     if (n.startsWith("rund-rehearsal-") && !alive(n.substring("rund-rehearsal-".length()))) {
-                        Path claims = Files.createTempDirectory("rund-rehearsal-claims-");
+                        Path claims = Files.createTempDirectory("rund-rehearsal-" + ProcessHandle.current().pid() + "-claims-");
                         CgroupPool.open(CgroupLayout.detect(n), claims, 1).destroy();
                         deleteTree(claims);
                     }
