@@ -59,14 +59,14 @@ static bool listed(const uint32_t *ids, uint32_t n, uint32_t id)
     return false;
 }
 
-static bool uid_allowed(uid_t uid, uid_t current)
+static bool uid_allowed(uid_t uid)
 {
-    return owners.any || uid == current || listed(owners.uids, owners.nuids, uid);
+    return owners.any || listed(owners.uids, owners.nuids, uid);
 }
 
-static bool gid_allowed(gid_t gid, gid_t current)
+static bool gid_allowed(gid_t gid)
 {
-    return owners.any || gid == current || listed(owners.gids, owners.ngids, gid);
+    return owners.any || listed(owners.gids, owners.ngids, gid);
 }
 
 /* A chown as the kernel allows it to a process without CAP_CHOWN: the owner stays, and the
@@ -77,17 +77,14 @@ static bool may_chown(const struct stat *st, bool set_uid, uid_t uid, bool set_g
         return true;
     if (set_uid && uid != st->st_uid)
         return false;
-    return !set_gid || gid == st->st_gid || (listed(owners.uids, owners.nuids, st->st_uid) && gid_allowed(gid, st->st_gid));
+    return !set_gid || gid == st->st_gid || (listed(owners.uids, owners.nuids, st->st_uid) && gid_allowed(gid));
 }
 
-static bool add_id(uint32_t *ids, uint32_t *n, uint32_t id)
+/* Adds `id` to a list the caller made room in. */
+static void add_id(uint32_t *ids, uint32_t *n, uint32_t id)
 {
-    if (listed(ids, *n, id))
-        return true;
-    if (*n == MAX_OWNER_IDS)
-        return false;
-    ids[(*n)++] = id;
-    return true;
+    if (!listed(ids, *n, id))
+        ids[(*n)++] = id;
 }
 
 int fuse_allow_owners(const char *list)
@@ -133,8 +130,7 @@ static mode_t without_set_id(mode_t mode, bool dir)
  * uid, its group the caller's gid or a set-group-ID parent's. */
 static int may_make(const struct fuse_in_header *hdr, const struct stat *parent)
 {
-    gid_t gid = parent->st_mode & S_ISGID ? parent->st_gid : hdr->gid;
-    return uid_allowed(hdr->uid, (uid_t)-1) && gid_allowed(gid, parent->st_mode & S_ISGID ? gid : (gid_t)-1) ? 0 : -EPERM;
+    return uid_allowed(hdr->uid) && (parent->st_mode & S_ISGID || gid_allowed(hdr->gid)) ? 0 : -EPERM;
 }
 
 /* Node `id`, which must be a directory: its descriptor (O_PATH) and attributes. */
@@ -157,7 +153,7 @@ static int chmod_inode(int fd, const struct stat *st, mode_t mode)
  * set-group-ID (may_make said both are allowed). Set-ID bits are not given (see
  * without_set_id). On failure the entry is removed again. Replies with its entry. */
 static int adopt_new(struct node *dir, int dfd, const struct stat *parent, const char *name, size_t name_len,
-                     const struct fuse_in_header *hdr, mode_t mode, struct reply *r)
+                     const struct fuse_in_header *hdr, struct reply *r)
 {
     long fd = openat2_confined(dfd, name, O_PATH);
     struct stat st = {0};
@@ -167,7 +163,6 @@ static int adopt_new(struct node *dir, int dfd, const struct stat *parent, const
     gid_t gid = parent->st_mode & S_ISGID ? parent->st_gid : hdr->gid;
     if (!e && fchownat((int)fd, "", hdr->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
         e = -errno;
-    (void)mode;
     if (!e && fstat((int)fd, &st) < 0)
         e = -errno;
     if (fd >= 0)
@@ -221,7 +216,7 @@ int make_entry(const struct fuse_in_header *hdr, const uint8_t *body, size_t bod
     else
         e = mknodat(dfd, name, mode, 0) < 0 ? -errno : 0;
     if (!e)
-        e = adopt_new(dir, dfd, &parent, name, name_len, hdr, mode, r);
+        e = adopt_new(dir, dfd, &parent, name, name_len, hdr, r);
     close(dfd);
     return e;
 }
@@ -266,7 +261,7 @@ int do_create(const struct fuse_in_header *hdr, const struct fuse_create_in *in,
     } else if (fstat((int)fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         e = -EEXIST; /* not a regular file: the guest's view was stale */
     } else if (made) {
-        e = adopt_new(dir, dfd, &parent, name, name_len, hdr, in->mode, r);
+        e = adopt_new(dir, dfd, &parent, name, name_len, hdr, r);
     } else if ((in->flags & O_TRUNC) && ftruncate((int)fd, 0) < 0) {
         e = -errno;
     } else {

@@ -358,6 +358,13 @@ public final class Syscalls {
         mount(null, dir, null, MS_PRIVATE | MS_REC, null);
     }
 
+    /** Detaches every mount at {@code dir}, the last first (MNT_DETACH); none is no error. */
+    public static void unmountAll(Path dir) throws SyscallException {
+        while (isMountPoint(dir)) {
+            umount2(dir, MNT_DETACH);
+        }
+    }
+
     /** Whether a mount of this mount namespace is at {@code dir} (read from /proc/self/mountinfo). */
     public static boolean isMountPoint(Path dir) {
         String want = dir.toAbsolutePath().normalize().toString();
@@ -408,7 +415,6 @@ public final class Syscalls {
                 throw new SyscallException("open_tree(" + source + ")", (int) ERRNO.get(state, 0L));
             }
             // struct mount_attr: attr_set, attr_clr, propagation, userns_fd (u64 each).
-            // struct mount_attr { u64 attr_set; u64 attr_clr; u64 propagation; u64 userns_fd; }
             MemorySegment attr = arena.allocate(32, 8);
             attr.set(ValueLayout.JAVA_LONG, 0, attrSet);
             attr.set(ValueLayout.JAVA_LONG, 16, slave ? MS_SLAVE : MS_PRIVATE);

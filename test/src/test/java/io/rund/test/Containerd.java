@@ -509,6 +509,19 @@ final class Containerd implements AutoCloseable {
         return pid;
     }
 
+    /** Waits, {@code within} at most, until a daemon other than {@code old} serves (a standby, or one a relay started). */
+    long awaitNewDaemon(long old, Duration within) throws Exception {
+        long end = System.nanoTime() + within.toNanos();
+        while (System.nanoTime() < end) {
+            long now = daemonPid();
+            if (now != old && now != 0 && ProcessHandle.of(now).isPresent()) {
+                return now;
+            }
+            Thread.sleep(50);
+        }
+        throw new AssertionError("no new daemon after " + old + ":\n" + diagnostics());
+    }
+
     /** The daemon's pid, from its pid file (0 when there is none). */
     long daemonPid() throws IOException {
         Path pid = rundState.resolve("rund.pid");
@@ -562,9 +575,7 @@ final class Containerd implements AutoCloseable {
             }
         }
         // The daemon makes its state directory a private mount of its own.
-        while (io.rund.rootfs.Syscalls.isMountPoint(rundState)) {
-            io.rund.rootfs.Syscalls.umount2(rundState, io.rund.rootfs.Syscalls.MNT_DETACH);
-        }
+        io.rund.rootfs.Syscalls.unmountAll(rundState);
         for (String hierarchy : List.of("memory", "cpu", "pids", "cpuacct")) {
             Path root = Path.of("/sys/fs/cgroup", hierarchy, pool);
             if (Files.isDirectory(root)) {

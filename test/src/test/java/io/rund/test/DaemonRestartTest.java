@@ -176,16 +176,7 @@ class DaemonRestartTest {
         ctd.awaitNothingLeft();
     }
 
-    /** Waits until a daemon other than {@code old} serves (a relay started it). */
     private static long awaitNewDaemon(long old) throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
-        while (System.nanoTime() < end) {
-            long now = ctd.daemonPid();
-            if (now != old && now != 0 && ProcessHandle.of(now).isPresent()) {
-                return now;
-            }
-            Thread.sleep(100);
-        }
-        throw new AssertionError("no new daemon after " + old + ":\n" + ctd.diagnostics());
+        return ctd.awaitNewDaemon(old, Duration.ofSeconds(90));
     }
 }

@@ -157,13 +157,7 @@ class HostMountsTest {
             p.destroyForcibly();
             p.onExit().join();
         });
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (ctd.daemonPid() == old || ctd.daemonPid() == 0) {
-            if (System.nanoTime() > end) {
-                throw new AssertionError("no daemon took over from " + old + ":\n" + ctd.diagnostics());
-            }
-            Thread.sleep(50);
-        }
+        ctd.awaitNewDaemon(old, Duration.ofSeconds(60));
         Command.Result across = ctd.ctr(T, "task", "exec", "--exec-id", "e1", "rund-across", "cat", "/hp/sub/f");
         assertEquals("below\n", across.stdout(), across.toString());
         ctd.killAndDelete("rund-across");

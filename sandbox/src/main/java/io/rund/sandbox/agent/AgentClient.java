@@ -305,10 +305,14 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         call("UpdateResources", Protos.update(containerId, limits), Empty.parser());
     }
 
-    /** Blocks until some container of the guest has an OOM kill; returns its id. */
+    /**
+     * Blocks until some container of the guest has an OOM kill; returns its id, as the guest
+     * wrote it made safe to log ({@link AgentException#guestText}: a real id is unchanged).
+     */
     @Override
     public String waitOom(Duration timeout) throws AgentException {
-        return call("WaitOOM", Empty.getDefaultInstance(), OOMEvent.parser(), timeout).getContainerId();
+        return AgentException.guestText(call("WaitOOM", Empty.getDefaultInstance(), OOMEvent.parser(), timeout)
+                .getContainerId());
     }
 
     public void removeContainer(String containerId) throws AgentException {

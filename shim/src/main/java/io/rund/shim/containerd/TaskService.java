@@ -1016,7 +1016,7 @@ public final class TaskService {
                     events.oom(cid);
                 } else {
                     // Another endpoint's container of the pod (it reports its own), or a guest's lie.
-                    LOG.log(Level.DEBUG, "task {0}: OOM kill in {1}, not a container of this endpoint", id, quoted(cid));
+                    LOG.log(Level.DEBUG, "task {0}: OOM kill in {1}, not a container of this endpoint", id, cid);
                 }
                 try {
                     Thread.sleep(OOM_EVENT_GAP_MILLIS);
@@ -1025,16 +1025,6 @@ public final class TaskService {
                 }
             }
         });
-    }
-
-    /** A guest's string for the log: at most 64 characters, control characters escaped. */
-    private static String quoted(String s) {
-        StringBuilder b = new StringBuilder("\"");
-        for (int i = 0; i < s.length() && i < 64; i++) {
-            char c = s.charAt(i);
-            b.append(c < 0x20 || c == 0x7f ? String.format("\\x%02x", (int) c) : String.valueOf(c));
-        }
-        return b.append(s.length() > 64 ? "...\"" : "\"").toString();
     }
 
     /** The sandbox, or null before it started. */

@@ -100,9 +100,7 @@ final class Rehearsal {
             }
         } finally {
             CgroupPool.open(CgroupLayout.detect(pool), config.stateDir().resolve("cgroup-claims"), 1).destroy();
-            if (Syscalls.isMountPoint(config.stateDir())) {
-                Syscalls.umount2(config.stateDir(), Syscalls.MNT_DETACH);
-            }
+            Syscalls.unmountAll(config.stateDir());
             deleteTree(dir);
             deleteTree(store);
         }
@@ -117,9 +115,7 @@ final class Rehearsal {
             for (Path p : temps.toList()) {
                 String n = p.getFileName().toString();
                 if (n.startsWith("rund-rehearsal-") && !alive(n.substring("rund-rehearsal-".length()).split("-")[0])) {
-                    while (Syscalls.isMountPoint(p.resolve("state"))) {
-                        Syscalls.umount2(p.resolve("state"), Syscalls.MNT_DETACH);
-                    }
+                    Syscalls.unmountAll(p.resolve("state"));
                     deleteTree(p);
                 }
             }

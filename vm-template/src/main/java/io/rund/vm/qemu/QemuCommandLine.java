@@ -136,7 +136,7 @@ public final class QemuCommandLine {
     }
 
     /** A virtio-fs device whose vhost-user back-end listens on {@code socket} (jailed: connected by the jailer). */
-    record SharedDir(int index, String tag, Path socket, int fd, long backEndPid) implements Group {
+    record SharedDir(int index, String tag, Path socket, int fd) implements Group {
         public List<String> args() {
             return List.of("-chardev", "socket,id=fs" + index + "," + (fd < 0 ? "path=" + opt(socket) : "fd=" + fd),
                     "-device", "vhost-user-fs-device,chardev=fs" + index + ",tag=" + tag);
@@ -266,8 +266,7 @@ public final class QemuCommandLine {
                 new AgentPort(c.agentSocket(), jailed ? FD_AGENT : -1)));
         for (int i = 0; i < c.sharedDirs().size(); i++) {
             VmConfig.SharedDir d = c.sharedDirs().get(i);
-            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1,
-                    d.backEndPid()));
+            g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1));
         }
         if (jailed) {
             g.add(new Ptracer(c.sharedDirs().stream().map(VmConfig.SharedDir::backEndPid).filter(p -> p > 0).distinct()
