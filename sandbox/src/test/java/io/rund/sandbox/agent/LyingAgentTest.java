@@ -27,7 +27,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * An agent that answers reads with nothing and takes no byte of a write, forever: the
  * client refuses the first such answer, so no caller (the daemon's stdio pumps) asks again
- * at once in a loop the guest keeps spinning.
+ * at once in a loop the guest keeps spinning; and that names an OOM-killed container with
+ * a forged log line 100,000 characters long, which reaches the daemon bounded and escaped.
  */
 @Tag("unit")
 class LyingAgentTest {
@@ -46,6 +47,8 @@ class LyingAgentTest {
                     writes.incrementAndGet();
                     return WriteStreamResponse.newBuilder().setWritten(0).build();
                 })
+                .unary("WaitOOM", io.rund.agent.v1.Empty.parser(), (c, r) -> io.rund.agent.v1.OOMEvent.newBuilder()
+                        .setContainerId("web\nINFO: forged line" + "x".repeat(100_000)).build())
                 .build()).build();
         Path socket = dir.resolve("agent.sock");
         ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
@@ -60,6 +63,10 @@ class LyingAgentTest {
             AgentException write = assertThrows(AgentException.class,
                     () -> client.writeStdin("c1", "", "input".getBytes()));
             assertTrue(write.getMessage().contains("WriteStdin: rejected answer: took none of 5 bytes"), write.getMessage());
+            // An OOM event's container id reaches logs and containerd bounded, unable to forge a line.
+            String oom = client.waitOom(Duration.ofSeconds(10));
+            assertTrue(oom.startsWith("web\\x0aINFO: forged line"), oom.substring(0, 40));
+            assertTrue(oom.length() < AgentException.MAX_GUEST_TEXT + 100, "length " + oom.length());
             assertEquals(1, reads.get(), "one read asked, none again");
             assertEquals(1, writes.get(), "one write asked, none again");
         } finally {
