@@ -181,7 +181,7 @@ class CriPodTest {
                 StandardCharsets.UTF_8);
         assertEquals(bootApp, bootSide, "one VM serves the pod");
         assertNotEquals(Files.readString(Path.of("/proc/sys/kernel/random/boot_id")), bootApp, "the VM is not the host");
-        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.contains("qemu-system")).toList();
+        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.split(" ")[0].endsWith("/qemu-system-x86_64")).toList();
         assertEquals(1, vms.size(), "VMs: " + vms);
         // The volume is one directory of the pod, in its VM: what app writes, side reads; not on the host.
         assertEquals(0, exec(app, "sh", "-c", "echo from-app > /shared/msg").getExitCode());

@@ -288,7 +288,7 @@ class CtrRunTest {
                 "--annotation", POD + "=pod1", Containerd.IMAGE, "app1", "sh", "-c", loop).exitCode());
         String tasks = ctd.ctr(T, "task", "ls").stdout();
         assertEquals(taskPid(tasks, "pod1"), taskPid(tasks, "app1"), "one VM serves both: " + tasks);
-        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.contains("qemu-system")).toList();
+        List<String> vms = ctd.sandboxProcesses().stream().filter(c -> c.split(" ")[0].endsWith("/qemu-system-x86_64")).toList();
         assertEquals(1, vms.size(), "VMs: " + vms);
 
         Command.Result own = ctd.ctr(T, "task", "exec", "--exec-id", "x1", "app1", "sh", "-c", "cat /who; echo app > /who2; cat /who2");
@@ -393,6 +393,9 @@ class CtrRunTest {
         }
         assertTrue(qemuStatus.contains("\nGid:\t2000000\t2000000\t2000000\t2000000\n"), qemuStatus);
         assertHelperConfined("st", vmPid.group(1), vmUid);
+        assertVmInNamespacesOfItsOwn(vmPid.group(1), vmUid);
+        assertEquals("in\n", ctd.ctr(T, "task", "exec", "--exec-id", "e1", "st", "echo", "in").stdout(),
+                "the sandbox still serves its container");
         assertEquals(0, ctd.ctr(T, "task", "kill", "-s", "KILL", "st").exitCode());
         awaitStopped("st");
         assertKilled(ctd.ctr(T, "task", "delete", "st"));
@@ -447,8 +450,15 @@ class CtrRunTest {
                     && status.contains("\nSeccomp_filters:\t2\n"), "its allow-list and the pin to its VM: " + status);
             assertEquals(Files.readString(Path.of("/proc", vmPid, "cgroup")), Files.readString(helper.resolve("cgroup")),
                     "the helper is charged to the sandbox's cgroups in every hierarchy, as its VM is");
-            assertFalse(Files.readSymbolicLink(helper.resolve("ns/mnt")).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/mnt"))),
-                    "a mount namespace of its own");
+            for (String ns : List.of("mnt", "net", "ipc", "uts")) {
+                assertFalse(Files.readSymbolicLink(helper.resolve("ns/" + ns)).equals(Files.readSymbolicLink(Path.of("/proc/self/ns/" + ns))),
+                        "a " + ns + " namespace of its own");
+            }
+            // Its VM is below the PID namespace it is in: it names that VM's process to reach its memory.
+            assertEquals(Files.readSymbolicLink(Path.of("/proc/self/ns/pid")), Files.readSymbolicLink(helper.resolve("ns/pid")));
+            Command.Result links = Command.run(T, Path.of("/"), java.util.Map.of(), List.of("nsenter", "-t", pid, "-n", "--",
+                    "ip", "-o", "link"));
+            assertEquals(List.of("lo"), interfaces(links), "no interface but lo: " + links);
             List<String> mounts = Files.readAllLines(helper.resolve("mountinfo"));
             assertEquals("/", mounts.getFirst().split(" ")[4], "the share is its root: " + mounts);
             if (hostDirs) {
@@ -460,6 +470,41 @@ class CtrRunTest {
             }
         }
         assertEquals(1, writable, "one helper of each share: " + helpers);
+    }
+
+    /**
+     * QEMU runs in network, mount, PID, IPC and UTS namespaces of its own (Firecracker's
+     * jailer is the model): from a process in its namespaces and as its uid, a listener on
+     * the host's 127.0.0.1 cannot be reached, /etc/passwd is not there, lo is the only
+     * interface and the host's name is not known. The same process in the host's namespaces,
+     * as the same uid, reaches all three: what the namespaces take away is real.
+     */
+    private static void assertVmInNamespacesOfItsOwn(String vmPid, int vmUid) throws Exception {
+        for (String ns : List.of("mnt", "net", "pid", "ipc", "uts")) {
+            assertFalse(Files.readSymbolicLink(Path.of("/proc", vmPid, "ns", ns)).equals(Files.readSymbolicLink(
+                    Path.of("/proc/self/ns/" + ns))), "QEMU in a " + ns + " namespace of its own");
+        }
+        try (java.net.ServerSocket listener = new java.net.ServerSocket(0, 50, java.net.InetAddress.getLoopbackAddress())) {
+            String probe = "if echo > /dev/tcp/127.0.0.1/" + listener.getLocalPort() + "; then echo connected; fi 2>/dev/null;"
+                    + " if test -e /etc/passwd; then echo passwd; fi; hostname; ip -o link";
+            List<String> asVm = List.of("setpriv", "--reuid", Integer.toString(vmUid), "--regid", "2000000", "--clear-groups",
+                    "--no-new-privs", "/usr/bin/bash", "-c", probe);
+            List<String> inside = new ArrayList<>(List.of("nsenter", "-t", vmPid, "-n", "-m", "-p", "-i", "-u", "--"));
+            inside.addAll(asVm);
+            Command.Result host = Command.run(T, Path.of("/"), java.util.Map.of(), asVm);
+            Command.Result vm = Command.run(T, Path.of("/"), java.util.Map.of(), inside);
+            assertTrue(host.stdout().startsWith("connected\npasswd\n") && interfaces(host).size() > 1,
+                    "the probe, as the VM's uid in the host's namespaces, reaches them: " + host);
+            assertEquals(0, vm.exitCode(), vm.toString());
+            assertTrue(vm.stdout().startsWith("rund-vm\n"), "not the listener, not /etc/passwd, not the host's name: " + vm);
+            assertEquals(List.of("lo"), interfaces(vm), "no interface but lo: " + vm);
+        }
+    }
+
+    /** The interface names `ip -o link` printed. */
+    private static List<String> interfaces(Command.Result ipLink) {
+        return ipLink.stdout().lines().filter(l -> l.matches("\\d+: .*")).map(l -> l.split(":")[1].trim().split("@")[0])
+                .toList();
     }
 
     @Test

@@ -33,12 +33,46 @@ public interface Hypervisor {
     String machine(VmConfig config);
 
     /**
-     * The directory of the VM {@code process} runs, if it provably is one of this
-     * hypervisor's: its own binary, with its control socket in that directory (as
-     * {@link VmConfig#dir} gave it). Recovery kills only such processes, never one whose
-     * command line merely mentions a path.
+     * The identity of the directory of the VM {@code process} runs, if it provably is one of
+     * this hypervisor's: its own binary, started in that directory (as {@link VmConfig#dir}
+     * gave it), which stays its working directory. The identity is the directory's device and
+     * inode ({@link #dirKey}), which outlive a rename (a spare taken by a sandbox) and hold
+     * in any mount namespace (a jailed VM sees its directory at its old name, in a root of its
+     * own). Recovery kills only such processes, never one whose command line merely mentions
+     * a path.
      */
-    java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process);
+    java.util.Optional<Object> vmDirKey(ProcessHandle process);
+
+    /** Whether {@code process} is this hypervisor's VM of directory {@code dir}. */
+    default boolean isVmOf(ProcessHandle process, java.nio.file.Path dir) {
+        java.util.Optional<Object> key = vmDirKey(process);
+        return key.isPresent() && key.equals(dirKey(dir));
+    }
+
+    /** The directory among {@code dirs} (by {@link #dirsByKey}) that {@code process} is this hypervisor's VM of. */
+    default java.util.Optional<java.nio.file.Path> vmDirOf(ProcessHandle process,
+            java.util.Map<Object, java.nio.file.Path> dirs) {
+        return vmDirKey(process).map(dirs::get);
+    }
+
+    /** The identity of directory {@code dir} (device and inode); empty when it is gone. */
+    static java.util.Optional<Object> dirKey(java.nio.file.Path dir) {
+        try {
+            return java.util.Optional.ofNullable(java.nio.file.Files.readAttributes(dir,
+                    java.nio.file.attribute.BasicFileAttributes.class).fileKey());
+        } catch (java.io.IOException e) {
+            return java.util.Optional.empty();
+        }
+    }
+
+    /** {@code dirs} by identity, for {@link #vmDirOf}. */
+    static java.util.Map<Object, java.nio.file.Path> dirsByKey(java.util.Collection<java.nio.file.Path> dirs) {
+        java.util.Map<Object, java.nio.file.Path> byKey = new java.util.HashMap<>();
+        for (java.nio.file.Path d : dirs) {
+            dirKey(d).ifPresent(k -> byKey.put(k, d));
+        }
+        return byKey;
+    }
 
     /**
      * Takes over the running VM {@code process} of directory {@code dir}, which a previous

@@ -37,13 +37,13 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
     /**
      * A sandbox's VM, the one device shape every sandbox, spare and template has, in this
      * order (a clone must find its template's devices): the writable {@code disk}, the image
-     * share served on {@code fsSocket} by process {@code fsPid}, the host-directory share on
-     * {@code hostSocket} by {@code hostPid}, a network device on {@code tap} (null: none).
+     * share served on {@code fsSocket}, the host-directory share on {@code hostSocket}, a
+     * network device on {@code tap} (null: none).
      */
     public static VmConfig sandbox(String id, Path dir, Path kernel, Path initramfs, int vcpus, int memoryMiB, Path disk,
-            Path fsSocket, long fsPid, Path hostSocket, long hostPid, Ram ram, String tap, int uid) {
+            Path fsSocket, Path hostSocket, Ram ram, String tap, int uid) {
         return new VmConfig(id, dir, kernel, initramfs, vcpus, memoryMiB, "", List.of(new Disk(UPPER_SERIAL, disk, false)),
-                List.of(new SharedDir(LOWER_TAG, fsSocket, fsPid), new SharedDir(HOST_DIRS_TAG, hostSocket, hostPid)),
+                List.of(new SharedDir(LOWER_TAG, fsSocket), new SharedDir(HOST_DIRS_TAG, hostSocket)),
                 ram, tap, uid);
     }
 
@@ -114,17 +114,13 @@ public record VmConfig(String sandboxId, Path dir, Path kernel, Path initramfs, 
 
     /**
      * A virtio-fs device with guest tag {@code tag}, backed by vhost-user on {@code socket}
-     * by the process {@code backEndPid} (0: unknown), which must reach the VM's memory: a
-     * jailed VM names it its ptracer, for hosts where Yama lets only ancestors do that.
+     * by a process that reaches the VM's memory (a jailed VM lets it, for hosts where Yama
+     * lets only ancestors do that).
      */
-    public record SharedDir(String tag, Path socket, long backEndPid) {
+    public record SharedDir(String tag, Path socket) {
         public SharedDir {
             Objects.requireNonNull(tag, "tag");
             Objects.requireNonNull(socket, "socket");
-        }
-
-        public SharedDir(String tag, Path socket) {
-            this(tag, socket, 0);
         }
     }
 

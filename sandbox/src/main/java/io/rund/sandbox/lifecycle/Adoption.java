@@ -41,7 +41,7 @@ final class Adoption {
             throw fail(id, "it was " + state.phase() + ", not running");
         }
         ProcessHandle qemu = ProcessHandle.of(state.vmPid())
-                .filter(p -> m.hypervisor().vmDirOf(p).filter(dir::equals).isPresent())
+                .filter(p -> m.hypervisor().isVmOf(p, dir))
                 .orElseThrow(() -> fail(id, "its VM (pid " + state.vmPid() + ") is gone"));
         Cgroup cgroup = m.pool().claimed().get(id);
         if (cgroup == null) {

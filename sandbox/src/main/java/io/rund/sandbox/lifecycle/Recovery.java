@@ -229,9 +229,14 @@ final class Recovery {
      * in {@code kept} (their directories), which it may adopt.
      */
     private void killStrays(Set<Path> kept) {
-        Path root = stateRoot;
-        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(d -> root.equals(d.getParent()))
-                .filter(d -> !kept.contains(d)).ifPresent(d -> {
+        Map<Object, Path> dirs;
+        try (Stream<Path> s = Files.list(stateRoot)) {
+            dirs = Hypervisor.dirsByKey(s.filter(d -> !kept.contains(d)).toList());
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "recover: list {0}: {1}", stateRoot, e.getMessage());
+            return;
+        }
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p, dirs).ifPresent(d -> {
             LOG.log(Level.INFO, "recover: killing VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
             killAndWait(p);
         }));
@@ -239,9 +244,7 @@ final class Recovery {
 
     /** Kills every VM of this hypervisor whose directory is {@code dir} (an adoption that failed). */
     private void kill(Path dir) {
-        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p).filter(dir::equals).ifPresent(d -> {
-            killAndWait(p);
-        }));
+        ProcessHandle.allProcesses().filter(p -> hypervisor.isVmOf(p, dir)).forEach(Recovery::killAndWait);
     }
 
     /** Kills {@code pid} only if it runs the sandboxes' helper binary: pids get reused. */
@@ -287,7 +290,7 @@ final class Recovery {
             return;
         }
         ProcessHandle.of(pid).ifPresent(p -> {
-            if (hypervisor.vmDirOf(p).filter(dir::equals).isPresent()) {
+            if (hypervisor.isVmOf(p, dir)) {
                 killAndWait(p);
             }
         });

@@ -313,8 +313,7 @@ public final class SandboxManager implements AutoCloseable {
     private VmConfig vmConfig(String id, Path dir, WritableLayer writable, SandboxHelper images, SandboxHelper hostDirs,
             VmConfig.Ram ram, String tap, int uid, VmSize size) {
         return VmConfig.sandbox(id, dir, config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
-                writable.procPath(), images.socket(), images.process().pid(), hostDirs.socket(), hostDirs.process().pid(),
-                ram, tap, uid);
+                writable.procPath(), images.socket(), hostDirs.socket(), ram, tap, uid);
     }
 
     /**

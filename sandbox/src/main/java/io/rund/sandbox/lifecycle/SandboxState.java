@@ -17,7 +17,7 @@ import java.util.Map;
  * "clone &lt;template key&gt;". {@code vmDir} is the directory the VM was launched in: the
  * sandbox's own, or the spare VM's it was renamed from; "" in files written before it. (A
  * restarted daemon knows the pid is still that VM's by its working directory, which follows
- * the rename: see {@code Hypervisor.vmDirOf}.)
+ * the rename: see {@code Hypervisor.vmDirKey}.)
  * {@code netns} and {@code podInterface} name the pod interface the VM's tap is connected
  * to, whose redirect a cleanup removes; null without a pod network.
  * {@code helperPid} and {@code hostHelperPid} are its shares' helpers, and {@code containers}

@@ -68,7 +68,7 @@ public final class TestGuest implements AutoCloseable {
         try {
             served = TestVms.launch(HYPERVISOR, name, dir, lower, (helper, host, uid) -> VmConfig.sandbox(name, dir,
                     guest.resolve("vmlinux"), guest.resolve("initramfs.cpio"), 1, 256, upper, helper.socket(),
-                    helper.process().pid(), host.socket(), host.process().pid(), VmConfig.Ram.ANONYMOUS, null, uid), false);
+                    host.socket(), VmConfig.Ram.ANONYMOUS, null, uid), false);
         } catch (HypervisorException | StoreException e) {
             throw new AssertionError(e.getMessage(), e);
         }

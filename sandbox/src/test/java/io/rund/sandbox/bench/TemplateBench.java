@@ -101,7 +101,7 @@ public final class TemplateBench {
         }
         TestVms.Served served = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
                 (helper, host, uid) -> VmConfig.sandbox(id, dir, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"), 1,
-                        MIB, disk, helper.socket(), helper.process().pid(), host.socket(), host.process().pid(), ram, VmConfig.newTapName(), uid), paused);
+                        MIB, disk, helper.socket(), host.socket(), ram, VmConfig.newTapName(), uid), paused);
         SERVED.put(served.vm().pid(), served);
         return served.vm();
     }

@@ -76,8 +76,7 @@ class TemplateStoreTest {
         }
         TestVms.Served clone = TestVms.launch(hypervisor, id, dir, Files.createDirectories(dir.resolve("share")),
                 (helper, host, uid) -> VmConfig.sandbox(id, dir, SPEC.kernel(), SPEC.initramfs(), SPEC.vcpus(), SPEC.memoryMiB(),
-                        disk, helper.socket(), helper.process().pid(), host.socket(), host.process().pid(),
-                        t.cloneRam(), VmConfig.newTapName(), uid), false);
+                        disk, helper.socket(), host.socket(), t.cloneRam(), VmConfig.newTapName(), uid), false);
         clones.add(clone);
         return clone.vm();
     }

@@ -51,6 +51,10 @@ public final class QemuCommandLine {
                     ? List.of("-accel", "kvm", "-cpu", "host")
                     : List.of("-accel", "tcg,tb-size=" + tbSizeMiB, "-cpu", "max");
         }
+
+        public List<String> jail() {
+            return kind == Accelerator.Kind.KVM ? List.of("--bind", "/dev/kvm") : List.of();
+        }
     }
 
     /**
@@ -66,12 +70,25 @@ public final class QemuCommandLine {
             return List.of("-m", mib + "M", "-object", "memory-backend-file,id=mem,size=" + mib + "M,mem-path="
                     + opt(ram.file()) + (ram.shared() ? ",share=on" : ",share=off,readonly=on,rom=off"));
         }
+
+        /** A build writes its RAM file and, later, its state file beside it: that directory, writable. */
+        public List<String> jail() {
+            if (ram.file() == null) {
+                return List.of();
+            }
+            return ram.shared() ? List.of("--bind-rw", ram.file().getParent().toString())
+                    : List.of("--bind", ram.file().toString());
+        }
     }
 
-    /** A clone waits for its template's device state, given over QMP (migrate-incoming). */
-    record Incoming() implements Group {
+    /** A clone waits for its template's device state {@code state}, given over QMP (migrate-incoming). */
+    record Incoming(Path state) implements Group {
         public List<String> args() {
             return List.of("-incoming", "defer");
+        }
+
+        public List<String> jail() {
+            return List.of("--bind", state.toString());
         }
     }
 
@@ -84,6 +101,10 @@ public final class QemuCommandLine {
     record Boot(Path kernel, Path initramfs, String cmdline) implements Group {
         public List<String> args() {
             return List.of("-kernel", kernel.toString(), "-initrd", initramfs.toString(), "-append", cmdline);
+        }
+
+        public List<String> jail() {
+            return List.of("--bind", kernel.toString(), "--bind", initramfs.toString());
         }
     }
 
@@ -149,22 +170,18 @@ public final class QemuCommandLine {
 
     /**
      * Who besides its ancestors may reach the VM's memory under Yama's ptrace_scope 1: every
-     * virtio-fs back-end must (process_vm_readv). Yama keeps one declared process per tracee,
-     * so one back-end is named by pid and two or more by "any", which lets any process that
-     * passes the kernel's other checks (the VM's own uid, which only its back-ends share, or
-     * CAP_SYS_PTRACE) do what the declared one could.
+     * virtio-fs back-end must (process_vm_readv). QEMU runs in a PID namespace of its own,
+     * where no back-end has a pid it could name, so it declares "any", which lets any process
+     * that passes the kernel's other checks (the VM's own uid, which only its back-ends share,
+     * or CAP_SYS_PTRACE) do what a declared one could.
      */
-    record Ptracer(List<Long> backEnds) implements Group {
+    record Ptracer(int backEnds) implements Group {
         public List<String> args() {
             return List.of();
         }
 
         public List<String> jail() {
-            return switch (backEnds.size()) {
-                case 0 -> List.of();
-                case 1 -> List.of("--ptracer", Long.toString(backEnds.getFirst()));
-                default -> List.of("--ptracer", "any");
-            };
+            return backEnds == 0 ? List.of() : List.of("--ptracer", "any");
         }
     }
 
@@ -269,8 +286,7 @@ public final class QemuCommandLine {
             g.add(new SharedDir(i, checkName("virtio-fs tag", d.tag()), d.socket(), jailed ? FD_SHARED + i : -1));
         }
         if (jailed) {
-            g.add(new Ptracer(c.sharedDirs().stream().map(VmConfig.SharedDir::backEndPid).filter(p -> p > 0).distinct()
-                    .toList()));
+            g.add(new Ptracer(c.sharedDirs().size()));
         }
         for (int i = 0; i < c.disks().size(); i++) {
             VmConfig.Disk d = c.disks().get(i);
@@ -280,7 +296,7 @@ public final class QemuCommandLine {
             g.add(new Nic(c.tap(), jailed ? FD_NIC : -1));
         }
         if (c.ram().isClone()) {
-            g.add(new Incoming());
+            g.add(new Incoming(c.ram().incomingState()));
         }
         g.add(new Sandbox());
         return g;
@@ -294,14 +310,21 @@ public final class QemuCommandLine {
         return name;
     }
 
+    /** Where the jailer writes a jailed QEMU's pid: in its VM's directory. */
+    public static Path pidFile(Path vmDir) {
+        return vmDir.resolve("qemu.pid");
+    }
+
     /** QEMU's argv, for a QEMU that opens its own sockets, disk and tap (not jailed). */
     public static List<String> argv(Path qemu, VmConfig c, Accelerator accel, String baseCmdline) {
         return argv(qemu, groups(c, accel, baseCmdline, false), c);
     }
 
     /**
-     * The argv of rund-jail starting QEMU as {@code uid}: the jailer's options (what it
-     * prepares, as root), then "--", then QEMU's argv with descriptors in place of paths.
+     * The argv of rund-jail starting QEMU as {@code uid}, in namespaces of its own whose root
+     * holds only /usr, a few devices and the files the groups name ({@link Group#jail}); the
+     * jailer writes QEMU's pid, as the host sees it, to {@link #pidFile}. Then "--", then
+     * QEMU's argv with descriptors in place of paths.
      */
     public static List<String> jailedArgv(Path jailer, int uid, int gid, List<Integer> groups, Path qemu, VmConfig c,
             Accelerator accel, String baseCmdline) {
@@ -310,6 +333,10 @@ public final class QemuCommandLine {
                 Integer.toString(gid)));
         for (int group : groups) {
             argv.addAll(List.of("--group", Integer.toString(group)));
+        }
+        argv.addAll(List.of("--isolate", pidFile(c.dir()).toString()));
+        if (!qemu.startsWith("/usr/")) {
+            argv.addAll(List.of("--bind", qemu.toString()));
         }
         for (Group group : g) {
             argv.addAll(group.jail());

@@ -98,20 +98,17 @@ public final class QemuHypervisor implements Hypervisor {
 
     /**
      * A VM of this hypervisor is a process of its binary (a binary replaced by a package
-     * upgrade reads "<path> (deleted)"), started in its VM's directory, which the kernel
-     * keeps as its working directory, renames included (a spare taken by a sandbox).
+     * upgrade reads "<path> (deleted)"; a jailed QEMU sees /usr at its own path), started in
+     * its VM's directory, which stays its working directory.
      */
     @Override
-    public java.util.Optional<Path> vmDirOf(ProcessHandle process) {
+    public java.util.Optional<Object> vmDirKey(ProcessHandle process) {
         String exe = process.info().command().orElse("");
         if (!exe.equals(qemu.toString()) && !exe.equals(qemu + " (deleted)")) {
             return java.util.Optional.empty();
         }
-        try {
-            return java.util.Optional.of(Files.readSymbolicLink(Path.of("/proc", Long.toString(process.pid()), "cwd")));
-        } catch (IOException | UnsupportedOperationException e) {
-            return java.util.Optional.empty(); // gone, or not ours to read
-        }
+        // /proc/PID/cwd followed (not read as a link): the directory itself, in whatever namespace.
+        return Hypervisor.dirKey(Path.of("/proc", Long.toString(process.pid()), "cwd"));
     }
 
     @Override
@@ -186,6 +183,7 @@ public final class QemuHypervisor implements Hypervisor {
                 jail.giveTo(config.ram().file(), uid);
             }
             // The VM's directory is its working directory: recovery tells rund's VMs by it.
+            Files.deleteIfExists(QemuCommandLine.pidFile(config.dir()));
             process = new ProcessBuilder(argv(config, uid)).directory(config.dir().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
         } catch (IOException e) {
@@ -214,12 +212,15 @@ public final class QemuHypervisor implements Hypervisor {
                     qmp.execute(new QmpCommand.Cont(), QMP_DEADLINE);
                 }
             }
-            LOG.log(Level.INFO, "vm sandbox={0}: launched{6}, pid {1}{7}, {2}{3} (QMP up {4} ms{5})", id, process.pid(),
+            // Jailed, the process is the jailer, which waits for QEMU in its own PID namespace.
+            ProcessHandle vmProcess = uid < 0 ? process.toHandle() : jailedQemu(config, process);
+            LOG.log(Level.INFO, "vm sandbox={0}: launched{6}, pid {1}{7}, {2}{3} (QMP up {4} ms{5})", id, vmProcess.pid(),
                     accelerator.kind(), config.ram().isClone() ? ", cloned from " + config.ram().file().getParent() : "",
                     (t1 - t0) / 1_000_000, config.ram().isClone() ? ", state loaded " + (t2 - t1) / 1_000_000 + " ms" : "", run ? "" : " paused",
                     uid < 0 ? "" : " uid " + uid);
-            return new QemuVm(id, process, qmp, jail, uid);
+            return new QemuVm(id, process, vmProcess, qmp, jail, uid);
         } catch (HypervisorException | InterruptedException | RuntimeException e) {
+            process.descendants().forEach(ProcessHandle::destroyForcibly);
             process.destroyForcibly();
             try {
                 process.waitFor();
@@ -232,9 +233,26 @@ public final class QemuHypervisor implements Hypervisor {
         }
     }
 
+    /**
+     * The QEMU the jailer started: its pid, which the jailer wrote before QEMU ran (QMP's
+     * greeting came, so it runs), checked to be the jailer's child.
+     */
+    private static ProcessHandle jailedQemu(VmConfig config, Process jailer) throws HypervisorException {
+        Path file = QemuCommandLine.pidFile(config.dir());
+        try {
+            long pid = Long.parseLong(Files.readString(file).strip());
+            return ProcessHandle.of(pid).filter(p -> p.parent().map(jailer.toHandle()::equals).orElse(false))
+                    .orElseThrow(() -> new HypervisorException("vm sandbox=" + config.sandboxId() + ": pid " + pid + " in "
+                            + file + " is not the jailer's QEMU", null));
+        } catch (IOException | NumberFormatException e) {
+            throw new HypervisorException("vm sandbox=" + config.sandboxId() + ": read QEMU's pid from " + file + ": "
+                    + e.getMessage(), e);
+        }
+    }
+
     @Override
     public Vm adopt(String id, Path dir, ProcessHandle process, int uid) throws HypervisorException {
-        if (vmDirOf(process).filter(dir::equals).isEmpty()) {
+        if (!isVmOf(process, dir)) {
             throw new HypervisorException("adopt vm sandbox=" + id + ": pid " + process.pid() + " is not a VM of " + dir, null);
         }
         try {

@@ -13,9 +13,9 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * One QEMU process and its QMP connection. Its exit is watched, not polled:
- * {@link ProcessHandle#onExit()}. A VM this daemon launched knows its exit status; one it
- * adopted from a previous daemon ({@link QemuHypervisor#adopt}) is not its child, and
- * reports -1.
+ * {@link ProcessHandle#onExit()}. A VM this daemon launched knows its exit status (a jailed
+ * one through its jailer, which waits for it and exits as it did); one it adopted from a
+ * previous daemon ({@link QemuHypervisor#adopt}) is not its child, and reports -1.
  */
 final class QemuVm implements Vm {
 
@@ -31,8 +31,13 @@ final class QemuVm implements Vm {
     private final VmJail jail;
     private final int uid;
 
-    QemuVm(String sandboxId, Process process, QmpClient qmp, VmJail jail, int uid) {
-        this(sandboxId, process.toHandle(), process.onExit().thenApply(Process::exitValue), qmp, jail, uid);
+    /**
+     * A QEMU this daemon started: {@code child} is QEMU itself, or its jailer, whose exit
+     * is QEMU's unless someone killed the jailer alone (then QEMU is watched itself).
+     */
+    QemuVm(String sandboxId, Process child, ProcessHandle qemu, QmpClient qmp, VmJail jail, int uid) {
+        this(sandboxId, qemu, child.onExit().thenCompose(c -> qemu.isAlive()
+                ? qemu.onExit().thenApply(q -> -1) : CompletableFuture.completedFuture(c.exitValue())), qmp, jail, uid);
     }
 
     /** A QEMU that is not this daemon's child: its status is not ours to read. */

@@ -132,10 +132,10 @@ public final class TemplateStore {
     }
 
     /** The VM a template of {@code spec} is built as (and its clones are made as). */
-    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, long fsPid, Path hostSocket,
-            long hostPid, VmConfig.Ram ram, String tap, int uid) {
+    static VmConfig vm(Spec spec, String id, Path dir, Path disk, Path fsSocket, Path hostSocket, VmConfig.Ram ram,
+            String tap, int uid) {
         return VmConfig.sandbox(id, dir, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), disk, fsSocket,
-                fsPid, hostSocket, hostPid, ram, tap, uid);
+                hostSocket, ram, tap, uid);
     }
 
     /**
@@ -146,7 +146,7 @@ public final class TemplateStore {
     public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
         Path dir = Path.of("/template");
         String machine = hypervisor.machine(vm(spec, "template", dir, dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir),
-                0, SandboxHelper.Kind.HOST_DIRS.socket(dir), 0, VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
+                SandboxHelper.Kind.HOST_DIRS.socket(dir), VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
         MessageDigest d = Digests.sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             Digests.update(d, p);
@@ -213,8 +213,8 @@ public final class TemplateStore {
                     SandboxHelper.Limits.DEFAULT);
             hostFs = SandboxHelper.start("template-" + key, run, emptyHost, hypervisor.jail().helperJail(uid),
                     SandboxHelper.Limits.DEFAULT, SandboxHelper.Kind.HOST_DIRS);
-            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), fs.process().pid(), hostFs.socket(),
-                    hostFs.process().pid(), VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
+            vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), hostFs.socket(),
+                    VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
             ready.await(run.resolve("agent.sock"));
             awaitHostGone(key, run.resolve("console.log"));
@@ -293,13 +293,19 @@ public final class TemplateStore {
      * Ends what a daemon that died during a build left: the build's VM, its helpers (which
      * wait for a VM that never came when the daemon died before launching it) and its run
      * directory. A build's VM runs in its run directory, which is how it is
-     * known ({@link Hypervisor#vmDirOf}).
+     * known ({@link Hypervisor#vmDirKey}).
      */
     private static void endBuildsLeft(Path root, Hypervisor hypervisor) {
         Path tmp = Path.of(System.getProperty("java.io.tmpdir"));
         String prefix = runPrefix(root);
-        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p)
-                .filter(d -> tmp.equals(d.getParent()) && d.getFileName().toString().startsWith(prefix))
+        java.util.Map<Object, Path> runs = java.util.Map.of();
+        try (java.util.stream.Stream<Path> s = Files.list(tmp)) {
+            runs = Hypervisor.dirsByKey(s.filter(d -> d.getFileName().toString().startsWith(prefix)).toList());
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "template: list {0}: {1}", tmp, e.getMessage());
+        }
+        java.util.Map<Object, Path> builds = runs;
+        ProcessHandle.allProcesses().forEach(p -> hypervisor.vmDirOf(p, builds)
                 .ifPresent(d -> {
                     LOG.log(Level.INFO, "template: ending the build VM pid {0} of {1}, left by a previous daemon", p.pid(), d);
                     io.rund.rootfs.Syscalls.killAndAwait(p, java.time.Duration.ofSeconds(10));

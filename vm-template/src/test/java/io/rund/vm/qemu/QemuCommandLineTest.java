@@ -92,7 +92,10 @@ class QemuCommandLineTest {
         assertTrue(tooLong.getMessage().contains("1-20"), tooLong.getMessage());
     }
 
-    /** Under Yama's ptrace_scope 1 each back-end reads the VM's memory only if the VM declared it. */
+    /**
+     * Under Yama's ptrace_scope 1 each back-end reads the VM's memory only if the VM declared
+     * it; from its own PID namespace QEMU can name none, so it declares any.
+     */
     @Test
     void everyVirtioFsBackEndIsDeclaredTheVmsPtracer() {
         java.util.function.Function<List<VmConfig.SharedDir>, String> jail = dirs -> {
@@ -102,12 +105,11 @@ class QemuCommandLineTest {
                     Path.of("/usr/bin/qemu-system-x86_64"), c, TCG, "console=ttyS0");
             return String.join(" ", argv.subList(0, argv.indexOf("--")));
         };
-        VmConfig.SharedDir lower = new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"), 41);
-        VmConfig.SharedDir hostdirs = new VmConfig.SharedDir("hostdirs", Path.of("/s/sb1/hostfs.sock"), 42);
-        assertTrue(jail.apply(List.of(lower)).endsWith(" --ptracer 41"), jail.apply(List.of(lower)));
+        VmConfig.SharedDir lower = new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"));
+        VmConfig.SharedDir hostdirs = new VmConfig.SharedDir("hostdirs", Path.of("/s/sb1/hostfs.sock"));
+        assertTrue(jail.apply(List.of(lower)).endsWith(" --ptracer any"), jail.apply(List.of(lower)));
         assertTrue(jail.apply(List.of(lower, hostdirs)).endsWith(" --ptracer any"), jail.apply(List.of(lower, hostdirs)));
-        assertFalse(jail.apply(List.of(new VmConfig.SharedDir("lower", Path.of("/s/sb1/virtiofs.sock"), 0)))
-                .contains("--ptracer"), "a back-end not known by pid is not declared");
+        assertFalse(jail.apply(List.of()).contains("--ptracer"), "no back-end, nobody declared");
     }
 
     @Test
@@ -118,9 +120,11 @@ class QemuCommandLineTest {
                 VmConfig.Ram.cloneOf(Path.of("/t/ram"), Path.of("/t/state")), "rt0123456789ab");
         String s = String.join(" ", QemuCommandLine.jailedArgv(Path.of("/lib/rund-jail"), 2000007, 2000000, List.of(993),
                 Path.of("/usr/bin/qemu-system-x86_64"), c, TCG, "console=ttyS0"));
-        assertTrue(s.startsWith("/lib/rund-jail --uid 2000007 --gid 2000000 --group 993 --listen 3=/s/sb1/qmp.sock"
-                + " --listen 4=/s/sb1/agent.sock --connect 5=/s/sb1/virtiofs.sock --open 10=rwd:/proc/42/fd/7"
-                + " --open 11=rd:/proc/42/fd/7 --tap 20=rt0123456789ab -- /usr/bin/qemu-system-x86_64 -name rund-sb1 "), s);
+        assertTrue(s.startsWith("/lib/rund-jail --uid 2000007 --gid 2000000 --group 993 --isolate /s/sb1/qemu.pid"
+                + " --bind /t/ram --bind /g/vmlinux --bind /g/init.cpio --listen 3=/s/sb1/qmp.sock"
+                + " --listen 4=/s/sb1/agent.sock --connect 5=/s/sb1/virtiofs.sock --ptracer any --open 10=rwd:/proc/42/fd/7"
+                + " --open 11=rd:/proc/42/fd/7 --tap 20=rt0123456789ab --bind /t/state --"
+                + " /usr/bin/qemu-system-x86_64 -name rund-sb1 "), s);
         for (String arg : List.of("-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control",
                 "-chardev socket,id=agent,fd=4,server=on,wait=off", "-chardev socket,id=fs0,fd=5 ",
                 "-add-fd fd=10,set=10 -add-fd fd=11,set=10 -drive file=/dev/fdset/10,if=none,id=disk0,format=raw,cache.direct=on,file.locking=off,werror=report,rerror=report ",
@@ -133,15 +137,22 @@ class QemuCommandLineTest {
     }
 
     @Test
-    void aVmIsKnownByItsBinaryAndItsWorkingDirectory(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+    void aVmIsKnownByItsBinaryAndItsWorkingDirectory(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
         QemuHypervisor sleep = new QemuHypervisor(Path.of("/usr/bin/sleep"), TCG);
+        Path dir = java.nio.file.Files.createDirectory(tmp.resolve("spare-1"));
         Process p = new ProcessBuilder("/usr/bin/sleep", "60").directory(dir.toFile()).start();
         Process other = new ProcessBuilder("/bin/sh", "-c", "sleep 60; : " + dir).directory(dir.toFile()).start();
         try {
-            assertEquals(java.util.Optional.of(dir), sleep.vmDirOf(p.toHandle()));
-            assertEquals(java.util.Optional.empty(), sleep.vmDirOf(other.toHandle()), "another binary in the directory");
-            assertEquals(java.util.Optional.empty(), new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), TCG)
-                    .vmDirOf(p.toHandle()), "not this hypervisor's binary");
+            assertTrue(sleep.isVmOf(p.toHandle(), dir));
+            assertFalse(sleep.isVmOf(p.toHandle(), tmp), "another directory");
+            assertFalse(sleep.isVmOf(other.toHandle(), dir), "another binary in the directory");
+            assertFalse(new QemuHypervisor(Path.of("/usr/bin/qemu-system-x86_64"), TCG).isVmOf(p.toHandle(), dir),
+                    "not this hypervisor's binary");
+            // A spare taken by a sandbox: its directory renamed under the running VM.
+            Path renamed = java.nio.file.Files.move(dir, tmp.resolve("sandbox-1"));
+            assertTrue(sleep.isVmOf(p.toHandle(), renamed), "the directory, renamed");
+            assertEquals(java.util.Optional.of(renamed), sleep.vmDirOf(p.toHandle(),
+                    io.rund.vm.Hypervisor.dirsByKey(List.of(tmp, renamed))));
         } finally {
             other.descendants().forEach(ProcessHandle::destroyForcibly);
             other.destroyForcibly().waitFor();
