@@ -333,7 +333,7 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
      * container's non-root user is refused what the host's modes refuse it, though both
      * back-ends could read, and one write, as root. */
     if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)") ||
-        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, NULL, "the writable layer (ext4)"))
+        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "discard", "the writable layer (ext4)"))
         return -1;
     struct stat st;
     if (stat(r->lower, &st) < 0 || !S_ISDIR(st.st_mode))

@@ -6,20 +6,32 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
 /**
- * Writable layers as reflink copies of one pre-formatted ext4 image, in a directory on a
- * filesystem with reflink (XFS with reflink=1, or btrfs).
+ * Writable layers as reflink copies of pre-formatted ext4 images (one per layer size), in a
+ * directory on a filesystem with reflink (XFS with reflink=1, or btrfs).
  *
  * <p>A layer is cloned (FICLONE: the copy shares every block with the image until one is
  * written), opened, and unlinked at once: while a sandbox runs no path names it, and when
  * its last descriptor closes the kernel frees it, so a crashed daemon leaves nothing to
  * collect. A store without reflink is refused at open: a full copy per sandbox would be
  * slow and large, and silently so.
+ *
+ * <p>A layer is its sandbox's own disk, and the store never overcommits: every layer a VM
+ * holds is promised the blocks it may still take (its size less what it has written beyond
+ * its image), and a new layer is made only when the store's free space covers every such
+ * promise and the new layer's size. So a full layer is its own guest's ENOSPC, and never
+ * another sandbox's EIO; a start the store cannot hold is refused before it makes anything,
+ * naming the store and its numbers. Blocks a guest frees come back: its disk passes discard
+ * through (QEMU punches holes in the layer), and the guest's ext4 discards what it frees.
  */
 public final class WritableLayerStore {
 
@@ -34,14 +46,54 @@ public final class WritableLayerStore {
     private static final String LAYER = "layer-";
 
     private final Path dir;
-    private final Path template;
-    private final long sizeBytes;
+    private final int defaultMiB;
     private final AtomicLong counter = new AtomicLong();
+    /** Formatted images by size in MiB. */
+    private final Map<Integer, Image> images = new ConcurrentHashMap<>();
+    /** By size, the bytes a fresh clone of its image has allocated (which it shares): what it does not owe. */
+    private final Map<Integer, Long> cloneAllocated = new ConcurrentHashMap<>();
+    /** The layers VMs hold, each with the promise it is owed. Guarded by itself, with every admission. */
+    private final Set<Held> held = new HashSet<>();
 
-    private WritableLayerStore(Path dir, Path template, long sizeBytes) {
+    private record Image(Path path, long allocated) {}
+
+    /**
+     * A layer a VM holds, known by a descriptor of the store's own (O_PATH: it keeps the
+     * file, reads only its size and blocks).
+     */
+    static final class Held {
+        final int fd;
+        final long shared;
+
+        /** {@code shared}: the bytes it had allocated when it was cloned (its image's, shared). */
+        Held(int fd, long shared) {
+            this.fd = fd;
+            this.shared = shared;
+        }
+
+        /** The blocks it may still take: its size, less what it has allocated beyond its image's. */
+        long promised() {
+            try {
+                Syscalls.Stat st = Syscalls.fstat(fd);
+                return Math.max(0, st.size() - Math.max(0, st.blocks() * 512 - shared));
+            } catch (Syscalls.SyscallException e) {
+                return 0; // a descriptor the store holds does not fail fstat; were it gone, so is its file
+            }
+        }
+
+        /** Bytes of the store it has allocated (its image's shared blocks included). */
+        long allocated() {
+            try {
+                return Syscalls.fstat(fd).blocks() * 512;
+            } catch (Syscalls.SyscallException e) {
+                return 0;
+            }
+        }
+    }
+
+    private WritableLayerStore(Path dir, int defaultMiB) {
         this.dir = dir;
-        this.template = template;
-        this.sizeBytes = sizeBytes;
+        this.defaultMiB = defaultMiB;
     }
 
     /**
@@ -50,10 +102,7 @@ public final class WritableLayerStore {
      * that the filesystem clones.
      */
     public static WritableLayerStore open(Path dir, int sizeMiB) throws StoreException {
-        if (sizeMiB < 16 || sizeMiB > 1 << 20) {
-            throw new IllegalArgumentException("writable layer size " + sizeMiB + " MiB is outside 16..1048576");
-        }
-        Path template = dir.resolve("ext4-" + sizeMiB + "M.img");
+        checkSize(sizeMiB);
         try {
             Files.createDirectories(dir);
             try (Stream<Path> entries = Files.list(dir)) {
@@ -62,15 +111,13 @@ public final class WritableLayerStore {
                     Files.deleteIfExists(p);
                 }
             }
-            if (!Files.exists(template)) {
-                format(template, (long) sizeMiB << 20);
-            }
         } catch (IOException e) {
             throw new StoreException("open writable layer store " + dir + ": " + e.getMessage(), e);
         }
-        WritableLayerStore store = new WritableLayerStore(dir, template, (long) sizeMiB << 20);
+        WritableLayerStore store = new WritableLayerStore(dir, sizeMiB);
+        store.image(sizeMiB);
         try {
-            store.create("probe").close();
+            store.create("probe", sizeMiB).close();
         } catch (StoreException e) {
             if (!e.noSpace()) {
                 throw e;
@@ -81,6 +128,48 @@ public final class WritableLayerStore {
         }
         LOG.log(Level.INFO, "writable layer store: {0}, {1} MiB ext4 layers by reflink", dir, sizeMiB);
         return store;
+    }
+
+    /** The smallest and largest layer, in MiB. */
+    public static final int MIN_MIB = 16, MAX_MIB = 1 << 20;
+
+    /** Refuses a layer size outside {@link #MIN_MIB}..{@link #MAX_MIB}, naming it. */
+    public static void checkSize(int sizeMiB) {
+        if (sizeMiB < MIN_MIB || sizeMiB > MAX_MIB) {
+            throw new IllegalArgumentException("writable layer size " + sizeMiB + " MiB is outside " + MIN_MIB + ".." + MAX_MIB);
+        }
+    }
+
+    /** The image layers of {@code sizeMiB} are cloned from, formatted on first need. */
+    private Image image(int sizeMiB) throws StoreException {
+        Image known = images.get(sizeMiB);
+        if (known != null) {
+            return known;
+        }
+        synchronized (images) {
+            known = images.get(sizeMiB);
+            if (known != null) {
+                return known;
+            }
+            Path path = dir.resolve("ext4-" + sizeMiB + "M.img");
+            try {
+                if (!Files.exists(path)) {
+                    format(path, (long) sizeMiB << 20);
+                }
+                int fd = Syscalls.open(path, Syscalls.O_PATH | Syscalls.O_CLOEXEC, 0);
+                try {
+                    known = new Image(path, Syscalls.fstat(fd).blocks() * 512);
+                } finally {
+                    Syscalls.closeQuietly(fd);
+                }
+            } catch (IOException e) {
+                throw new StoreException("format " + path + ": " + e.getMessage(), e);
+            } catch (Syscalls.SyscallException e) {
+                throw new StoreException("open " + path + ": " + e.getMessage(), e);
+            }
+            images.put(sizeMiB, known);
+            return known;
+        }
     }
 
     private static void format(Path template, long bytes) throws IOException, StoreException {
@@ -104,27 +193,49 @@ public final class WritableLayerStore {
         Files.move(tmp, template, StandardCopyOption.ATOMIC_MOVE);
     }
 
-    /** Clones, opens and unlinks a new layer for {@code sandboxId}. */
-    public WritableLayer create(String sandboxId) throws StoreException {
+    /** The size of a layer nobody asked a size for. */
+    public int defaultMiB() {
+        return defaultMiB;
+    }
+
+    /**
+     * Clones, opens and unlinks a new layer of {@code sizeMiB} for {@code sandboxId}, once
+     * the store can promise it every block ({@link #requireRoom}); the store counts it as
+     * held until it is closed unhanded, or until what {@link WritableLayer#heldUntil} names.
+     */
+    public WritableLayer create(String sandboxId, int sizeMiB) throws StoreException {
+        checkSize(sizeMiB);
+        Image image = image(sizeMiB);
         Path path = dir.resolve(LAYER + ProcessHandle.current().pid() + "-" + counter.incrementAndGet());
         int src = -1;
         int dst = -1;
+        int own = -1;
         try {
-            src = Syscalls.open(template, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
-            dst = Syscalls.open(path, Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
-            try {
-                Syscalls.ioctl(dst, FICLONE, src);
-            } finally {
-                Syscalls.unlink(path);
+            synchronized (held) {
+                requireRoom(sandboxId, sizeMiB);
+                src = Syscalls.open(image.path(), Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+                dst = Syscalls.open(path, Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
+                try {
+                    Syscalls.ioctl(dst, FICLONE, src);
+                } finally {
+                    Syscalls.unlink(path);
+                }
+                own = Syscalls.reopen(dst, Syscalls.O_PATH);
+                long shared = Syscalls.fstat(own).blocks() * 512;
+                cloneAllocated.putIfAbsent(sizeMiB, shared);
+                Held h = new Held(own, shared);
+                held.add(h);
+                own = -1;
+                WritableLayer layer = new WritableLayer(dst, (long) sizeMiB << 20, this, h);
+                dst = -1;
+                return layer;
             }
-            WritableLayer layer = new WritableLayer(dst, sizeBytes);
-            dst = -1;
-            return layer;
         } catch (Syscalls.SyscallException e) {
             throw new StoreException(explain(sandboxId, e), e);
         } finally {
             Syscalls.closeQuietly(src);
             Syscalls.closeQuietly(dst);
+            Syscalls.closeQuietly(own);
             try {
                 Files.deleteIfExists(path);
             } catch (IOException ignored) {
@@ -205,32 +316,115 @@ public final class WritableLayerStore {
         };
     }
 
-    /** The least a start needs free in the store: its disk's first writes (a mount's journal, a container's files). */
+    /** What the store keeps free beyond every promise: room for the filesystem's own metadata. */
     public static final long MIN_FREE_BYTES = 64L << 20;
 
     /**
-     * Refuses a start the store cannot hold, naming the store and its free space: a disk is a
-     * clone whose blocks are allocated as the guest writes them (a spare's was made before),
-     * and a store without room would fail the guest's first writes with EIO instead.
+     * Refuses a layer of {@code sizeMiB} the store cannot promise, naming the store and its
+     * numbers: the free space must cover what every held layer may still take, the new
+     * layer's size and {@link #MIN_FREE_BYTES}. A disk is a clone whose blocks are allocated
+     * as its guest writes them; without the promise, a store that filled would fail some
+     * other guest's next write with EIO. A start taking a spare is checked the same (the
+     * pool makes another).
      */
-    public void requireRoom(String sandboxId) throws StoreException {
+    public void requireRoom(String sandboxId, int sizeMiB) throws StoreException {
         long free;
         try {
             free = Files.getFileStore(dir).getUsableSpace();
         } catch (IOException e) {
             throw new StoreException("store " + dir + ": free space: " + e.getMessage(), e);
         }
-        if (free < MIN_FREE_BYTES) {
-            throw new StoreException("create writable layer sandbox=" + sandboxId + " in " + dir + ": the store is full ("
-                    + free + " bytes free, fewer than the " + MIN_FREE_BYTES + " a start needs)");
+        long promised = 0;
+        int layers;
+        synchronized (held) {
+            for (Held h : held) {
+                promised += h.promised();
+            }
+            layers = held.size();
         }
+        long need = ((long) sizeMiB << 20) + MIN_FREE_BYTES;
+        if (free - promised < need) {
+            throw new StoreException("create writable layer sandbox=" + sandboxId + " in " + dir + ": the store is full ("
+                    + free + " bytes free, " + promised + " of them promised to the " + layers + " layers VMs hold; a layer of "
+                    + sizeMiB + " MiB needs " + need + " more)");
+        }
+    }
+
+    /** What the held layers have allocated and may still take, in bytes, and how many there are. */
+    public record Usage(int layers, long allocated, long promised) {}
+
+    public Usage usage() {
+        synchronized (held) {
+            long allocated = 0;
+            long promised = 0;
+            for (Held h : held) {
+                allocated += h.allocated();
+                promised += h.promised();
+            }
+            return new Usage(held.size(), allocated, promised);
+        }
+    }
+
+    /** Counts {@code h} held until {@code gone} completes (its VM has exited). */
+    void holdUntil(Held h, java.util.concurrent.CompletableFuture<?> gone) {
+        gone.whenComplete((x, e) -> release(h));
+    }
+
+    /** Stops counting {@code h}: its VM is gone, or it was never handed to one. */
+    void release(Held h) {
+        synchronized (held) {
+            if (!held.remove(h)) {
+                return;
+            }
+        }
+        Syscalls.closeQuietly(h.fd);
+    }
+
+    /**
+     * Counts again the layer the running VM {@code vmPid} holds (a previous daemon made it),
+     * until {@code gone}: the one of its descriptors that is a layer of this store. False when
+     * it holds none.
+     */
+    public boolean adopt(String sandboxId, long vmPid, java.util.concurrent.CompletableFuture<?> gone) {
+        Path fds = Path.of("/proc", Long.toString(vmPid), "fd");
+        String prefix = dir.resolve(LAYER).toString();
+        try (Stream<Path> s = Files.list(fds)) {
+            for (Path fd : s.toList()) {
+                String target;
+                try {
+                    target = Files.readSymbolicLink(fd).toString();
+                } catch (IOException closedMeanwhile) {
+                    continue;
+                }
+                if (!target.startsWith(prefix) || !target.endsWith(" (deleted)")) {
+                    continue;
+                }
+                long size = Files.size(fd);
+                // What a fresh clone of its size shares; before this daemon cloned one, its image's
+                // (no less: a clone shares at most its image's blocks, so the promise errs high).
+                int mib = (int) Math.min(size >> 20, MAX_MIB);
+                Long shared = cloneAllocated.get(mib);
+                Held h = new Held(Syscalls.open(fd, Syscalls.O_PATH | Syscalls.O_CLOEXEC, 0), shared != null ? shared
+                        : size == (long) mib << 20 && mib >= MIN_MIB ? image(mib).allocated() : 0);
+                synchronized (held) {
+                    held.add(h);
+                }
+                holdUntil(h, gone);
+                return true;
+            }
+        } catch (IOException | Syscalls.SyscallException | StoreException e) {
+            LOG.log(Level.WARNING, "writable layer store: the layer of sandbox={0} (VM pid {1}): {2}", sandboxId, vmPid,
+                    e.getMessage());
+        }
+        return false;
     }
 
     public Path dir() {
         return dir;
     }
 
+    /** The image layers of the default size are cloned from. */
     public Path template() {
-        return template;
+        return dir.resolve("ext4-" + defaultMiB + "M.img");
     }
 }

@@ -34,18 +34,18 @@ class WritableLayerStoreTest {
     void fiftyLayersShareTheImageAndNoPathNamesThem() throws Exception {
         try (XfsLoop xfs = new XfsLoop(1024)) {
             Path dir = xfs.mount.resolve("store");
-            WritableLayerStore store = WritableLayerStore.open(dir, 256);
+            WritableLayerStore store = WritableLayerStore.open(dir, 16);
             byte[] image = sha256(store.template());
             long usedBefore = xfs.usedKiB();
             List<WritableLayer> layers = new ArrayList<>();
             for (int i = 0; i < 50; i++) {
-                layers.add(store.create("sb-" + i));
+                layers.add(store.create("sb-" + i, 16));
             }
-            assertEquals(List.of("ext4-256M.img"), files(dir), "no layer may be named by a path");
+            assertEquals(List.of("ext4-16M.img"), files(dir), "no layer may be named by a path");
             // Each is a whole ext4 image, reachable through /proc as the hypervisor will reach it.
             for (WritableLayer layer : layers) {
                 try (RandomAccessFile f = new RandomAccessFile(layer.procPath().toFile(), "rw")) {
-                    assertEquals(256L << 20, f.length());
+                    assertEquals(16L << 20, f.length());
                     f.seek(1080);
                     assertEquals(0xEF53, Short.toUnsignedInt(Short.reverseBytes(f.readShort())), "ext4 magic");
                 }
@@ -64,14 +64,70 @@ class WritableLayerStoreTest {
                 f.readFully(b);
                 assertArrayEquals(new byte[20], b);
             }
-            // Fifty clones of a 256 MiB image cost far less than one copy of it.
+            // Fifty clones of a 16 MiB image cost far less than their 800 MiB.
             long cloned = xfs.usedKiB() - usedBefore;
             assertTrue(cloned < 64 * 1024, "50 clones used " + cloned + " KiB");
             for (WritableLayer layer : layers) {
                 layer.close();
                 layer.close(); // idempotent
             }
-            assertEquals(List.of("ext4-256M.img"), files(dir));
+            assertEquals(List.of("ext4-16M.img"), files(dir));
+        }
+    }
+
+    /**
+     * The store never overcommits: each layer a VM holds is owed the blocks it may still
+     * take, and a layer the free space cannot also cover is refused before anything is made,
+     * naming the store and its numbers. A layer given back (its VM gone, or never handed to
+     * one) returns its promise; what a layer writes beyond its image is no longer owed.
+     */
+    @Test
+    void theStorePromisesEveryLayerItsSizeAndRefusesWhatItCannotHold() throws Exception {
+        try (XfsLoop xfs = new XfsLoop(1024)) {
+            Path dir = xfs.mount.resolve("store");
+            WritableLayerStore store = WritableLayerStore.open(dir, 256);
+            long free = Files.getFileStore(dir).getUsableSpace();
+            int fit = (int) ((free - WritableLayerStore.MIN_FREE_BYTES) / (256L << 20));
+            assertTrue(fit >= 2, "a 1 GiB store holds a few 256 MiB layers: " + free);
+            List<WritableLayer> layers = new ArrayList<>();
+            for (int i = 0; i < fit; i++) {
+                layers.add(store.create("sb-" + i, 256));
+            }
+            StoreException full = assertThrows(StoreException.class, () -> store.create("one-more", 256));
+            assertTrue(full.getMessage().startsWith("create writable layer sandbox=one-more in " + dir + ": the store is full (")
+                    && full.getMessage().contains(" of them promised to the " + fit + " layers VMs hold; a layer of 256 MiB needs "),
+                    full.getMessage());
+            assertThrows(StoreException.class, () -> store.requireRoom("one-more", 256));
+            assertEquals(List.of("ext4-256M.img"), files(dir), "a refused layer leaves nothing");
+            assertEquals(new WritableLayerStore.Usage(fit, store.usage().allocated(), (long) fit * (256L << 20)), store.usage());
+
+            // Handed to a VM, a layer stays owed after the daemon's descriptor closes, until the VM is gone.
+            java.util.concurrent.CompletableFuture<Void> vmGone = new java.util.concurrent.CompletableFuture<>();
+            layers.get(0).heldUntil(vmGone);
+            layers.get(0).close();
+            assertThrows(StoreException.class, () -> store.requireRoom("one-more", 256));
+            vmGone.complete(null);
+            store.requireRoom("one-more", 256);
+            // One never handed is given back when it closes.
+            layers.get(1).close();
+            assertEquals(fit - 2, store.usage().layers());
+            // What a layer has written beyond its image is no longer owed: it is allocated already.
+            WritableLayer written = layers.size() > 2 ? layers.get(2) : store.create("sb-w", 256);
+            long owedBefore = store.usage().promised();
+            try (RandomAccessFile f = new RandomAccessFile(written.procPath().toFile(), "rw")) {
+                // 140..172 MiB: a hole of the 256 MiB image (mkfs.ext4 puts nothing between its journal,
+                // at 112 MiB, and block group 1's backups at 128 MiB and 200 MiB). A write over the
+                // image's own blocks copies them instead, and those stay owed.
+                f.seek(140L << 20);
+                f.write(new byte[32 << 20]);
+                f.getFD().sync();
+            }
+            assertEquals(owedBefore - (32L << 20), store.usage().promised(), "written blocks are no longer promised");
+            for (WritableLayer layer : layers) {
+                layer.close();
+            }
+            written.close();
+            assertEquals(0, store.usage().layers());
         }
     }
 

@@ -431,6 +431,10 @@ class CtrRunTest {
         }
         List<String> helpers = new ArrayList<>(Files.readAllLines(procs));
         assertTrue(helpers.remove(vmPid), "the VM in its sandbox's cgroup " + procs + ": " + helpers);
+        // ... with its jailer, which waits for it (QEMU is pid 1 of a PID namespace of its own).
+        String jailer = Files.readString(Path.of("/proc", vmPid, "stat")).replaceFirst(".*\\) \\S+ (\\d+) .*\\n?", "$1");
+        assertTrue(helpers.remove(jailer), "the VM's jailer " + jailer + " in its cgroup too: " + helpers);
+        assertTrue(Files.readSymbolicLink(Path.of("/proc", jailer, "exe")).toString().endsWith("/rund-jail"), jailer);
         assertEquals(2, helpers.size(), "two helpers beside the VM of sandbox " + sandbox + ": " + helpers);
         int writable = 0;
         for (String pid : helpers) {

@@ -196,7 +196,8 @@ class FaultTest {
     @Test
     void aFullStoreFailsWritesAndStartsByNameNotTheNode() throws Exception {
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "full", "sleep", "1000").exitCode());
-        // The store is a 2 GiB XFS; two files take what is left of it, to the last block.
+        // Something beside rund fills the store (its promises hold only against its own layers):
+        // two files take what is left of it, to the last block.
         Path filler = ctd.scratch.mount.resolve("filler");
         Path rest = ctd.scratch.mount.resolve("filler-rest");
         Command.run(T, null, java.util.Map.of(), List.of("sh", "-c", "fallocate -l $(($(stat -f -c '%a*%S' "

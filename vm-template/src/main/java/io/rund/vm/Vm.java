@@ -14,6 +14,14 @@ public interface Vm extends AutoCloseable {
     /** The hypervisor process's pid on the host (for cgroups and state files). */
     long pid();
 
+    /**
+     * Every process of the VM on the host, the hypervisor first: with a jailed QEMU, also
+     * its jailer, which waits for it. All are charged to the sandbox's cgroup.
+     */
+    default java.util.List<Long> processes() {
+        return java.util.List.of(pid());
+    }
+
     /** Completes with the hypervisor process's exit code when it has exited, however. */
     CompletableFuture<Integer> exited();
 

@@ -25,6 +25,8 @@ import java.time.Duration;
  */
 final class Adoption {
 
+    private static final System.Logger LOG = System.getLogger(Adoption.class.getName());
+
     /** How long a running guest's agent gets to answer a new connection. */
     private static final Duration AGENT = Duration.ofSeconds(10);
 
@@ -74,6 +76,11 @@ final class Adoption {
             undo.push(Resource.SHARE, "host-directory share and helper", hostDirs::close);
             vm[0] = answer(qmp);
             undo.push(Resource.VM, "QEMU", vm[0]::close);
+            if (!m.store().adopt(id, qemu.pid(), vm[0].exited())) {
+                // It runs on: what is lost is the store's count of its layer, which a start may then overcommit.
+                LOG.log(System.Logger.Level.WARNING, "sandbox={0}: its VM (pid {1}) holds no writable layer of {2}", id,
+                        qemu.pid(), m.store().dir());
+            }
             if (state.netns() != null) {
                 Path netns = Path.of(state.netns());
                 undo.push(Resource.POD_NETWORK, state.podInterface(), () -> PodNetwork.disconnect(netns, state.podInterface()));

@@ -25,10 +25,13 @@ import java.util.Objects;
  *     CNI plugin); null for none. Only the first container's counts: it makes the VM.
  * @param vmResources what the VM must hold ({@link VmSize}): a plain container's own limits,
  *     a pod's from CRI's sandbox annotations; only the first container's counts
+ * @param writableLayerMiB the size of the sandbox's writable layer (its disk), from the
+ *     annotation io.rund.writable-layer-mib; 0 for the store's default; only the first
+ *     container's counts
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
         ContainerConfig config, List<Volume> volumes, List<FileMount> files, List<HostDir> dirs, Path netns,
-        ResourceLimits vmResources) {
+        ResourceLimits vmResources, int writableLayerMiB) {
 
     /**
      * A host directory bound at {@code destination}: it joins the sandbox's host-directory
@@ -124,7 +127,7 @@ public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname
     public ContainerSpec withFiles(List<FileMount> more) {
         List<FileMount> all = new java.util.ArrayList<>(files);
         all.addAll(more);
-        return new ContainerSpec(id, rootfs, hostname, process, config, volumes, all, dirs, netns, vmResources);
+        return new ContainerSpec(id, rootfs, hostname, process, config, volumes, all, dirs, netns, vmResources, writableLayerMiB);
     }
 
     /** The container's limits. */

@@ -36,7 +36,7 @@ enum Resource {
         @Override
         void acquire(Starting s) throws Exception {
             try {
-                s.manager.store().requireRoom(s.id);
+                s.manager.store().requireRoom(s.id, s.size.diskMiB());
             } catch (StoreException e) {
                 throw new SandboxException(Fault.RESOURCE_EXHAUSTED, e.getMessage(), e);
             }
@@ -79,7 +79,9 @@ enum Resource {
                     + SandboxManager.VM_OVERHEAD_BYTES, vm.quotaPer100ms(), 100_000, 512,
                     vm.cpuShares() == null ? 0 : vm.cpuShares()));
             if (s.spare != null) {
-                cgroup.bind(s.spare.vm().pid());
+                for (long p : s.spare.vm().processes()) {
+                    cgroup.bind(p);
+                }
                 cgroup.bind(s.spare.helper().process().pid());
                 cgroup.bind(s.spare.hostHelper().process().pid());
             }
@@ -155,15 +157,20 @@ enum Resource {
             s.tap = VmConfig.newTapName();
             s.step = "create the writable layer";
             SandboxManager.Launched launched;
-            try (WritableLayer writable = s.manager.store().create(s.id)) {
+            try (WritableLayer writable = s.manager.store().create(s.id, s.size.diskMiB())) {
                 s.step = "launch the VM";
                 launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.hostDirs, s.cgroup, s.tap, s.uid, s.size);
-                // QEMU has opened the layer by the time QMP answered; ours closes here.
+                // QEMU has opened the layer by the time QMP answered; ours closes here, the store counts it till QEMU ends.
+                writable.heldUntil(launched.vm().exited());
+            } catch (StoreException e) {
+                throw new SandboxException(Fault.RESOURCE_EXHAUSTED, e.getMessage(), e);
             }
             s.undo.push(this, "QEMU", launched.vm()::close);
             s.vm = launched.vm();
             s.boot = launched.boot();
-            s.cgroup.bind(s.vm.pid());
+            for (long p : s.vm.processes()) {
+                s.cgroup.bind(p);
+            }
             // The helpers now serving it (a failed clone's were replaced), for a restarted daemon to adopt.
             s.write(s.state.withVm(s.vm.pid(), s.boot, s.dir.toString())
                     .withHelpers(s.readOnly.helper().process().pid(), s.hostDirs.helper().process().pid()));

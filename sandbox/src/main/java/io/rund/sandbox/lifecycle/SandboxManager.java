@@ -101,7 +101,7 @@ public final class SandboxManager implements AutoCloseable {
         return pool;
     }
 
-    WritableLayerStore store() {
+    public WritableLayerStore store() {
         return store;
     }
 
@@ -145,17 +145,21 @@ public final class SandboxManager implements AutoCloseable {
     /** A template for VMs of {@code size}. */
     TemplateStore.Spec templateSpec(VmSize size) throws IOException {
         return new TemplateStore.Spec(config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
-                Files.size(store.template()));
+                (long) size.diskMiB() << 20);
     }
 
     /** The size of a VM whose containers ask for nothing: the configured one. */
     VmSize defaultSize() {
-        return new VmSize(config.vcpus(), config.vmMemoryMiB());
+        return new VmSize(config.vcpus(), config.vmMemoryMiB(), store.defaultMiB());
     }
 
-    /** The size for a sandbox whose containers are allowed {@code wanted}. */
-    VmSize sizeFor(io.rund.sandbox.guest.ResourceLimits wanted) throws SandboxException {
-        return VmSize.fit(wanted, defaultSize(), config.guestMemoryMiB(), maxMemoryMiB, Runtime.getRuntime().availableProcessors());
+    /**
+     * The size for a sandbox whose containers are allowed {@code wanted}, with a writable
+     * layer of {@code layerMiB} (0: the store's default).
+     */
+    VmSize sizeFor(io.rund.sandbox.guest.ResourceLimits wanted, int layerMiB) throws SandboxException {
+        return VmSize.fit(wanted, defaultSize(), config.guestMemoryMiB(), maxMemoryMiB, Runtime.getRuntime().availableProcessors())
+                .withDisk(layerMiB);
     }
 
     /**
@@ -275,11 +279,12 @@ public final class SandboxManager implements AutoCloseable {
             undo.push(Resource.SHARE, "host-directory helper", helper[1]::close);
             state = state.withHelpers(helper[0].process().pid(), helper[1].process().pid());
             state.write(dir);
-            WritableLayer writable = store.create(name);
+            WritableLayer writable = store.create(name, defaultSize().diskMiB());
             undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
             vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], helper[1], t.cloneRam(), tap, uid,
                     defaultSize()));
+            writable.heldUntil(vm[0].exited());
             undo.push(Resource.VM, "QEMU", vm[0]::close);
             FaultPoints.at("spare.refill");
             state.withVm(vm[0].pid(), state.boot(), state.vmDir()).write(dir);
@@ -396,7 +401,7 @@ public final class SandboxManager implements AutoCloseable {
         } catch (StoreException | NetworkException e) {
             throw new SandboxException(Fault.INVALID_ARGUMENT, "start sandbox=" + id + ": " + e.getMessage(), e);
         }
-        VmSize size = sizeFor(spec.vmResources());
+        VmSize size = sizeFor(spec.vmResources(), spec.writableLayerMiB());
         Starting s = new Starting(this, id, dir, spec, lowers, network, size);
         long started = System.nanoTime();
         try {

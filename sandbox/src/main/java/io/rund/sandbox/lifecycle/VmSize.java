@@ -4,9 +4,11 @@ import io.rund.sandbox.Fault;
 import io.rund.sandbox.guest.ResourceLimits;
 
 /**
- * How large a sandbox's VM is: vCPUs and RAM. Each size is a template of its own (a size
- * class), built on first need, so a clone stays a clone at any size and a sandbox of the
- * default size costs what it always did (docs/ARCHITECTURE.md, "VM sizes").
+ * How large a sandbox's VM is: vCPUs, RAM and its writable layer's disk. Each size is a
+ * template of its own (a size class), built on first need, so a clone stays a clone at any
+ * size and a sandbox of the default size costs what it always did (docs/ARCHITECTURE.md,
+ * "VM sizes"); its guest knows its disk's size from the template, which is why the disk is
+ * part of the size.
  *
  * <p>A VM holds what its containers are allowed: a memory limit of L bytes gets
  * L + G MiB (the guest kernel and agent: rund.toml's guest_memory_mib), rounded up to {@link #STEP_MIB};
@@ -15,7 +17,12 @@ import io.rund.sandbox.guest.ResourceLimits;
  * never less than the default size, never more vCPUs than the host has. A limit above what
  * the host can give is refused by name.
  */
-public record VmSize(int vcpus, int memoryMiB) {
+public record VmSize(int vcpus, int memoryMiB, int diskMiB) {
+
+    /** This size with a writable layer of {@code mib} (0: as it is). */
+    VmSize withDisk(int mib) {
+        return mib <= 0 ? this : new VmSize(vcpus, memoryMiB, mib);
+    }
 
     /** Sizes are multiples of this, so that near limits share a template. */
     static final int STEP_MIB = 128;
@@ -52,7 +59,7 @@ public record VmSize(int vcpus, int memoryMiB) {
                     + "does not have (it has " + hostCpus + ")", null);
         }
         cpus = Math.max(cpus, span);
-        return new VmSize(cpus, memory);
+        return new VmSize(cpus, memory, defaults.diskMiB);
     }
 
     /** One more than the highest CPU a cpuset list ("0-1,3" -> 4) names; 0 for none or one that does not parse. */

@@ -79,7 +79,7 @@ public final class HostPathBench {
             WritableLayerStore store = WritableLayerStore.open(xfs.mount.resolve("scratch"), 256);
             for (int workers : new int[] {1, 50}) {
                 row("writable layer: FICLONE+open+unlink+handoff (256 MiB ext4)", 1000, workers, time(1000, workers, i -> {
-                    WritableLayer l = store.create("bench");
+                    WritableLayer l = store.create("bench", 256);
                     l.procPath();
                     return l::close;
                 }));

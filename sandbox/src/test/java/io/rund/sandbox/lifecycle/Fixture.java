@@ -50,7 +50,7 @@ final class Fixture implements AutoCloseable {
         Files.createDirectories(layerEtc.resolve("etc"));
         Files.writeString(layerEtc.resolve("etc/image-file"), "from the top layer\n");
         stateRoot = Files.createTempDirectory(Path.of("/run"), "rund-test-sandboxes-");
-        xfs = new XfsLoop(1024);
+        xfs = new XfsLoop(4096); // sparse: the store promises each held layer its 128 MiB
         storeDir = xfs.mount.resolve("scratch");
         store = WritableLayerStore.open(storeDir, 128);
         poolName = "rund-test-" + name + "-" + ProcessHandle.current().pid();
@@ -90,14 +90,14 @@ final class Fixture implements AutoCloseable {
         ContainerConfig k = c.config();
         return new ContainerSpec(id, image, hostname, c.process(), new ContainerConfig(k.mounts(), k.maskedPaths(),
                 k.readonlyPaths(), false, java.util.Map.of(), new ContainerConfig.Namespaces(false, true, false, false), "",
-                k.resources(), null), List.of(), List.of(), List.of(), null, null);
+                k.resources(), null), List.of(), List.of(), List.of(), null, null, 0);
     }
 
     static ContainerSpec container(String id, List<RootfsMount> image, String hostname,
             List<ContainerSpec.FileMount> files, Path netns, String... args) {
         ProcessSpec p = TestContainers.process(false, args);
         return new ContainerSpec(id, image, hostname, ProcessSpec.of(p.args(), List.of("PATH=/bin"), "/")
-                .withCapabilities(p.capabilities()), TestContainers.config(), List.of(), files, List.of(), netns, null);
+                .withCapabilities(p.capabilities()), TestContainers.config(), List.of(), files, List.of(), netns, null, 0);
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */

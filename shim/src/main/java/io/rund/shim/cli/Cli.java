@@ -147,6 +147,7 @@ public final class Cli {
                     + (s.getTemplateBuilt() ? "" : " (not built yet)"));
             out.println("spare VMs    " + s.getSpareVmsReady() + " ready of " + s.getSpareVms());
         }
+        out.println("layer store  " + s.getLayerStore());
         out.println("standby      " + (s.getStandbyPid() == 0 ? "none" : "pid " + s.getStandbyPid()
                 + ", waiting to take over"));
         out.println();

@@ -410,7 +410,7 @@ public final class HostCheck {
         try {
             TemplateStore.Spec spec = new TemplateStore.Spec(config.guestDir().resolve("vmlinux"),
                     config.guestDir().resolve("initramfs.cpio"), Daemon.VM_VCPUS, Daemon.VM_MEMORY_MIB,
-                    (long) Daemon.LAYER_MIB << 20);
+                    (long) config.writableLayerMiB() << 20);
             // The machine as the daemon's QEMU would start it: the same key the daemon computes.
             String key = TemplateStore.key(spec, new QemuHypervisor(Daemon.QEMU, new Accelerator(accel, "rund check")));
             Path dir = root.resolve(key);

@@ -215,7 +215,8 @@ final class SandboxApi {
         ns.addObject().put("type", "network").put("path", c.getNetnsPath());
         ObjectNode annotations = root.putObject("annotations");
         given.path("annotations").fields().forEachRemaining(e -> {
-            if (e.getKey().startsWith("io.kubernetes.cri.") && e.getValue().isTextual()) {
+            if ((e.getKey().startsWith("io.kubernetes.cri.") || e.getKey().equals(OciSpec.WRITABLE_LAYER_MIB))
+                    && e.getValue().isTextual()) {
                 annotations.put(e.getKey(), e.getValue().asText());
             }
         });

@@ -77,10 +77,9 @@ public final class Daemon implements AutoCloseable {
     private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.-]{0,75}");
     /** The hypervisor binary (Debian's; QEMU 10 from bookworm-backports on Debian 12). */
     public static final Path QEMU = Path.of("/usr/bin/qemu-system-x86_64");
-    /** Every VM's size and writable layer, today one size for all (`rund check` computes the template key from them). */
+    /** The default VM's size (`rund check` computes the template key from them and the configured layer size). */
     public static final int VM_VCPUS = 1;
     public static final int VM_MEMORY_MIB = 256;
-    public static final int LAYER_MIB = 256;
     /** How long a stopping daemon lets the calls it is running finish. */
     private static final Duration STOP_GRACE = Duration.ofSeconds(10);
 
@@ -93,7 +92,8 @@ public final class Daemon implements AutoCloseable {
      * {@code standby}: keep a standby daemon, warm, to take over at once when this one goes ({@link Standby}).
      */
     public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
-            Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, String fault, boolean standby) {
+            Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, int writableLayerMiB, String fault,
+            boolean standby) {
 
         /** The VMs' jail. */
         public VmJail jail() {
@@ -171,7 +171,7 @@ public final class Daemon implements AutoCloseable {
         trace.step("hypervisor");
         pool = CgroupPool.open(CgroupLayout.detect(config.cgroupPool()), config.stateDir().resolve("cgroup-claims"), config.poolSize());
         trace.step("cgroup pool");
-        WritableLayerStore store = WritableLayerStore.open(config.scratch(), LAYER_MIB);
+        WritableLayerStore store = WritableLayerStore.open(config.scratch(), config.writableLayerMiB());
         trace.step("store");
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
@@ -455,12 +455,21 @@ public final class Daemon implements AutoCloseable {
         return DeleteResponse.newBuilder().setExitStatus(137).setExitedAt(Timestamps.of(Instant.now())).build();
     }
 
+    /** The store as `rund status` shows it: what its layers hold and are promised, what is free. */
+    private static String layerStore(io.rund.rootfs.WritableLayerStore store) throws IOException {
+        io.rund.rootfs.WritableLayerStore.Usage u = store.usage();
+        long free = Files.getFileStore(store.dir()).getUsableSpace();
+        return String.format("%s: %d layer(s) held (%d MiB allocated), %d MiB promised to them, %d MiB free; %d MiB each by"
+                + " default", store.dir(), u.layers(), u.allocated() >> 20, u.promised() >> 20, free >> 20, store.defaultMiB());
+    }
+
     private StatusResponse status() throws IOException {
         StatusResponse.Builder b = StatusResponse.newBuilder().setPid(ProcessHandle.current().pid())
                 .setVersion(Version.CURRENT.toString())
                 .setCgroupPool(pool.freeCount() + " free, " + pool.claimed().size() + " claimed")
                 .setAccelerator(accelerator).setSpareVmsReady(manager.sparesReady()).setSpareVms(manager.spareVms());
         Standby.waiting(config.stateDir()).ifPresent(p -> b.setStandbyPid(p.pid()));
+        b.setLayerStore(layerStore(manager.store()));
         if (config.templates() != null) {
             String key = manager.templateKey();
             b.setTemplates(config.templates().toString()).setTemplateKey(key)

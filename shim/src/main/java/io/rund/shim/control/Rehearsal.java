@@ -77,9 +77,9 @@ final class Rehearsal {
         Path store = node.scratch().resolve(".rehearsal-" + pid);
         String pool = "rund-rehearsal-" + pid;
         Daemon.Config config = new Daemon.Config(dir.resolve("state"), node.guestDir(), store, 1, pool,
-                node.accelerator(), null, 0, node.vmUidBase(), node.jailer(), node.guestMemoryMiB(), "", false);
+                node.accelerator(), null, 0, node.vmUidBase(), node.jailer(), node.guestMemoryMiB(), node.writableLayerMiB(), "", false);
         try {
-            WritableLayerStore.seed(node.scratch(), store, Daemon.LAYER_MIB);
+            WritableLayerStore.seed(node.scratch(), store, node.writableLayerMiB());
             Path t = Files.createDirectories(config.stateDir().resolve("t"));
             new TaskRecord("default", "gone", "unix:///nonexistent", 0, List.of("gone"), List.of(), null, List.of())
                     .write(t.resolve("0000000000000000.json"));

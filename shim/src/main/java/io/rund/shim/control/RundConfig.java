@@ -28,6 +28,8 @@ import java.util.Map;
  *                                      # rund-helper, is installed beside it
  * guest_memory_mib = 64                # what a sized VM holds beyond its containers' memory limits
  *                                      # (the guest kernel and agent); 32..1024
+ * writable_layer_mib = 256             # each sandbox's writable layer (its disk, the store's promise to
+ *                                      # it); a pod asks for another with io.rund.writable-layer-mib
  * standby = true                       # keep a second daemon started and warm, waiting to take over at once
  *                                      # when the daemon dies or is stopped (a restart in ~0.2 s, not ~1 s)
  * fault = ""                           # tests only: "POINT=kill" or "POINT=fail" (FaultPoints)
@@ -48,6 +50,7 @@ public final class RundConfig {
         Integer vmUidBase;
         String jailer;
         Integer guestMemoryMiB;
+        Integer writableLayerMiB;
         Boolean standby;
         String fault;
     }
@@ -57,6 +60,9 @@ public final class RundConfig {
 
     /** The guest kernel and agent with room to run: measured in docs/BENCHMARKS.md, "Pod overhead". */
     static final int DEFAULT_GUEST_MEMORY_MIB = 64;
+
+    /** A sandbox's disk when its pod asks for none. */
+    static final int DEFAULT_WRITABLE_LAYER_MIB = 256;
 
     private RundConfig() {}
 
@@ -90,6 +96,12 @@ public final class RundConfig {
         if (guestMiB < 32 || guestMiB > 1024) {
             throw new IOException(path + ": guest_memory_mib " + guestMiB + " is outside 32..1024");
         }
+        int layerMiB = env.containsKey("RUND_WRITABLE_LAYER_MIB") ? Integer.parseInt(env.get("RUND_WRITABLE_LAYER_MIB"))
+                : f.writableLayerMiB != null ? f.writableLayerMiB : DEFAULT_WRITABLE_LAYER_MIB;
+        if (layerMiB < io.rund.rootfs.WritableLayerStore.MIN_MIB || layerMiB > io.rund.rootfs.WritableLayerStore.MAX_MIB) {
+            throw new IOException(path + ": writable_layer_mib " + layerMiB + " is outside "
+                    + io.rund.rootfs.WritableLayerStore.MIN_MIB + ".." + io.rund.rootfs.WritableLayerStore.MAX_MIB);
+        }
         String templates = pick(env, "RUND_TEMPLATES", f.templates, "/var/lib/rund/templates");
         if (!templates.equals("off") && !Path.of(templates).isAbsolute()) {
             throw new IOException(path + ": templates " + templates + " is neither an absolute path nor off");
@@ -100,7 +112,7 @@ public final class RundConfig {
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
                 accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares,
                 uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")),
-                guestMiB, checkFault(path, pick(env, "RUND_FAULT", f.fault, "")), standby(path, env, f.standby));
+                guestMiB, layerMiB, checkFault(path, pick(env, "RUND_FAULT", f.fault, "")), standby(path, env, f.standby));
     }
 
     private static boolean standby(Path path, Map<String, String> env, Boolean fromFile) throws IOException {
@@ -128,7 +140,7 @@ public final class RundConfig {
     }
 
     private static final String KNOWN = "state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates,"
-            + " spare_vms, vm_uid_base, jailer, guest_memory_mib, standby, fault";
+            + " spare_vms, vm_uid_base, jailer, guest_memory_mib, writable_layer_mib, standby, fault";
 
     /**
      * Reads the file with the TOML format's own parser, key by key. Mapping it onto a class by
@@ -156,6 +168,7 @@ public final class RundConfig {
                     case "vm_uid_base" -> f.vmUidBase = integer(path, key, p, v);
                     case "jailer" -> f.jailer = string(path, key, p, v);
                     case "guest_memory_mib" -> f.guestMemoryMiB = integer(path, key, p, v);
+                    case "writable_layer_mib" -> f.writableLayerMiB = integer(path, key, p, v);
                     case "standby" -> f.standby = bool(path, key, p, v);
                     case "fault" -> f.fault = string(path, key, p, v);
                     default -> throw new IOException(path + ": unknown key " + key + " (known: " + KNOWN + ")");

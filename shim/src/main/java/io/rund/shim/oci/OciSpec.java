@@ -382,7 +382,23 @@ public final class OciSpec {
         Binds binds = binds(config + " mounts", mounts);
         return new ContainerSpec(id, rootfs, hostname(root), process, cc,
                 volumes(config + " mounts", mounts), binds.files(), binds.dirs(),
-                netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc));
+                netns(where + ".namespaces", linux.path("namespaces")), vmResources(config + " annotations", root, cc),
+                writableLayerMiB(config + " annotations", root));
+    }
+
+    /** The size of the sandbox's writable layer (its disk, in MiB) a container asks for; 0 for the default. */
+    public static final String WRITABLE_LAYER_MIB = "io.rund.writable-layer-mib";
+
+    static int writableLayerMiB(String where, JsonNode root) throws TaskFault {
+        Long mib = annotation(where, root.path("annotations"), WRITABLE_LAYER_MIB);
+        if (mib == null) {
+            return 0;
+        }
+        if (mib < io.rund.rootfs.WritableLayerStore.MIN_MIB || mib > io.rund.rootfs.WritableLayerStore.MAX_MIB) {
+            throw OciLinux.refuse(where, WRITABLE_LAYER_MIB + "=" + mib, "is outside "
+                    + io.rund.rootfs.WritableLayerStore.MIN_MIB + ".." + io.rund.rootfs.WritableLayerStore.MAX_MIB);
+        }
+        return mib.intValue();
     }
 
     /** CRI's annotations on a pod's sandbox container: what all of the pod's containers are allowed together. */

@@ -96,7 +96,7 @@ class SandboxApiTest {
                         ProcessSpec.Capabilities.NONE, false, null, null),
                 ContainerConfig.of(List.of(), List.of(), List.of()), List.of(),
                 List.of(new ContainerSpec.FileMount("/etc/hosts", "the kubelet's\n".getBytes(StandardCharsets.UTF_8), false)),
-                List.of(), null, null);
+                List.of(), null, null, 0);
         ContainerSpec joined = SandboxApi.withPodFiles(spec, dir);
         assertEquals(List.of("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"),
                 joined.files().stream().map(ContainerSpec.FileMount::destination).toList());

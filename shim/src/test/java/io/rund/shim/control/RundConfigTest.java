@@ -28,6 +28,7 @@ class RundConfigTest {
         assertEquals(2, c.spareVms());
         assertEquals(2_000_000, c.vmUidBase(), "VMs are confined by default");
         assertEquals(Path.of("/usr/local/lib/rund/rund-jail"), c.jailer());
+        assertEquals(256, c.writableLayerMiB(), "each pod's disk");
     }
 
     @Test
@@ -38,6 +39,7 @@ class RundConfigTest {
                 accelerator = "tcg"
                 templates = "off"
                 spare_vms = 5
+                writable_layer_mib = 1024
                 """);
         Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_POOL_SIZE", "3"));
         assertNull(c.templates(), "templates = off forces cold boot");
@@ -47,6 +49,8 @@ class RundConfigTest {
         assertEquals(3, c.poolSize(), "the environment wins");
         assertEquals("tcg", c.accelerator());
         assertEquals(5, c.spareVms());
+        assertEquals(1024, c.writableLayerMiB());
+        assertEquals(64, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_WRITABLE_LAYER_MIB", "64")).writableLayerMiB());
         assertEquals(0, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_SPARE_VMS", "0")).spareVms());
     }
 
@@ -69,6 +73,9 @@ class RundConfigTest {
         Path spares = Files.writeString(dir.resolve("s.toml"), "spare_vms = -1\n");
         IOException s = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", spares.toString())));
         assertTrue(s.getMessage().contains("spare_vms -1"), s.getMessage());
+        Path layer = Files.writeString(dir.resolve("l.toml"), "writable_layer_mib = 8\n");
+        IOException l = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", layer.toString())));
+        assertTrue(l.getMessage().contains("writable_layer_mib 8 is outside 16..1048576"), l.getMessage());
         Path uids = Files.writeString(dir.resolve("u.toml"), "vm_uid_base = 5\n");
         IOException u = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", uids.toString())));
         assertTrue(u.getMessage().contains("vm_uid_base 5"), u.getMessage());

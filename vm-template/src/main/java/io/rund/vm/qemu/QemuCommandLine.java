@@ -211,8 +211,10 @@ public final class QemuCommandLine {
             // charged to the sandbox's memory cgroup, where dirty pages of a container's big write
             // got QEMU OOM-killed (the RunD paper's own point). Writes still complete in QEMU's
             // order as the guest flushes them (cache=none keeps writeback semantics to the guest).
+            // What the guest discards, QEMU punches out of the file (discard=unmap): the blocks go
+            // back to the store, and the layer owes it less.
             a.addAll(List.of("-drive", "file=" + file + ",if=none,id=disk" + index + ",format=raw"
-                            + (readOnly ? ",readonly=on" : ",cache.direct=on") + (fd >= 0 ? ",file.locking=off" : "")
+                            + (readOnly ? ",readonly=on" : ",cache.direct=on,discard=unmap") + (fd >= 0 ? ",file.locking=off" : "")
                             + ",werror=report,rerror=report",
                     "-device", "virtio-blk-device,drive=disk" + index + ",serial=" + serial));
             return a;

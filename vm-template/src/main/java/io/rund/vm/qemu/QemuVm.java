@@ -30,6 +30,8 @@ final class QemuVm implements Vm {
     /** The jail and uid it runs as, or null and -1. */
     private final VmJail jail;
     private final int uid;
+    /** The jailer waiting for a QEMU this daemon launched; 0 for none (not jailed, or adopted). */
+    private long waiter;
 
     /**
      * A QEMU this daemon started: {@code child} is QEMU itself, or its jailer, whose exit
@@ -38,6 +40,9 @@ final class QemuVm implements Vm {
     QemuVm(String sandboxId, Process child, ProcessHandle qemu, QmpClient qmp, VmJail jail, int uid) {
         this(sandboxId, qemu, child.onExit().thenCompose(c -> qemu.isAlive()
                 ? qemu.onExit().thenApply(q -> -1) : CompletableFuture.completedFuture(c.exitValue())), qmp, jail, uid);
+        if (child.pid() != qemu.pid()) {
+            waiter = child.pid();
+        }
     }
 
     /** A QEMU that is not this daemon's child: its status is not ours to read. */
@@ -63,6 +68,11 @@ final class QemuVm implements Vm {
     @Override
     public long pid() {
         return process.pid();
+    }
+
+    @Override
+    public java.util.List<Long> processes() {
+        return waiter == 0 ? java.util.List.of(process.pid()) : java.util.List.of(process.pid(), waiter);
     }
 
     @Override

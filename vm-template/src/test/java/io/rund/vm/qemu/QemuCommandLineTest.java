@@ -45,7 +45,7 @@ class QemuCommandLineTest {
                 "-device", "virtserialport,chardev=agent,name=rund.agent",
                 "-chardev", "socket,id=fs0,path=/run/rund/sandboxes/sb1/virtiofs.sock",
                 "-device", "vhost-user-fs-device,chardev=fs0,tag=lower",
-                "-drive", "file=/proc/self/fd/7,if=none,id=disk0,format=raw,cache.direct=on,werror=report,rerror=report",
+                "-drive", "file=/proc/self/fd/7,if=none,id=disk0,format=raw,cache.direct=on,discard=unmap,werror=report,rerror=report",
                 "-device", "virtio-blk-device,drive=disk0,serial=upper0",
                 "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")),
                 String.join(" ", argv));
@@ -127,7 +127,7 @@ class QemuCommandLineTest {
                 + " /usr/bin/qemu-system-x86_64 -name rund-sb1 "), s);
         for (String arg : List.of("-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control",
                 "-chardev socket,id=agent,fd=4,server=on,wait=off", "-chardev socket,id=fs0,fd=5 ",
-                "-add-fd fd=10,set=10 -add-fd fd=11,set=10 -drive file=/dev/fdset/10,if=none,id=disk0,format=raw,cache.direct=on,file.locking=off,werror=report,rerror=report ",
+                "-add-fd fd=10,set=10 -add-fd fd=11,set=10 -drive file=/dev/fdset/10,if=none,id=disk0,format=raw,cache.direct=on,discard=unmap,file.locking=off,werror=report,rerror=report ",
                 "-netdev tap,id=net0,fd=20 ",
                 "memory-backend-file,id=mem,size=256M,mem-path=/t/ram,share=off,readonly=on,rom=off")) {
             assertTrue(s.contains(arg), arg + " in " + s);
