@@ -612,11 +612,11 @@ int main(int argc, char **argv)
         program = open(argv[i + 1], O_PATH | O_CLOEXEC);
         if (program < 0)
             fail("open", argv[i + 1]);
-        pivot(pivot_dir);
     }
     if (pid_file)
         fork_into_own_pid_namespace(pid_file, uid, gid);
-    /* Connections last, from the process that execs: the back-end reads its peer's pid. */
+    /* Connections last before the new root, from the process that execs: the back-end
+     * reads its peer's pid. */
     for (int k = 0; k < nslots; k++) {
         if (slots[k].connect) {
             int fd = connect_to(slots[k].connect);
@@ -625,6 +625,8 @@ int main(int argc, char **argv)
             close(fd);
         }
     }
+    if (pivot_dir)
+        pivot(pivot_dir);
     if (pid_file)
         enter_own_root(vmdir);
     if (ptracer && prctl(PR_SET_PTRACER, ptracer < 0 ? PR_SET_PTRACER_ANY : (unsigned long)ptracer, 0, 0, 0) < 0 &&
