@@ -211,8 +211,10 @@ public final class HostCheck {
             add(Level.FAIL, "vm confinement", "helper " + config.jail().helper() + " is missing (hack/install builds it)");
         } else {
             add(Level.OK, "vm confinement", "each QEMU as its own uid of " + config.jail() + ", no capabilities,"
-                    + " no_new_privs, QEMU's seccomp filter; its virtio-fs back-ends (rund-helper, one per share) as"
-                    + " the same uid, each in a mount namespace of its share, seccomp allow-list");
+                    + " no_new_privs, QEMU's seccomp filter, in PID, network, mount, IPC and UTS namespaces of its own"
+                    + " (its root /usr and its own files); its virtio-fs back-ends (rund-helper, one per share) as the"
+                    + " same uid, each in mount (its share), network, IPC and UTS namespaces of its own, seccomp"
+                    + " allow-list");
         }
         lines.add(ptraceScope(Path.of("/proc/sys/kernel/yama/ptrace_scope")));
     }
