@@ -26,8 +26,8 @@ import java.util.Objects;
  * @param vmResources what the VM must hold ({@link VmSize}): a plain container's own limits,
  *     a pod's from CRI's sandbox annotations; only the first container's counts
  * @param writableLayerMiB the size of the sandbox's writable layer (its disk), from the
- *     annotation io.rund.writable-layer-mib; 0 for the store's default; only the first
- *     container's counts
+ *     annotation io.rund.writable-layer-mib (rounded up to a power of two, {@link VmSize});
+ *     0 for the store's default; only the first container's counts
  */
 public record ContainerSpec(String id, List<RootfsMount> rootfs, String hostname, ProcessSpec process,
         ContainerConfig config, List<Volume> volumes, List<FileMount> files, List<HostDir> dirs, Path netns,

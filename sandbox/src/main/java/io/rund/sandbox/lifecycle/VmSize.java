@@ -19,9 +19,13 @@ import io.rund.sandbox.guest.ResourceLimits;
  */
 public record VmSize(int vcpus, int memoryMiB, int diskMiB) {
 
-    /** This size with a writable layer of {@code mib} (0: as it is). */
+    /**
+     * This size with a writable layer of at least {@code mib} (0: as it is), rounded up to a
+     * power of two: every layer size a pod may ask for is a template and an image on the node,
+     * so there are 17 of them at most (16 MiB .. 1 TiB), not one per number a pod can write.
+     */
     VmSize withDisk(int mib) {
-        return mib <= 0 ? this : new VmSize(vcpus, memoryMiB, mib);
+        return mib <= 0 ? this : new VmSize(vcpus, memoryMiB, Math.max(16, Integer.highestOneBit(mib - 1) << 1));
     }
 
     /** Sizes are multiples of this, so that near limits share a template. */

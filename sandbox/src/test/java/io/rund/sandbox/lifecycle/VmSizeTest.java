@@ -49,4 +49,14 @@ class VmSizeTest {
                 () -> VmSize.fit(limits(null, null, null, "0-7"), DEFAULT, 64, 24 * 1024, 2));
         assertTrue(none.getMessage().contains("0-7"), none.getMessage());
     }
+
+    /** A pod's layer size is rounded up to a power of two: a bounded number of templates and images per node. */
+    @Test
+    void aLayerSizeIsAPowerOfTwo() {
+        assertEquals(DEFAULT, DEFAULT.withDisk(0), "none asked: the default");
+        assertEquals(64, DEFAULT.withDisk(64).diskMiB());
+        assertEquals(512, DEFAULT.withDisk(300).diskMiB());
+        assertEquals(16, DEFAULT.withDisk(16).diskMiB());
+        assertEquals(1 << 20, DEFAULT.withDisk((1 << 19) + 1).diskMiB());
+    }
 }
