@@ -203,25 +203,38 @@ static int connect_to(const char *path)
     return above(fd, path);
 }
 
+/* New mount, network, IPC and UTS namespaces named hostname, every mount a slave of the
+ * host's (its later unmounts reach in, nothing here reaches out). */
+static void own_namespaces(const char *hostname)
+{
+    if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        fail("unshare mount, network, IPC and UTS namespaces for", hostname);
+    if (sethostname(hostname, strlen(hostname)) < 0)
+        fail("sethostname", hostname);
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        fail("make every mount a slave for", hostname);
+}
+
+/* root, a mount point, becomes / with the old root detached; then cwd becomes dir. */
+static void pivot_into(const char *root, const char *dir)
+{
+    if (chdir(root) < 0)
+        fail("chdir", root);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        fail("pivot_root into", root);
+    if (umount2(".", MNT_DETACH) < 0)
+        fail("detach the old root under", root);
+    if (chdir(dir) < 0)
+        fail("chdir in the new root to", dir);
+}
+
 /* A mount namespace whose root is dir: the caller's mounts below dir, and nothing else. */
 static void pivot(const char *dir)
 {
-    if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
-        fail("unshare mount, network, IPC and UTS namespaces for", dir);
-    if (sethostname("rund-helper", 11) < 0)
-        fail("sethostname for", dir);
-    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-        fail("make every mount a slave for", dir);
+    own_namespaces("rund-helper");
     if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
         fail("bind onto itself", dir);
-    if (chdir(dir) < 0)
-        fail("chdir", dir);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        fail("pivot_root into", dir);
-    if (umount2(".", MNT_DETACH) < 0)
-        fail("detach the old root under", dir);
-    if (chdir("/") < 0)
-        fail("chdir / in", dir);
+    pivot_into(dir, "/");
 }
 
 /* What --isolate binds into the hypervisor's root: a path, opened (O_PATH) while the host's
@@ -332,12 +345,7 @@ static void enter_own_root(int vmdir)
     char dir[PATH_MAX];
     if (!getcwd(dir, sizeof(dir)) || strlen(dir) >= PATH_MAX / 2)
         fail("getcwd", NULL);
-    if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS) < 0)
-        fail("unshare network, IPC, UTS and mount namespaces", NULL);
-    if (sethostname("rund-vm", 7) < 0)
-        fail("sethostname", NULL);
-    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-        fail("make every mount a slave", NULL);
+    own_namespaces("rund-vm");
     /* Each source again, now in this namespace (a bind takes its source from the caller's
      * own mount namespace), before the new root covers the VM's directory. */
     for (int k = 0; k < nbinds; k++) {
@@ -361,14 +369,7 @@ static void enter_own_root(int vmdir)
     struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
     if (mount_setattr(AT_FDCWD, root, 0, &ro, sizeof(ro)) < 0)
         fail("make the new root read-only:", root);
-    if (chdir(root) < 0)
-        fail("chdir", root);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        fail("pivot_root into", root);
-    if (umount2(".", MNT_DETACH) < 0)
-        fail("detach the old root under", root);
-    if (chdir(dir) < 0)
-        fail("chdir in the new root to", dir);
+    pivot_into(root, dir);
     for (int k = 0; k < nbinds; k++)
         close(binds[k].fd);
     close(vmdir);

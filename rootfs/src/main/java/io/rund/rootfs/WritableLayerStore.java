@@ -71,23 +71,18 @@ public final class WritableLayerStore {
             this.shared = shared;
         }
 
-        /** The blocks it may still take: its size, less what it has allocated beyond its image's. */
-        long promised() {
+        /** Its size and blocks now; null only were its file gone (a descriptor the store holds does not fail fstat). */
+        Syscalls.Stat stat() {
             try {
-                Syscalls.Stat st = Syscalls.fstat(fd);
-                return Math.max(0, st.size() - Math.max(0, st.blocks() * 512 - shared));
+                return Syscalls.fstat(fd);
             } catch (Syscalls.SyscallException e) {
-                return 0; // a descriptor the store holds does not fail fstat; were it gone, so is its file
+                return null;
             }
         }
 
-        /** Bytes of the store it has allocated (its image's shared blocks included). */
-        long allocated() {
-            try {
-                return Syscalls.fstat(fd).blocks() * 512;
-            } catch (Syscalls.SyscallException e) {
-                return 0;
-            }
+        /** The blocks it may still take, by {@code st}: its size, less what it has allocated beyond its image's. */
+        long promised(Syscalls.Stat st) {
+            return st == null ? 0 : Math.max(0, st.size() - Math.max(0, st.blocks() * 512 - shared));
         }
     }
 
@@ -338,7 +333,7 @@ public final class WritableLayerStore {
         int layers;
         synchronized (held) {
             for (Held h : held) {
-                promised += h.promised();
+                promised += h.promised(h.stat());
             }
             layers = held.size();
         }
@@ -358,8 +353,9 @@ public final class WritableLayerStore {
             long allocated = 0;
             long promised = 0;
             for (Held h : held) {
-                allocated += h.allocated();
-                promised += h.promised();
+                Syscalls.Stat st = h.stat();
+                allocated += st == null ? 0 : st.blocks() * 512;
+                promised += h.promised(st);
             }
             return new Usage(held.size(), allocated, promised);
         }
