@@ -858,11 +858,64 @@ int proc_wait(const char *cid, const char *eid, int *status, int64_t *at, struct
     return 0;
 }
 
+/* Readers of a process's output sleep in ppoll until their descriptor has something or
+ * WAKE_SIGNAL says that what they wait on changed (their host left, their process was
+ * unlinked). Nothing wakes them on a timer: an idle guest must not run, and under TCG each
+ * wake-up costs the host the emulation of a timer interrupt. The signal is blocked in a
+ * reader except inside ppoll, so one sent between its last look and its sleep stays pending
+ * and ends the sleep at once. The list is guarded by g_lock. */
+#define WAKE_SIGNAL SIGURG
+
+struct reader {
+    pthread_t thread;
+    sigset_t sleep_mask; /* its mask inside ppoll: as it was, with WAKE_SIGNAL open */
+    struct reader *next;
+};
+
+static struct reader *g_readers;
+
+static void on_wake(int sig)
+{
+    (void)sig;
+}
+
+/* Called with g_lock held. */
+static void wake_readers(void)
+{
+    for (struct reader *r = g_readers; r; r = r->next)
+        pthread_kill(r->thread, WAKE_SIGNAL);
+}
+
+static void reader_enter(struct reader *me)
+{
+    sigset_t wake;
+    sigemptyset(&wake);
+    sigaddset(&wake, WAKE_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &wake, &me->sleep_mask);
+    sigdelset(&me->sleep_mask, WAKE_SIGNAL);
+    me->thread = pthread_self();
+    pthread_mutex_lock(&g_lock);
+    me->next = g_readers;
+    g_readers = me;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void reader_leave(struct reader *me)
+{
+    pthread_mutex_lock(&g_lock);
+    for (struct reader **rr = &g_readers; *rr; rr = &(*rr)->next)
+        if (*rr == me) {
+            *rr = me->next;
+            break;
+        }
+    pthread_mutex_unlock(&g_lock);
+}
+
 /* Unlinks and frees a process once no call uses it. Called with g_lock held. */
 static void proc_unlink(struct proc *p)
 {
-    /* Wake readers blocked in poll (they look at the state and the fds every 200 ms). */
     p->state = PROC_EXITED;
+    wake_readers();
     while (p->users)
         pthread_cond_wait(&g_changed, &g_lock);
     for (struct proc **pp = &p->c->procs; *pp; pp = &(*pp)->next)
@@ -877,6 +930,7 @@ void procs_host_left(void)
 {
     pthread_mutex_lock(&g_lock);
     pthread_cond_broadcast(&g_changed);
+    wake_readers();
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -1024,15 +1078,20 @@ int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uin
             return rc < 0 ? -1 : 0;
         }
     }
+    struct reader me;
+    reader_enter(&me);
     for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int r = poll(&pfd, 1, 200);
         if (call_abandoned()) {
             /* The host that asked is gone (a daemon restart): what the process wrote stays in
              * the pipe for the next host's read, not in an answer nobody receives. */
+            reader_leave(&me);
             release_fd(p, which);
             return fail(f, CODE_UNAVAILABLE, "the host that asked for the output of %s/%s left", cid, eid);
         }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = ppoll(&pfd, 1, NULL, &me.sleep_mask);
+        if (r > 0 && call_abandoned())
+            continue;
         if (r > 0) {
             ssize_t got = read(fd, buf, max);
             if (got > 0) {
@@ -1046,6 +1105,7 @@ int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uin
             }
             if (errno != EINTR && errno != EAGAIN) {
                 int e = errno;
+                reader_leave(&me);
                 release_fd(p, which);
                 return fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(e));
             }
@@ -1059,6 +1119,7 @@ int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uin
             break;
         }
     }
+    reader_leave(&me);
     int rc = 0;
     if (acked && *n) {
         /* Kept until acknowledged. Another read may have taken output meanwhile (a host that
@@ -1244,6 +1305,9 @@ void procs_init(void)
     if (g_own_pidns < 0)
         alog("open the agent's PID namespace: %s", strerror(errno));
     g_inotify = inotify_init1(IN_CLOEXEC);
+    struct sigaction wake = {.sa_handler = on_wake}; /* no SA_RESTART: ppoll ends with EINTR */
+    sigemptyset(&wake.sa_mask);
+    sigaction(WAKE_SIGNAL, &wake, NULL);
     pthread_t t;
     pthread_create(&t, NULL, reaper, NULL);
     pthread_detach(t);

@@ -485,4 +485,57 @@ class GuestAgentTest {
         assertEquals(Fault.INVALID_ARGUMENT, bad.kind());
         assertTrue(bad.getMessage().contains("device rule type x"), bad.getMessage());
     }
+
+    /**
+     * A host that leaves with reads of a silent process in flight: the agent ends those reads at
+     * once (nothing wakes a waiting reader on a timer any more), so their calls are free for the
+     * next host, and none of them takes the output the next host reads. 200 reads leave; 200
+     * more then fit under the agent's 256 calls only if the first are gone.
+     */
+    @Test
+    @Order(14)
+    void readsWhoseHostLeftEndAtOnceAndLeaveTheOutputToTheNextHost() throws Exception {
+        String exec = newExec();
+        agent.execProcess(C, exec, process(false, "sh", "-c", "read x; echo after"));
+        agent.startProcess(C, exec);
+        int n = 200;
+        AgentClient leaving = agent;
+        try (var threads = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int i = 0; i < n; i++) {
+                threads.submit(() -> leaving.readStdout(C, exec, 64, T));
+            }
+            Thread.sleep(1000); // sent; the agent answers calls in the order they came
+            leaving.health();
+            leaving.close();
+        }
+        agent = guest.connect();
+        List<java.util.concurrent.Future<StreamChunk>> reads = new java.util.ArrayList<>();
+        try (var threads = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int i = 0; i < n; i++) {
+                reads.add(threads.submit(() -> {
+                    // The first host's reads end as their threads run again: a moment, not a timer.
+                    Instant end = Instant.now().plusSeconds(10);
+                    while (true) {
+                        try {
+                            return agent.readStdout(C, exec, 64, T);
+                        } catch (AgentException e) {
+                            if (e.kind() != Fault.RESOURCE_EXHAUSTED || Instant.now().isAfter(end)) {
+                                throw e;
+                            }
+                            Thread.sleep(50);
+                        }
+                    }
+                }));
+            }
+            Thread.sleep(1000);
+            agent.writeStdin(C, exec, "go\n".getBytes(StandardCharsets.UTF_8));
+        }
+        StringBuilder out = new StringBuilder();
+        for (var r : reads) {
+            out.append(new String(r.get().data(), StandardCharsets.UTF_8));
+        }
+        assertEquals("after\n", out.toString(), "the output, read once, by the host that is there");
+        assertEquals(0, agent.waitProcess(C, exec, T).status());
+        agent.deleteProcess(C, exec);
+    }
 }
