@@ -36,11 +36,14 @@ public final class QemuCommandLine {
      * The microvm machine with qboot, which jumps straight to the kernel QEMU loaded (QEMU
      * 10 as Debian packages it would otherwise start SeaBIOS, which tries the disks first).
      * rtc=on: without an RTC the guest kernel polls the absent CMOS clock for a full
-     * second. Guest RAM is the backend "mem".
+     * second. pit=off: the guest's clock events come from its local APIC, and a PIT left
+     * counting by the firmware makes QEMU's main loop wake 36 times a second in every VM
+     * for nothing (measured: an idle VM's QEMU CPU drops ~6-fold). Guest RAM is the
+     * backend "mem".
      */
     record Machine() implements Group {
         public List<String> args() {
-            return List.of("-bios", "qboot.rom", "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem");
+            return List.of("-bios", "qboot.rom", "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,pit=off,memory-backend=mem");
         }
     }
 

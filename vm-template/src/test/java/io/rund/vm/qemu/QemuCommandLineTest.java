@@ -33,7 +33,7 @@ class QemuCommandLineTest {
         assertEquals(String.join(" ", List.of("/usr/bin/qemu-system-x86_64", "-name", "rund-sb1",
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
                 "-global", "virtio-mmio.force-legacy=false",
-                "-bios", "qboot.rom", "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=mem",
+                "-bios", "qboot.rom", "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,pit=off,memory-backend=mem",
                 "-accel", "tcg,tb-size=16", "-cpu", "max",
                 "-m", "512M", "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
                 "-smp", "2",
