@@ -1048,6 +1048,55 @@ static int answer_kept(struct proc *p, int s, uint64_t offset, size_t max, uint8
     return 0;
 }
 
+/* Waits, as a reader (see struct reader), for output on fd, a use of p's, and reads it:
+ * 1 with *n bytes in buf, 0 at its end (or p gone with its container), -1 with f set. */
+static int await_output(struct proc *p, int fd, const char *cid, const char *eid, uint8_t *buf, size_t max,
+                        size_t *n, struct fault *f)
+{
+    struct reader me;
+    reader_enter(&me);
+    int rc;
+    for (;;) {
+        if (call_abandoned()) {
+            /* The host that asked is gone (a daemon restart): what the process wrote stays in
+             * the pipe for the next host's read, not in an answer nobody receives. */
+            rc = fail(f, CODE_UNAVAILABLE, "the host that asked for the output of %s/%s left", cid, eid);
+            break;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = ppoll(&pfd, 1, NULL, &me.sleep_mask);
+        if (r > 0 && call_abandoned())
+            continue;
+        if (r > 0) {
+            ssize_t got = read(fd, buf, max);
+            if (got > 0) {
+                *n = (size_t)got;
+                rc = 1;
+                break;
+            }
+            if (got == 0 || errno == EIO) {
+                /* EIO: a terminal whose last user is gone. */
+                rc = 0;
+                break;
+            }
+            if (errno != EINTR && errno != EAGAIN) {
+                rc = fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(errno));
+                break;
+            }
+        }
+        pthread_mutex_lock(&g_lock);
+        /* Deleted, or its container removed, while we waited. */
+        bool gone = p->state == PROC_EXITED && !find_container(cid);
+        pthread_mutex_unlock(&g_lock);
+        if (gone) {
+            rc = 0;
+            break;
+        }
+    }
+    reader_leave(&me);
+    return rc;
+}
+
 int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uint64_t offset, size_t max, uint8_t *buf,
               size_t *n, bool *eof, uint64_t *at, struct fault *f)
 {
@@ -1078,48 +1127,12 @@ int proc_read(const char *cid, const char *eid, bool err_stream, bool acked, uin
             return rc < 0 ? -1 : 0;
         }
     }
-    struct reader me;
-    reader_enter(&me);
-    for (;;) {
-        if (call_abandoned()) {
-            /* The host that asked is gone (a daemon restart): what the process wrote stays in
-             * the pipe for the next host's read, not in an answer nobody receives. */
-            reader_leave(&me);
-            release_fd(p, which);
-            return fail(f, CODE_UNAVAILABLE, "the host that asked for the output of %s/%s left", cid, eid);
-        }
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int r = ppoll(&pfd, 1, NULL, &me.sleep_mask);
-        if (r > 0 && call_abandoned())
-            continue;
-        if (r > 0) {
-            ssize_t got = read(fd, buf, max);
-            if (got > 0) {
-                *n = (size_t)got;
-                break;
-            }
-            if (got == 0 || errno == EIO) {
-                /* EIO: a terminal whose last user is gone. */
-                *eof = true;
-                break;
-            }
-            if (errno != EINTR && errno != EAGAIN) {
-                int e = errno;
-                reader_leave(&me);
-                release_fd(p, which);
-                return fail(f, CODE_INTERNAL, "read output of %s/%s: %s", cid, eid, strerror(e));
-            }
-        }
-        pthread_mutex_lock(&g_lock);
-        /* Deleted, or its container removed, while we waited. */
-        bool gone = p->state == PROC_EXITED && !find_container(cid);
-        pthread_mutex_unlock(&g_lock);
-        if (gone) {
-            *eof = true;
-            break;
-        }
+    int got = await_output(p, fd, cid, eid, buf, max, n, f);
+    if (got < 0) {
+        release_fd(p, which);
+        return -1;
     }
-    reader_leave(&me);
+    *eof = got == 0;
     int rc = 0;
     if (acked && *n) {
         /* Kept until acknowledged. Another read may have taken output meanwhile (a host that

@@ -81,8 +81,8 @@ public final class Sandbox implements Pod, AutoCloseable {
      * missed answers in a row fail the sandbox: ~2 minutes of silence, which a guest starved
      * by dozens of TCG VMs starting on two cores does not come near. Rare on purpose: each
      * check wakes an idle guest, its QEMU and the daemon, and a node holds thousands of idle
-     * sandboxes. A VM that dies or panics
-     * is seen at once by its exit; only a guest that hangs alive waits for these.
+     * sandboxes. A VM that dies or panics is seen at once by its exit; only a guest that
+     * hangs alive waits for these.
      */
     static final Duration HEALTH_EVERY = Duration.ofSeconds(30);
     static final Duration HEALTH_TIMEOUT = Duration.ofSeconds(10);
