@@ -189,7 +189,20 @@ final class Recovery {
         if (!Ids.isValid(id)) {
             throw new IllegalArgumentException("sandbox id " + id + " is not valid");
         }
-        releaseAll(id, stateRoot.resolve(Ids.dirName(id)));
+        Path dir = stateRoot.resolve(Ids.dirName(id));
+        if (Files.notExists(dir)) {
+            // The directory is the first resource a start takes and the last a release gives
+            // back, so without it nothing else of the sandbox was made, or all was released
+            // (containerd's delete after every stop that completed). Only a claim of the pool
+            // is named by the id alone; the walk of every host process is not needed.
+            try {
+                releaseCgroup(id);
+            } catch (CgroupException e) {
+                LOG.log(Level.WARNING, "{0}: release its cgroup: {1}", id, e.getMessage());
+            }
+            return;
+        }
+        releaseAll(id, dir);
     }
 
     /** Releases every {@link Resource} of the sandbox (or spare VM) {@code name} in {@code dir}, newest first. */
