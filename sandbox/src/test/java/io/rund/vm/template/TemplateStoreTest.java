@@ -155,8 +155,34 @@ class TemplateStoreTest {
                 () -> store.get(new TemplateStore.Spec(Path.of("/no/such/vmlinux"), SPEC.initramfs(), 1, 128, 64L << 20)));
         assertTrue(e.getMessage().contains("/no/such/vmlinux"), e.getMessage());
         try (Stream<Path> s = Files.list(root)) {
-            assertTrue(s.noneMatch(p -> p.getFileName().toString().contains(".")), "no half-built template is left");
+            assertTrue(s.map(p -> p.getFileName().toString()).filter(n -> !n.equals(TemplateStore.MEMOS))
+                    .noneMatch(n -> n.contains(".")), "no half-built template is left");
         }
+    }
+
+    @Test
+    void aNewStoreTakesTheKeyFromTheMemoAnEarlierOneLeft() throws Exception {
+        String k = store.key(SPEC);
+        Path memo;
+        try (Stream<Path> s = Files.list(root.resolve(TemplateStore.MEMOS))) {
+            List<Path> ofK = s.filter(p -> {
+                try {
+                    return Files.readString(p).equals(k);
+                } catch (java.io.IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            }).toList();
+            assertEquals(1, ofK.size(), "one memo holds the key: " + ofK);
+            memo = ofK.get(0);
+        }
+        // A later daemon's store believes the memo rather than hashing the guest again.
+        Files.writeString(memo, "0123456789abcdef01234567");
+        assertEquals("0123456789abcdef01234567",
+                TemplateStore.open(root, hypervisor, AgentClient.ready(Duration.ofSeconds(60))).key(SPEC));
+        // One that is not a key is not: the key is hashed again and the memo mended.
+        Files.writeString(memo, "../../etc");
+        assertEquals(k, TemplateStore.open(root, hypervisor, AgentClient.ready(Duration.ofSeconds(60))).key(SPEC));
+        assertEquals(k, Files.readString(memo));
     }
 
     private static byte[] sha256(Path file) throws Exception {

@@ -103,7 +103,9 @@ public final class TemplateStore {
         endBuildsLeft(root, hypervisor);
         try (Stream<Path> s = Files.list(root)) {
             for (Path p : s.toList()) {
-                if (p.getFileName().toString().contains(".")) {
+                if (p.getFileName().toString().equals(MEMOS)) {
+                    trimMemos(p);
+                } else if (p.getFileName().toString().contains(".")) {
                     deleteDir(p); // <key>.building-N or <key>.removed-N
                 } else if (Files.isDirectory(p)) {
                     // Built by an earlier daemon, perhaps one whose VMs were not confined: every VM reads it.
@@ -120,15 +122,63 @@ public final class TemplateStore {
 
     /** The key of a template: a hash of everything that makes it. */
     public String key(Spec spec) throws IOException {
-        // Hashing 20 MB of kernel belongs to the first use, not to every clone's start.
-        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs());
+        // Hashing 20 MB of kernel belongs to the first use, not to every clone's start; nor
+        // to a new daemon's first start (250 ms of it before the JIT has compiled SHA-256),
+        // which finds it in the memo an earlier daemon left.
+        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs()) + ";" + identity(spec, hypervisor);
         String known = keys.get(stamp);
         if (known != null) {
             return known;
         }
-        String key = key(spec, hypervisor);
+        Path memo = root.resolve(MEMOS).resolve(HexFormat.of().formatHex(
+                Digests.sha256().digest(stamp.getBytes(StandardCharsets.UTF_8)), 0, 16));
+        String key = readMemo(memo);
+        if (key == null) {
+            key = key(spec, hypervisor);
+            writeMemo(memo, key);
+        }
         keys.put(stamp, key);
         return key;
+    }
+
+    /**
+     * The directory of key memos: one file per spec and stamps of its files (inode, size,
+     * modification time: a replaced or rewritten kernel stamps differently), holding the key
+     * they hash to. Its name has a dot, so it is never taken for a template.
+     */
+    static final String MEMOS = "keys.memo";
+    /** More memos than this and they are all dropped when the store opens: each later key is hashed once again. */
+    private static final int MEMOS_KEPT = 256;
+
+    private static String readMemo(Path memo) {
+        try {
+            String key = Files.readString(memo).strip();
+            return key.matches("[0-9a-f]{24}") ? key : null;
+        } catch (IOException e) {
+            return null; // none yet (or unreadable): hashed again
+        }
+    }
+
+    /** Best effort: without a memo the next daemon hashes again. */
+    private void writeMemo(Path memo, String key) {
+        try {
+            Files.createDirectories(memo.getParent());
+            Path tmp = memo.resolveSibling(memo.getFileName() + ".tmp-" + ProcessHandle.current().pid());
+            Files.writeString(tmp, key);
+            Files.move(tmp, memo, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "template: memo of key {0} at {1}: {2}", key, memo, e.getMessage());
+        }
+    }
+
+    private static void trimMemos(Path dir) throws IOException {
+        List<Path> memos;
+        try (Stream<Path> s = Files.list(dir)) {
+            memos = s.toList();
+        }
+        if (memos.size() > MEMOS_KEPT || memos.stream().anyMatch(m -> m.getFileName().toString().contains(".tmp-"))) {
+            deleteDir(dir);
+        }
     }
 
     /** The VM a template of {@code spec} is built as (and its clones are made as). */
@@ -144,15 +194,20 @@ public final class TemplateStore {
      * that is not running would find its template built.
      */
     public static String key(Spec spec, Hypervisor hypervisor) throws IOException {
-        Path dir = Path.of("/template");
-        String machine = hypervisor.machine(vm(spec, "template", dir, dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir),
-                SandboxHelper.Kind.HOST_DIRS.socket(dir), VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
         MessageDigest d = Digests.sha256();
         for (Path p : List.of(spec.kernel(), spec.initramfs())) {
             Digests.update(d, p);
         }
-        d.update((spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT).getBytes(StandardCharsets.UTF_8));
+        d.update(identity(spec, hypervisor).getBytes(StandardCharsets.UTF_8));
         return HexFormat.of().formatHex(d.digest(), 0, 12);
+    }
+
+    /** What a key hashes besides the guest's files: the disk's size, the hypervisor and its machine, the format. */
+    private static String identity(Spec spec, Hypervisor hypervisor) {
+        Path dir = Path.of("/template");
+        String machine = hypervisor.machine(vm(spec, "template", dir, dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir),
+                SandboxHelper.Kind.HOST_DIRS.socket(dir), VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
+        return spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT;
     }
 
     /** A file's identity and version: replaced or rewritten, it reads differently. */
