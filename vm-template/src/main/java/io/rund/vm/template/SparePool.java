@@ -24,7 +24,8 @@ import java.util.function.BooleanSupplier;
  * clone's start under TCG, are then behind it.
  *
  * <p>One thread keeps {@code size} spares ready, one launch at a time, and only while no
- * sandbox is starting: a launch beside a start takes CPU from it, and a start that finds
+ * sandbox is starting (nor in the pool's first second, when the start that launched the
+ * daemon is on its way): a launch beside a start takes CPU from it, and a start that finds
  * no spare clones as before, never waiting for one. Launch failures back off
  * (1 s doubling to a minute). A spare of a template whose key is no longer current is
  * discarded when met. A spare is a paused process outside any sandbox cgroup: what it has
@@ -35,6 +36,15 @@ public final class SparePool implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger(SparePool.class.getName());
     /** The prefix of a spare's directory; never a sandbox id (ids start with a letter or digit). */
     public static final String PREFIX = ".spare-";
+    /**
+     * How long a new pool waits before its first launch. A daemon is mostly started by the
+     * start that found none (a node's first, or the first after an upgrade), whose request
+     * arrives a few milliseconds after the pool exists: a launch begun in that gap runs
+     * beside it (QEMU's start and state load, two helpers), as {@code busy} keeps launches
+     * from doing at any other time. A start arriving in the wait holds the launch as
+     * {@code busy} does; without one the pool fills a second late.
+     */
+    static final Duration FIRST_LAUNCH_AFTER = Duration.ofSeconds(1);
 
     /**
      * A paused clone of template {@code key}, not yet anybody's. The writable layer stays
@@ -131,6 +141,9 @@ public final class SparePool implements AutoCloseable {
 
     private void refill() {
         Duration backoff = Duration.ofSeconds(1);
+        if (!sleep(FIRST_LAUNCH_AFTER)) {
+            return;
+        }
         while (true) {
             lock.lock();
             try {
