@@ -365,6 +365,31 @@ class CtrRunTest {
         assertTrue(log.contains("sandbox=from-spare: takes spare VM .spare-"), log);
         assertTrue(log.matches("(?s).*sandbox=from-spare: started in [0-9,]+ ms \\([A-Z]+, clone " + key
                 + " \\(spare\\)\\).*"), log);
+        // Its start is kept after the sandbox is gone: `rund trace` shows each step the daemon took.
+        Command.Result trace = ctd.rund(T, "trace", "from-spare");
+        assertEquals(0, trace.exitCode(), trace.toString());
+        assertTrue(trace.stdout().contains("\nboot     clone " + key + " (spare)\nresult   started\n"), trace.stdout());
+        List<String> steps = new ArrayList<>();
+        double sum = 0;
+        double total = -1;
+        for (String line : trace.stdout().split("\n")) {
+            Matcher step = Pattern.compile("  (\\S.*\\S) +([0-9]+\\.[0-9]) ms").matcher(line);
+            if (step.matches()) {
+                if (step.group(1).equals("total")) {
+                    total = Double.parseDouble(step.group(2));
+                } else {
+                    steps.add(step.group(1));
+                    sum += Double.parseDouble(step.group(2));
+                }
+            }
+        }
+        assertEquals(List.of("check the store's room", "take a spare VM", "create its state directory", "record its state",
+                "claim a cgroup", "prepare the shares", "resume the spare VM", "wait for the agent",
+                "set the guest's clock and entropy", "create the container", "record it running"), steps, trace.stdout());
+        // The steps cover the start: their sum is its total but for rounding (0.05 ms each).
+        assertTrue(total > 0 && Math.abs(total - sum) <= 0.05 * (steps.size() + 1), sum + " ms of steps, total " + total);
+        assertTrue(ctd.rund(T, "trace").stdout().matches("(?s).*\nfrom-spare +\\S+ +[0-9.]+ ms +clone " + key
+                + " \\(spare\\) +started\n.*"), "the list of kept starts names it");
 
         assertEquals(0, ctd.ctr(T, "run", "-d", "--runtime", RUNTIME, Containerd.IMAGE, "st", "sleep", "1000")
                 .exitCode());
@@ -403,6 +428,9 @@ class CtrRunTest {
         ctd.awaitNothingLeft();
         assertFalse(ctd.rund(T, "status").stdout().contains("\nst "), "a deleted sandbox is not listed");
 
+        Command.Result untraced = ctd.rund(T, "trace", "never-started");
+        assertEquals(1, untraced.exitCode(), untraced.toString());
+        assertTrue(untraced.stderr().contains("NOT_FOUND: no start of sandbox never-started is kept"), untraced.toString());
         Command.Result bad = ctd.rund(T, "template", "bild");
         assertEquals(2, bad.exitCode(), bad.toString());
         assertTrue(bad.stderr().contains("unknown command: template bild"), bad.toString());

@@ -54,6 +54,8 @@ import java.util.List;
  */
 public final class AgentClient implements GuestProcesses, AutoCloseable {
 
+    private static final System.Logger LOG = System.getLogger(AgentClient.class.getName());
+
     static final String SERVICE = "rund.agent.v1.Agent";
     /** The agent refuses reads over this many bytes; so do we. */
     public static final int MAX_CHUNK = 1 << 20;
@@ -97,6 +99,8 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         // connection was still open did, see TemplateStore) costs 250 ms, not the call timeout.
         // A busy guest gets twice as long each time.
         long probe = PROBE_FIRST.toNanos();
+        long began = System.nanoTime();
+        int probes = 0;
         while (System.nanoTime() < end) {
             Client c = null;
             try {
@@ -106,8 +110,13 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
                 long left = Math.max(1, end - System.nanoTime());
                 long wait = Math.min(left, Math.min(probe, callTimeout.toNanos()));
                 probe *= 2;
+                probes++;
                 c.call(SERVICE, "Health", HealthRequest.getDefaultInstance(), HealthResponse.parser(),
                         CallOptions.DEFAULT.withTimeout(Duration.ofNanos(wait)));
+                if (probes > 1) {
+                    LOG.log(System.Logger.Level.INFO, "agent at {0}: answered probe {1} after {2} ms", socket, probes,
+                            (System.nanoTime() - began) / 1_000_000);
+                }
                 return new AgentClient(c, callTimeout);
             } catch (IOException | TtrpcException e) {
                 last = e;

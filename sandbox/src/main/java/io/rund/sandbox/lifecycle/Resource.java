@@ -40,7 +40,9 @@ enum Resource {
             } catch (StoreException e) {
                 throw new SandboxException(Fault.RESOURCE_EXHAUSTED, e.getMessage(), e);
             }
+            s.step("take a spare VM");
             s.spare = s.manager.takeSpare(s.id, s.dir, s.size);
+            s.step("create its state directory");
             if (s.spare == null) {
                 Files.createDirectory(s.dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
             }
@@ -57,6 +59,7 @@ enum Resource {
             if (s.network != null) {
                 state = state.withNetwork(s.network.netns().toString(), s.network.ifname());
             }
+            s.step("record its state");
             s.write(state);
         }
 
@@ -69,7 +72,7 @@ enum Resource {
     CGROUP {
         @Override
         void acquire(Starting s) throws Exception {
-            s.step = "claim a cgroup";
+            s.step("claim a cgroup");
             Cgroup cgroup = s.manager.pool().claim(s.id);
             s.undo.push(this, "pool", () -> Recovery.killAndRelease(s.manager.pool(), cgroup));
             s.cgroup = cgroup;
@@ -101,7 +104,7 @@ enum Resource {
     SHARE {
         @Override
         void acquire(Starting s) throws Exception {
-            s.step = "prepare the shares";
+            s.step("prepare the shares");
             if (s.spare != null) { // its uid goes with the spare's processes
                 s.readOnly = ReadOnlyLayer.adopt(s.id, s.dir, s.spare.helper());
                 s.undo.push(this, "image share and helper", s.readOnly::close);
@@ -146,7 +149,7 @@ enum Resource {
         void acquire(Starting s) throws Exception {
             if (s.spare != null) {
                 s.tap = s.spare.tap();
-                s.step = "resume the spare VM";
+                s.step("resume the spare VM");
                 s.spare.vm().resume();
                 s.spare.disk().close(); // QEMU has reopened it
                 s.vm = s.spare.vm();
@@ -155,10 +158,10 @@ enum Resource {
                 return;
             }
             s.tap = VmConfig.newTapName();
-            s.step = "create the writable layer";
+            s.step("create the writable layer");
             SandboxManager.Launched launched;
             try (WritableLayer writable = s.manager.store().create(s.id, s.size.diskMiB())) {
-                s.step = "launch the VM";
+                s.step("launch the VM");
                 launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.hostDirs, s.cgroup, s.tap, s.uid, s.size);
                 // QEMU has opened the layer by the time QMP answered; ours closes here, the store counts it till QEMU ends.
                 writable.heldUntil(launched.vm().exited());
@@ -189,7 +192,7 @@ enum Resource {
         void acquire(Starting s) throws Exception {
             PodNetwork network = s.network;
             if (network != null) {
-                s.step = "connect the VM to the pod network";
+                s.step("connect the VM to the pod network");
                 s.undo.push(this, network.ifname(), () -> PodNetwork.disconnect(network.netns(), network.ifname()));
                 network.connect(s.tap);
             }
@@ -206,15 +209,16 @@ enum Resource {
     AGENT {
         @Override
         void acquire(Starting s) throws Exception {
-            s.step = "wait for the agent";
+            s.step("wait for the agent");
             AgentClient agent = AgentClient.connect(s.dir.resolve("agent.sock"), s.manager.config().agentDeadline(),
                     Duration.ofSeconds(30));
             s.undo.push(this, "connection", agent::close);
             s.agent = agent;
+            s.step("set the guest's clock and entropy");
             agent.setTime(Instant.now());
             agent.reseedRandom(s.manager.seed());
             if (s.network != null) {
-                s.step = "configure the guest's network";
+                s.step("configure the guest's network");
                 agent.configureNetwork(s.network.guest());
             }
         }

@@ -88,6 +88,8 @@ public final class SandboxManager implements AutoCloseable {
     private final int maxMemoryMiB = hostMemoryMiB();
     /** Sandbox starts under way; spare VMs are launched only when there are none. */
     private final java.util.concurrent.atomic.AtomicInteger starting = new java.util.concurrent.atomic.AtomicInteger();
+    /** The latest starts' traces, kept after their sandboxes are gone (`rund trace`). */
+    private final StartTrace.Kept traces = new StartTrace.Kept();
 
     Config config() {
         return config;
@@ -370,6 +372,11 @@ public final class SandboxManager implements AutoCloseable {
         return 1024;
     }
 
+    /** The traces of the latest starts, this one's included once it ended (started or failed). */
+    public StartTrace.Kept traces() {
+        return traces;
+    }
+
     /** The state directory of sandbox {@code id}. */
     public Path dirOf(String id) {
         return config.stateRoot().resolve(Ids.dirName(id));
@@ -403,13 +410,12 @@ public final class SandboxManager implements AutoCloseable {
         }
         VmSize size = sizeFor(spec.vmResources(), spec.writableLayerMiB());
         Starting s = new Starting(this, id, dir, spec, lowers, network, size);
-        long started = System.nanoTime();
         try {
             for (Resource r : Resource.values()) {
                 r.acquire(s);
                 FaultPoints.at("start." + r.name().toLowerCase(java.util.Locale.ROOT));
             }
-            s.step = "create the container";
+            s.step("create the container");
             try {
                 s.agent.createContainer(ContainerRequests.of(spec, s.image, "", "", s.dirs));
             } catch (AgentException e) {
@@ -417,10 +423,13 @@ public final class SandboxManager implements AutoCloseable {
                 throw new SandboxException(e.kind(), e.getMessage(), e);
             }
             FaultPoints.at("start.container");
+            s.step("record it running");
             s.write(s.state.with(SandboxState.Phase.RUNNING)
                     .withContainers(Map.of(id, new SandboxState.Attached(s.image, s.dirs))));
-            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4})", id, (System.nanoTime() - started) / 1_000_000,
-                    hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network);
+            StartTrace trace = s.trace.finish(s.boot, null);
+            traces.add(trace);
+            LOG.log(Level.INFO, "sandbox={0}: started in {1} ms ({2}, {3}{4}): {5}", id, trace.totalMicros() / 1_000,
+                    hypervisor.accelerator().kind(), s.boot, network == null ? "" : ", network " + network, trace.summary());
             return new Sandbox(id, dir, s.cgroup, s.readOnly, s.hostDirs, s.vm, s.agent, s.state, network, s.undo);
         } catch (FileAlreadyExistsException e) {
             throw new SandboxException(Fault.ALREADY_EXISTS, "start sandbox=" + id + ": it exists", e);
@@ -428,10 +437,14 @@ public final class SandboxManager implements AutoCloseable {
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
+            String failed = s.step();
+            s.step("release what it made");
             s.undo.run();
             Fault kind = e instanceof SandboxException x ? x.kind()
                     : e instanceof StoreException se && se.noSpace() ? Fault.RESOURCE_EXHAUSTED : Fault.INTERNAL;
-            throw new SandboxException(kind, "start sandbox=" + id + ": " + s.step + ": " + e.getMessage(), e);
+            SandboxException error = new SandboxException(kind, "start sandbox=" + id + ": " + failed + ": " + e.getMessage(), e);
+            traces.add(s.trace.finish(s.boot, error.getMessage()));
+            throw error;
         }
     }
 

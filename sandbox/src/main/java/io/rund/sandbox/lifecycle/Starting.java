@@ -29,7 +29,9 @@ final class Starting {
     /** The VM's size: the default's, or larger for what the containers are allowed. */
     final VmSize size;
     final Teardown undo;
-    String step = "create its state directory";
+    /** The step under way, as a failure names it; each is timed by {@link #trace}. */
+    private String step;
+    final StartTrace.Recorder trace;
 
     /** A spare VM the start began with; null for a VM of its own. */
     SparePool.Spare spare;
@@ -59,6 +61,19 @@ final class Starting {
         this.network = network;
         this.size = size;
         this.undo = new Teardown(id);
+        this.trace = new StartTrace.Recorder(id);
+        step("check the store's room");
+    }
+
+    /** Enters the start's next step: named by a failure, timed in its trace. */
+    void step(String next) {
+        step = next;
+        trace.enter(next);
+    }
+
+    /** The step under way. */
+    String step() {
+        return step;
     }
 
     /** Records {@code next} in the state file, for a restarted daemon to find. */

@@ -5,6 +5,10 @@ import io.rund.control.v1.BuildTemplateResponse;
 import io.rund.control.v1.SandboxStatus;
 import io.rund.control.v1.StatusRequest;
 import io.rund.control.v1.StatusResponse;
+import io.rund.control.v1.StartTrace;
+import io.rund.control.v1.TraceRequest;
+import io.rund.control.v1.TraceResponse;
+import io.rund.control.v1.TraceStep;
 import io.rund.shim.Version;
 import io.rund.shim.control.Daemon;
 import io.rund.shim.control.RundConfig;
@@ -20,8 +24,9 @@ import java.util.Map;
 
 /**
  * The {@code rund} command: {@code rund check} reports whether this host can run rund's
- * sandboxes; {@code rund status} and {@code rund template build} ask the node's daemon,
- * over its control socket, what it runs or to build its VM template; {@code rund version}
+ * sandboxes; {@code rund status}, {@code rund trace} and {@code rund template build} ask
+ * the node's daemon, over its control socket, what it runs, where its latest starts spent
+ * their time, or to build its VM template; {@code rund version}
  * prints this build's version. The socket is {@code <state_dir>/rund.sock} from the
  * daemon's configuration, or RUND_CONTROL_SOCKET. Exit codes: 0 done (check: the host can
  * run a sandbox), 1 the daemon failed or is not there (check: a check failed), 2 usage.
@@ -34,6 +39,8 @@ public final class Cli {
                    rund status             what the daemon runs: accelerator, template, spare VMs, sandboxes
                    rund template build     build the VM template for the daemon's guest now, and remove
                                            the templates of other keys
+                   rund trace [SANDBOX]    where the latest starts spent their time, step by step (the
+                                           daemon keeps the latest 512, also of sandboxes since gone)
                    rund version            this build's version, commit and date (and the daemon's, if up)
                    rund help               this text""";
     private static final String SERVICE = "rund.control.v1.Control";
@@ -55,6 +62,9 @@ public final class Cli {
                 // below: these need the configuration
             }
             default -> {
+                if (!args.isEmpty() && args.size() <= 2 && args.get(0).equals("trace")) {
+                    break; // below
+                }
                 err.println("rund: " + (args.isEmpty() ? "no command" : "unknown command: " + command));
                 err.println(USAGE);
                 return 2;
@@ -81,6 +91,14 @@ public final class Cli {
         try {
             if (command.equals("status")) {
                 print(status(socket, Duration.ofSeconds(10)), out);
+                return 0;
+            }
+            if (args.get(0).equals("trace")) {
+                try (Client c = Client.connect(socket)) {
+                    TraceResponse r = c.call(SERVICE, "Trace", TraceRequest.newBuilder().setId(args.size() > 1 ? args.get(1) : "")
+                            .build(), TraceResponse.parser(), CallOptions.DEFAULT.withTimeout(Duration.ofSeconds(10)));
+                    print(r, args.size() > 1, out);
+                }
                 return 0;
             }
             try (Client c = Client.connect(socket)) {
@@ -134,6 +152,35 @@ public final class Cli {
             return c.call(SERVICE, "Status", StatusRequest.getDefaultInstance(), StatusResponse.parser(),
                     CallOptions.DEFAULT.withTimeout(timeout));
         }
+    }
+
+    /** One start step by step ({@code detailed}), or one line per start. */
+    private static void print(TraceResponse r, boolean detailed, PrintStream out) {
+        String row = "%-24s %-24s %9s  %-40s %s%n";
+        if (!detailed) {
+            out.printf(row, "SANDBOX", "BEGAN", "TOTAL", "BOOT", "RESULT");
+        }
+        for (StartTrace t : r.getStartsList()) {
+            String began = java.time.Instant.ofEpochMilli(t.getBeganUnixMillis()).toString();
+            String result = t.getError().isEmpty() ? "started" : "failed: " + t.getError();
+            if (!detailed) {
+                out.printf(row, t.getId(), began, millis(t.getTotalMicros()), t.getBoot(), result);
+                continue;
+            }
+            out.println("sandbox  " + t.getId());
+            out.println("began    " + began);
+            out.println("boot     " + (t.getBoot().isEmpty() ? "-" : t.getBoot()));
+            out.println("result   " + result);
+            out.println();
+            for (TraceStep s : t.getStepsList()) {
+                out.printf("  %-40s %9s%n", s.getName(), millis(s.getMicros()));
+            }
+            out.printf("  %-40s %9s%n", "total", millis(t.getTotalMicros()));
+        }
+    }
+
+    private static String millis(long micros) {
+        return String.format("%.1f ms", micros / 1000.0);
     }
 
     private static void print(StatusResponse s, PrintStream out) {

@@ -5,6 +5,9 @@ import io.rund.control.v1.BuildTemplateRequest;
 import io.rund.control.v1.BuildTemplateResponse;
 import io.rund.control.v1.DeleteRequest;
 import io.rund.control.v1.SandboxStatus;
+import io.rund.control.v1.TraceRequest;
+import io.rund.control.v1.TraceResponse;
+import io.rund.control.v1.TraceStep;
 import io.rund.control.v1.StartRequest;
 import io.rund.control.v1.StartResponse;
 import io.rund.control.v1.StatusRequest;
@@ -230,6 +233,7 @@ public final class Daemon implements AutoCloseable {
                         .unary("Delete", DeleteRequest.parser(), (c, r) -> delete(r))
                         .unary("Status", StatusRequest.parser(), (c, r) -> status())
                         .unary("BuildTemplate", BuildTemplateRequest.parser(), (c, r) -> buildTemplate())
+                        .unary("Trace", TraceRequest.parser(), (c, r) -> trace(r))
                         .build())
                 .build();
         control.serve(listen(config.stateDir().resolve("rund.sock")));
@@ -487,6 +491,29 @@ public final class Daemon implements AutoCloseable {
                 });
             }
             b.addSandboxes(sb);
+        }
+        return b.build();
+    }
+
+    private TraceResponse trace(TraceRequest r) throws TaskFault {
+        List<io.rund.sandbox.lifecycle.StartTrace> kept;
+        if (r.getId().isEmpty()) {
+            kept = manager.traces().all();
+        } else {
+            if (!Ids.isValid(r.getId())) {
+                throw new TaskFault(Fault.INVALID_ARGUMENT, "sandbox id " + r.getId() + " is not valid: it must be " + Ids.RULE);
+            }
+            kept = manager.traces().of(r.getId()).map(List::of).orElseThrow(() -> new TaskFault(Fault.NOT_FOUND,
+                    "no start of sandbox " + r.getId() + " is kept (the daemon keeps the latest "
+                    + io.rund.sandbox.lifecycle.StartTrace.Kept.KEPT + " since it started)"));
+        }
+        TraceResponse.Builder b = TraceResponse.newBuilder();
+        for (io.rund.sandbox.lifecycle.StartTrace t : kept) {
+            io.rund.control.v1.StartTrace.Builder tb = io.rund.control.v1.StartTrace.newBuilder().setId(t.id())
+                    .setBeganUnixMillis(t.began().toEpochMilli()).setBoot(t.boot()).setTotalMicros(t.totalMicros())
+                    .setError(t.error());
+            t.steps().forEach(s -> tb.addSteps(TraceStep.newBuilder().setName(s.name()).setMicros(s.micros())));
+            b.addStarts(tb);
         }
         return b.build();
     }
