@@ -197,7 +197,7 @@ class CloneSandboxTest {
             for (String k : broken.keys()) {
                 broken.remove(k);
             }
-            Files.deleteIfExists(brokenRoot);
+            io.rund.testing.Trees.delete(brokenRoot); // with the memo of its key
         }
         fx.assertNothingLeft();
     }
