@@ -383,7 +383,7 @@ class CtrRunTest {
                 }
             }
         }
-        assertEquals(List.of("check the store's room", "take a spare VM", "create its state directory", "record its state",
+        assertEquals(List.of("wait for its turn", "check the store's room", "take a spare VM", "create its state directory", "record its state",
                 "claim a cgroup", "prepare the shares", "resume the spare VM", "wait for the agent",
                 "set the guest's clock and entropy", "create the container", "record it running"), steps, trace.stdout());
         // The steps cover the start: their sum is its total but for rounding (0.05 ms each).

@@ -72,7 +72,14 @@ public final class SandboxManager implements AutoCloseable {
      * default; a sized one holds its containers' limits and {@code guestMemoryMiB} more.
      */
     public record Config(Path stateRoot, Path kernel, Path initramfs, int vcpus, int vmMemoryMiB, int guestMemoryMiB,
-            Duration agentDeadline) {}
+            Duration agentDeadline, int startsAtOnce) {
+        /** {@code startsAtOnce}: how many sandbox starts run at once, the rest waiting their turn in order; 0, all. */
+        public Config {
+            if (startsAtOnce < 0) {
+                throw new IllegalArgumentException("starts at once: " + startsAtOnce + " is negative");
+            }
+        }
+    }
 
     private final Config config;
     private final Hypervisor hypervisor;
@@ -90,6 +97,12 @@ public final class SandboxManager implements AutoCloseable {
     private final java.util.concurrent.atomic.AtomicInteger starting = new java.util.concurrent.atomic.AtomicInteger();
     /** The latest starts' traces, kept after their sandboxes are gone (`rund trace`). */
     private final StartTrace.Kept traces = new StartTrace.Kept();
+    /**
+     * Turns of the starts that may run at once, handed out in arrival order; null for no
+     * bound. A start is mostly CPU (its guest's under TCG, QEMU's and the daemon's), so
+     * beyond the cores more at once only share them: each finishes as late as the last.
+     */
+    private final java.util.concurrent.Semaphore turns;
 
     Config config() {
         return config;
@@ -136,6 +149,7 @@ public final class SandboxManager implements AutoCloseable {
         this.store = store;
         this.templates = templates;
         this.recovery = new Recovery(config.stateRoot(), pool, hypervisor);
+        this.turns = config.startsAtOnce() == 0 ? null : new java.util.concurrent.Semaphore(config.startsAtOnce(), true);
         Files.createDirectories(config.stateRoot());
     }
 
@@ -410,7 +424,14 @@ public final class SandboxManager implements AutoCloseable {
         }
         VmSize size = sizeFor(spec.vmResources(), spec.writableLayerMiB());
         Starting s = new Starting(this, id, dir, spec, lowers, network, size);
+        boolean turn = false;
         try {
+            if (turns != null) {
+                s.step("wait for its turn");
+                turns.acquire();
+                turn = true;
+            }
+            s.step("check the store's room");
             for (Resource r : Resource.values()) {
                 r.acquire(s);
                 FaultPoints.at("start." + r.name().toLowerCase(java.util.Locale.ROOT));
@@ -445,6 +466,10 @@ public final class SandboxManager implements AutoCloseable {
             SandboxException error = new SandboxException(kind, "start sandbox=" + id + ": " + failed + ": " + e.getMessage(), e);
             traces.add(s.trace.finish(s.boot, error.getMessage()));
             throw error;
+        } finally {
+            if (turn) {
+                turns.release();
+            }
         }
     }
 

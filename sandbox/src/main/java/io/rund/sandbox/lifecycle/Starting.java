@@ -62,7 +62,6 @@ final class Starting {
         this.size = size;
         this.undo = new Teardown(id);
         this.trace = new StartTrace.Recorder(id);
-        step("check the store's room");
     }
 
     /** Enters the start's next step: named by a failure, timed in its trace. */

@@ -103,6 +103,59 @@ class CloneSandboxTest {
     }
 
     @Test
+    void startsBeyondTheirBoundWaitTheirTurnInOrder() throws Exception {
+        SandboxManager one = new SandboxManager(fx.config(1), fx.hypervisor, fx.pool, fx.store, templates);
+        List<String> ids = List.of("turn-a", "turn-b", "turn-c");
+        List<java.util.concurrent.Future<Sandbox>> started = new java.util.ArrayList<>();
+        try (var threads = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor()) {
+            for (String id : ids) {
+                started.add(threads.submit(() -> one.start(fx.spec(id, "sh", "-c", LOOP))));
+            }
+        }
+        List<Sandbox> sandboxes = new java.util.ArrayList<>();
+        Exception failed = null;
+        for (var f : started) {
+            try {
+                sandboxes.add(f.get());
+            } catch (java.util.concurrent.ExecutionException e) {
+                failed = failed == null ? e : failed;
+            }
+        }
+        try {
+            if (failed != null) {
+                throw new AssertionError("a start failed", failed);
+            }
+            // Each start waited for its turn first; the turns did not overlap: each began once
+            // the one before it had finished (wall clock of the start plus monotonic lengths: 2 ms of slack).
+            List<long[]> turns = new java.util.ArrayList<>();
+            long waited = 0;
+            for (String id : ids) {
+                StartTrace t = one.traces().of(id).orElseThrow();
+                assertEquals("", t.error(), t.toString());
+                assertEquals("wait for its turn", t.steps().get(0).name(), t.toString());
+                long began = t.began().toEpochMilli() * 1000 + t.began().getNano() / 1000 % 1000;
+                long wait = t.steps().get(0).micros();
+                waited = Math.max(waited, wait);
+                turns.add(new long[] {began + wait, began + t.totalMicros()});
+            }
+            turns.sort(java.util.Comparator.comparingLong(r -> r[0]));
+            for (int i = 1; i < turns.size(); i++) {
+                assertTrue(turns.get(i)[0] >= turns.get(i - 1)[1] - 2_000, "turn " + i + " began "
+                        + (turns.get(i - 1)[1] - turns.get(i)[0]) + " µs before the one before it ended");
+            }
+            assertTrue(waited >= 100_000, "the last of three waited for two starts, not " + waited + " µs");
+            for (Sandbox b : sandboxes) {
+                assertEquals("0:" + b.id() + "-host\n", run(b, "hostname"));
+            }
+        } finally {
+            for (Sandbox b : sandboxes) {
+                b.stop(Duration.ofSeconds(5));
+            }
+        }
+        fx.assertNothingLeft();
+    }
+
+    @Test
     void aSpareVmBecomesTheSandboxAndIsReplaced() throws Exception {
         SandboxManager m = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, fx.store, templates);
         Sandbox sb = null;

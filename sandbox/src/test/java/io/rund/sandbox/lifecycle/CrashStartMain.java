@@ -22,7 +22,7 @@ public final class CrashStartMain {
         CgroupPool pool = CgroupPool.open(CgroupLayout.detect(a[1]), Path.of(a[2]), Fixture.POOL_SIZE);
         WritableLayerStore store = WritableLayerStore.open(Path.of(a[3]), 128);
         SandboxManager manager = new SandboxManager(new SandboxManager.Config(Path.of(a[0]), guest.resolve("vmlinux"),
-                guest.resolve("initramfs.cpio"), 1, 128, 64, Duration.ofSeconds(60)),
+                guest.resolve("initramfs.cpio"), 1, 128, 64, Duration.ofSeconds(60), 0),
                 io.rund.vm.TestVms.jailed(), pool, store);
         manager.start(Fixture.container(a[6], List.of(new RootfsMount("overlay", "overlay",
                 List.of("lowerdir=" + a[4] + ":" + a[5]))), "", "sleep", "1000"));

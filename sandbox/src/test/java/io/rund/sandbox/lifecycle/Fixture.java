@@ -61,8 +61,13 @@ final class Fixture implements AutoCloseable {
     }
 
     SandboxManager.Config config() {
+        return config(0);
+    }
+
+    /** With {@code startsAtOnce} starts running at once (0: all). */
+    SandboxManager.Config config(int startsAtOnce) {
         return new SandboxManager.Config(stateRoot, GUEST.resolve("vmlinux"), GUEST.resolve("initramfs.cpio"),
-                1, 128, 64, Duration.ofSeconds(60));
+                1, 128, 64, Duration.ofSeconds(60), startsAtOnce);
     }
 
     SandboxManager manager() throws IOException {

@@ -92,11 +92,12 @@ public final class Daemon implements AutoCloseable {
      * {@code spareVms}: paused clones kept ready (with templates only);
      * {@code vmUidBase}: VMs and their helpers run as uids above it, started by {@code jailer};
      * {@code fault}: a fault point armed for tests ("" for none, see {@link FaultPoints});
-     * {@code standby}: keep a standby daemon, warm, to take over at once when this one goes ({@link Standby}).
+     * {@code standby}: keep a standby daemon, warm, to take over at once when this one goes ({@link Standby});
+     * {@code startsAtOnce}: sandbox starts run at once, the rest waiting their turn in order (0: all).
      */
     public record Config(Path stateDir, Path guestDir, Path scratch, int poolSize, String cgroupPool, String accelerator,
             Path templates, int spareVms, int vmUidBase, Path jailer, int guestMemoryMiB, int writableLayerMiB, String fault,
-            boolean standby) {
+            boolean standby, int startsAtOnce) {
 
         /** The VMs' jail. */
         public VmJail jail() {
@@ -178,7 +179,8 @@ public final class Daemon implements AutoCloseable {
         trace.step("store");
         manager = new SandboxManager(new SandboxManager.Config(config.stateDir().resolve("sandboxes"),
                 config.guestDir().resolve("vmlinux"), config.guestDir().resolve("initramfs.cpio"),
-                VM_VCPUS, VM_MEMORY_MIB, config.guestMemoryMiB(), Duration.ofSeconds(60)), hypervisor, pool, store,
+                VM_VCPUS, VM_MEMORY_MIB, config.guestMemoryMiB(), Duration.ofSeconds(60), config.startsAtOnce()), hypervisor,
+                pool, store,
                 config.templates() == null ? null : TemplateStore.open(config.templates(), hypervisor, buildReady()));
         LOG.log(Level.INFO, "daemon: VMs {0}", config.templates() == null ? "boot cold (templates = off)"
                 : "are cloned from templates in " + config.templates() + ", cold boot when a clone fails");

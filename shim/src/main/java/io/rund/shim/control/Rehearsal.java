@@ -77,7 +77,8 @@ final class Rehearsal {
         Path store = node.scratch().resolve(".rehearsal-" + pid);
         String pool = "rund-rehearsal-" + pid;
         Daemon.Config config = new Daemon.Config(dir.resolve("state"), node.guestDir(), store, 1, pool,
-                node.accelerator(), null, 0, node.vmUidBase(), node.jailer(), node.guestMemoryMiB(), node.writableLayerMiB(), "", false);
+                node.accelerator(), null, 0, node.vmUidBase(), node.jailer(), node.guestMemoryMiB(), node.writableLayerMiB(), "", false,
+                node.startsAtOnce());
         try {
             WritableLayerStore.seed(node.scratch(), store, node.writableLayerMiB());
             Path t = Files.createDirectories(config.stateDir().resolve("t"));

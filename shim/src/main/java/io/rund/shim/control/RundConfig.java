@@ -22,6 +22,8 @@ import java.util.Map;
  * accelerator = "auto"                 # auto, kvm or tcg
  * templates = "/var/lib/rund/templates" # VM templates (a disk file system, not tmpfs); "off" boots every VM cold
  * spare_vms = 2                        # paused clones kept ready for the next starts; 0 for none
+ * starts_at_once = 0                   # sandbox starts run at once, the rest wait their turn in order;
+ *                                      # 0 (the default): as many as the daemon has CPUs
  * vm_uid_base = 2000000                # each sandbox's QEMU and helper run as a uid of its own above
  *                                      # this, in group vm_uid_base
  * jailer = "/usr/local/lib/rund/rund-jail" # what starts each QEMU and helper confined; the helper,
@@ -47,6 +49,7 @@ public final class RundConfig {
         String accelerator;
         String templates;
         Integer spareVms;
+        Integer startsAtOnce;
         Integer vmUidBase;
         String jailer;
         Integer guestMemoryMiB;
@@ -83,6 +86,14 @@ public final class RundConfig {
         if (spares < 0 || spares > 64) {
             throw new IOException(path + ": spare_vms " + spares + " is outside 0..64");
         }
+        int startsAtOnce = env.containsKey("RUND_STARTS_AT_ONCE") ? Integer.parseInt(env.get("RUND_STARTS_AT_ONCE"))
+                : f.startsAtOnce != null ? f.startsAtOnce : 0;
+        if (startsAtOnce < 0 || startsAtOnce > 1024) {
+            throw new IOException(path + ": starts_at_once " + startsAtOnce + " is outside 0..1024 (0: one per CPU)");
+        }
+        if (startsAtOnce == 0) {
+            startsAtOnce = Runtime.getRuntime().availableProcessors();
+        }
         int uidBase = env.containsKey("RUND_VM_UID_BASE") ? Integer.parseInt(env.get("RUND_VM_UID_BASE"))
                 : f.vmUidBase != null ? f.vmUidBase : DEFAULT_VM_UID_BASE;
         if (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS) {
@@ -112,7 +123,8 @@ public final class RundConfig {
                 pool, pick(env, "RUND_CGROUP_POOL", f.cgroupPool, "rund"),
                 accel.equals("auto") ? null : accel, templates.equals("off") ? null : Path.of(templates), spares,
                 uidBase, Path.of(pick(env, "RUND_JAILER", f.jailer, "/usr/local/lib/rund/rund-jail")),
-                guestMiB, layerMiB, checkFault(path, pick(env, "RUND_FAULT", f.fault, "")), standby(path, env, f.standby));
+                guestMiB, layerMiB, checkFault(path, pick(env, "RUND_FAULT", f.fault, "")), standby(path, env, f.standby),
+                startsAtOnce);
     }
 
     private static boolean standby(Path path, Map<String, String> env, Boolean fromFile) throws IOException {
@@ -140,7 +152,7 @@ public final class RundConfig {
     }
 
     private static final String KNOWN = "state_dir, guest_dir, scratch, pool_size, cgroup_pool, accelerator, templates,"
-            + " spare_vms, vm_uid_base, jailer, guest_memory_mib, writable_layer_mib, standby, fault";
+            + " spare_vms, starts_at_once, vm_uid_base, jailer, guest_memory_mib, writable_layer_mib, standby, fault";
 
     /**
      * Reads the file with the TOML format's own parser, key by key. Mapping it onto a class by
@@ -165,6 +177,7 @@ public final class RundConfig {
                     case "accelerator" -> f.accelerator = string(path, key, p, v);
                     case "templates" -> f.templates = string(path, key, p, v);
                     case "spare_vms" -> f.spareVms = integer(path, key, p, v);
+                    case "starts_at_once" -> f.startsAtOnce = integer(path, key, p, v);
                     case "vm_uid_base" -> f.vmUidBase = integer(path, key, p, v);
                     case "jailer" -> f.jailer = string(path, key, p, v);
                     case "guest_memory_mib" -> f.guestMemoryMiB = integer(path, key, p, v);

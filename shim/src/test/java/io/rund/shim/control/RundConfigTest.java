@@ -29,6 +29,7 @@ class RundConfigTest {
         assertEquals(2_000_000, c.vmUidBase(), "VMs are confined by default");
         assertEquals(Path.of("/usr/local/lib/rund/rund-jail"), c.jailer());
         assertEquals(256, c.writableLayerMiB(), "each pod's disk");
+        assertEquals(Runtime.getRuntime().availableProcessors(), c.startsAtOnce(), "one start at once per CPU");
     }
 
     @Test
@@ -39,6 +40,7 @@ class RundConfigTest {
                 accelerator = "tcg"
                 templates = "off"
                 spare_vms = 5
+                starts_at_once = 3
                 writable_layer_mib = 1024
                 """);
         Daemon.Config c = RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_POOL_SIZE", "3"));
@@ -49,6 +51,8 @@ class RundConfigTest {
         assertEquals(3, c.poolSize(), "the environment wins");
         assertEquals("tcg", c.accelerator());
         assertEquals(5, c.spareVms());
+        assertEquals(3, c.startsAtOnce());
+        assertEquals(7, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_STARTS_AT_ONCE", "7")).startsAtOnce());
         assertEquals(1024, c.writableLayerMiB());
         assertEquals(64, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_WRITABLE_LAYER_MIB", "64")).writableLayerMiB());
         assertEquals(0, RundConfig.load(Map.of("RUND_CONFIG", f.toString(), "RUND_SPARE_VMS", "0")).spareVms());
@@ -73,6 +77,9 @@ class RundConfigTest {
         Path spares = Files.writeString(dir.resolve("s.toml"), "spare_vms = -1\n");
         IOException s = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", spares.toString())));
         assertTrue(s.getMessage().contains("spare_vms -1"), s.getMessage());
+        Path turns = Files.writeString(dir.resolve("t.toml"), "starts_at_once = -2\n");
+        IOException t = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", turns.toString())));
+        assertTrue(t.getMessage().contains("starts_at_once -2 is outside 0..1024"), t.getMessage());
         Path layer = Files.writeString(dir.resolve("l.toml"), "writable_layer_mib = 8\n");
         IOException l = assertThrows(IOException.class, () -> RundConfig.load(Map.of("RUND_CONFIG", layer.toString())));
         assertTrue(l.getMessage().contains("writable_layer_mib 8 is outside 16..1048576"), l.getMessage());
