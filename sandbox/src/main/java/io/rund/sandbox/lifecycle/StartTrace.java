@@ -10,7 +10,7 @@ import java.util.Optional;
 /**
  * Where one sandbox start spent its time: each step the start took, in order, with how
  * long it took on the host's monotonic clock, and how it ended. A start marks each step as
- * it enters it ({@link #enter}); the trace is kept after the sandbox is gone, so that a
+ * it enters it ({@link Recorder#enter}); the trace is kept after the sandbox is gone, so that a
  * start that is over (a {@code ctr run --rm}) can still be read ({@link Kept}, `rund trace`).
  *
  * @param id the sandbox
@@ -56,7 +56,7 @@ public record StartTrace(String id, Instant began, String boot, List<Step> steps
         }
     }
 
-    /** The whole start in milliseconds, then each step's, as the daemon logs them. */
+    /** Each step and its milliseconds, in order, as the daemon logs them after a start's total. */
     public String summary() {
         StringBuilder b = new StringBuilder();
         for (Step s : steps) {

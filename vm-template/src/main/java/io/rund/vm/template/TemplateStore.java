@@ -71,6 +71,8 @@ public final class TemplateStore {
     private final Map<String, Object> building = new ConcurrentHashMap<>();
     /** Keys computed so far, by spec and the stamps of its files. */
     private final Map<String, String> keys = new ConcurrentHashMap<>();
+    /** What each spec's key hashes besides its files (a command line to build): the same for the store's life. */
+    private final Map<Spec, String> identities = new ConcurrentHashMap<>();
 
     /**
      * How a template's builder knows its guest is ready to be saved: the guest's agent
@@ -125,7 +127,8 @@ public final class TemplateStore {
         // Hashing 20 MB of kernel belongs to the first use, not to every clone's start; nor
         // to a new daemon's first start (250 ms of it before the JIT has compiled SHA-256),
         // which finds it in the memo an earlier daemon left.
-        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs()) + ";" + identity(spec, hypervisor);
+        String stamp = spec + ";" + stamp(spec.kernel()) + ";" + stamp(spec.initramfs()) + ";"
+                + identities.computeIfAbsent(spec, x -> identity(x, hypervisor));
         String known = keys.get(stamp);
         if (known != null) {
             return known;
