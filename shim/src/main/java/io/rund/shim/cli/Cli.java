@@ -180,7 +180,7 @@ public final class Cli {
     }
 
     private static String millis(long micros) {
-        return String.format("%.1f ms", micros / 1000.0);
+        return String.format(java.util.Locale.ROOT, "%.1f ms", micros / 1000.0); // a point, whatever the locale: scripts read it
     }
 
     private static void print(StatusResponse s, PrintStream out) {
