@@ -76,39 +76,33 @@ public final class RundConfig {
         if (!accel.equals("auto") && !accel.equals("kvm") && !accel.equals("tcg")) {
             throw new IOException(path + ": accelerator " + accel + " is not auto, kvm or tcg");
         }
-        int pool = env.containsKey("RUND_POOL_SIZE") ? Integer.parseInt(env.get("RUND_POOL_SIZE"))
-                : f.poolSize != null ? f.poolSize : 8;
+        int pool = pickInt(env, "RUND_POOL_SIZE", f.poolSize, 8);
         if (pool < 1 || pool > 4096) {
             throw new IOException(path + ": pool_size " + pool + " is outside 1..4096");
         }
-        int spares = env.containsKey("RUND_SPARE_VMS") ? Integer.parseInt(env.get("RUND_SPARE_VMS"))
-                : f.spareVms != null ? f.spareVms : 2;
+        int spares = pickInt(env, "RUND_SPARE_VMS", f.spareVms, 2);
         if (spares < 0 || spares > 64) {
             throw new IOException(path + ": spare_vms " + spares + " is outside 0..64");
         }
-        int startsAtOnce = env.containsKey("RUND_STARTS_AT_ONCE") ? Integer.parseInt(env.get("RUND_STARTS_AT_ONCE"))
-                : f.startsAtOnce != null ? f.startsAtOnce : 0;
+        int startsAtOnce = pickInt(env, "RUND_STARTS_AT_ONCE", f.startsAtOnce, 0);
         if (startsAtOnce < 0 || startsAtOnce > 1024) {
             throw new IOException(path + ": starts_at_once " + startsAtOnce + " is outside 0..1024 (0: one per CPU)");
         }
         if (startsAtOnce == 0) {
             startsAtOnce = Runtime.getRuntime().availableProcessors();
         }
-        int uidBase = env.containsKey("RUND_VM_UID_BASE") ? Integer.parseInt(env.get("RUND_VM_UID_BASE"))
-                : f.vmUidBase != null ? f.vmUidBase : DEFAULT_VM_UID_BASE;
+        int uidBase = pickInt(env, "RUND_VM_UID_BASE", f.vmUidBase, DEFAULT_VM_UID_BASE);
         if (uidBase < 1000 || uidBase > Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS) {
             // 0 once ran QEMU as root; a sandbox's helper reaches its VM's memory only as the VM's own uid.
             throw new IOException(path + ": vm_uid_base " + uidBase + " is not in 1000.."
                     + (Integer.MAX_VALUE - io.rund.vm.VmJail.UIDS)
                     + (uidBase == 0 ? " (VMs no longer run as root: each sandbox's helper runs as its VM's uid)" : ""));
         }
-        int guestMiB = env.containsKey("RUND_GUEST_MEMORY_MIB") ? Integer.parseInt(env.get("RUND_GUEST_MEMORY_MIB"))
-                : f.guestMemoryMiB != null ? f.guestMemoryMiB : DEFAULT_GUEST_MEMORY_MIB;
+        int guestMiB = pickInt(env, "RUND_GUEST_MEMORY_MIB", f.guestMemoryMiB, DEFAULT_GUEST_MEMORY_MIB);
         if (guestMiB < 32 || guestMiB > 1024) {
             throw new IOException(path + ": guest_memory_mib " + guestMiB + " is outside 32..1024");
         }
-        int layerMiB = env.containsKey("RUND_WRITABLE_LAYER_MIB") ? Integer.parseInt(env.get("RUND_WRITABLE_LAYER_MIB"))
-                : f.writableLayerMiB != null ? f.writableLayerMiB : DEFAULT_WRITABLE_LAYER_MIB;
+        int layerMiB = pickInt(env, "RUND_WRITABLE_LAYER_MIB", f.writableLayerMiB, DEFAULT_WRITABLE_LAYER_MIB);
         if (layerMiB < io.rund.rootfs.WritableLayerStore.MIN_MIB || layerMiB > io.rund.rootfs.WritableLayerStore.MAX_MIB) {
             throw new IOException(path + ": writable_layer_mib " + layerMiB + " is outside "
                     + io.rund.rootfs.WritableLayerStore.MIN_MIB + ".." + io.rund.rootfs.WritableLayerStore.MAX_MIB);
@@ -221,5 +215,11 @@ public final class RundConfig {
     private static String pick(Map<String, String> env, String var, String fromFile, String fallback) {
         String v = env.get(var);
         return v != null ? v : fromFile != null ? fromFile : fallback;
+    }
+
+    /** {@link #pick} for a whole number: the environment's (which must be one), the file's, or the fallback. */
+    private static int pickInt(Map<String, String> env, String var, Integer fromFile, int fallback) {
+        String v = env.get(var);
+        return v != null ? Integer.parseInt(v) : fromFile != null ? fromFile : fallback;
     }
 }
