@@ -23,6 +23,20 @@ struct fault {
 /* Sets f (when it is still clear) and returns -1, so callers can `return fail(...)`. */
 int fail(struct fault *f, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The steps of one call, each timed on the guest's monotonic clock, for the host's trace
+ * of a start (CreateContainerResponse.steps). Names are string literals. */
+#define MAX_STEPS 16
+struct steps {
+    size_t n;
+    const char *name[MAX_STEPS];
+    uint64_t micros[MAX_STEPS];
+    const char *current; /* the step under way, or NULL */
+    uint64_t since;      /* when it began, in microseconds */
+};
+
+/* Ends the step under way, if any, and begins `name` (NULL: none). */
+void steps_enter(struct steps *s, const char *name);
+
 /* True when the host that made the calling thread's call has left (main.c): its answer
  * would be dropped, so a call that would consume something (output read from a process)
  * must stop before it does and leave it for the host's next connection. */
@@ -96,7 +110,7 @@ void procs_init(void);
 void disks_learn(void);
 struct container *find_container(const char *id);
 struct proc *find_proc(struct container *c, const char *exec_id);
-int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f);
+int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct steps *steps, struct fault *f);
 int proc_start(const char *cid, const char *eid, pid_t *pid, struct fault *f);
 int proc_exec(const Rund__Agent__V1__ExecProcessRequest *req, struct fault *f);
 int proc_signal(const char *cid, const char *eid, int sig, bool all, struct fault *f);

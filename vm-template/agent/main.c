@@ -79,6 +79,19 @@ int fail(struct fault *f, int code, const char *fmt, ...)
     return -1;
 }
 
+void steps_enter(struct steps *s, const char *name)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    if (s->current && s->n < MAX_STEPS) {
+        s->name[s->n] = s->current;
+        s->micros[s->n++] = now - s->since;
+    }
+    s->current = name;
+    s->since = now;
+}
+
 int check_id(struct fault *f, const char *what, const char *id, bool may_be_empty)
 {
     size_t n = strlen(id);

@@ -87,7 +87,26 @@ static int h_reseed(const void *in, void *out, void **keep, struct fault *f)
 
 static int h_create(const void *in, void *out, void **keep, struct fault *f)
 {
-    return container_create(in, f);
+    RESP(Rund__Agent__V1__CreateContainerResponse);
+    struct timed {
+        struct steps steps;
+        Rund__Agent__V1__GuestStep step[MAX_STEPS];
+        Rund__Agent__V1__GuestStep *ptr[MAX_STEPS];
+    } *t = calloc(1, sizeof(*t));
+    if (!t)
+        return fail(f, CODE_RESOURCE_EXHAUSTED, "out of memory");
+    *keep = t;
+    if (container_create(in, &t->steps, f))
+        return -1;
+    for (size_t i = 0; i < t->steps.n; i++) {
+        rund__agent__v1__guest_step__init(&t->step[i]);
+        t->step[i].name = (char *)t->steps.name[i];
+        t->step[i].micros = t->steps.micros[i];
+        t->ptr[i] = &t->step[i];
+    }
+    resp->n_steps = t->steps.n;
+    resp->steps = t->ptr;
+    return 0;
 }
 
 static int h_start(const void *in, void *out, void **keep, struct fault *f)
@@ -306,7 +325,8 @@ static const struct method METHODS[] = {
     {"Health", &rund__agent__v1__health_request__descriptor, &rund__agent__v1__health_response__descriptor, h_health},
     {"SetTime", &rund__agent__v1__set_time_request__descriptor, &EMPTY_MSG, h_set_time},
     {"ReseedRandom", &rund__agent__v1__reseed_random_request__descriptor, &EMPTY_MSG, h_reseed},
-    {"CreateContainer", &rund__agent__v1__create_container_request__descriptor, &EMPTY_MSG, h_create},
+    {"CreateContainer", &rund__agent__v1__create_container_request__descriptor,
+     &rund__agent__v1__create_container_response__descriptor, h_create},
     {"StartProcess", &rund__agent__v1__start_process_request__descriptor,
      &rund__agent__v1__start_process_response__descriptor, h_start},
     {"ExecProcess", &rund__agent__v1__exec_process_request__descriptor, &EMPTY_MSG, h_exec},

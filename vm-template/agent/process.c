@@ -270,7 +270,8 @@ static int make_volume(struct fault *f, const struct mount_spec *m, size_t at, c
 
 /* ---- create ------------------------------------------------------------------------- */
 
-static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContainerRequest *req, struct rootfs_plan *r)
+static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContainerRequest *req, struct rootfs_plan *r,
+                            struct steps *steps)
 {
     const Rund__Agent__V1__Rootfs *rf = req->rootfs;
     if (!rf || !rf->lower_tag[0] || !rf->upper_disk_serial[0])
@@ -332,9 +333,13 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     /* virtiofs mounts always check modes and owners in the guest (default_permissions): a
      * container's non-root user is refused what the host's modes refuse it, though both
      * back-ends could read, and one write, as root. */
-    if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)") ||
-        ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "discard", "the writable layer (ext4)"))
+    steps_enter(steps, "mount the image share");
+    if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)"))
         return -1;
+    steps_enter(steps, "mount the writable layer");
+    if (ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "discard", "the writable layer (ext4)"))
+        return -1;
+    steps_enter(steps, "prepare the upper layer and mounts");
     struct stat st;
     if (stat(r->lower, &st) < 0 || !S_ISDIR(st.st_mode))
         return fail(f, CODE_NOT_FOUND, "rootfs.lower_dir %.256s is not a directory of virtio-fs share %s",
@@ -401,8 +406,9 @@ static int keep_ns(struct fault *f, pid_t pid, const char *ns, bool wanted, int 
     return (*fd = open_ns(f, pid, ns)) < 0 ? -1 : 0;
 }
 
-int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct fault *f)
+int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct steps *steps, struct fault *f)
 {
+    steps_enter(steps, "check the request");
     if (check_id(f, "container_id", req->container_id, false) || check_id(f, "pod_namespaces_of", req->pod_namespaces_of, true) ||
         check_id(f, "pid_namespace_of", req->pid_namespace_of, true))
         return -1;
@@ -460,10 +466,11 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     g_containers = c;
     pthread_mutex_unlock(&g_lock);
 
-    if (rootfs_plan_make(f, req, r))
+    if (rootfs_plan_make(f, req, r, steps))
         goto fail;
     snprintf(c->upper_root, sizeof(c->upper_root), "%s", r->upper_root);
     mkdirs(r->rootfs);
+    steps_enter(steps, "make its cgroup");
     if (mkdir(c->cgroup, 0755) < 0) {
         fail(f, CODE_INTERNAL, "create cgroup %s: %s", c->cgroup, strerror(errno));
         goto fail;
@@ -474,6 +481,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     if ((procs_fd = open_cgroup_procs(f, c)) < 0)
         goto fail;
     r->cgroup_procs = procs_fd;
+    steps_enter(steps, "open its stdio");
     if (!(init = proc_new(c, "")))
         goto fail;
     if (plan.terminal) {
@@ -489,6 +497,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         goto fail;
     }
 
+    steps_enter(steps, "fork its init and set up its rootfs");
     pthread_mutex_lock(&g_lock);
     r->join_uts = r->join_ipc = -1;
     if (req->pod_namespaces_of[0]) {
@@ -568,6 +577,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
         init = NULL; /* now in the table: removal below frees it */
         goto fail;
     }
+    steps_enter(steps, "keep its namespaces");
     if ((c->mnt_ns = open_ns(f, pid, "mnt")) < 0 || (c->uts_ns = open_ns(f, pid, "uts")) < 0 ||
         (c->ipc_ns = open_ns(f, pid, "ipc")) < 0 || (c->pid_ns = open_ns(f, pid, "pid")) < 0 ||
         keep_ns(f, pid, "net", r->new_net, &c->net_ns) || keep_ns(f, pid, "cgroup", r->new_cgroupns, &c->cgroup_ns)) {
@@ -600,6 +610,7 @@ int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct 
     close(procs_fd);
     free(r);
     plan_free(&plan);
+    steps_enter(steps, NULL);
     alog("container %s created, init pid %d", c->id, pid);
     return 0;
 

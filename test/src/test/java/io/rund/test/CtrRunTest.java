@@ -388,6 +388,23 @@ class CtrRunTest {
                 "set the guest's clock and entropy", "create the container", "record it running"), steps, trace.stdout());
         // The steps cover the start: their sum is its total but for rounding (0.05 ms each).
         assertTrue(total > 0 && Math.abs(total - sum) <= 0.05 * (steps.size() + 1), sum + " ms of steps, total " + total);
+        // Within "create the container", the agent's own steps, on the guest's clock, in its order;
+        // they fit inside the host's step that holds them.
+        Matcher create = Pattern.compile("(?s).*\n  create the container +([0-9.]+) ms\n((?:    guest: .*? +[0-9.]+ ms\n)+)"
+                + "  record it running.*").matcher(trace.stdout());
+        assertTrue(create.matches(), trace.stdout());
+        List<String> guest = new ArrayList<>();
+        double guestSum = 0;
+        for (String line : create.group(2).split("\n")) {
+            Matcher g = Pattern.compile("    guest: (\\S.*\\S) +([0-9]+\\.[0-9]) ms").matcher(line);
+            assertTrue(g.matches(), line);
+            guest.add(g.group(1));
+            guestSum += Double.parseDouble(g.group(2));
+        }
+        assertEquals(List.of("check the request", "mount the image share", "mount the writable layer",
+                "prepare the upper layer and mounts", "make its cgroup", "open its stdio",
+                "fork its init and set up its rootfs", "keep its namespaces"), guest, trace.stdout());
+        assertTrue(guestSum <= Double.parseDouble(create.group(1)) + 0.05 * guest.size(), trace.stdout());
         assertTrue(ctd.rund(T, "trace").stdout().matches("(?s).*\nfrom-spare +\\S+ +[0-9.]+ ms +clone " + key
                 + " \\(spare\\) +started\n.*"), "the list of kept starts names it");
 

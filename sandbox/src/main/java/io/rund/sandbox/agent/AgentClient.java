@@ -6,6 +6,7 @@ import com.google.protobuf.Parser;
 import io.rund.agent.v1.AgentInfoResponse;
 import io.rund.agent.v1.CloseStdinRequest;
 import io.rund.agent.v1.ContainerRequest;
+import io.rund.agent.v1.CreateContainerResponse;
 import io.rund.agent.v1.DeleteProcessRequest;
 import io.rund.agent.v1.Empty;
 import io.rund.agent.v1.ExecProcessRequest;
@@ -31,6 +32,7 @@ import io.rund.sandbox.guest.ContainerStats;
 import io.rund.sandbox.guest.GuestContainer;
 import io.rund.sandbox.guest.GuestNetwork;
 import io.rund.sandbox.guest.GuestProcesses;
+import io.rund.sandbox.guest.GuestStep;
 import io.rund.sandbox.guest.StreamChunk;
 import io.rund.sandbox.guest.ProcessExit;
 import io.rund.sandbox.guest.ProcessSpec;
@@ -42,6 +44,7 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -57,6 +60,10 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     private static final System.Logger LOG = System.getLogger(AgentClient.class.getName());
 
     static final String SERVICE = "rund.agent.v1.Agent";
+    /** The most steps, the longest step name and the longest step (a minute) a call's answer may report. */
+    static final int MAX_STEPS = 16;
+    static final int MAX_STEP_NAME = 64;
+    static final long MAX_STEP_MICROS = 60_000_000;
     /** The agent refuses reads over this many bytes; so do we. */
     public static final int MAX_CHUNK = 1 << 20;
 
@@ -172,8 +179,29 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
         call("ConfigureNetwork", Protos.network(network), Empty.parser());
     }
 
-    public void createContainer(GuestContainer container) throws AgentException {
-        call("CreateContainer", Protos.container(container), Empty.parser());
+    /**
+     * Creates a container in the guest and returns the steps the agent says it took, checked:
+     * at most {@link #MAX_STEPS}, each named in a few printable words and within a minute.
+     */
+    public List<GuestStep> createContainer(GuestContainer container) throws AgentException {
+        CreateContainerResponse r = call("CreateContainer", Protos.container(container), CreateContainerResponse.parser());
+        if (r.getStepsCount() > MAX_STEPS) {
+            throw AgentException.badAnswer("CreateContainer", r.getStepsCount() + " steps, more than " + MAX_STEPS);
+        }
+        List<GuestStep> steps = new ArrayList<>(r.getStepsCount());
+        for (io.rund.agent.v1.GuestStep s : r.getStepsList()) {
+            String name = s.getName();
+            if (name.isEmpty() || name.length() > MAX_STEP_NAME || !name.chars().allMatch(c -> c >= 0x20 && c < 0x7f)) {
+                throw AgentException.badAnswer("CreateContainer", "a step name of " + name.length()
+                        + " characters that is not " + MAX_STEP_NAME + " printable ASCII characters at most");
+            }
+            if (s.getMicros() < 0 || s.getMicros() > MAX_STEP_MICROS) {
+                throw AgentException.badAnswer("CreateContainer", "step \"" + name + "\" of "
+                        + Long.toUnsignedString(s.getMicros()) + " µs");
+            }
+            steps.add(new GuestStep(name, s.getMicros()));
+        }
+        return List.copyOf(steps);
     }
 
     /** Starts a created process and returns its pid in the guest. */

@@ -438,7 +438,7 @@ public final class SandboxManager implements AutoCloseable {
             }
             s.step("create the container");
             try {
-                s.agent.createContainer(ContainerRequests.of(spec, s.image, "", "", s.dirs));
+                s.trace.guest(s.agent.createContainer(ContainerRequests.of(spec, s.image, "", "", s.dirs)));
             } catch (AgentException e) {
                 // The guest's own verdict on the container: an agent INVALID_ARGUMENT is one for containerd too.
                 throw new SandboxException(e.kind(), e.getMessage(), e);

@@ -1,5 +1,6 @@
 package io.rund.sandbox.lifecycle;
 
+import io.rund.sandbox.guest.GuestStep;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -22,8 +23,20 @@ import java.util.Optional;
  */
 public record StartTrace(String id, Instant began, String boot, List<Step> steps, long totalMicros, String error) {
 
-    /** One step: its name (as a failed start names it in its error) and its length. */
-    public record Step(String name, long micros) {}
+    /**
+     * One step: its name (as a failed start names it in its error), its length, and the
+     * steps the guest's agent reported taking within it, on the guest's clock (empty for a
+     * step of the host's alone).
+     */
+    public record Step(String name, long micros, List<Step> guest) {
+        public Step {
+            guest = List.copyOf(guest);
+        }
+
+        public Step(String name, long micros) {
+            this(name, micros, List.of());
+        }
+    }
 
     /** The steps of one start under way; confined to the thread that runs the start. */
     static final class Recorder {
@@ -32,6 +45,7 @@ public record StartTrace(String id, Instant began, String boot, List<Step> steps
         private final long start = System.nanoTime();
         private final List<Step> steps = new ArrayList<>();
         private String current;
+        private List<Step> guest = List.of();
         private long since = start;
 
         Recorder(String id) {
@@ -42,10 +56,16 @@ public record StartTrace(String id, Instant began, String boot, List<Step> steps
         void enter(String step) {
             long now = System.nanoTime();
             if (current != null) {
-                steps.add(new Step(current, (now - since) / 1_000));
+                steps.add(new Step(current, (now - since) / 1_000, guest));
             }
             current = step;
+            guest = List.of();
             since = now;
+        }
+
+        /** Records the steps the guest reported for the step under way. */
+        void guest(List<GuestStep> reported) {
+            guest = reported.stream().map(g -> new Step(g.name(), g.micros())).toList();
         }
 
         /** The finished trace: the step under way ends now. */
@@ -61,6 +81,11 @@ public record StartTrace(String id, Instant began, String boot, List<Step> steps
         StringBuilder b = new StringBuilder();
         for (Step s : steps) {
             b.append(b.isEmpty() ? "" : ", ").append(s.name()).append(' ').append(s.micros() / 1_000).append(" ms");
+            for (int i = 0; i < s.guest().size(); i++) {
+                Step g = s.guest().get(i);
+                b.append(i == 0 ? " (guest: " : ", ").append(g.name()).append(' ').append(g.micros() / 1_000).append(" ms")
+                        .append(i == s.guest().size() - 1 ? ")" : "");
+            }
         }
         return b.toString();
     }

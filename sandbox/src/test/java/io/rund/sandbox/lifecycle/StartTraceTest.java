@@ -3,6 +3,7 @@ package io.rund.sandbox.lifecycle;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.rund.sandbox.guest.GuestStep;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -26,6 +27,24 @@ class StartTraceTest {
         assertEquals("", t.error());
         assertEquals("clone abc (spare)", t.boot());
         assertTrue(t.summary().matches("first [0-9]+ ms, second [0-9]+ ms, third [0-9]+ ms"), t.summary());
+    }
+
+    @Test
+    void theGuestsStepsBelongToTheStepTheyWereReportedIn() {
+        StartTrace.Recorder r = new StartTrace.Recorder("s3");
+        r.enter("wait for the agent");
+        r.enter("create the container");
+        r.guest(List.of(new GuestStep("mount the writable layer", 41_000), new GuestStep("keep its namespaces", 900)));
+        r.enter("record it running");
+        StartTrace t = r.finish("cold", null);
+
+        assertEquals(List.of(), t.steps().get(0).guest());
+        assertEquals(List.of(new StartTrace.Step("mount the writable layer", 41_000), new StartTrace.Step("keep its namespaces", 900)),
+                t.steps().get(1).guest());
+        assertEquals(List.of(), t.steps().get(2).guest(), "a later step does not inherit them");
+        assertTrue(t.summary().matches("wait for the agent [0-9]+ ms, create the container [0-9]+ ms"
+                + " \\(guest: mount the writable layer 41 ms, keep its namespaces 0 ms\\), record it running [0-9]+ ms"),
+                t.summary());
     }
 
     @Test

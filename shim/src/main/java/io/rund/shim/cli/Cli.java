@@ -174,6 +174,9 @@ public final class Cli {
             out.println();
             for (TraceStep s : t.getStepsList()) {
                 out.printf("  %-40s %9s%n", s.getName(), millis(s.getMicros()));
+                for (TraceStep g : s.getGuestList()) { // the guest's own steps within it, on its clock
+                    out.printf("    guest: %-32s %9s%n", g.getName(), millis(g.getMicros()));
+                }
             }
             out.printf("  %-40s %9s%n", "total", millis(t.getTotalMicros()));
         }

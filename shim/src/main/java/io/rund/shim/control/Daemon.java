@@ -514,7 +514,11 @@ public final class Daemon implements AutoCloseable {
             io.rund.control.v1.StartTrace.Builder tb = io.rund.control.v1.StartTrace.newBuilder().setId(t.id())
                     .setBeganUnixMillis(t.began().toEpochMilli()).setBoot(t.boot()).setTotalMicros(t.totalMicros())
                     .setError(t.error());
-            t.steps().forEach(s -> tb.addSteps(TraceStep.newBuilder().setName(s.name()).setMicros(s.micros())));
+            for (io.rund.sandbox.lifecycle.StartTrace.Step s : t.steps()) {
+                TraceStep.Builder sb = TraceStep.newBuilder().setName(s.name()).setMicros(s.micros());
+                s.guest().forEach(g -> sb.addGuest(TraceStep.newBuilder().setName(g.name()).setMicros(g.micros())));
+                tb.addSteps(sb);
+            }
             b.addStarts(tb);
         }
         return b.build();
