@@ -110,6 +110,12 @@ void procs_init(void);
 void disks_learn(void);
 struct container *find_container(const char *id);
 struct proc *find_proc(struct container *c, const char *exec_id);
+/* Mounts the writable disk `serial` (ext4) at /run/rund/disks/<serial>, its path into
+ * dir (cap bytes), unless it is mounted already (a template's guest mounted it). */
+int disk_mount(struct fault *f, const char *serial, char *dir, size_t cap);
+/* disk_mount, then the first container's upper and work directories, written through:
+ * MountDisk, in a template's guest. */
+int disk_prepare(struct fault *f, const char *serial);
 int container_create(const Rund__Agent__V1__CreateContainerRequest *req, struct steps *steps, struct fault *f);
 int proc_start(const char *cid, const char *eid, pid_t *pid, struct fault *f);
 int proc_exec(const Rund__Agent__V1__ExecProcessRequest *req, struct fault *f);

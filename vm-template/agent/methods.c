@@ -109,6 +109,12 @@ static int h_create(const void *in, void *out, void **keep, struct fault *f)
     return 0;
 }
 
+static int h_mount_disk(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__MountDiskRequest);
+    return disk_prepare(f, req->serial);
+}
+
 static int h_start(const void *in, void *out, void **keep, struct fault *f)
 {
     REQ(Rund__Agent__V1__StartProcessRequest);
@@ -327,6 +333,7 @@ static const struct method METHODS[] = {
     {"ReseedRandom", &rund__agent__v1__reseed_random_request__descriptor, &EMPTY_MSG, h_reseed},
     {"CreateContainer", &rund__agent__v1__create_container_request__descriptor,
      &rund__agent__v1__create_container_response__descriptor, h_create},
+    {"MountDisk", &rund__agent__v1__mount_disk_request__descriptor, &EMPTY_MSG, h_mount_disk},
     {"StartProcess", &rund__agent__v1__start_process_request__descriptor,
      &rund__agent__v1__start_process_response__descriptor, h_start},
     {"ExecProcess", &rund__agent__v1__exec_process_request__descriptor, &EMPTY_MSG, h_exec},

@@ -270,6 +270,40 @@ static int make_volume(struct fault *f, const struct mount_spec *m, size_t at, c
 
 /* ---- create ------------------------------------------------------------------------- */
 
+int disk_mount(struct fault *f, const char *serial, char *dir, size_t cap)
+{
+    char dev[300];
+    if (check_id(f, "disk serial", serial, false))
+        return -1;
+    snprintf(dir, cap, "/run/rund/disks/%s", serial);
+    if (find_disk(f, serial, dev, sizeof(dev)))
+        return -1;
+    return ensure_mounted(f, dev, dir, "ext4", MS_NODEV, "discard", "the writable layer (ext4)");
+}
+
+int disk_prepare(struct fault *f, const char *serial)
+{
+    char dir[128], sub[160];
+    if (disk_mount(f, serial, dir, sizeof(dir)))
+        return -1;
+    /* CreateContainer's upper_dir "" (a pod's first container) uses these. */
+    snprintf(sub, sizeof(sub), "%s/upper", dir);
+    mkdirs(sub);
+    snprintf(sub, sizeof(sub), "%s/work", dir);
+    mkdirs(sub);
+    /* Written to the template's disk now, once: left dirty in the saved RAM, every clone
+     * would write the same blocks back into its own layer, each a private copy. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) < 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        return fail(f, CODE_INTERNAL, "sync the writable layer at %s: %s", dir, strerror(err));
+    }
+    close(fd);
+    return 0;
+}
+
 static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContainerRequest *req, struct rootfs_plan *r,
                             struct steps *steps)
 {
@@ -300,7 +334,7 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
 
     snprintf(r->dir, sizeof(r->dir), "/run/rund/c/%s", req->container_id);
     snprintf(r->share, sizeof(r->share), "/run/rund/shares/%s", rf->lower_tag);
-    snprintf(r->disk, sizeof(r->disk), "/run/rund/disks/%s", rf->upper_disk_serial);
+    snprintf(r->disk, sizeof(r->disk), "/run/rund/disks/%s", rf->upper_disk_serial); /* disk_mount's */
     snprintf(r->lower, sizeof(r->lower), "%s%s", r->share, rf->lower_dir);
     snprintf(r->rootfs, sizeof(r->rootfs), "%s/rootfs", r->dir);
     /* kernel.shmmax is /proc/sys/kernel/shmmax, written through the container's /proc. */
@@ -328,8 +362,6 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     snprintf(r->overlay_data, sizeof(r->overlay_data), "lowerdir=%s,upperdir=%s,workdir=%s", r->lower, r->upper,
              r->work);
     snprintf(r->hostname, sizeof(r->hostname), "%s", req->hostname);
-    if (find_disk(f, rf->upper_disk_serial, r->disk_dev, sizeof(r->disk_dev)))
-        return -1;
     /* virtiofs mounts always check modes and owners in the guest (default_permissions): a
      * container's non-root user is refused what the host's modes refuse it, though both
      * back-ends could read, and one write, as root. */
@@ -337,7 +369,7 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
     if (ensure_mounted(f, r->lower_tag, r->share, "virtiofs", MS_RDONLY | MS_NODEV, NULL, "the read-only layer (virtio-fs)"))
         return -1;
     steps_enter(steps, "mount the writable layer");
-    if (ensure_mounted(f, r->disk_dev, r->disk, "ext4", MS_NODEV, "discard", "the writable layer (ext4)"))
+    if (disk_mount(f, rf->upper_disk_serial, r->disk, sizeof(r->disk)))
         return -1;
     steps_enter(steps, "prepare the upper layer and mounts");
     struct stat st;

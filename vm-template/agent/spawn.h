@@ -89,7 +89,6 @@ struct rootfs_plan {
     char share[128], disk[128]; /* the pod's mounts: /run/rund/shares/<tag>, /run/rund/disks/<serial> */
     char lower[600], rootfs[300];
     char lower_tag[64];
-    char disk_dev[300];
     char overlay_data[1900];
     char upper_root[600], upper[620], work[620];
     char hostname[65];

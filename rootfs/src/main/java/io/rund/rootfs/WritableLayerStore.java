@@ -110,7 +110,7 @@ public final class WritableLayerStore {
             throw new StoreException("open writable layer store " + dir + ": " + e.getMessage(), e);
         }
         WritableLayerStore store = new WritableLayerStore(dir, sizeMiB);
-        store.image(sizeMiB);
+        store.imageOf(sizeMiB);
         try {
             store.create("probe", sizeMiB).close();
         } catch (StoreException e) {
@@ -135,8 +135,23 @@ public final class WritableLayerStore {
         }
     }
 
+    /**
+     * The formatted ext4 image of {@code sizeMiB} that new layers of that size are cloned
+     * from (formatted now on first need): a template clones it too, for a disk of its own
+     * that its guest mounts before the save and its clones' layers are cloned from.
+     */
+    public Path image(int sizeMiB) throws StoreException {
+        checkSize(sizeMiB);
+        return imageOf(sizeMiB).path();
+    }
+
+    /** Where the store in {@code dir} keeps (or will keep) its image of {@code sizeMiB}. */
+    public static Path imagePath(Path dir, int sizeMiB) {
+        return dir.resolve("ext4-" + sizeMiB + "M.img");
+    }
+
     /** The image layers of {@code sizeMiB} are cloned from, formatted on first need. */
-    private Image image(int sizeMiB) throws StoreException {
+    private Image imageOf(int sizeMiB) throws StoreException {
         Image known = images.get(sizeMiB);
         if (known != null) {
             return known;
@@ -146,7 +161,7 @@ public final class WritableLayerStore {
             if (known != null) {
                 return known;
             }
-            Path path = dir.resolve("ext4-" + sizeMiB + "M.img");
+            Path path = imagePath(dir, sizeMiB);
             try {
                 if (!Files.exists(path)) {
                     format(path, (long) sizeMiB << 20);
@@ -199,8 +214,20 @@ public final class WritableLayerStore {
      * held until it is closed unhanded, or until what {@link WritableLayer#heldUntil} names.
      */
     public WritableLayer create(String sandboxId, int sizeMiB) throws StoreException {
+        return create(sandboxId, sizeMiB, null);
+    }
+
+    /**
+     * As {@link #create(String, int)}, cloned from {@code from}: a template's disk in this
+     * store, of {@code sizeMiB} (its guest mounted it before the save, so its clones' layers
+     * must be copies of it); null: the size's formatted image.
+     */
+    public WritableLayer create(String sandboxId, int sizeMiB, Path from) throws StoreException {
         checkSize(sizeMiB);
-        Image image = image(sizeMiB);
+        Path source = from != null ? from : imageOf(sizeMiB).path();
+        if (from != null && !dir.equals(from.getParent())) {
+            throw new StoreException("create writable layer sandbox=" + sandboxId + ": " + from + " is not in the store " + dir);
+        }
         Path path = dir.resolve(LAYER + ProcessHandle.current().pid() + "-" + counter.incrementAndGet());
         int src = -1;
         int dst = -1;
@@ -208,7 +235,12 @@ public final class WritableLayerStore {
         try {
             synchronized (held) {
                 requireRoom(sandboxId, sizeMiB);
-                src = Syscalls.open(image.path(), Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+                src = Syscalls.open(source, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+                long bytes = Syscalls.fstat(src).size();
+                if (bytes != (long) sizeMiB << 20) {
+                    throw new StoreException("create writable layer sandbox=" + sandboxId + ": " + source + " holds "
+                            + bytes + " bytes, not " + sizeMiB + " MiB");
+                }
                 dst = Syscalls.open(path, Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
                 try {
                     Syscalls.ioctl(dst, FICLONE, src);
@@ -245,19 +277,35 @@ public final class WritableLayerStore {
      * one. For a daemon's rehearsal of its start, which must not touch the node's store.
      */
     public static void seed(Path nodeStore, Path dir, int sizeMiB) throws StoreException {
-        Path image = nodeStore.resolve("ext4-" + sizeMiB + "M.img");
+        Path image = imagePath(nodeStore, sizeMiB);
+        try {
+            Files.createDirectories(dir);
+        } catch (IOException e) {
+            throw new StoreException("make store " + dir + ": " + e.getMessage(), e);
+        }
+        cloneFile(image, dir.resolve(image.getFileName()));
+    }
+
+    /**
+     * Clones {@code from} into the new file {@code to} (mode 0600) on the same filesystem:
+     * a copy that shares every block until either is written.
+     */
+    public static void cloneFile(Path from, Path to) throws StoreException {
         int src = -1;
         int dst = -1;
         try {
-            Files.createDirectories(dir);
-            src = Syscalls.open(image, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
-            dst = Syscalls.open(dir.resolve(image.getFileName()),
-                    Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
+            src = Syscalls.open(from, Syscalls.O_RDONLY | Syscalls.O_CLOEXEC, 0);
+            dst = Syscalls.open(to, Syscalls.O_RDWR | Syscalls.O_CREAT | Syscalls.O_EXCL | Syscalls.O_CLOEXEC, 0600);
             Syscalls.ioctl(dst, FICLONE, src);
-        } catch (IOException e) {
-            throw new StoreException("make store " + dir + ": " + e.getMessage(), e);
         } catch (Syscalls.SyscallException e) {
-            throw new StoreException(explain(dir, "clone " + image, e), e);
+            if (dst >= 0) {
+                try {
+                    Files.deleteIfExists(to);
+                } catch (IOException ignored) {
+                    // the error below names it
+                }
+            }
+            throw new StoreException(explain(to.getParent(), "clone " + from, e), e);
         } finally {
             Syscalls.closeQuietly(src);
             Syscalls.closeQuietly(dst);
@@ -401,7 +449,7 @@ public final class WritableLayerStore {
                 int mib = (int) Math.min(size >> 20, MAX_MIB);
                 Long shared = cloneAllocated.get(mib);
                 Held h = new Held(Syscalls.open(fd, Syscalls.O_PATH | Syscalls.O_CLOEXEC, 0), shared != null ? shared
-                        : size == (long) mib << 20 && mib >= MIN_MIB ? image(mib).allocated() : 0);
+                        : size == (long) mib << 20 && mib >= MIN_MIB ? imageOf(mib).allocated() : 0);
                 synchronized (held) {
                     held.add(h);
                 }

@@ -71,6 +71,22 @@ final class Containerd implements AutoCloseable {
     final Path dir;
     final Path socket;
     final Path rundState;
+    /** Whether {@code p} is the disk of a template in {@link #TEMPLATES} (its link {@code disk} names it). */
+    private static boolean isTemplateDisk(Path p) {
+        String name = p.getFileName().toString();
+        if (!name.startsWith("template-")) {
+            return false;
+        }
+        try {
+            return Files.readSymbolicLink(TEMPLATES.resolve(name.substring("template-".length()).split("-")[0])
+                    .resolve("disk")).equals(p);
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size). */
+    static final Path TEMPLATES = Path.of("/var/lib/rund-test/templates");
     final Path daemonLog;
     /** The daemon's configuration file (RUND_CONFIG): absent, unless a test writes it. */
     final Path rundConfig;
@@ -167,7 +183,7 @@ final class Containerd implements AutoCloseable {
         // Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size).
         // Nested as a node's (/var/lib/rund/templates), under a parent closed as older rund left it:
         // VMs run as uids of their own and must still reach the templates' RAM.
-        Path templates = Path.of("/var/lib/rund-test/templates");
+        Path templates = TEMPLATES;
         if (!Files.exists(templates.getParent())) {
             Files.createDirectory(templates.getParent(), PosixFilePermissions.asFileAttribute(
                     PosixFilePermissions.fromString("rwx------")));
@@ -341,9 +357,10 @@ final class Containerd implements AutoCloseable {
         }
         try (Stream<Path> s = Files.list(scratch.mount.resolve("scratch"))) {
             // (A standby daemon rehearsing its start has a store of its own there for a moment.)
-            // Its images, one per layer size a test asked for; no layer is ever named.
-            List<String> files = s.map(p -> p.getFileName().toString()).filter(n -> !n.startsWith(".rehearsal-"))
-                    .filter(n -> !n.matches("ext4-[0-9]+M\\.img")).toList();
+            // Its images, one per layer size a test asked for, and the disks of the templates
+            // there are (each named by its template's link); no layer is ever named.
+            List<String> files = s.filter(p -> !isTemplateDisk(p)).map(p -> p.getFileName().toString())
+                    .filter(n -> !n.startsWith(".rehearsal-")).filter(n -> !n.matches("ext4-[0-9]+M\\.img")).toList();
             if (!files.isEmpty()) {
                 throw new AssertionError("store holds " + files);
             }

@@ -13,6 +13,7 @@ import io.rund.agent.v1.ExecProcessRequest;
 import io.rund.agent.v1.HealthRequest;
 import io.rund.agent.v1.HealthResponse;
 import io.rund.agent.v1.ListPidsResponse;
+import io.rund.agent.v1.MountDiskRequest;
 import io.rund.agent.v1.OOMEvent;
 import io.rund.agent.v1.ReadStreamRequest;
 import io.rund.agent.v1.ReadStreamResponse;
@@ -87,9 +88,12 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
      * {@code deadline} (the template store cannot know the agent; it is handed this).
      */
     public static io.rund.vm.template.TemplateStore.GuestReady ready(Duration deadline) {
-        return socket -> {
+        return (socket, mountDisk) -> {
             try (AgentClient agent = connect(socket, deadline, Duration.ofSeconds(10))) {
                 agent.health();
+                if (mountDisk != null) {
+                    agent.mountDisk(mountDisk);
+                }
             }
         };
     }
@@ -177,6 +181,11 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     /** Gives the guest's interface the pod interface's identity (once per VM). */
     public void configureNetwork(GuestNetwork network) throws AgentException {
         call("ConfigureNetwork", Protos.network(network), Empty.parser());
+    }
+
+    /** Mounts the writable disk {@code serial} in the guest ahead of its first container (a template's). */
+    public void mountDisk(String serial) throws AgentException {
+        call("MountDisk", MountDiskRequest.newBuilder().setSerial(serial).build(), Empty.parser());
     }
 
     /**

@@ -158,13 +158,15 @@ enum Resource {
                 return;
             }
             s.tap = VmConfig.newTapName();
-            s.step("create the writable layer");
+            s.step("find its template");
             SandboxManager.Launched launched;
-            try (WritableLayer writable = s.manager.store().create(s.id, s.size.diskMiB())) {
-                s.step("launch the VM");
-                launched = s.manager.launch(s.id, s.dir, writable, s.readOnly, s.hostDirs, s.cgroup, s.tap, s.uid, s.size);
-                // QEMU has opened the layer by the time QMP answered; ours closes here, the store counts it till QEMU ends.
-                writable.heldUntil(launched.vm().exited());
+            try {
+                launched = s.manager.launch(s.id, s.dir, from -> {
+                    s.step("create the writable layer");
+                    WritableLayer writable = s.manager.store().create(s.id, s.size.diskMiB(), from);
+                    s.step("launch the VM");
+                    return writable;
+                }, s.readOnly, s.hostDirs, s.cgroup, s.tap, s.uid, s.size);
             } catch (StoreException e) {
                 throw new SandboxException(Fault.RESOURCE_EXHAUSTED, e.getMessage(), e);
             }

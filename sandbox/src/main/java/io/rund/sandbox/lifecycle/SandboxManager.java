@@ -160,8 +160,12 @@ public final class SandboxManager implements AutoCloseable {
 
     /** A template for VMs of {@code size}. */
     TemplateStore.Spec templateSpec(VmSize size) throws IOException {
-        return new TemplateStore.Spec(config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
-                (long) size.diskMiB() << 20);
+        try {
+            return new TemplateStore.Spec(config.kernel(), config.initramfs(), size.vcpus(), size.memoryMiB(),
+                    (long) size.diskMiB() << 20, store.image(size.diskMiB()));
+        } catch (StoreException e) {
+            throw new IOException(e.getMessage(), e);
+        }
     }
 
     /** The size of a VM whose containers ask for nothing: the configured one. */
@@ -295,7 +299,7 @@ public final class SandboxManager implements AutoCloseable {
             undo.push(Resource.SHARE, "host-directory helper", helper[1]::close);
             state = state.withHelpers(helper[0].process().pid(), helper[1].process().pid());
             state.write(dir);
-            WritableLayer writable = store.create(name, defaultSize().diskMiB());
+            WritableLayer writable = store.create(name, defaultSize().diskMiB(), t.disk());
             undo.push(Resource.VM, "disk", writable::close);
             String tap = VmConfig.newTapName();
             vm[0] = hypervisor.launchPaused(vmConfig(name, dir, writable, helper[0], helper[1], t.cloneRam(), tap, uid,
@@ -476,23 +480,34 @@ public final class SandboxManager implements AutoCloseable {
     /** A launched VM and how it started: "cold" or "clone <template key>". */
     record Launched(Vm vm, String boot) {}
 
+    /** Makes a VM's writable layer: a clone of {@code from} (a template's disk), or of the store's image for null. */
+    @FunctionalInterface
+    interface Layers {
+        WritableLayer make(Path from) throws StoreException;
+    }
+
     /**
      * Clones the VM from its template when there is a template store, and boots it cold
      * when there is none or the clone fails (the failure is logged). Template and cold
-     * boot have the same devices in the same order, so the guest finds the same disk and
-     * file system either way.
+     * boot have the same devices in the same order, so the guest finds the same disk either
+     * way: a clone's layer is made from its template's disk, which the template's guest has
+     * mounted, a cold VM's from the store's image; a failed clone's layer is dropped.
      */
-    Launched launch(String id, Path dir, WritableLayer writable, ReadOnlyLayer readOnly, HostDirShare hostDirs,
+    Launched launch(String id, Path dir, Layers layers, ReadOnlyLayer readOnly, HostDirShare hostDirs,
             Cgroup cgroup, String tap, int uid, VmSize size) throws HypervisorException, StoreException, CgroupException {
         if (templates != null) {
             TemplateStore.Template t = null;
             boolean launched = false;
             try {
                 t = template(size);
-                launched = true;
-                Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(), t.cloneRam(),
-                        tap, uid, size));
-                return new Launched(vm, "clone " + t.key());
+                try (WritableLayer writable = layers.make(t.disk())) {
+                    launched = true;
+                    Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(), t.cloneRam(),
+                            tap, uid, size));
+                    // QEMU has opened the layer by the time QMP answered; ours closes here, the store counts it till QEMU ends.
+                    writable.heldUntil(vm.exited());
+                    return new Launched(vm, "clone " + t.key());
+                }
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
                 LOG.log(Level.WARNING, "sandbox={0}: clone {1}failed, booting cold: {2}", id,
@@ -506,8 +521,12 @@ public final class SandboxManager implements AutoCloseable {
                 cgroup.bind(hostDirs.helper().process().pid());
             }
         }
-        return new Launched(hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(),
-                VmConfig.Ram.ANONYMOUS, tap, uid, size)), "cold");
+        try (WritableLayer writable = layers.make(null)) {
+            Vm vm = hypervisor.launch(vmConfig(id, dir, writable, readOnly.helper(), hostDirs.helper(),
+                    VmConfig.Ram.ANONYMOUS, tap, uid, size));
+            writable.heldUntil(vm.exited());
+            return new Launched(vm, "cold");
+        }
     }
 
     /**

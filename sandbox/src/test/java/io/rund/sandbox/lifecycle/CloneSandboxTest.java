@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.rund.sandbox.agent.AgentClient;
+import io.rund.testing.XfsLoop;
 import io.rund.vm.template.TemplateStore;
 import java.io.IOException;
 import java.io.RandomAccessFile;
@@ -81,15 +82,44 @@ class CloneSandboxTest {
             assertFalse(guestRamHolds(b.vm().pid(), t.ram(), needle), "b's RAM must not hold a's marker");
             assertFalse(fileHolds(t.ram(), needle), "the template's RAM must not hold a's marker");
 
+            // The template's guest mounted its own disk before the save, with the first container's
+            // directories made and written through; clones' layers are copies of that disk.
+            assertEquals(fx.storeDir, t.disk().getParent(), t.toString());
+            String sb = XfsLoop.run("dumpe2fs", "-h", t.disk().toString());
+            assertTrue(sb.matches("(?s).*\nMount count: +1\n.*"), sb);
+            String root = XfsLoop.run("debugfs", "-R", "ls /", t.disk().toString());
+            assertTrue(root.matches("(?s).* upper .* work .*"), root);
+            assertTrue(XfsLoop.run("dumpe2fs", "-h", fx.store.image(128).toString()).matches("(?s).*\nMount count: +0\n.*"),
+                    "the store's image stays as formatted");
+
             // A template rebuilt under running clones does not disturb them; new clones use the new one.
             templates.remove(key);
             assertFalse(Files.exists(t.dir()));
+            assertFalse(Files.exists(t.disk()), "its disk goes with it");
             c = manager.start(fx.spec("cl-c", "sh", "-c", LOOP));
             assertEquals("clone " + key, c.boot(), "rebuilt from the same inputs");
             assertEquals("0:from-a\n", run(a, "cat", "/data.txt"));
             assertEquals("0:from the top layer\n", run(b, "cat", "/etc/image-file"));
             assertEquals("0:from the top layer\n", run(c, "cat", "/etc/image-file"));
             assertTrue(run(c, "cat", "/data.txt").startsWith("1:"));
+
+            // A template whose disk is gone is no template: it is rebuilt whole, never paired with another disk.
+            TemplateStore.Template rebuilt = templates.existing(key);
+            Files.delete(rebuilt.disk());
+            assertEquals(null, templates.existing(key));
+            Sandbox d = manager.start(fx.spec("cl-d", "sh", "-c", LOOP));
+            try {
+                assertEquals("clone " + key, d.boot());
+                assertEquals("0:from-d\n", run(d, "sh", "-c", "echo from-d > /data.txt; cat /data.txt"));
+                TemplateStore.Template third = templates.existing(key);
+                assertTrue(Files.isRegularFile(third.disk()) && !third.disk().equals(rebuilt.disk()), third.toString());
+                try (Stream<Path> disks = Files.list(fx.storeDir)) {
+                    assertEquals(List.of(third.disk().getFileName().toString()), disks.map(p -> p.getFileName().toString())
+                            .filter(n -> n.startsWith("template-")).toList(), "one template disk in the store");
+                }
+            } finally {
+                d.stop(Duration.ofSeconds(5));
+            }
         } finally {
             a.stop(Duration.ofSeconds(5));
             if (b != null) {
@@ -100,6 +130,27 @@ class CloneSandboxTest {
             }
         }
         fx.assertNothingLeft();
+    }
+
+    @Test
+    void aTemplateWhoseDiskIsInAnotherStoreIsBuiltAgainBesideThisOne() throws Exception {
+        // The node's layer store moved (another file system), its templates stayed.
+        try (XfsLoop other = new XfsLoop(1024)) {
+            io.rund.rootfs.WritableLayerStore moved = io.rund.rootfs.WritableLayerStore.open(other.mount.resolve("scratch"), 128);
+            SandboxManager there = new SandboxManager(fx.config(), fx.hypervisor, fx.pool, moved, templates);
+            String key = templates.key(manager.templateSpec());
+            assertEquals(key, templates.key(there.templateSpec()), "the same template, by its key");
+            templates.get(manager.templateSpec());
+            Sandbox sb = there.start(fx.spec("moved", "sh", "-c", LOOP));
+            try {
+                assertEquals("clone " + key, sb.boot());
+                assertEquals("0:from the top layer\n", run(sb, "cat", "/etc/image-file"));
+                assertEquals(other.mount.resolve("scratch"), templates.existing(key).disk().getParent());
+            } finally {
+                sb.stop(Duration.ofSeconds(5));
+            }
+            templates.remove(key); // its disk is in the store that goes now
+        }
     }
 
     @Test
@@ -171,7 +222,12 @@ class CloneSandboxTest {
             // The template was saved once its agent had seen the build's connection go: a clone's
             // agent waits for a host and serves the daemon's first connection; no stale "connected"
             // state makes it drop that connection's first call (a 30 s Health wait, once).
+            // (The console reaches its file through the daemon's copier: the line may land a moment later.)
             String console = Files.readString(sb.dir().resolve("console.log"));
+            for (long end = System.nanoTime() + 10_000_000_000L; !console.contains("rund-agent: serving the host")
+                    && System.nanoTime() < end; console = Files.readString(sb.dir().resolve("console.log"))) {
+                Thread.sleep(20);
+            }
             assertTrue(console.contains("rund-agent: serving the host (connection 1)"), console);
             assertFalse(console.contains("host disconnected"), console);
             assertEquals("clone " + templates.key(m.templateSpec()), sb.boot());

@@ -412,7 +412,8 @@ public final class HostCheck {
         try {
             TemplateStore.Spec spec = new TemplateStore.Spec(config.guestDir().resolve("vmlinux"),
                     config.guestDir().resolve("initramfs.cpio"), Daemon.VM_VCPUS, Daemon.VM_MEMORY_MIB,
-                    (long) config.writableLayerMiB() << 20);
+                    (long) config.writableLayerMiB() << 20,
+                    io.rund.rootfs.WritableLayerStore.imagePath(config.scratch(), config.writableLayerMiB()));
             // The machine as the daemon's QEMU would start it: the same key the daemon computes.
             String key = TemplateStore.key(spec, new QemuHypervisor(Daemon.QEMU, new Accelerator(accel, "rund check")));
             Path dir = root.resolve(key);

@@ -377,9 +377,9 @@ public final class Daemon implements AutoCloseable {
     /** A template build's guest is ready when its agent answers; the build's fault point is there. */
     private static TemplateStore.GuestReady buildReady() {
         TemplateStore.GuestReady agent = AgentClient.ready(Duration.ofSeconds(60));
-        return socket -> {
+        return (socket, mountDisk) -> {
             FaultPoints.at("template.build");
-            agent.await(socket);
+            agent.await(socket, mountDisk);
         };
     }
 

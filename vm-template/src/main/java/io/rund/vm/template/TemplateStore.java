@@ -2,6 +2,8 @@ package io.rund.vm.template;
 
 import io.rund.rootfs.Dirs;
 import io.rund.rootfs.SandboxHelper;
+import io.rund.rootfs.StoreException;
+import io.rund.rootfs.WritableLayerStore;
 import io.rund.vm.Digests;
 import io.rund.vm.Hypervisor;
 import io.rund.vm.Vm;
@@ -51,15 +53,31 @@ public final class TemplateStore {
      * What a template is made of. Its VM has the devices of a sandbox's, in the same
      * order: the agent's port, two virtio-fs devices, the image share and the host-directory
      * share (each served by a helper of its kind over an empty directory; the guest mounts
-     * neither before a clone does), a virtio-blk
-     * disk of {@code diskBytes} (a sparse file; the agent drops the guest's cache of the
-     * disk before it mounts a clone's own) and a virtio-net device on a tap of its own
-     * (left down: a clone's agent configures it, on the clone's tap).
+     * neither before a clone does), a virtio-blk disk of {@code diskBytes}, and a
+     * virtio-net device on a tap of its own (left down: a clone's agent configures it, on
+     * the clone's tap).
+     *
+     * <p>The disk: with {@code diskImage} (a formatted ext4 image of {@code diskBytes} in a
+     * writable-layer store), a clone of it that the guest mounts before the save, as every
+     * clone would at its first container; it is kept beside the image as
+     * {@code template-<key>.img}, and each clone's layer must be a clone of that
+     * ({@link Template#disk}), the disk the saved guest believes it has. Without, a sparse
+     * empty file the guest leaves alone (the agent drops the guest's cache of it before it
+     * mounts a clone's own), dropped after the build.
      */
-    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes) {}
+    public record Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes, Path diskImage) {
+        /** A template whose guest does not mount its disk. */
+        public Spec(Path kernel, Path initramfs, int vcpus, int memoryMiB, long diskBytes) {
+            this(kernel, initramfs, vcpus, memoryMiB, diskBytes, null);
+        }
+    }
 
-    /** A built template: clone it with {@link VmConfig.Ram#cloneOf}({@code ram}, {@code state}). */
-    public record Template(String key, Path dir, Path ram, Path state) {
+    /**
+     * A built template: clone it with {@link VmConfig.Ram#cloneOf}({@code ram}, {@code state});
+     * {@code disk}, when not null, is the disk its guest mounted, which each clone's writable
+     * layer is cloned from.
+     */
+    public record Template(String key, Path dir, Path ram, Path state, Path disk) {
         public VmConfig.Ram cloneRam() {
             return VmConfig.Ram.cloneOf(ram, state);
         }
@@ -81,7 +99,8 @@ public final class TemplateStore {
      */
     @FunctionalInterface
     public interface GuestReady {
-        void await(Path agentSocket) throws Exception;
+        /** {@code mountDisk}: the serial of the disk the guest mounts before it is saved; null for none. */
+        void await(Path agentSocket, String mountDisk) throws Exception;
     }
 
     private TemplateStore(Path root, Hypervisor hypervisor, GuestReady ready) {
@@ -210,7 +229,8 @@ public final class TemplateStore {
         Path dir = Path.of("/template");
         String machine = hypervisor.machine(vm(spec, "template", dir, dir.resolve("disk"), SandboxHelper.Kind.IMAGES.socket(dir),
                 SandboxHelper.Kind.HOST_DIRS.socket(dir), VmConfig.Ram.template(dir.resolve("ram")), "tap", 0));
-        return spec.diskBytes() + ";" + hypervisor.name() + ";" + machine + ";" + FORMAT;
+        return spec.diskBytes() + (spec.diskImage() == null ? "" : " mounted") + ";" + hypervisor.name() + ";" + machine
+                + ";" + FORMAT;
     }
 
     /** A file's identity and version: replaced or rewritten, it reads differently. */
@@ -227,21 +247,63 @@ public final class TemplateStore {
         } catch (IOException e) {
             throw new TemplateException("template: read " + spec.kernel() + " and " + spec.initramfs() + ": " + e.getMessage(), e);
         }
-        Template t = existing(key);
+        Template t = fitting(key, spec);
         if (t != null) {
             return t;
         }
         synchronized (building.computeIfAbsent(key, k -> new Object())) {
-            t = existing(key);
+            t = fitting(key, spec);
             return t != null ? t : build(key, spec);
         }
     }
 
-    /** The built template with this key, or null. */
+    /**
+     * The built template with this key if its disk is where {@code spec}'s clones make their
+     * layers (the store of its image): one built beside another store (the node's store
+     * moved) is rebuilt, as its clones' layers could not be cloned from its disk.
+     */
+    private Template fitting(String key, Spec spec) {
+        Template t = existing(key);
+        if (t == null || (spec.diskImage() == null ? t.disk() == null
+                : t.disk() != null && t.disk().getParent().equals(spec.diskImage().getParent()))) {
+            return t;
+        }
+        LOG.log(Level.INFO, "template {0}: its disk {1} is not in the layer store {2}; building it again", key, t.disk(),
+                spec.diskImage() == null ? "(none)" : spec.diskImage().getParent());
+        return null;
+    }
+
+    /** The built template with this key, or null (also when the disk its guest mounted is gone). */
     public Template existing(String key) {
         Path dir = root.resolve(key);
-        Template t = new Template(key, dir, dir.resolve("ram"), dir.resolve("state"));
-        return Files.isRegularFile(t.state()) && Files.isRegularFile(t.ram()) ? t : null;
+        Path disk = diskOf(dir);
+        Template t = new Template(key, dir, dir.resolve("ram"), dir.resolve("state"), disk);
+        return Files.isRegularFile(t.state()) && Files.isRegularFile(t.ram()) && (disk == null || Files.isRegularFile(disk))
+                ? t : null;
+    }
+
+    /** The disk a template's guest mounted (its link {@code disk} names it), or null for none. */
+    private static Path diskOf(Path dir) {
+        try {
+            return Files.readSymbolicLink(dir.resolve(DISK));
+        } catch (IOException e) {
+            return null; // no link: a template whose guest mounted no disk
+        }
+    }
+
+    /** The link in a template's directory to the disk its guest mounted. */
+    private static final String DISK = "disk";
+    /** A template's disk in the layer store: template-KEY-BUILD.img. */
+    private static final String DISK_PREFIX = "template-";
+
+    /** Removes from the layer store in {@code dir} every disk of a template of {@code key}. */
+    private static void dropDisks(Path dir, String key) throws IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            for (Path p : s.filter(p -> p.getFileName().toString().startsWith(DISK_PREFIX + key + "-")).toList()) {
+                Files.deleteIfExists(p);
+                LOG.log(Level.INFO, "template {0}: removed {1}, a disk no template holds", key, p);
+            }
+        }
     }
 
     private Template build(String key, Spec spec) throws TemplateException {
@@ -249,6 +311,7 @@ public final class TemplateStore {
         Path work = root.resolve(key + ".building-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
         String what = "template " + key + ": ";
         Vm vm = null;
+        Path mounted = null;
         SandboxHelper fs = null;
         SandboxHelper hostFs = null;
         int uid = 0;
@@ -260,9 +323,21 @@ public final class TemplateStore {
             run = Files.createTempDirectory(runPrefix(root));
             Path empty = Files.createDirectory(run.resolve("empty"));
             Path emptyHost = Files.createDirectory(run.resolve("empty-host"));
-            Path disk = work.resolve("disk");
-            try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
-                f.setLength(spec.diskBytes());
+            // A template of this key that is here but not whole (its disk is gone) goes first,
+            // and with it, any disk a build of this key left: none belongs to a template.
+            remove(key);
+            if (spec.diskImage() != null) {
+                dropDisks(spec.diskImage().getParent(), key);
+                // Beside the image, on the store's filesystem, where clones' layers are cloned from it;
+                // named by this build, so that no other build's link can ever name it.
+                mounted = spec.diskImage().resolveSibling(DISK_PREFIX + key + "-" + System.nanoTime() + ".img");
+                WritableLayerStore.cloneFile(spec.diskImage(), mounted);
+            }
+            Path disk = mounted != null ? mounted : work.resolve(DISK);
+            if (mounted == null) {
+                try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
+                    f.setLength(spec.diskBytes());
+                }
             }
             // The build VM's helpers serve empty shares: the devices must exist (clones have them)
             // and their back-ends' state travels with the template.
@@ -274,7 +349,7 @@ public final class TemplateStore {
             vm = hypervisor.launch(vm(spec, "template-" + key, run, disk, fs.socket(), hostFs.socket(),
                     VmConfig.Ram.template(work.resolve("ram")), VmConfig.newTapName(), uid));
             // Ready means the agent answered; it then waits for the next host, which is a clone's.
-            ready.await(run.resolve("agent.sock"));
+            ready.await(run.resolve("agent.sock"), mounted == null ? null : VmConfig.UPPER_SERIAL);
             awaitHostGone(key, run.resolve("console.log"));
             vm.saveTemplate(work.resolve("state"));
             vm.stop(Duration.ofSeconds(5));
@@ -283,7 +358,12 @@ public final class TemplateStore {
             // Every clone reads these; none may write them (the building VM's uid goes to the next VM).
             hypervisor.grantVmRead(work.resolve("ram"));
             hypervisor.grantVmRead(work.resolve("state"));
-            Files.deleteIfExists(disk);
+            if (mounted != null) {
+                // Saved with the guest: stopped, its writes are all in the file.
+                Files.createSymbolicLink(work.resolve(DISK), mounted);
+            } else {
+                Files.deleteIfExists(disk);
+            }
             Files.writeString(work.resolve("template.json"), """
                     {"key":"%s","kernel":"%s","initramfs":"%s","vcpus":%d,"memoryMiB":%d,"format":"%s","buildMillis":%d}
                     """.formatted(key, spec.kernel(), spec.initramfs(), spec.vcpus(), spec.memoryMiB(), FORMAT,
@@ -293,6 +373,7 @@ public final class TemplateStore {
             } catch (AtomicMoveNotSupportedException e) {
                 throw new IOException("rename " + work + " into place: " + e.getMessage(), e);
             }
+            mounted = null; // the template's now
             LOG.log(Level.INFO, "template {0}: built in {1} ms ({2} vCPU, {3} MiB, {4})", key,
                     (System.nanoTime() - started) / 1_000_000, spec.vcpus(), spec.memoryMiB(),
                     hypervisor.accelerator().kind());
@@ -305,6 +386,13 @@ public final class TemplateStore {
                 vm.close();
             }
             deleteDirQuietly(work);
+            if (mounted != null) {
+                try {
+                    Files.deleteIfExists(mounted);
+                } catch (IOException x) {
+                    LOG.log(Level.WARNING, "template {0}: remove {1}: {2}", key, mounted, x.getMessage());
+                }
+            }
             throw new TemplateException(what + "build: " + e.getMessage(), e);
         } finally {
             if (fs != null) {
@@ -417,9 +505,13 @@ public final class TemplateStore {
         if (!Files.isDirectory(dir)) {
             return;
         }
+        Path disk = diskOf(dir);
         Path gone = root.resolve(key + ".removed-" + System.nanoTime());
         Files.move(dir, gone, StandardCopyOption.ATOMIC_MOVE);
         deleteDir(gone);
+        if (disk != null) {
+            Files.deleteIfExists(disk); // clones' layers are copies of their own
+        }
         LOG.log(Level.INFO, "template {0}: removed", key);
     }
 
