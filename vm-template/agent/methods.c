@@ -85,6 +85,16 @@ static int h_reseed(const void *in, void *out, void **keep, struct fault *f)
     return rc ? fail(f, CODE_INTERNAL, "RNDADDENTROPY: %s", strerror(e)) : 0;
 }
 
+static int h_wake(const void *in, void *out, void **keep, struct fault *f)
+{
+    REQ(Rund__Agent__V1__WakeRequest);
+    if (!req->time || !req->seed)
+        return fail(f, CODE_INVALID_ARGUMENT, "Wake needs a time and a seed");
+    if (h_set_time(req->time, NULL, keep, f) || h_reseed(req->seed, NULL, keep, f))
+        return -1;
+    return h_health(NULL, out, keep, f);
+}
+
 static int h_create(const void *in, void *out, void **keep, struct fault *f)
 {
     RESP(Rund__Agent__V1__CreateContainerResponse);
@@ -331,6 +341,7 @@ static const struct method METHODS[] = {
     {"Health", &rund__agent__v1__health_request__descriptor, &rund__agent__v1__health_response__descriptor, h_health},
     {"SetTime", &rund__agent__v1__set_time_request__descriptor, &EMPTY_MSG, h_set_time},
     {"ReseedRandom", &rund__agent__v1__reseed_random_request__descriptor, &EMPTY_MSG, h_reseed},
+    {"Wake", &rund__agent__v1__wake_request__descriptor, &rund__agent__v1__health_response__descriptor, h_wake},
     {"CreateContainer", &rund__agent__v1__create_container_request__descriptor,
      &rund__agent__v1__create_container_response__descriptor, h_create},
     {"MountDisk", &rund__agent__v1__mount_disk_request__descriptor, &EMPTY_MSG, h_mount_disk},

@@ -384,8 +384,8 @@ class CtrRunTest {
             }
         }
         assertEquals(List.of("wait for its turn", "check the store's room", "take a spare VM", "create its state directory", "record its state",
-                "claim a cgroup", "prepare the shares", "resume the spare VM", "wait for the agent",
-                "set the guest's clock and entropy", "create the container", "record it running"), steps, trace.stdout());
+                "claim a cgroup", "prepare the shares", "resume the spare VM", "wake the agent",
+                "create the container", "record it running"), steps, trace.stdout());
         // The steps cover the start: their sum is its total but for rounding (0.05 ms each).
         assertTrue(total > 0 && Math.abs(total - sum) <= 0.05 * (steps.size() + 1), sum + " ms of steps, total " + total);
         // Within "create the container", the agent's own steps, on the guest's clock, in its order;

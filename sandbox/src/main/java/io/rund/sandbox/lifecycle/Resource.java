@@ -16,7 +16,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
-import java.time.Instant;
 
 /**
  * A sandbox's resources, in the order a start acquires them: the one description of that
@@ -211,14 +210,12 @@ enum Resource {
     AGENT {
         @Override
         void acquire(Starting s) throws Exception {
-            s.step("wait for the agent");
-            AgentClient agent = AgentClient.connect(s.dir.resolve("agent.sock"), s.manager.config().agentDeadline(),
-                    Duration.ofSeconds(30));
+            // The answer that says the agent serves also set its clock and entropy (Wake).
+            s.step("wake the agent");
+            AgentClient agent = AgentClient.wake(s.dir.resolve("agent.sock"), s.manager.config().agentDeadline(),
+                    Duration.ofSeconds(30), s.manager::seed);
             s.undo.push(this, "connection", agent::close);
             s.agent = agent;
-            s.step("set the guest's clock and entropy");
-            agent.setTime(Instant.now());
-            agent.reseedRandom(s.manager.seed());
             if (s.network != null) {
                 s.step("configure the guest's network");
                 agent.configureNetwork(s.network.guest());

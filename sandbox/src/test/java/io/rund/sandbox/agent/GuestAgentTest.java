@@ -249,6 +249,18 @@ class GuestAgentTest {
     void clockAndRandomnessCanBeSetFromTheHost() throws Exception {
         agent.setTime(Instant.parse("2031-05-06T07:08:09Z"));
         assertEquals("2031\n", run("date", "-u", "+%Y").out());
+        // Wake: the clock set, the pool mixed and Health's answer, in one call; both parts required.
+        io.rund.agent.v1.HealthResponse woke = agent.call("Wake", io.rund.agent.v1.WakeRequest.newBuilder()
+                .setTime(io.rund.agent.v1.SetTimeRequest.newBuilder().setRealtimeNs(
+                        Instant.parse("2032-01-02T03:04:05Z").getEpochSecond() * 1_000_000_000L))
+                .setSeed(io.rund.agent.v1.ReseedRandomRequest.newBuilder().setSeed(com.google.protobuf.ByteString.copyFrom(
+                        new byte[32]))).build(), io.rund.agent.v1.HealthResponse.parser());
+        assertTrue(woke.getVersion().startsWith("rund-agent "), woke.toString());
+        assertEquals("2032\n", run("date", "-u", "+%Y").out());
+        AgentException half = assertThrows(AgentException.class, () -> agent.call("Wake", io.rund.agent.v1.WakeRequest
+                .newBuilder().setTime(io.rund.agent.v1.SetTimeRequest.newBuilder().setRealtimeNs(1)).build(),
+                io.rund.agent.v1.HealthResponse.parser()));
+        assertEquals(Fault.INVALID_ARGUMENT, half.kind());
         agent.setTime(Instant.now());
         agent.reseedRandom(new byte[64]);
         AgentException tooShort = assertThrows(AgentException.class, () -> agent.reseedRandom(new byte[8]));
