@@ -508,6 +508,13 @@ public final class SandboxManager implements AutoCloseable {
                     writable.heldUntil(vm.exited());
                     return new Launched(vm, "clone " + t.key());
                 }
+            } catch (StoreException e) {
+                if (t == null || t.disk() == null || Files.exists(t.disk())) {
+                    throw e; // the store's own failure (full, above all): a cold VM would need a layer too
+                }
+                // Its template was removed under it (a new guest): as a clone of a removed RAM file would.
+                LOG.log(Level.WARNING, "sandbox={0}: clone of template {1} failed, booting cold: {2}", id, t.key(),
+                        e.getMessage());
             } catch (TemplateException | HypervisorException | IOException e) {
                 // A template's own failures name its key; a failed launch names it here.
                 LOG.log(Level.WARNING, "sandbox={0}: clone {1}failed, booting cold: {2}", id,

@@ -417,7 +417,9 @@ public final class HostCheck {
             // The machine as the daemon's QEMU would start it: the same key the daemon computes.
             String key = TemplateStore.key(spec, new QemuHypervisor(Daemon.QEMU, new Accelerator(accel, "rund check")));
             Path dir = root.resolve(key);
-            boolean built = Files.isRegularFile(dir.resolve("ram")) && Files.isRegularFile(dir.resolve("state"));
+            // Its guest's disk too, when it mounted one (the link is there): without it the template is rebuilt.
+            boolean built = Files.isRegularFile(dir.resolve("ram")) && Files.isRegularFile(dir.resolve("state"))
+                    && (!Files.isSymbolicLink(dir.resolve("disk")) || Files.isRegularFile(dir.resolve("disk")));
             add(built ? Level.OK : Level.WARN, "templates", root + ", current " + key + (built ? " built" : notBuilt()));
         } catch (IOException e) {
             add(Level.WARN, "templates", "cannot compute the template key: " + e.getMessage());

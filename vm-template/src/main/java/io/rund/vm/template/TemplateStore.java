@@ -60,7 +60,7 @@ public final class TemplateStore {
      * <p>The disk: with {@code diskImage} (a formatted ext4 image of {@code diskBytes} in a
      * writable-layer store), a clone of it that the guest mounts before the save, as every
      * clone would at its first container; it is kept beside the image as
-     * {@code template-<key>.img}, and each clone's layer must be a clone of that
+     * {@code template-<key>-<build>.img}, and each clone's layer must be a clone of that
      * ({@link Template#disk}), the disk the saved guest believes it has. Without, a sparse
      * empty file the guest leaves alone (the agent drops the guest's cache of it before it
      * mounts a clone's own), dropped after the build.
