@@ -146,8 +146,13 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
                     c.call(SERVICE, "Health", HealthRequest.getDefaultInstance(), HealthResponse.parser(), options);
                 } else if (!wakeCall(c, seed, options)) {
                     AgentClient older = new AgentClient(c, callTimeout);
-                    older.setTime(Instant.now());
-                    older.reseedRandom(seed.get());
+                    try {
+                        older.setTime(Instant.now());
+                        older.reseedRandom(seed.get());
+                    } catch (AgentException e) {
+                        older.close(); // the caller never gets it
+                        throw e;
+                    }
                     return older;
                 }
                 if (probes > 1) {
