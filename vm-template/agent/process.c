@@ -270,12 +270,18 @@ static int make_volume(struct fault *f, const struct mount_spec *m, size_t at, c
 
 /* ---- create ------------------------------------------------------------------------- */
 
+/* Where the writable disk `serial` is mounted, into dir (cap bytes). */
+static void disk_dir(const char *serial, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/run/rund/disks/%s", serial);
+}
+
 int disk_mount(struct fault *f, const char *serial, char *dir, size_t cap)
 {
     char dev[300];
     if (check_id(f, "disk serial", serial, false))
         return -1;
-    snprintf(dir, cap, "/run/rund/disks/%s", serial);
+    disk_dir(serial, dir, cap);
     if (find_disk(f, serial, dev, sizeof(dev)))
         return -1;
     return ensure_mounted(f, dev, dir, "ext4", MS_NODEV, "discard", "the writable layer (ext4)");
@@ -334,7 +340,7 @@ static int rootfs_plan_make(struct fault *f, const Rund__Agent__V1__CreateContai
 
     snprintf(r->dir, sizeof(r->dir), "/run/rund/c/%s", req->container_id);
     snprintf(r->share, sizeof(r->share), "/run/rund/shares/%s", rf->lower_tag);
-    snprintf(r->disk, sizeof(r->disk), "/run/rund/disks/%s", rf->upper_disk_serial); /* disk_mount's */
+    disk_dir(rf->upper_disk_serial, r->disk, sizeof(r->disk));
     snprintf(r->lower, sizeof(r->lower), "%s%s", r->share, rf->lower_dir);
     snprintf(r->rootfs, sizeof(r->rootfs), "%s/rootfs", r->dir);
     /* kernel.shmmax is /proc/sys/kernel/shmmax, written through the container's /proc. */

@@ -71,20 +71,6 @@ final class Containerd implements AutoCloseable {
     final Path dir;
     final Path socket;
     final Path rundState;
-    /** Whether {@code p} is the disk of a template in {@link #TEMPLATES} (its link {@code disk} names it). */
-    private static boolean isTemplateDisk(Path p) {
-        String name = p.getFileName().toString();
-        if (!name.startsWith("template-")) {
-            return false;
-        }
-        try {
-            return Files.readSymbolicLink(TEMPLATES.resolve(name.substring("template-".length()).split("-")[0])
-                    .resolve("disk")).equals(p);
-        } catch (IOException e) {
-            return false;
-        }
-    }
-
     /** Templates of the tests' own; kept between runs, as a node keeps its (keyed by kernel and size). */
     static final Path TEMPLATES = Path.of("/var/lib/rund-test/templates");
     final Path daemonLog;
@@ -359,7 +345,7 @@ final class Containerd implements AutoCloseable {
             // (A standby daemon rehearsing its start has a store of its own there for a moment.)
             // Its images, one per layer size a test asked for, and the disks of the templates
             // there are (each named by its template's link); no layer is ever named.
-            List<String> files = s.filter(p -> !isTemplateDisk(p)).map(p -> p.getFileName().toString())
+            List<String> files = s.filter(p -> !io.rund.vm.template.TemplateStore.holdsDisk(TEMPLATES, p)).map(p -> p.getFileName().toString())
                     .filter(n -> !n.startsWith(".rehearsal-")).filter(n -> !n.matches("ext4-[0-9]+M\\.img")).toList();
             if (!files.isEmpty()) {
                 throw new AssertionError("store holds " + files);

@@ -174,10 +174,8 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
 
     /** Wake on {@code c}: true when answered, false when the agent has no such call. */
     private static boolean wakeCall(Client c, Supplier<byte[]> seed, CallOptions options) throws IOException, TtrpcException {
-        Instant now = Instant.now();
-        long ns = Math.addExact(Math.multiplyExact(now.getEpochSecond(), 1_000_000_000L), now.getNano());
-        WakeRequest wake = WakeRequest.newBuilder().setTime(SetTimeRequest.newBuilder().setRealtimeNs(ns))
-                .setSeed(ReseedRandomRequest.newBuilder().setSeed(ByteString.copyFrom(seed.get()))).build();
+        WakeRequest wake = WakeRequest.newBuilder().setTime(timeRequest(Instant.now())).setSeed(seedRequest(seed.get()))
+                .build();
         try {
             c.call(SERVICE, "Wake", wake, HealthResponse.parser(), options);
             return true;
@@ -217,13 +215,22 @@ public final class AgentClient implements GuestProcesses, AutoCloseable {
     }
 
     public void setTime(Instant now) throws AgentException {
-        long ns = Math.addExact(Math.multiplyExact(now.getEpochSecond(), 1_000_000_000L), now.getNano());
-        call("SetTime", SetTimeRequest.newBuilder().setRealtimeNs(ns).build(), Empty.parser());
+        call("SetTime", timeRequest(now), Empty.parser());
     }
 
     public void reseedRandom(byte[] seed) throws AgentException {
-        call("ReseedRandom", ReseedRandomRequest.newBuilder().setSeed(ByteString.copyFrom(seed)).build(),
-                Empty.parser());
+        call("ReseedRandom", seedRequest(seed), Empty.parser());
+    }
+
+    /** SetTime's request, as Wake carries it too. */
+    private static SetTimeRequest timeRequest(Instant now) {
+        long ns = Math.addExact(Math.multiplyExact(now.getEpochSecond(), 1_000_000_000L), now.getNano());
+        return SetTimeRequest.newBuilder().setRealtimeNs(ns).build();
+    }
+
+    /** ReseedRandom's request, as Wake carries it too. */
+    private static ReseedRandomRequest seedRequest(byte[] seed) {
+        return ReseedRandomRequest.newBuilder().setSeed(ByteString.copyFrom(seed)).build();
     }
 
     /** Gives the guest's interface the pod interface's identity (once per VM). */

@@ -106,20 +106,6 @@ final class Fixture implements AutoCloseable {
     }
 
     /** Nothing of any sandbox is left: no state, no mount, no store file, no VM, the pool whole. */
-    /** Whether {@code p} is the disk of a template in {@link #templateRoot} (its link {@code disk} names it). */
-    private boolean isTemplateDisk(Path p) {
-        String name = p.getFileName().toString();
-        if (!name.startsWith("template-")) {
-            return false;
-        }
-        String key = name.substring("template-".length()).split("-")[0];
-        try {
-            return Files.readSymbolicLink(templateRoot.resolve(key).resolve("disk")).equals(p);
-        } catch (IOException e) {
-            return false;
-        }
-    }
-
     void assertNothingLeft() throws Exception {
         try (Stream<Path> s = Files.list(stateRoot)) {
             List<Path> left = s.toList();
@@ -133,7 +119,7 @@ final class Fixture implements AutoCloseable {
         }
         try (Stream<Path> s = Files.list(storeDir)) {
             // The image, and the disks of the templates there are (each named by its template's link).
-            List<String> files = s.filter(p -> !isTemplateDisk(p)).map(p -> p.getFileName().toString()).toList();
+            List<String> files = s.filter(p -> !io.rund.vm.template.TemplateStore.holdsDisk(templateRoot, p)).map(p -> p.getFileName().toString()).toList();
             if (!files.equals(List.of("ext4-128M.img"))) {
                 throw new AssertionError("store holds " + files);
             }

@@ -296,6 +296,16 @@ public final class TemplateStore {
     /** A template's disk in the layer store: template-KEY-BUILD.img. */
     private static final String DISK_PREFIX = "template-";
 
+    /**
+     * Whether {@code file}, in a layer store, is the disk of a template of the store at
+     * {@code root}: the link of the template its name carries names it.
+     */
+    public static boolean holdsDisk(Path root, Path file) {
+        String name = file.getFileName().toString();
+        return name.startsWith(DISK_PREFIX)
+                && file.equals(diskOf(root.resolve(name.substring(DISK_PREFIX.length()).split("-")[0])));
+    }
+
     /** Removes from the layer store in {@code dir} every disk of a template of {@code key}. */
     private static void dropDisks(Path dir, String key) throws IOException {
         try (Stream<Path> s = Files.list(dir)) {
